@@ -1,0 +1,7 @@
+"""Durable, rate-limited collector of Tencent Cloud SMS receipts, replies and statistics."""
+
+from __future__ import annotations
+
+__all__ = ["__version__"]
+
+__version__ = "0.1.0"

@@ -1,0 +1,7 @@
+"""Allows ``python -m tcsms_poller``."""
+
+from __future__ import annotations
+
+from tcsms_poller.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,11 @@
+"""Suite-wide fixtures: the anyio plugin runs every async test on asyncio (aiolimiter needs it)."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """Run ``@pytest.mark.anyio`` tests on asyncio only."""
+    return "asyncio"
