@@ -1,0 +1,118 @@
+"""Annotated pydantic types shared by every configuration model, built-in or plugin.
+
+A sink plugin's ``Config`` uses the same ``Duration``, ``Secret`` and ``ByteSize`` as ours, so
+durations are spelled alike everywhere and every secret is redacted by ``check-config`` and
+masked in logs without the plugin doing anything.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    GetCoreSchemaHandler,
+    PlainSerializer,
+    WithJsonSchema,
+)
+from pydantic_core import core_schema
+
+from tcsms_poller.units import format_duration, format_size, parse_duration, parse_size
+
+__all__ = ["E164", "REDACTED", "ByteSize", "Duration", "Secret", "SecretValue", "is_e164"]
+
+REDACTED = "***"
+_E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+
+
+class SecretValue:
+    """A string that never shows itself by accident: ``str()`` and ``repr()`` give ``***``."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The real value, for the one place that must use it."""
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SecretValue) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __str__(self) -> str:
+        return REDACTED
+
+    def __repr__(self) -> str:
+        return f"SecretValue({REDACTED!r})"
+
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.no_info_plain_validator_function(
+            _to_secret,
+            json_schema_input_schema=core_schema.str_schema(),
+            serialization=core_schema.plain_serializer_function_ser_schema(lambda _: REDACTED),
+        )
+
+
+def _to_seconds(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, str):
+        raise ValueError(f"invalid duration {value!r}: write it like 500ms, 5s, 2m, 1h or 7d")
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise ValueError(f"invalid duration {value!r}: must be greater than zero")
+    return seconds
+
+
+def _to_bytes(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ValueError(f"invalid size {value!r}: write it like 512KiB or 1MiB")
+    return parse_size(value)
+
+
+def _to_secret(value: Any) -> SecretValue:
+    if isinstance(value, SecretValue):
+        return value
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ValueError("must be a string")
+    return SecretValue(str(value))
+
+
+def is_e164(number: str) -> bool:
+    """Whether ``number`` is ``+`` and 7-15 digits, no leading zero (ITU-T E.164)."""
+    return _E164.match(number) is not None
+
+
+def _check_e164(number: str) -> str:
+    if not is_e164(number):
+        raise ValueError(f"{number!r} is not an E.164 number like +8613711112222")
+    return number
+
+
+# Seconds as a float; written ``500ms``/``5s``/``2m``/``1h``/``7d`` in YAML and rendered back so.
+Duration = Annotated[
+    float,
+    BeforeValidator(_to_seconds),
+    PlainSerializer(format_duration, return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "pattern": r"^\d+(\.\d+)?(ms|s|m|h|d)$"}),
+]
+# Bytes as an int; written ``512KiB``/``1MiB`` (or a plain number of bytes).
+ByteSize = Annotated[
+    int,
+    BeforeValidator(_to_bytes),
+    PlainSerializer(format_size, return_type=str, when_used="json"),
+    WithJsonSchema({"type": ["string", "integer"]}),
+]
+# A secret: ``***`` whenever rendered; ``.reveal()`` for the one place that needs it.
+Secret = SecretValue
+E164 = Annotated[str, AfterValidator(_check_e164)]

@@ -1,0 +1,1 @@
+"""Where records go: the ``Sink`` contract, the plugin registry and the built-in sinks."""
