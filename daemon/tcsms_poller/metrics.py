@@ -1,0 +1,126 @@
+"""Every Prometheus metric the daemon exports, in one registry per daemon instance.
+
+A registry per instance (not the global one) lets tests run several daemons in one process and
+keeps /metrics free of anything we did not define, apart from the process collector.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+
+__all__ = ["Metrics"]
+
+_PREFIX = "tcsms_poller"
+
+
+class Metrics:
+    """The daemon's metrics; components receive this object and update what concerns them."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        r = self.registry
+        self.requests = Counter(
+            f"{_PREFIX}_tencent_requests",
+            "Tencent API requests by action and result: ok, an error code, or a transport error",
+            ["action", "code"],
+            registry=r,
+        )
+        self.request_seconds = Histogram(
+            f"{_PREFIX}_tencent_request_duration_seconds",
+            "Time from sending a Tencent request to its parsed answer",
+            ["action"],
+            registry=r,
+        )
+        self.limiter_wait_seconds = Counter(
+            f"{_PREFIX}_limiter_wait_seconds",
+            "Seconds callers spent waiting for the per-action rate limiter",
+            ["action"],
+            registry=r,
+        )
+        self.retries = Counter(
+            f"{_PREFIX}_tencent_retries",
+            "Tencent requests retried after a transient error",
+            ["action"],
+            registry=r,
+        )
+        self.records = Counter(
+            f"{_PREFIX}_records",
+            "Records seen by kind, source and outcome (new or duplicate)",
+            ["kind", "source", "outcome"],
+            registry=r,
+        )
+        self.rejected_items = Counter(
+            f"{_PREFIX}_rejected_items",
+            "API items that could not be parsed into a record and were quarantined",
+            ["source"],
+            registry=r,
+        )
+        self.outbox_depth = Gauge(
+            f"{_PREFIX}_outbox_depth",
+            "Records committed but not yet acknowledged by the sink",
+            ["sink"],
+            registry=r,
+        )
+        self.sink_delivered = Counter(
+            f"{_PREFIX}_sink_delivered_records",
+            "Records acknowledged by the sink",
+            ["sink"],
+            registry=r,
+        )
+        self.sink_failures = Counter(
+            f"{_PREFIX}_sink_failures",
+            "Failed sink deliveries (each is retried or dead-lettered)",
+            ["sink"],
+            registry=r,
+        )
+        self.dead_lettered = Counter(
+            f"{_PREFIX}_dead_lettered_records",
+            "Records written to the dead-letter file instead of the sink",
+            ["sink"],
+            registry=r,
+        )
+        self.last_success = Gauge(
+            f"{_PREFIX}_last_successful_poll_timestamp_seconds",
+            "UNIX time of each worker's last successful poll",
+            ["worker"],
+            registry=r,
+        )
+        self.worker_healthy = Gauge(
+            f"{_PREFIX}_worker_healthy",
+            "1 when the worker is healthy, 0 when a permanent error stopped it",
+            ["worker"],
+            registry=r,
+        )
+        self.tracked_numbers = Gauge(
+            f"{_PREFIX}_tracked_numbers",
+            "Phone numbers tracked for per-number polling",
+            ["app_id"],
+            registry=r,
+        )
+        self.by_number_lag = Gauge(
+            f"{_PREFIX}_by_number_lag_seconds",
+            "How far past its due time the most overdue tracked number is",
+            ["app_id"],
+            registry=r,
+        )
+        self.callback_statistics = Gauge(
+            f"{_PREFIX}_callback_statistics",
+            "Tencent's receipt statistics over the statistics lookback, per app and counter",
+            ["app_id", "counter"],
+            registry=r,
+        )
+        self.conversions = Counter(
+            f"{_PREFIX}_conversions_reported",
+            "Conversions reported to Tencent by result code",
+            ["code"],
+            registry=r,
+        )

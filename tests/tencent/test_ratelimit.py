@@ -1,0 +1,99 @@
+"""The per-action limiter: hard sliding-window cap, near-full use, FIFO fairness, pauses."""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+
+import anyio
+import pytest
+
+from tcsms_poller.tencent.ratelimit import ActionLimiter, RateLimiters
+
+
+def max_in_any_window(times: list[float], window: float = 1.0) -> int:
+    """The largest number of ``times`` inside any half-open window of ``window`` seconds."""
+    ordered = sorted(times)
+    return max(
+        (bisect_left(ordered, start + window) - i for i, start in enumerate(ordered)), default=0
+    )
+
+
+async def grant_times(limiter: ActionLimiter, requests: int, concurrency: int) -> list[float]:
+    """Have ``concurrency`` callers take ``requests`` slots; return each grant's time."""
+    times: list[float] = []
+    remaining = iter(range(requests))
+
+    async def caller() -> None:
+        for _ in remaining:
+            await limiter.acquire()
+            times.append(anyio.current_time())
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(concurrency):
+            tg.start_soon(caller)
+    return times
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("rate", [10, 50])
+async def test_never_more_than_rate_in_any_second(rate: int) -> None:
+    """Even from a cold start (where a bare token bucket admits ~2N), no window exceeds N."""
+    limiter = ActionLimiter(rate)
+    times = await grant_times(limiter, requests=rate * 3, concurrency=rate * 2)
+    assert max_in_any_window(times) <= rate
+
+
+@pytest.mark.anyio
+async def test_uses_at_least_95_percent_of_the_rate() -> None:
+    """With plenty of waiting callers, grants keep pace with the limit."""
+    rate = 40
+    limiter = ActionLimiter(rate)
+    times = await grant_times(limiter, requests=rate * 3, concurrency=20)
+    # At the ideal even pace, consecutive grants are 1/rate apart.
+    elapsed = max(times) - min(times)
+    achieved = (len(times) - 1) / elapsed
+    assert achieved >= 0.95 * rate
+
+
+@pytest.mark.anyio
+async def test_grants_in_arrival_order() -> None:
+    """Callers are served first come, first served, so no worker starves."""
+    limiter = ActionLimiter(5)
+    order: list[int] = []
+
+    async def caller(index: int) -> None:
+        await limiter.acquire()
+        order.append(index)
+
+    async with anyio.create_task_group() as tg:
+        for index in range(12):
+            tg.start_soon(caller, index)
+            await anyio.lowlevel.checkpoint()
+    assert order == list(range(12))
+
+
+@pytest.mark.anyio
+async def test_pause_holds_every_request() -> None:
+    """After a server-side limit error, no request of the action starts during the pause."""
+    limiter = ActionLimiter(100)
+    await limiter.acquire()
+    limiter.pause(0.3)
+    paused_at = anyio.current_time()
+    waited = await limiter.acquire()
+    assert anyio.current_time() - paused_at >= 0.3
+    assert waited >= 0.29
+
+
+def test_zero_rate_is_rejected() -> None:
+    """A limit below one request per window cannot be honoured."""
+    with pytest.raises(ValueError, match="at least 1"):
+        ActionLimiter(0)
+
+
+@pytest.mark.anyio
+async def test_one_limiter_per_action_for_the_process() -> None:
+    """Every caller of an action shares one limiter; actions are independent."""
+    limiters = RateLimiters({"A": 5, "B": 7})
+    assert limiters.for_action("A") is limiters.for_action("A")
+    assert limiters.for_action("B").rate == 7
+    assert limiters.for_action("A") is not limiters.for_action("B")
