@@ -1,0 +1,193 @@
+"""The four record kinds every sink receives (SPEC §5), and how each source maps onto them.
+
+Pulled and pushed copies of one event normalize to the same ``id``, which is what lets the
+deduper deliver a receipt once whether it arrived by pull, by push, or both. The shape is a public
+contract, shipped as ``records.schema.json`` beside this module.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone
+from functools import cache
+from importlib import resources
+from typing import Any, Literal
+
+from tcsms_poller.tencent.models import ReplyStatus, SendStatus
+
+__all__ = [
+    "BEIJING",
+    "Kind",
+    "Record",
+    "conversion_record",
+    "format_received_at",
+    "record_schema",
+    "reply_id",
+    "reply_record",
+    "send_status_record",
+    "statistics_id",
+    "statistics_record",
+]
+
+Kind = Literal["send_status", "reply", "callback_statistics", "conversion"]
+BEIJING = timezone(timedelta(hours=8), "Asia/Shanghai")
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One normalized record; ``fields`` are the kind's own fields, in schema order."""
+
+    kind: Kind
+    id: str
+    app_id: str
+    source: str
+    received_at: str
+    fields: Mapping[str, Any]
+
+    def to_json(self) -> bytes:
+        """Compact UTF-8 JSON, common fields first (what the outbox stores and sinks send)."""
+        document = {
+            "kind": self.kind,
+            "id": self.id,
+            "app_id": self.app_id,
+            "source": self.source,
+            "received_at": self.received_at,
+            **self.fields,
+        }
+        return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def format_received_at(moment: datetime | float) -> str:
+    """RFC 3339 UTC with milliseconds: ``2026-11-25T08:00:00.123Z``."""
+    if not isinstance(moment, datetime):
+        moment = datetime.fromtimestamp(moment, UTC)
+    return (
+        moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    )
+
+
+def send_status_record(app_id: str, status: SendStatus, *, source: str, received_at: str) -> Record:
+    """A delivery receipt; its id is Tencent's SerialNo, the same by pull and by push."""
+    return Record(
+        kind="send_status",
+        id=status.serial_no,
+        app_id=app_id,
+        source=source,
+        received_at=received_at,
+        fields={
+            "serial_no": status.serial_no,
+            "phone_number": status.phone_number,
+            "country_code": status.country_code,
+            "subscriber_number": status.subscriber_number,
+            "report_status": status.report_status,
+            "description": status.description,
+            "user_receive_time": status.user_receive_time,
+            "session_context": status.session_context,
+        },
+    )
+
+
+def reply_id(app_id: str, reply: ReplyStatus) -> str:
+    """``reply:`` + hex SHA-256 of the reply's identifying fields.
+
+    Tencent gives replies no id, so we derive one from what both the pulled and the pushed copy
+    carry: the JSON array ``[app_id, phone_number, reply_time, reply_content, extend_code,
+    sign_name]`` (compact, UTF-8, not ASCII-escaped). Consumers can recompute it.
+    """
+    key = [
+        app_id,
+        reply.phone_number,
+        reply.reply_time,
+        reply.reply_content,
+        reply.extend_code,
+        reply.sign_name,
+    ]
+    digest = hashlib.sha256(
+        json.dumps(key, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    ).hexdigest()
+    return f"reply:{digest}"
+
+
+def reply_record(app_id: str, reply: ReplyStatus, *, source: str, received_at: str) -> Record:
+    """A user's reply (MO)."""
+    return Record(
+        kind="reply",
+        id=reply_id(app_id, reply),
+        app_id=app_id,
+        source=source,
+        received_at=received_at,
+        fields={
+            "phone_number": reply.phone_number,
+            "country_code": reply.country_code,
+            "subscriber_number": reply.subscriber_number,
+            "sign_name": reply.sign_name,
+            "reply_content": reply.reply_content,
+            "reply_time": reply.reply_time,
+            "extend_code": reply.extend_code,
+        },
+    )
+
+
+def statistics_id(app_id: str, begin_time: str, end_time: str, counters: Mapping[str, int]) -> str:
+    """``stats:APP:BEGIN-END:HASH``: a changed range is new, an unchanged one a duplicate."""
+    digest = hashlib.sha256(
+        json.dumps(counters, sort_keys=True, separators=(",", ":")).encode("ascii")
+    ).hexdigest()[:16]
+    return f"stats:{app_id}:{begin_time}-{end_time}:{digest}"
+
+
+def statistics_record(
+    app_id: str,
+    *,
+    begin_time: str,
+    end_time: str,
+    counters: Mapping[str, int],
+    source: str,
+    received_at: str,
+) -> Record:
+    """Receipt statistics for the hours ``begin_time``..``end_time`` (``yyyymmddhh``)."""
+    return Record(
+        kind="callback_statistics",
+        id=statistics_id(app_id, begin_time, end_time, counters),
+        app_id=app_id,
+        source=source,
+        received_at=received_at,
+        fields={"begin_time": begin_time, "end_time": end_time, **counters},
+    )
+
+
+def conversion_record(
+    app_id: str,
+    *,
+    serial_no: str,
+    conversion_time: int | None,
+    code: str,
+    message: str,
+    received_at: str,
+    source: str = "ReportConversion",
+) -> Record:
+    """The outcome of reporting one conversion to Tencent."""
+    return Record(
+        kind="conversion",
+        id=f"conversion:{serial_no}",
+        app_id=app_id,
+        source=source,
+        received_at=received_at,
+        fields={
+            "serial_no": serial_no,
+            "conversion_time": conversion_time,
+            "code": code,
+            "message": message,
+        },
+    )
+
+
+@cache
+def record_schema() -> Mapping[str, Any]:
+    """The JSON Schema (draft 2020-12) of every record kind, as shipped in the package."""
+    text = resources.files("tcsms_poller").joinpath("records.schema.json").read_text("utf-8")
+    schema: Mapping[str, Any] = json.loads(text)
+    return schema
