@@ -1,0 +1,187 @@
+"""Tracked phone numbers and their per-number cursors, scheduled by an index on ``next_due``.
+
+The scheduler needs no task per number and no scan: ``lease_due`` takes the most overdue numbers
+of an app through the ``(app_id, next_due)`` index and pushes their ``next_due`` forward by a
+lease in the same statement, so a number being polled is not handed out twice. A successful poll
+sets the real ``next_due``; a crash simply lets the lease run out.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = [
+    "NumberOrigin",
+    "TrackedNumber",
+    "add_number",
+    "advance_number",
+    "lease_due",
+    "list_numbers",
+    "number_counts",
+    "purge_expired_numbers",
+    "remove_number",
+    "sync_numbers",
+]
+
+NumberOrigin = str  # "config" | "file" | "api"
+_COLUMNS = (
+    "app_id, phone, origin, expires_at, status_cursor, reply_cursor, next_due, last_polled_at"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TrackedNumber:
+    """One tracked number and where its polling stands."""
+
+    app_id: str
+    phone: str
+    origin: NumberOrigin
+    expires_at: float | None
+    status_cursor: int | None
+    reply_cursor: int | None
+    next_due: float
+    last_polled_at: float | None
+
+
+def _number(row: Sequence[object]) -> TrackedNumber:
+    return TrackedNumber(*row)  # type: ignore[arg-type]
+
+
+def sync_numbers(
+    connection: sqlite3.Connection,
+    app_id: str,
+    origin: NumberOrigin,
+    numbers: Sequence[str],
+    *,
+    now: float,
+) -> tuple[int, int]:
+    """Make the numbers of ``origin`` exactly ``numbers``; return (added, removed).
+
+    New numbers are due at once; numbers kept keep their cursors. Numbers added through the API
+    are not touched, and a configured number that was API-tracked loses its expiry.
+    """
+    wanted = set(numbers)
+    existing = {
+        row[0]
+        for row in connection.execute(
+            "SELECT phone FROM numbers WHERE app_id = ? AND origin = ?", (app_id, origin)
+        )
+    }
+    stale = existing - wanted
+    connection.executemany(
+        "DELETE FROM numbers WHERE app_id = ? AND phone = ?", [(app_id, phone) for phone in stale]
+    )
+    added = 0
+    for phone in wanted - existing:
+        cursor = connection.execute(
+            "INSERT INTO numbers (app_id, phone, origin, expires_at, next_due, added_at) "
+            "VALUES (?, ?, ?, NULL, ?, ?) "
+            "ON CONFLICT (app_id, phone) DO UPDATE SET origin = excluded.origin, expires_at = NULL "
+            "WHERE numbers.origin = 'api'",
+            (app_id, phone, origin, now, now),
+        )
+        added += cursor.rowcount
+    return added, len(stale)
+
+
+def add_number(
+    connection: sqlite3.Connection, app_id: str, phone: str, *, expires_at: float, now: float
+) -> bool:
+    """Track ``phone`` until ``expires_at``; return True if it was not tracked before.
+
+    Tracking an already tracked number extends an API expiry, never shortens it, and leaves a
+    configured number (no expiry) as it is.
+    """
+    created = (
+        connection.execute(
+            "SELECT 1 FROM numbers WHERE app_id = ? AND phone = ?", (app_id, phone)
+        ).fetchone()
+        is None
+    )
+    connection.execute(
+        "INSERT INTO numbers (app_id, phone, origin, expires_at, next_due, added_at) "
+        "VALUES (?, ?, 'api', ?, ?, ?) "
+        "ON CONFLICT (app_id, phone) DO UPDATE "
+        "SET expires_at = MAX(expires_at, excluded.expires_at) "
+        "WHERE numbers.origin = 'api'",
+        (app_id, phone, expires_at, now, now),
+    )
+    return created
+
+
+def remove_number(connection: sqlite3.Connection, app_id: str, phone: str) -> bool:
+    """Stop tracking ``phone``; return whether it was tracked."""
+    cursor = connection.execute(
+        "DELETE FROM numbers WHERE app_id = ? AND phone = ?", (app_id, phone)
+    )
+    return cursor.rowcount > 0
+
+
+def lease_due(
+    connection: sqlite3.Connection, app_id: str, *, now: float, limit: int, lease: float
+) -> list[TrackedNumber]:
+    """The up to ``limit`` most overdue live numbers of the app, leased for ``lease`` seconds."""
+    rows = connection.execute(
+        f"UPDATE numbers SET next_due = ? WHERE (app_id, phone) IN ("  # noqa: S608 (columns only)
+        "  SELECT app_id, phone FROM numbers WHERE app_id = ? AND next_due <= ? "
+        "  AND (expires_at IS NULL OR expires_at > ?) ORDER BY next_due LIMIT ?"
+        f") RETURNING {_COLUMNS}",
+        (now + lease, app_id, now, now, limit),
+    ).fetchall()
+    return sorted((_number(row) for row in rows), key=lambda number: number.next_due)
+
+
+def advance_number(
+    connection: sqlite3.Connection,
+    app_id: str,
+    phone: str,
+    *,
+    next_due: float,
+    polled_at: float,
+    status_cursor: int | None = None,
+    reply_cursor: int | None = None,
+) -> None:
+    """Record a finished poll: new cursors (never moving back) and the next due time."""
+    connection.execute(
+        "UPDATE numbers SET next_due = ?, last_polled_at = ?, "
+        "status_cursor = MAX(COALESCE(status_cursor, 0), COALESCE(?, 0)), "
+        "reply_cursor = MAX(COALESCE(reply_cursor, 0), COALESCE(?, 0)) "
+        "WHERE app_id = ? AND phone = ?",
+        (next_due, polled_at, status_cursor, reply_cursor, app_id, phone),
+    )
+
+
+def list_numbers(
+    connection: sqlite3.Connection,
+    *,
+    app_id: str | None,
+    after: tuple[str, str] | None,
+    limit: int,
+) -> list[TrackedNumber]:
+    """A page of tracked numbers ordered by (app, phone), starting after ``after``."""
+    start_app, start_phone = after or ("", "")
+    rows = connection.execute(
+        f"SELECT {_COLUMNS} FROM numbers WHERE (app_id, phone) > (?, ?) "  # noqa: S608
+        "AND (? IS NULL OR app_id = ?) ORDER BY app_id, phone LIMIT ?",
+        (start_app, start_phone, app_id, app_id, limit),
+    ).fetchall()
+    return [_number(row) for row in rows]
+
+
+def number_counts(connection: sqlite3.Connection, *, now: float) -> dict[str, tuple[int, float]]:
+    """Per app: tracked numbers and how overdue the most overdue one is (seconds, ≥ 0)."""
+    rows = connection.execute(
+        "SELECT app_id, COUNT(*), MIN(next_due) FROM numbers "
+        "WHERE expires_at IS NULL OR expires_at > ? GROUP BY app_id",
+        (now,),
+    )
+    return {app: (count, max(0.0, now - oldest)) for app, count, oldest in rows}
+
+
+def purge_expired_numbers(connection: sqlite3.Connection, *, now: float) -> int:
+    """Forget API-tracked numbers whose tracking period has ended."""
+    return connection.execute(
+        "DELETE FROM numbers WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,)
+    ).rowcount

@@ -1,0 +1,168 @@
+"""Seen ids, the outbox and per-sink cursors: the tables every record passes through.
+
+All functions run inside a transaction the caller (``StateStore``) opened, on the writer's or the
+reader's connection; none commits by itself. That is what lets a worker commit a page's records
+and its own cursor atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from tcsms_poller.records import Record
+from tcsms_poller.sinks.base import OutboxRecord
+from tcsms_poller.tencent.models import RejectedItem
+
+__all__ = [
+    "SinkCursor",
+    "ack_sink",
+    "commit_records",
+    "outbox_head",
+    "purge_acknowledged",
+    "purge_expired_ids",
+    "quarantine",
+    "read_outbox",
+    "sink_cursor",
+]
+
+_CHUNK = 500  # ids per IN (...) query; far below SQLite's bound-parameter limit
+
+
+@dataclass(frozen=True, slots=True)
+class SinkCursor:
+    """How far a sink has acknowledged, and its own committed position (e.g. a file offset)."""
+
+    acked_seq: int
+    position: Mapping[str, Any] | None
+
+
+def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
+    for start in range(0, len(items), _CHUNK):
+        yield items[start : start + _CHUNK]
+
+
+def commit_records(
+    connection: sqlite3.Connection, records: Sequence[Record], *, now: float, ttl: float
+) -> list[Record]:
+    """Mark unseen records seen and append them to the outbox; return the new ones.
+
+    A record is a duplicate when its id was seen and has not expired, or when an earlier record
+    of the same batch has the same id.
+    """
+    if not records:
+        return []
+    ids = [record.id for record in records]
+    seen: set[str] = set()
+    for chunk in _chunks(ids):
+        placeholders = ",".join("?" * len(chunk))
+        rows = connection.execute(
+            f"SELECT id FROM seen WHERE id IN ({placeholders}) AND expires_at > ?",  # noqa: S608 (placeholders only)
+            (*chunk, now),
+        )
+        seen.update(row[0] for row in rows)
+    fresh: list[Record] = []
+    for record in records:
+        if record.id not in seen:
+            seen.add(record.id)
+            fresh.append(record)
+    if fresh:
+        expires_at = int(now + ttl)
+        connection.executemany(
+            "INSERT INTO seen (id, expires_at) VALUES (?, ?) "
+            "ON CONFLICT (id) DO UPDATE SET expires_at = excluded.expires_at",
+            [(record.id, expires_at) for record in fresh],
+        )
+        connection.executemany(
+            "INSERT INTO outbox (data) VALUES (?)", [(record.to_json(),) for record in fresh]
+        )
+    return fresh
+
+
+def quarantine(
+    connection: sqlite3.Connection, items: Sequence[RejectedItem], *, source: str, now: float
+) -> None:
+    """Keep API items we could not parse, verbatim, for an operator to inspect."""
+    connection.executemany(
+        "INSERT INTO rejected (at, source, reason, raw) VALUES (?, ?, ?, ?)",
+        [(now, source, item.reason, json.dumps(item.raw, ensure_ascii=False)) for item in items],
+    )
+
+
+def outbox_head(connection: sqlite3.Connection) -> int:
+    """The seq of the newest record ever committed (0 before the first)."""
+    row = connection.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def sink_cursor(connection: sqlite3.Connection, name: str, *, now: float) -> SinkCursor:
+    """The sink's cursor; a sink seen for the first time starts at the current head."""
+    row = connection.execute(
+        "SELECT acked_seq, position FROM sink_cursors WHERE name = ?", (name,)
+    ).fetchone()
+    if row is None:
+        head = outbox_head(connection)
+        connection.execute(
+            "INSERT INTO sink_cursors (name, acked_seq, position, updated_at) "
+            "VALUES (?, ?, NULL, ?)",
+            (name, head, now),
+        )
+        return SinkCursor(head, None)
+    return SinkCursor(int(row[0]), json.loads(row[1]) if row[1] else None)
+
+
+def read_outbox(connection: sqlite3.Connection, *, after: int, limit: int) -> list[OutboxRecord]:
+    """Up to ``limit`` records after ``after``, oldest first."""
+    rows = connection.execute(
+        "SELECT seq, data FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)
+    )
+    return [OutboxRecord(seq, bytes(data)) for seq, data in rows]
+
+
+def ack_sink(
+    connection: sqlite3.Connection,
+    name: str,
+    *,
+    seq: int,
+    position: Mapping[str, Any] | None,
+    now: float,
+) -> None:
+    """Advance the sink's cursor to ``seq``; ``position`` None keeps the previous one."""
+    connection.execute(
+        "UPDATE sink_cursors SET acked_seq = ?, position = COALESCE(?, position), updated_at = ? "
+        "WHERE name = ? AND acked_seq < ?",
+        (seq, json.dumps(position) if position is not None else None, now, name, seq),
+    )
+
+
+def purge_acknowledged(
+    connection: sqlite3.Connection, sink_names: Sequence[str], *, limit: int
+) -> int:
+    """Delete up to ``limit`` outbox rows every named sink has acknowledged."""
+    if not sink_names:
+        return 0
+    placeholders = ",".join("?" * len(sink_names))
+    row = connection.execute(
+        f"SELECT MIN(acked_seq), COUNT(*) FROM sink_cursors WHERE name IN ({placeholders})",  # noqa: S608
+        tuple(sink_names),
+    ).fetchone()
+    if row[1] < len(sink_names):  # a configured sink has no cursor yet: keep everything
+        return 0
+    cursor = connection.execute(
+        "DELETE FROM outbox WHERE seq IN "
+        "(SELECT seq FROM outbox WHERE seq <= ? ORDER BY seq LIMIT ?)",
+        (row[0], limit),
+    )
+    return cursor.rowcount
+
+
+def purge_expired_ids(connection: sqlite3.Connection, *, now: float, limit: int) -> int:
+    """Delete up to ``limit`` seen ids whose dedupe window has passed."""
+    cursor = connection.execute(
+        "DELETE FROM seen WHERE id IN (SELECT id FROM seen WHERE expires_at <= ? LIMIT ?)",
+        (now, limit),
+    )
+    return cursor.rowcount

@@ -1,0 +1,326 @@
+"""The async face of the SQLite state: one writer, one reader, commit notifications.
+
+SQLite calls are blocking, so they run in worker threads: all writes through one connection, one
+at a time (a single writer is what SQLite wants), and reads through a second connection, which in
+WAL mode sees committed data without blocking the writer. Every write is one transaction; a
+failure rolls it back whole and surfaces as ``StateError``, so callers either committed everything
+or nothing (a queue page is never half-kept).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+import anyio.to_thread
+
+from tcsms_poller.records import Record
+from tcsms_poller.sinks.base import OutboxRecord
+from tcsms_poller.state import conversions, numbers, outbox
+from tcsms_poller.state.conversions import PendingConversion
+from tcsms_poller.state.numbers import TrackedNumber
+from tcsms_poller.state.outbox import SinkCursor
+from tcsms_poller.state.schema import SchemaError, migrate
+from tcsms_poller.tencent.models import RejectedItem
+
+__all__ = ["CommitResult", "StateError", "StateStore"]
+
+T = TypeVar("T")
+Transaction = Callable[[sqlite3.Connection], T]
+PURGE_BATCH = 5_000
+
+
+class StateError(Exception):
+    """The state database failed (disk full, read-only, corrupt); nothing was half-written."""
+
+
+@dataclass(frozen=True, slots=True)
+class CommitResult:
+    """What one commit did: the records that were new, and how many were duplicates."""
+
+    new: tuple[Record, ...]
+    duplicates: int
+
+
+def _connect(path: Path, *, read_only: bool, synchronous: str) -> sqlite3.Connection:
+    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
+    connection.execute("PRAGMA journal_mode = WAL")
+    connection.execute(f"PRAGMA synchronous = {synchronous}")
+    connection.execute("PRAGMA cache_size = -8192")  # 8 MiB: RAM stays bounded whatever the size
+    if read_only:
+        connection.execute("PRAGMA query_only = ON")
+    return connection
+
+
+class StateStore:
+    """Durable state of one daemon; see the module docstring for the threading model."""
+
+    def __init__(
+        self,
+        writer: sqlite3.Connection,
+        reader: sqlite3.Connection,
+        *,
+        dedupe_ttl: float,
+        clock: Callable[[], float],
+    ) -> None:
+        self._writer = writer
+        self._reader = reader
+        self._ttl = dedupe_ttl
+        self._clock = clock
+        self._write_lock = anyio.CapacityLimiter(1)
+        self._read_lock = anyio.CapacityLimiter(1)
+        self._head = outbox.outbox_head(writer)
+        self._committed = anyio.Event()
+
+    @classmethod
+    async def open(
+        cls,
+        path: Path,
+        *,
+        dedupe_ttl: float,
+        synchronous: str = "FULL",
+        clock: Callable[[], float] = time.time,
+    ) -> StateStore:
+        """Open (creating and migrating as needed) the database at ``path``."""
+
+        def connect() -> tuple[sqlite3.Connection, sqlite3.Connection]:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            writer = _connect(path, read_only=False, synchronous=synchronous)
+            try:
+                migrate(writer)
+                return writer, _connect(path, read_only=True, synchronous=synchronous)
+            except BaseException:
+                writer.close()
+                raise
+
+        try:
+            writer, reader = await anyio.to_thread.run_sync(connect)
+        except (sqlite3.Error, OSError, SchemaError) as error:
+            raise StateError(f"cannot open state database {path}: {error}") from None
+        return cls(writer, reader, dedupe_ttl=dedupe_ttl, clock=clock)
+
+    async def aclose(self) -> None:
+        """Close both connections (after the last write)."""
+        async with self._write_lock, self._read_lock:
+            self._reader.close()
+            self._writer.close()
+
+    # -- transactions ----------------------------------------------------------------------
+
+    def _transact(self, connection: sqlite3.Connection, work: Transaction[T], begin: str) -> T:
+        connection.execute(begin)
+        try:
+            result = work(connection)
+        except BaseException:
+            connection.rollback()
+            raise
+        connection.execute("COMMIT")
+        return result
+
+    async def write(self, work: Transaction[T]) -> T:
+        """Run ``work`` in one write transaction on the writer thread."""
+        try:
+            return await anyio.to_thread.run_sync(
+                self._transact, self._writer, work, "BEGIN IMMEDIATE", limiter=self._write_lock
+            )
+        except sqlite3.Error as error:
+            raise StateError(f"state database write failed: {error}") from None
+
+    async def read(self, work: Transaction[T]) -> T:
+        """Run ``work`` in one consistent read transaction on the reader thread."""
+        try:
+            return await anyio.to_thread.run_sync(
+                self._transact, self._reader, work, "BEGIN", limiter=self._read_lock
+            )
+        except sqlite3.Error as error:
+            raise StateError(f"state database read failed: {error}") from None
+
+    # -- the pipeline ----------------------------------------------------------------------
+
+    async def commit(
+        self,
+        records: Sequence[Record],
+        *,
+        rejected: Sequence[RejectedItem] = (),
+        source: str = "",
+        also: Transaction[None] | None = None,
+    ) -> CommitResult:
+        """Dedupe ``records`` into the outbox, quarantine ``rejected`` items and run ``also``,
+        all in one transaction; then wake the sink drainers."""
+        now = self._clock()
+
+        def work(connection: sqlite3.Connection) -> tuple[list[Record], int]:
+            fresh = outbox.commit_records(connection, records, now=now, ttl=self._ttl)
+            if rejected:
+                outbox.quarantine(connection, rejected, source=source, now=now)
+            if also is not None:
+                also(connection)
+            return fresh, outbox.outbox_head(connection)
+
+        fresh, head = await self.write(work)
+        if head != self._head:
+            self._head = head
+            self._committed.set()
+            self._committed = anyio.Event()
+        return CommitResult(tuple(fresh), len(records) - len(fresh))
+
+    @property
+    def head(self) -> int:
+        """The seq of the newest committed record."""
+        return self._head
+
+    async def wait_for_commit(self, after: int) -> None:
+        """Return once a record newer than ``after`` is committed (at once if one is)."""
+        while self._head <= after:
+            await self._committed.wait()
+
+    async def sink_cursor(self, name: str) -> SinkCursor:
+        """The sink's cursor (created at the current head for a new sink)."""
+        return await self.write(partial(outbox.sink_cursor, name=name, now=self._clock()))
+
+    async def read_outbox(self, *, after: int, limit: int) -> list[OutboxRecord]:
+        """Up to ``limit`` records after ``after``, oldest first."""
+        return await self.read(partial(outbox.read_outbox, after=after, limit=limit))
+
+    async def ack(self, name: str, *, seq: int, position: Mapping[str, Any] | None) -> None:
+        """Commit the sink's cursor (and its position) after the sink acknowledged."""
+        await self.write(
+            partial(outbox.ack_sink, name=name, seq=seq, position=position, now=self._clock())
+        )
+
+    async def purge(self, sink_names: Sequence[str]) -> tuple[int, int, int]:
+        """Delete a batch of expired ids, fully acknowledged rows and expired numbers."""
+        now = self._clock()
+
+        def work(connection: sqlite3.Connection) -> tuple[int, int, int]:
+            return (
+                outbox.purge_expired_ids(connection, now=now, limit=PURGE_BATCH),
+                outbox.purge_acknowledged(connection, sink_names, limit=PURGE_BATCH),
+                numbers.purge_expired_numbers(connection, now=now),
+            )
+
+        return await self.write(work)
+
+    # -- tracked numbers -------------------------------------------------------------------
+
+    async def sync_numbers(
+        self, app_id: str, origin: str, phones: Sequence[str]
+    ) -> tuple[int, int]:
+        """Make the numbers of ``origin`` (config or file) exactly ``phones``."""
+        return await self.write(
+            partial(
+                numbers.sync_numbers,
+                app_id=app_id,
+                origin=origin,
+                numbers=phones,
+                now=self._clock(),
+            )
+        )
+
+    async def track_number(self, app_id: str, phone: str, *, track_for: float) -> bool:
+        """Track ``phone`` for ``track_for`` seconds from now; True if newly tracked."""
+        now = self._clock()
+        return await self.write(
+            partial(
+                numbers.add_number, app_id=app_id, phone=phone, expires_at=now + track_for, now=now
+            )
+        )
+
+    async def untrack_number(self, app_id: str, phone: str) -> bool:
+        """Stop tracking ``phone``; whether it was tracked."""
+        return await self.write(partial(numbers.remove_number, app_id=app_id, phone=phone))
+
+    async def lease_due_numbers(
+        self, app_id: str, *, limit: int, lease: float
+    ) -> list[TrackedNumber]:
+        """The most overdue numbers of the app, leased for ``lease`` seconds."""
+        return await self.write(
+            partial(numbers.lease_due, app_id=app_id, now=self._clock(), limit=limit, lease=lease)
+        )
+
+    async def list_numbers(
+        self, *, app_id: str | None = None, after: tuple[str, str] | None = None, limit: int = 100
+    ) -> list[TrackedNumber]:
+        """A page of tracked numbers in (app, phone) order."""
+        return await self.read(
+            partial(numbers.list_numbers, app_id=app_id, after=after, limit=limit)
+        )
+
+    async def number_counts(self) -> dict[str, tuple[int, float]]:
+        """Per app: how many numbers are tracked and the largest overdue time."""
+        return await self.read(partial(numbers.number_counts, now=self._clock()))
+
+    # -- conversions -----------------------------------------------------------------------
+
+    async def enqueue_conversions(self, items: Sequence[tuple[str, str, int | None]]) -> None:
+        """Queue ``(app_id, serial_no, conversion_time)`` items durably."""
+        await self.write(partial(conversions.enqueue_conversions, items=items, now=self._clock()))
+
+    async def lease_conversions(self, *, limit: int, lease: float) -> list[PendingConversion]:
+        """Due conversions, leased for ``lease`` seconds."""
+        return await self.write(
+            partial(conversions.lease_conversions, now=self._clock(), limit=limit, lease=lease)
+        )
+
+    async def defer_conversion(self, conversion_id: int, *, delay: float, error: str) -> None:
+        """Retry a conversion after ``delay`` seconds."""
+        await self.write(
+            partial(
+                conversions.defer_conversion,
+                conversion_id=conversion_id,
+                retry_at=self._clock() + delay,
+                error=error,
+            )
+        )
+
+    # -- worker health and cursors -----------------------------------------------------------
+
+    async def save_worker_state(
+        self, name: str, *, healthy: bool, error: str | None, last_success_at: float | None
+    ) -> None:
+        """Persist a worker's health so ``status`` (another process) can show it."""
+        now = self._clock()
+
+        def work(connection: sqlite3.Connection) -> None:
+            connection.execute(
+                "INSERT INTO workers (name, healthy, last_error, last_success_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE "
+                "SET healthy = excluded.healthy, "
+                "last_error = excluded.last_error, "
+                "last_success_at = COALESCE(excluded.last_success_at, last_success_at), "
+                "updated_at = excluded.updated_at",
+                (name, int(healthy), error, last_success_at, now),
+            )
+
+        await self.write(work)
+
+    async def get_cursor(self, key: str) -> Any:
+        """A worker's JSON cursor, or None."""
+
+        def work(connection: sqlite3.Connection) -> Any:
+            row = connection.execute("SELECT value FROM cursors WHERE key = ?", (key,)).fetchone()
+            return json.loads(row[0]) if row else None
+
+        return await self.read(work)
+
+    def cursor_setter(self, key: str, value: Any) -> Transaction[None]:
+        """A transaction step that saves a cursor; pass it as ``commit(also=...)``."""
+        now = self._clock()
+        encoded = json.dumps(value)
+
+        def work(connection: sqlite3.Connection) -> None:
+            connection.execute(
+                "INSERT INTO cursors (key, value, updated_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (key) DO UPDATE "
+                "SET value = excluded.value, updated_at = excluded.updated_at",
+                (key, encoded, now),
+            )
+
+        return work

@@ -1,0 +1,214 @@
+"""The state store on real SQLite files: dedupe, outbox, cursors, atomicity, restarts."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import anyio
+import pytest
+
+from tcsms_poller.records import Record
+from tcsms_poller.state import StateError, StateStore
+from tcsms_poller.tencent.models import RejectedItem
+
+DAY = 86_400.0
+
+
+class FakeClock:
+    """Wall time the test moves by hand."""
+
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def record(record_id: str) -> Record:
+    """A minimal record with the given id."""
+    return Record(
+        kind="conversion",
+        id=record_id,
+        app_id="1400006666",
+        source="ReportConversion",
+        received_at="2026-11-25T08:00:00.000Z",
+        fields={"serial_no": record_id, "conversion_time": None, "code": "ok", "message": ""},
+    )
+
+
+async def open_store(path: Path, clock: FakeClock | None = None) -> StateStore:
+    """A store on ``path`` with the default 8-day dedupe window."""
+    return await StateStore.open(path, dedupe_ttl=8 * DAY, clock=clock or FakeClock())
+
+
+@pytest.mark.anyio
+async def test_duplicates_are_dropped_within_and_across_commits(tmp_path: Path) -> None:
+    """An id already seen, or repeated in the same batch, is not queued again."""
+    store = await open_store(tmp_path / "state.db")
+    first = await store.commit([record("a"), record("b"), record("a")])
+    second = await store.commit([record("b"), record("c")])
+    assert [r.id for r in first.new] == ["a", "b"]
+    assert first.duplicates == 1
+    assert [r.id for r in second.new] == ["c"]
+    assert second.duplicates == 1
+    rows = await store.read_outbox(after=0, limit=10)
+    assert [row.as_dict()["id"] for row in rows] == ["a", "b", "c"]
+    await store.aclose()
+
+
+@pytest.mark.anyio
+async def test_dedupe_survives_a_restart(tmp_path: Path) -> None:
+    """Seen ids live on disk: a restarted daemon still knows them."""
+    store = await open_store(tmp_path / "state.db")
+    await store.commit([record("a")])
+    await store.aclose()
+    store = await open_store(tmp_path / "state.db")
+    assert (await store.commit([record("a")])).duplicates == 1
+    await store.aclose()
+
+
+@pytest.mark.anyio
+async def test_an_id_is_new_again_after_the_dedupe_window(tmp_path: Path) -> None:
+    """After dedupe_ttl the id may be delivered again (and purge forgets it)."""
+    clock = FakeClock()
+    store = await open_store(tmp_path / "state.db", clock)
+    await store.commit([record("a")])
+    clock.now += 8 * DAY - 1
+    assert (await store.commit([record("a")])).duplicates == 1
+    clock.now += 2
+    assert [r.id for r in (await store.commit([record("a")])).new] == ["a"]
+    await store.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_failing_step_rolls_back_the_whole_commit(tmp_path: Path) -> None:
+    """Records, seen ids and the extra step commit together or not at all."""
+    store = await open_store(tmp_path / "state.db")
+
+    def fail(connection: sqlite3.Connection) -> None:
+        connection.execute("INSERT INTO no_such_table VALUES (1)")
+
+    with pytest.raises(StateError, match="no_such_table"):
+        await store.commit([record("a")], also=fail)
+    assert await store.read_outbox(after=0, limit=10) == []
+    assert [r.id for r in (await store.commit([record("a")])).new] == ["a"]
+    await store.aclose()
+
+
+@pytest.mark.anyio
+async def test_cursor_step_commits_with_the_records(tmp_path: Path) -> None:
+    """A worker's cursor saved through ``also`` is there after a restart."""
+    store = await open_store(tmp_path / "state.db")
+    await store.commit([record("a")], also=store.cursor_setter("replies:1", {"page": 3}))
+    await store.aclose()
+    store = await open_store(tmp_path / "state.db")
+    assert await store.get_cursor("replies:1") == {"page": 3}
+    assert await store.get_cursor("unknown") is None
+    await store.aclose()
+
+
+@pytest.mark.anyio
+async def test_rejected_items_are_quarantined_in_the_same_commit(tmp_path: Path) -> None:
+    """Unparseable API items are kept verbatim, not dropped."""
+    store = await open_store(tmp_path / "state.db")
+    await store.commit(
+        [], rejected=[RejectedItem(raw={"x": 1}, reason="bad")], source="PullSmsReplyStatus"
+    )
+    rows = await store.read(
+        lambda c: c.execute("SELECT source, reason, raw FROM rejected").fetchall()
+    )
+    assert rows == [("PullSmsReplyStatus", "bad", '{"x": 1}')]
+    await store.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_new_sink_starts_at_the_head(tmp_path: Path) -> None:
+    """A sink added later receives what is committed after it appeared, not a partial past."""
+    store = await open_store(tmp_path / "state.db")
+    await store.commit([record("a"), record("b")])
+    cursor = await store.sink_cursor("late")
+    assert cursor.acked_seq == store.head == 2
+    assert cursor.position is None
+    await store.aclose()
+
+
+@pytest.mark.anyio
+async def test_ack_saves_position_and_never_moves_back(tmp_path: Path) -> None:
+    """An ack stores the sink's position; an older ack cannot rewind the cursor."""
+    store = await open_store(tmp_path / "state.db")
+    await store.sink_cursor("file")
+    await store.commit([record("a"), record("b")])
+    await store.ack("file", seq=2, position={"offset": 10})
+    await store.ack("file", seq=1, position={"offset": 5})
+    await store.ack("file", seq=2, position=None)
+    cursor = await store.sink_cursor("file")
+    assert (cursor.acked_seq, cursor.position) == (2, {"offset": 10})
+    await store.aclose()
+
+
+@pytest.mark.anyio
+async def test_purge_keeps_rows_any_sink_still_needs(tmp_path: Path) -> None:
+    """Rows leave the outbox only once every configured sink acknowledged them."""
+    store = await open_store(tmp_path / "state.db")
+    await store.sink_cursor("fast")
+    await store.sink_cursor("slow")
+    await store.commit([record(str(i)) for i in range(5)])
+    await store.ack("fast", seq=5, position=None)
+    await store.ack("slow", seq=2, position=None)
+    _, purged, _ = await store.purge(["fast", "slow"])
+    assert purged == 2
+    assert [row.seq for row in await store.read_outbox(after=0, limit=10)] == [3, 4, 5]
+    await store.aclose()
+
+
+@pytest.mark.anyio
+async def test_purge_forgets_expired_ids(tmp_path: Path) -> None:
+    """Expired seen ids are deleted, so the set stays bounded on disk."""
+    clock = FakeClock()
+    store = await open_store(tmp_path / "state.db", clock)
+    await store.commit([record("a"), record("b")])
+    clock.now += 9 * DAY
+    expired, _, _ = await store.purge([])
+    assert expired == 2
+    await store.aclose()
+
+
+@pytest.mark.anyio
+async def test_wait_for_commit_wakes_on_new_records(tmp_path: Path) -> None:
+    """A drainer waiting at the head wakes when a record is committed, not on a timer."""
+    store = await open_store(tmp_path / "state.db")
+    woke = anyio.Event()
+
+    async def drainer() -> None:
+        await store.wait_for_commit(store.head)
+        woke.set()
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(drainer)
+            await anyio.wait_all_tasks_blocked()
+            assert not woke.is_set()
+            await store.commit([record("a")])
+            await woke.wait()
+    await store.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    """A database from a newer release is not touched by an older one."""
+    path = tmp_path / "state.db"
+    connection = sqlite3.connect(path)
+    connection.execute("PRAGMA user_version = 999")
+    connection.close()
+    with pytest.raises(StateError, match="newer"):
+        await open_store(path)
+
+
+@pytest.mark.anyio
+async def test_an_unwritable_location_is_a_state_error(tmp_path: Path) -> None:
+    """A path that cannot hold a database fails with a StateError naming it."""
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(StateError, match="cannot open state database"):
+        await open_store(blocker / "state.db")
