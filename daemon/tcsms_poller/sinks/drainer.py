@@ -1,0 +1,194 @@
+"""One drainer task per sink: from the sink's cursor, in order, in batches, until acknowledged.
+
+The drainer is what makes the ``Sink`` contract (``base.py``) true: one call at a time, retries
+with capped exponential backoff and jitter (honouring ``retry_after``), the dead-letter file for
+batches refused for good or retried past ``max_retry_duration``, and the cursor committed only on
+an ack. It wakes on commits, never on a timer, and a slow sink delays only itself: its backlog
+stays in the outbox on disk.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Sequence
+
+import anyio
+import structlog
+from anyio.abc import TaskStatus
+
+from tcsms_poller.backoff import Backoff
+from tcsms_poller.health import Health
+from tcsms_poller.metrics import Metrics
+from tcsms_poller.sinks.base import (
+    Ack,
+    OutboxRecord,
+    RejectedBatchError,
+    RetryableSinkError,
+    Sink,
+    SinkSettings,
+)
+from tcsms_poller.sinks.deadletter import DeadLetterFile
+from tcsms_poller.state import StateError, StateStore
+
+__all__ = ["Drainer"]
+
+log = structlog.get_logger("tcsms_poller.sinks")
+
+
+async def _first_of(*waits: Callable[[], Awaitable[None]]) -> None:
+    """Return as soon as any of ``waits`` returns."""
+    async with anyio.create_task_group() as tg:
+
+        async def wait(one: Callable[[], Awaitable[None]]) -> None:
+            await one()
+            tg.cancel_scope.cancel()
+
+        for one in waits:
+            tg.start_soon(wait, one)
+
+
+class Drainer:
+    """Delivers the outbox to one sink; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        sink: Sink,
+        settings: SinkSettings,
+        store: StateStore,
+        dead_letters: DeadLetterFile,
+        health: Health,
+        metrics: Metrics,
+        acked_seq: int,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+    ) -> None:
+        self.name = settings.sink_name
+        self._sink = sink
+        self._settings = settings
+        self._store = store
+        self._dead_letters = dead_letters
+        self._health = health
+        self._metrics = metrics
+        self._acked = acked_seq
+        self._clock = clock
+        self._sleep = sleep
+        self._backoff = Backoff(initial=0.5, maximum=settings.max_backoff)
+        self._draining = anyio.Event()
+        self._lock = anyio.Lock()  # never two calls into the sink at once (send vs reopen)
+
+    @property
+    def depth(self) -> int:
+        """Committed records this sink has not acknowledged yet."""
+        return max(0, self._store.head - self._acked)
+
+    def drain_and_stop(self) -> None:
+        """Finish what is in the outbox, then return from ``run`` (shutdown)."""
+        self._draining.set()
+
+    async def reopen(self) -> None:
+        """Reopen the sink's files or connections between two sends (SIGHUP)."""
+        async with self._lock:
+            await self._sink.reopen()
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Open the sink, report started, and deliver until drained after ``drain_and_stop``."""
+        await self._sink.open()
+        task_status.started()
+        try:
+            await self._deliver_forever()
+        finally:
+            with anyio.move_on_after(5, shield=True):
+                await self._sink.aclose()
+
+    async def _deliver_forever(self) -> None:
+        while True:
+            self._metrics.outbox_depth.labels(self.name).set(self.depth)
+            batch = await self._store.read_outbox(
+                after=self._acked, limit=self._settings.batch_size
+            )
+            if not batch:
+                if self._draining.is_set():
+                    return
+                await _first_of(
+                    lambda: self._store.wait_for_commit(self._acked), self._draining.wait
+                )
+                continue
+            ack = await self._deliver(batch)
+            await self._commit_ack(batch[-1].seq, ack)
+
+    async def _deliver(self, batch: Sequence[OutboxRecord]) -> Ack:
+        """Send until acknowledged, or dead-letter; returns the ack to commit."""
+        attempt = 0
+        first_failure: float | None = None
+        while True:
+            try:
+                async with self._lock:
+                    ack = await self._sink.send(batch)
+            except RejectedBatchError as error:
+                return await self._dead_letter(batch, f"rejected: {error}")
+            except Exception as error:  # noqa: BLE001 (a plugin may raise anything; all retry)
+                now = self._clock()
+                first_failure = first_failure if first_failure is not None else now
+                self._metrics.sink_failures.labels(self.name).inc()
+                reason = f"{type(error).__name__}: {error}"
+                elapsed = now - first_failure
+                if elapsed >= self._settings.max_retry_duration:
+                    return await self._dead_letter(batch, f"gave up after {elapsed:.0f}s: {reason}")
+                self._health.failed(reason, grace=self._settings.unhealthy_after)
+                retry_after = error.retry_after if isinstance(error, RetryableSinkError) else None
+                delay = max(self._backoff.delay(attempt), retry_after or 0.0)
+                delay = min(delay, self._settings.max_retry_duration - elapsed)
+                attempt += 1
+                log.warning(
+                    "sink.retry_scheduled",
+                    sink=self.name,
+                    attempt=attempt,
+                    delay_s=round(delay, 3),
+                    error=reason,
+                    records=len(batch),
+                )
+                await self._sleep(delay)
+            else:
+                self._health.succeeded()
+                self._metrics.sink_delivered.labels(self.name).inc(len(batch))
+                return ack
+
+    async def _dead_letter(self, batch: Sequence[OutboxRecord], reason: str) -> Ack:
+        """Write the batch to the dead-letter file, retrying until the disk takes it."""
+        attempt = 0
+        while True:
+            try:
+                await self._dead_letters.write(
+                    batch, sink=self.name, reason=reason, now=self._clock()
+                )
+                break
+            except OSError as error:
+                self._health.failed(f"dead-letter file: {error}")
+                log.error("sink.dead_letter_failed", sink=self.name, error=str(error))
+                await self._sleep(self._backoff.delay(attempt))
+                attempt += 1
+        self._metrics.dead_lettered.labels(self.name).inc(len(batch))
+        log.error(
+            "sink.dead_lettered",
+            sink=self.name,
+            records=len(batch),
+            reason=reason,
+            path=str(self._dead_letters.path),
+        )
+        self._health.succeeded()
+        return Ack()
+
+    async def _commit_ack(self, seq: int, ack: Ack) -> None:
+        """Commit the cursor; a database failure is retried (the batch is already delivered)."""
+        attempt = 0
+        while True:
+            try:
+                await self._store.ack(self.name, seq=seq, position=ack.position)
+                break
+            except StateError as error:
+                self._health.failed(str(error))
+                log.error("sink.ack_commit_failed", sink=self.name, error=str(error))
+                await self._sleep(self._backoff.delay(attempt))
+                attempt += 1
+        self._acked = seq

@@ -1,0 +1,227 @@
+"""The drainer: in order, in batches, retries with backoff, dead letters, health, shutdown."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import anyio
+import pytest
+
+from tcsms_poller.health import HealthBoard
+from tcsms_poller.metrics import Metrics
+from tcsms_poller.records import Record
+from tcsms_poller.sinks.base import (
+    Ack,
+    OutboxRecord,
+    RejectedBatchError,
+    RetryableSinkError,
+    SinkSettings,
+)
+from tcsms_poller.sinks.deadletter import DeadLetterFile
+from tcsms_poller.sinks.drainer import Drainer
+from tcsms_poller.state import StateStore
+
+
+class Clock:
+    """A clock that only the fake sleep moves."""
+
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+        await anyio.lowlevel.checkpoint()
+
+
+class ScriptedSink:
+    """A sink whose outcomes follow a script: None acks, an exception is raised."""
+
+    def __init__(self, script: Sequence[Exception | None] = ()) -> None:
+        self.script = list(script)
+        self.received: list[list[str]] = []
+        self.opened = self.closed = False
+        self.delivered = anyio.Event()
+
+    async def open(self) -> None:
+        self.opened = True
+
+    async def send(self, batch: Sequence[OutboxRecord]) -> Ack:
+        outcome = self.script.pop(0) if self.script else None
+        if outcome is not None:
+            raise outcome
+        self.received.append([r.as_dict()["id"] for r in batch])
+        self.delivered.set()
+        return Ack(position={"batches": len(self.received)})
+
+    async def reopen(self) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+def record(record_id: str) -> Record:
+    """A conversion record with the given id."""
+    return Record(
+        kind="conversion",
+        id=record_id,
+        app_id="1",
+        source="ReportConversion",
+        received_at="2026-11-25T08:00:00.000Z",
+        fields={"serial_no": record_id, "conversion_time": None, "code": "ok", "message": ""},
+    )
+
+
+class Rig:
+    """A store, a sink and its drainer on real files."""
+
+    def __init__(
+        self,
+        store: StateStore,
+        sink: ScriptedSink,
+        drainer: Drainer,
+        board: HealthBoard,
+        dead: Path,
+        clock: Clock,
+    ) -> None:
+        self.store, self.sink, self.drainer = store, sink, drainer
+        self.board, self.dead, self.clock = board, dead, clock
+
+
+async def make_rig(tmp_path: Path, sink: ScriptedSink, **settings: object) -> Rig:
+    """Build a drainer for ``sink`` with a fake clock and sleep."""
+    clock = Clock()
+    store = await StateStore.open(tmp_path / "state.db", dedupe_ttl=8 * 86400.0, clock=clock)
+    config = SinkSettings.model_validate({"type": "scripted", "batch_size": 2, **settings})
+    cursor = await store.sink_cursor(config.sink_name)
+    board = HealthBoard(clock)
+    dead = tmp_path / "dead" / "scripted.jsonl"
+    drainer = Drainer(
+        sink=sink,
+        settings=config,
+        store=store,
+        dead_letters=DeadLetterFile(dead),
+        health=board.register("sink:scripted", "sink"),
+        metrics=Metrics(),
+        acked_seq=cursor.acked_seq,
+        clock=clock,
+        sleep=clock.sleep,
+    )
+    return Rig(store, sink, drainer, board, dead, clock)
+
+
+async def drain(
+    rig: Rig, ids: Sequence[str], *, before_stop: Callable[[], None] | None = None
+) -> None:
+    """Commit ``ids``, run the drainer until it has emptied the outbox, then stop it."""
+    await rig.store.commit([record(i) for i in ids])
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            await tg.start(rig.drainer.run)
+            rig.drainer.drain_and_stop()
+    assert rig.sink.closed
+
+
+@pytest.mark.anyio
+async def test_delivers_in_order_in_batches_and_commits_the_cursor(tmp_path: Path) -> None:
+    """Records arrive in commit order, batch_size at a time; the cursor and position persist."""
+    rig = await make_rig(tmp_path, ScriptedSink())
+    await drain(rig, ["a", "b", "c", "d", "e"])
+    assert rig.sink.received == [["a", "b"], ["c", "d"], ["e"]]
+    cursor = await rig.store.sink_cursor("scripted")
+    assert (cursor.acked_seq, cursor.position) == (5, {"batches": 3})
+    assert rig.drainer.depth == 0
+
+
+@pytest.mark.anyio
+async def test_failures_retry_with_growing_capped_backoff(tmp_path: Path) -> None:
+    """Transient failures are retried with jittered backoff, then the batch goes through."""
+    failures: list[Exception | None] = [RetryableSinkError("down")] * 4 + [OSError("reset")]
+    rig = await make_rig(tmp_path, ScriptedSink(failures), max_backoff="2s")
+    await drain(rig, ["a"])
+    assert rig.sink.received == [["a"]]
+    assert len(rig.clock.sleeps) == 5
+    assert all(0 <= s <= 2 for s in rig.clock.sleeps)
+
+
+@pytest.mark.anyio
+async def test_retry_after_is_honoured(tmp_path: Path) -> None:
+    """A Retry-After from the downstream is a lower bound on the wait."""
+    rig = await make_rig(tmp_path, ScriptedSink([RetryableSinkError("429", retry_after=42)]))
+    await drain(rig, ["a"])
+    assert rig.clock.sleeps[0] >= 42
+
+
+@pytest.mark.anyio
+async def test_rejected_batches_go_to_the_dead_letter_file(tmp_path: Path) -> None:
+    """A refused batch is written out with its reason and the cursor moves on."""
+    rig = await make_rig(tmp_path, ScriptedSink([RejectedBatchError("HTTP 400: bad")]))
+    await drain(rig, ["a", "b", "c"])
+    lines = [json.loads(line) for line in rig.dead.read_text().splitlines()]
+    assert [(e["sink"], e["reason"], e["record"]["id"]) for e in lines] == [
+        ("scripted", "rejected: HTTP 400: bad", "a"),
+        ("scripted", "rejected: HTTP 400: bad", "b"),
+    ]
+    assert rig.sink.received == [["c"]]
+    assert (await rig.store.sink_cursor("scripted")).acked_seq == 3
+
+
+@pytest.mark.anyio
+async def test_retrying_past_max_retry_duration_dead_letters(tmp_path: Path) -> None:
+    """A sink down longer than max_retry_duration loses nothing: the batch is dead-lettered."""
+    rig = await make_rig(
+        tmp_path,
+        ScriptedSink([RetryableSinkError("down")] * 1000),
+        max_retry_duration="1m",
+        max_backoff="10s",
+    )
+    await drain(rig, ["a"])
+    [entry] = [json.loads(line) for line in rig.dead.read_text().splitlines()]
+    assert entry["reason"].startswith("gave up after 60s")
+    assert sum(rig.clock.sleeps) == pytest.approx(60)
+
+
+@pytest.mark.anyio
+async def test_health_turns_bad_only_after_the_grace_period(tmp_path: Path) -> None:
+    """Short hiccups keep the sink healthy; long retrying makes it unhealthy until success."""
+    states: list[bool] = []
+    rig = await make_rig(
+        tmp_path,
+        ScriptedSink([RetryableSinkError("down")] * 30),
+        unhealthy_after="30s",
+        max_backoff="5s",
+    )
+    original = rig.clock.sleep
+
+    async def observing_sleep(seconds: float) -> None:
+        states.append(rig.board.is_healthy)
+        await original(seconds)
+
+    rig.drainer._sleep = observing_sleep
+    await drain(rig, ["a"])
+    assert states[0] is True
+    assert False in states
+    assert rig.board.is_healthy
+
+
+@pytest.mark.anyio
+async def test_waits_for_commits_instead_of_polling(tmp_path: Path) -> None:
+    """An idle drainer sleeps until a commit wakes it, and then delivers at once."""
+    rig = await make_rig(tmp_path, ScriptedSink())
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            await tg.start(rig.drainer.run)
+            await anyio.wait_all_tasks_blocked()
+            assert rig.sink.received == []
+            assert rig.clock.sleeps == []
+            await rig.store.commit([record("a")])
+            await rig.sink.delivered.wait()
+            rig.drainer.drain_and_stop()
+    assert rig.sink.received == [["a"]]
