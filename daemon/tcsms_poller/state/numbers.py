@@ -20,6 +20,7 @@ __all__ = [
     "lease_due",
     "list_numbers",
     "number_counts",
+    "oldest_due",
     "purge_expired_numbers",
     "remove_number",
     "sync_numbers",
@@ -143,7 +144,7 @@ def advance_number(
     status_cursor: int | None = None,
     reply_cursor: int | None = None,
 ) -> None:
-    """Record a finished poll: new cursors (never moving back) and the next due time."""
+    """Record a polled page: new cursors (never moving back) and the next due time."""
     connection.execute(
         "UPDATE numbers SET next_due = ?, last_polled_at = ?, "
         "status_cursor = MAX(COALESCE(status_cursor, 0), COALESCE(?, 0)), "
@@ -168,6 +169,14 @@ def list_numbers(
         (start_app, start_phone, app_id, app_id, limit),
     ).fetchall()
     return [_number(row) for row in rows]
+
+
+def oldest_due(connection: sqlite3.Connection, app_id: str) -> float | None:
+    """The earliest ``next_due`` of the app's numbers (an index lookup, not a scan)."""
+    row = connection.execute(
+        "SELECT next_due FROM numbers WHERE app_id = ? ORDER BY next_due LIMIT 1", (app_id,)
+    ).fetchone()
+    return float(row[0]) if row else None
 
 
 def number_counts(connection: sqlite3.Connection, *, now: float) -> dict[str, tuple[int, float]]:

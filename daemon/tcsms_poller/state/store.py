@@ -253,6 +253,10 @@ class StateStore:
             partial(numbers.list_numbers, app_id=app_id, after=after, limit=limit)
         )
 
+    async def oldest_due(self, app_id: str) -> float | None:
+        """The earliest due time among the app's numbers, or None if none is tracked."""
+        return await self.read(partial(numbers.oldest_due, app_id=app_id))
+
     async def number_counts(self) -> dict[str, tuple[int, float]]:
         """Per app: how many numbers are tracked and the largest overdue time."""
         return await self.read(partial(numbers.number_counts, now=self._clock()))

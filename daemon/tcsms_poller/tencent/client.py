@@ -107,6 +107,10 @@ class TencentClient:
             clock=clock,
         )
 
+    def rate_limit(self, action: str) -> int:
+        """Requests per second allowed for ``action`` (sizes concurrent work to the limit)."""
+        return self._limiters.for_action(action).rate
+
     async def aclose(self) -> None:
         """Close the HTTP pool if this client created it."""
         if self._owns_http:

@@ -1,0 +1,37 @@
+"""What the daemon-facing commands share: ``-c FILE``, loading it, and setting up logging."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TextIO
+
+from tcsms_poller.config import Config, load_config
+from tcsms_poller.logs import configure_logging
+
+__all__ = ["add_config_argument", "load_and_configure"]
+
+
+def add_config_argument(parser: argparse.ArgumentParser) -> None:
+    """The ``-c/--config FILE`` option every daemon command takes."""
+    parser.add_argument(
+        "-c", "--config", required=True, type=Path, metavar="FILE", help="YAML configuration"
+    )
+
+
+def log_stream(config: Config) -> TextIO:
+    """stdout for logs, unless a stdout sink claims it for records: then stderr."""
+    return sys.stderr if any(sink.type == "stdout" for sink in config.sinks) else sys.stdout
+
+
+def load_and_configure(path: Path) -> Config:
+    """Load the configuration (a ``ConfigError`` exits 78 in ``cli``) and configure logging."""
+    config = load_config(path)
+    configure_logging(
+        level=config.log.level,
+        fmt=config.log.format,
+        secrets=config.secrets(),
+        stream=log_stream(config),
+    )
+    return config

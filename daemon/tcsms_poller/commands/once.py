@@ -1,0 +1,44 @@
+"""``tcsms-poller once -c FILE``: one pass of every enabled worker, drain every sink, exit.
+
+For cron-style use and for checking a configuration against the real API. Exits 0 when every
+worker succeeded and every sink drained within ``--drain-timeout``, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import anyio
+import structlog
+
+from tcsms_poller.commands._common import add_config_argument, load_and_configure
+from tcsms_poller.daemon import Daemon
+from tcsms_poller.exits import EX_FAILURE, EX_OK
+from tcsms_poller.state import StateError
+from tcsms_poller.units import parse_duration
+
+__all__ = ["add_arguments", "execute"]
+
+log = structlog.get_logger("tcsms_poller.daemon")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_argument(parser)
+    parser.add_argument(
+        "--drain-timeout",
+        type=parse_duration,
+        default=60.0,
+        metavar="DURATION",
+        help="how long the sinks may take to deliver (default 60s)",
+    )
+
+
+def execute(args: argparse.Namespace) -> int:
+    config = load_and_configure(args.config)
+    daemon = Daemon(config, config_path=args.config)
+    try:
+        ok = anyio.run(lambda: daemon.run_once(drain_timeout=args.drain_timeout), backend="asyncio")
+    except (StateError, OSError) as error:
+        log.error("once.failed", error=f"{type(error).__name__}: {error}")
+        return EX_FAILURE
+    return EX_OK if ok else EX_FAILURE

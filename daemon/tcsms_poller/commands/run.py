@@ -1,0 +1,64 @@
+"""``tcsms-poller run -c FILE``: the daemon in the foreground, driven by signals.
+
+SIGTERM/SIGINT stop it gracefully (exit 0); a second one stops it at once, still consistent,
+because every commit is a transaction. SIGHUP reloads numbers and sinks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+
+import anyio
+import structlog
+
+from tcsms_poller.commands._common import add_config_argument, load_and_configure
+from tcsms_poller.daemon import Daemon
+from tcsms_poller.exits import EX_FAILURE, EX_OK
+from tcsms_poller.sdnotify import Notifier
+from tcsms_poller.state import StateError
+
+__all__ = ["add_arguments", "execute", "serve_until_signalled"]
+
+log = structlog.get_logger("tcsms_poller.daemon")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_argument(parser)
+
+
+async def serve_until_signalled(daemon: Daemon) -> None:
+    """Serve until SIGTERM/SIGINT; SIGHUP reloads; a second stop signal forces the exit."""
+    shutdown = anyio.Event()
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        async with anyio.create_task_group() as tg:
+
+            async def handle_signals() -> None:
+                async for signum in signals:
+                    name = signal.Signals(signum).name
+                    if signum == signal.SIGHUP:
+                        tg.start_soon(daemon.reload)
+                    elif not shutdown.is_set():
+                        log.info("daemon.signal_received", signal=name)
+                        shutdown.set()
+                    else:
+                        log.warning("daemon.forced_stop", signal=name)
+                        tg.cancel_scope.cancel()
+
+            tg.start_soon(handle_signals)
+            await daemon.serve(shutdown.wait)
+            tg.cancel_scope.cancel()
+
+
+def execute(args: argparse.Namespace) -> int:
+    config = load_and_configure(args.config)
+    daemon = Daemon(config, config_path=args.config, notifier=Notifier.from_environ())
+    try:
+        anyio.run(serve_until_signalled, daemon, backend="asyncio")
+    except StateError as error:
+        log.error("daemon.failed", error=str(error))
+        return EX_FAILURE
+    except OSError as error:  # a sink that cannot open its file, a port in use
+        log.error("daemon.failed", error=f"{type(error).__name__}: {error}")
+        return EX_FAILURE
+    return EX_OK

@@ -1,0 +1,76 @@
+"""``tcsms-poller status -c FILE``: the state at a glance, beside a running daemon or not."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from tcsms_poller.commands._common import add_config_argument
+from tcsms_poller.config import load_config
+from tcsms_poller.exits import EX_FAILURE, EX_OK
+from tcsms_poller.state.status import read_snapshot
+
+__all__ = ["add_arguments", "execute", "render"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_argument(parser)
+    parser.add_argument("--json", action="store_true", help="print the snapshot as JSON")
+
+
+def _when(moment: float | None) -> str:
+    if moment is None:
+        return "never"
+    return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def render(snapshot: dict[str, Any], configured_sinks: list[str]) -> str:
+    """A human summary of ``read_snapshot``'s result."""
+    lines = [f"state: {snapshot['database']}", f"outbox head: {snapshot['outbox_head']}", "sinks:"]
+    cursors = {sink["name"]: sink for sink in snapshot["sinks"]}
+    for name in sorted(set(cursors) | set(configured_sinks)):
+        sink = cursors.get(name)
+        note = "" if name in configured_sinks else "  (not configured: its backlog is kept)"
+        if sink is None:
+            lines.append(f"  {name}: not started yet")
+        else:
+            lines.append(
+                f"  {name}: {sink['depth']} pending, acked up to {sink['acked_seq']}{note}"
+            )
+    lines.append("tracked numbers:")
+    lines += [
+        f"  {n['app_id']}: {n['tracked']} numbers, most overdue by {n['oldest_overdue_s']}s"
+        for n in snapshot["numbers"]
+    ] or ["  none"]
+    lines.append("workers:")
+    for worker in snapshot["workers"]:
+        state = "healthy" if worker["healthy"] else f"UNHEALTHY: {worker['last_error']}"
+        lines.append(
+            f"  {worker['name']}: {state}; last success {_when(worker['last_success_at'])}"
+        )
+    if not snapshot["workers"]:
+        lines.append("  none has run yet")
+    lines.append(f"cursors: {len(snapshot['cursors'])}")
+    lines += [f"  {c['key']} = {c['value']}" for c in snapshot["cursors"]]
+    lines.append(f"pending conversions: {snapshot['pending_conversions']}")
+    lines.append(f"quarantined API items: {snapshot['rejected_items']}")
+    lines.append(f"seen ids (dedupe window): {snapshot['seen_ids']}")
+    return "\n".join(lines)
+
+
+def execute(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    try:
+        snapshot = read_snapshot(config.state.path, now=time.time())
+    except (FileNotFoundError, sqlite3.Error) as error:
+        print(f"tcsms-poller: cannot read the state: {error}")
+        return EX_FAILURE
+    if args.json:
+        print(json.dumps(snapshot, indent=2))
+    else:
+        print(render(snapshot, [sink.sink_name for sink in config.sinks]))
+    return EX_OK

@@ -1,0 +1,262 @@
+"""The daemon's lifecycle: start in dependency order, serve, reload, drain, stop.
+
+Start: state, then sinks (so the first commit has somewhere to go), then workers, then the
+listener; each reports started only when truly ready, so a startup failure surfaces before
+``READY=1``. Stop (the awaitable ``shutdown_trigger`` returns): let workers finish the cycle in
+hand (a pulled queue page is always committed), stop the listener, give the sinks a grace period
+to deliver what is committed, then close the state. Everything that was committed and not
+delivered is still in the outbox for the next start.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+import structlog
+from anyio.abc import TaskGroup, TaskStatus
+
+from tcsms_poller import __version__
+from tcsms_poller.backoff import Backoff
+from tcsms_poller.config import Config, load_config, read_numbers_file
+from tcsms_poller.exits import ConfigError
+from tcsms_poller.health import HealthBoard
+from tcsms_poller.housekeeping import Housekeeper
+from tcsms_poller.intake import Intake
+from tcsms_poller.metrics import Metrics
+from tcsms_poller.sdnotify import Notifier, run_watchdog
+from tcsms_poller.sinks.fleet import SinkFleet
+from tcsms_poller.state import StateError, StateStore
+from tcsms_poller.tencent.client import Credentials, RetryPolicy, TencentClient
+from tcsms_poller.tencent.ratelimit import RateLimiters
+from tcsms_poller.workers import Worker, WorkerContext, build_workers, poll_cycle, run_worker
+
+__all__ = ["Daemon"]
+
+log = structlog.get_logger("tcsms_poller.daemon")
+
+SINK_GRACE = 10.0  # seconds the sinks get to deliver at shutdown
+
+
+def _client(config: Config, metrics: Metrics, clock: Callable[[], float]) -> TencentClient:
+    tencent = config.tencent
+    return TencentClient(
+        endpoint=tencent.endpoint,
+        region=tencent.region,
+        credentials=Credentials(
+            tencent.secret_id.reveal(), tencent.secret_key.reveal(), tencent.token.reveal()
+        ),
+        limiters=RateLimiters(tencent.rate_limits.model_dump()),
+        metrics=metrics,
+        timeout=tencent.timeout,
+        retry=RetryPolicy(
+            max_attempts=tencent.retry.max_attempts,
+            backoff=Backoff(initial=0.2, maximum=tencent.retry.max_backoff),
+        ),
+        clock=clock,
+    )
+
+
+class Daemon:
+    """One running tcsms-poller: its parts and their lifecycle."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        config_path: Path | None = None,
+        notifier: Notifier | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self.board = HealthBoard(clock)
+        self._config_path = config_path
+        self._notifier = notifier or Notifier(None)
+        self._clock = clock
+        self._stopping = anyio.Event()
+        self._store: StateStore | None = None
+        self._fleet: SinkFleet | None = None
+        self.context: WorkerContext | None = None
+
+    @property
+    def state_dir(self) -> Path:
+        """Where the database, dead letters and sink files without a path live."""
+        return self.config.state.path.parent
+
+    # -- running -------------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _opened(self) -> AsyncIterator[tuple[StateStore, TencentClient]]:
+        """The state and the client, open for the duration of a run."""
+        store = await StateStore.open(
+            self.config.state.path, dedupe_ttl=self.config.state.dedupe_ttl, clock=self._clock
+        )
+        self._store = store
+        client = _client(self.config, self.metrics, self._clock)
+        try:
+            await self._sync_numbers(self.config)
+            yield store, client
+        finally:
+            with anyio.move_on_after(5, shield=True):
+                await client.aclose()
+                await store.aclose()
+
+    async def _start_pipeline(
+        self, root: TaskGroup, store: StateStore, client: TencentClient
+    ) -> tuple[SinkFleet, WorkerContext]:
+        """Start the sinks; build the context the workers share."""
+        fleet = self._fleet = SinkFleet(
+            store=store,
+            metrics=self.metrics,
+            board=self.board,
+            state_dir=self.state_dir,
+            clock=self._clock,
+        )
+        await root.start(fleet.run, self.config.sinks)
+        ctx = self.context = WorkerContext(
+            client=client,
+            store=store,
+            intake=Intake(store, self.metrics),
+            metrics=self.metrics,
+            board=self.board,
+            stopping=self._stopping,
+            unhealthy_retry=self.config.tencent.unhealthy_retry,
+            clock=self._clock,
+        )
+        return fleet, ctx
+
+    async def serve(
+        self,
+        shutdown_trigger: Callable[[], Awaitable[None]],
+        *,
+        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Run until ``shutdown_trigger`` returns, then stop gracefully."""
+        log.info(
+            "daemon.starting",
+            version=__version__,
+            config=str(self._config_path or "-"),
+            apps=[app.sms_sdk_app_id for app in self.config.apps],
+        )
+        async with self._opened() as (store, client), anyio.create_task_group() as root:
+            fleet, ctx = await self._start_pipeline(root, store, client)
+            workers = build_workers(self.config, ctx)
+            workers_done = anyio.Event()
+            workers_scope = await root.start(self._run_workers, workers, ctx, workers_done)
+            housekeeper = Housekeeper(
+                store=store,
+                fleet=fleet,
+                metrics=self.metrics,
+                board=self.board,
+                notifier=self._notifier,
+            )
+            root.start_soon(housekeeper.run)
+            root.start_soon(run_watchdog, self._notifier, lambda: True)
+            self._notifier.ready()
+            log.info("daemon.ready", workers=[w.name for w in workers], sinks=fleet.names)
+            task_status.started()
+
+            await shutdown_trigger()
+            # 1. Stop pulling: workers finish the cycle in hand, bounded by the API timeout.
+            self._notifier.stopping()
+            log.info("daemon.stopping")
+            self._stopping.set()
+            with anyio.move_on_after(self.config.tencent.timeout + 5):
+                await workers_done.wait()
+            workers_scope.cancel()
+            await workers_done.wait()
+            # 2. Give the sinks a grace period to deliver what is committed.
+            drained = await fleet.drain(SINK_GRACE)
+            # 3. Stop the chores; the state closes on the way out.
+            root.cancel_scope.cancel()
+        log.info("daemon.stopped", drained=drained, outbox_head=store.head)
+
+    async def run_once(self, *, drain_timeout: float) -> bool:
+        """One pass of every worker, then drain every sink; True if all of it succeeded."""
+        async with self._opened() as (store, client), anyio.create_task_group() as root:
+            fleet, ctx = await self._start_pipeline(root, store, client)
+            workers = build_workers(self.config, ctx)
+
+            async def one_pass(worker: Worker) -> None:
+                # poll_cycle pauses 0 while more work is due (full pages, overdue numbers).
+                while await poll_cycle(worker, ctx) == 0.0:
+                    pass
+
+            async with anyio.create_task_group() as passes:
+                for worker in workers:
+                    passes.start_soon(one_pass, worker)
+            drained = await fleet.drain(drain_timeout)
+            root.cancel_scope.cancel()
+        failed = [w.name for w in workers if w.health.failing_since is not None]
+        log.info("once.completed", drained=drained, failed_workers=failed, outbox_head=store.head)
+        return drained and not failed
+
+    async def _run_workers(
+        self,
+        workers: list[Worker],
+        ctx: WorkerContext,
+        done: anyio.Event,
+        *,
+        task_status: TaskStatus[anyio.CancelScope] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        try:
+            with anyio.CancelScope() as scope:
+                async with anyio.create_task_group() as tg:
+                    for worker in workers:
+                        await tg.start(run_worker, worker, ctx)
+                    task_status.started(scope)
+        finally:
+            done.set()
+
+    # -- reload ----------------------------------------------------------------------------------
+
+    async def reload(self) -> None:
+        """SIGHUP: re-read the configuration, the numbers file and the sinks; keep the rest."""
+        self._notifier.reloading()
+        log.info("daemon.reloading")
+        try:
+            if self._config_path is not None:
+                new = load_config(self._config_path)
+                self._warn_restart_needed(new)
+                self.config = self.config.model_copy(update={"sinks": new.sinks, "apps": new.apps})
+            await self._sync_numbers(self.config)
+            if self._fleet is not None:
+                await self._fleet.reload(self.config.sinks)
+        except ConfigError as error:
+            log.error(
+                "daemon.reload_failed", error=str(error), hint="the previous configuration stays"
+            )
+        except (StateError, OSError, LookupError, ImportError) as error:
+            log.error("daemon.reload_failed", error=f"{type(error).__name__}: {error}")
+        else:
+            log.info("daemon.reloaded", sinks=self._fleet.names if self._fleet else [])
+        finally:
+            self._notifier.ready()
+
+    def _warn_restart_needed(self, new: Config) -> None:
+        for section in ("tencent", "state", "server", "log"):
+            if getattr(new, section) != getattr(self.config, section):
+                log.warning(
+                    "daemon.restart_required",
+                    section=section,
+                    hint="only numbers and sinks change on reload",
+                )
+
+    async def _sync_numbers(self, config: Config) -> None:
+        """Make the tracked numbers of each app match its ``numbers`` and ``numbers_file``."""
+        assert self._store is not None
+        for app in config.apps:
+            by_number = app.by_number
+            await self._store.sync_numbers(app.sms_sdk_app_id, "config", by_number.numbers)
+            from_file: tuple[str, ...] = ()
+            if by_number.numbers_file is not None:
+                from_file = await anyio.to_thread.run_sync(
+                    read_numbers_file, by_number.numbers_file
+                )
+            added, removed = await self._store.sync_numbers(app.sms_sdk_app_id, "file", from_file)
+            if added or removed:
+                log.info("numbers.synced", app_id=app.sms_sdk_app_id, added=added, removed=removed)

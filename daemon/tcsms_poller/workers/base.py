@@ -1,0 +1,198 @@
+"""What every worker shares: its context, a drift-free ticker, the durable commit, the run loop.
+
+A worker is one source for one app (``replies:1400006666``). Its ``poll()`` does one cycle
+(several requests when pages are full); ``run_worker`` repeats it on the worker's schedule, turns
+failures into health, and stops between cycles when the daemon stops, so a queue page that was
+pulled is always committed before the worker returns.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import anyio
+import structlog
+from anyio.abc import TaskStatus
+
+from tcsms_poller.health import Health, HealthBoard
+from tcsms_poller.intake import Intake
+from tcsms_poller.metrics import Metrics
+from tcsms_poller.state import CommitResult, StateError, StateStore
+from tcsms_poller.tencent.client import TencentClient
+from tcsms_poller.tencent.errors import PermanentError, TencentError
+
+__all__ = ["PollStats", "Ticker", "Worker", "WorkerContext", "poll_cycle", "run_worker"]
+
+log = structlog.get_logger("tcsms_poller.workers")
+
+
+@dataclass(slots=True)
+class WorkerContext:
+    """The shared parts every worker uses; the scheduler and client know nothing of sinks."""
+
+    client: TencentClient
+    store: StateStore
+    intake: Intake
+    metrics: Metrics
+    board: HealthBoard
+    stopping: anyio.Event
+    unhealthy_retry: float = 60.0
+    clock: Callable[[], float] = time.time
+    sleep: Callable[[float], Awaitable[None]] = anyio.sleep
+    rng: random.Random = field(default_factory=random.Random)
+
+
+@dataclass(slots=True)
+class PollStats:
+    """What one poll cycle did, for the ``poll.completed`` line."""
+
+    requests: int = 0
+    fetched: int = 0
+    new: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    more_due: bool = False  # more work is waiting: start the next cycle at once
+
+    def add(self, result: CommitResult, fetched: int, rejected: int = 0) -> None:
+        """Count one committed page."""
+        self.requests += 1
+        self.fetched += fetched
+        self.new += len(result.new)
+        self.duplicates += result.duplicates
+        self.rejected += rejected
+
+
+class Worker(Protocol):
+    """One source of records for one app (or the process)."""
+
+    name: str
+    action: str
+    app_id: str
+    interval: float
+    health: Health
+
+    async def poll(self) -> PollStats:
+        """One cycle; raises ``TencentError`` or ``StateError`` on failure."""
+        ...
+
+
+class Ticker:
+    """Waits until the next tick: ``interval`` after the previous start, with jitter, no drift.
+
+    Subtracting the time spent working keeps a 2 s interval at 2 s however long a cycle took;
+    the jitter (±10 %) keeps many workers from firing in lockstep.
+    """
+
+    def __init__(
+        self,
+        interval: float,
+        *,
+        jitter: float = 0.1,
+        clock: Callable[[], float] = anyio.current_time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.interval = interval
+        self._jitter = jitter
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._started: float | None = None
+
+    def start(self) -> None:
+        """Mark the start of a cycle."""
+        self._started = self._clock()
+
+    def remaining(self) -> float:
+        """Seconds until the next cycle should start (0 if already late)."""
+        if self._started is None:
+            return 0.0
+        spread = self.interval * self._jitter
+        target = self._started + self.interval + self._rng.uniform(-spread, spread)
+        return max(0.0, target - self._clock())
+
+
+async def _wait_or_stop(ctx: WorkerContext, seconds: float) -> None:
+    """Sleep ``seconds``, returning early when the daemon stops."""
+    with anyio.move_on_after(seconds):
+        await ctx.stopping.wait()
+
+
+async def run_worker(
+    worker: Worker,
+    ctx: WorkerContext,
+    *,
+    task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Poll on the worker's schedule until the daemon stops; never dies of an API error."""
+    ticker = Ticker(worker.interval, rng=ctx.rng)
+    task_status.started()
+    while not ctx.stopping.is_set():
+        ticker.start()
+        pause = await poll_cycle(worker, ctx)
+        ctx.metrics.worker_healthy.labels(worker.name).set(int(worker.health.is_healthy))
+        await _wait_or_stop(ctx, ticker.remaining() if pause is None else pause)
+
+
+async def poll_cycle(worker: Worker, ctx: WorkerContext) -> float | None:
+    """One poll with its logging and health; returns a pause other than the ticker's, if any."""
+    health = worker.health
+    bound = log.bind(worker=worker.name, action=worker.action, app_id=worker.app_id or None)
+    was_healthy = health.failing_since is None
+    started = anyio.current_time()
+    pause: float | None = None
+    try:
+        stats = await worker.poll()
+    except TencentError as error:
+        health.failed(error.describe())
+        permanent = isinstance(error, PermanentError)
+        if permanent:  # retrying fast cannot help: try again slowly
+            pause = ctx.unhealthy_retry
+        (bound.error if permanent else bound.warning)(
+            "poll.failed",
+            code=error.code,
+            request_id=error.request_id or None,
+            error=error.describe(),
+            retry_in_s=pause,
+        )
+    except StateError as error:
+        health.failed(f"state database: {error}")
+        bound.error("poll.failed", error=str(error))
+    except Exception as error:  # noqa: BLE001 (a bug in one worker must not stop the others)
+        health.failed(f"internal error: {type(error).__name__}: {error}")
+        bound.exception("poll.crashed")
+        pause = ctx.unhealthy_retry
+    else:
+        health.succeeded()
+        ctx.metrics.last_success.labels(worker.name).set(ctx.clock())
+        # An idle round (nothing was due) is not worth an info line every second.
+        (bound.info if stats.requests else bound.debug)(
+            "poll.completed",
+            requests=stats.requests,
+            fetched=stats.fetched,
+            new=stats.new,
+            duplicates=stats.duplicates,
+            rejected=stats.rejected,
+            duration_s=round(anyio.current_time() - started, 3),
+        )
+        if stats.more_due:
+            pause = 0.0
+        if not stats.requests and was_healthy:
+            return pause
+    await _save_health(ctx, worker.name, health)
+    return pause
+
+
+async def _save_health(ctx: WorkerContext, name: str, health: Health) -> None:
+    """Persist health for ``status``; a database failure here must not stop the worker."""
+    try:
+        await ctx.store.save_worker_state(
+            name,
+            healthy=health.is_healthy,
+            error=health.reason,
+            last_success_at=health.last_success_at,
+        )
+    except StateError as error:
+        log.error("state.write_failed", worker=name, error=str(error))
