@@ -1,0 +1,695 @@
+"""Logs as operators tail them: line shape, levels, journald, and nothing private in the output."""
+
+from __future__ import annotations
+
+import calendar
+import copy
+import io
+import json
+import logging
+import os
+import re
+import string
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, TextIO
+
+import pytest
+import structlog
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from tcsms_poller.fields import SecretValue
+from tcsms_poller.logs import Masker, configure_logging, get_logger
+from tests.support.log_capture import captured_logs, json_lines
+
+SECRET = "Kx9vQ2mZt7LwR4pN"  # shaped like a Tencent SecretKey
+PHONE = "+8613711112222"
+MASKED_PHONE = "+86137****2222"
+Format = Literal["auto", "json", "console"]
+TS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+
+log = get_logger("tcsms_poller.tests.logs")  # created at import, before any configuration
+
+
+class TerminalBuffer(io.StringIO):
+    """A StringIO that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+class BrokenStream(io.StringIO):
+    """A stream whose reader has gone away."""
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError
+
+
+@dataclass
+class Credentials:
+    """An object whose repr carries a secret and a number."""
+
+    key: str
+    phone: str
+
+
+def output(out: TextIO) -> str:
+    assert isinstance(out, io.StringIO)
+    return out.getvalue()
+
+
+def log_chained_failure(log_exception: Callable[[str], object]) -> None:
+    """Log, from inside ``except``, an error whose message and cause carry a secret and a number."""
+    try:
+        try:
+            raise ConnectionError(f"refused with key {SECRET}")
+        except ConnectionError as cause:
+            raise RuntimeError(f"delivery to {PHONE} failed") from cause
+    except RuntimeError:
+        log_exception("sink.failed")
+
+
+def journal_environ(stream: TextIO) -> dict[str, str]:
+    status = os.fstat(stream.fileno())
+    return {"JOURNAL_STREAM": f"{status.st_dev}:{status.st_ino}"}
+
+
+# --- line shape ---------------------------------------------------------------------------------
+
+
+def test_json_line_has_ts_level_event_logger_and_context() -> None:
+    """A JSON line carries ts, level, event, logger and the bound context."""
+    with captured_logs() as out:
+        log.bind(app_id="1400006666", worker="replies").info("poll.completed", records=3)
+    [line] = json_lines(out)
+    assert TS.match(line["ts"])
+    assert line["level"] == "info"
+    assert line["event"] == "poll.completed"
+    assert line["logger"] == "tcsms_poller.tests.logs"
+    assert (line["app_id"], line["worker"], line["records"]) == ("1400006666", "replies", 3)
+
+
+def test_json_line_starts_with_the_stable_keys() -> None:
+    """ts, level, event and logger lead every line, whatever was bound first."""
+    with captured_logs() as out:
+        log.bind(zeta=1, app_id="1").warning("sink.retry_scheduled", sink="http")
+    assert list(json_lines(out)[0])[:4] == ["ts", "level", "event", "logger"]
+
+
+def test_ts_is_now_in_utc() -> None:
+    """ts is the UTC time of the call, to the millisecond."""
+    before = time.time()
+    with captured_logs() as out:
+        log.info("poll.completed")
+    after = time.time()
+    stamp = calendar.timegm(time.strptime(json_lines(out)[0]["ts"][:19], "%Y-%m-%dT%H:%M:%S"))
+    assert int(before) <= stamp <= after
+
+
+def test_every_event_is_one_line() -> None:
+    """Newlines in values and tracebacks stay inside the JSON object."""
+    with captured_logs() as out:
+        log.info("tencent.response", body="line one\nline two")
+        log_chained_failure(log.exception)
+    assert len(output(out).splitlines()) == 2
+    assert "RuntimeError" in json_lines(out)[1]["exception"]
+
+
+def test_lines_go_to_stdout_by_default(capsys: pytest.CaptureFixture[str]) -> None:
+    """Without a stream, JSON lines go to whatever sys.stdout is when they are written."""
+    with captured_logs():
+        configure_logging(fmt="json", environ={})
+        log.info("poll.completed")
+    assert json.loads(capsys.readouterr().out)["event"] == "poll.completed"
+
+
+def test_lines_from_many_threads_never_interleave() -> None:
+    """structlog and stdlib lines written concurrently each stay one whole JSON object."""
+
+    def write(worker: int) -> None:
+        for index in range(100):
+            log.info("poll.completed", worker=worker, index=index, padding="x" * 500)
+            logging.getLogger("uvicorn.error").warning("worker %d line %d", worker, index)
+
+    with captured_logs() as out:
+        threads = [threading.Thread(target=write, args=(worker,)) for worker in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert len(json_lines(out)) == 8 * 100 * 2
+
+
+def test_contextvars_are_merged() -> None:
+    """Context bound with structlog.contextvars (e.g. a request id) appears in the line."""
+    structlog.contextvars.bind_contextvars(request_id="9a7d-42")
+    try:
+        with captured_logs() as out:
+            log.info("tencent.request")
+    finally:
+        structlog.contextvars.clear_contextvars()
+    assert json_lines(out)[0]["request_id"] == "9a7d-42"
+
+
+def test_structlog_get_logger_takes_the_same_path() -> None:
+    """Code that asks structlog directly gets the same shape, logger name and masking."""
+    with captured_logs(secrets=[SECRET]) as out:
+        structlog.get_logger("tcsms_poller.sinks").info("sink.opened", key=SECRET)
+    [line] = json_lines(out)
+    assert (line["logger"], line["key"]) == ("tcsms_poller.sinks", "***")
+    assert TS.match(line["ts"])
+
+
+def test_structlog_capture_logs_sees_our_loggers() -> None:
+    """structlog.testing.capture_logs works on our loggers: it edits the one processor list."""
+    with captured_logs(), structlog.testing.capture_logs() as captured:
+        log.info("poll.completed", records=3)
+    assert captured == [{"event": "poll.completed", "records": 3, "log_level": "info"}]
+
+
+def test_a_broken_stream_never_raises_into_the_caller() -> None:
+    """Logging to a stream whose reader is gone does not crash the worker that logs."""
+    with captured_logs(stream=BrokenStream()):
+        log.error("sink.failed")
+        logging.getLogger("uvicorn.error").error("accept failed")
+
+
+def test_unknown_level_is_rejected() -> None:
+    """A typo in log.level is an error, not silence."""
+    with pytest.raises(ValueError, match="verbose"):
+        configure_logging(level="verbose", stream=io.StringIO())
+
+
+# --- levels -------------------------------------------------------------------------------------
+
+
+def test_debug_is_dropped_at_info() -> None:
+    """At info, debug calls write nothing."""
+    with captured_logs(level="info") as out:
+        log.debug("tencent.request")
+    assert output(out) == ""
+
+
+def test_debug_is_written_at_debug() -> None:
+    """At debug, per-request lines appear."""
+    with captured_logs(level="debug") as out:
+        log.debug("tencent.request", action="PullSmsReplyStatus")
+    assert json_lines(out)[0]["level"] == "debug"
+
+
+def test_a_filtered_call_does_no_processing() -> None:
+    """Below the level nothing is rendered, so hot-path debug calls cost a bare call."""
+    touched: list[str] = []
+
+    class Spy:
+        def __repr__(self) -> str:
+            touched.append("repr")
+            return "Spy()"
+
+    with captured_logs(level="info"):
+        log.debug("tencent.request", spy=Spy())
+        assert touched == []
+        log.info("tencent.request", spy=Spy())
+    assert touched == ["repr"]
+
+
+def test_reconfiguring_changes_the_level_of_loggers_already_bound() -> None:
+    """A reload to debug reaches loggers (and their bound children) created before it."""
+    bound = log.bind(worker="replies")
+    with captured_logs(level="info") as out:
+        bound.debug("before.reload")
+        configure_logging(level="debug", fmt="json", stream=out, environ={})
+        bound.debug("after.reload")
+    assert [line["event"] for line in json_lines(out)] == ["after.reload"]
+
+
+def test_reconfiguring_applies_new_secrets_to_existing_loggers() -> None:
+    """A reload with a rotated secret masks the new value in loggers created before it."""
+    rotated = "Zr8wPq3nVx6tYb1M"
+    with captured_logs(secrets=[SECRET]) as out:
+        configure_logging(fmt="json", secrets=[rotated], stream=out, environ={})
+        log.info("config.reloaded", key=rotated)
+    assert rotated not in output(out)
+
+
+def test_reconfiguring_does_not_duplicate_stdlib_lines() -> None:
+    """Configuring twice still gives one line per stdlib record."""
+    with captured_logs() as out:
+        configure_logging(fmt="json", stream=out, environ={})
+        logging.getLogger("uvicorn.error").warning("once")
+    assert len(json_lines(out)) == 1
+
+
+def test_httpx_is_quiet_at_info() -> None:
+    """httpx's per-request info lines are dropped at info."""
+    with captured_logs(level="info") as out:
+        logging.getLogger("httpx").info("HTTP Request: POST https://sms.tencentcloudapi.com")
+    assert output(out) == ""
+
+
+def test_httpx_requests_are_shown_at_debug() -> None:
+    """At debug, httpx's request lines come through, httpcore's socket chatter does not."""
+    with captured_logs(level="debug") as out:
+        logging.getLogger("httpx").info("HTTP Request: POST https://sms.tencentcloudapi.com")
+        logging.getLogger("httpcore.connection").debug("connect_tcp.started")
+    assert [line["logger"] for line in json_lines(out)] == ["httpx"]
+
+
+def test_stdlib_record_has_the_same_shape() -> None:
+    """A uvicorn record gets ts, level, event (the formatted message) and its logger name."""
+    with captured_logs() as out:
+        logging.getLogger("uvicorn.error").warning("Invalid HTTP request %s", "received.")
+    [line] = json_lines(out)
+    assert TS.match(line["ts"])
+    assert (line["level"], line["event"], line["logger"]) == (
+        "warning",
+        "Invalid HTTP request received.",
+        "uvicorn.error",
+    )
+
+
+# --- formats ------------------------------------------------------------------------------------
+
+
+def test_auto_is_console_with_colors_on_a_terminal() -> None:
+    """On a TTY, auto renders for humans, in color."""
+    with captured_logs(fmt="auto", stream=TerminalBuffer()) as out:
+        log.info("poll.completed", records=3)
+    text = output(out)
+    assert "poll.completed" in text
+    assert "\x1b[" in text
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(text)
+
+
+def test_auto_is_json_when_not_a_terminal() -> None:
+    """Into a pipe or file, auto writes JSON."""
+    with captured_logs(fmt="auto") as out:
+        log.info("poll.completed")
+    assert json_lines(out)[0]["event"] == "poll.completed"
+
+
+def test_console_shows_logger_and_context_without_colors_off_a_terminal() -> None:
+    """Forced console into a non-terminal: readable key=value text, no escape codes."""
+    with captured_logs(fmt="console") as out:
+        log.info("poll.completed", records=3)
+    text = output(out)
+    assert "[tcsms_poller.tests.logs]" in text
+    assert "records=3" in text
+    assert "\x1b[" not in text
+
+
+# --- journald -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "prefix"),
+    [
+        ("debug", "<7>"),
+        ("info", "<6>"),
+        ("warning", "<4>"),
+        ("error", "<3>"),
+        ("exception", "<3>"),
+        ("critical", "<2>"),
+    ],
+)
+def test_journald_lines_start_with_the_syslog_priority(
+    tmp_path: Path, method: str, prefix: str
+) -> None:
+    """On the journal's stream each line is prefixed so journalctl -p filters by level."""
+    with (tmp_path / "journal").open("w+") as stream:
+        with captured_logs(level="debug", stream=stream, environ=journal_environ(stream)):
+            getattr(log, method)("poll.completed")
+        stream.seek(0)
+        text = stream.read()
+    assert text.startswith(prefix + "{")
+    assert json.loads(text[len(prefix) :])["level"] == method.replace("exception", "error")
+
+
+def test_journald_lines_leave_the_time_to_the_journal(tmp_path: Path) -> None:
+    """Under journald the JSON has no ts: the journal stamps each entry itself."""
+    with (tmp_path / "journal").open("w+") as stream:
+        with captured_logs(stream=stream, environ=journal_environ(stream)):
+            log.info("poll.completed")
+        stream.seek(0)
+        line = json.loads(stream.read()[3:])
+    assert "ts" not in line
+    assert line["event"] == "poll.completed"
+
+
+def test_journald_prefixes_stdlib_records(tmp_path: Path) -> None:
+    """uvicorn's and httpx's records get their priority too."""
+    with (tmp_path / "journal").open("w+") as stream:
+        with captured_logs(stream=stream, environ=journal_environ(stream)):
+            logging.getLogger("uvicorn.error").error("boom")
+        stream.seek(0)
+        assert stream.read().startswith('<3>{"level":"error","event":"boom"')
+
+
+def test_journald_prefixes_every_line_of_a_console_traceback(tmp_path: Path) -> None:
+    """Forced console output under journald: each physical line carries the priority."""
+    with (tmp_path / "journal").open("w+") as stream:
+        with captured_logs(fmt="console", stream=stream, environ=journal_environ(stream)):
+            log_chained_failure(log.exception)
+        stream.seek(0)
+        lines = stream.read().splitlines()
+    assert len(lines) > 5
+    assert all(line.startswith("<3>") for line in lines)
+
+
+def test_journal_stream_naming_another_file_is_ignored(tmp_path: Path) -> None:
+    """An inherited JOURNAL_STREAM for a stream we do not write to changes nothing."""
+    with (tmp_path / "other").open("w") as other, (tmp_path / "out").open("w+") as stream:
+        with captured_logs(stream=stream, environ=journal_environ(other)):
+            log.info("poll.completed")
+        stream.seek(0)
+        line = json.loads(stream.read())
+    assert TS.match(line["ts"])
+
+
+@pytest.mark.parametrize("value", ["", "12", "a:b", "1:2:3", ":"])
+def test_malformed_journal_stream_is_ignored(tmp_path: Path, value: str) -> None:
+    """A JOURNAL_STREAM that is not dev:inode means plain JSON."""
+    with (tmp_path / "out").open("w+") as stream:
+        with captured_logs(stream=stream, environ={"JOURNAL_STREAM": value}):
+            log.info("poll.completed")
+        stream.seek(0)
+        assert stream.read().startswith("{")
+
+
+def test_journal_stream_without_a_file_descriptor_is_ignored() -> None:
+    """A stream without fileno() (a buffer) is never the journal."""
+    with captured_logs(environ={"JOURNAL_STREAM": "1:2"}) as out:
+        log.info("poll.completed")
+    assert output(out).startswith("{")
+
+
+# --- nothing private reaches the output ---------------------------------------------------------
+
+FORMATS = pytest.mark.parametrize("fmt", ["json", "console"])
+
+
+@FORMATS
+def test_secret_is_masked_in_event_and_values(fmt: Format) -> None:
+    """A configured secret is replaced by *** in the event and in plain values."""
+    with captured_logs(fmt=fmt, secrets=[SECRET]) as out:
+        log.info(f"signing with {SECRET}", secret_key=SECRET, url=f"https://x/callback/{SECRET}")
+    text = output(out)
+    assert SECRET not in text
+    assert "***" in text
+
+
+@FORMATS
+def test_secret_is_masked_in_nested_values_and_keys(fmt: Format) -> None:
+    """Dicts, lists, tuples, sets and dict keys are masked all the way down."""
+    nested = {"a": [{"b": (SECRET,)}], SECRET: {SECRET}, "c": {"d": [[f"x{SECRET}y"]]}}
+    with captured_logs(fmt=fmt, secrets=[SECRET]) as out:
+        log.info("config.loaded", config=nested)
+    assert SECRET not in output(out)
+
+
+@FORMATS
+def test_secret_and_number_are_masked_in_object_reprs(fmt: Format) -> None:
+    """An object the renderer would repr is masked after repr, not skipped."""
+    with captured_logs(fmt=fmt, secrets=[SECRET]) as out:
+        log.info("config.loaded", credentials=Credentials(key=SECRET, phone=PHONE))
+    text = output(out)
+    assert SECRET not in text
+    assert PHONE not in text
+    assert MASKED_PHONE in text
+
+
+@FORMATS
+def test_secret_and_number_are_masked_in_tracebacks(fmt: Format) -> None:
+    """Exception messages, causes included, are masked in the traceback text."""
+    with captured_logs(fmt=fmt, secrets=[SECRET]) as out:
+        log_chained_failure(log.exception)
+    text = output(out)
+    assert "Traceback" in text
+    assert SECRET not in text
+    assert PHONE not in text
+    assert MASKED_PHONE in text
+
+
+@FORMATS
+def test_numbers_are_masked_in_values_and_text(fmt: Format) -> None:
+    """E.164 numbers anywhere in strings keep country code, 3 digits and the last 4."""
+    with captured_logs(fmt=fmt) as out:
+        log.info(f"tracking {PHONE}", phone_number=PHONE, numbers=[PHONE], note=f"to {PHONE}!")
+    text = output(out)
+    assert PHONE not in text
+    assert text.count(MASKED_PHONE) == 4
+
+
+@FORMATS
+def test_numbers_without_plus_are_masked_under_phone_keys(fmt: Format) -> None:
+    """Values under phone keys, ours or Tencent's spelling, keep only the last 4 digits."""
+    with captured_logs(fmt=fmt) as out:
+        log.info(
+            "callback.received",
+            mobile="13711112222",
+            subscriber_number=13711112222,
+            payload={"SubscriberNumber": "13711112222", "Mobile": "137 1111 2222"},
+        )
+    text = output(out)
+    assert "13711112222" not in text
+    assert "137 1111" not in text
+    assert text.count("****2222") == 4
+
+
+@FORMATS
+def test_stdlib_records_are_masked(fmt: Format) -> None:
+    """A uvicorn access line with the callback secret in its path and a number is masked."""
+    with captured_logs(fmt=fmt, secrets=[SECRET]) as out:
+        logging.getLogger("uvicorn.access").info(
+            '%s - "POST /callback/%s/status HTTP/1.1" 200 %s', "10.0.0.1", SECRET, PHONE
+        )
+    text = output(out)
+    assert SECRET not in text
+    assert PHONE not in text
+    assert "/callback/***/status" in text
+
+
+@FORMATS
+def test_stdlib_tracebacks_are_masked(fmt: Format) -> None:
+    """logging.exception() from a library is masked like ours."""
+    with captured_logs(fmt=fmt, secrets=[SECRET]) as out:
+        log_chained_failure(logging.getLogger("uvicorn.error").exception)
+    text = output(out)
+    assert "Traceback" in text
+    assert SECRET not in text
+    assert PHONE not in text
+
+
+def test_secret_values_from_the_config_are_accepted() -> None:
+    """configure_logging takes the config's SecretValue objects as they are."""
+    with captured_logs(secrets=[SecretValue(SECRET)]) as out:
+        log.info("config.loaded", key=SECRET)
+    assert SECRET not in output(out)
+
+
+def test_short_and_empty_secrets_are_ignored() -> None:
+    """An empty or 3-character secret would mask half of every line, so it is not used."""
+    with captured_logs(secrets=["", "abc"]) as out:
+        log.info("poll.completed", note="abcdef")
+    assert json_lines(out)[0]["note"] == "abcdef"
+
+
+def test_escaped_forms_of_a_secret_are_masked() -> None:
+    """A secret with quotes or slashes is masked as it appears in a repr, a JSON body or a URL."""
+    secret = "p@ss/w'rd\"\\x"
+    with captured_logs(secrets=[secret]) as out:
+        log.info(
+            "sink.request",
+            body=json.dumps({"token": secret}),
+            url="https://hooks.example.com/?t=p%40ss%2Fw%27rd%22%5Cx",
+            obj=Credentials(key=secret, phone=""),
+        )
+    [line] = json_lines(out)
+    assert line["body"] == '{"token": "***"}'
+    assert line["url"] == "https://hooks.example.com/?t=***"
+    assert "p@ss" not in line["obj"]
+
+
+SECRETS = st.text(alphabet=string.ascii_letters + string.digits, min_size=12, max_size=40)
+PRINTABLE = st.text(alphabet=string.ascii_letters + string.digits + string.punctuation + " ")
+
+
+@FORMATS
+@settings(max_examples=40, deadline=None)
+@given(secret=SECRETS, subscriber=st.from_regex(r"1[3-9][0-9]{9}", fullmatch=True), text=PRINTABLE)
+def test_random_secret_and_number_in_random_text_never_reach_the_output(
+    fmt: Format, secret: str, subscriber: str, text: str
+) -> None:
+    """Whatever surrounds them, in event, values and tracebacks, in either format."""
+    number = "+86" + subscriber
+    message = f"{text}{secret}{text}{number}{text}"
+    with captured_logs(fmt=fmt, secrets=[secret]) as out:
+        try:
+            raise ValueError(message)
+        except ValueError:
+            log.exception(message, detail={"list": [message], "tuple": (message,)})
+    rendered = output(out)
+    assert secret not in rendered
+    assert number not in rendered
+
+
+# --- the Masker on its own ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("number", "masked"),
+    [
+        ("+8613711112222", "+86137****2222"),  # China: SPEC's example
+        ("+12025550123", "+1****0123"),  # NANP: 10 subscriber digits, only the last 4 stay
+        ("+447911123456", "+44****3456"),
+        ("+79161234567", "+7****4567"),
+        ("+85291234567", "+852****4567"),
+        ("+3541234567", "+354****567"),  # 7 subscriber digits: 4 stay hidden
+        ("+2341234", "+234****"),  # 4 subscriber digits: all hidden
+        ("+886912345678", "+886****5678"),
+    ],
+)
+def test_numbers_are_masked_by_calling_code(number: str, masked: str) -> None:
+    """The calling code is found by prefix; at least four subscriber digits are hidden."""
+    assert Masker().text(number) == masked
+
+
+CALLING_CODES = ["1", "7", "20", "27", "33", "44", "49", "61", "81", "82", "84", "86", "91"]
+CALLING_CODES += [
+    "212",
+    "234",
+    "351",
+    "354",
+    "380",
+    "420",
+    "591",
+    "673",
+    "852",
+    "880",
+    "886",
+    "971",
+]
+
+
+@st.composite
+def e164_numbers(draw: st.DrawFn) -> tuple[str, str]:
+    code = draw(st.sampled_from(CALLING_CODES))
+    size = draw(st.integers(min_value=7 - len(code), max_value=15 - len(code)))
+    return code, draw(st.text(alphabet=string.digits, min_size=size, max_size=size))
+
+
+@given(parts=e164_numbers(), before=st.text(), after=st.text())
+def test_any_number_in_any_text_is_masked(parts: tuple[str, str], before: str, after: str) -> None:
+    """The full number never survives, and the country code stays readable."""
+    code, subscriber = parts
+    number = f"+{code}{subscriber}"
+    masked = Masker().text(before + number + after)
+    assert number not in masked
+    assert f"+{code}" in masked
+
+
+@given(parts=e164_numbers())
+def test_masking_hides_at_least_four_digits_and_keeps_at_most_the_last_four(
+    parts: tuple[str, str],
+) -> None:
+    """Country code + (first 3 when 4+ stay hidden) + **** + at most the last 4."""
+    code, subscriber = parts
+    masked = Masker().text(f"+{code}{subscriber}")
+    head, _, tail = masked.removeprefix(f"+{code}").partition("****")
+    assert head in ("", subscriber[:3])
+    assert len(tail) <= 4
+    assert subscriber.endswith(tail)
+    assert len(subscriber) - len(head) - len(tail) >= 4
+
+
+@given(
+    secrets=st.lists(st.text(min_size=4).filter(lambda s: "*" not in s), max_size=4), text=st.text()
+)
+def test_secrets_never_survive_in_any_text(secrets: list[str], text: str) -> None:
+    """Every configured secret, wherever it sits among others, is gone from the masked text."""
+    masked = Masker(secrets).text(text.join(secrets) + text)
+    for secret in secrets:
+        assert secret not in masked
+
+
+@given(text=st.text().filter(lambda s: "+" not in s), secret=SECRETS)
+def test_text_without_numbers_or_secrets_is_unchanged(text: str, secret: str) -> None:
+    """Masking touches only "+digits" runs and secrets: everything else passes untouched."""
+    assume(secret not in text)
+    assert Masker([secret]).text(text) == text
+
+
+@given(
+    timestamp=st.integers(min_value=0, max_value=2**40),
+    serial=st.from_regex(r"[0-9]{4}:[0-9]{28}", fullmatch=True),
+    request_id=st.uuids().map(str),
+    count=st.integers(),
+)
+def test_timestamps_serials_request_ids_and_counts_survive(
+    timestamp: int, serial: str, request_id: str, count: int
+) -> None:
+    """Receipt fields that look like numbers are not phone numbers."""
+    event = {"user_receive_time": timestamp, "serial_no": serial, "request_id": request_id}
+    event |= {"records": count, "ts_text": str(timestamp), "begin_time": "2026112510"}
+    assert Masker([SECRET]).value(event) == event
+
+
+@given(
+    key=st.sampled_from(
+        ["phone", "phone_number", "mobile", "subscriber_number", "number", "Mobile", "PhoneNumber"]
+    ),
+    digits=st.text(alphabet=string.digits, min_size=1, max_size=20),
+    as_int=st.booleans(),
+)
+def test_phone_key_values_keep_at_most_the_last_four_digits(
+    key: str, digits: str, as_int: bool
+) -> None:
+    """A number without "+" under a phone key shows **** and no more than its last 4 digits."""
+    value: str | int = int(digits) if as_int else digits
+    shown = str(value)
+    masked = Masker().value({key: value})
+    assert isinstance(masked, dict)
+    kept = masked[key].removeprefix("****")
+    assert len(kept) <= max(len(shown) - 4, 0)
+    assert shown.endswith(kept)
+    assert shown not in masked[key]
+
+
+@given(text=st.text(), parts=e164_numbers(), secret=SECRETS)
+def test_masking_is_idempotent(text: str, parts: tuple[str, str], secret: str) -> None:
+    """Masked text masked again is unchanged, so a line masked twice reads the same."""
+    masker = Masker([secret])
+    once = masker.text(f"{text}+{''.join(parts)}{secret}{text}")
+    assert masker.text(once) == once
+
+
+def test_masking_copies_and_never_mutates_the_input() -> None:
+    """The caller's containers are left exactly as they were."""
+    value = {"a": [SECRET, {"phone": "13711112222"}], "b": (PHONE,)}
+    before = copy.deepcopy(value)
+    Masker([SECRET]).value(value)
+    assert value == before
+
+
+def test_cyclic_values_are_cut_off() -> None:
+    """A list containing itself is shown by its repr past a depth, not a RecursionError."""
+    cycle: list[Any] = [PHONE]
+    cycle.append(cycle)
+    masked = json.dumps(Masker().value({"cycle": cycle}))
+    assert "[...]" in masked
+    assert PHONE not in masked
+
+
+def test_a_failing_repr_does_not_lose_the_line() -> None:
+    """An object whose repr raises is shown by its type name."""
+
+    class Broken:
+        def __repr__(self) -> str:
+            raise RuntimeError("no repr")
+
+    assert Masker().value(Broken()) == "<Broken: repr failed>"
