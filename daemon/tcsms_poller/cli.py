@@ -69,7 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return module.execute(args)
     except ConfigError as error:
-        print(f"tcsms-poller: configuration error: {error}", file=sys.stderr)
+        for line in str(error).splitlines():
+            print(f"tcsms-poller: configuration error: {line}", file=sys.stderr)
         return EX_CONFIG
     except UsageError as error:
         print(f"tcsms-poller: {error}", file=sys.stderr)

@@ -7,21 +7,38 @@ masked in logs without the plugin doing anything.
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import (
     AfterValidator,
+    BaseModel,
     BeforeValidator,
+    ConfigDict,
     GetCoreSchemaHandler,
     PlainSerializer,
+    ValidationInfo,
     WithJsonSchema,
+    model_validator,
 )
 from pydantic_core import core_schema
 
 from tcsms_poller.units import format_duration, format_size, parse_duration, parse_size
 
-__all__ = ["E164", "REDACTED", "ByteSize", "Duration", "Secret", "SecretValue", "is_e164"]
+__all__ = [
+    "E164",
+    "REDACTED",
+    "ByteSize",
+    "ConfigModel",
+    "ConfigPath",
+    "Duration",
+    "Secret",
+    "SecretValue",
+    "is_e164",
+]
 
 REDACTED = "***"
 _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
@@ -61,8 +78,12 @@ class SecretValue:
         return core_schema.no_info_plain_validator_function(
             _to_secret,
             json_schema_input_schema=core_schema.str_schema(),
-            serialization=core_schema.plain_serializer_function_ser_schema(lambda _: REDACTED),
+            serialization=core_schema.plain_serializer_function_ser_schema(_redact),
         )
+
+
+def _redact(secret: SecretValue) -> str:
+    return REDACTED if secret else ""
 
 
 def _to_seconds(value: Any) -> float:
@@ -116,3 +137,56 @@ ByteSize = Annotated[
 # A secret: ``***`` whenever rendered; ``.reveal()`` for the one place that needs it.
 Secret = SecretValue
 E164 = Annotated[str, AfterValidator(_check_e164)]
+
+
+def _resolve_path(path: Path, info: ValidationInfo) -> Path:
+    base = (info.context or {}).get("base_dir")
+    path = path.expanduser()
+    return path if path.is_absolute() or base is None else Path(base) / path
+
+
+# A path; a relative one is relative to the configuration file's directory (not the cwd, which
+# differs between a shell, systemd and a container).
+ConfigPath = Annotated[Path, AfterValidator(_resolve_path)]
+
+
+def _read_secret_file(path_text: Any, key: str, info: ValidationInfo) -> str:
+    if not isinstance(path_text, str) or not path_text:
+        raise ValueError(f"{key}: must be a path to a file holding the secret")
+    context: Mapping[str, Any] = info.context or {}
+    environ: Mapping[str, str] = context.get("environ", os.environ)
+    base = environ.get("CREDENTIALS_DIRECTORY") or context.get("base_dir")
+    path = Path(path_text).expanduser()
+    if not path.is_absolute() and base:
+        path = Path(base) / path
+    try:
+        return path.read_text(encoding="utf-8").rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as error:
+        reason = getattr(error, "strerror", None) or str(error)
+        raise ValueError(f"{key}: cannot read {path}: {reason}") from None
+
+
+class ConfigModel(BaseModel):
+    """Base of every configuration section, ours and plugins': strict, frozen, secret files.
+
+    Unknown keys are errors (a typo must not pass silently), and every ``Secret`` field ``x``
+    may be given as ``x_file: PATH`` instead, relative to ``$CREDENTIALS_DIRECTORY`` when set
+    (systemd ``LoadCredential=``), else to the configuration file's directory.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secret_files(cls, data: Any, info: ValidationInfo) -> Any:
+        if not isinstance(data, dict):
+            return data
+        resolved = dict(data)
+        for name, field in cls.model_fields.items():
+            key = f"{name}_file"
+            if key not in resolved or field.annotation not in (SecretValue, SecretValue | None):
+                continue
+            if name in resolved:
+                raise ValueError(f"give either {name} or {key}, not both")
+            resolved[name] = _read_secret_file(resolved.pop(key), key, info)
+        return resolved

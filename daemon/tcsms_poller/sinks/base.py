@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from tcsms_poller.fields import Duration
+from tcsms_poller.fields import ConfigModel, Duration
 
 __all__ = [
     "Ack",
@@ -88,10 +88,8 @@ class RejectedBatchError(Exception):
     """The downstream refused the batch for good: dead-letter it."""
 
 
-class SinkSettings(BaseModel):
+class SinkSettings(ConfigModel):
     """Options every sink has; a sink's own ``Config`` extends this model."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     type: str
     name: str = Field(default="", description="cursor key; defaults to the type")

@@ -1,0 +1,259 @@
+# ruff: noqa: E501 - a table of exact messages reads best one case a line
+"""Each bad configuration is refused with exactly the message an operator should see."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tcsms_poller.config import load_config
+from tcsms_poller.exits import ConfigError
+
+GOOD_HEAD = """\
+tencent:
+  secret_id: AKIDtest
+  secret_key: s3cr3t-key-value
+apps:
+  - sms_sdk_app_id: "1400006666"
+"""
+
+# (name, YAML, the exact error text after "<file>:")
+CASES = [
+    ("empty", "", "the configuration is empty"),
+    ("not a mapping", "- a\n- b\n", "1: the configuration must be a mapping of sections"),
+    (
+        "syntax",
+        "tencent:\n  secret_id: [unclosed\n",
+        "3: invalid YAML: expected ',' or ']', but got '<stream end>'",
+    ),
+    ("duplicate key", GOOD_HEAD + "log: {}\nlog: {}\n", "7: log: duplicate key"),
+    ("missing tencent", "apps:\n  - sms_sdk_app_id: '1400006666'\n", "tencent: is required"),
+    (
+        "unknown section",
+        GOOD_HEAD + "logs: {level: info}\n",
+        "6: logs: unknown key (did you mean 'log'?)",
+    ),
+    (
+        "unknown nested key",
+        GOOD_HEAD + "    replies: {intervall: 2s}\n",
+        "6: apps[0].replies.intervall: unknown key (did you mean 'interval'?)",
+    ),
+    (
+        "missing secret",
+        "tencent:\n  secret_id: a\napps:\n  - sms_sdk_app_id: '1400006666'\n",
+        "1: tencent.secret_key: is required",
+    ),
+    (
+        "empty secret",
+        "tencent:\n  secret_id: a\n  secret_key: ''\napps:\n  - sms_sdk_app_id: '1400006666'\n",
+        "3: tencent.secret_key: must not be empty",
+    ),
+    (
+        "unset variable",
+        "tencent:\n  secret_id: ${TCSMS_TEST_UNSET}\n  secret_key: k\napps:\n  - sms_sdk_app_id: '1400006666'\n",
+        "2: tencent.secret_id: environment variable TCSMS_TEST_UNSET is not set (write ${TCSMS_TEST_UNSET:-default} for a default)",
+    ),
+    (
+        "malformed reference",
+        "tencent:\n  secret_id: ${1BAD}\n  secret_key: k\napps:\n  - sms_sdk_app_id: '1400006666'\n",
+        "2: tencent.secret_id: malformed reference ${1BAD}: write ${NAME} or ${NAME:-default} (and $$ for a literal $)",
+    ),
+    (
+        "no apps",
+        "tencent: {secret_id: a, secret_key: b}\napps: []\n",
+        "2: apps: must list at least one entry",
+    ),
+    (
+        "app id letters",
+        "tencent: {secret_id: a, secret_key: b}\napps:\n  - sms_sdk_app_id: abc\n",
+        "3: apps[0].sms_sdk_app_id: invalid value 'abc' (expected the pattern ^\\d{4,20}$)",
+    ),
+    (
+        "duplicate app",
+        "tencent: {secret_id: a, secret_key: b}\napps:\n  - sms_sdk_app_id: '1400006666'\n  - sms_sdk_app_id: '1400006666'\n",
+        "2: apps: sms_sdk_app_id 1400006666 is listed twice",
+    ),
+    (
+        "lookback over 7 days",
+        GOOD_HEAD + "    by_number: {lookback: 8d}\n",
+        "6: apps[0].by_number.lookback: must be at most 7d (the API cannot look further back)",
+    ),
+    (
+        "statistics lookback over 32 days",
+        GOOD_HEAD + "    statistics: {lookback: 33d}\n",
+        "6: apps[0].statistics.lookback: must be at most 32d (the API's longest range)",
+    ),
+    (
+        "duration without unit",
+        GOOD_HEAD + "    replies: {interval: 5}\n",
+        "6: apps[0].replies.interval: invalid duration 5: write it like 500ms, 5s, 2m, 1h or 7d",
+    ),
+    (
+        "duration bad unit",
+        GOOD_HEAD + "    replies: {interval: 5 weeks}\n",
+        "6: apps[0].replies.interval: invalid duration '5 weeks': use a number and a unit: ms, s, m, h or d",
+    ),
+    (
+        "zero duration",
+        GOOD_HEAD + "    replies: {interval: 0s}\n",
+        "6: apps[0].replies.interval: invalid duration '0s': must be greater than zero",
+    ),
+    (
+        "bad number",
+        GOOD_HEAD + "    by_number:\n      numbers: ['13711112222']\n",
+        "7: apps[0].by_number.numbers[0]: '13711112222' is not an E.164 number like +8613711112222",
+    ),
+    (
+        "enabled not bool",
+        GOOD_HEAD + "    replies: {enabled: maybe}\n",
+        "6: apps[0].replies.enabled: Input should be a valid boolean, unable to interpret input (got 'maybe')",
+    ),
+    (
+        "rate limit zero",
+        "tencent:\n  secret_id: a\n  secret_key: b\n  rate_limits: {PullSmsReplyStatus: 0}\napps:\n  - sms_sdk_app_id: '1400006666'\n",
+        "4: tencent.rate_limits.PullSmsReplyStatus: Input should be greater than or equal to 1",
+    ),
+    (
+        "rate limit typo",
+        "tencent:\n  secret_id: a\n  secret_key: b\n  rate_limits: {PullSmsReplyStatu: 5}\napps:\n  - sms_sdk_app_id: '1400006666'\n",
+        "4: tencent.rate_limits.PullSmsReplyStatu: unknown key (did you mean 'PullSmsReplyStatus'?)",
+    ),
+    (
+        "endpoint not a url",
+        "tencent:\n  secret_id: a\n  secret_key: b\n  endpoint: sms.example.com\napps:\n  - sms_sdk_app_id: '1400006666'\n",
+        "4: tencent.endpoint: 'sms.example.com' is not an http(s) URL like https://sms.tencentcloudapi.com",
+    ),
+    (
+        "dedupe ttl too short",
+        GOOD_HEAD + "state: {dedupe_ttl: 1d}\n",
+        "6: state.dedupe_ttl: must be at least 7d (the API hands out records up to 7 days old)",
+    ),
+    (
+        "log level",
+        GOOD_HEAD + "log: {level: loud}\n",
+        "6: log.level: Input should be 'debug', 'info', 'warning' or 'error' (got 'loud')",
+    ),
+    (
+        "section not a mapping",
+        GOOD_HEAD + "state: /tmp/x.db\n",
+        "6: state: must be a mapping of keys to values",
+    ),
+    (
+        "server listen",
+        GOOD_HEAD
+        + "server: {listen: localhost, token: abcdefghijklmnop, callback_secret: abcdefghijklmnop}\n",
+        "6: server.listen: 'localhost' is not HOST:PORT like 127.0.0.1:8787",
+    ),
+    (
+        "server short token",
+        GOOD_HEAD + "server: {token: short, callback_secret: abcdefghijklmnop}\n",
+        "6: server.token: must be at least 16 characters",
+    ),
+    (
+        "callback secret unsafe",
+        GOOD_HEAD + "server: {token: abcdefghijklmnop, callback_secret: 'has/slash/abcdefgh'}\n",
+        "6: server.callback_secret: must be at least 16 characters of A-Z a-z 0-9 . _ ~ - (it is a path)",
+    ),
+    (
+        "max body",
+        GOOD_HEAD
+        + "server: {token: abcdefghijklmnop, callback_secret: abcdefghijklmnop, max_body: lots}\n",
+        "6: server.max_body: invalid size 'lots': use a number and a unit: B, KB, MB, KiB, MiB, GiB",
+    ),
+    (
+        "unknown sink type",
+        GOOD_HEAD + "sinks:\n  - type: kafka\n",
+        "7: sinks[0].type: unknown sink type 'kafka' (known: file, http, stdout)",
+    ),
+    (
+        "sink without type",
+        GOOD_HEAD + "sinks:\n  - path: /tmp/x\n",
+        "7: sinks[0].type: is required (stdout, file, http, ...)",
+    ),
+    (
+        "file sink without path",
+        GOOD_HEAD + "sinks:\n  - type: file\n",
+        "7: sinks[0].path: is required",
+    ),
+    (
+        "sink unknown key",
+        GOOD_HEAD + "sinks:\n  - type: http\n    url: http://127.0.0.1:1/\n    hmac_secrett: x\n",
+        "9: sinks[0].hmac_secrett: unknown key (did you mean 'hmac_secret'?)",
+    ),
+    (
+        "two sinks one name",
+        GOOD_HEAD + "sinks:\n  - type: stdout\n  - type: stdout\n",
+        "6: sinks: two sinks are named 'stdout'; give one a distinct name",
+    ),
+    ("no sinks", GOOD_HEAD + "sinks: []\n", "6: sinks: must list at least one entry"),
+    (
+        "secret and secret file",
+        "tencent:\n  secret_id: a\n  secret_key: b\n  secret_key_file: k.txt\napps:\n  - sms_sdk_app_id: '1400006666'\n",
+        "1: tencent: give either secret_key or secret_key_file, not both",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "expected"), [case[1:] for case in CASES], ids=[case[0] for case in CASES]
+)
+def test_bad_configuration_names_file_line_and_key(
+    tmp_path: Path, yaml_text: str, expected: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("TCSMS_TEST_UNSET", raising=False)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml_text)
+    with pytest.raises(ConfigError) as raised:
+        load_config(path, environ={})
+    separator = ":" if expected[0].isdigit() else ": "
+    assert str(raised.value).splitlines() == [f"{path}{separator}{expected}"]
+
+
+def test_missing_secret_file_names_the_path(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        "tencent:\n  secret_id: a\n  secret_key_file: nowhere.txt\n"
+        "apps:\n  - sms_sdk_app_id: '1400006666'\n"
+    )
+    with pytest.raises(ConfigError) as raised:
+        load_config(path, environ={})
+    assert str(raised.value) == (
+        f"{path}:1: tencent: secret_key_file: cannot read {tmp_path}/nowhere.txt: "
+        "No such file or directory"
+    )
+
+
+def test_bad_numbers_file_names_its_own_line(tmp_path: Path) -> None:
+    (tmp_path / "numbers.txt").write_text("# tracked\n+8613711112222\n\n13711113333\n")
+    path = tmp_path / "config.yaml"
+    path.write_text(GOOD_HEAD + "    by_number: {numbers_file: numbers.txt}\n")
+    with pytest.raises(ConfigError) as raised:
+        load_config(path, environ={})
+    assert str(raised.value) == (
+        f"{path}:6: apps[0].by_number.numbers_file: {tmp_path}/numbers.txt:4: "
+        "'13711113333' is not an E.164 number like +8613711112222"
+    )
+
+
+def test_every_problem_is_reported_in_file_order(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        GOOD_HEAD + "    replies: {interval: soon}\nsinks:\n  - type: kafka\nlog: {format: xml}\n"
+    )
+    with pytest.raises(ConfigError) as raised:
+        load_config(path, environ={})
+    lines = str(raised.value).splitlines()
+    assert [line.split(": ", 2)[1] for line in lines] == [
+        "apps[0].replies.interval",
+        "sinks[0].type",
+        "log.format",
+    ]
+    assert [line.split(": ", 1)[0] for line in lines] == [f"{path}:6", f"{path}:8", f"{path}:9"]
+
+
+def test_unreadable_file(tmp_path: Path) -> None:
+    path = tmp_path / "absent.yaml"
+    with pytest.raises(ConfigError) as raised:
+        load_config(path, environ={})
+    assert str(raised.value) == f"{path}: cannot read the configuration: No such file or directory"

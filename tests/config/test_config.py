@@ -1,0 +1,250 @@
+"""Good configurations: defaults, interpolation, secret files, paths, rendering, fuzzing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tcsms_poller.config import load_config, read_numbers_file, render_config
+from tcsms_poller.exits import EX_CONFIG, ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+MINIMAL = """\
+tencent:
+  secret_id: ${SECRET_ID}
+  secret_key: ${SECRET_KEY:-fallback-key-123}
+apps:
+  - sms_sdk_app_id: 1400006666
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_are_the_documented_ones(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, MINIMAL), environ={"SECRET_ID": "AKIDabc"})
+    assert config.tencent.secret_id.reveal() == "AKIDabc"
+    assert config.tencent.secret_key.reveal() == "fallback-key-123"
+    assert config.tencent.endpoint == "https://sms.tencentcloudapi.com"
+    assert config.tencent.rate_limits.model_dump() == {
+        "PullSmsReplyStatus": 100,
+        "PullSmsSendStatus": 100,
+        "PullSmsSendStatusByPhoneNumber": 20,
+        "PullSmsReplyStatusByPhoneNumber": 20,
+        "CallbackStatusStatistics": 10,
+        "ReportConversion": 1000,
+    }
+    app = config.apps[0]
+    assert app.sms_sdk_app_id == "1400006666"  # an unquoted YAML number is read as the digits
+    assert (app.replies.enabled, app.replies.interval) == (True, 2.0)
+    assert (app.send_status.enabled, app.by_number.interval) == (False, 60.0)
+    assert (app.by_number.lookback, app.statistics.interval) == (86_400.0, 300.0)
+    assert config.state.dedupe_ttl == 8 * 86_400.0
+    assert config.server is None
+    assert [sink.type for sink in config.sinks] == ["stdout"]
+    assert (config.log.level, config.log.format) == ("info", "auto")
+
+
+def test_interpolation_forms(tmp_path: Path) -> None:
+    text = MINIMAL + "state:\n  path: ${DIR}/s$$1/${NAME:-state}.db\n"
+    config = load_config(write(tmp_path, text), environ={"SECRET_ID": "x", "DIR": "/data"})
+    assert config.state.path == Path("/data/s$1/state.db")
+
+
+def test_relative_paths_follow_the_config_file(tmp_path: Path) -> None:
+    (tmp_path / "numbers.txt").write_text("+8613711112222\n")
+    text = MINIMAL + "    by_number: {numbers_file: numbers.txt}\nstate: {path: db/state.db}\n"
+    config = load_config(write(tmp_path, text), environ={"SECRET_ID": "x"})
+    assert config.state.path == tmp_path / "db" / "state.db"
+    assert config.apps[0].by_number.numbers_file == tmp_path / "numbers.txt"
+
+
+def test_secret_files_are_read_from_the_credentials_directory(tmp_path: Path) -> None:
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "tencent-key").write_text("key-from-credential\n")
+    (credentials / "hook").write_text("hook-secret")
+    text = (
+        "tencent:\n  secret_id: id\n  secret_key_file: tencent-key\n"
+        "apps:\n  - sms_sdk_app_id: '1400006666'\n"
+        "sinks:\n  - type: http\n    url: http://127.0.0.1:9/\n    hmac_secret_file: hook\n"
+    )
+    environ = {"CREDENTIALS_DIRECTORY": str(credentials)}
+    config = load_config(write(tmp_path, text), environ=environ)
+    assert config.tencent.secret_key.reveal() == "key-from-credential"
+    assert {secret.reveal() for secret in config.secrets()} == {
+        "id",
+        "key-from-credential",
+        "hook-secret",
+    }
+
+
+def test_rendering_redacts_every_secret(tmp_path: Path) -> None:
+    text = MINIMAL + (
+        "server:\n  token: bearer-token-0123456789\n  callback_secret: callback-0123456789\n"
+        "sinks:\n  - type: http\n    url: http://127.0.0.1:9/\n    hmac_secret: hmac-secret-value\n"
+        "    headers: {Authorization: Bearer header-secret-value}\n"
+    )
+    config = load_config(write(tmp_path, text), environ={"SECRET_ID": "AKIDsecretid"})
+    rendered = render_config(config)
+    for secret in config.secrets():
+        assert secret.reveal() not in rendered
+    data = yaml.safe_load(rendered)
+    assert data["tencent"]["secret_id"] == "***"
+    assert data["tencent"]["token"] == ""  # empty stays visibly empty
+    assert data["server"]["token"] == "***"
+    assert data["sinks"][0]["headers"] == {"Authorization": "***"}
+    assert data["sinks"][0]["url"] == "http://127.0.0.1:9/"
+    assert len(config.secrets()) == 6
+
+
+def test_numbers_file_skips_comments_blanks_and_repeats(tmp_path: Path) -> None:
+    path = tmp_path / "numbers.txt"
+    path.write_text("# tracked numbers\n+8613711112222\n\n+8613711113333  # vip\n+8613711112222\n")
+    assert read_numbers_file(path) == ("+8613711112222", "+8613711113333")
+
+
+def test_the_example_configuration_passes_check_config(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tcsms_poller",
+            "check-config",
+            "-c",
+            str(ROOT / "config.example.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "emulatorsecretkey" not in result.stdout
+    assert yaml.safe_load(result.stdout)["tencent"]["secret_key"] == "***"
+
+
+def test_the_example_documents_every_option() -> None:
+    """Every key of the model appears in config.example.yaml (commented or not)."""
+    example = (ROOT / "config.example.yaml").read_text()
+    from tcsms_poller.config import Config
+    from tcsms_poller.sinks.file import FileSettings
+    from tcsms_poller.sinks.http import HttpSettings
+
+    def keys(model: Any) -> set[str]:
+        found: set[str] = set()
+        for name, field in model.model_fields.items():
+            if field.exclude:
+                continue
+            found.add(name)
+            annotation = field.annotation
+            for candidate in (annotation, *getattr(annotation, "__args__", ())):
+                if isinstance(candidate, type) and hasattr(candidate, "model_fields"):
+                    found |= keys(candidate)
+        return found
+
+    every = keys(Config) | keys(FileSettings) | keys(HttpSettings)
+    missing = sorted(key for key in every if f"{key}:" not in example)
+    assert missing == []
+
+
+def test_check_config_exits_78_with_one_line_and_no_traceback(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL.replace("1400006666", "'14x'"))
+    result = subprocess.run(
+        [sys.executable, "-m", "tcsms_poller", "check-config", "-c", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={"PATH": "/usr/bin:/bin", "SECRET_ID": "AKIDabc"},
+    )
+    assert result.returncode == EX_CONFIG
+    assert result.stdout == ""
+    assert result.stderr == (
+        f"tcsms-poller: configuration error: {path}:5: apps[0].sms_sdk_app_id: "
+        "invalid value '14x' (expected the pattern ^\\d{4,20}$)\n"
+    )
+
+
+# -- fuzzing: whatever the YAML, the answer is a Config or a ConfigError, never a crash ---------
+
+_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**12), 10**12),
+    st.floats(allow_nan=False),
+    st.sampled_from(["5s", "8d", "1MiB", "+8613711112222", "1400006666", "${X}", "$$", "stdout"]),
+    st.text(max_size=20),
+)
+_keys = st.sampled_from(
+    [
+        "tencent",
+        "apps",
+        "sinks",
+        "state",
+        "server",
+        "log",
+        "secret_id",
+        "secret_key",
+        "type",
+        "sms_sdk_app_id",
+        "by_number",
+        "numbers",
+        "interval",
+        "lookback",
+        "path",
+        "url",
+        "level",
+    ]
+)
+_values = st.recursive(
+    _scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_keys, inner, max_size=5),
+    max_leaves=20,
+)
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(document=st.dictionaries(_keys, _values, max_size=6))
+def test_any_document_gives_a_config_or_a_config_error(
+    tmp_path: Path, document: dict[str, Any]
+) -> None:
+    path = tmp_path / "fuzz.yaml"
+    path.write_text(yaml.safe_dump(document))
+    try:
+        load_config(path, environ={})
+    except ConfigError as error:
+        for line in str(error).splitlines():
+            assert line.startswith(f"{path}")
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(text=st.text(max_size=200))
+def test_any_text_gives_a_config_or_a_config_error(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "fuzz.yaml"
+    path.write_text(text, encoding="utf-8", errors="surrogatepass")
+    with pytest.raises(ConfigError):
+        load_config(path, environ={})
+
+
+def test_json_is_yaml_too(tmp_path: Path) -> None:
+    document = {
+        "tencent": {"secret_id": "a", "secret_key": "b"},
+        "apps": [{"sms_sdk_app_id": "1400006666"}],
+    }
+    config = load_config(write(tmp_path, json.dumps(document)), environ={})
+    assert config.apps[0].sms_sdk_app_id == "1400006666"
