@@ -1,0 +1,120 @@
+"""A real HTTP server on loopback standing in for a webhook, answering from a script.
+
+Usage::
+
+    with http_receiver() as receiver:
+        receiver.script(Reply(500), Reply(200))
+        ... post to receiver.url ...
+    assert [r.body for r in receiver.requests] == [...]
+
+It runs ``http.server`` in threads of its own, so the code under test talks to it over a real
+socket while the test's event loop stays free. Requests past the end of the script get 200.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from email.message import Message
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+__all__ = ["Received", "Receiver", "Reply", "http_receiver"]
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """One request as it arrived."""
+
+    method: str
+    path: str
+    headers: Message
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """How to answer one request; ``body`` may be computed from the request (e.g. an echo)."""
+
+    status: int = 200
+    body: bytes | Callable[[Received], bytes] = b'{"ok":true}'
+    headers: Mapping[str, str] = field(default_factory=dict)
+    stall: bool = False  # never answer (until the receiver closes): a hung downstream
+
+
+class Receiver:
+    """The scripted server; ``requests`` lists what arrived, in order."""
+
+    def __init__(self) -> None:
+        self.requests: list[Received] = []
+        self.closed = threading.Event()
+        self._script: list[Reply] = []
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._server.daemon_threads = True
+        self._server.receiver = self  # type: ignore[attr-defined]  # (read by the handler)
+        host, port = self._server.server_address[:2]
+        self.url = f"http://{host!s}:{port}/hook"
+
+    def script(self, *replies: Reply) -> None:
+        """Answer the next requests with ``replies``, in order."""
+        with self._lock:
+            self._script.extend(replies)
+
+    def take(self, request: Received) -> Reply:
+        """Record ``request`` and pick its reply."""
+        with self._lock:
+            self.requests.append(request)
+            return self._script.pop(0) if self._script else Reply()
+
+    def serve(self) -> None:
+        self._server.serve_forever(poll_interval=0.05)
+
+    def close(self) -> None:
+        self.closed.set()  # releases stalled handlers
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as real webhooks do
+
+    def do_POST(self) -> None:
+        self._answer()
+
+    def do_GET(self) -> None:
+        self._answer()
+
+    def _answer(self) -> None:
+        receiver: Receiver = self.server.receiver  # type: ignore[attr-defined]
+        length = int(self.headers.get("Content-Length") or 0)
+        request = Received(self.command, self.path, self.headers, self.rfile.read(length))
+        reply = receiver.take(request)
+        if reply.stall:
+            receiver.closed.wait()
+            self.close_connection = True
+            return
+        body = reply.body(request) if callable(reply.body) else reply.body
+        self.send_response(reply.status)
+        for name, value in reply.headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Quiet: the test's assertions say what matters."""
+
+
+@contextmanager
+def http_receiver() -> Iterator[Receiver]:
+    """A running receiver on 127.0.0.1 and a free port, shut down on exit."""
+    receiver = Receiver()
+    thread = threading.Thread(target=receiver.serve, name="http-receiver", daemon=True)
+    thread.start()
+    try:
+        yield receiver
+    finally:
+        receiver.close()
+        thread.join(timeout=10)
