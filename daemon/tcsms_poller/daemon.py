@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 import anyio
@@ -21,27 +21,31 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from tcsms_poller import __version__
 from tcsms_poller.backoff import Backoff
-from tcsms_poller.config import Config, load_config, read_numbers_file
+from tcsms_poller.config import Config, ServerSettings, load_config, read_numbers_file
 from tcsms_poller.exits import ConfigError
 from tcsms_poller.health import HealthBoard
 from tcsms_poller.housekeeping import Housekeeper
 from tcsms_poller.intake import Intake
 from tcsms_poller.metrics import Metrics
 from tcsms_poller.sdnotify import Notifier, run_watchdog
+from tcsms_poller.server import ListenerContext, serving
 from tcsms_poller.sinks.fleet import SinkFleet
 from tcsms_poller.state import StateError, StateStore
 from tcsms_poller.tencent.client import Credentials, RetryPolicy, TencentClient
 from tcsms_poller.tencent.ratelimit import RateLimiters
 from tcsms_poller.workers import Worker, WorkerContext, build_workers, poll_cycle, run_worker
 
-__all__ = ["Daemon"]
+__all__ = ["Daemon", "build_client"]
 
 log = structlog.get_logger("tcsms_poller.daemon")
 
 SINK_GRACE = 10.0  # seconds the sinks get to deliver at shutdown
 
 
-def _client(config: Config, metrics: Metrics, clock: Callable[[], float]) -> TencentClient:
+def build_client(
+    config: Config, metrics: Metrics, clock: Callable[[], float] = time.time
+) -> TencentClient:
+    """The one API client of a process, configured from ``tencent``."""
     tencent = config.tencent
     return TencentClient(
         endpoint=tencent.endpoint,
@@ -81,6 +85,7 @@ class Daemon:
         self._store: StateStore | None = None
         self._fleet: SinkFleet | None = None
         self.context: WorkerContext | None = None
+        self.listen_address: tuple[str, int] | None = None
 
     @property
     def state_dir(self) -> Path:
@@ -96,7 +101,7 @@ class Daemon:
             self.config.state.path, dedupe_ttl=self.config.state.dedupe_ttl, clock=self._clock
         )
         self._store = store
-        client = _client(self.config, self.metrics, self._clock)
+        client = build_client(self.config, self.metrics, self._clock)
         try:
             await self._sync_numbers(self.config)
             yield store, client
@@ -156,24 +161,44 @@ class Daemon:
             )
             root.start_soon(housekeeper.run)
             root.start_soon(run_watchdog, self._notifier, lambda: True)
-            self._notifier.ready()
-            log.info("daemon.ready", workers=[w.name for w in workers], sinks=fleet.names)
-            task_status.started()
+            async with AsyncExitStack() as listener:
+                if self.config.server is not None:
+                    context = self._listener_context(self.config.server, ctx)
+                    self.listen_address = await listener.enter_async_context(serving(context))
+                self._notifier.ready()
+                log.info("daemon.ready", workers=[w.name for w in workers], sinks=fleet.names)
+                task_status.started()
 
-            await shutdown_trigger()
-            # 1. Stop pulling: workers finish the cycle in hand, bounded by the API timeout.
-            self._notifier.stopping()
-            log.info("daemon.stopping")
-            self._stopping.set()
-            with anyio.move_on_after(self.config.tencent.timeout + 5):
+                await shutdown_trigger()
+                # 1. Stop pulling: workers finish the cycle in hand, bounded by the API timeout.
+                self._notifier.stopping()
+                log.info("daemon.stopping")
+                self._stopping.set()
+                with anyio.move_on_after(self.config.tencent.timeout + 5):
+                    await workers_done.wait()
+                workers_scope.cancel()
                 await workers_done.wait()
-            workers_scope.cancel()
-            await workers_done.wait()
-            # 2. Give the sinks a grace period to deliver what is committed.
+            # 2. The listener has stopped (leaving the stack): each push answered OK is stored.
+            # 3. Give the sinks a grace period to deliver what is committed.
             drained = await fleet.drain(SINK_GRACE)
-            # 3. Stop the chores; the state closes on the way out.
+            # 4. Stop the chores; the state closes on the way out.
             root.cancel_scope.cancel()
         log.info("daemon.stopped", drained=drained, outbox_head=store.head)
+
+    def _listener_context(self, settings: ServerSettings, ctx: WorkerContext) -> ListenerContext:
+        return ListenerContext(
+            settings=settings,
+            intake=ctx.intake,
+            store=ctx.store,
+            metrics=self.metrics,
+            board=self.board,
+            health=self.board.register("listener", "listener"),
+            app_ids=tuple(app.sms_sdk_app_id for app in self.config.apps),
+            conversion_apps=frozenset(
+                app.sms_sdk_app_id for app in self.config.apps if app.conversions.enabled
+            ),
+            clock=self._clock,
+        )
 
     async def run_once(self, *, drain_timeout: float) -> bool:
         """One pass of every worker, then drain every sink; True if all of it succeeded."""

@@ -30,7 +30,7 @@ log = structlog.get_logger("tcsms_poller.workers")
 
 
 class ConversionReporter:
-    """Reports queued conversions of every app; ``notify()`` wakes it after an enqueue."""
+    """Reports queued conversions of every app, checking the queue every ``interval``."""
 
     def __init__(self, ctx: WorkerContext, *, interval: float = 1.0) -> None:
         self.name = "conversions"

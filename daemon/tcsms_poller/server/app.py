@@ -1,0 +1,42 @@
+"""The listener's Starlette application: routes of SPEC §7 and the limits around them."""
+
+from __future__ import annotations
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.routing import Route
+from starlette.types import ASGIApp
+
+from tcsms_poller.server.api import add_conversions, list_numbers, track_number, untrack_number
+from tcsms_poller.server.callbacks import receive_callback
+from tcsms_poller.server.context import ListenerContext
+from tcsms_poller.server.deadline import Deadline
+from tcsms_poller.server.errors import (
+    ApiError,
+    api_error_response,
+    http_exception_response,
+)
+from tcsms_poller.server.probes import healthz, metrics
+
+__all__ = ["build_app"]
+
+
+def build_app(ctx: ListenerContext) -> ASGIApp:
+    """The ASGI app for ``ctx``; limits on concurrency are the server's (``limit_concurrency``)."""
+    app = Starlette(
+        routes=[
+            Route("/callback/{secret}/{kind}", receive_callback, methods=["POST"]),
+            Route("/v1/numbers", track_number, methods=["POST"]),
+            Route("/v1/numbers", list_numbers, methods=["GET"]),
+            Route("/v1/numbers/{phone}", untrack_number, methods=["DELETE"]),
+            Route("/v1/conversions", add_conversions, methods=["POST"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
+        ],
+        exception_handlers={
+            ApiError: api_error_response,
+            HTTPException: http_exception_response,
+        },
+    )
+    app.state.ctx = ctx
+    return Deadline(app, seconds=ctx.settings.request_timeout)

@@ -1,0 +1,66 @@
+"""Tencent's push callbacks: sending statuses and replies, into the same intake as pulls.
+
+The secret in the path is the only authentication Tencent's pushes support, so it is compared in
+constant time and a wrong one is indistinguishable from a missing route (404). A push is
+answered ``OK`` only once its records are committed: Tencent does not push a receipt again after
+``OK``, so answering early could lose it. A push that fails to commit gets a 503 and Tencent
+retries it; the pulled copy is deduplicated against it either way.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from tcsms_poller.records import Record, format_received_at, reply_record, send_status_record
+from tcsms_poller.server.bodies import read_json
+from tcsms_poller.server.context import ListenerContext
+from tcsms_poller.server.errors import ApiError
+from tcsms_poller.state import StateError
+from tcsms_poller.tencent.push import PushError, parse_reply_push, parse_status_push
+
+__all__ = ["SOURCE", "receive_callback"]
+
+SOURCE = "callback"
+OK = {"result": 0, "errmsg": "OK"}
+
+
+def _check_secret(ctx: ListenerContext, given: str) -> None:
+    expected = ctx.settings.callback_secret.reveal().encode()
+    if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected):
+        raise ApiError(404, "Not Found")
+
+
+async def _records(ctx: ListenerContext, request: Request, kind: str) -> list[Record]:
+    app_id = ctx.app_id(request.query_params.get("app_id"), callback=True)
+    body = await read_json(request, ctx.settings.max_body, callback=True)
+    received_at = format_received_at(ctx.clock())
+    try:
+        if kind == "status":
+            return [
+                send_status_record(app_id, status, source=SOURCE, received_at=received_at)
+                for status in parse_status_push(body)
+            ]
+        reply = parse_reply_push(body)
+    except PushError as error:
+        raise ApiError(400, str(error), callback=True) from None
+    return [reply_record(app_id, reply, source=SOURCE, received_at=received_at)]
+
+
+async def receive_callback(request: Request) -> Response:
+    """``POST /callback/<secret>/{status,reply}``."""
+    ctx: ListenerContext = request.app.state.ctx
+    _check_secret(ctx, request.path_params["secret"])
+    kind = request.path_params["kind"]
+    if kind not in ("status", "reply"):
+        raise ApiError(404, "Not Found")
+    records = await _records(ctx, request, kind)
+    try:
+        await ctx.intake.commit(records, source=SOURCE)
+    except StateError as error:
+        ctx.health.failed(f"state database: {error}")
+        raise ApiError(503, "not stored, try again", callback=True) from None
+    ctx.health.succeeded()
+    return JSONResponse(OK)

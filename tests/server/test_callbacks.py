@@ -1,0 +1,149 @@
+"""Tencent's pushes through the listener into the same dedupe and outbox as pulled records."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tcsms_poller.records import reply_id
+from tcsms_poller.tencent.models import ReplyStatus
+from tests.server.conftest import APP, OTHER_APP, SECRET, Listener
+
+pytestmark = pytest.mark.anyio
+
+RECEIPT = {
+    "user_receive_time": "2025-11-25 16:00:01",
+    "nationcode": "86",
+    "mobile": "13711112222",
+    "report_status": "SUCCESS",
+    "errmsg": "DELIVRD",
+    "description": "user received",
+    "sid": "2019:-123456789",
+    "ext": "order-42",
+}
+REPLY = {
+    "extend": "01",
+    "mobile": "13711112222",
+    "nationcode": "86",
+    "sign": "Tencent",
+    "text": "TD",
+    "time": 1764057601,
+}
+
+
+async def outbox(listener: Listener) -> list[dict[str, Any]]:
+    return [row.as_dict() for row in await listener.store.read_outbox(after=0, limit=1000)]
+
+
+async def test_status_push_is_committed_then_acknowledged(listener: Listener) -> None:
+    second = {**RECEIPT, "sid": "2019:-987", "report_status": "FAIL", "errmsg": "MK:0001"}
+    response = await listener.client.post(f"/callback/{SECRET}/status", json=[RECEIPT, second])
+    assert response.status_code == 200
+    assert response.json() == {"result": 0, "errmsg": "OK"}
+    records = await outbox(listener)
+    assert [(r["kind"], r["id"], r["source"]) for r in records] == [
+        ("send_status", "2019:-123456789", "callback"),
+        ("send_status", "2019:-987", "callback"),
+    ]
+    first = records[0]
+    assert first["phone_number"] == "+8613711112222"
+    assert first["user_receive_time"] == 1764057601  # 16:00:01 in Beijing is 08:00:01 UTC
+    assert first["session_context"] == "order-42"
+    assert first["app_id"] == APP
+
+
+async def test_a_repeated_push_is_acknowledged_and_not_stored_twice(listener: Listener) -> None:
+    for _ in range(2):
+        response = await listener.client.post(f"/callback/{SECRET}/status", json=[RECEIPT])
+        assert response.json() == {"result": 0, "errmsg": "OK"}
+    assert len(await outbox(listener)) == 1
+    text = (await listener.client.get("/metrics")).text
+    assert (
+        'tcsms_poller_records_total{kind="send_status",outcome="duplicate",source="callback"} 1.0'
+        in text
+    )
+
+
+async def test_reply_push_gets_the_id_of_the_pulled_copy(listener: Listener) -> None:
+    response = await listener.client.post(
+        f"/callback/{SECRET}/reply?app_id={OTHER_APP}",
+        content=str(REPLY).replace("'", '"'),
+        headers={"content-type": "text/plain"},  # Tencent's content type is not documented
+    )
+    assert response.json() == {"result": 0, "errmsg": "OK"}
+    pulled = ReplyStatus(
+        phone_number="+8613711112222",
+        country_code="86",
+        subscriber_number="13711112222",
+        sign_name="Tencent",
+        reply_content="TD",
+        reply_time=1764057601,
+        extend_code="01",
+    )
+    [record] = await outbox(listener)
+    assert record["id"] == reply_id(OTHER_APP, pulled)
+    assert record["app_id"] == OTHER_APP
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "errmsg"),
+    [
+        ("/callback/wrong-secret-0123456789/status", [RECEIPT], 404, None),
+        (f"/callback/{SECRET}/other", [RECEIPT], 404, None),
+        (
+            f"/callback/{SECRET}/status",
+            [],
+            400,
+            "body: expected a non-empty JSON array of receipts",
+        ),
+        (
+            f"/callback/{SECRET}/status",
+            [{**RECEIPT, "report_status": "MAYBE"}],
+            400,
+            "[0].report_status: expected SUCCESS or FAIL",
+        ),
+        (
+            f"/callback/{SECRET}/status",
+            [{**RECEIPT, "user_receive_time": "yesterday"}],
+            400,
+            "[0].user_receive_time: expected 'YYYY-MM-DD HH:MM:SS'",
+        ),
+        (f"/callback/{SECRET}/status", [RECEIPT] * 101, 400, "body: at most 100 receipts per push"),
+        (f"/callback/{SECRET}/reply", [REPLY], 400, "body: expected a JSON object"),
+        (
+            f"/callback/{SECRET}/reply",
+            {**REPLY, "time": "soon"},
+            400,
+            "body.time: expected a UNIX time in seconds",
+        ),
+        (f"/callback/{SECRET}/status?app_id=42", [RECEIPT], 400, "app_id '42' is not configured"),
+    ],
+)
+async def test_bad_pushes_are_refused_and_change_nothing(
+    listener: Listener, path: str, body: Any, status: int, errmsg: str | None
+) -> None:
+    before = await listener.snapshot()
+    response = await listener.client.post(path, json=body)
+    assert response.status_code == status
+    if errmsg is not None:
+        assert response.json() == {"result": 1, "errmsg": errmsg}
+    assert await listener.snapshot() == before
+
+
+async def test_invalid_json_and_oversized_bodies(listener: Listener) -> None:
+    before = await listener.snapshot()
+    response = await listener.client.post(f"/callback/{SECRET}/status", content=b"[{")
+    assert response.status_code == 400
+    assert response.json()["errmsg"].startswith("body is not valid JSON")
+    big = b"[" + b" " * (64 * 1024) + b"]"
+    response = await listener.client.post(f"/callback/{SECRET}/status", content=big)
+    assert response.status_code == 413
+
+    async def chunks() -> Any:  # no Content-Length: the limit holds while reading
+        for _ in range(100):
+            yield b" " * 1024
+
+    response = await listener.client.post(f"/callback/{SECRET}/status", content=chunks())
+    assert response.status_code == 413
+    assert await listener.snapshot() == before
