@@ -23,7 +23,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from tcsms_poller.fields import SecretValue
-from tcsms_poller.logs import Masker, configure_logging, get_logger
+from tcsms_poller.logs import configure_logging, get_logger
+from tcsms_poller.masking import Masker
 from tests.support.log_capture import captured_logs, json_lines
 
 SECRET = "Kx9vQ2mZt7LwR4pN"  # shaped like a Tencent SecretKey

@@ -1,0 +1,144 @@
+"""Masking secrets and phone numbers in anything about to be logged.
+
+Secrets are replaced wherever they appear (values, nested structures, exception text), since a
+secret reaches a log line most often inside something else: a URL, an error message, a repr.
+Phone numbers keep their country code and last four digits (``+86137****2222``) so an operator
+can still tell numbers apart without the log becoming personal data.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+from urllib.parse import quote
+
+from structlog.typing import EventDict, WrappedLogger
+
+from tcsms_poller.fields import REDACTED, SecretValue
+
+__all__ = ["Masker"]
+
+_MIN_SECRET_LENGTH = 4  # shorter "secrets" would mask half of every line
+_MAX_DEPTH = 16  # deeper (or cyclic) values are shown by their masked repr
+_KEY_CACHE_SIZE = 4096
+_STARS = "****"
+
+# "+" and 7 or more digits: E.164 stops at 15, but a longer run is no less private.
+_PLUS_NUMBER = re.compile(r"\+([0-9]{7,})")
+_DIGIT = re.compile(r"[0-9]")
+# Keys (lower case, no underscores) whose values are numbers written without "+"; this also
+# covers Tencent's own spelling (``Mobile``, ``SubscriberNumber``).
+_PHONE_KEYS = frozenset(
+    {"phone", "phonenumber", "phonenumbers", "mobile", "subscribernumber", "number", "numbers"}
+)
+# ITU-T calling codes: 1 and 7 have one digit, these have two, every other code has three.
+_TWO_DIGIT_CODES = frozenset(
+    {20, 27, 30, 31, 32, 33, 34, 36, 39, 40, 41, 43, 44, 45, 46, 47, 48, 49, 51, 52, 53, 54, 55}
+    | {56, 57, 58, 60, 61, 62, 63, 64, 65, 66, 81, 82, 84, 86, 90, 91, 92, 93, 94, 95, 98}
+)
+
+
+def _mask_digits(digits: str) -> str:
+    """``****`` and at most the last four digits, keeping at least four hidden."""
+    keep = min(4, max(len(digits) - 4, 0))
+    return _STARS + digits[len(digits) - keep :]
+
+
+def _mask_e164(digits: str) -> str:
+    """``8613711112222`` -> ``+86137****2222``: the first three subscriber digits stay only
+    when four or more remain hidden between them and the last four."""
+    code = 1 if digits[0] in "17" else 2 if int(digits[:2]) in _TWO_DIGIT_CODES else 3
+    subscriber = digits[code:]
+    head = subscriber[:3] if len(subscriber) >= 11 else ""
+    return f"+{digits[:code]}{head}{_mask_digits(subscriber)}"
+
+
+def _mask_subscriber(value: str) -> str:
+    """A value under a phone key: E.164 when it starts with ``+``, otherwise digits only."""
+    digits = "".join(_DIGIT.findall(value))
+    if not digits:
+        return value
+    if value.lstrip().startswith("+") and len(digits) >= 7:
+        return _mask_e164(digits)
+    return _mask_digits(digits)
+
+
+def _safe_repr(value: object) -> str:
+    try:
+        return repr(value)
+    except Exception:  # noqa: BLE001 (a broken __repr__ must not lose the whole line)
+        return f"<{type(value).__name__}: repr failed>"
+
+
+class Masker:
+    """Masks secrets (``***``) and phone numbers (``+86137****2222``) anywhere in a value.
+
+    It is also the structlog processor that runs last before rendering, over the whole event
+    dict: nested containers, dict keys, exception text and the ``repr`` of any other object (which
+    the renderer would otherwise produce later, unmasked). Containers are copied, never mutated.
+    """
+
+    __slots__ = ("_keys", "_secrets")
+
+    def __init__(self, secrets: Iterable[str | SecretValue] = ()) -> None:
+        forms: set[str] = set()
+        for secret in secrets:
+            raw = secret.reveal() if isinstance(secret, SecretValue) else secret
+            if len(raw) >= _MIN_SECRET_LENGTH:
+                # Also the forms a secret takes once escaped in a repr, a JSON body or a URL.
+                forms.update((raw, repr(raw)[1:-1], json.dumps(raw)[1:-1], quote(raw, safe="")))
+        # Longest first, so a secret that contains another is masked whole.
+        ordered = sorted(forms, key=len, reverse=True)
+        self._secrets = re.compile("|".join(map(re.escape, ordered))) if ordered else None
+        self._keys: dict[str, tuple[str, bool]] = {}
+
+    def __call__(self, logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
+        return self._mapping(event_dict, 0)
+
+    def text(self, text: str) -> str:
+        """``text`` with every configured secret and every ``+`` number masked."""
+        if self._secrets is not None:
+            text = self._secrets.sub(REDACTED, text)
+        if "+" in text:
+            text = _PLUS_NUMBER.sub(lambda match: _mask_e164(match[1]), text)
+        return text
+
+    def value(self, value: object) -> object:
+        """A masked copy of ``value``, made only of JSON-friendly types."""
+        return self._value(value, False, 0)
+
+    def _value(self, value: object, is_phone: bool, depth: int) -> object:
+        if isinstance(value, str):
+            return self.text(_mask_subscriber(value) if is_phone else value)
+        if value is None or isinstance(value, bool | float):
+            return value
+        if isinstance(value, int):
+            return _mask_subscriber(str(value)) if is_phone else value
+        if depth < _MAX_DEPTH:
+            if isinstance(value, Mapping):
+                return self._mapping(value, depth + 1)
+            if isinstance(value, list | tuple | set | frozenset):
+                items = [self._value(item, is_phone, depth + 1) for item in value]
+                return tuple(items) if isinstance(value, tuple) else items
+        return self.text(_safe_repr(value))
+
+    def _mapping(self, mapping: Mapping[Any, Any], depth: int) -> dict[Any, Any]:
+        masked = {}
+        for key, item in mapping.items():
+            masked_key, is_phone = self._key(key)
+            masked[masked_key] = self._value(item, is_phone, depth)
+        return masked
+
+    def _key(self, key: object) -> tuple[object, bool]:
+        """The masked key and whether it holds phone numbers; cached, as keys repeat endlessly."""
+        if type(key) is not str:  # 1, 1.0 and True are one dict key: never cache them
+            return self._value(key, False, _MAX_DEPTH), False  # at _MAX_DEPTH, never a container
+        cached = self._keys.get(key)
+        if cached is None:
+            if len(self._keys) >= _KEY_CACHE_SIZE:
+                self._keys.clear()
+            is_phone = key.replace("_", "").lower() in _PHONE_KEYS
+            cached = self._keys[key] = (self.text(key), is_phone)
+        return cached
