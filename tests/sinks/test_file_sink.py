@@ -213,6 +213,29 @@ async def test_reopen_of_the_same_file_continues_where_it_was(tmp_path: Path) ->
 
 
 @pytest.mark.anyio
+async def test_a_file_changed_behind_its_back_is_continued_at_its_real_end(
+    tmp_path: Path,
+) -> None:
+    """Bytes appended or cut by someone else move the offset; nothing is padded or overwritten."""
+    path = tmp_path / "records.jsonl"
+    sink = make_sink(path)
+    await sink.open()
+    await sink.send(outbox_records("a"))
+    with path.open("ab") as other:
+        other.write(b'{"foreign":1}\n')
+    grown = await sink.send(outbox_records("b", first_seq=2))
+    assert path.read_bytes() == lines("a") + b'{"foreign":1}\n' + lines("b")
+    assert grown.position is not None
+    assert grown.position["offset"] == path.stat().st_size
+    os.truncate(path, 0)  # copytruncate
+    shrunk = await sink.send(outbox_records("c", first_seq=3))
+    await sink.aclose()
+    assert path.read_bytes() == lines("c")
+    assert shrunk.position is not None
+    assert shrunk.position["offset"] == len(lines("c"))
+
+
+@pytest.mark.anyio
 @pytest.mark.parametrize("fsync", ["batch", "never"])
 async def test_both_fsync_policies_write_the_same_records(tmp_path: Path, fsync: str) -> None:
     """The fsync policy changes durability, never content or positions."""

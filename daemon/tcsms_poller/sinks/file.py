@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeGuard
 
@@ -189,6 +189,8 @@ class FileSink:
                     expected_size=start,
                     size=size,
                 )
+                # Continue at the real end; a failed write below is cut off back to it.
+                self._position = replace(self._position, offset=size)
                 start = size
             _write_all(fd, payload)
             if self._config.fsync == "batch":
@@ -198,9 +200,7 @@ class FileSink:
             raise RetryableSinkError(
                 f"cannot write {len(payload)} bytes to {self._path}: {_reason(error)}"
             ) from None
-        self._position = FilePosition(
-            offset=start + len(payload), inode=self._position.inode, device=self._position.device
-        )
+        self._position = replace(self._position, offset=start + len(payload))
         return self._position
 
     def _cut_off(self, fd: int, offset: int) -> None:
