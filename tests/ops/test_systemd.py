@@ -20,7 +20,7 @@ import pytest
 
 from tcsms_poller.cli import build_parser
 from tcsms_poller.config import load_config
-from tcsms_poller.exits import EX_CONFIG
+from tcsms_poller.exits import EX_CONFIG, EX_USAGE
 from tcsms_poller.sdnotify import Notifier
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -157,9 +157,9 @@ def test_reload_is_sighup_to_the_main_process() -> None:
 
 
 def test_failures_restart_but_configuration_errors_do_not() -> None:
-    """Restart on failure, except on EX_CONFIG (78): restarting cannot fix a bad file."""
+    """Restart on failure, except on EX_CONFIG (78) and EX_USAGE (2): a restart fixes neither."""
     assert service_value("Restart") == "on-failure"
-    assert service_value("RestartPreventExitStatus") == str(EX_CONFIG)
+    assert set(service_value("RestartPreventExitStatus").split()) == {str(EX_CONFIG), str(EX_USAGE)}
 
 
 def test_the_watchdog_is_pinged_twice_per_period() -> None:
