@@ -9,7 +9,6 @@ progress finish (within ``graceful_timeout``), new connections are refused.
 
 from __future__ import annotations
 
-import logging
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -50,9 +49,11 @@ async def serve_asgi(
     config = uvicorn.Config(
         app,
         lifespan="off",
+        # No log_config and no log_level: uvicorn then leaves the process's logging alone (its
+        # loggers propagate into ours, masked like everything else); access_log=False would
+        # detach the access logger for the whole process.
         log_config=None,
-        log_level=logging.WARNING,
-        access_log=False,
+        log_level=None,
         server_header=False,
         limit_concurrency=limit_concurrency,
         timeout_keep_alive=int(timeout_keep_alive),
