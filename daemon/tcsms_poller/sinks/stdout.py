@@ -4,6 +4,7 @@ Example::
 
     sinks:
       - type: stdout
+        format: json           # json: JSON Lines; pretty: a short line each; auto: pretty on a TTY
         batch_size: 500        # records per write
 
 When a stdout sink is configured, the daemon's own logs go to stderr, so stdout carries records
@@ -24,9 +25,31 @@ __all__ = ["StdoutSink"]
 
 
 class StdoutSettings(SinkSettings):
-    """The stdout sink has no options beyond the common ones."""
+    """JSON Lines for programs, or short lines for people watching a terminal."""
 
     type: Literal["stdout"] = "stdout"
+    format: Literal["json", "pretty", "auto"] = "json"
+
+
+_SUMMARIES = {
+    "send_status": ("phone_number", "report_status", "description", "serial_no"),
+    "reply": ("phone_number", "reply_content", "sign_name"),
+    "callback_statistics": ("begin_time", "end_time", "callback_count", "callback_success_count"),
+    "conversion": ("serial_no", "code", "message"),
+}
+
+
+def render_pretty(record: OutboxRecord) -> bytes:
+    """``HH:MM:SS  kind  app  the record's telling fields`` on one line."""
+    data = record.as_dict()
+    kind = str(data.get("kind", "?"))
+    fields = "  ".join(str(data.get(key)) for key in _SUMMARIES.get(kind, ("id",)))
+    received = str(data.get("received_at", ""))[11:19]
+    return f"{received}  {kind:<19} {data.get('app_id', '')}  {fields}\n".encode()
+
+
+def _json_line(record: OutboxRecord) -> bytes:
+    return record.data + b"\n"
 
 
 class StdoutSink:
@@ -38,12 +61,14 @@ class StdoutSink:
         self._config = config
         self._context = context
         self._stream: BinaryIO = sys.stdout.buffer
+        pretty = config.format == "pretty" or (config.format == "auto" and sys.stdout.isatty())
+        self._render = render_pretty if pretty else _json_line
 
     async def open(self) -> None:
         """Nothing to open: stdout is already there."""
 
     async def send(self, batch: Sequence[OutboxRecord]) -> Ack:
-        payload = b"".join(record.data + b"\n" for record in batch)
+        payload = b"".join(map(self._render, batch))
         # A slow reader on the pipe must block this sink only, never the event loop.
         await anyio.to_thread.run_sync(self._write, payload)
         return Ack()
