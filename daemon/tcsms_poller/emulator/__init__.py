@@ -1,0 +1,38 @@
+"""The emulator: a faithful fake of the Tencent SMS API for tests, the demo and benchmarks.
+
+It authenticates like Tencent (TC3-HMAC-SHA256), answers the six actions the daemon uses with
+their documented checks and shapes, enforces strict per-action rate limits, generates traffic,
+injects faults and pushes callbacks. The official SDK is its judge in the tests.
+
+    async with run_emulator(EmulatorOptions(seed=1)) as emulator:
+        ... point a client at emulator.url ...
+"""
+
+from __future__ import annotations
+
+from tcsms_poller.emulator.options import (
+    DEFAULT_APP_ID,
+    DEFAULT_RATE_LIMITS,
+    DEFAULT_SECRET_ID,
+    DEFAULT_SECRET_KEY,
+    EmulatorOptions,
+    Fault,
+    FaultKind,
+    PushOptions,
+    TrafficOptions,
+)
+from tcsms_poller.emulator.server import RunningEmulator, run_emulator
+
+__all__ = [
+    "DEFAULT_APP_ID",
+    "DEFAULT_RATE_LIMITS",
+    "DEFAULT_SECRET_ID",
+    "DEFAULT_SECRET_KEY",
+    "EmulatorOptions",
+    "Fault",
+    "FaultKind",
+    "PushOptions",
+    "RunningEmulator",
+    "TrafficOptions",
+    "run_emulator",
+]

@@ -1,0 +1,108 @@
+"""``POST /``: one API request through Tencent's gates, in order.
+
+1. the common headers: ``X-TC-Action`` (known, else ``InvalidAction``), ``X-TC-Version``
+   (``2021-01-11``, else ``NoSuchVersion``), ``X-TC-Region``;
+2. the TC3 signature (``auth.py``);
+3. the action's rate limit (``RequestLimitExceeded``);
+4. faults (``faults.py``), which strike before the action and so never consume records;
+5. the body's parameters and the action itself (``actions.py``).
+
+Every request is counted in the stats; every answer carries a fresh ``RequestId``.
+"""
+
+from __future__ import annotations
+
+import anyio
+from starlette.requests import Request
+from starlette.responses import Response
+
+from tcsms_poller.emulator.actions import ACTION_HANDLERS, run_action
+from tcsms_poller.emulator.answers import (
+    ApiError,
+    error_body,
+    json_answer,
+    new_request_id,
+    success_body,
+)
+from tcsms_poller.emulator.auth import verify_request
+from tcsms_poller.emulator.options import FaultKind
+from tcsms_poller.emulator.params import parse_body
+from tcsms_poller.emulator.state import EmulatorState
+from tcsms_poller.emulator.stats import ActionStats
+from tcsms_poller.tencent import API_VERSION
+
+__all__ = ["handle_api"]
+
+
+def _check_common_headers(headers: dict[str, str]) -> str:
+    """The action named by a request whose common headers are acceptable."""
+    action = headers.get("x-tc-action")
+    version = headers.get("x-tc-version")
+    if not action:
+        raise ApiError("MissingParameter", "The request is missing the X-TC-Action header.")
+    if not version:
+        raise ApiError("MissingParameter", "The request is missing the X-TC-Version header.")
+    if version != API_VERSION:
+        raise ApiError("NoSuchVersion", f"The API version {version!r} does not exist.")
+    if action not in ACTION_HANDLERS:
+        raise ApiError("InvalidAction", f"The action {action!r} does not exist.")
+    if not headers.get("x-tc-region"):
+        raise ApiError("MissingParameter", "The request is missing the X-TC-Region header.")
+    return action
+
+
+async def _answer(request: Request, state: EmulatorState, request_id: str) -> Response:
+    body = await request.body()
+    # No await from here to the limiter: arrivals reach it in the order they are timed.
+    arrival = state.monotonic()
+    headers = dict(request.headers)
+    action = _check_common_headers(headers)
+    verify_request(
+        method=request.method,
+        path=request.url.path,
+        query=request.url.query,
+        headers=headers,
+        body=body,
+        secrets=state.secrets,
+        now=state.clock(),
+        max_skew=state.options.max_skew,
+    )
+    stats = state.stats.of(action)
+    stats.reached_limiter(arrival)
+    if not state.limiters[action].admit(arrival):
+        stats.limit_hits += 1
+        raise ApiError(
+            "RequestLimitExceeded",
+            f"The request frequency of {action} exceeded the limit of "
+            f"{state.limiters[action].rate} per second.",
+        )
+    strike = state.faults.strike(action, arrival)
+    if strike.delay:
+        stats.faults[FaultKind.LATENCY.value] += 1
+        await anyio.sleep(strike.delay)
+    if strike.fault is not None:
+        fault = strike.fault
+        stats.faults[fault.kind.value] += 1
+        if fault.kind is FaultKind.TIMEOUT:
+            await state.faults.hold(fault, state.closing)
+        error = state.faults.error_of(fault)
+        if error is not None:
+            raise error
+        return state.faults.broken_answer(fault, request_id)
+    payload = run_action(action, parse_body(body), state.store, state.clock())
+    stats.ok += 1
+    return json_answer(success_body(payload, request_id))
+
+
+async def handle_api(request: Request) -> Response:
+    """Answer one API request as Tencent would."""
+    state: EmulatorState = request.app.state.emulator
+    action = request.headers.get("x-tc-action")
+    stats: ActionStats = state.stats.of(action if action in ACTION_HANDLERS else None)
+    stats.requests += 1
+    request_id = new_request_id()
+    try:
+        return await _answer(request, state, request_id)
+    except ApiError as error:
+        stats.errors[error.code] += 1
+        return json_answer(error_body(error, request_id))

@@ -1,0 +1,212 @@
+"""The control endpoints under ``/_emulator/``: what tests and benchmarks use to steer and check.
+
+- ``GET /_emulator/stats``: ``{"seed", "actions": {action: {"requests", "ok", "limit_hits",
+  "max_in_window", "errors": {code: n}, "faults": {kind: n}}}, "push": {"status"|"reply":
+  {"pushes", "items", "attempts", "delivered", "given_up"}} | null}``
+- ``GET /_emulator/truth``: ``{"seed", "messages_sent", "send_statuses": [...], "replies": [...],
+  "conversions": [...]}``, records in snake_case with ``app_id`` and ``handed_out_at`` (UNIX
+  time a queue pull handed the record out, or null)
+- ``POST /_emulator/records``: ``{"send_statuses": [...], "replies": [...], "push": true}``
+  injects exact records (see the models below for defaults); answers the records as stored
+- ``GET``/``POST /_emulator/faults``: ``{"faults": [Fault, ...]}``; a POST replaces every rule
+
+A bad body answers 422 ``{"error": "..."}`` and changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from typing import Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from tcsms_poller.emulator.numbers import split_number
+from tcsms_poller.emulator.options import Fault
+from tcsms_poller.emulator.state import EmulatorState
+from tcsms_poller.emulator.store import ReplyRecord, SendStatusRecord
+from tcsms_poller.fields import E164
+
+__all__ = ["CONTROL_ROUTES"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SendStatusIn(_Model):
+    """A receipt to inject; unset fields get realistic defaults."""
+
+    app_id: str | None = None  # default: the first app
+    serial_no: str | None = None  # default: a fresh one
+    phone_number: E164
+    country_code: str | None = None  # default: split from phone_number
+    report_status: Literal["SUCCESS", "FAIL"] = "SUCCESS"
+    description: str | None = None  # default: DELIVRD, or UNDELIV for FAIL
+    user_receive_time: int | None = None  # default: now
+    session_context: str | None = None
+
+
+class ReplyIn(_Model):
+    """A reply to inject."""
+
+    app_id: str | None = None
+    phone_number: E164
+    country_code: str | None = None
+    sign_name: str = "Tencent Cloud"
+    reply_content: str
+    reply_time: int | None = None
+    extend_code: str = ""
+
+
+class Injection(_Model):
+    """The body of ``POST /_emulator/records``."""
+
+    send_statuses: tuple[SendStatusIn, ...] = ()
+    replies: tuple[ReplyIn, ...] = ()
+    push: bool = True
+
+
+class FaultRules(_Model):
+    """The body of ``POST /_emulator/faults``."""
+
+    faults: tuple[Fault, ...]
+
+
+M = TypeVar("M", bound=_Model)
+
+
+class _BadInputError(ValueError):
+    """A control request's body is unusable; the message says why."""
+
+
+def _app(state: EmulatorState, app_id: str | None) -> str:
+    chosen = app_id or state.options.app_ids[0]
+    if not state.store.has_app(chosen):
+        raise _BadInputError(f"app_id {chosen!r} is not one of {list(state.options.app_ids)}")
+    return chosen
+
+
+def _split(number: str, country_code: str | None) -> tuple[str, str]:
+    if country_code is None:
+        return split_number(number)
+    if not number.startswith("+" + country_code):
+        raise _BadInputError(f"phone_number {number} does not start with +{country_code}")
+    return country_code, number[1 + len(country_code) :]
+
+
+def _receipt(state: EmulatorState, given: SendStatusIn) -> SendStatusRecord:
+    country_code, subscriber = _split(given.phone_number, given.country_code)
+    default_description = "DELIVRD" if given.report_status == "SUCCESS" else "UNDELIV"
+    return SendStatusRecord(
+        app_id=_app(state, given.app_id),
+        serial_no=given.serial_no or state.make_serial(),
+        phone_number=given.phone_number,
+        country_code=country_code,
+        subscriber_number=subscriber,
+        report_status=given.report_status,
+        description=given.description or default_description,
+        user_receive_time=(
+            given.user_receive_time if given.user_receive_time is not None else int(state.clock())
+        ),
+        session_context=given.session_context,
+    )
+
+
+def _reply(state: EmulatorState, given: ReplyIn) -> ReplyRecord:
+    country_code, subscriber = _split(given.phone_number, given.country_code)
+    return ReplyRecord(
+        app_id=_app(state, given.app_id),
+        phone_number=given.phone_number,
+        country_code=country_code,
+        subscriber_number=subscriber,
+        sign_name=given.sign_name,
+        reply_content=given.reply_content,
+        reply_time=given.reply_time if given.reply_time is not None else int(state.clock()),
+        extend_code=given.extend_code,
+    )
+
+
+def _unprocessable(message: str) -> Response:
+    return JSONResponse({"error": message}, status_code=422)
+
+
+async def _read(request: Request, model: type[M]) -> M:
+    try:
+        document = json.loads(await request.body())
+    except ValueError as error:
+        raise _BadInputError(f"body is not JSON: {error}") from None
+    try:
+        return model.model_validate(document)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "body"
+        raise _BadInputError(f"{where}: {first['msg']}") from None
+
+
+def _state(request: Request) -> EmulatorState:
+    state: EmulatorState = request.app.state.emulator
+    return state
+
+
+async def get_stats(request: Request) -> Response:
+    """Per-action request counters and push counters."""
+    return JSONResponse(_state(request).stats_snapshot())
+
+
+async def get_truth(request: Request) -> Response:
+    """Everything generated or injected so far."""
+    return JSONResponse(_state(request).truth())
+
+
+async def post_records(request: Request) -> Response:
+    """Inject exact records; all or nothing."""
+    state = _state(request)
+    try:
+        injection = await _read(request, Injection)
+        receipts = [_receipt(state, given) for given in injection.send_statuses]
+        replies = [_reply(state, given) for given in injection.replies]
+    except _BadInputError as error:
+        return _unprocessable(str(error))
+    for receipt in receipts:
+        state.add_send_status(receipt, push=injection.push)
+    for reply in replies:
+        state.add_reply(reply, push=injection.push)
+    return JSONResponse(
+        {
+            "send_statuses": [asdict(receipt) for receipt in receipts],
+            "replies": [asdict(reply) for reply in replies],
+        }
+    )
+
+
+def _fault_rules(state: EmulatorState) -> Response:
+    return JSONResponse({"faults": [rule.model_dump(mode="json") for rule in state.faults.rules]})
+
+
+async def get_faults(request: Request) -> Response:
+    """The fault rules in force."""
+    return _fault_rules(_state(request))
+
+
+async def post_faults(request: Request) -> Response:
+    """Replace every fault rule."""
+    state = _state(request)
+    try:
+        rules = await _read(request, FaultRules)
+    except _BadInputError as error:
+        return _unprocessable(str(error))
+    state.faults.replace(rules.faults)
+    return _fault_rules(state)
+
+
+CONTROL_ROUTES = [
+    Route("/_emulator/stats", get_stats, methods=["GET"]),
+    Route("/_emulator/truth", get_truth, methods=["GET"]),
+    Route("/_emulator/records", post_records, methods=["POST"]),
+    Route("/_emulator/faults", get_faults, methods=["GET"]),
+    Route("/_emulator/faults", post_faults, methods=["POST"]),
+]

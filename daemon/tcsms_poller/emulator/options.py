@@ -1,0 +1,187 @@
+"""Everything the emulator can be told: credentials, apps, traffic, limits, faults, pushes.
+
+One validated, frozen model, built in one step from the command line or directly in tests.
+Times are seconds (floats); the command line accepts ``500ms``-style spellings and converts.
+In-process the default is no synthetic traffic (tests inject exact records); the command line
+turns traffic on unless told ``--no-traffic``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from tcsms_poller.fields import E164
+
+__all__ = [
+    "ACTIONS",
+    "DEFAULT_APP_ID",
+    "DEFAULT_RATE_LIMITS",
+    "DEFAULT_SECRET_ID",
+    "DEFAULT_SECRET_KEY",
+    "EmulatorOptions",
+    "Fault",
+    "FaultKind",
+    "PushOptions",
+    "TrafficOptions",
+]
+
+# Published fakes, not secrets: every emulator accepts them unless told otherwise.
+DEFAULT_SECRET_ID = "AKIDEMULATOR000000000000000000000000"  # noqa: S105
+DEFAULT_SECRET_KEY = "emulatorsecretkey000000000000000"  # noqa: S105
+DEFAULT_APP_ID = "1400006666"
+
+# Requests per second per action, from Tencent's API pages (see shared/seeds and TENCENT.md).
+DEFAULT_RATE_LIMITS: Mapping[str, int] = {
+    "PullSmsReplyStatus": 100,
+    "PullSmsSendStatus": 100,
+    "PullSmsSendStatusByPhoneNumber": 20,
+    "PullSmsReplyStatusByPhoneNumber": 20,
+    "CallbackStatusStatistics": 10,
+    "ReportConversion": 1000,
+}
+ACTIONS: tuple[str, ...] = tuple(DEFAULT_RATE_LIMITS)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FaultKind(StrEnum):
+    """What a fault does to one request; see ``faults.py`` for when each one strikes."""
+
+    LATENCY = "latency"
+    TIMEOUT = "timeout"
+    HTTP_ERROR = "http_error"
+    MALFORMED = "malformed"
+    TRUNCATED = "truncated"
+    INTERNAL_ERROR = "internal_error"
+    RATE_LIMIT = "rate_limit"
+
+
+# The parameter a kind uses when none is given: seconds, or an HTTP status for http_error.
+_DEFAULT_SECONDS = {FaultKind.LATENCY: 0.5, FaultKind.TIMEOUT: 30.0, FaultKind.RATE_LIMIT: 1.0}
+
+
+class Fault(_Model):
+    """One fault rule: ``kind`` strikes a request of ``action`` (``*``: any) with ``probability``.
+
+    ``seconds`` is the added delay (latency), how long the connection is held (timeout) or how
+    long the burst of ``RequestLimitExceeded`` lasts (rate_limit); ``status`` is the HTTP status
+    of http_error; ``code`` picks the ``InternalError.*`` code (default: a random documented one).
+    """
+
+    action: str = "*"
+    kind: FaultKind
+    probability: float = Field(default=1.0, ge=0.0, le=1.0)
+    seconds: float | None = Field(default=None, ge=0.0)
+    status: int = Field(default=503, ge=500, le=599)
+    code: str | None = None
+
+    @field_validator("action")
+    @classmethod
+    def _known_action(cls, action: str) -> str:
+        if action != "*" and action not in ACTIONS:
+            raise ValueError(f"unknown action {action!r}: use * or one of {', '.join(ACTIONS)}")
+        return action
+
+    @field_validator("code")
+    @classmethod
+    def _internal_code(cls, code: str | None) -> str | None:
+        if code is not None and not code.startswith("InternalError"):
+            raise ValueError(f"code {code!r} must be an InternalError.* code")
+        return code
+
+    @property
+    def duration(self) -> float:
+        """``seconds``, or the kind's default."""
+        return self.seconds if self.seconds is not None else _DEFAULT_SECONDS.get(self.kind, 0.0)
+
+
+class TrafficOptions(_Model):
+    """Synthetic traffic: messages sent to a set of numbers, their receipts, and replies.
+
+    ``phone_numbers``, when given, is the set; otherwise ``numbers`` mainland numbers are made up
+    from the seed. The first ``heavy_numbers`` numbers get ``heavy_share`` of all messages, so
+    their per-number queries need paging.
+    """
+
+    numbers: int = Field(default=20, ge=1)
+    phone_numbers: tuple[E164, ...] = ()
+    heavy_numbers: int = Field(default=2, ge=0)
+    heavy_share: float = Field(default=0.5, ge=0.0, le=1.0)
+    send_rate: float = Field(default=5.0, ge=0.0, description="messages per second, all apps")
+    reply_rate: float = Field(default=0.2, ge=0.0, description="replies per second, all apps")
+    receipt_delay_min: float = Field(default=0.5, ge=0.0)
+    receipt_delay_max: float = Field(default=5.0, ge=0.0)
+    fail_ratio: float = Field(default=0.08, ge=0.0, le=1.0)
+    backfill: float = Field(default=600.0, ge=0.0, le=7 * 86_400)
+    sign_name: str = "Tencent Cloud"
+
+    @model_validator(mode="after")
+    def _delays_ordered(self) -> TrafficOptions:
+        if self.receipt_delay_max < self.receipt_delay_min:
+            raise ValueError("receipt_delay_max must not be less than receipt_delay_min")
+        return self
+
+
+class PushOptions(_Model):
+    """Tencent-style push callbacks; each URL is optional and off when ``None``.
+
+    Receipts are batched for up to ``interval`` seconds (at most 100 a batch); a failed push is
+    retried ``retries`` times, ``retry_delay`` apart, then given up (it stays pullable).
+    """
+
+    status_url: str | None = None
+    reply_url: str | None = None
+    interval: float = Field(default=1.0, gt=0.0)
+    retries: int = Field(default=2, ge=0)
+    retry_delay: float = Field(default=1.0, ge=0.0)
+    timeout: float = Field(default=5.0, gt=0.0)
+
+    @property
+    def enabled(self) -> bool:
+        """Whether anything is pushed at all."""
+        return bool(self.status_url or self.reply_url)
+
+
+class EmulatorOptions(_Model):
+    """The whole emulator configuration."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=0, ge=0, le=65535)
+    secret_id: str = DEFAULT_SECRET_ID
+    secret_key: str = Field(default=DEFAULT_SECRET_KEY, repr=False)
+    app_ids: tuple[str, ...] = Field(default=(DEFAULT_APP_ID,), min_length=1)
+    seed: int | None = None
+    traffic: TrafficOptions | None = None
+    rate_limits: Mapping[str, int] = DEFAULT_RATE_LIMITS
+    slack: float = Field(default=0.010, ge=0.0, lt=1.0)
+    limit_horizon: int = Field(default=2, ge=1, le=60)
+    max_skew: float = Field(default=300.0, ge=0.0)
+    faults: tuple[Fault, ...] = ()
+    push: PushOptions = PushOptions()
+
+    @field_validator("app_ids")
+    @classmethod
+    def _numeric_app_ids(cls, app_ids: tuple[str, ...]) -> tuple[str, ...]:
+        for app_id in app_ids:
+            if not app_id.isdigit():
+                raise ValueError(f"app id {app_id!r} must be digits, like {DEFAULT_APP_ID}")
+        return app_ids
+
+    @field_validator("rate_limits", mode="before")
+    @classmethod
+    def _complete_limits(cls, given: Any) -> Any:
+        """Given limits override the documented defaults; the other actions keep theirs."""
+        if not isinstance(given, Mapping):
+            return given
+        for action, rate in given.items():
+            if action not in ACTIONS:
+                raise ValueError(f"unknown action {action!r}: use one of {', '.join(ACTIONS)}")
+            if isinstance(rate, bool) or not isinstance(rate, int) or rate < 1:
+                raise ValueError(f"{action}: the limit must be a whole number of at least 1")
+        return {**DEFAULT_RATE_LIMITS, **given}

@@ -1,0 +1,86 @@
+"""The running emulator's parts in one place, shared by the API, the control endpoints, the
+traffic generator and the pusher.
+
+Two clocks: ``clock`` is wall time (signatures, record times, the 7-day window) and is injectable
+so tests can skew it; ``monotonic`` times the rate limits and bursts.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+
+from tcsms_poller.emulator.faults import FaultInjector
+from tcsms_poller.emulator.options import EmulatorOptions
+from tcsms_poller.emulator.pusher import Pusher
+from tcsms_poller.emulator.ratelimit import SlidingWindowLimiter
+from tcsms_poller.emulator.stats import RequestStats
+from tcsms_poller.emulator.store import ReplyRecord, SendStatusRecord, Store
+
+__all__ = ["EmulatorState"]
+
+
+class EmulatorState:
+    """Options, data, limits, faults and counters of one emulator; build it inside the loop."""
+
+    def __init__(
+        self,
+        options: EmulatorOptions,
+        *,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.options = options
+        self.seed = (
+            options.seed if options.seed is not None else random.SystemRandom().randrange(2**32)
+        )
+        self.clock = clock
+        self.monotonic = monotonic
+        self.store = Store(options.app_ids)
+        self.secrets = {options.secret_id: options.secret_key}
+        self.limiters = {
+            action: SlidingWindowLimiter(rate, slack=options.slack, horizon=options.limit_horizon)
+            for action, rate in options.rate_limits.items()
+        }
+        self.stats = RequestStats(window=1.0 - options.slack)
+        self.faults = FaultInjector(options.faults, random.Random(f"faults:{self.seed}"))
+        self.pusher = Pusher(options.push) if options.push.enabled else None
+        self.closing = anyio.Event()  # set when the emulator stops: held connections let go
+        self._serials = random.Random(f"serials:{self.seed}")
+
+    def make_serial(self) -> str:
+        """A fresh SerialNo shaped like Tencent's (``5000:1045710669157053657849499619``)."""
+        rng = self._serials
+        return f"{rng.randrange(1000, 10_000)}:{rng.randrange(10**27, 10**28)}"
+
+    def record_send(self, app_id: str, serial_no: str, sent_at: int) -> None:
+        """A message was sent (its receipt comes later)."""
+        self.store.record_send(app_id, serial_no, sent_at)
+
+    def add_send_status(self, record: SendStatusRecord, *, push: bool = True) -> None:
+        """A receipt arrived: pullable from now on, and pushed if pushing is configured."""
+        self.store.add_send_status(record)
+        if push and self.pusher is not None:
+            self.pusher.offer_status(record)
+
+    def add_reply(self, record: ReplyRecord, *, push: bool = True) -> None:
+        """A reply arrived: pullable from now on, and pushed if pushing is configured."""
+        self.store.add_reply(record)
+        if push and self.pusher is not None:
+            self.pusher.offer_reply(record)
+
+    def stats_snapshot(self) -> dict[str, Any]:
+        """``GET /_emulator/stats``."""
+        return {
+            "seed": self.seed,
+            "actions": self.stats.snapshot(),
+            "push": None if self.pusher is None else self.pusher.snapshot(),
+        }
+
+    def truth(self) -> dict[str, Any]:
+        """``GET /_emulator/truth``."""
+        return {"seed": self.seed, **self.store.truth()}

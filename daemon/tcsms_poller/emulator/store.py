@@ -1,0 +1,276 @@
+"""Everything the emulated account holds: messages, receipts, replies, conversions, statistics.
+
+Each app keeps its receipts and replies twice over:
+
+- as a **queue** in arrival order with a cursor, for the queue-mode actions: each record is
+  handed out once, oldest first, and the time it was handed out is kept (for ``/truth``);
+- in a **per-number index** sorted by time (``bisect``), for the by-number actions, which see
+  every record regardless of the queue.
+
+Hourly statistics are counted as records arrive, so a 32-day query costs 768 lookups, not a scan.
+Beijing time is UTC+8 without daylight saving, so its hours start on UTC hour boundaries.
+All methods are synchronous and run on the event loop's thread: no locking is needed.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any, Generic, Protocol, TypeVar
+
+from tcsms_poller.emulator.outcomes import outcome_of
+from tcsms_poller.tencent.models import STATISTICS_FIELDS
+
+__all__ = [
+    "ConversionRecord",
+    "ReplyRecord",
+    "SendStatusRecord",
+    "Store",
+]
+
+HOUR = 3600
+
+
+@dataclass(frozen=True, slots=True)
+class SendStatusRecord:
+    """A delivery receipt as the account holds it."""
+
+    app_id: str
+    serial_no: str
+    phone_number: str
+    country_code: str
+    subscriber_number: str
+    report_status: str
+    description: str
+    user_receive_time: int
+    session_context: str | None
+
+    @property
+    def time(self) -> int:
+        """When it happened: what the by-number window and the statistics hour look at."""
+        return self.user_receive_time
+
+    def to_api(self) -> dict[str, Any]:
+        """The item of ``PullSmsSendStatusSet``."""
+        return {
+            "SerialNo": self.serial_no,
+            "PhoneNumber": self.phone_number,
+            "CountryCode": self.country_code,
+            "SubscriberNumber": self.subscriber_number,
+            "ReportStatus": self.report_status,
+            "Description": self.description,
+            "UserReceiveTime": self.user_receive_time,
+            "SessionContext": self.session_context,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyRecord:
+    """A user's reply (MO) as the account holds it."""
+
+    app_id: str
+    phone_number: str
+    country_code: str
+    subscriber_number: str
+    sign_name: str
+    reply_content: str
+    reply_time: int
+    extend_code: str
+
+    @property
+    def time(self) -> int:
+        """When it happened: what the by-number window looks at."""
+        return self.reply_time
+
+    def to_api(self) -> dict[str, Any]:
+        """The item of ``PullSmsReplyStatusSet``."""
+        return {
+            "PhoneNumber": self.phone_number,
+            "CountryCode": self.country_code,
+            "SubscriberNumber": self.subscriber_number,
+            "SignName": self.sign_name,
+            "ReplyContent": self.reply_content,
+            "ReplyTime": self.reply_time,
+            "ExtendCode": self.extend_code,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ConversionRecord:
+    """A conversion reported with ``ReportConversion``."""
+
+    app_id: str
+    serial_no: str
+    conversion_time: int | None
+    reported_at: float
+
+
+class _Timed(Protocol):
+    @property
+    def time(self) -> int: ...
+
+    def to_api(self) -> dict[str, Any]: ...
+
+
+R = TypeVar("R", bound=_Timed)
+
+
+@dataclass(slots=True)
+class _Queue(Generic[R]):
+    """Records in arrival order; everything before ``cursor`` has been handed out."""
+
+    items: list[R] = field(default_factory=list)
+    handed_out_at: list[float | None] = field(default_factory=list)
+    cursor: int = 0
+
+    def append(self, record: R) -> None:
+        self.items.append(record)
+        self.handed_out_at.append(None)
+
+    def take(self, limit: int, now: float) -> list[R]:
+        """Hand out up to ``limit`` records not handed out before, oldest first."""
+        end = min(self.cursor + limit, len(self.items))
+        taken = self.items[self.cursor : end]
+        for index in range(self.cursor, end):
+            self.handed_out_at[index] = now
+        self.cursor = end
+        return taken
+
+    def __iter__(self) -> Iterator[tuple[R, float | None]]:
+        return zip(self.items, self.handed_out_at, strict=True)
+
+
+@dataclass(slots=True)
+class _TimeIndex(Generic[R]):
+    """One number's records sorted by time; equal times keep their arrival order."""
+
+    times: list[int] = field(default_factory=list)
+    items: list[R] = field(default_factory=list)
+
+    def add(self, record: R) -> None:
+        position = bisect.bisect_right(self.times, record.time)
+        self.times.insert(position, record.time)
+        self.items.insert(position, record)
+
+    def window(self, begin: int, end: int, limit: int) -> list[R]:
+        """Records with ``begin <= time <= end``, ascending, at most ``limit``."""
+        low = bisect.bisect_left(self.times, begin)
+        high = bisect.bisect_right(self.times, end)
+        return self.items[low : min(high, low + limit)]
+
+
+@dataclass(slots=True)
+class _Records(Generic[R]):
+    """One kind of record of one app: the queue and the per-number index."""
+
+    queue: _Queue[R] = field(default_factory=_Queue)
+    by_number: defaultdict[str, _TimeIndex[R]] = field(
+        default_factory=lambda: defaultdict(_TimeIndex)
+    )
+
+
+class _App:
+    """What one SdkAppId holds."""
+
+    def __init__(self) -> None:
+        self.statuses: _Records[SendStatusRecord] = _Records()
+        self.replies: _Records[ReplyRecord] = _Records()
+        self.sent: set[str] = set()  # every SerialNo this app ever sent
+        self.hours: defaultdict[int, Counter[str]] = defaultdict(Counter)
+
+
+class Store:
+    """The emulated account's data for a fixed set of apps."""
+
+    def __init__(self, app_ids: tuple[str, ...]) -> None:
+        self._apps = {app_id: _App() for app_id in app_ids}
+        self.conversions: list[ConversionRecord] = []
+
+    def has_app(self, app_id: str) -> bool:
+        """Whether ``app_id`` belongs to this account."""
+        return app_id in self._apps
+
+    def record_send(self, app_id: str, serial_no: str, sent_at: int) -> None:
+        """A message was accepted for delivery (``RequestSuccessCount``; a known SerialNo)."""
+        app = self._apps[app_id]
+        app.sent.add(serial_no)
+        app.hours[sent_at // HOUR * HOUR]["RequestSuccessCount"] += 1
+
+    def is_sent(self, app_id: str, serial_no: str) -> bool:
+        """Whether ``serial_no`` is a message this app sent."""
+        return serial_no in self._apps[app_id].sent
+
+    def add_send_status(self, record: SendStatusRecord) -> None:
+        """A receipt arrived; a receipt of an unknown message counts as sent at that time."""
+        app = self._apps[record.app_id]
+        if record.serial_no not in app.sent:
+            self.record_send(record.app_id, record.serial_no, record.user_receive_time)
+        app.statuses.queue.append(record)
+        app.statuses.by_number[record.phone_number].add(record)
+        counters = app.hours[record.user_receive_time // HOUR * HOUR]
+        counters["CallbackCount"] += 1
+        if record.report_status == "SUCCESS":
+            counters["CallbackSuccessCount"] += 1
+        else:
+            counters["CallbackFailCount"] += 1
+            counters[outcome_of("FAIL", record.description).bucket] += 1
+
+    def add_reply(self, record: ReplyRecord) -> None:
+        """A reply arrived."""
+        replies = self._apps[record.app_id].replies
+        replies.queue.append(record)
+        replies.by_number[record.phone_number].add(record)
+
+    def add_conversion(self, record: ConversionRecord) -> None:
+        """A conversion was reported."""
+        self.conversions.append(record)
+
+    def take_send_statuses(self, app_id: str, limit: int, now: float) -> list[SendStatusRecord]:
+        """Queue mode: receipts never handed out before, oldest first."""
+        return self._apps[app_id].statuses.queue.take(limit, now)
+
+    def take_replies(self, app_id: str, limit: int, now: float) -> list[ReplyRecord]:
+        """Queue mode: replies never handed out before, oldest first."""
+        return self._apps[app_id].replies.queue.take(limit, now)
+
+    def send_statuses_of(
+        self, app_id: str, number: str, begin: int, end: int, limit: int
+    ) -> list[SendStatusRecord]:
+        """Receipts of one number with ``begin <= UserReceiveTime <= end``, ascending."""
+        index = self._apps[app_id].statuses.by_number.get(number)
+        return [] if index is None else index.window(begin, end, limit)
+
+    def replies_of(
+        self, app_id: str, number: str, begin: int, end: int, limit: int
+    ) -> list[ReplyRecord]:
+        """Replies of one number with ``begin <= ReplyTime <= end``, ascending."""
+        index = self._apps[app_id].replies.by_number.get(number)
+        return [] if index is None else index.window(begin, end, limit)
+
+    def statistics(self, app_id: str, begin: int, end: int) -> dict[str, int]:
+        """Counters over the hours starting at ``begin`` up to, not including, ``end``."""
+        hours = self._apps[app_id].hours
+        total: Counter[str] = Counter()
+        for hour in range(begin // HOUR * HOUR, end, HOUR):
+            total.update(hours.get(hour, Counter()))
+        return {name: total[name] for _, name in STATISTICS_FIELDS}
+
+    def truth(self) -> dict[str, Any]:
+        """Everything held, for tests to compare with what a client collected."""
+        statuses: list[dict[str, Any]] = []
+        replies: list[dict[str, Any]] = []
+        for app in self._apps.values():
+            statuses.extend(
+                {**asdict(record), "handed_out_at": at} for record, at in app.statuses.queue
+            )
+            replies.extend(
+                {**asdict(record), "handed_out_at": at} for record, at in app.replies.queue
+            )
+        return {
+            "messages_sent": sum(len(app.sent) for app in self._apps.values()),
+            "send_statuses": statuses,
+            "replies": replies,
+            "conversions": [asdict(record) for record in self.conversions],
+        }
