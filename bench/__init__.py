@@ -1,0 +1,1 @@
+"""Benchmarks, each runnable alone (``.venv/bin/python bench/pipeline.py``); see issue 7."""
