@@ -1,8 +1,9 @@
 """systemd's notify protocol (``sd_notify(3)``), no dependency: a datagram to ``$NOTIFY_SOCKET``.
 
-With ``Type=notify-reload`` (or ``notify``) and ``WatchdogSec=`` the daemon tells systemd when it is
-ready, reloading and stopping, shows a one-line status in ``systemctl status``, and proves with
-``WATCHDOG=1`` that its event loop still turns. Outside systemd (``$NOTIFY_SOCKET`` unset) every
+With ``Type=notify`` and ``WatchdogSec=`` (the shipped unit; ``notify-reload`` needs systemd 253,
+newer than Debian 12's) the daemon tells systemd when it is ready, reloading and stopping, shows
+a one-line status in ``systemctl status``, and proves with ``WATCHDOG=1`` that its event loop
+still turns. Outside systemd (``$NOTIFY_SOCKET`` unset) every
 call does nothing, so the daemon calls these unconditionally.
 """
 
@@ -101,7 +102,7 @@ class Notifier:
         return self.send("READY=1")
 
     def reloading(self) -> bool:
-        """A reload begins; ``Type=notify-reload`` needs the monotonic time with it."""
+        """A reload begins; systemd 253+ (``notify-reload``) wants the monotonic time with it."""
         now_usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
         return self.send(f"RELOADING=1\nMONOTONIC_USEC={now_usec}")
 
