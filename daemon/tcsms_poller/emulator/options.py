@@ -142,6 +142,13 @@ class PushOptions(_Model):
     retry_delay: float = Field(default=1.0, ge=0.0)
     timeout: float = Field(default=5.0, gt=0.0)
 
+    @field_validator("status_url", "reply_url")
+    @classmethod
+    def _http_url(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("http://", "https://")):
+            raise ValueError(f"{url!r} is not an http:// or https:// URL")
+        return url
+
     @property
     def enabled(self) -> bool:
         """Whether anything is pushed at all."""

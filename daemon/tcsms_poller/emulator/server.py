@@ -53,14 +53,17 @@ async def run_emulator(
             options.traffic, app_ids=options.app_ids, sink=state, seed=state.seed, clock=clock
         )
         traffic.backfill()
-    async with anyio.create_task_group() as tg:
+    # The server is the outer block so that a bind failure surfaces as a plain OSError.
+    async with (
+        serve_asgi(build_app(state), options.host, options.port) as (host, port),
+        anyio.create_task_group() as tg,
+    ):
         if state.pusher is not None:
             tg.start_soon(state.pusher.run)
-        async with serve_asgi(build_app(state), options.host, options.port) as (host, port):
-            if traffic is not None:
-                tg.start_soon(traffic.run)
-            try:
-                yield RunningEmulator(_url(host, port), host, port, state, traffic)
-            finally:
-                state.closing.set()  # let held connections go, so the server can stop
-        tg.cancel_scope.cancel()
+        if traffic is not None:
+            tg.start_soon(traffic.run)
+        try:
+            yield RunningEmulator(_url(host, port), host, port, state, traffic)
+        finally:
+            state.closing.set()  # held connections let go, so the server can stop promptly
+            tg.cancel_scope.cancel()
