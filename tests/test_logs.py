@@ -465,7 +465,7 @@ def test_numbers_without_plus_are_masked_under_phone_keys(fmt: Format) -> None:
 @FORMATS
 def test_stdlib_records_are_masked(fmt: Format) -> None:
     """A uvicorn access line with the callback secret in its path and a number is masked."""
-    with captured_logs(fmt=fmt, secrets=[SECRET]) as out:
+    with captured_logs(level="debug", fmt=fmt, secrets=[SECRET]) as out:
         logging.getLogger("uvicorn.access").info(
             '%s - "POST /callback/%s/status HTTP/1.1" 200 %s', "10.0.0.1", SECRET, PHONE
         )
@@ -694,3 +694,12 @@ def test_a_failing_repr_does_not_lose_the_line() -> None:
             raise RuntimeError("no repr")
 
     assert Masker().value(Broken()) == "<Broken: repr failed>"
+
+
+def test_library_request_lines_only_at_debug() -> None:
+    """httpx and uvicorn log each request at info; for us that is debug detail."""
+    with captured_logs(level="info") as out:
+        logging.getLogger("uvicorn.access").info('10.0.0.1 - "GET /healthz HTTP/1.1" 200')
+        logging.getLogger("httpx").info("HTTP Request: POST http://127.0.0.1/ 200")
+        logging.getLogger("uvicorn.error").warning("Invalid HTTP request received.")
+    assert [line["event"] for line in json_lines(out)] == ["Invalid HTTP request received."]

@@ -226,9 +226,11 @@ def configure_logging(
     root = logging.getLogger()
     root.addHandler(_HANDLER)  # once: addHandler ignores a handler it already has
     root.setLevel(threshold)
-    # httpx logs every request at info, httpcore every socket read at debug.
+    # httpx and uvicorn log every request (and uvicorn its start and stop) at info, httpcore
+    # every socket read at debug: per request is debug detail for us.
     libraries = logging.DEBUG if threshold <= logging.DEBUG else logging.WARNING
-    logging.getLogger("httpx").setLevel(libraries)
+    for name in ("httpx", "uvicorn.access", "uvicorn.error"):
+        logging.getLogger(name).setLevel(libraries)
     logging.getLogger("httpcore").setLevel(max(libraries, logging.INFO))
 
 

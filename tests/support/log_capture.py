@@ -21,7 +21,7 @@ from tcsms_poller.logs import configure_logging
 
 __all__ = ["captured_logs", "json_lines"]
 
-_LIBRARIES = ("httpx", "httpcore")
+_LIBRARIES = ("httpx", "httpcore", "uvicorn.access", "uvicorn.error")
 
 
 @contextmanager

@@ -9,8 +9,9 @@ from typing import TextIO
 
 from tcsms_poller.config import Config, load_config
 from tcsms_poller.logs import configure_logging
+from tcsms_poller.units import parse_duration
 
-__all__ = ["add_config_argument", "load_and_configure"]
+__all__ = ["add_config_argument", "duration_argument", "load_and_configure"]
 
 
 def add_config_argument(parser: argparse.ArgumentParser) -> None:
@@ -35,3 +36,14 @@ def load_and_configure(path: Path) -> Config:
         stream=log_stream(config),
     )
     return config
+
+
+def duration_argument(text: str) -> float:
+    """A command-line duration: ``20`` (seconds) or ``500ms``/``20s``/``2m`` like the config."""
+    try:
+        seconds = float(text) if text.replace(".", "", 1).isdigit() else parse_duration(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be more than zero")
+    return seconds

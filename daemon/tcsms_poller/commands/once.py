@@ -11,11 +11,14 @@ import argparse
 import anyio
 import structlog
 
-from tcsms_poller.commands._common import add_config_argument, load_and_configure
+from tcsms_poller.commands._common import (
+    add_config_argument,
+    duration_argument,
+    load_and_configure,
+)
 from tcsms_poller.daemon import Daemon
 from tcsms_poller.exits import EX_FAILURE, EX_OK
 from tcsms_poller.state import StateError
-from tcsms_poller.units import parse_duration
 
 __all__ = ["add_arguments", "execute"]
 
@@ -26,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_argument(parser)
     parser.add_argument(
         "--drain-timeout",
-        type=parse_duration,
+        type=duration_argument,
         default=60.0,
         metavar="DURATION",
         help="how long the sinks may take to deliver (default 60s)",

@@ -27,8 +27,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_argument(parser)
 
 
-async def serve_until_signalled(daemon: Daemon) -> None:
-    """Serve until SIGTERM/SIGINT; SIGHUP reloads; a second stop signal forces the exit."""
+async def serve_until_signalled(daemon: Daemon, *, stop_after: float | None = None) -> None:
+    """Serve until SIGTERM/SIGINT (or ``stop_after`` seconds); SIGHUP reloads.
+
+    A second stop signal forces the exit.
+    """
     shutdown = anyio.Event()
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async with anyio.create_task_group() as tg:
@@ -45,7 +48,13 @@ async def serve_until_signalled(daemon: Daemon) -> None:
                         log.warning("daemon.forced_stop", signal=name)
                         tg.cancel_scope.cancel()
 
+            async def stop_in_time(seconds: float) -> None:
+                await anyio.sleep(seconds)
+                shutdown.set()
+
             tg.start_soon(handle_signals)
+            if stop_after is not None:
+                tg.start_soon(stop_in_time, stop_after)
             await daemon.serve(shutdown.wait)
             tg.cancel_scope.cancel()
 

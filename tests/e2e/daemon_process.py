@@ -1,0 +1,148 @@
+"""The daemon as a real child process: configured in a temp dir, watched over $NOTIFY_SOCKET.
+
+Usage::
+
+    with running_daemon(tmp_path, config) as daemon:   # returns once READY=1 arrived
+        ...
+        daemon.stop()                                    # SIGTERM, asserts exit 0
+
+Its JSON log lines go to ``daemon.log`` in the temp dir (read them with ``log_events``), so a
+failing test can show what the daemon was doing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.support.notify_socket import NotifySocket, notify_socket
+
+__all__ = ["DaemonProcess", "daemon_config", "running_daemon"]
+
+SECRET_ID = "AKIDEMULATOR000000000000000000000000"
+SECRET_KEY = "emulatorsecretkey000000000000000"
+APP = "1400006666"
+READY_TIMEOUT = 60.0
+EXIT_TIMEOUT = 60.0
+
+
+def daemon_config(
+    endpoint: str,
+    state_dir: Path,
+    *,
+    sinks: list[dict[str, Any]] | None = None,
+    app: Mapping[str, Any] | None = None,
+    server: Mapping[str, Any] | None = None,
+    tencent: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A configuration for the emulator at ``endpoint`` with state under ``state_dir``."""
+    config: dict[str, Any] = {
+        "tencent": {
+            "secret_id": SECRET_ID,
+            "secret_key": SECRET_KEY,
+            "endpoint": endpoint,
+            "timeout": "5s",
+            "retry": {"max_backoff": "1s"},
+            "unhealthy_retry": "1s",
+            **(tencent or {}),
+        },
+        "apps": [
+            {
+                "sms_sdk_app_id": APP,
+                "replies": {"interval": "200ms"},
+                "send_status": {"enabled": True, "interval": "200ms"},
+                "by_number": {"enabled": False},
+                "statistics": {"enabled": False},
+                **(app or {}),
+            }
+        ],
+        "state": {"path": str(state_dir / "state.db")},
+        "sinks": sinks or [{"type": "file", "path": str(state_dir / "records.jsonl")}],
+        "log": {"level": "debug", "format": "json"},
+    }
+    if server is not None:
+        config["server"] = dict(server)
+    return config
+
+
+class DaemonProcess:
+    """One running daemon and the socket it notifies."""
+
+    def __init__(
+        self, process: subprocess.Popen[bytes], notify: NotifySocket, log_path: Path
+    ) -> None:
+        self.process = process
+        self.notify = notify
+        self.log_path = log_path
+
+    def signal(self, signum: int) -> None:
+        """Send ``signum`` to the daemon."""
+        self.process.send_signal(signum)
+
+    def stop(self, *, expect: int = 0) -> None:
+        """SIGTERM, then wait for the exit code ``expect``."""
+        self.signal(signal.SIGTERM)
+        code = self.process.wait(timeout=EXIT_TIMEOUT)
+        assert code == expect, f"exit {code}; log tail:\n{self.log_tail()}"
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to clean up."""
+        self.process.kill()
+        self.process.wait(timeout=EXIT_TIMEOUT)
+
+    def events(self, name: str | None = None) -> list[dict[str, Any]]:
+        """The daemon's JSON log lines so far (only those named ``name`` if given)."""
+        lines = self.log_path.read_text(errors="replace").splitlines()
+        parsed = [json.loads(line) for line in lines if line.startswith("{")]
+        return [event for event in parsed if name is None or event.get("event") == name]
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last lines of the log, for assertion messages."""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+@contextmanager
+def running_daemon(
+    directory: Path,
+    config: Mapping[str, Any],
+    *,
+    command: str = "run",
+    environ: Mapping[str, str] | None = None,
+    wait_ready: bool = True,
+) -> Iterator[DaemonProcess]:
+    """Start ``tcsms-poller <command>`` on ``config``; kill it on the way out if still running."""
+    directory.mkdir(parents=True, exist_ok=True)
+    config_path = directory / "config.yaml"
+    config_path.write_text(yaml.safe_dump(dict(config)))
+    log_path = directory / "daemon.log"
+    with ExitStack() as stack:
+        notify = stack.enter_context(notify_socket())
+        log_file = stack.enter_context(log_path.open("ab"))
+        env = {**os.environ, **notify.environ(), **(environ or {})}
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tcsms_poller", command, "-c", str(config_path)],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        daemon = DaemonProcess(process, notify, log_path)
+        try:
+            if wait_ready:
+                try:
+                    notify.wait_for("READY=1", timeout=READY_TIMEOUT)
+                except TimeoutError:
+                    raise AssertionError(f"not ready; log tail:\n{daemon.log_tail()}") from None
+            yield daemon
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait(timeout=EXIT_TIMEOUT)
