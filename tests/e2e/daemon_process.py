@@ -1,10 +1,10 @@
 """The daemon as a real child process: configured in a temp dir, watched over $NOTIFY_SOCKET.
 
-Usage::
+Usage (async, so an in-process emulator keeps serving while the test waits)::
 
-    with running_daemon(tmp_path, config) as daemon:   # returns once READY=1 arrived
+    async with running_daemon(tmp_path, config) as daemon:   # once READY=1 arrived
         ...
-        daemon.stop()                                    # SIGTERM, asserts exit 0
+        await daemon.stop()                                    # SIGTERM, asserts exit 0
 
 Its JSON log lines go to ``daemon.log`` in the temp dir (read them with ``log_events``), so a
 failing test can show what the daemon was doing.
@@ -17,11 +17,12 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
-from contextlib import ExitStack, contextmanager
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio
 import yaml
 
 from tests.support.notify_socket import NotifySocket, notify_socket
@@ -88,16 +89,27 @@ class DaemonProcess:
         """Send ``signum`` to the daemon."""
         self.process.send_signal(signum)
 
-    def stop(self, *, expect: int = 0) -> None:
+    async def wait(self) -> int:
+        """The exit code, once the daemon has exited on its own (or by a signal sent)."""
+        return await anyio.to_thread.run_sync(lambda: self.process.wait(timeout=EXIT_TIMEOUT))
+
+    async def stop(self, *, expect: int = 0) -> None:
         """SIGTERM, then wait for the exit code ``expect``."""
         self.signal(signal.SIGTERM)
-        code = self.process.wait(timeout=EXIT_TIMEOUT)
+        code = await self.wait()
         assert code == expect, f"exit {code}; log tail:\n{self.log_tail()}"
 
-    def kill(self) -> None:
+    async def kill(self) -> None:
         """SIGKILL: no chance to clean up."""
         self.process.kill()
-        self.process.wait(timeout=EXIT_TIMEOUT)
+        await self.wait()
+
+    async def wait_for_notify(self, line: str, timeout: float = READY_TIMEOUT) -> list[str]:
+        """Every notify message so far, once one has ``line`` (e.g. ``READY=1``)."""
+        try:
+            return await anyio.to_thread.run_sync(lambda: self.notify.wait_for(line, timeout))
+        except TimeoutError as error:
+            raise AssertionError(f"{error}; log tail:\n{self.log_tail()}") from None
 
     def events(self, name: str | None = None) -> list[dict[str, Any]]:
         """The daemon's JSON log lines so far (only those named ``name`` if given)."""
@@ -110,23 +122,21 @@ class DaemonProcess:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
-@contextmanager
-def running_daemon(
+@asynccontextmanager
+async def running_daemon(
     directory: Path,
     config: Mapping[str, Any],
     *,
     command: str = "run",
     environ: Mapping[str, str] | None = None,
     wait_ready: bool = True,
-) -> Iterator[DaemonProcess]:
+) -> AsyncIterator[DaemonProcess]:
     """Start ``tcsms-poller <command>`` on ``config``; kill it on the way out if still running."""
     directory.mkdir(parents=True, exist_ok=True)
     config_path = directory / "config.yaml"
     config_path.write_text(yaml.safe_dump(dict(config)))
     log_path = directory / "daemon.log"
-    with ExitStack() as stack:
-        notify = stack.enter_context(notify_socket())
-        log_file = stack.enter_context(log_path.open("ab"))
+    with notify_socket() as notify, log_path.open("ab") as log_file:
         env = {**os.environ, **notify.environ(), **(environ or {})}
         process = subprocess.Popen(
             [sys.executable, "-m", "tcsms_poller", command, "-c", str(config_path)],
@@ -137,12 +147,9 @@ def running_daemon(
         daemon = DaemonProcess(process, notify, log_path)
         try:
             if wait_ready:
-                try:
-                    notify.wait_for("READY=1", timeout=READY_TIMEOUT)
-                except TimeoutError:
-                    raise AssertionError(f"not ready; log tail:\n{daemon.log_tail()}") from None
+                await daemon.wait_for_notify("READY=1")
             yield daemon
         finally:
             if process.poll() is None:
                 process.kill()
-                process.wait(timeout=EXIT_TIMEOUT)
+                await daemon.wait()

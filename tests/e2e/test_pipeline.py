@@ -1,0 +1,172 @@
+"""The daemon as a subprocess against the emulator: exactly once, paging, restarts, crashes."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tcsms_poller.emulator import RunningEmulator
+from tests.e2e.conftest import expected_ids, read_jsonl, wait_until
+from tests.e2e.daemon_process import daemon_config, running_daemon
+
+pytestmark = pytest.mark.anyio
+
+NUMBER = "+8613711112222"
+
+
+async def inject(emulator: RunningEmulator, **records: Any) -> None:
+    async with httpx.AsyncClient() as client:
+        response = await client.post(
+            f"{emulator.url}/_emulator/records", json={"push": False, **records}
+        )
+        response.raise_for_status()
+
+
+async def truth(emulator: RunningEmulator) -> dict[str, Any]:
+    async with httpx.AsyncClient() as client:
+        response = await client.get(f"{emulator.url}/_emulator/truth")
+        return dict(response.json())
+
+
+def receipts(count: int, *, number: str = NUMBER, at: int | None = None) -> list[dict[str, Any]]:
+    """``count`` receipts for ``number``, several sharing each second."""
+    start = at or int(time.time()) - 3600
+    return [
+        {"phone_number": number, "user_receive_time": start + index // 3} for index in range(count)
+    ]
+
+
+def replies(count: int, *, number: str = NUMBER) -> list[dict[str, Any]]:
+    start = int(time.time()) - 600
+    return [
+        {"phone_number": number, "reply_content": f"reply {index}", "reply_time": start + index}
+        for index in range(count)
+    ]
+
+
+def ids_in(path: Path) -> list[str]:
+    return [record["id"] for record in read_jsonl(path)]
+
+
+async def test_every_record_arrives_exactly_once_in_the_file_sink(
+    tmp_path: Path, emulator: RunningEmulator
+) -> None:
+    """Queue pulls and per-number pulls see the same receipts: dedupe keeps one of each."""
+    other = "+8613711113333"
+    await inject(
+        emulator,
+        send_statuses=receipts(230) + receipts(40, number=other),
+        replies=replies(150) + replies(5, number=other),
+    )
+    expected = expected_ids(await truth(emulator))
+    assert len(expected) == 230 + 40 + 150 + 5
+    output = tmp_path / "records.jsonl"
+    config = daemon_config(
+        emulator.url,
+        tmp_path,
+        app={"by_number": {"numbers": [NUMBER, other], "interval": "1s", "replies": True}},
+    )
+    async with running_daemon(tmp_path, config) as daemon:
+        await wait_until(lambda: len(ids_in(output)) >= len(expected), what="every record")
+        await daemon.stop()
+    delivered = ids_in(output)
+    assert Counter(delivered).most_common(1)[0][1] == 1
+    assert set(delivered) == expected
+    duplicates = sum(event["duplicates"] for event in daemon.events("poll.completed"))
+    assert duplicates > 0  # the same receipts came by both routes and were merged
+
+
+async def test_one_number_pages_beyond_100(tmp_path: Path, emulator: RunningEmulator) -> None:
+    """250 receipts of one number within minutes need three pages; none is missed."""
+    await inject(emulator, send_statuses=receipts(250))
+    output = tmp_path / "records.jsonl"
+    config = daemon_config(
+        emulator.url,
+        tmp_path,
+        app={
+            "replies": {"enabled": False},
+            "send_status": {"enabled": False},
+            "by_number": {"numbers": [NUMBER], "interval": "1h"},
+        },
+    )
+    async with running_daemon(tmp_path, config) as daemon:
+        await wait_until(lambda: len(ids_in(output)) >= 250, what="250 receipts")
+        await daemon.stop()
+    assert sorted(ids_in(output)) == sorted(expected_ids(await truth(emulator)))
+    [by_number] = [event for event in daemon.events("poll.completed") if event["fetched"] >= 250]
+    assert by_number["requests"] >= 3
+
+
+async def test_restarts_and_kills_deliver_nothing_twice(
+    tmp_path: Path, emulator: RunningEmulator
+) -> None:
+    """A graceful restart and a kill -9 with records in flight: each record once, none lost."""
+    output = tmp_path / "records.jsonl"
+    config = daemon_config(
+        emulator.url,
+        tmp_path,
+        app={"by_number": {"numbers": [NUMBER], "interval": "1s", "replies": True}},
+    )
+    await inject(emulator, send_statuses=receipts(120), replies=replies(30))
+    async with running_daemon(tmp_path, config) as daemon:
+        await wait_until(lambda: len(ids_in(output)) >= 150, what="the first records")
+        await daemon.stop()
+    await inject(emulator, send_statuses=receipts(60, at=int(time.time()) - 60))
+    async with running_daemon(tmp_path, config) as daemon:
+        await wait_until(lambda: len(ids_in(output)) >= 210, what="the later records")
+        await inject(emulator, replies=replies(20, number="+8613799990000"))
+        await daemon.kill()
+    async with running_daemon(tmp_path, config) as daemon:
+        expected = expected_ids(await truth(emulator))
+        await wait_until(lambda: set(ids_in(output)) >= expected, what="every record")
+        await daemon.stop()
+    delivered = ids_in(output)
+    assert len(delivered) == len(set(delivered))
+    assert set(delivered) == expected
+
+
+async def test_once_pulls_drains_and_exits_zero(tmp_path: Path, emulator: RunningEmulator) -> None:
+    await inject(emulator, send_statuses=receipts(30), replies=replies(10))
+    output = tmp_path / "records.jsonl"
+    config = daemon_config(emulator.url, tmp_path)
+    async with running_daemon(tmp_path, config, command="once", wait_ready=False) as daemon:
+        assert await daemon.wait() == 0, daemon.log_tail()
+    assert set(ids_in(output)) == expected_ids(await truth(emulator))
+    async with running_daemon(tmp_path, config, command="once", wait_ready=False) as daemon:
+        assert await daemon.wait() == 0
+    assert len(ids_in(output)) == 40  # a second pass finds nothing new
+
+
+async def test_sighup_adds_numbers_from_the_numbers_file(
+    tmp_path: Path, emulator: RunningEmulator
+) -> None:
+    later = "+8613755556666"
+    numbers_file = tmp_path / "numbers.txt"
+    numbers_file.write_text(f"{NUMBER}\n")
+    await inject(emulator, send_statuses=receipts(5) + receipts(7, number=later))
+    output = tmp_path / "records.jsonl"
+    config = daemon_config(
+        emulator.url,
+        tmp_path,
+        app={
+            "replies": {"enabled": False},
+            "send_status": {"enabled": False},
+            "by_number": {"numbers_file": str(numbers_file), "interval": "500ms"},
+        },
+    )
+    async with running_daemon(tmp_path, config) as daemon:
+        await wait_until(lambda: len(ids_in(output)) >= 5, what="the first number's receipts")
+        numbers_file.write_text(f"{NUMBER}\n{later}\n")
+        daemon.signal(signal.SIGHUP)
+        await wait_until(lambda: len(ids_in(output)) >= 12, what="the added number's receipts")
+        await daemon.stop()
+    assert len(set(ids_in(output))) == 12
+    # One number from the file at start, the other one at the reload.
+    assert [event["added"] for event in daemon.events("numbers.synced")] == [1, 1]
+    assert len(daemon.events("daemon.reloaded")) == 1
