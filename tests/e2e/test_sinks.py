@@ -1,0 +1,102 @@
+"""Sinks in the running daemon: a webhook that fails and recovers, a dead letter, a plugin."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tcsms_poller.emulator import RunningEmulator
+from tcsms_poller.sinks.http import verify_signature
+from tests.e2e.conftest import expected_ids, read_jsonl, wait_until
+from tests.e2e.daemon_process import daemon_config, running_daemon
+from tests.e2e.test_pipeline import ids_in, inject, receipts, replies, truth
+from tests.sinks.test_third_party import install_example
+from tests.support.http_receiver import Reply, http_receiver
+
+pytestmark = pytest.mark.anyio
+HOOK_SECRET = "hook-secret-0123456789"
+
+
+def posted_ids(bodies: list[bytes]) -> list[str]:
+    return [record["id"] for body in bodies for record in json.loads(body)["records"]]
+
+
+async def test_a_failing_webhook_gets_everything_once_it_recovers(
+    tmp_path: Path, emulator: RunningEmulator
+) -> None:
+    """500s and a 429 while the file sink goes on; then every record, signed, in order."""
+    await inject(emulator, send_statuses=receipts(150), replies=replies(20))
+    expected = expected_ids(await truth(emulator))
+    output = tmp_path / "records.jsonl"
+    with http_receiver() as receiver:
+        receiver.script(
+            Reply(500), Reply(500), Reply(429, headers={"Retry-After": "1"}), Reply(503)
+        )
+        sinks = [
+            {"type": "file", "path": str(output)},
+            {
+                "type": "http",
+                "url": receiver.url,
+                "hmac_secret": HOOK_SECRET,
+                "batch_size": 50,
+                "max_backoff": "500ms",
+            },
+        ]
+        config = daemon_config(emulator.url, tmp_path, sinks=sinks)
+        async with running_daemon(tmp_path, config) as daemon:
+            await wait_until(lambda: set(ids_in(output)) == expected, what="the file sink")
+
+            def accepted() -> list[bytes]:  # after the four scripted failures
+                return [request.body for request in receiver.requests[4:]]
+
+            await wait_until(lambda: set(posted_ids(accepted())) == expected, what="the webhook")
+            await daemon.stop()
+        failed_bodies = [request.body for request in receiver.requests[:4]]
+    assert len(set(failed_bodies)) == 1  # the same first batch, retried until it went through
+    delivered = posted_ids(accepted())
+    assert len(delivered) == len(set(delivered))
+    assert delivered == ids_in(output)  # the same order as the file sink
+    for request in receiver.requests:
+        assert verify_signature(
+            HOOK_SECRET,
+            request.headers["X-Signature-Timestamp"],
+            request.body,
+            request.headers["X-Signature"],
+        )
+
+
+async def test_a_refused_batch_goes_to_the_dead_letter_file(
+    tmp_path: Path, emulator: RunningEmulator
+) -> None:
+    await inject(emulator, send_statuses=receipts(3))
+    expected = expected_ids(await truth(emulator))
+    with http_receiver() as receiver:
+        receiver.script(Reply(400, body=b'{"error":"schema mismatch"}'))
+        sinks = [{"type": "http", "url": receiver.url}]
+        config = daemon_config(emulator.url, tmp_path, sinks=sinks)
+        dead = tmp_path / "dead-letter" / "http.jsonl"
+        async with running_daemon(tmp_path, config) as daemon:
+            await wait_until(lambda: len(read_jsonl(dead)) == 3, what="dead letters")
+            await daemon.stop()
+    lines = read_jsonl(dead)
+    assert {line["record"]["id"] for line in lines} == expected
+    assert all("HTTP 400" in line["reason"] and line["sink"] == "http" for line in lines)
+
+
+async def test_a_third_party_sink_receives_records(
+    tmp_path: Path, emulator: RunningEmulator
+) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    install_example(site)
+    await inject(emulator, send_statuses=receipts(12))
+    output = tmp_path / "mysink.jsonl"
+    config = daemon_config(emulator.url, tmp_path, sinks=[{"type": "mysink", "path": str(output)}])
+    async with running_daemon(tmp_path, config, environ={"PYTHONPATH": str(site)}) as daemon:
+        await wait_until(lambda: len(ids_in(output)) == 12, what="the plugin's file")
+        await daemon.stop()
+    assert set(ids_in(output)) == expected_ids(await truth(emulator))
+    [loaded] = [e for e in daemon.events() if e.get("distribution") == "tcsms-poller-mysink"]
+    assert loaded["version"] == "0.1.0"
