@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -34,7 +35,7 @@ async def test_a_failing_webhook_gets_everything_once_it_recovers(
         receiver.script(
             Reply(500), Reply(500), Reply(429, headers={"Retry-After": "1"}), Reply(503)
         )
-        sinks = [
+        sinks: list[dict[str, Any]] = [
             {"type": "file", "path": str(output)},
             {
                 "type": "http",
