@@ -25,6 +25,7 @@ from tcsms_poller.emulator import (
     DEFAULT_SECRET_KEY,
     RunningEmulator,
 )
+from tcsms_poller.emulator.store import ReplyRecord, SendStatusRecord
 from tcsms_poller.tencent import API_VERSION, SERVICE
 from tcsms_poller.tencent.signing import TC3Auth
 
@@ -112,3 +113,25 @@ def sdk_client(
 async def in_thread(function: Callable[[], Any]) -> Any:
     """Run a blocking SDK call in a worker thread while the loop keeps serving."""
     return await anyio.to_thread.run_sync(function)
+
+
+def receipt(
+    at: int, serial: str, number: str = NUMBER, status: str = "SUCCESS"
+) -> SendStatusRecord:
+    """A receipt of ``number`` at UNIX time ``at``."""
+    return SendStatusRecord(
+        app_id=APP,
+        serial_no=serial,
+        phone_number=number,
+        country_code="86",
+        subscriber_number=number[3:],
+        report_status=status,
+        description="DELIVRD" if status == "SUCCESS" else "EXPIRED",
+        user_receive_time=at,
+        session_context=None,
+    )
+
+
+def reply(at: int, text: str, number: str = NUMBER) -> ReplyRecord:
+    """A reply from ``number`` at UNIX time ``at``."""
+    return ReplyRecord(APP, number, "86", number[3:], "Sign", text, at, "")

@@ -9,35 +9,13 @@ import pytest
 
 from tcsms_poller.emulator.actions import run_action
 from tcsms_poller.emulator.answers import ApiError
-from tcsms_poller.emulator.store import ReplyRecord, SendStatusRecord, Store
+from tcsms_poller.emulator.store import Store
 from tcsms_poller.records import BEIJING
-from tests.emulator.support import APP, NUMBER
+from tests.emulator.support import APP, NUMBER, receipt, reply
 
 NOW = 1_700_000_000
 DAY = 86_400
 OTHER = "+8613900001111"
-
-
-def receipt(
-    at: int, serial: str, number: str = NUMBER, status: str = "SUCCESS"
-) -> SendStatusRecord:
-    """A receipt of ``number`` at UNIX time ``at``."""
-    return SendStatusRecord(
-        app_id=APP,
-        serial_no=serial,
-        phone_number=number,
-        country_code="86",
-        subscriber_number=number[3:],
-        report_status=status,
-        description="DELIVRD" if status == "SUCCESS" else "EXPIRED",
-        user_receive_time=at,
-        session_context=None,
-    )
-
-
-def reply(at: int, text: str, number: str = NUMBER) -> ReplyRecord:
-    """A reply from ``number`` at UNIX time ``at``."""
-    return ReplyRecord(APP, number, "86", number[3:], "Sign", text, at, "")
 
 
 def hour(moment: int) -> str:
