@@ -104,10 +104,14 @@ class DaemonProcess:
         self.process.kill()
         await self.wait()
 
-    async def wait_for_notify(self, line: str, timeout: float = READY_TIMEOUT) -> list[str]:
-        """Every notify message so far, once one has ``line`` (e.g. ``READY=1``)."""
+    async def wait_for_notify(
+        self, line: str, timeout: float = READY_TIMEOUT, *, after: int = 0
+    ) -> list[str]:
+        """Every notify message so far, once one (from the ``after``-th on) has ``line``."""
         try:
-            return await anyio.to_thread.run_sync(lambda: self.notify.wait_for(line, timeout))
+            return await anyio.to_thread.run_sync(
+                lambda: self.notify.wait_for(line, timeout, after=after)
+            )
         except TimeoutError as error:
             raise AssertionError(f"{error}; log tail:\n{self.log_tail()}") from None
 

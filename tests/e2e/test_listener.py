@@ -92,7 +92,8 @@ async def test_healthz_follows_an_auth_failure_and_its_repair(
         await until(200)
         await daemon.stop()
     failures = daemon.events("poll.failed")
-    assert failures and all(event["level"] == "error" for event in failures)
+    assert failures
+    assert all(event["level"] == "error" for event in failures)
     assert SECRET_KEY not in daemon.log_path.read_text()
 
 

@@ -42,10 +42,13 @@ class NotifySocket:
         self.messages.append(message)
         return message
 
-    def wait_for(self, line: str, timeout: float = 10.0) -> list[str]:
-        """Receive until a datagram has ``line`` among its lines; every message read so far."""
+    def wait_for(self, line: str, timeout: float = 10.0, *, after: int = 0) -> list[str]:
+        """Receive until a datagram (from the ``after``-th on) has ``line`` among its lines.
+
+        Returns every message read so far.
+        """
         deadline = time.monotonic() + timeout
-        while not any(line in message.split("\n") for message in self.messages):
+        while not any(line in message.split("\n") for message in self.messages[after:]):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError(f"no {line!r} within {timeout}s; received {self.messages!r}")
