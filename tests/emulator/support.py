@@ -135,3 +135,15 @@ def receipt(
 def reply(at: int, text: str, number: str = NUMBER) -> ReplyRecord:
     """A reply from ``number`` at UNIX time ``at``."""
     return ReplyRecord(APP, number, "86", number[3:], "Sign", text, at, "")
+
+
+async def eventually(condition: Callable[[], bool], *, seconds: float = 10.0) -> None:
+    """Wait until ``condition`` holds, checking observable state every 10 ms, within ``seconds``.
+
+    For state the code under test exposes no event for (counters updated after an answer).
+    """
+    with anyio.fail_after(seconds):
+        while True:
+            if condition():
+                return
+            await anyio.sleep(0.01)
