@@ -1,0 +1,147 @@
+"""``tcsms-poller emulator``: the announcement line, a real server, SIGTERM, one-line errors."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+
+import anyio
+import httpx
+import pytest
+from anyio.streams.buffered import BufferedByteReceiveStream
+
+from tcsms_poller.cli import build_parser
+from tcsms_poller.commands.emulator import build_options, parse_fault, parse_listen
+from tcsms_poller.emulator import DEFAULT_RATE_LIMITS, Fault, FaultKind
+from tcsms_poller.exits import UsageError
+
+COMMAND = [sys.executable, "-m", "tcsms_poller", "emulator"]
+
+
+@pytest.mark.anyio
+async def test_the_command_announces_its_address_serves_and_stops_on_sigterm() -> None:
+    """The first stdout line names a working URL; SIGTERM ends it with exit code 0."""
+    args = ["--listen", "127.0.0.1:0", "--seed", "3", "--backfill", "1m", "--send-rate", "2"]
+    async with await anyio.open_process([*COMMAND, *args], stderr=subprocess.DEVNULL) as process:
+        assert process.stdout is not None
+        with anyio.fail_after(30):
+            line = await BufferedByteReceiveStream(process.stdout).receive_until(b"\n", 200)
+        prefix = b"emulator listening on http://127.0.0.1:"
+        assert line.startswith(prefix)
+        url = line.decode().removeprefix("emulator listening on ")
+        async with httpx.AsyncClient() as http:
+            truth = (await http.get(f"{url}/_emulator/truth")).json()
+        assert truth["seed"] == 3
+        assert truth["send_statuses"]  # a minute of history at 2 messages per second
+        process.send_signal(signal.SIGTERM)
+        with anyio.fail_after(30):
+            assert await process.wait() == 0
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--listen", "localhost"], "--listen 'localhost': expected HOST:PORT"),
+        (["--seed", "x"], "--seed:"),
+        (["--send-rate", "-1"], "--send-rate:"),
+        (["--rate-limit", "SendSms=5"], "--rate-limit:"),
+        (["--fault", "*:explode=1"], "--fault '*:explode=1':"),
+        (["--slack", "10"], "--slack '10': invalid duration"),
+        (["--app-id", "my-app"], "--app-id:"),
+        (["--push-status-url", "ftp://x"], "--push-status-url:"),
+    ],
+)
+def test_a_bad_flag_is_one_line_and_exit_code_2(flags: list[str], message: str) -> None:
+    """Each bad value is refused before anything starts, naming the flag, without a traceback."""
+    result = subprocess.run([*COMMAND, *flags], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("tcsms-poller: " + message)
+
+
+def _options(*flags: str) -> object:
+    return build_options(build_parser("emulator").parse_args(["emulator", *flags]))
+
+
+def test_flags_become_options() -> None:
+    """Listen address, apps, limits, traffic, faults and pushes reach the options."""
+    options = build_options(
+        build_parser("emulator").parse_args(
+            [
+                "emulator",
+                "--listen",
+                "[::1]:0",
+                "--app-id",
+                "1400000001",
+                "--app-id",
+                "1400000002",
+                "--rate-limit",
+                "PullSmsSendStatus=7",
+                "--slack",
+                "5ms",
+                "--send-rate",
+                "9.5",
+                "--backfill",
+                "2h",
+                "--fault",
+                "PullSmsSendStatus:http_error=0.25@502",
+                "--push-status-url",
+                "http://127.0.0.1:1/status",
+            ]
+        )
+    )
+    assert (options.host, options.port) == ("::1", 0)
+    assert options.app_ids == ("1400000001", "1400000002")
+    assert options.rate_limits == {**DEFAULT_RATE_LIMITS, "PullSmsSendStatus": 7}
+    assert options.slack == pytest.approx(0.005)
+    assert options.traffic is not None
+    assert options.traffic.send_rate == 9.5
+    assert options.traffic.backfill == 7200
+    assert options.faults == (
+        Fault(action="PullSmsSendStatus", kind=FaultKind.HTTP_ERROR, probability=0.25, status=502),
+    )
+    assert options.push.status_url == "http://127.0.0.1:1/status"
+
+
+def test_no_traffic_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--no-traffic turns generation off; TCSMS_EMULATOR_* fill in what flags do not give."""
+    monkeypatch.setenv("TCSMS_EMULATOR_APP_IDS", "1400000001, 1400000002")
+    monkeypatch.setenv("TCSMS_EMULATOR_SECRET_KEY", "from-env")
+    monkeypatch.setenv("TCSMS_EMULATOR_SEED", "42")
+    options = build_options(build_parser("emulator").parse_args(["emulator", "--no-traffic"]))
+    assert options.traffic is None
+    assert options.app_ids == ("1400000001", "1400000002")
+    assert options.secret_key == "from-env"
+    assert options.seed == 42
+
+
+def test_fault_specs() -> None:
+    """ACTION:KIND=PROBABILITY[@VALUE], the value meaning what the kind needs."""
+    assert parse_fault("*:latency=0.1@300ms") == Fault(
+        kind=FaultKind.LATENCY, probability=0.1, seconds=0.3
+    )
+    assert parse_fault("ReportConversion:internal_error=1@InternalError.Timeout") == Fault(
+        action="ReportConversion", kind=FaultKind.INTERNAL_ERROR, code="InternalError.Timeout"
+    )
+    assert parse_fault("*:truncated=0.5").kind is FaultKind.TRUNCATED
+    for bad in ("latency=1", "*:latency", "*:latency=x", "*:http_error=1@404"):
+        with pytest.raises(ValueError, match=r"."):
+            parse_fault(bad)
+
+
+def test_listen_addresses() -> None:
+    """HOST:PORT with IPv6 in brackets; the port is required."""
+    assert parse_listen("0.0.0.0:9000") == ("0.0.0.0", 9000)  # noqa: S104 -- parsing only
+    assert parse_listen("[::1]:0") == ("::1", 0)
+    for bad in ("9000", ":9000", "host:", "host:99999"):
+        with pytest.raises(ValueError, match="HOST:PORT"):
+            parse_listen(bad)
+
+
+def test_a_usage_error_is_raised_not_printed() -> None:
+    """build_options raises UsageError for the CLI to print (exit 2)."""
+    with pytest.raises(UsageError, match="--numbers"):
+        _options("--numbers", "0")
