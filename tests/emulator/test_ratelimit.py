@@ -62,7 +62,7 @@ def test_the_window_is_one_second_minus_slack() -> None:
     assert limiter.admit(0.991)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(
     rate=st.integers(1, 50),
     gaps=st.lists(st.floats(0.0, 0.2), min_size=1, max_size=300),
