@@ -14,14 +14,15 @@ from tcsms_poller.config import load_config
 from tcsms_poller.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[2]
-GUIDE = ROOT / "docs" / "operations.md"
+README = ROOT / "README.md"
 UNIT = ROOT / "systemd" / "tcsms-poller.service"
 CONFIG_MARK = "# /etc/tcsms-poller/config.yaml"
 _SUFFIXES = ("_total", "_bucket", "_count", "_sum", "_created")
 
 
 def guide() -> str:
-    return GUIDE.read_text()
+    """The README's Operations section, up to the next top-level section."""
+    return README.read_text().split("\n## Operations\n", 1)[1].split("\n## ", 1)[0]
 
 
 def code_blocks(language: str) -> list[str]:
