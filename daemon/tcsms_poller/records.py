@@ -34,6 +34,8 @@ __all__ = [
 
 Kind = Literal["send_status", "reply", "callback_statistics", "conversion"]
 BEIJING = timezone(timedelta(hours=8), "Asia/Shanghai")
+# One encoder for every record: json.dumps with options builds a new one per call.
+_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +59,7 @@ class Record:
             "received_at": self.received_at,
             **self.fields,
         }
-        return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        return _COMPACT.encode(document).encode("utf-8")
 
 
 def format_received_at(moment: datetime | float) -> str:
