@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -113,6 +114,79 @@ def test_numbers_file_skips_comments_blanks_and_repeats(tmp_path: Path) -> None:
     path = tmp_path / "numbers.txt"
     path.write_text("# tracked numbers\n+8613711112222\n\n+8613711113333  # vip\n+8613711112222\n")
     assert read_numbers_file(path) == ("+8613711112222", "+8613711113333")
+
+
+def numbers_by_the_rules(text: str) -> tuple[str, ...] | int:
+    """The numbers file rules applied a line at a time: the numbers, or the first bad line."""
+    numbers: dict[str, None] = {}
+    for line_number, line in enumerate(text.splitlines(), start=1):
+        number = line.split("#", 1)[0].strip()
+        if not number:
+            continue
+        if re.fullmatch(r"\+[1-9]\d{6,14}", number) is None:
+            return line_number
+        numbers[number] = None
+    return tuple(numbers)
+
+
+_number_lines = st.one_of(
+    st.from_regex(r"\+[1-9][0-9]{6,14}", fullmatch=True),
+    st.sampled_from(["+8613711112222", "+8613711113333"]),  # repeats
+    st.sampled_from(
+        [
+            "",
+            "# a comment",
+            "+8613711114444 # vip",
+            "13711112222",  # no +
+            "+0137111122",  # leading zero
+            "+86 137 1111 2222",
+            "+861371111222233334",  # too long
+            "+\u0668\u0666\u0661\u0663\u0667\u0661\u0661\u0661",  # Arabic-Indic digits
+            "\u00a0+8613711115555",  # no-break space
+            "+8613711116666\x0c",  # form feed: splitlines() ends the line there
+        ]
+    ),
+)
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    lines=st.lists(
+        st.tuples(
+            st.sampled_from(["", " ", "\t "]),
+            _number_lines,
+            st.sampled_from(["", "  ", "\t"]),
+            st.sampled_from(["\n", "\r\n"]),
+        ),
+        max_size=12,
+    ),
+    last_newline=st.booleans(),
+)
+def test_numbers_file_reads_as_its_line_rules_say(
+    tmp_path: Path, lines: list[tuple[str, str, str, str]], last_newline: bool
+) -> None:
+    """The fast path for plain files gives what the line-by-line rules give, errors included."""
+    text = "".join("".join(parts) for parts in lines)
+    if not last_newline:
+        text = text.rstrip("\r\n")
+    path = tmp_path / "numbers.txt"
+    path.write_bytes(text.encode("utf-8"))
+    expected = numbers_by_the_rules(text)
+    if isinstance(expected, int):
+        with pytest.raises(ConfigError, match=f"^{re.escape(str(path))}:{expected}: "):
+            read_numbers_file(path)
+    else:
+        assert read_numbers_file(path) == expected
+
+
+def test_a_bad_number_in_a_plain_numbers_file_names_its_line(tmp_path: Path) -> None:
+    """Without comments the file takes the fast path, which must still point at the line."""
+    path = tmp_path / "numbers.txt"
+    path.write_text("+8613711112222\n+8613711113333\n13711114444\n+8613711115555\n")
+    with pytest.raises(ConfigError, match=r"numbers\.txt:3: '13711114444' is not an E\.164"):
+        read_numbers_file(path)
 
 
 def test_the_example_configuration_passes_check_config(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ registry, so third-party sinks get the same strict checking and error messages a
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ from tcsms_poller.sinks.registry import load_sink_type
 __all__ = ["config_from_mapping", "load_config", "read_numbers_file", "render_config"]
 
 DEFAULT_SINKS = ({"type": "stdout"},)
+# A line of a numbers file without comments: blank, or one E.164 number (ASCII digits) in spaces.
+_PLAIN_LINE = re.compile(r"[ \t]*(?:\+[1-9][0-9]{6,14}[ \t]*)?\r?")
 
 
 def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
@@ -107,12 +110,23 @@ def _sink_problems(
 
 
 def read_numbers_file(path: Path) -> tuple[str, ...]:
-    """One E.164 number a line; blank lines and ``#`` comments allowed; duplicates ignored."""
+    """One E.164 number a line; blank lines and ``#`` comments allowed; duplicates ignored.
+
+    The file is read at every start and reload and may hold 100,000 numbers: a plain file
+    (numbers, blank lines, spaces) is checked by one regular expression a line, without a Python
+    loop, about twice as fast; anything else (comments, mistakes) takes the line-by-line path,
+    which also names the offending line.
+    """
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         reason = getattr(error, "strerror", None) or str(error)
         raise ConfigError(f"{path}: cannot read: {reason}") from None
+    lines = text.split("\n")
+    if all(map(_PLAIN_LINE.fullmatch, lines)):
+        plain = dict.fromkeys(map(str.strip, lines))
+        plain.pop("", None)  # the blank lines
+        return tuple(plain)
     numbers: dict[str, None] = {}
     for line_number, line in enumerate(text.splitlines(), start=1):
         number = line.split("#", 1)[0].strip()
