@@ -63,3 +63,32 @@ def test_baseline_compares_the_sdk_with_ours() -> None:
     assert figures["speedup"] > 1
     assert figures["sdk_gather_limit_errors"] > 0  # 30 at once against a limit of 20
     assert figures["sdk_gather_ok"] + figures["sdk_gather_limit_errors"] == 30
+
+
+def test_scale_reports_memory_scheduler_and_startup_on_a_small_state() -> None:
+    """bench/scale.py at a tiny size: a real daemon polls, starts, stops; every figure is sane."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(BENCH / "scale.py"),
+            *("--seen", "20000", "--numbers", "2000", "--run-seconds", "3"),
+            *("--ready-starts", "1", "--scheduler-picks", "2000"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr[-4000:]
+    figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    required = {"peak_rss_mb", "scheduler_us_per_request", "ready_s", "seen_ids", "numbers"}
+    assert required | {"state_mb", "machine", "target_met", "load_average"} <= figures.keys()
+    assert figures["verified"] is True
+    assert (figures["seen_ids"], figures["numbers"]) == (20_000, 2_000)
+    assert 20 < figures["peak_rss_mb"] < 1_000  # a Python daemon, not a leak nor a misread
+    assert 0 < figures["scheduler_us_per_request"] < 100_000
+    assert figures["scheduler_numbers_leased"] == 2_000
+    assert 0 < figures["ready_s"] < 30
+    assert 1 < figures["state_mb"] < 100
+    assert figures["numbers_polled"] > 0
+    assert figures["requests"]["PullSmsSendStatusByPhoneNumber"] > 0
