@@ -7,8 +7,11 @@ after the other against the same in-process emulator (strict default limits: 20 
 1. ours: the daemon's per-number machinery, exactly as ``bench/ratelimit.py`` runs it (the code
    is shared, in ``bench/_sweep.py``);
 2. the official SDK's synchronous ``SmsClient`` in a plain sequential loop (run in a worker
-   thread, so the emulator keeps serving on the event loop): never too fast, but one request at
-   a time, so each costs a full round trip;
+   thread, so the emulator keeps serving on the event loop): one request at a time, so each
+   costs a full round trip plus the SDK's own time per call (``requests`` underneath; about
+   45 ms a call against this emulator even with no added latency, most of it waiting on the
+   socket: ``sdk_sequential_ms_per_call`` shows it). With no latency at all it is fast enough
+   to be refused now and then;
 3. the official SDK's asyncio ``SmsClient`` (``sms_client_async``, in the installed SDK) with
    every number started at once, as ``asyncio.gather`` would (an anyio task group here) and no
    rate limiting: the only bound is the SDK's own connection pool (httpx's default, 100
@@ -198,8 +201,6 @@ def check(contenders: Contenders, count: int) -> list[str]:
                 f"{name}: the emulator saw {sdk.counts.requests} requests, {sdk.counts.ok} ok; "
                 f"the client counted {sdk.ok} ok of {sdk.answers.total()}"
             )
-    if contenders.sequential.ok != count:
-        problems.append(f"sdk sequential: {contenders.sequential.ok} of {count} succeeded")
     return problems
 
 
@@ -227,6 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     ours, sequential, gathered = contenders.ours, contenders.sequential, contenders.gathered
     speedup = sequential.sweep_s / ours.sweep_s
+    count, ideal = args.numbers, ours.ideal_s
     figures: dict[str, Any] = {
         "benchmark": "baseline",
         "ours_sweep_s": round(ours.sweep_s, 3),
@@ -237,6 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "sdk_gather_ok": gathered.ok,
         "sdk_gather_answers": dict(gathered.answers),
         "sdk_sequential_limit_errors": sequential.limit_errors,
+        "sdk_sequential_ms_per_call": round(sequential.sweep_s * 1000 / count, 1),
         "ours_limit_errors": ours.counts.limit_errors,
         "ours_utilization": round(ours.utilization, 4),
         "ours_sweep_ratio": round(ours.sweep_ratio, 4),
@@ -250,14 +253,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "load_avg_after": load_after,
         "machine": machine(),
     }
-    count, ideal = args.numbers, ours.ideal_s
     summary = [
         f"baseline: one sweep of {count:,} numbers, PullSmsSendStatusByPhoneNumber limited to "
         f"{ours.limit}/s (ideal {ideal:.2f} s), {args.latency_ms:g} ms added to every request",
         f"  ours            {ours.sweep_s:8.2f} s  {ours.sweep_s / ideal:.3f} x ideal, "
         f"{ours.counts.ok:,} ok, {ours.counts.limit_errors} RequestLimitExceeded",
         f"  SDK sequential  {sequential.sweep_s:8.2f} s  {sequential.sweep_s / ideal:.3f} x ideal, "
-        f"{sequential.ok:,} ok, {sequential.limit_errors} RequestLimitExceeded",
+        f"{sequential.ok:,} ok, {sequential.limit_errors} RequestLimitExceeded, "
+        f"{figures['sdk_sequential_ms_per_call']} ms a call",
         f"  SDK gather      {gathered.sweep_s:8.2f} s  {gathered.ok:,} ok, "
         f"{gathered.limit_errors:,} RequestLimitExceeded: "
         f"{count - gathered.ok:,} numbers not swept",
