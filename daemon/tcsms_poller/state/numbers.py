@@ -3,7 +3,7 @@
 The scheduler needs no task per number and no scan: ``lease_due`` takes the most overdue numbers
 of an app through the ``(app_id, next_due)`` index and pushes their ``next_due`` forward by a
 lease in the same statement, so a number being polled is not handed out twice. A successful poll
-sets the real ``next_due``; a crash simply lets the lease run out.
+sets the real ``next_due``, a failed one reschedules the number; a crash lets the lease run out.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ __all__ = [
     "oldest_due",
     "purge_expired_numbers",
     "remove_number",
+    "reschedule_number",
     "sync_numbers",
 ]
 
@@ -151,6 +152,15 @@ def advance_number(
         "reply_cursor = MAX(COALESCE(reply_cursor, 0), COALESCE(?, 0)) "
         "WHERE app_id = ? AND phone = ?",
         (next_due, polled_at, status_cursor, reply_cursor, app_id, phone),
+    )
+
+
+def reschedule_number(
+    connection: sqlite3.Connection, app_id: str, phone: str, *, next_due: float
+) -> None:
+    """Make a leased number due at ``next_due`` without touching its cursors (its poll failed)."""
+    connection.execute(
+        "UPDATE numbers SET next_due = ? WHERE app_id = ? AND phone = ?", (next_due, app_id, phone)
     )
 
 

@@ -245,6 +245,17 @@ class StateStore:
             partial(numbers.lease_due, app_id=app_id, now=self._clock(), limit=limit, lease=lease)
         )
 
+    async def reschedule_number(self, app_id: str, phone: str, *, delay: float) -> None:
+        """Make a leased number due again ``delay`` seconds from now, cursors unchanged."""
+        await self.write(
+            partial(
+                numbers.reschedule_number,
+                app_id=app_id,
+                phone=phone,
+                next_due=self._clock() + delay,
+            )
+        )
+
     async def list_numbers(
         self, *, app_id: str | None = None, after: tuple[str, str] | None = None, limit: int = 100
     ) -> list[TrackedNumber]:

@@ -56,6 +56,7 @@ class PollStats:
     duplicates: int = 0
     rejected: int = 0
     more_due: bool = False  # more work is waiting: start the next cycle at once
+    nothing_tracked: bool = False  # no work exists at all (no number): nothing can be failing
 
     def add(self, result: CommitResult, fetched: int, rejected: int = 0) -> None:
         """Count one committed page."""
@@ -165,8 +166,12 @@ async def poll_cycle(worker: Worker, ctx: WorkerContext) -> float | None:
         bound.exception("poll.crashed")
         pause = ctx.unhealthy_retry
     else:
-        health.succeeded()
-        ctx.metrics.last_success.labels(worker.name).set(ctx.clock())
+        # A round that sent nothing (no number was due yet) says nothing about the API: a worker
+        # whose last requests failed stays unhealthy until a request succeeds.
+        recovered = bool(stats.requests) or stats.nothing_tracked
+        if was_healthy or recovered:
+            health.succeeded()
+            ctx.metrics.last_success.labels(worker.name).set(ctx.clock())
         # An idle round (nothing was due) is not worth an info line every second.
         (bound.info if stats.requests else bound.debug)(
             "poll.completed",
@@ -179,8 +184,8 @@ async def poll_cycle(worker: Worker, ctx: WorkerContext) -> float | None:
         )
         if stats.more_due:
             pause = 0.0
-        if not stats.requests and was_healthy:
-            return pause
+        if not stats.requests and (was_healthy or not recovered):
+            return pause  # health unchanged: nothing to save
     await _save_health(ctx, worker.name, health)
     return pause
 

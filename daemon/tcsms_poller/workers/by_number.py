@@ -16,6 +16,7 @@ import anyio
 import structlog
 
 from tcsms_poller.records import Record, format_received_at, reply_record, send_status_record
+from tcsms_poller.state import StateError
 from tcsms_poller.state.numbers import TrackedNumber, advance_number
 from tcsms_poller.tencent.errors import AuthError, PermanentError, TencentError
 from tcsms_poller.tencent.models import RejectedItem
@@ -77,6 +78,8 @@ class ByNumberWorker:
         lag = max(0.0, now - oldest) if oldest is not None else 0.0
         ctx.metrics.by_number_lag.labels(self.app_id).set(lag)
         self._report_lag(lag, now)
+        if oldest is None:  # nothing tracked, so nothing failing: a past failure is over
+            return PollStats(nothing_tracked=True)
         numbers = await ctx.store.lease_due_numbers(
             self.app_id, limit=self._round_size, lease=LEASE
         )
@@ -111,6 +114,7 @@ class ByNumberWorker:
                 if self._replies:
                     await self._poll_kind(number, current.stats, replies=True)
             except PermanentError as error:
+                await self._retry_later(number)
                 if not isinstance(error, AuthError):
                     log.warning(
                         "by_number.number_failed",
@@ -122,6 +126,7 @@ class ByNumberWorker:
                     )
                 current.errors.append(error)
             except TencentError as error:
+                await self._retry_later(number)
                 current.errors.append(error)
                 log.warning(
                     "by_number.number_failed",
@@ -131,6 +136,15 @@ class ByNumberWorker:
                     request_id=error.request_id or None,
                     error=error.message,
                 )
+
+    async def _retry_later(self, number: TrackedNumber) -> None:
+        """A failed number is due again after its interval, not only when its lease runs out."""
+        try:
+            await self._ctx.store.reschedule_number(
+                self.app_id, number.phone, delay=self._number_interval
+            )
+        except StateError as error:  # the lease still brings the number back, later
+            log.error("state.write_failed", worker=self.name, error=str(error))
 
     async def _poll_kind(self, number: TrackedNumber, stats: PollStats, *, replies: bool) -> None:
         ctx = self._ctx
