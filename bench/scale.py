@@ -527,6 +527,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "numbers": args.numbers,
         "state_mb": round(size_mb, 1),
         "ready_s_each": [round(seconds, 3) for seconds in run.ready_s],
+        "rss_mb_at_ready": round(run.rss_mb[0], 1) if run.rss_mb else None,
         "rss_mb_last": round(run.rss_mb[-1], 1) if run.rss_mb else None,
         "polled_s": round(run.polled_s, 1),
         "numbers_polled": facts["polled"],
@@ -558,7 +559,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{built.seen_s:.1f} s); load average {load_before} -> {load_after}",
         f"  peak RSS        {run.peak_rss_mb:8.1f} MB  after {run.polled_s:.0f} s of polling, "
         f"{facts['polled']:,} numbers polled "
-        f"(target <= {TARGETS['peak_rss_mb']:.0f}: {verdict[met['peak_rss_mb']]})",
+        f"(target <= {TARGETS['peak_rss_mb']:.0f}: {verdict[met['peak_rss_mb']]}); RSS at READY "
+        f"{figures['rss_mb_at_ready']} MB, at the end {figures['rss_mb_last']} MB",
         f"  ready           {ready_s:8.3f} s   median of {len(run.ready_s)} "
         f"starts {figures['ready_s_each']} (target <= {TARGETS['ready_s']:.0f}: "
         f"{verdict[met['ready_s']]})",
