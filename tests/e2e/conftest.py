@@ -9,13 +9,22 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 import pytest
 
 from tcsms_poller.emulator import EmulatorOptions, RunningEmulator, run_emulator
 from tcsms_poller.records import reply_id
 from tcsms_poller.tencent.models import ReplyStatus
 
-__all__ = ["expected_ids", "free_port", "read_jsonl", "wait_until"]
+__all__ = [
+    "expected_ids",
+    "free_port",
+    "ids_in",
+    "read_jsonl",
+    "truth",
+    "truth_reply_id",
+    "wait_until",
+]
 
 
 @pytest.fixture
@@ -26,21 +35,41 @@ async def emulator() -> AsyncIterator[RunningEmulator]:
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Every complete line of a JSON Lines file (none if it does not exist yet)."""
+    """Every complete line of a JSON Lines file (none if it does not exist yet).
+
+    A line still being written (no newline yet) is left out: tests read while the daemon writes.
+    """
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line]
+    raw = path.read_bytes()
+    complete = raw[: raw.rfind(b"\n") + 1].decode()
+    return [json.loads(line) for line in complete.splitlines() if line]
+
+
+def ids_in(path: Path) -> list[str]:
+    """The ``id`` of every complete record in a JSON Lines sink file, in file order."""
+    return [record["id"] for record in read_jsonl(path)]
+
+
+async def truth(emulator: RunningEmulator) -> dict[str, Any]:
+    """``GET /_emulator/truth``: every record the emulator created, and when it handed it out."""
+    async with httpx.AsyncClient() as client:
+        response = await client.get(f"{emulator.url}/_emulator/truth")
+        response.raise_for_status()
+        return dict(response.json())
 
 
 def expected_ids(truth: dict[str, Any]) -> set[str]:
     """The record ids the emulator's receipts and replies must arrive under."""
     ids = {status["serial_no"] for status in truth["send_statuses"]}
-    for reply in truth["replies"]:
-        fields = {
-            key: value for key, value in reply.items() if key not in ("app_id", "handed_out_at")
-        }
-        ids.add(reply_id(reply["app_id"], ReplyStatus(**fields)))
+    ids.update(truth_reply_id(reply) for reply in truth["replies"])
     return ids
+
+
+def truth_reply_id(reply: dict[str, Any]) -> str:
+    """The record id a reply of ``/_emulator/truth`` arrives under."""
+    fields = {key: value for key, value in reply.items() if key not in ("app_id", "handed_out_at")}
+    return reply_id(reply["app_id"], ReplyStatus(**fields))
 
 
 async def wait_until(

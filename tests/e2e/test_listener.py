@@ -11,9 +11,9 @@ import httpx
 import pytest
 
 from tcsms_poller.emulator import EmulatorOptions, PushOptions, RunningEmulator, run_emulator
-from tests.e2e.conftest import expected_ids, free_port, read_jsonl, wait_until
+from tests.e2e.conftest import expected_ids, free_port, ids_in, read_jsonl, truth, wait_until
 from tests.e2e.daemon_process import APP, SECRET_ID, SECRET_KEY, daemon_config, running_daemon
-from tests.e2e.test_pipeline import ids_in, inject, receipts, replies, truth
+from tests.e2e.test_pipeline import inject, receipts, replies
 
 pytestmark = pytest.mark.anyio
 TOKEN = "listener-token-0123456789"

@@ -12,8 +12,10 @@ import httpx
 import pytest
 
 from tcsms_poller.emulator import RunningEmulator
-from tests.e2e.conftest import expected_ids, read_jsonl, wait_until
-from tests.e2e.daemon_process import daemon_config, running_daemon
+from tcsms_poller.state import StateStore
+from tcsms_poller.workers.by_number import LEASE
+from tests.e2e.conftest import expected_ids, ids_in, truth, wait_until
+from tests.e2e.daemon_process import APP, daemon_config, running_daemon
 
 pytestmark = pytest.mark.anyio
 
@@ -26,12 +28,6 @@ async def inject(emulator: RunningEmulator, **records: Any) -> None:
             f"{emulator.url}/_emulator/records", json={"push": False, **records}
         )
         response.raise_for_status()
-
-
-async def truth(emulator: RunningEmulator) -> dict[str, Any]:
-    async with httpx.AsyncClient() as client:
-        response = await client.get(f"{emulator.url}/_emulator/truth")
-        return dict(response.json())
 
 
 def receipts(count: int, *, number: str = NUMBER, at: int | None = None) -> list[dict[str, Any]]:
@@ -50,8 +46,19 @@ def replies(count: int, *, number: str = NUMBER) -> list[dict[str, Any]]:
     ]
 
 
-def ids_in(path: Path) -> list[str]:
-    return [record["id"] for record in read_jsonl(path)]
+def by_number_config(
+    emulator: RunningEmulator, directory: Path, by_number: dict[str, Any]
+) -> dict[str, Any]:
+    """A daemon polling per-number statuses only, so the queue workers take nothing first."""
+    return daemon_config(
+        emulator.url,
+        directory,
+        app={
+            "replies": {"enabled": False},
+            "send_status": {"enabled": False},
+            "by_number": by_number,
+        },
+    )
 
 
 async def test_every_record_arrives_exactly_once_in_the_file_sink(
@@ -86,15 +93,7 @@ async def test_one_number_pages_beyond_100(tmp_path: Path, emulator: RunningEmul
     """250 receipts of one number within minutes need three pages; none is missed."""
     await inject(emulator, send_statuses=receipts(250))
     output = tmp_path / "records.jsonl"
-    config = daemon_config(
-        emulator.url,
-        tmp_path,
-        app={
-            "replies": {"enabled": False},
-            "send_status": {"enabled": False},
-            "by_number": {"numbers": [NUMBER], "interval": "1h"},
-        },
-    )
+    config = by_number_config(emulator, tmp_path, {"numbers": [NUMBER], "interval": "1h"})
     async with running_daemon(tmp_path, config) as daemon:
         await wait_until(lambda: len(ids_in(output)) >= 250, what="250 receipts")
         await daemon.stop()
@@ -131,6 +130,25 @@ async def test_restarts_and_kills_deliver_nothing_twice(
     assert set(delivered) == expected
 
 
+async def test_a_number_leased_by_a_killed_daemon_is_polled_at_once_on_restart(
+    tmp_path: Path, emulator: RunningEmulator
+) -> None:
+    """A kill -9 mid-poll leaves the number leased for minutes; the next start releases it."""
+    await inject(emulator, send_statuses=receipts(5))
+    output = tmp_path / "records.jsonl"
+    config = by_number_config(emulator, tmp_path, {"numbers": [NUMBER], "interval": "1h"})
+    # What a daemon killed during the number's first poll leaves in the state.
+    store = await StateStore.open(tmp_path / "state.db", dedupe_ttl=8 * 86_400)
+    await store.sync_numbers(APP, "config", [NUMBER])
+    assert len(await store.lease_due_numbers(APP, limit=10, lease=LEASE)) == 1
+    await store.aclose()
+    async with running_daemon(tmp_path, config) as daemon:
+        await wait_until(lambda: len(ids_in(output)) == 5, timeout=30, what="the receipts")
+        await daemon.stop()
+    [released] = daemon.events("numbers.leases_released")
+    assert released["released"] == 1
+
+
 async def test_once_pulls_drains_and_exits_zero(tmp_path: Path, emulator: RunningEmulator) -> None:
     await inject(emulator, send_statuses=receipts(30), replies=replies(10))
     output = tmp_path / "records.jsonl"
@@ -151,14 +169,8 @@ async def test_sighup_adds_numbers_from_the_numbers_file(
     numbers_file.write_text(f"{NUMBER}\n")
     await inject(emulator, send_statuses=receipts(5) + receipts(7, number=later))
     output = tmp_path / "records.jsonl"
-    config = daemon_config(
-        emulator.url,
-        tmp_path,
-        app={
-            "replies": {"enabled": False},
-            "send_status": {"enabled": False},
-            "by_number": {"numbers_file": str(numbers_file), "interval": "500ms"},
-        },
+    config = by_number_config(
+        emulator, tmp_path, {"numbers_file": str(numbers_file), "interval": "500ms"}
     )
     async with running_daemon(tmp_path, config) as daemon:
         await wait_until(lambda: len(ids_in(output)) >= 5, what="the first number's receipts")

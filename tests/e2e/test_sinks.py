@@ -10,9 +10,9 @@ import pytest
 
 from tcsms_poller.emulator import RunningEmulator
 from tcsms_poller.sinks.http import verify_signature
-from tests.e2e.conftest import expected_ids, read_jsonl, wait_until
+from tests.e2e.conftest import expected_ids, ids_in, read_jsonl, truth, wait_until
 from tests.e2e.daemon_process import daemon_config, running_daemon
-from tests.e2e.test_pipeline import ids_in, inject, receipts, replies, truth
+from tests.e2e.test_pipeline import inject, receipts, replies
 from tests.sinks.test_third_party import install_example
 from tests.support.http_receiver import Reply, http_receiver
 

@@ -78,6 +78,42 @@ async def test_advance_sets_next_due_and_cursors_never_move_back(tmp_path: Path)
 
 
 @pytest.mark.anyio
+async def test_leases_of_a_dead_process_are_released_on_the_schedule(tmp_path: Path) -> None:
+    """At start, numbers leased mid-poll by a killed process are due again; others keep theirs."""
+    clock = FakeClock()
+    store = await open_store(tmp_path / "s.db", clock)
+    await store.sync_numbers(APP, "config", [A, B, C])
+    assert await due(store, lease=300) == [A, B, C]
+    # B finished its poll; C finished one and was leased again; A was never polled at all.
+    for phone in (B, C):
+        await store.commit(
+            [],
+            also=partial(
+                advance_number,
+                app_id=APP,
+                phone=phone,
+                next_due=clock.now + 60,
+                polled_at=clock.now,
+            ),
+        )
+    clock.now += 60
+    assert await due(store, lease=300) == [B, C]
+    await store.commit(
+        [],
+        also=partial(
+            advance_number, app_id=APP, phone=B, next_due=clock.now + 60, polled_at=clock.now
+        ),
+    )
+    # The process dies here, holding the leases of A and C.
+    assert await store.release_number_leases(APP, interval=60) == 2
+    assert await due(store, lease=300) == [A, C]  # A as added, C an interval after its poll
+    assert await due(store) == []  # B keeps its own schedule
+    clock.now += 60
+    assert await due(store) == [B]
+    await store.aclose()
+
+
+@pytest.mark.anyio
 async def test_api_numbers_expire(tmp_path: Path) -> None:
     """A number tracked for a while is not polled after its period and is purged."""
     clock = FakeClock()

@@ -8,17 +8,23 @@ Usage::
     assert [r.body for r in receiver.requests] == [...]
 
 It runs ``http.server`` in threads of its own, so the code under test talks to it over a real
-socket while the test's event loop stays free. Requests past the end of the script get 200.
+socket while the test's event loop stays free. Requests past the end of the script get
+``receiver.fallback`` (200 unless changed, e.g. to 503 for an outage of unknown length).
+``http_receiver(port=...)`` reopens a receiver on a port an earlier one used, so a downstream can
+go away (connections refused) and come back at the same URL.
 """
 
 from __future__ import annotations
 
+import socket
+import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 __all__ = ["Received", "Receiver", "Reply", "http_receiver"]
 
@@ -44,14 +50,16 @@ class Reply:
 
 
 class Receiver:
-    """The scripted server; ``requests`` lists what arrived, in order."""
+    """The scripted server; ``requests`` lists what arrived, ``accepted`` those answered 2xx."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self.requests: list[Received] = []
+        self.accepted: list[Received] = []
+        self.fallback = Reply()
         self.closed = threading.Event()
         self._script: list[Reply] = []
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._server = _Server(("127.0.0.1", port), _Handler)
         self._server.daemon_threads = True
         self._server.receiver = self  # type: ignore[attr-defined]  # (read by the handler)
         host, port = self._server.server_address[:2]
@@ -66,15 +74,50 @@ class Receiver:
         """Record ``request`` and pick its reply."""
         with self._lock:
             self.requests.append(request)
-            return self._script.pop(0) if self._script else Reply()
+            reply = self._script.pop(0) if self._script else self.fallback
+            if 200 <= reply.status < 300 and not reply.stall:
+                self.accepted.append(request)
+            return reply
 
     def serve(self) -> None:
         self._server.serve_forever(poll_interval=0.05)
 
     def close(self) -> None:
+        """Gone for good: no new connections, and kept-alive ones are cut off too."""
         self.closed.set()  # releases stalled handlers
         self._server.shutdown()
         self._server.server_close()
+        self._server.drop_connections()
+
+
+class _Server(ThreadingHTTPServer):
+    """Knows its open connections, so that closing it ends keep-alive connections as well."""
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        super().__init__(address, handler)
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        with self._connections_lock:
+            self._connections.add(request)
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._connections_lock:
+                self._connections.discard(request)
+
+    def drop_connections(self) -> None:
+        with self._connections_lock:
+            connections = list(self._connections)
+        for connection in connections:
+            with suppress(OSError):  # already closed by its handler
+                connection.shutdown(socket.SHUT_RDWR)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away (killed, reset) is not the receiver's error: no traceback."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -89,7 +132,11 @@ class _Handler(BaseHTTPRequestHandler):
     def _answer(self) -> None:
         receiver: Receiver = self.server.receiver  # type: ignore[attr-defined]
         length = int(self.headers.get("Content-Length") or 0)
-        request = Received(self.command, self.path, self.headers, self.rfile.read(length))
+        body = self.rfile.read(length)
+        if len(body) < length:  # the client went away mid-body (killed): no request arrived
+            self.close_connection = True
+            return
+        request = Received(self.command, self.path, self.headers, body)
         reply = receiver.take(request)
         if reply.stall:
             receiver.closed.wait()
@@ -108,9 +155,9 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 @contextmanager
-def http_receiver() -> Iterator[Receiver]:
-    """A running receiver on 127.0.0.1 and a free port, shut down on exit."""
-    receiver = Receiver()
+def http_receiver(port: int = 0) -> Iterator[Receiver]:
+    """A running receiver on 127.0.0.1 and ``port`` (0: a free one), shut down on exit."""
+    receiver = Receiver(port)
     thread = threading.Thread(target=receiver.serve, name="http-receiver", daemon=True)
     thread.start()
     try:

@@ -3,7 +3,8 @@
 The scheduler needs no task per number and no scan: ``lease_due`` takes the most overdue numbers
 of an app through the ``(app_id, next_due)`` index and pushes their ``next_due`` forward by a
 lease in the same statement, so a number being polled is not handed out twice. A successful poll
-sets the real ``next_due``, a failed one reschedules the number; a crash lets the lease run out.
+sets the real ``next_due``, a failed one reschedules the number; after a crash the next start
+releases the leases the dead process held (``release_leases``), so no number waits them out.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ __all__ = [
     "number_counts",
     "oldest_due",
     "purge_expired_numbers",
+    "release_leases",
     "remove_number",
     "reschedule_number",
     "sync_numbers",
@@ -153,6 +155,22 @@ def advance_number(
         "WHERE app_id = ? AND phone = ?",
         (next_due, polled_at, status_cursor, reply_cursor, app_id, phone),
     )
+
+
+def release_leases(connection: sqlite3.Connection, app_id: str, *, interval: float) -> int:
+    """Make the numbers a dead process had leased due on their schedule; return how many.
+
+    Called at start, when no poll of this process is running yet: a ``next_due`` later than
+    ``interval`` after the last poll (for a number never polled, later than when it was added)
+    can then only be a lease of a process killed mid-poll. Left alone it would keep the number
+    unpolled for the whole lease, after every crash.
+    """
+    cursor = connection.execute(
+        "UPDATE numbers SET next_due = COALESCE(last_polled_at + ?, added_at) "
+        "WHERE app_id = ? AND next_due > COALESCE(last_polled_at + ?, added_at)",
+        (interval, app_id, interval),
+    )
+    return cursor.rowcount
 
 
 def reschedule_number(

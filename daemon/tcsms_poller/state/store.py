@@ -245,6 +245,10 @@ class StateStore:
             partial(numbers.lease_due, app_id=app_id, now=self._clock(), limit=limit, lease=lease)
         )
 
+    async def release_number_leases(self, app_id: str, *, interval: float) -> int:
+        """At start: numbers leased by a process that died are due on their schedule again."""
+        return await self.write(partial(numbers.release_leases, app_id=app_id, interval=interval))
+
     async def reschedule_number(self, app_id: str, phone: str, *, delay: float) -> None:
         """Make a leased number due again ``delay`` seconds from now, cursors unchanged."""
         await self.write(
