@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
@@ -57,24 +58,24 @@ async def emulator() -> AsyncIterator[RunningEmulator]:
         yield running
 
 
-@pytest.fixture
-async def worker(
-    tmp_path: Path, emulator: RunningEmulator
+@asynccontextmanager
+async def by_number_worker(
+    directory: Path, emulator: RunningEmulator, numbers: list[str], *, rate: int
 ) -> AsyncIterator[tuple[ByNumberWorker, WorkerContext, Clock]]:
-    """A per-number worker tracking ``NUMBER``, with one attempt per request (no retries)."""
+    """A per-number worker tracking ``numbers`` at ``rate`` requests/s, one attempt a request."""
     clock = Clock()
     metrics = Metrics()
-    store = await StateStore.open(tmp_path / "state.db", dedupe_ttl=86_400.0, clock=clock)
+    store = await StateStore.open(directory / "state.db", dedupe_ttl=86_400.0, clock=clock)
     client = TencentClient(
         endpoint=emulator.url,
         region="ap-guangzhou",
         credentials=Credentials(DEFAULT_SECRET_ID, DEFAULT_SECRET_KEY),
-        limiters=RateLimiters(DEFAULT_RATE_LIMITS),
+        limiters=RateLimiters({**DEFAULT_RATE_LIMITS, STATUS_ACTION: rate}),
         metrics=metrics,
         retry=RetryPolicy(max_attempts=1, backoff=Backoff(initial=0.01, maximum=0.01)),
     )
     async with client:
-        await store.sync_numbers(DEFAULT_APP_ID, "config", [NUMBER])
+        await store.sync_numbers(DEFAULT_APP_ID, "config", numbers)
         ctx = WorkerContext(
             client=client,
             store=store,
@@ -89,6 +90,21 @@ async def worker(
         )
         yield by_number, ctx, clock
     await store.aclose()
+
+
+@pytest.fixture
+async def worker(
+    tmp_path: Path, emulator: RunningEmulator
+) -> AsyncIterator[tuple[ByNumberWorker, WorkerContext, Clock]]:
+    """A per-number worker tracking ``NUMBER`` under the default limit."""
+    rate = DEFAULT_RATE_LIMITS[STATUS_ACTION]
+    async with by_number_worker(tmp_path, emulator, [NUMBER], rate=rate) as running:
+        yield running
+
+
+def requests_of(emulator: RunningEmulator) -> int:
+    actions = emulator.state.stats_snapshot()["actions"]
+    return int(actions[STATUS_ACTION]["requests"]) if STATUS_ACTION in actions else 0
 
 
 async def next_due(store: StateStore) -> float:
@@ -116,9 +132,9 @@ async def test_rounds_with_nothing_due_keep_a_failing_worker_unhealthy(
     emulator.state.faults.replace([OUTAGE])
     await poll_cycle(by_number, ctx)
     assert not by_number.health.is_healthy
-    requests = emulator.state.stats_snapshot()["actions"][STATUS_ACTION]["requests"]
+    requests = requests_of(emulator)
     await poll_cycle(by_number, ctx)  # nothing is due: no request, no verdict
-    assert emulator.state.stats_snapshot()["actions"][STATUS_ACTION]["requests"] == requests
+    assert requests_of(emulator) == requests
     assert not by_number.health.is_healthy
     emulator.state.faults.replace([])
     clock.now += INTERVAL
@@ -137,3 +153,38 @@ async def test_a_failing_worker_with_no_numbers_left_is_healthy(
     await ctx.store.untrack_number(DEFAULT_APP_ID, NUMBER)
     await poll_cycle(by_number, ctx)
     assert by_number.health.is_healthy
+
+
+# -- rounds larger than one lease ---------------------------------------------------------------
+
+RATE = 4  # requests/s: a lease takes 2 * RATE numbers, the next follows at RATE left
+MANY = [f"+86137000000{index:02d}" for index in range(3 * 2 * RATE - 3)]
+
+
+async def test_a_round_keeps_leasing_while_numbers_are_due(
+    tmp_path: Path, emulator: RunningEmulator
+) -> None:
+    """More numbers due than one lease holds: one round polls them all, each once."""
+    async with by_number_worker(tmp_path, emulator, MANY, rate=RATE) as (by_number, ctx, clock):
+        stats = await by_number.poll()
+        assert stats.requests == requests_of(emulator) == len(MANY)
+        assert not stats.more_due
+        assert {number.next_due for number in await ctx.store.list_numbers()} == {
+            clock.now + INTERVAL
+        }
+
+
+async def test_a_stopping_daemon_polls_and_leases_no_more_numbers(
+    tmp_path: Path, emulator: RunningEmulator
+) -> None:
+    """Once the daemon stops, leased numbers waiting their turn are skipped, no more are leased.
+
+    The skipped ones keep their lease (the next start releases it); the rest stay due.
+    """
+    async with by_number_worker(tmp_path, emulator, MANY, rate=RATE) as (by_number, ctx, _):
+        ctx.stopping.set()
+        stats = await by_number.poll()
+        assert stats.requests == requests_of(emulator) == 0
+        due = await ctx.store.lease_due_numbers(DEFAULT_APP_ID, limit=len(MANY), lease=LEASE)
+        assert len(due) == len(MANY) - 2 * RATE
+        assert await ctx.store.release_number_leases(DEFAULT_APP_ID, interval=INTERVAL) == len(MANY)

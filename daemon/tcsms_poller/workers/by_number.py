@@ -1,15 +1,18 @@
 """Per-number worker: delivery receipts (and optionally replies) of every tracked number.
 
-Scheduling without a task per number and without scans: each round leases the most overdue
+Scheduling without a task per number and without scans: a round leases the most overdue
 numbers through the ``(app_id, next_due)`` index, polls them concurrently under the shared
 per-action limiter, and commits each page together with the number's cursor and next due time.
-When more numbers are due than the rate allows, the round is followed at once by another and
-numbers are simply polled less often than ``interval``; that lag is measured and reported.
+While numbers stay due, the round leases the next batch as soon as the work in hand drops below
+about a second's worth, so the limiter never idles waiting for a batch's slowest answer; a busy
+round ends after ``ROUND_BUDGET`` (for its ``poll.completed`` line) and the next starts at once.
+When more numbers are due than the rate allows, numbers are simply polled less often than
+``interval``; that lag is measured and reported.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 import anyio
@@ -18,7 +21,7 @@ import structlog
 from tcsms_poller.records import Record, format_received_at, reply_record, send_status_record
 from tcsms_poller.state import StateError
 from tcsms_poller.state.numbers import TrackedNumber, advance_number
-from tcsms_poller.tencent.errors import AuthError, PermanentError, TencentError
+from tcsms_poller.tencent.errors import AuthError, TencentError
 from tcsms_poller.tencent.models import RejectedItem
 from tcsms_poller.workers.base import PollStats, WorkerContext
 from tcsms_poller.workers.windows import PAGE_LIMIT, Window, first_window, next_window
@@ -32,6 +35,7 @@ REPLY_ACTION = "PullSmsReplyStatusByPhoneNumber"
 CHECK_PERIOD = 1.0  # how soon a newly tracked or newly due number is noticed
 LEASE = 300.0  # a leased number is due again after this if its poll never finished
 LAG_WARNING_EVERY = 60.0
+ROUND_BUDGET = 30.0  # a round that keeps finding due numbers stops leasing after this long
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,8 +50,33 @@ class _Fetched:
 
 @dataclass(slots=True)
 class _Round:
-    stats: PollStats
-    errors: list[TencentError]
+    """One round's tally, and how many of its numbers are still waiting or being polled."""
+
+    stats: PollStats = field(default_factory=PollStats)
+    errors: list[TencentError] = field(default_factory=list)
+    polled: int = 0
+    pending: int = 0
+    _drained: anyio.Event = field(default_factory=anyio.Event)
+    _low_water: int = 0
+
+    def started(self, count: int) -> None:
+        self.polled += count
+        self.pending += count
+
+    def finished(self) -> None:
+        self.pending -= 1
+        if self.pending <= self._low_water:
+            self._drained.set()
+
+    async def wait_until_at_most(self, pending: int) -> None:
+        """Return once no more than ``pending`` numbers of the round are left to poll."""
+        if self.pending > pending:
+            self._drained, self._low_water = anyio.Event(), pending
+            await self._drained.wait()
+
+    @property
+    def auth_failed(self) -> AuthError | None:
+        return next((e for e in self.errors if isinstance(e, AuthError)), None)
 
 
 class ByNumberWorker:
@@ -80,19 +109,31 @@ class ByNumberWorker:
         self._report_lag(lag, now)
         if oldest is None:  # nothing tracked, so nothing failing: a past failure is over
             return PollStats(nothing_tracked=True)
-        numbers = await ctx.store.lease_due_numbers(
-            self.app_id, limit=self._round_size, lease=LEASE
-        )
-        current = _Round(PollStats(), [])
+        current = _Round()
+        started = anyio.current_time()
         async with anyio.create_task_group() as tg:
-            for number in numbers:
-                tg.start_soon(self._poll_one, number, current)
-        auth = next((e for e in current.errors if isinstance(e, AuthError)), None)
+            while True:
+                numbers = await ctx.store.lease_due_numbers(
+                    self.app_id, limit=self._round_size, lease=LEASE
+                )
+                current.started(len(numbers))
+                for number in numbers:
+                    tg.start_soon(self._poll_one, number, current)
+                current.stats.more_due = len(numbers) == self._round_size
+                if (
+                    not current.stats.more_due
+                    or anyio.current_time() - started >= ROUND_BUDGET
+                    or ctx.stopping.is_set()
+                ):
+                    break
+                await current.wait_until_at_most(self._round_size // 2)
+                if current.auth_failed or ctx.stopping.is_set():
+                    break
+        auth = current.auth_failed
         if auth is not None:
             raise auth  # the account is at fault, not one number: stop the worker
-        if current.errors and len(current.errors) == len(numbers):
+        if current.errors and len(current.errors) == current.polled:
             raise current.errors[-1]
-        current.stats.more_due = len(numbers) == self._round_size
         return current.stats
 
     def _report_lag(self, lag: float, now: float) -> None:
@@ -108,26 +149,23 @@ class ByNumberWorker:
             )
 
     async def _poll_one(self, number: TrackedNumber, current: _Round) -> None:
-        async with self._in_flight:
-            try:
-                await self._poll_kind(number, current.stats, replies=False)
-                if self._replies:
-                    await self._poll_kind(number, current.stats, replies=True)
-            except PermanentError as error:
-                await self._retry_later(number)
-                if not isinstance(error, AuthError):
-                    log.warning(
-                        "by_number.number_failed",
-                        worker=self.name,
-                        number=number.phone,
-                        code=error.code,
-                        request_id=error.request_id or None,
-                        error=error.message,
-                    )
-                current.errors.append(error)
-            except TencentError as error:
-                await self._retry_later(number)
-                current.errors.append(error)
+        try:
+            async with self._in_flight:
+                if self._ctx.stopping.is_set():
+                    return  # leased but not polled: the next start releases its lease
+                await self._poll_number(number, current)
+        finally:
+            current.finished()
+
+    async def _poll_number(self, number: TrackedNumber, current: _Round) -> None:
+        try:
+            await self._poll_kind(number, current.stats, replies=False)
+            if self._replies:
+                await self._poll_kind(number, current.stats, replies=True)
+        except TencentError as error:
+            await self._retry_later(number)
+            current.errors.append(error)
+            if not isinstance(error, AuthError):  # the worker reports that one, once
                 log.warning(
                     "by_number.number_failed",
                     worker=self.name,
