@@ -8,7 +8,7 @@ and a sweep of N numbers is exactly N requests.
 
 Ours is the daemon's code path for one pass, as ``Daemon.run_once`` drives it: the configuration
 model, ``build_client`` (the real ``TencentClient`` with its process-wide ``RateLimiters``),
-``build_workers`` (which yields the ``ByNumberWorker`` and its lease scheduler over the real
+``build_workers`` (which yields the ``ByNumberWorker`` and its scheduler over the real
 SQLite state), ``Intake`` and ``poll_cycle`` repeated while more numbers are due. Sinks are left
 out: with empty pages there is nothing to deliver.
 

@@ -2,7 +2,7 @@
 
 Against the in-process emulator with strict default limits (``PullSmsSendStatusByPhoneNumber``
 at most 20 requests in any ``1 s - 10 ms``, checked over 1 and 2 s) and 150 ms added to every
-request, the daemon's own per-number machinery (``ByNumberWorker`` and its lease scheduler, the
+request, the daemon's own per-number machinery (``ByNumberWorker`` and its scheduler, the
 real ``TencentClient`` from ``build_client`` with its process-wide limiter, real SQLite state;
 see ``bench/_sweep.py``) polls every tracked number once. Figures:
 

@@ -16,12 +16,13 @@ the run. Then three figures:
   listed; the page cache is warm). Before each start, a process that only imports what ``run``
   imports is timed too (``imports_s``): the part no state size changes, under the same load.
 - ``scheduler_us_per_request``: in-process, against the same file once the daemon has stopped,
-  what the per-number worker spends on scheduling per number polled: each round's
-  ``oldest_due`` and lease (``lease_due_numbers``: its own write transaction, committed as the
-  daemon commits it, thread hops included) divided by the numbers it leased, plus the
-  ``advance_number`` statement that reschedules a polled number (the daemon runs it inside the
-  page's commit). The lease statement alone is reported beside it. The store's clock runs one
-  interval ahead, so every number is due, as for a daemon catching up after downtime.
+  what the per-number worker spends on scheduling per number polled: each round's read of the
+  most overdue numbers (``StateStore.due_numbers``: the lag read and the pick in one read
+  transaction, thread hops included, skipping the previous round's numbers as if still in
+  flight) divided by the numbers it picked, plus the ``advance_number`` statement that
+  reschedules a polled number (the daemon runs it inside the page's commit). The pick statement
+  alone is reported beside it. The store's clock runs one interval ahead, so every number is
+  due, as for a daemon catching up after downtime.
 
     .venv/bin/python bench/scale.py [--seen 1000000] [--numbers 100000] [--run-seconds 25]
         [--ready-starts 5] [--scheduler-picks 20000] [--dir DIR]
@@ -72,9 +73,9 @@ from tcsms_poller.emulator import (
 from tcsms_poller.logs import configure_logging
 from tcsms_poller.records import Record, format_received_at, reply_record, send_status_record
 from tcsms_poller.state import StateStore
-from tcsms_poller.state.numbers import TrackedNumber, advance_number, lease_due
+from tcsms_poller.state.numbers import TrackedNumber, advance_number, due_numbers
 from tcsms_poller.tencent.models import ReplyStatus, SendStatus
-from tcsms_poller.workers.by_number import LEASE, STATUS_ACTION
+from tcsms_poller.workers.by_number import STATUS_ACTION
 
 APP_ID = DEFAULT_APP_ID
 SINK = "file"  # the sink_name of the configured file sink: its cursor is acknowledged at build
@@ -82,7 +83,7 @@ DEDUPE_TTL = 8 * 86_400.0  # the daemon's default
 WEEK = 7 * 86_400.0
 INTERVAL = 7_200.0  # by_number.interval: 100,000 numbers at 20 req/s need 5,000 s a round
 BY_NUMBER_RATE = 20  # PullSmsSendStatusByPhoneNumber, requests per second
-ROUND = 2 * BY_NUMBER_RATE  # numbers leased per round, as ByNumberWorker sizes its rounds
+ROUND = 2 * BY_NUMBER_RATE  # numbers picked per round, as ByNumberWorker sizes its batches
 COMMIT_CHUNK = 5_000  # records a build commit; PURGE_BATCH, so one purge empties the outbox
 TRAFFIC_NUMBERS = 500  # the emulator sends to the numbers due first, so polls find records
 READY_TIMEOUT = 60.0
@@ -383,22 +384,23 @@ class SchedulerCost:
     """Seconds spent choosing (per round, and its SQL alone) and rescheduling (per number)."""
 
     pick_s: list[float] = field(default_factory=list)
-    lease_sql_s: list[float] = field(default_factory=list)
+    pick_sql_s: list[float] = field(default_factory=list)
     advance_s: list[float] = field(default_factory=list)
-    leased: int = 0
+    picked: int = 0
 
     @property
     def us_per_request(self) -> float:
-        if not self.leased:
+        if not self.picked:
             return 0.0
-        return (sum(self.pick_s) + sum(self.advance_s)) * 1e6 / self.leased
+        return (sum(self.pick_s) + sum(self.advance_s)) * 1e6 / self.picked
 
 
 async def time_scheduler(path: Path, picks: int) -> SchedulerCost:
-    """Lease rounds of ``ROUND`` numbers and reschedule each, as the worker does; see docstring.
+    """Pick rounds of ``ROUND`` numbers and reschedule each, as the worker does; see docstring.
 
     The store's clock runs ``INTERVAL`` ahead, so every number is due and every round finds
-    ``ROUND`` numbers, however many the daemon run polled.
+    ``ROUND`` numbers, however many the daemon run polled. A round's numbers are rescheduled
+    after the next round is picked, which must skip them: the worker's overlap of batches.
     """
     cost = SchedulerCost()
 
@@ -407,12 +409,14 @@ async def time_scheduler(path: Path, picks: int) -> SchedulerCost:
 
     store = await StateStore.open(path, dedupe_ttl=DEDUPE_TTL, clock=clock)  # synchronous FULL
 
-    def lease(connection: sqlite3.Connection) -> list[TrackedNumber]:
-        # What store.lease_due_numbers runs in its transaction, with the statement timed.
+    def pick(
+        connection: sqlite3.Connection, skip: frozenset[str]
+    ) -> tuple[float | None, list[TrackedNumber]]:
+        # What store.due_numbers runs in its read transaction, with the statement timed.
         started = time.perf_counter()
-        leased = lease_due(connection, APP_ID, now=clock(), limit=ROUND, lease=LEASE)
-        cost.lease_sql_s.append(time.perf_counter() - started)
-        return leased
+        picked = due_numbers(connection, APP_ID, now=clock(), limit=ROUND, skip=skip)
+        cost.pick_sql_s.append(time.perf_counter() - started)
+        return picked
 
     def reschedule(connection: sqlite3.Connection, phone: str, cursor: int | None) -> float:
         now = clock()
@@ -427,21 +431,23 @@ async def time_scheduler(path: Path, picks: int) -> SchedulerCost:
         )
         return time.perf_counter() - started
 
+    in_flight: list[TrackedNumber] = []
     try:
-        while cost.leased < picks:
+        while cost.picked < picks:
             started = time.perf_counter()
-            await store.oldest_due(APP_ID)  # the lag gauge, read every round
-            numbers = await store.write(lease)  # store.lease_due_numbers, timed inside
+            skip = frozenset(number.phone for number in in_flight)
+            _, numbers = await store.read(partial(pick, skip=skip))  # store.due_numbers
             cost.pick_s.append(time.perf_counter() - started)
             if not numbers:
                 break  # every number is scheduled in the future: nothing more to time
-            cost.leased += len(numbers)
-            for number in numbers:
+            cost.picked += len(numbers)
+            for number in in_flight:
                 cost.advance_s.append(
                     await store.write(
                         partial(reschedule, phone=number.phone, cursor=number.status_cursor)
                     )
                 )
+            in_flight = numbers
     finally:
         await store.aclose()
     return cost
@@ -461,7 +467,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--numbers", type=int, default=100_000, help="tracked (default 100000)")
     parser.add_argument("--run-seconds", type=float, default=25.0, help="polling before RSS")
     parser.add_argument("--ready-starts", type=int, default=5, help="daemon starts timed")
-    parser.add_argument("--scheduler-picks", type=int, default=20_000, help="numbers leased")
+    parser.add_argument("--scheduler-picks", type=int, default=20_000, help="numbers picked")
     parser.add_argument("--dir", type=Path, default=None, help="where the temp dir goes")
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args(argv)
@@ -495,10 +501,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ready_s = percentile(run.ready_s, 0.5)
     imports_median_s = percentile(run.imports_s, 0.5)
     state_part_s = percentile([r - i for r, i in zip(run.ready_s, run.imports_s, strict=True)], 0.5)
-    leased = max(cost.leased, 1)
-    pick_us = sum(cost.pick_s) * 1e6 / leased
-    lease_sql_us = sum(cost.lease_sql_s) * 1e6 / leased
-    advance_us_mean = sum(cost.advance_s) * 1e6 / leased
+    picked = max(cost.picked, 1)
+    pick_us = sum(cost.pick_s) * 1e6 / picked
+    pick_sql_us = sum(cost.pick_sql_s) * 1e6 / picked
+    advance_us_mean = sum(cost.advance_s) * 1e6 / max(len(cost.advance_s), 1)
     pick_ms = [seconds * 1e3 for seconds in cost.pick_s]
     advance_us = [seconds * 1e6 for seconds in cost.advance_s]
     values = {
@@ -514,8 +520,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         problems.append("the daemon polled no number")
     if facts["seen"] < args.seen or facts["tracked"] != args.numbers:
         problems.append(f"state holds {facts['seen']} ids and {facts['tracked']} numbers")
-    if cost.leased < min(args.scheduler_picks, args.numbers):
-        problems.append(f"only {cost.leased} numbers were due for the scheduler timing")
+    if cost.picked < min(args.scheduler_picks, args.numbers):
+        problems.append(f"only {cost.picked} numbers were due for the scheduler timing")
     figures: dict[str, Any] = {
         "benchmark": "scale",
         "peak_rss_mb": round(run.peak_rss_mb, 1),
@@ -538,13 +544,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "imports_s_each": [round(seconds, 3) for seconds in run.imports_s],
         "ready_minus_imports_s": round(state_part_s, 3),
         "scheduler_pick_us": round(pick_us, 1),
-        "scheduler_pick_sql_us": round(lease_sql_us, 1),
+        "scheduler_pick_sql_us": round(pick_sql_us, 1),
         "scheduler_advance_us": round(advance_us_mean, 1),
         "scheduler_pick_ms_per_round_p50": round(percentile(pick_ms, 0.5), 3),
         "scheduler_pick_ms_per_round_p99": round(percentile(pick_ms, 0.99), 3),
         "scheduler_advance_us_p50": round(percentile(advance_us, 0.5), 1),
         "scheduler_advance_us_p99": round(percentile(advance_us, 0.99), 1),
-        "scheduler_numbers_leased": cost.leased,
+        "scheduler_numbers_picked": cost.picked,
         "scheduler_round": ROUND,
         "build_numbers_s": round(built.numbers_s, 1),
         "build_seen_s": round(built.seen_s, 1),
@@ -568,10 +574,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"so {state_part_s:.3f} s config, state, sync of the numbers file, workers (median)",
         f"  scheduler       {cost.us_per_request:8.1f} µs  per number polled "
         f"(target <= {TARGETS['scheduler_us_per_request']:.0f}: "
-        f"{verdict[met['scheduler_us_per_request']]}), {cost.leased:,} numbers in rounds of "
+        f"{verdict[met['scheduler_us_per_request']]}), {cost.picked:,} numbers in rounds of "
         f"{ROUND}",
-        f"  (of which)      {pick_us:8.1f} µs  choosing: lag read, lease statement "
-        f"({lease_sql_us:.1f} µs), commit, thread hops; round p50 "
+        f"  (of which)      {pick_us:8.1f} µs  choosing: lag read and pick statement "
+        f"({pick_sql_us:.1f} µs), thread hops; round p50 "
         f"{figures['scheduler_pick_ms_per_round_p50']} ms",
         f"                  {advance_us_mean:8.1f} µs  rescheduling: advance_number (p50 "
         f"{figures['scheduler_advance_us_p50']} µs)",

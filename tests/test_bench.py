@@ -87,7 +87,7 @@ def test_scale_reports_memory_scheduler_and_startup_on_a_small_state() -> None:
     assert (figures["seen_ids"], figures["numbers"]) == (20_000, 2_000)
     assert 20 < figures["peak_rss_mb"] < 1_000  # a Python daemon, not a leak nor a misread
     assert 0 < figures["scheduler_us_per_request"] < 100_000
-    assert figures["scheduler_numbers_leased"] == 2_000
+    assert figures["scheduler_numbers_picked"] == 2_000
     assert 0 < figures["ready_s"] < 30
     assert 1 < figures["state_mb"] < 100
     assert figures["numbers_polled"] > 0

@@ -104,7 +104,6 @@ class Daemon:
         client = build_client(self.config, self.metrics, self._clock)
         try:
             await self._sync_numbers(self.config)
-            await self._release_leases(store)
             yield store, client
         finally:
             with anyio.move_on_after(5, shield=True):
@@ -271,14 +270,6 @@ class Daemon:
                     section=section,
                     hint="only numbers and sinks change on reload",
                 )
-
-    async def _release_leases(self, store: StateStore) -> None:
-        """Numbers a killed predecessor was polling are due again now, not when its lease ends."""
-        for app in self.config.apps:
-            app_id = app.sms_sdk_app_id
-            released = await store.release_number_leases(app_id, interval=app.by_number.interval)
-            if released:
-                log.info("numbers.leases_released", app_id=app_id, released=released)
 
     async def _sync_numbers(self, config: Config) -> None:
         """Make the tracked numbers of each app match its ``numbers`` and ``numbers_file``."""

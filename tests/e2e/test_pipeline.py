@@ -12,10 +12,8 @@ import httpx
 import pytest
 
 from tcsms_poller.emulator import RunningEmulator
-from tcsms_poller.state import StateStore
-from tcsms_poller.workers.by_number import LEASE
 from tests.e2e.conftest import expected_ids, ids_in, truth, wait_until
-from tests.e2e.daemon_process import APP, daemon_config, running_daemon
+from tests.e2e.daemon_process import daemon_config, running_daemon
 
 pytestmark = pytest.mark.anyio
 
@@ -128,25 +126,6 @@ async def test_restarts_and_kills_deliver_nothing_twice(
     delivered = ids_in(output)
     assert len(delivered) == len(set(delivered))
     assert set(delivered) == expected
-
-
-async def test_a_number_leased_by_a_killed_daemon_is_polled_at_once_on_restart(
-    tmp_path: Path, emulator: RunningEmulator
-) -> None:
-    """A kill -9 mid-poll leaves the number leased for minutes; the next start releases it."""
-    await inject(emulator, send_statuses=receipts(5))
-    output = tmp_path / "records.jsonl"
-    config = by_number_config(emulator, tmp_path, {"numbers": [NUMBER], "interval": "1h"})
-    # What a daemon killed during the number's first poll leaves in the state.
-    store = await StateStore.open(tmp_path / "state.db", dedupe_ttl=8 * 86_400)
-    await store.sync_numbers(APP, "config", [NUMBER])
-    assert len(await store.lease_due_numbers(APP, limit=10, lease=LEASE)) == 1
-    await store.aclose()
-    async with running_daemon(tmp_path, config) as daemon:
-        await wait_until(lambda: len(ids_in(output)) == 5, timeout=30, what="the receipts")
-        await daemon.stop()
-    [released] = daemon.events("numbers.leases_released")
-    assert released["released"] == 1
 
 
 async def test_once_pulls_drains_and_exits_zero(tmp_path: Path, emulator: RunningEmulator) -> None:

@@ -1,4 +1,4 @@
-"""Tracked numbers: syncing, leasing the most overdue first, cursors, expiry, paging."""
+"""Tracked numbers: syncing, the most overdue first, cursors, expiry, paging."""
 
 from __future__ import annotations
 
@@ -16,9 +16,10 @@ APP = "1400006666"
 A, B, C = "+8613700000001", "+8613700000002", "+8613700000003"
 
 
-async def due(store: StateStore, limit: int = 10, lease: float = 30.0) -> list[str]:
-    """Phones handed out by one lease."""
-    return [n.phone for n in await store.lease_due_numbers(APP, limit=limit, lease=lease)]
+async def due(store: StateStore, limit: int = 10, skip: frozenset[str] = frozenset()) -> list[str]:
+    """Phones of the most overdue numbers, ``skip`` left out."""
+    _, numbers = await store.due_numbers(APP, limit=limit, skip=skip)
+    return [number.phone for number in numbers]
 
 
 @pytest.mark.anyio
@@ -34,8 +35,10 @@ async def test_sync_adds_and_removes_only_its_origin(tmp_path: Path) -> None:
 
 
 @pytest.mark.anyio
-async def test_most_overdue_numbers_come_first_and_are_leased(tmp_path: Path) -> None:
-    """Leasing serves the oldest due time first and never hands a number out twice."""
+async def test_most_overdue_numbers_come_first_and_those_being_polled_are_skipped(
+    tmp_path: Path,
+) -> None:
+    """The oldest due time first; numbers in flight are left out, yet ``limit`` others found."""
     clock = FakeClock()
     store = await open_store(tmp_path / "s.db", clock)
     await store.sync_numbers(APP, "config", [A])
@@ -44,10 +47,25 @@ async def test_most_overdue_numbers_come_first_and_are_leased(tmp_path: Path) ->
     clock.now += 1
     await store.track_number(APP, C, track_for=3600)
     assert await due(store, limit=2) == [A, B]
-    assert await due(store, limit=2) == [C]
-    assert await due(store) == []
-    clock.now += 31  # the lease ran out without a successful poll: they are due again
-    assert await due(store) == [A, B, C]
+    assert await due(store, limit=2, skip=frozenset({A, B})) == [C]
+    assert await due(store, limit=1, skip=frozenset({A})) == [B]
+    assert await due(store, skip=frozenset({A, B, C})) == []
+    oldest, _ = await store.due_numbers(APP, limit=1)
+    assert oldest == clock.now - 2
+    await store.aclose()
+
+
+@pytest.mark.anyio
+async def test_nothing_due_and_nothing_tracked_differ(tmp_path: Path) -> None:
+    """The earliest due time tells "all polled for now" from "no number at all"."""
+    clock = FakeClock()
+    store = await open_store(tmp_path / "s.db", clock)
+    assert await store.due_numbers(APP, limit=5) == (None, [])
+    await store.sync_numbers(APP, "config", [A])
+    await store.reschedule_number(APP, A, delay=60)
+    assert await store.due_numbers(APP, limit=5) == (clock.now + 60, [])
+    clock.now += 60
+    assert await due(store) == [A]
     await store.aclose()
 
 
@@ -57,7 +75,6 @@ async def test_advance_sets_next_due_and_cursors_never_move_back(tmp_path: Path)
     clock = FakeClock()
     store = await open_store(tmp_path / "s.db", clock)
     await store.sync_numbers(APP, "config", [A])
-    await due(store)
 
     def advance(cursor: int) -> partial[None]:
         return partial(
@@ -74,42 +91,6 @@ async def test_advance_sets_next_due_and_cursors_never_move_back(tmp_path: Path)
     [number] = await store.list_numbers()
     assert number.status_cursor == 500
     assert number.next_due == clock.now + 60
-    await store.aclose()
-
-
-@pytest.mark.anyio
-async def test_leases_of_a_dead_process_are_released_on_the_schedule(tmp_path: Path) -> None:
-    """At start, numbers leased mid-poll by a killed process are due again; others keep theirs."""
-    clock = FakeClock()
-    store = await open_store(tmp_path / "s.db", clock)
-    await store.sync_numbers(APP, "config", [A, B, C])
-    assert await due(store, lease=300) == [A, B, C]
-    # B finished its poll; C finished one and was leased again; A was never polled at all.
-    for phone in (B, C):
-        await store.commit(
-            [],
-            also=partial(
-                advance_number,
-                app_id=APP,
-                phone=phone,
-                next_due=clock.now + 60,
-                polled_at=clock.now,
-            ),
-        )
-    clock.now += 60
-    assert await due(store, lease=300) == [B, C]
-    await store.commit(
-        [],
-        also=partial(
-            advance_number, app_id=APP, phone=B, next_due=clock.now + 60, polled_at=clock.now
-        ),
-    )
-    # The process dies here, holding the leases of A and C.
-    assert await store.release_number_leases(APP, interval=60) == 2
-    assert await due(store, lease=300) == [A, C]  # A as added, C an interval after its poll
-    assert await due(store) == []  # B keeps its own schedule
-    clock.now += 60
-    assert await due(store) == [B]
     await store.aclose()
 
 

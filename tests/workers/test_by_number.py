@@ -33,7 +33,7 @@ from tcsms_poller.state import StateStore
 from tcsms_poller.tencent.client import Credentials, RetryPolicy, TencentClient
 from tcsms_poller.tencent.ratelimit import RateLimiters
 from tcsms_poller.workers import ByNumberWorker, WorkerContext, poll_cycle
-from tcsms_poller.workers.by_number import LEASE, STATUS_ACTION
+from tcsms_poller.workers.by_number import STATUS_ACTION
 
 pytestmark = pytest.mark.anyio
 
@@ -115,13 +115,13 @@ async def next_due(store: StateStore) -> float:
 async def test_a_failed_number_is_due_again_after_its_interval_not_its_lease(
     worker: tuple[ByNumberWorker, WorkerContext, Clock], emulator: RunningEmulator
 ) -> None:
-    """One failed pull must not leave the number's receipts waiting for the 300 s lease."""
+    """A failed pull is tried again after the number's interval: not at once, not never."""
     by_number, ctx, clock = worker
     emulator.state.faults.replace([OUTAGE])
     await poll_cycle(by_number, ctx)
     assert by_number.health.reason is not None
     assert "HTTP503" in by_number.health.reason
-    assert await next_due(ctx.store) == clock.now + INTERVAL < clock.now + LEASE
+    assert await next_due(ctx.store) == clock.now + INTERVAL
 
 
 async def test_rounds_with_nothing_due_keep_a_failing_worker_unhealthy(
@@ -155,13 +155,13 @@ async def test_a_failing_worker_with_no_numbers_left_is_healthy(
     assert by_number.health.is_healthy
 
 
-# -- rounds larger than one lease ---------------------------------------------------------------
+# -- rounds larger than one batch ---------------------------------------------------------------
 
-RATE = 4  # requests/s: a lease takes 2 * RATE numbers, the next follows at RATE left
+RATE = 4  # requests/s: a batch is 2 * RATE numbers, the next follows at RATE left
 MANY = [f"+86137000000{index:02d}" for index in range(3 * 2 * RATE - 3)]
 
 
-async def test_a_round_keeps_leasing_while_numbers_are_due(
+async def test_a_round_keeps_taking_numbers_while_any_are_due(
     tmp_path: Path, emulator: RunningEmulator
 ) -> None:
     """More numbers due than one lease holds: one round polls them all, each once."""
@@ -174,17 +174,13 @@ async def test_a_round_keeps_leasing_while_numbers_are_due(
         }
 
 
-async def test_a_stopping_daemon_polls_and_leases_no_more_numbers(
+async def test_a_stopping_daemon_polls_no_more_numbers(
     tmp_path: Path, emulator: RunningEmulator
 ) -> None:
-    """Once the daemon stops, leased numbers waiting their turn are skipped, no more are leased.
-
-    The skipped ones keep their lease (the next start releases it); the rest stay due.
-    """
+    """Once the daemon stops, numbers waiting their turn are skipped and stay due."""
     async with by_number_worker(tmp_path, emulator, MANY, rate=RATE) as (by_number, ctx, _):
         ctx.stopping.set()
         stats = await by_number.poll()
         assert stats.requests == requests_of(emulator) == 0
-        due = await ctx.store.lease_due_numbers(DEFAULT_APP_ID, limit=len(MANY), lease=LEASE)
-        assert len(due) == len(MANY) - 2 * RATE
-        assert await ctx.store.release_number_leases(DEFAULT_APP_ID, interval=INTERVAL) == len(MANY)
+        _, due = await ctx.store.due_numbers(DEFAULT_APP_ID, limit=len(MANY))
+        assert len(due) == len(MANY)

@@ -1,16 +1,16 @@
 """Tracked phone numbers and their per-number cursors, scheduled by an index on ``next_due``.
 
-The scheduler needs no task per number and no scan: ``lease_due`` takes the most overdue numbers
-of an app through the ``(app_id, next_due)`` index and pushes their ``next_due`` forward by a
-lease in the same statement, so a number being polled is not handed out twice. A successful poll
-sets the real ``next_due``, a failed one reschedules the number; after a crash the next start
-releases the leases the dead process held (``release_leases``), so no number waits them out.
+The scheduler needs no task per number and no scan: ``due_numbers`` reads the most overdue
+numbers of an app through the ``(app_id, next_due)`` index, a read that commits nothing. The
+numbers being polled right now are the caller's to skip (it holds them in memory: one process
+polls a state database), so a crash leaves nothing behind to expire. A successful poll sets the
+next ``next_due`` in the commit of its page; a failed one reschedules the number.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 __all__ = [
@@ -18,12 +18,11 @@ __all__ = [
     "TrackedNumber",
     "add_number",
     "advance_number",
-    "lease_due",
+    "due_numbers",
     "list_numbers",
     "number_counts",
     "oldest_due",
     "purge_expired_numbers",
-    "release_leases",
     "remove_number",
     "reschedule_number",
     "sync_numbers",
@@ -123,18 +122,31 @@ def remove_number(connection: sqlite3.Connection, app_id: str, phone: str) -> bo
     return cursor.rowcount > 0
 
 
-def lease_due(
-    connection: sqlite3.Connection, app_id: str, *, now: float, limit: int, lease: float
-) -> list[TrackedNumber]:
-    """The up to ``limit`` most overdue live numbers of the app, leased for ``lease`` seconds."""
+def due_numbers(
+    connection: sqlite3.Connection,
+    app_id: str,
+    *,
+    now: float,
+    limit: int,
+    skip: Collection[str] = (),
+) -> tuple[float | None, list[TrackedNumber]]:
+    """The app's earliest ``next_due`` (None: nothing tracked) and its most overdue live numbers.
+
+    Up to ``limit`` numbers not in ``skip``, most overdue first. ``skip`` holds the numbers
+    being polled (their ``next_due`` moves when their page commits): reading ``limit +
+    len(skip)`` rows always finds ``limit`` others if that many are due, so the cost is bounded
+    by the work in flight, never by the number of tracked numbers.
+    """
+    oldest = oldest_due(connection, app_id)
+    if oldest is None or oldest > now:
+        return oldest, []
     rows = connection.execute(
-        f"UPDATE numbers SET next_due = ? WHERE (app_id, phone) IN ("  # noqa: S608 (columns only)
-        "  SELECT app_id, phone FROM numbers WHERE app_id = ? AND next_due <= ? "
-        "  AND (expires_at IS NULL OR expires_at > ?) ORDER BY next_due LIMIT ?"
-        f") RETURNING {_COLUMNS}",
-        (now + lease, app_id, now, now, limit),
-    ).fetchall()
-    return sorted((_number(row) for row in rows), key=lambda number: number.next_due)
+        f"SELECT {_COLUMNS} FROM numbers WHERE app_id = ? AND next_due <= ? "  # noqa: S608
+        "AND (expires_at IS NULL OR expires_at > ?) ORDER BY next_due LIMIT ?",
+        (app_id, now, now, limit + len(skip)),
+    )
+    picked = [number for number in map(_number, rows) if number.phone not in skip]
+    return oldest, picked[:limit]
 
 
 def advance_number(
@@ -157,26 +169,10 @@ def advance_number(
     )
 
 
-def release_leases(connection: sqlite3.Connection, app_id: str, *, interval: float) -> int:
-    """Make the numbers a dead process had leased due on their schedule; return how many.
-
-    Called at start, when no poll of this process is running yet: a ``next_due`` later than
-    ``interval`` after the last poll (for a number never polled, later than when it was added)
-    can then only be a lease of a process killed mid-poll. Left alone it would keep the number
-    unpolled for the whole lease, after every crash.
-    """
-    cursor = connection.execute(
-        "UPDATE numbers SET next_due = COALESCE(last_polled_at + ?, added_at) "
-        "WHERE app_id = ? AND next_due > COALESCE(last_polled_at + ?, added_at)",
-        (interval, app_id, interval),
-    )
-    return cursor.rowcount
-
-
 def reschedule_number(
     connection: sqlite3.Connection, app_id: str, phone: str, *, next_due: float
 ) -> None:
-    """Make a leased number due at ``next_due`` without touching its cursors (its poll failed)."""
+    """Make a number due at ``next_due`` without touching its cursors (its poll failed)."""
     connection.execute(
         "UPDATE numbers SET next_due = ? WHERE app_id = ? AND phone = ?", (next_due, app_id, phone)
     )

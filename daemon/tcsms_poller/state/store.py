@@ -237,20 +237,16 @@ class StateStore:
         """Stop tracking ``phone``; whether it was tracked."""
         return await self.write(partial(numbers.remove_number, app_id=app_id, phone=phone))
 
-    async def lease_due_numbers(
-        self, app_id: str, *, limit: int, lease: float
-    ) -> list[TrackedNumber]:
-        """The most overdue numbers of the app, leased for ``lease`` seconds."""
-        return await self.write(
-            partial(numbers.lease_due, app_id=app_id, now=self._clock(), limit=limit, lease=lease)
+    async def due_numbers(
+        self, app_id: str, *, limit: int, skip: frozenset[str] = frozenset()
+    ) -> tuple[float | None, list[TrackedNumber]]:
+        """The app's earliest due time and up to ``limit`` most overdue numbers not in ``skip``."""
+        return await self.read(
+            partial(numbers.due_numbers, app_id=app_id, now=self._clock(), limit=limit, skip=skip)
         )
 
-    async def release_number_leases(self, app_id: str, *, interval: float) -> int:
-        """At start: numbers leased by a process that died are due on their schedule again."""
-        return await self.write(partial(numbers.release_leases, app_id=app_id, interval=interval))
-
     async def reschedule_number(self, app_id: str, phone: str, *, delay: float) -> None:
-        """Make a leased number due again ``delay`` seconds from now, cursors unchanged."""
+        """Make a number due again ``delay`` seconds from now, cursors unchanged."""
         await self.write(
             partial(
                 numbers.reschedule_number,
@@ -267,10 +263,6 @@ class StateStore:
         return await self.read(
             partial(numbers.list_numbers, app_id=app_id, after=after, limit=limit)
         )
-
-    async def oldest_due(self, app_id: str) -> float | None:
-        """The earliest due time among the app's numbers, or None if none is tracked."""
-        return await self.read(partial(numbers.oldest_due, app_id=app_id))
 
     async def number_counts(self) -> dict[str, tuple[int, float]]:
         """Per app: how many numbers are tracked and the largest overdue time."""

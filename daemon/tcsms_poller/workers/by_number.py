@@ -1,11 +1,12 @@
 """Per-number worker: delivery receipts (and optionally replies) of every tracked number.
 
-Scheduling without a task per number and without scans: a round leases the most overdue
-numbers through the ``(app_id, next_due)`` index, polls them concurrently under the shared
-per-action limiter, and commits each page together with the number's cursor and next due time.
-While numbers stay due, the round leases the next batch as soon as the work in hand drops below
-about a second's worth, so the limiter never idles waiting for a batch's slowest answer; a busy
-round ends after ``ROUND_BUDGET`` (for its ``poll.completed`` line) and the next starts at once.
+Scheduling without a task per number and without scans: a round reads the most overdue numbers
+through the ``(app_id, next_due)`` index (skipping those it is polling, which it keeps in
+memory), polls them concurrently under the shared per-action limiter, and commits each page
+together with the number's cursor and next due time. While numbers stay due, the round takes the
+next batch as soon as the work in hand drops below about a second's worth, so the limiter never
+idles waiting for a batch's slowest answer; a busy round ends after ``ROUND_BUDGET`` (for its
+``poll.completed`` line) and the next starts at once.
 When more numbers are due than the rate allows, numbers are simply polled less often than
 ``interval``; that lag is measured and reported.
 """
@@ -33,9 +34,8 @@ log = structlog.get_logger("tcsms_poller.workers")
 STATUS_ACTION = "PullSmsSendStatusByPhoneNumber"
 REPLY_ACTION = "PullSmsReplyStatusByPhoneNumber"
 CHECK_PERIOD = 1.0  # how soon a newly tracked or newly due number is noticed
-LEASE = 300.0  # a leased number is due again after this if its poll never finished
 LAG_WARNING_EVERY = 60.0
-ROUND_BUDGET = 30.0  # a round that keeps finding due numbers stops leasing after this long
+ROUND_BUDGET = 30.0  # a round that keeps finding due numbers takes no more after this long
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,12 +97,13 @@ class ByNumberWorker:
         rate = ctx.client.rate_limit(STATUS_ACTION)
         self._round_size = max(1, 2 * rate)  # about two seconds of work at the full rate
         self._in_flight = anyio.CapacityLimiter(max(1, 2 * rate))
+        self._polling: set[str] = set()  # numbers handed to a task and not finished yet
         self._lag_logged_at = float("-inf")
 
     async def poll(self) -> PollStats:
         """One round: poll the most overdue numbers; more rounds follow while any are due."""
         ctx = self._ctx
-        oldest = await ctx.store.oldest_due(self.app_id)
+        oldest, numbers = await self._due()
         now = ctx.clock()
         lag = max(0.0, now - oldest) if oldest is not None else 0.0
         ctx.metrics.by_number_lag.labels(self.app_id).set(lag)
@@ -113,11 +114,9 @@ class ByNumberWorker:
         started = anyio.current_time()
         async with anyio.create_task_group() as tg:
             while True:
-                numbers = await ctx.store.lease_due_numbers(
-                    self.app_id, limit=self._round_size, lease=LEASE
-                )
                 current.started(len(numbers))
                 for number in numbers:
+                    self._polling.add(number.phone)
                     tg.start_soon(self._poll_one, number, current)
                 current.stats.more_due = len(numbers) == self._round_size
                 if (
@@ -129,12 +128,18 @@ class ByNumberWorker:
                 await current.wait_until_at_most(self._round_size // 2)
                 if current.auth_failed or ctx.stopping.is_set():
                     break
+                _, numbers = await self._due()
         auth = current.auth_failed
         if auth is not None:
             raise auth  # the account is at fault, not one number: stop the worker
         if current.errors and len(current.errors) == current.polled:
             raise current.errors[-1]
         return current.stats
+
+    async def _due(self) -> tuple[float | None, list[TrackedNumber]]:
+        return await self._ctx.store.due_numbers(
+            self.app_id, limit=self._round_size, skip=frozenset(self._polling)
+        )
 
     def _report_lag(self, lag: float, now: float) -> None:
         if lag > self._number_interval and now - self._lag_logged_at >= LAG_WARNING_EVERY:
@@ -152,9 +157,10 @@ class ByNumberWorker:
         try:
             async with self._in_flight:
                 if self._ctx.stopping.is_set():
-                    return  # leased but not polled: the next start releases its lease
+                    return  # not polled: still due, at the next start
                 await self._poll_number(number, current)
         finally:
+            self._polling.discard(number.phone)
             current.finished()
 
     async def _poll_number(self, number: TrackedNumber, current: _Round) -> None:
@@ -176,12 +182,12 @@ class ByNumberWorker:
                 )
 
     async def _retry_later(self, number: TrackedNumber) -> None:
-        """A failed number is due again after its interval, not only when its lease runs out."""
+        """A failed number is due again after its interval, not at once (which would spin)."""
         try:
             await self._ctx.store.reschedule_number(
                 self.app_id, number.phone, delay=self._number_interval
             )
-        except StateError as error:  # the lease still brings the number back, later
+        except StateError as error:  # still due: the next round tries it again
             log.error("state.write_failed", worker=self.name, error=str(error))
 
     async def _poll_kind(self, number: TrackedNumber, stats: PollStats, *, replies: bool) -> None:
