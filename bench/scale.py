@@ -209,7 +209,9 @@ def state_facts(path: Path, since: float) -> dict[str, int]:
     """Counts read straight from the file: seen ids, outbox rows, numbers polled since ``since``."""
     connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        (seen,) = connection.execute("SELECT COUNT(*) FROM seen").fetchone()
+        (seen,) = connection.execute(
+            "SELECT (SELECT COUNT(*) FROM seen) + (SELECT COUNT(*) FROM seen_recent)"
+        ).fetchone()
         (outbox,) = connection.execute("SELECT COUNT(*) FROM outbox").fetchone()
         (polled,) = connection.execute(
             "SELECT COUNT(*) FROM numbers WHERE last_polled_at >= ?", (since,)

@@ -2,7 +2,8 @@
 
 Appends (some rolled back as if the process died mid-transaction), acks per sink, purges and
 crashes (connection dropped, database reopened) in any order: every sink must still see exactly
-the committed records after its cursor, in order, each id once.
+the committed records after its cursor, in order, each id once. The dedupe set merges its recent
+ids into ``seen`` every few ids here, so merges, crashes and expiry interleave too.
 """
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from tcsms_poller.state import outbox
 from tcsms_poller.state.schema import migrate
+from tcsms_poller.state.seen import SeenIds
 
 from .test_store import record
 
 T = TypeVar("T")
 SINKS = ("file", "http")
 TTL = 1_000.0
+MERGE_AT = 4  # ids pending before they move into ``seen``: small, so merges happen often
 
 
 class OutboxMachine(RuleBasedStateMachine):
@@ -35,7 +38,7 @@ class OutboxMachine(RuleBasedStateMachine):
         super().__init__()
         self.directory = tempfile.TemporaryDirectory()
         self.path = Path(self.directory.name) / "state.db"
-        self.connection = self._connect()
+        self.connection, self.seen_ids = self._connect()
         self.now = 0.0
         self.committed: list[tuple[int, str]] = []  # (seq, id) in commit order
         self.seen: set[str] = set()
@@ -45,11 +48,11 @@ class OutboxMachine(RuleBasedStateMachine):
                 partial(outbox.sink_cursor, name=sink, now=0)
             ).acked_seq
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self) -> tuple[sqlite3.Connection, SeenIds]:
         connection = sqlite3.connect(self.path, isolation_level=None)
         connection.execute("PRAGMA journal_mode = WAL")
         migrate(connection)
-        return connection
+        return connection, SeenIds.open(connection, merge_at=MERGE_AT)
 
     def _transact(self, work: Callable[[sqlite3.Connection], T]) -> T:
         self.connection.execute("BEGIN IMMEDIATE")
@@ -62,13 +65,17 @@ class OutboxMachine(RuleBasedStateMachine):
         """Commit a page; a process that dies before COMMIT leaves no trace."""
         records = [record(i) for i in ids]
         self.connection.execute("BEGIN IMMEDIATE")
-        fresh = outbox.commit_records(self.connection, records, now=self.now, ttl=TTL)
+        self.seen_ids.begin()
+        fresh = outbox.commit_records(
+            self.connection, records, seen=self.seen_ids, now=self.now, ttl=TTL
+        )
         if dies:
             self.connection.close()
-            self.connection = self._connect()
+            self.connection, self.seen_ids = self._connect()
             return
         head = outbox.outbox_head(self.connection)
         self.connection.execute("COMMIT")
+        self.seen_ids.committed()
         expected = [i for n, i in enumerate(ids) if i not in self.seen and i not in ids[:n]]
         assert [r.id for r in fresh] == expected
         first = head - len(fresh) + 1
@@ -96,7 +103,7 @@ class OutboxMachine(RuleBasedStateMachine):
     def crash(self) -> None:
         """The process dies between transactions and starts again."""
         self.connection.close()
-        self.connection = self._connect()
+        self.connection, self.seen_ids = self._connect()
         for sink in SINKS:
             cursor = self._transact(partial(outbox.sink_cursor, name=sink, now=self.now))
             assert cursor.acked_seq == self.cursors[sink]

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from tcsms_poller.records import Record
 from tcsms_poller.sinks.base import OutboxRecord
+from tcsms_poller.state.seen import SeenIds
 from tcsms_poller.tencent.models import RejectedItem
 
 __all__ = [
@@ -29,8 +30,6 @@ __all__ = [
     "sink_cursor",
 ]
 
-_CHUNK = 500  # ids per IN (...) query; far below SQLite's bound-parameter limit
-
 
 @dataclass(frozen=True, slots=True)
 class SinkCursor:
@@ -40,13 +39,13 @@ class SinkCursor:
     position: Mapping[str, Any] | None
 
 
-def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
-    for start in range(0, len(items), _CHUNK):
-        yield items[start : start + _CHUNK]
-
-
 def commit_records(
-    connection: sqlite3.Connection, records: Sequence[Record], *, now: float, ttl: float
+    connection: sqlite3.Connection,
+    records: Sequence[Record],
+    *,
+    seen: SeenIds,
+    now: float,
+    ttl: float,
 ) -> list[Record]:
     """Mark unseen records seen and append them to the outbox; return the new ones.
 
@@ -55,27 +54,14 @@ def commit_records(
     """
     if not records:
         return []
-    ids = [record.id for record in records]
-    seen: set[str] = set()
-    for chunk in _chunks(ids):
-        placeholders = ",".join("?" * len(chunk))
-        rows = connection.execute(
-            f"SELECT id FROM seen WHERE id IN ({placeholders}) AND expires_at > ?",  # noqa: S608 (placeholders only)
-            (*chunk, now),
-        )
-        seen.update(row[0] for row in rows)
+    already = seen.seen(connection, [record.id for record in records], now=now)
     fresh: list[Record] = []
     for record in records:
-        if record.id not in seen:
-            seen.add(record.id)
+        if record.id not in already:
+            already.add(record.id)
             fresh.append(record)
     if fresh:
-        expires_at = int(now + ttl)
-        connection.executemany(
-            "INSERT INTO seen (id, expires_at) VALUES (?, ?) "
-            "ON CONFLICT (id) DO UPDATE SET expires_at = excluded.expires_at",
-            [(record.id, expires_at) for record in fresh],
-        )
+        seen.add(connection, (record.id for record in fresh), expires_at=int(now + ttl))
         connection.executemany(
             "INSERT INTO outbox (data) VALUES (?)", [(record.to_json(),) for record in fresh]
         )

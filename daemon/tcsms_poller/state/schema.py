@@ -80,6 +80,13 @@ MIGRATIONS: tuple[str, ...] = (
         updated_at REAL NOT NULL
     );
     """,
+    # 2: new seen ids are appended here first and merged into seen in batches (state/seen.py).
+    """
+    CREATE TABLE seen_recent (
+        id TEXT NOT NULL,
+        expires_at INTEGER NOT NULL
+    );
+    """,
 )
 
 

@@ -56,7 +56,9 @@ def read_snapshot(path: Path, *, now: float) -> dict[str, Any]:
             )
         ]
         (rejected,) = connection.execute("SELECT COUNT(*) FROM rejected").fetchone()
-        (seen,) = connection.execute("SELECT COUNT(*) FROM seen").fetchone()
+        (seen,) = connection.execute(
+            "SELECT (SELECT COUNT(*) FROM seen) + (SELECT COUNT(*) FROM seen_recent)"
+        ).fetchone()
         return {
             "database": str(path),
             "outbox_head": head,

@@ -28,6 +28,7 @@ from tcsms_poller.state.conversions import PendingConversion
 from tcsms_poller.state.numbers import TrackedNumber
 from tcsms_poller.state.outbox import SinkCursor
 from tcsms_poller.state.schema import SchemaError, migrate
+from tcsms_poller.state.seen import SeenIds
 from tcsms_poller.tencent.models import RejectedItem
 
 __all__ = ["CommitResult", "StateError", "StateStore"]
@@ -67,11 +68,13 @@ class StateStore:
         writer: sqlite3.Connection,
         reader: sqlite3.Connection,
         *,
+        seen: SeenIds,
         dedupe_ttl: float,
         clock: Callable[[], float],
     ) -> None:
         self._writer = writer
         self._reader = reader
+        self._seen = seen
         self._ttl = dedupe_ttl
         self._clock = clock
         self._write_lock = anyio.CapacityLimiter(1)
@@ -90,21 +93,22 @@ class StateStore:
     ) -> StateStore:
         """Open (creating and migrating as needed) the database at ``path``."""
 
-        def connect() -> tuple[sqlite3.Connection, sqlite3.Connection]:
+        def connect() -> tuple[sqlite3.Connection, sqlite3.Connection, SeenIds]:
             path.parent.mkdir(parents=True, exist_ok=True)
             writer = _connect(path, read_only=False, synchronous=synchronous)
             try:
                 migrate(writer)
-                return writer, _connect(path, read_only=True, synchronous=synchronous)
+                seen = SeenIds.open(writer)
+                return writer, _connect(path, read_only=True, synchronous=synchronous), seen
             except BaseException:
                 writer.close()
                 raise
 
         try:
-            writer, reader = await anyio.to_thread.run_sync(connect)
+            writer, reader, seen = await anyio.to_thread.run_sync(connect)
         except (sqlite3.Error, OSError, SchemaError) as error:
             raise StateError(f"cannot open state database {path}: {error}") from None
-        return cls(writer, reader, dedupe_ttl=dedupe_ttl, clock=clock)
+        return cls(writer, reader, seen=seen, dedupe_ttl=dedupe_ttl, clock=clock)
 
     async def aclose(self) -> None:
         """Close both connections (after the last write)."""
@@ -114,7 +118,13 @@ class StateStore:
 
     # -- transactions ----------------------------------------------------------------------
 
-    def _transact(self, connection: sqlite3.Connection, work: Transaction[T], begin: str) -> T:
+    def _transact(
+        self,
+        connection: sqlite3.Connection,
+        work: Transaction[T],
+        begin: str,
+        committed: Callable[[], None] | None = None,
+    ) -> T:
         connection.execute(begin)
         try:
             result = work(connection)
@@ -122,13 +132,25 @@ class StateStore:
             connection.rollback()
             raise
         connection.execute("COMMIT")
+        if committed is not None:
+            committed()
         return result
 
-    async def write(self, work: Transaction[T]) -> T:
-        """Run ``work`` in one write transaction on the writer thread."""
+    async def write(
+        self, work: Transaction[T], *, committed: Callable[[], None] | None = None
+    ) -> T:
+        """Run ``work`` in one write transaction on the writer thread.
+
+        ``committed`` runs right after the COMMIT, on that thread, before any other write.
+        """
         try:
             return await anyio.to_thread.run_sync(
-                self._transact, self._writer, work, "BEGIN IMMEDIATE", limiter=self._write_lock
+                self._transact,
+                self._writer,
+                work,
+                "BEGIN IMMEDIATE",
+                committed,
+                limiter=self._write_lock,
             )
         except sqlite3.Error as error:
             raise StateError(f"state database write failed: {error}") from None
@@ -157,14 +179,17 @@ class StateStore:
         now = self._clock()
 
         def work(connection: sqlite3.Connection) -> tuple[list[Record], int]:
-            fresh = outbox.commit_records(connection, records, now=now, ttl=self._ttl)
+            self._seen.begin()  # nothing of an earlier transaction that failed
+            fresh = outbox.commit_records(
+                connection, records, seen=self._seen, now=now, ttl=self._ttl
+            )
             if rejected:
                 outbox.quarantine(connection, rejected, source=source, now=now)
             if also is not None:
                 also(connection)
             return fresh, outbox.outbox_head(connection)
 
-        fresh, head = await self.write(work)
+        fresh, head = await self.write(work, committed=self._seen.committed)
         if head != self._head:
             self._head = head
             self._committed.set()

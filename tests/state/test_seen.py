@@ -1,0 +1,90 @@
+"""The dedupe set's two parts: recent ids (appended, mirrored in RAM) and the merged ``seen``."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tcsms_poller.state.schema import migrate
+from tcsms_poller.state.seen import SeenIds
+
+MERGE_AT = 3
+
+
+@pytest.fixture
+def connection(tmp_path: Path) -> Iterator[sqlite3.Connection]:
+    connection = sqlite3.connect(tmp_path / "state.db", isolation_level=None)
+    migrate(connection)
+    yield connection
+    connection.close()
+
+
+def add(connection: sqlite3.Connection, seen: SeenIds, ids: list[str], expires_at: int) -> None:
+    """One committed transaction that marks ``ids`` seen."""
+    connection.execute("BEGIN IMMEDIATE")
+    seen.begin()
+    seen.add(connection, ids, expires_at=expires_at)
+    connection.execute("COMMIT")
+    seen.committed()
+
+
+def rows(connection: sqlite3.Connection, table: str) -> int:
+    return int(connection.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])  # noqa: S608
+
+
+def test_recent_ids_are_seen_and_merge_into_seen_once_enough_are_pending(
+    connection: sqlite3.Connection,
+) -> None:
+    seen = SeenIds.open(connection, merge_at=MERGE_AT)
+    add(connection, seen, ["a", "b"], expires_at=100)
+    assert (len(seen), rows(connection, "seen_recent"), rows(connection, "seen")) == (2, 2, 0)
+    assert seen.seen(connection, ["a", "b", "c"], now=0) == {"a", "b"}
+    add(connection, seen, ["c"], expires_at=100)  # the third pending id: merged
+    assert (len(seen), rows(connection, "seen_recent"), rows(connection, "seen")) == (0, 0, 3)
+    assert seen.seen(connection, ["a", "b", "c", "d"], now=0) == {"a", "b", "c"}
+
+
+def test_expired_ids_are_unseen_in_both_parts(connection: sqlite3.Connection) -> None:
+    seen = SeenIds.open(connection, merge_at=MERGE_AT)
+    add(connection, seen, ["a", "b", "c"], expires_at=100)  # merged
+    add(connection, seen, ["d"], expires_at=100)  # recent
+    assert seen.seen(connection, ["a", "d"], now=99) == {"a", "d"}
+    assert seen.seen(connection, ["a", "d"], now=100) == set()
+
+
+def test_a_later_expiry_wins_when_an_id_comes_again(connection: sqlite3.Connection) -> None:
+    """An id seen again after its window is kept for the new window, in RAM and once merged."""
+    seen = SeenIds.open(connection, merge_at=MERGE_AT)
+    add(connection, seen, ["a"], expires_at=100)
+    add(connection, seen, ["a"], expires_at=300)
+    assert seen.seen(connection, ["a"], now=200) == {"a"}
+    add(connection, seen, ["b", "c"], expires_at=300)  # merged, "a" twice among the rows
+    assert connection.execute("SELECT id, expires_at FROM seen ORDER BY id").fetchall() == [
+        ("a", 300),
+        ("b", 300),
+        ("c", 300),
+    ]
+
+
+def test_a_transaction_that_never_commits_leaves_nothing(connection: sqlite3.Connection) -> None:
+    """Neither the rows nor the RAM mirror keep ids of a rolled-back transaction."""
+    seen = SeenIds.open(connection, merge_at=MERGE_AT)
+    connection.execute("BEGIN IMMEDIATE")
+    seen.begin()
+    seen.add(connection, ["a", "b", "c"], expires_at=100)  # would merge
+    connection.rollback()
+    seen.begin()  # the store's next transaction starts so
+    add(connection, seen, ["d"], expires_at=100)
+    assert seen.seen(connection, ["a", "b", "c", "d"], now=0) == {"d"}
+    assert (len(seen), rows(connection, "seen")) == (1, 0)
+
+
+def test_opening_merges_what_a_dead_process_left(connection: sqlite3.Connection) -> None:
+    """After a crash the RAM part is gone; opening moves its committed rows into ``seen``."""
+    add(connection, SeenIds.open(connection, merge_at=MERGE_AT), ["a", "b"], expires_at=100)
+    reopened = SeenIds.open(connection, merge_at=MERGE_AT)
+    assert (len(reopened), rows(connection, "seen_recent"), rows(connection, "seen")) == (0, 0, 2)
+    assert reopened.seen(connection, ["a", "b", "c"], now=0) == {"a", "b"}
