@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 REDACTED = "***"
-_E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+_E164 = re.compile(r"\+[1-9][0-9]{6,14}")  # ASCII digits only: \d takes any script's
 
 
 class SecretValue:
@@ -111,7 +111,7 @@ def _to_secret(value: Any) -> SecretValue:
 
 def is_e164(number: str) -> bool:
     """Whether ``number`` is ``+`` and 7-15 digits, no leading zero (ITU-T E.164)."""
-    return _E164.match(number) is not None
+    return _E164.fullmatch(number) is not None
 
 
 def _check_e164(number: str) -> str:

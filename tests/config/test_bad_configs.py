@@ -67,7 +67,7 @@ CASES = [
     (
         "app id letters",
         "tencent: {secret_id: a, secret_key: b}\napps:\n  - sms_sdk_app_id: abc\n",
-        "3: apps[0].sms_sdk_app_id: invalid value 'abc' (expected the pattern ^\\d{4,20}$)",
+        "3: apps[0].sms_sdk_app_id: invalid value 'abc' (expected the pattern ^[0-9]{4,20}$)",
     ),
     (
         "duplicate app",
@@ -103,6 +103,12 @@ CASES = [
         "bad number",
         GOOD_HEAD + "    by_number:\n      numbers: ['13711112222']\n",
         "7: apps[0].by_number.numbers[0]: '13711112222' is not an E.164 number like +8613711112222",
+    ),
+    (
+        "number in other digits",
+        GOOD_HEAD + "    by_number:\n      numbers: ['+\uff18\uff1613711112222']\n",
+        "7: apps[0].by_number.numbers[0]: '+\uff18\uff1613711112222' is not an E.164 number like "
+        "+8613711112222",
     ),
     (
         "enabled not bool",

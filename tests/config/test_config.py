@@ -246,7 +246,7 @@ def test_check_config_exits_78_with_one_line_and_no_traceback(tmp_path: Path) ->
     assert result.stdout == ""
     assert result.stderr == (
         f"tcsms-poller: configuration error: {path}:5: apps[0].sms_sdk_app_id: "
-        "invalid value '14x' (expected the pattern ^\\d{4,20}$)\n"
+        "invalid value '14x' (expected the pattern ^[0-9]{4,20}$)\n"
     )
 
 

@@ -146,7 +146,7 @@ class ConversionSettings(ConfigModel):
 class AppSettings(ConfigModel):
     """One SMS application (SdkAppId) and what to collect for it."""
 
-    sms_sdk_app_id: str = Field(pattern=r"^\d{4,20}$")
+    sms_sdk_app_id: str = Field(pattern=r"^[0-9]{4,20}$")
     replies: PollSettings = PollSettings()
     send_status: PollSettings = PollSettings(enabled=False)
     by_number: ByNumberSettings = ByNumberSettings()
