@@ -10,6 +10,8 @@ import pytest
 
 from tcsms_poller.records import Record
 from tcsms_poller.state import StateError, StateStore
+from tcsms_poller.state.schema import MIGRATIONS
+from tcsms_poller.state.status import read_snapshot
 from tcsms_poller.tencent.models import RejectedItem
 
 DAY = 86_400.0
@@ -205,6 +207,22 @@ async def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     connection.close()
     with pytest.raises(StateError, match="newer"):
         await open_store(path)
+
+
+@pytest.mark.anyio
+async def test_a_first_release_database_is_migrated_with_its_seen_ids(tmp_path: Path) -> None:
+    """An upgrade keeps every seen id; ``status`` reads the file before and after."""
+    path = tmp_path / "state.db"
+    connection = sqlite3.connect(path, isolation_level=None)
+    connection.executescript(f"BEGIN;{MIGRATIONS[0]}PRAGMA user_version = 1;COMMIT;")
+    clock = FakeClock()
+    connection.execute("INSERT INTO seen VALUES ('a', ?)", (int(clock.now + DAY),))
+    connection.close()
+    assert read_snapshot(path, now=clock.now)["seen_ids"] == 1
+    store = await open_store(path, clock)
+    assert (await store.commit([record("a"), record("b")])).duplicates == 1
+    await store.aclose()
+    assert read_snapshot(path, now=clock.now)["seen_ids"] == 2
 
 
 @pytest.mark.anyio

@@ -56,9 +56,9 @@ def read_snapshot(path: Path, *, now: float) -> dict[str, Any]:
             )
         ]
         (rejected,) = connection.execute("SELECT COUNT(*) FROM rejected").fetchone()
-        (seen,) = connection.execute(
-            "SELECT (SELECT COUNT(*) FROM seen) + (SELECT COUNT(*) FROM seen_recent)"
-        ).fetchone()
+        (seen,) = connection.execute("SELECT COUNT(*) FROM seen").fetchone()
+        if _has_table(connection, "seen_recent"):  # not before the daemon migrated the file
+            seen += connection.execute("SELECT COUNT(*) FROM seen_recent").fetchone()[0]
         return {
             "database": str(path),
             "outbox_head": head,
@@ -72,3 +72,8 @@ def read_snapshot(path: Path, *, now: float) -> dict[str, Any]:
         }
     finally:
         connection.close()
+
+
+def _has_table(connection: sqlite3.Connection, name: str) -> bool:
+    query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+    return connection.execute(query, (name,)).fetchone() is not None
