@@ -35,6 +35,7 @@ from tcsms_poller.logs import configure_logging
 
 __all__ = ["add_arguments", "execute"]
 
+SHARED_LOOP_SLACK = 0.1  # seconds; see _demo
 NUMBERS = tuple(f"+861370000{index:04d}" for index in range(1, 13))
 KINDS = ("send_status", "reply", "callback_statistics")
 
@@ -107,7 +108,12 @@ def _summary(daemon: Daemon, emulator: RunningEmulator, seconds: float) -> str:
 async def _demo(duration: float, seed: int) -> None:
     traffic = TrafficOptions(phone_numbers=NUMBERS, send_rate=4.0, reply_rate=0.5, backfill=900)
     with tempfile.TemporaryDirectory(prefix="tcsms-poller-demo-") as directory:
-        async with run_emulator(EmulatorOptions(seed=seed, traffic=traffic)) as emulator:
+        # The emulator shares the daemon's event loop here, so a request's arrival stamp also
+        # carries whatever the daemon was doing then (committing a page, rendering records): on a
+        # busy machine that is more than the usual 10 ms of slack. The limiter's exact window is
+        # proven on a fake clock in the tests, and against the strict emulator by the benchmarks.
+        options = EmulatorOptions(seed=seed, traffic=traffic, slack=SHARED_LOOP_SLACK)
+        async with run_emulator(options) as emulator:
             print(f"emulator listening on {emulator.url}", file=sys.stderr)
             daemon = Daemon(_config(emulator, Path(directory)))
             started = anyio.current_time()
