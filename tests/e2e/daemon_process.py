@@ -25,7 +25,7 @@ from typing import Any
 import anyio
 import yaml
 
-from tests.support.notify_socket import NotifySocket, notify_socket
+from tests.support.notify_socket import NotifySocket, SenderGoneError, notify_socket
 
 __all__ = ["DaemonProcess", "daemon_config", "running_daemon"]
 
@@ -110,10 +110,14 @@ class DaemonProcess:
         """Every notify message so far, once one (from the ``after``-th on) has ``line``."""
         try:
             return await anyio.to_thread.run_sync(
-                lambda: self.notify.wait_for(line, timeout, after=after)
+                lambda: self.notify.wait_for(
+                    line, timeout, after=after, gone=lambda: self.process.poll() is not None
+                )
             )
-        except TimeoutError as error:
-            raise AssertionError(f"{error}; log tail:\n{self.log_tail()}") from None
+        except (TimeoutError, SenderGoneError) as error:
+            code = self.process.poll()
+            exited = "" if code is None else f" (exit code {code})"
+            raise AssertionError(f"{error}{exited}; log tail:\n{self.log_tail()}") from None
 
     def events(self, name: str | None = None) -> list[dict[str, Any]]:
         """The daemon's JSON log lines so far (only those named ``name`` if given)."""

@@ -5,11 +5,12 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
+import anyio
 import pytest
 
 from tcsms_poller.emulator import RunningEmulator
 from tests.e2e.conftest import wait_until
-from tests.e2e.daemon_process import daemon_config, running_daemon
+from tests.e2e.daemon_process import READY_TIMEOUT, daemon_config, running_daemon
 
 pytestmark = pytest.mark.anyio
 
@@ -54,3 +55,15 @@ async def test_without_notify_socket_the_daemon_runs_just_the_same(
         await wait_until(lambda: bool(daemon.events("daemon.ready")), what="daemon.ready")
         await daemon.stop()
         assert daemon.notify.pending() == []
+
+
+async def test_a_daemon_that_exits_before_ready_fails_the_wait_at_once(
+    tmp_path: Path, emulator: RunningEmulator
+) -> None:
+    """No READY=1 will come from a dead process: the harness says so with its exit code."""
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    config = {**daemon_config(emulator.url, tmp_path), "state": {"path": str(blocker / "s.db")}}
+    with anyio.fail_after(READY_TIMEOUT / 2), pytest.raises(AssertionError, match="exit code 1"):
+        async with running_daemon(tmp_path, config):
+            pass

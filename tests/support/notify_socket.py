@@ -16,11 +16,17 @@ import socket
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["NotifySocket", "notify_socket"]
+__all__ = ["NotifySocket", "SenderGoneError", "notify_socket"]
+
+SENDER_CHECK = 0.25  # seconds between looks at whether the sender is still alive
+
+
+class SenderGoneError(AssertionError):
+    """The process that was to send the message exited without sending it."""
 
 
 class NotifySocket:
@@ -42,18 +48,31 @@ class NotifySocket:
         self.messages.append(message)
         return message
 
-    def wait_for(self, line: str, timeout: float = 10.0, *, after: int = 0) -> list[str]:
+    def wait_for(
+        self,
+        line: str,
+        timeout: float = 10.0,
+        *,
+        after: int = 0,
+        gone: Callable[[], bool] = lambda: False,
+    ) -> list[str]:
         """Receive until a datagram (from the ``after``-th on) has ``line`` among its lines.
 
-        Returns every message read so far.
+        Returns every message read so far. ``gone`` says the sender has exited: then whatever it
+        sent is read and, if ``line`` is not there, the wait fails at once, not at the timeout.
         """
         deadline = time.monotonic() + timeout
         while not any(line in message.split("\n") for message in self.messages[after:]):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError(f"no {line!r} within {timeout}s; received {self.messages!r}")
+            if gone():
+                self.pending()
+                if not any(line in message.split("\n") for message in self.messages[after:]):
+                    raise SenderGoneError(f"no {line!r}: the sender exited; got {self.messages!r}")
+                break
             try:
-                self.receive(remaining)
+                self.receive(min(remaining, SENDER_CHECK))
             except TimeoutError:
                 continue  # the loop condition reports what was received
         return list(self.messages)
