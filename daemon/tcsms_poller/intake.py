@@ -80,7 +80,7 @@ class Intake:
             try:
                 return await self.commit(records, source=source, rejected=rejected, also=also)
             except StateError as error:
-                health.failed(f"state database: {error}")
+                health.failed(str(error))  # it names the state database
                 log.error(
                     "state.commit_failed",
                     worker=health.name,

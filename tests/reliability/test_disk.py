@@ -168,7 +168,7 @@ async def test_a_full_disk_holds_the_page_in_hand_and_loses_nothing(
             assert now == held, "a queue was pulled while the page in hand could not be committed"
             body = await health.wait_for(503, unhealthy=list(QUEUES))
             for worker in QUEUES:
-                assert reason_of(body, worker).startswith("state database:"), body
+                assert reason_of(body, worker).startswith("state database write failed:"), body
             assert daemon.process.poll() is None, "the daemon died of a full disk"
 
             daemon.limit_file_size(resource.RLIM_INFINITY)

@@ -85,7 +85,7 @@ async def _stored(ctx: ListenerContext, work: Awaitable[T]) -> T:
     try:
         return await work
     except StateError as error:
-        ctx.health.failed(f"state database: {error}")
+        ctx.health.failed(str(error))  # it names the state database
         raise ApiError(503, "state database unavailable, try again") from None
 
 

@@ -60,7 +60,7 @@ async def receive_callback(request: Request) -> Response:
     try:
         await ctx.intake.commit(records, source=SOURCE)
     except StateError as error:
-        ctx.health.failed(f"state database: {error}")
+        ctx.health.failed(str(error))  # it names the state database
         raise ApiError(503, "not stored, try again", callback=True) from None
     ctx.health.succeeded()
     return JSONResponse(OK)

@@ -159,7 +159,7 @@ async def poll_cycle(worker: Worker, ctx: WorkerContext) -> float | None:
             retry_in_s=pause,
         )
     except StateError as error:
-        health.failed(f"state database: {error}")
+        health.failed(str(error))  # it names the state database
         bound.error("poll.failed", error=str(error))
     except Exception as error:  # noqa: BLE001 (a bug in one worker must not stop the others)
         health.failed(f"internal error: {type(error).__name__}: {error}")
