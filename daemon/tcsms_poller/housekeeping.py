@@ -18,7 +18,12 @@ log = structlog.get_logger("tcsms_poller.housekeeping")
 
 
 class Housekeeper:
-    """Runs every ``period`` seconds; each chore failing is logged and retried next time."""
+    """Runs every ``period`` seconds; each chore failing is logged and retried next time.
+
+    Its chores are the state's only regular transactions when no record arrives, so it also
+    reports the state database's health (the ``state`` part): a broken file shows in
+    ``/healthz`` even on a quiet day, not only when a page fails to commit.
+    """
 
     def __init__(
         self,
@@ -34,6 +39,7 @@ class Housekeeper:
         self._fleet = fleet
         self._metrics = metrics
         self._board = board
+        self._health = board.register("state", "state")
         self._notifier = notifier
         self._period = period
         self._last_head = store.head
@@ -52,7 +58,10 @@ class Housekeeper:
             counts = await self._store.number_counts()
         except StateError as error:
             log.error("housekeeping.failed", error=str(error))
+            self._health.failed(str(error))
             counts = {}
+        else:
+            self._health.succeeded()
         for app_id, (tracked, _lag) in counts.items():
             self._metrics.tracked_numbers.labels(app_id).set(tracked)
         depths = self._fleet.depths()
