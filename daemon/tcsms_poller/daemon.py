@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 import structlog
@@ -28,12 +29,14 @@ from tcsms_poller.housekeeping import Housekeeper
 from tcsms_poller.intake import Intake
 from tcsms_poller.metrics import Metrics
 from tcsms_poller.sdnotify import Notifier, run_watchdog
-from tcsms_poller.server import ListenerContext, serving
 from tcsms_poller.sinks.fleet import SinkFleet
 from tcsms_poller.state import StateError, StateStore
 from tcsms_poller.tencent.client import Credentials, RetryPolicy, TencentClient
 from tcsms_poller.tencent.ratelimit import RateLimiters
 from tcsms_poller.workers import Worker, WorkerContext, build_workers, poll_cycle, run_worker
+
+if TYPE_CHECKING:
+    from tcsms_poller.server import ListenerContext
 
 __all__ = ["Daemon", "build_client"]
 
@@ -163,6 +166,10 @@ class Daemon:
             root.start_soon(run_watchdog, self._notifier, lambda: True)
             async with AsyncExitStack() as listener:
                 if self.config.server is not None:
+                    # Imported here: uvicorn and Starlette cost a daemon without a listener
+                    # about 50 ms of start-up.
+                    from tcsms_poller.server import serving
+
                     context = self._listener_context(self.config.server, ctx)
                     self.listen_address = await listener.enter_async_context(serving(context))
                 self._notifier.ready()
@@ -186,6 +193,8 @@ class Daemon:
         log.info("daemon.stopped", drained=drained, outbox_head=store.head)
 
     def _listener_context(self, settings: ServerSettings, ctx: WorkerContext) -> ListenerContext:
+        from tcsms_poller.server import ListenerContext  # here, not at the top: see run
+
         return ListenerContext(
             settings=settings,
             intake=ctx.intake,
