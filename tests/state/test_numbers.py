@@ -136,3 +136,26 @@ async def test_listing_pages_through_every_number(tmp_path: Path) -> None:
     assert not await store.untrack_number(APP, phones[0])
     assert (await store.number_counts())[APP][0] == 24
     await store.aclose()
+
+
+@pytest.mark.anyio
+async def test_an_unchanged_list_is_in_place_unless_a_row_changed_since(tmp_path: Path) -> None:
+    """The same list again changes nothing; a number removed meanwhile comes back all the same.
+
+    Syncing an unchanged list is skipped, so what the skip rests on must hold: any row added,
+    removed or moved to another origin since the last sync makes the next one diff for real.
+    """
+    store = await open_store(tmp_path / "s.db")
+    assert await store.sync_numbers(APP, "file", [A, B]) == (2, 0)
+    assert await store.sync_numbers(APP, "file", [A, B]) == (0, 0)
+    assert await store.untrack_number(APP, A)  # DELETE /v1/numbers/A
+    assert await store.sync_numbers(APP, "file", [A, B]) == (1, 0)
+    # C in the config and the file is the config's; dropped from the config, it is the file's.
+    assert await store.sync_numbers(APP, "config", [C]) == (1, 0)
+    assert await store.sync_numbers(APP, "file", [A, B, C]) == (0, 0)
+    assert await store.sync_numbers(APP, "file", [A, B, C]) == (0, 0)
+    assert await store.sync_numbers(APP, "config", []) == (0, 1)
+    assert await store.sync_numbers(APP, "file", [A, B, C]) == (1, 0)
+    listed = await store.list_numbers()
+    assert [(n.phone, n.origin) for n in listed] == [(A, "file"), (B, "file"), (C, "file")]
+    await store.aclose()

@@ -6,6 +6,7 @@ registry, so third-party sinks get the same strict checking and error messages a
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Mapping
@@ -115,8 +116,20 @@ def read_numbers_file(path: Path) -> tuple[str, ...]:
     The file is read at every start and reload and may hold 100,000 numbers: a plain file
     (numbers, blank lines, spaces) is checked by one regular expression a line, without a Python
     loop, about twice as fast; anything else (comments, mistakes) takes the line-by-line path,
-    which also names the offending line.
+    which also names the offending line. Loading the configuration validates the file and the
+    daemon then syncs it: the second read of an unchanged file (same inode, size and mtime) is
+    the first one's result.
     """
+    try:
+        stat = path.stat()
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read: {error.strerror or error}") from None
+    return _read_numbers_file(path, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=1)
+def _read_numbers_file(path: Path, inode: int, size: int, mtime_ns: int) -> tuple[str, ...]:
+    del inode, size, mtime_ns  # the cache key: a changed file is read again
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:

@@ -9,6 +9,7 @@ next ``next_due`` in the commit of its page; a failed one reschedules the number
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -64,7 +65,17 @@ def sync_numbers(
 
     New numbers are due at once; numbers kept keep their cursors. Numbers added through the API
     are not touched, and a configured number that was API-tracked loses its expiry.
+
+    A list identical to the one of the last sync, with no row of the app added or removed since
+    (the ``number_sources`` triggers), is already in place: reading 100,000 rows to diff them
+    would cost a start or a reload about 0.1 s for nothing.
     """
+    digest = hashlib.sha256("\n".join(numbers).encode()).hexdigest()
+    last = connection.execute(
+        "SELECT digest FROM number_sources WHERE app_id = ? AND origin = ?", (app_id, origin)
+    ).fetchone()
+    if last is not None and last[0] == digest:
+        return 0, 0
     wanted = set(numbers)
     existing = {
         row[0]
@@ -86,6 +97,11 @@ def sync_numbers(
             (app_id, phone, origin, now, now),
         )
         added += cursor.rowcount
+    connection.execute(
+        "INSERT INTO number_sources (app_id, origin, digest) VALUES (?, ?, ?) "
+        "ON CONFLICT (app_id, origin) DO UPDATE SET digest = excluded.digest",
+        (app_id, origin, digest),
+    )
     return added, len(stale)
 
 

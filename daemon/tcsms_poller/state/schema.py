@@ -87,6 +87,25 @@ MIGRATIONS: tuple[str, ...] = (
         expires_at INTEGER NOT NULL
     );
     """,
+    # 3: what each origin's numbers were at its last sync, so an unchanged list costs no diff.
+    # Any row of the app added, removed or moved to another origin forgets the app's digests.
+    """
+    CREATE TABLE number_sources (
+        app_id TEXT NOT NULL,
+        origin TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        PRIMARY KEY (app_id, origin)
+    ) WITHOUT ROWID;
+    CREATE TRIGGER numbers_inserted AFTER INSERT ON numbers BEGIN
+        DELETE FROM number_sources WHERE app_id = NEW.app_id;
+    END;
+    CREATE TRIGGER numbers_deleted AFTER DELETE ON numbers BEGIN
+        DELETE FROM number_sources WHERE app_id = OLD.app_id;
+    END;
+    CREATE TRIGGER numbers_reassigned AFTER UPDATE OF origin ON numbers BEGIN
+        DELETE FROM number_sources WHERE app_id = NEW.app_id;
+    END;
+    """,
 )
 
 
