@@ -265,8 +265,12 @@ class StateStore:
     async def due_numbers(
         self, app_id: str, *, limit: int, skip: frozenset[str] = frozenset()
     ) -> tuple[float | None, list[TrackedNumber]]:
-        """The app's earliest due time and up to ``limit`` most overdue numbers not in ``skip``."""
-        return await self.read(
+        """The app's earliest due time and up to ``limit`` most overdue numbers not in ``skip``.
+
+        A read, run on the writer's connection all the same: its page cache survives the
+        commits, while the reader's is dropped at each one, and this runs every round.
+        """
+        return await self.write(
             partial(numbers.due_numbers, app_id=app_id, now=self._clock(), limit=limit, skip=skip)
         )
 
