@@ -21,6 +21,7 @@ __all__ = [
     "free_port",
     "ids_in",
     "read_jsonl",
+    "request_counts",
     "truth",
     "truth_reply_id",
     "wait_until",
@@ -57,6 +58,12 @@ async def truth(emulator: RunningEmulator) -> dict[str, Any]:
         response = await client.get(f"{emulator.url}/_emulator/truth")
         response.raise_for_status()
         return dict(response.json())
+
+
+def request_counts(emulator: RunningEmulator, action: str) -> tuple[int, int]:
+    """``(requests, ok)`` the emulator has seen for ``action`` so far."""
+    stats = emulator.state.stats_snapshot()["actions"].get(action, {})
+    return stats.get("requests", 0), stats.get("ok", 0)
 
 
 def expected_ids(truth: dict[str, Any]) -> set[str]:

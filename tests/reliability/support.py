@@ -1,15 +1,19 @@
-"""What the reliability runs share: steady live traffic, fault rules at runtime, health probes.
+"""What the reliability runs share: traffic, fault rules at runtime, health probes, webhooks.
 
 The runs drive the real daemon (a subprocess, ``tests.e2e.daemon_process``) against the real
-emulator over loopback; these helpers only talk to the emulator's control endpoints and the
-daemon's listener, as an operator's tooling would.
+emulator over loopback. Two kinds of traffic serve them: ``live_traffic`` injects small seeded
+batches through the emulator's control endpoint, so its truth lists exactly what was sent; the
+chaos and outage runs need the emulator's own generator at high rates and must stop it to wait
+for quiescence, so ``generated_traffic`` drives that ``TrafficGenerator`` from a task group of
+their own.
 """
 
 from __future__ import annotations
 
+import json
 import random
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -17,19 +21,26 @@ from typing import Any
 import anyio
 import httpx
 
-from tcsms_poller.emulator import RunningEmulator
-from tests.e2e.conftest import expected_ids, read_jsonl
+from tcsms_poller.emulator import RunningEmulator, TrafficOptions
+from tcsms_poller.emulator.traffic import TrafficGenerator
+from tests.e2e.conftest import expected_ids, truth
+from tests.support.http_receiver import Received, Receiver
 
 __all__ = [
     "HealthProbe",
     "LiveTraffic",
-    "delivered_ids",
+    "RunningTraffic",
+    "Tally",
+    "batch_ids",
     "emulator_truth",
+    "generated_traffic",
     "listener",
     "live_traffic",
     "reason_of",
-    "request_counts",
+    "replayed_batches",
+    "rss_kib",
     "set_faults",
+    "settle",
 ]
 
 TOKEN = "reliability-token-0123456789"
@@ -39,15 +50,7 @@ NUMBERS = ("+8613711112222", "+8613722223333", "+8613733334444", "+8615544445555
 
 async def emulator_truth(emulator: RunningEmulator) -> set[str]:
     """The id of every record the emulator has created so far (what a sink must end up with)."""
-    async with httpx.AsyncClient() as client:
-        response = await client.get(f"{emulator.url}/_emulator/truth")
-        response.raise_for_status()
-        return expected_ids(response.json())
-
-
-def delivered_ids(path: Path) -> list[str]:
-    """The ids in a file sink's JSON Lines, in file order (duplicates kept, to be caught)."""
-    return [record["id"] for record in read_jsonl(path)]
+    return expected_ids(await truth(emulator))
 
 
 def listener(port: int) -> dict[str, Any]:
@@ -62,12 +65,6 @@ async def set_faults(emulator: RunningEmulator, rules: Sequence[Mapping[str, Any
             f"{emulator.url}/_emulator/faults", json={"faults": list(rules)}
         )
         response.raise_for_status()
-
-
-def request_counts(emulator: RunningEmulator, action: str) -> tuple[int, int]:
-    """``(requests, ok)`` the emulator has seen for ``action`` so far."""
-    stats = emulator.state.stats_snapshot()["actions"].get(action, {})
-    return stats.get("requests", 0), stats.get("ok", 0)
 
 
 class LiveTraffic:
@@ -176,3 +173,126 @@ def reason_of(body: Mapping[str, Any], name: str) -> str:
         if part["name"] == name:
             return str(part["reason"] or "")
     raise AssertionError(f"/healthz names no part {name!r}: {body}")
+
+
+# -- generated traffic, webhooks, memory: the chaos and outage runs ------------------------------
+
+
+class RunningTraffic:
+    """Traffic flowing into the emulator until ``stop()`` (or the end of its block)."""
+
+    def __init__(self, generator: TrafficGenerator) -> None:
+        self.generator = generator
+        self._scope = anyio.CancelScope()
+
+    async def run(self) -> None:
+        with self._scope:
+            await self.generator.run()
+
+    def stop(self) -> None:
+        """No record arrives after this returns (the generator's steps are synchronous)."""
+        self._scope.cancel()
+
+
+@asynccontextmanager
+async def generated_traffic(
+    emulator: RunningEmulator, options: TrafficOptions, *, seed: int
+) -> AsyncIterator[RunningTraffic]:
+    """Seeded live traffic into ``emulator`` (its history at once) until stopped or left."""
+    generator = TrafficGenerator(
+        options,
+        app_ids=emulator.state.options.app_ids,
+        sink=emulator.state,
+        seed=seed,
+        clock=time.time,
+    )
+    generator.backfill()
+    traffic = RunningTraffic(generator)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(traffic.run)
+        try:
+            yield traffic
+        finally:
+            traffic.stop()
+
+
+class Tally:
+    """The record ids a webhook accepted so far; each batch is parsed once, however often asked."""
+
+    def __init__(self, receiver: Receiver) -> None:
+        self.receiver = receiver
+        self.ids: set[str] = set()
+        self._counted = 0
+
+    def update(self) -> set[str]:
+        """Count the batches accepted since the last call; every id so far."""
+        fresh = self.receiver.accepted[self._counted :]  # a copy: the server thread appends
+        for request in fresh:
+            self.ids.update(batch_ids(request))
+        self._counted += len(fresh)
+        return self.ids
+
+
+def batch_ids(request: Received) -> list[str]:
+    """The record ids of one ``{"records": [...]}`` batch the HTTP sink posted, in order."""
+    return [record["id"] for record in json.loads(request.body)["records"]]
+
+
+def replayed_batches(segments: Sequence[Sequence[Received]]) -> tuple[int, list[str]]:
+    """How many batches a webhook got again as replays, and every repeat that is not one.
+
+    A segment is what one daemon process posted, or what one life of the webhook accepted. The
+    drainer sends one batch at a time and commits its cursor after the 2xx, so a kill (or a
+    connection cut) can only cost the ack of the last batch before it; the first batch after it
+    then starts with exactly those records, in the same order. Any other repeat is a bug.
+    """
+    seen: set[str] = set()
+    previous: list[str] = []
+    replays = 0
+    problems: list[str] = []
+    for number, segment in enumerate(segments):
+        for position, request in enumerate(segment):
+            ids = batch_ids(request)
+            again = [record_id for record_id in ids if record_id in seen]
+            if len(set(ids)) != len(ids):
+                problems.append(f"segment {number}, batch {position} holds a record twice")
+            if again:
+                if (
+                    position == 0
+                    and ids[: len(previous)] == previous
+                    and set(again) == set(previous)
+                ):
+                    replays += 1
+                else:
+                    problems.append(
+                        f"segment {number}, batch {position}: {len(again)} records again, "
+                        "not a replay of the last batch before"
+                    )
+            seen.update(ids)
+            previous = ids
+    return replays, problems
+
+
+def rss_kib(pid: int) -> int:
+    """Resident memory of process ``pid`` in KiB (``VmRSS`` of ``/proc/PID/status``)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for process {pid}")
+
+
+async def settle(
+    condition: Callable[[], bool],
+    *,
+    timeout: float,  # noqa: ASYNC109 (polls another process's output, like e2e's wait_until)
+) -> bool:
+    """Poll ``condition`` until true or ``timeout``; whether it came true.
+
+    For the last wait of a run, where a timeout should not fail with "no condition" but fall
+    through to the assertions, which say precisely what is missing.
+    """
+    with anyio.move_on_after(timeout):
+        while not condition():  # noqa: ASYNC110 (no event to wait on: the files of another process)
+            await anyio.sleep(0.05)
+        return True
+    return False

@@ -15,12 +15,11 @@ import httpx
 import pytest
 
 from tcsms_poller.emulator import EmulatorOptions, Fault, FaultKind, RunningEmulator, run_emulator
-from tests.e2e.conftest import free_port, wait_until
+from tests.e2e.conftest import free_port, ids_in, wait_until
 from tests.e2e.daemon_process import APP, daemon_config, running_daemon
 from tests.reliability.support import (
     NUMBERS,
     HealthProbe,
-    delivered_ids,
     emulator_truth,
     listener,
     live_traffic,
@@ -86,12 +85,10 @@ async def test_flaky_api_under_live_traffic_delivers_every_record_once(
         expected = await emulator_truth(flaky_emulator)
         assert traffic.batches >= 10
         assert len(expected) >= 100
-        await wait_until(
-            lambda: set(delivered_ids(output)) >= expected, timeout=90, what="every record"
-        )
+        await wait_until(lambda: set(ids_in(output)) >= expected, timeout=90, what="every record")
         assert daemon.process.poll() is None, "the daemon died under faults"
         await daemon.stop()
-    delivered = delivered_ids(output)
+    delivered = ids_in(output)
     assert set(delivered) == expected
     assert Counter(delivered).most_common(1)[0][1] == 1, "a record was delivered twice"
     retried = Counter(event["code"] for event in daemon.events("tencent.retry_scheduled"))
@@ -123,6 +120,6 @@ async def test_healthz_names_the_workers_an_outage_stops_and_clears_after_it(
         async with live_traffic(flaky_emulator, seed=2) as traffic:
             await wait_until(lambda: traffic.batches >= 3, what="some traffic")
         expected = await emulator_truth(flaky_emulator)
-        await wait_until(lambda: set(delivered_ids(output)) >= expected, what="the later records")
+        await wait_until(lambda: set(ids_in(output)) >= expected, what="the later records")
         await daemon.stop()
-    assert sorted(delivered_ids(output)) == sorted(expected)
+    assert sorted(ids_in(output)) == sorted(expected)

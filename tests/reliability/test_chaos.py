@@ -23,7 +23,7 @@ import pytest
 from tcsms_poller.emulator import EmulatorOptions, RunningEmulator, TrafficOptions, run_emulator
 from tests.e2e.conftest import expected_ids, ids_in, truth, truth_reply_id
 from tests.e2e.daemon_process import DaemonProcess, daemon_config, running_daemon
-from tests.reliability.harness import (
+from tests.reliability.support import (
     Tally,
     batch_ids,
     generated_traffic,

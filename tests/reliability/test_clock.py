@@ -20,11 +20,10 @@ import httpx
 import pytest
 
 from tcsms_poller.emulator import EmulatorOptions, RunningEmulator, run_emulator
-from tests.e2e.conftest import free_port, wait_until
+from tests.e2e.conftest import free_port, ids_in, wait_until
 from tests.e2e.daemon_process import APP, daemon_config, running_daemon
 from tests.reliability.support import (
     HealthProbe,
-    delivered_ids,
     emulator_truth,
     listener,
     live_traffic,
@@ -80,9 +79,7 @@ async def test_a_skewed_clock_is_named_and_recovered_from(
     async with running_daemon(tmp_path, config) as daemon, httpx.AsyncClient() as client:
         health = HealthProbe(client, port)
         async with live_traffic(emulator, seed=5) as traffic:
-            await wait_until(
-                lambda: len(delivered_ids(output)) >= 20, what="records before the skew"
-            )
+            await wait_until(lambda: len(ids_in(output)) >= 20, what="records before the skew")
 
             clock.offset = SKEW
             body = await health.wait_for(503, unhealthy=WORKERS)
@@ -104,9 +101,9 @@ async def test_a_skewed_clock_is_named_and_recovered_from(
             clock.offset = 0.0
             await health.wait_for(200)
         expected = await emulator_truth(emulator)
-        await wait_until(lambda: set(delivered_ids(output)) >= expected, what="every record")
+        await wait_until(lambda: set(ids_in(output)) >= expected, what="every record")
         await daemon.stop()
-    delivered = delivered_ids(output)
+    delivered = ids_in(output)
     assert set(delivered) == expected
     assert Counter(delivered).most_common(1)[0][1] == 1, "a record was delivered twice"
     failures = daemon.events("poll.failed")

@@ -30,16 +30,14 @@ import pytest
 import yaml
 
 from tcsms_poller.emulator import EmulatorOptions, RunningEmulator, run_emulator
-from tests.e2e.conftest import free_port, wait_until
+from tests.e2e.conftest import free_port, ids_in, request_counts, wait_until
 from tests.e2e.daemon_process import APP, DaemonProcess, daemon_config
 from tests.reliability.support import (
     HealthProbe,
-    delivered_ids,
     emulator_truth,
     listener,
     live_traffic,
     reason_of,
-    request_counts,
 )
 from tests.support.notify_socket import notify_socket
 
@@ -145,9 +143,7 @@ async def test_a_full_disk_holds_the_page_in_hand_and_loses_nothing(
     async with piped_daemon(tmp_path, config) as daemon, httpx.AsyncClient() as client:
         health = HealthProbe(client, port)
         async with live_traffic(emulator, seed=7) as traffic:
-            await wait_until(
-                lambda: len(delivered_ids(output)) >= 20, what="records before the trouble"
-            )
+            await wait_until(lambda: len(ids_in(output)) >= 20, what="records before the trouble")
 
             daemon.limit_file_size(0)
             for worker in QUEUES:
@@ -174,8 +170,8 @@ async def test_a_full_disk_holds_the_page_in_hand_and_loses_nothing(
             daemon.limit_file_size(resource.RLIM_INFINITY)
             await health.wait_for(200)
         expected = await emulator_truth(emulator)
-        await wait_until(lambda: set(delivered_ids(output)) >= expected, what="every record")
+        await wait_until(lambda: set(ids_in(output)) >= expected, what="every record")
         await daemon.stop()
-    delivered = delivered_ids(output)
+    delivered = ids_in(output)
     assert set(delivered) == expected
     assert Counter(delivered).most_common(1)[0][1] == 1, "a record was delivered twice"

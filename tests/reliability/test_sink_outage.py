@@ -17,9 +17,9 @@ import pytest
 
 from tcsms_poller.emulator import EmulatorOptions, RunningEmulator, TrafficOptions, run_emulator
 from tcsms_poller.state.status import read_snapshot
-from tests.e2e.conftest import expected_ids, free_port, truth, wait_until
+from tests.e2e.conftest import expected_ids, free_port, request_counts, truth, wait_until
 from tests.e2e.daemon_process import DaemonProcess, daemon_config, running_daemon
-from tests.reliability.harness import (
+from tests.reliability.support import (
     Tally,
     batch_ids,
     generated_traffic,
@@ -27,7 +27,6 @@ from tests.reliability.harness import (
     rss_kib,
     settle,
 )
-from tests.reliability.support import request_counts
 from tests.support.http_receiver import Reply, http_receiver
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]

@@ -34,6 +34,7 @@ from tcsms_poller.tencent.client import Credentials, RetryPolicy, TencentClient
 from tcsms_poller.tencent.ratelimit import RateLimiters
 from tcsms_poller.workers import ByNumberWorker, WorkerContext, poll_cycle
 from tcsms_poller.workers.by_number import STATUS_ACTION
+from tests.e2e.conftest import request_counts
 
 pytestmark = pytest.mark.anyio
 
@@ -103,8 +104,16 @@ async def worker(
 
 
 def requests_of(emulator: RunningEmulator) -> int:
-    actions = emulator.state.stats_snapshot()["actions"]
-    return int(actions[STATUS_ACTION]["requests"]) if STATUS_ACTION in actions else 0
+    return request_counts(emulator, STATUS_ACTION)[0]
+
+
+async def a_failed_round(
+    by_number: ByNumberWorker, ctx: WorkerContext, emulator: RunningEmulator
+) -> None:
+    """One poll cycle while every pull of the number fails (HTTP 503): the worker is unhealthy."""
+    emulator.state.faults.replace([OUTAGE])
+    await poll_cycle(by_number, ctx)
+    assert not by_number.health.is_healthy
 
 
 async def next_due(store: StateStore) -> float:
@@ -117,8 +126,7 @@ async def test_a_failed_number_is_due_again_after_its_interval_not_its_lease(
 ) -> None:
     """A failed pull is tried again after the number's interval: not at once, not never."""
     by_number, ctx, clock = worker
-    emulator.state.faults.replace([OUTAGE])
-    await poll_cycle(by_number, ctx)
+    await a_failed_round(by_number, ctx, emulator)
     assert by_number.health.reason is not None
     assert "HTTP503" in by_number.health.reason
     assert await next_due(ctx.store) == clock.now + INTERVAL
@@ -129,9 +137,7 @@ async def test_rounds_with_nothing_due_keep_a_failing_worker_unhealthy(
 ) -> None:
     """Health stays failing through idle rounds and clears when the number's pull succeeds."""
     by_number, ctx, clock = worker
-    emulator.state.faults.replace([OUTAGE])
-    await poll_cycle(by_number, ctx)
-    assert not by_number.health.is_healthy
+    await a_failed_round(by_number, ctx, emulator)
     requests = requests_of(emulator)
     await poll_cycle(by_number, ctx)  # nothing is due: no request, no verdict
     assert requests_of(emulator) == requests
@@ -147,9 +153,7 @@ async def test_a_failing_worker_with_no_numbers_left_is_healthy(
 ) -> None:
     """With nothing tracked nothing can fail: an old failure must not stick forever."""
     by_number, ctx, _clock = worker
-    emulator.state.faults.replace([OUTAGE])
-    await poll_cycle(by_number, ctx)
-    assert not by_number.health.is_healthy
+    await a_failed_round(by_number, ctx, emulator)
     await ctx.store.untrack_number(DEFAULT_APP_ID, NUMBER)
     await poll_cycle(by_number, ctx)
     assert by_number.health.is_healthy
