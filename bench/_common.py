@@ -24,6 +24,7 @@ __all__ = [
     "cpu_seconds",
     "exit_on_sigterm",
     "filesystem_of",
+    "load_average",
     "machine",
     "percentile",
     "print_result",
@@ -31,6 +32,11 @@ __all__ = [
     "self_peak_rss_mb",
     "temp_dir",
 ]
+
+
+def load_average() -> list[float]:
+    """The 1, 5 and 15 minute load averages: other work on the machine skews every figure."""
+    return [round(value, 2) for value in os.getloadavg()]
 
 
 @contextmanager

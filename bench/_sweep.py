@@ -20,7 +20,6 @@ measured where the limit is enforced.
 from __future__ import annotations
 
 import itertools
-import os
 import random
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -60,7 +59,6 @@ __all__ = [
     "Bench",
     "SweepOutcome",
     "action_counts",
-    "load_average",
     "running_bench",
     "sweep_with_daemon",
     "tracked_numbers",
@@ -276,8 +274,3 @@ async def _polled_numbers(store: StateStore) -> int:
         polled += sum(number.last_polled_at is not None for number in page)
         after = (page[-1].app_id, page[-1].phone)
     return polled
-
-
-def load_average() -> list[float]:
-    """The 1, 5 and 15 minute load averages: other work on the machine skews timing figures."""
-    return [round(value, 2) for value in os.getloadavg()]

@@ -51,14 +51,13 @@ from tencentcloud.common.profile.client_profile import ClientProfile
 from tencentcloud.common.profile.http_profile import HttpProfile
 from tencentcloud.sms.v20210111 import models, sms_client, sms_client_async
 
-from bench._common import exit_on_sigterm, machine, print_result, temp_dir
+from bench._common import exit_on_sigterm, load_average, machine, print_result, temp_dir
 from bench._sweep import (
     APP_ID,
     ActionCounts,
     Bench,
     SweepOutcome,
     action_counts,
-    load_average,
     running_bench,
     sweep_with_daemon,
     tracked_numbers,

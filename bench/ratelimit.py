@@ -28,11 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: f
 
 import anyio
 
-from bench._common import exit_on_sigterm, machine, percentile, print_result, temp_dir
+from bench._common import exit_on_sigterm, load_average, machine, percentile, print_result, temp_dir
 from bench._sweep import (
     ACTION,
     SweepOutcome,
-    load_average,
     running_bench,
     sweep_with_daemon,
     tracked_numbers,

@@ -56,6 +56,7 @@ from tests.support.notify_socket import NotifySocket, notify_socket
 from bench._common import (
     exit_on_sigterm,
     filesystem_of,
+    load_average,
     machine,
     percentile,
     print_result,
@@ -456,11 +457,6 @@ async def time_scheduler(path: Path, picks: int) -> SchedulerCost:
 
 
 # -- figures ------------------------------------------------------------------------------------
-
-
-def load_average() -> list[float]:
-    """The 1, 5 and 15 minute load averages: other work on the machine skews every figure."""
-    return [round(value, 2) for value in os.getloadavg()]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -30,6 +30,7 @@ from tcsms_poller.units import format_duration, format_size, parse_duration, par
 
 __all__ = [
     "E164",
+    "E164_PATTERN",
     "REDACTED",
     "ByteSize",
     "ConfigModel",
@@ -41,7 +42,8 @@ __all__ = [
 ]
 
 REDACTED = "***"
-_E164 = re.compile(r"\+[1-9][0-9]{6,14}")  # ASCII digits only: \d takes any script's
+E164_PATTERN = r"\+[1-9][0-9]{6,14}"  # ASCII digits only: \d takes any script's
+_E164 = re.compile(E164_PATTERN)
 
 
 class SecretValue:

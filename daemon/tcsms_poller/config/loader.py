@@ -20,7 +20,7 @@ from tcsms_poller.config.errors import describe_errors
 from tcsms_poller.config.model import Config
 from tcsms_poller.config.source import Loc, Problem, SourceText, parse_yaml
 from tcsms_poller.exits import ConfigError
-from tcsms_poller.fields import is_e164
+from tcsms_poller.fields import E164_PATTERN, is_e164
 from tcsms_poller.sinks.base import SinkSettings
 from tcsms_poller.sinks.registry import load_sink_type
 
@@ -28,7 +28,7 @@ __all__ = ["config_from_mapping", "load_config", "read_numbers_file", "render_co
 
 DEFAULT_SINKS = ({"type": "stdout"},)
 # A line of a numbers file without comments: blank, or one E.164 number (ASCII digits) in spaces.
-_PLAIN_LINE = re.compile(r"[ \t]*(?:\+[1-9][0-9]{6,14}[ \t]*)?\r?")
+_PLAIN_LINE = re.compile(rf"[ \t]*(?:{E164_PATTERN}[ \t]*)?\r?")
 
 
 def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
