@@ -77,14 +77,16 @@ async def test_healthz_follows_an_auth_failure_and_its_repair(
             response = await client.get(healthz)
             status.update(code=response.status_code, body=response.json())
 
-        async def until(code: int) -> None:
+        async def until(code: int, *, unhealthy: str | None = None) -> None:
+            """Poll until ``code``, naming ``unhealthy`` (each worker fails on its own poll)."""
             for _ in range(600):
                 await poll()
-                if status["code"] == code:
+                named = unhealthy is None or unhealthy in status["body"]["unhealthy"]
+                if status["code"] == code and named:
                     return
             raise AssertionError(f"healthz never answered {code}: {status}")
 
-        await until(503)
+        await until(503, unhealthy=f"replies:{APP}")
         reasons = str(status["body"])
         assert "AuthFailure.SignatureFailure" in reasons
         assert f"replies:{APP}" in status["body"]["unhealthy"]
