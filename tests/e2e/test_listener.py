@@ -11,13 +11,24 @@ import httpx
 import pytest
 
 from tcsms_poller.emulator import EmulatorOptions, PushOptions, RunningEmulator, run_emulator
-from tests.e2e.conftest import expected_ids, free_port, ids_in, read_jsonl, truth, wait_until
+from tcsms_poller.emulator.pusher import reply_payload, status_payload
+from tcsms_poller.emulator.store import ReplyRecord, SendStatusRecord
+from tests.e2e.conftest import (
+    expected_ids,
+    free_port,
+    ids_in,
+    read_jsonl,
+    truth,
+    truth_reply_id,
+    wait_until,
+)
 from tests.e2e.daemon_process import APP, SECRET_ID, SECRET_KEY, daemon_config, running_daemon
 from tests.e2e.test_pipeline import inject, receipts, replies
 
 pytestmark = pytest.mark.anyio
 TOKEN = "listener-token-0123456789"
 CALLBACK = "callback-secret-0123456789"
+PULLS = ("PullSmsSendStatus", "PullSmsReplyStatus")
 
 
 def server(port: int) -> dict[str, Any]:
@@ -37,30 +48,86 @@ async def pushing_emulator(port: int) -> AsyncIterator[RunningEmulator]:
         yield running
 
 
+async def set_faults(emulator: RunningEmulator, faults: list[dict[str, Any]]) -> None:
+    async with httpx.AsyncClient() as client:
+        response = await client.post(f"{emulator.url}/_emulator/faults", json={"faults": faults})
+        response.raise_for_status()
+
+
+def handed_out(emulator: RunningEmulator, ids: set[str]) -> bool:
+    """Whether the emulator's queues have handed out every record of ``ids`` (to a pull)."""
+    held = emulator.state.truth()
+    pulled = {item["serial_no"] for item in held["send_statuses"] if item["handed_out_at"]}
+    pulled.update(truth_reply_id(item) for item in held["replies"] if item["handed_out_at"])
+    return ids <= pulled
+
+
+async def push_copies(port: int, created: dict[str, Any]) -> None:
+    """Push ``created`` to the daemon as Tencent would; each answer means committed."""
+    base = f"http://127.0.0.1:{port}/callback/{CALLBACK}"
+    statuses = [status_payload(SendStatusRecord(**item)) for item in created["send_statuses"]]
+    bodies: list[tuple[str, Any]] = [(f"{base}/status", statuses)]
+    bodies += [(f"{base}/reply", reply_payload(ReplyRecord(**item))) for item in created["replies"]]
+    async with httpx.AsyncClient() as client:
+        for url, body in bodies:
+            response = await client.post(url, json=body)
+            assert response.json() == {"result": 0, "errmsg": "OK"}
+
+
 async def test_pushed_and_pulled_copies_reach_the_sink_once(
     tmp_path: Path, pushing_emulator: RunningEmulator, port: int
 ) -> None:
+    """Both orders, each forced: every record reaches the sink once, from the copy first in.
+
+    The sink delivers in commit order, so a marker pulled after the late copies were committed
+    proves they added nothing: one let through would have reached the file before the marker.
+    """
     output = tmp_path / "records.jsonl"
     config = daemon_config(pushing_emulator.url, tmp_path, server=server(port))
+
+    async def arrived(created: dict[str, Any], what: str) -> None:
+        await wait_until(lambda: expected_ids(created) <= set(ids_in(output)), what=what)
+
+    async def pull_marker(saying: str) -> None:
+        marker = await inject(
+            pushing_emulator, send_statuses=receipts(1), replies=replies(1, saying=saying)
+        )
+        await arrived(marker, saying)
+
     async with running_daemon(tmp_path, config) as daemon:
-        await inject(pushing_emulator, send_statuses=receipts(120), replies=replies(10), push=True)
-        expected = expected_ids(await truth(pushing_emulator))
-        await wait_until(lambda: set(ids_in(output)) == expected, what="every record")
-
-        def pushes_settled() -> bool:
-            stats = pushing_emulator.state.stats_snapshot()["push"].values()
-            return all(kind["pushes"] == kind["delivered"] + kind["given_up"] for kind in stats)
-
-        await wait_until(pushes_settled, what="the pusher to finish")
+        # Pushed first: the emulator pushes while every pull fails, then the pulls resume.
+        failing = [
+            {"action": action, "kind": "internal_error", "probability": 1.0} for action in PULLS
+        ]
+        await set_faults(pushing_emulator, failing)
+        pushed = await inject(
+            pushing_emulator,
+            send_statuses=receipts(60),
+            replies=replies(5, saying="pushed"),
+            push=True,
+        )
+        await arrived(pushed, "pushed copies")
+        await set_faults(pushing_emulator, [])
+        ids = expected_ids(pushed)
+        await wait_until(lambda: handed_out(pushing_emulator, ids), what="pulled copies")
+        await pull_marker("first marker")
+        # Pulled first: the same records are pushed once the pulled copies have arrived.
+        pulled = await inject(
+            pushing_emulator, send_statuses=receipts(60), replies=replies(5, saying="pulled")
+        )
+        await arrived(pulled, "pulled copies")
+        await push_copies(port, pulled)
+        await pull_marker("second marker")
         await daemon.stop()
+    records = read_jsonl(output)
+    assert Counter(record["id"] for record in records).most_common(1)[0][1] == 1
+    assert {record["id"] for record in records} == expected_ids(await truth(pushing_emulator))
+    source = {record["id"]: record["source"] for record in records}
+    assert {source[id_] for id_ in expected_ids(pushed)} == {"callback"}
+    assert {source[id_] for id_ in expected_ids(pulled)} == set(PULLS)
     push = pushing_emulator.state.stats_snapshot()["push"]
-    delivered = ids_in(output)
-    assert Counter(delivered).most_common(1)[0][1] == 1
-    sources = Counter(record["source"] for record in read_jsonl(output))
-    assert sources["callback"] > 0  # some arrived by push first,
-    assert sources["PullSmsSendStatus"] + sources["PullSmsReplyStatus"] > 0  # some by pull
     assert push["status"]["delivered"] > 0, push
-    assert push["reply"]["delivered"] > 0, push
+    assert push["reply"]["delivered"] == 5, push
 
 
 async def test_healthz_follows_an_auth_failure_and_its_repair(

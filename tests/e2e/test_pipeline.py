@@ -20,12 +20,14 @@ pytestmark = pytest.mark.anyio
 NUMBER = "+8613711112222"
 
 
-async def inject(emulator: RunningEmulator, **records: Any) -> None:
+async def inject(emulator: RunningEmulator, **records: Any) -> dict[str, Any]:
+    """Add exact records to the emulator (not pushed unless ``push=True``); returns them."""
     async with httpx.AsyncClient() as client:
         response = await client.post(
             f"{emulator.url}/_emulator/records", json={"push": False, **records}
         )
         response.raise_for_status()
+        return dict(response.json())
 
 
 def receipts(count: int, *, number: str = NUMBER, at: int | None = None) -> list[dict[str, Any]]:
@@ -36,10 +38,11 @@ def receipts(count: int, *, number: str = NUMBER, at: int | None = None) -> list
     ]
 
 
-def replies(count: int, *, number: str = NUMBER) -> list[dict[str, Any]]:
+def replies(count: int, *, number: str = NUMBER, saying: str = "reply") -> list[dict[str, Any]]:
+    """``count`` replies from ``number``; another ``saying`` keeps them apart from earlier ones."""
     start = int(time.time()) - 600
     return [
-        {"phone_number": number, "reply_content": f"reply {index}", "reply_time": start + index}
+        {"phone_number": number, "reply_content": f"{saying} {index}", "reply_time": start + index}
         for index in range(count)
     ]
 
