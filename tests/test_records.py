@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
@@ -180,6 +181,29 @@ def test_reply_ids_differ_when_any_identifying_field_differs(
     second = reply_record(APP, changed, source="callback", received_at=AT)
     assert first.id != second.id
     validate(first)
+
+
+COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
+@given(
+    content=st.text(max_size=50),
+    sign=st.text(max_size=10),
+    extend=st.text(alphabet="0123456789", max_size=6),
+    at=st.integers(min_value=0, max_value=2**63 - 1),
+)
+def test_reply_id_is_what_a_consumer_recomputes(
+    content: str, sign: str, extend: str, at: int
+) -> None:
+    """The documented recipe, done with Python's own json module, gives the same id and line."""
+    reply = ReplyStatus("+8613711112222", "86", "13711112222", sign, content, at, extend)
+    record = reply_record(APP, reply, source="callback", received_at=AT)
+    key = [APP, reply.phone_number, at, content, extend, sign]
+    expected = hashlib.sha256(COMPACT.encode(key).encode("utf-8")).hexdigest()
+    assert record.id == f"reply:{expected}"
+    document = {"kind": "reply", "id": record.id, "app_id": APP, "source": "callback"}
+    document |= {"received_at": AT, **record.fields}
+    assert record.to_json() == COMPACT.encode(document).encode("utf-8")
 
 
 def test_statistics_id_changes_only_with_the_counters() -> None:

@@ -16,6 +16,8 @@ from functools import cache
 from importlib import resources
 from typing import Any, Literal
 
+import orjson
+
 from tcsms_poller.tencent.models import ReplyStatus, SendStatus
 
 __all__ = [
@@ -34,8 +36,6 @@ __all__ = [
 
 Kind = Literal["send_status", "reply", "callback_statistics", "conversion"]
 BEIJING = timezone(timedelta(hours=8), "Asia/Shanghai")
-# One encoder for every record: json.dumps with options builds a new one per call.
-_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +59,7 @@ class Record:
             "received_at": self.received_at,
             **self.fields,
         }
-        return _COMPACT.encode(document).encode("utf-8")
+        return orjson.dumps(document)  # compact, UTF-8, not ASCII-escaped
 
 
 def format_received_at(moment: datetime | float) -> str:
@@ -107,9 +107,7 @@ def reply_id(app_id: str, reply: ReplyStatus) -> str:
         reply.extend_code,
         reply.sign_name,
     ]
-    digest = hashlib.sha256(
-        json.dumps(key, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    ).hexdigest()
+    digest = hashlib.sha256(orjson.dumps(key)).hexdigest()
     return f"reply:{digest}"
 
 

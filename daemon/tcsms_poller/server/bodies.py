@@ -6,9 +6,9 @@ none; a body over the limit is refused (413) before it is parsed or stored.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+import orjson
 from starlette.requests import Request
 
 from tcsms_poller.server.errors import ApiError
@@ -34,7 +34,6 @@ async def read_json(request: Request, max_body: int, *, callback: bool = False) 
     """The body parsed as JSON; 413 when too large, 400 when not JSON."""
     raw = await _read_limited(request, max_body, callback=callback)
     try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, ValueError, RecursionError) as error:
-        reason = error.msg if isinstance(error, json.JSONDecodeError) else type(error).__name__
-        raise ApiError(400, f"body is not valid JSON: {reason}", callback=callback) from None
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as error:
+        raise ApiError(400, f"body is not valid JSON: {error.msg}", callback=callback) from None

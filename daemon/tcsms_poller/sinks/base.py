@@ -24,12 +24,12 @@ Guarantees a sink gives the daemon:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
+import orjson
 from pydantic import Field
 
 from tcsms_poller.fields import ConfigModel, Duration
@@ -55,7 +55,7 @@ class OutboxRecord:
 
     def as_dict(self) -> dict[str, Any]:
         """The record parsed back into a dict (SPEC §5 shape)."""
-        parsed: dict[str, Any] = json.loads(self.data)
+        parsed: dict[str, Any] = orjson.loads(self.data)
         return parsed
 
 

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import anyio
 import httpx
+import orjson
 import structlog
 
 from tcsms_poller.backoff import Backoff
@@ -319,8 +320,8 @@ def _parse_answer(action: str, response: httpx.Response) -> Mapping[str, Any]:
             "HTTP" + str(response.status_code), "unexpected HTTP status", action=action
         )
     try:
-        document = json.loads(response.content)
-    except (ValueError, UnicodeDecodeError):
+        document = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
         raise MalformedResponseError(
             "MalformedResponse",
             f"answer is not JSON ({len(response.content)} bytes)",

@@ -113,20 +113,20 @@ class ConversionStatus:
 
 def _text(item: Mapping[str, Any], key: str, *, required: bool = False) -> str:
     value = item.get(key)
+    if type(value) is str:  # the usual case first: this runs for every field of every item
+        return value
     if value is None:
         if required:
             raise ItemError(f"{key} is missing")
         return ""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, int) and not isinstance(value, bool):
+    if type(value) is int:
         return str(value)
     raise ItemError(f"{key} is {type(value).__name__}, not a string")
 
 
 def _int(item: Mapping[str, Any], key: str) -> int:
     value = item.get(key)
-    if isinstance(value, int) and not isinstance(value, bool):
+    if type(value) is int:  # exactly int: a bool is not a time
         return value
     if isinstance(value, str) and value.isdigit():
         return int(value)
