@@ -2,10 +2,10 @@
 
 Start: state, then sinks (so the first commit has somewhere to go), then workers, then the
 listener; each reports started only when truly ready, so a startup failure surfaces before
-``READY=1``. Stop (the awaitable ``shutdown_trigger`` returns): let workers finish the cycle in
-hand (a pulled queue page is always committed), stop the listener, give the sinks a grace period
-to deliver what is committed, then close the state. Everything that was committed and not
-delivered is still in the outbox for the next start.
+``READY=1``, and the workers' first pull waits for it. Stop (the awaitable ``shutdown_trigger``
+returns): let workers finish the cycle in hand (a pulled queue page is always committed), stop
+the listener, give the sinks a grace period to deliver what is committed, then close the state.
+Everything that was committed and not delivered is still in the outbox for the next start.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -85,6 +86,7 @@ class Daemon:
         self._notifier = notifier or Notifier(None)
         self._clock = clock
         self._stopping = anyio.Event()
+        self._serving = anyio.Event()  # READY=1 was sent: the workers may pull
         self._store: StateStore | None = None
         self._fleet: SinkFleet | None = None
         self.context: WorkerContext | None = None
@@ -174,6 +176,7 @@ class Daemon:
                     self.listen_address = await listener.enter_async_context(serving(context))
                 self._notifier.ready()
                 log.info("daemon.ready", workers=[w.name for w in workers], sinks=fleet.names)
+                self._serving.set()
                 task_status.started()
 
                 await shutdown_trigger()
@@ -241,7 +244,7 @@ class Daemon:
             with anyio.CancelScope() as scope:
                 async with anyio.create_task_group() as tg:
                     for worker in workers:
-                        await tg.start(run_worker, worker, ctx)
+                        await tg.start(partial(run_worker, worker, ctx, begin=self._serving))
                     task_status.started(scope)
         finally:
             done.set()

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import signal
+import time
+from datetime import datetime
 from pathlib import Path
 
 import anyio
 import pytest
 
 from tcsms_poller.emulator import RunningEmulator
-from tests.e2e.conftest import wait_until
+from tests.e2e.conftest import free_port, wait_until
 from tests.e2e.daemon_process import READY_TIMEOUT, daemon_config, running_daemon
 
 pytestmark = pytest.mark.anyio
@@ -43,6 +45,28 @@ async def test_the_notify_sequence_of_a_whole_run(
     [status, *_] = [line for line in lines if line.startswith("STATUS=")]
     assert "records/min" in status
     assert "STOPPING=1" not in lines[: lines.index("READY=1")]
+
+
+async def test_ready_comes_before_the_first_request(
+    tmp_path: Path, emulator: RunningEmulator
+) -> None:
+    """Workers start before the listener, but none pulls until READY=1 has been sent."""
+    arrivals: list[float] = []  # wall-clock arrival of every request at the emulator
+    monotonic = emulator.state.monotonic
+
+    def timed_arrival() -> float:
+        arrivals.append(time.time())
+        return monotonic()
+
+    emulator.state.monotonic = timed_arrival
+    server = {"listen": f"127.0.0.1:{free_port()}", "token": "t" * 24, "callback_secret": "c" * 24}
+    config = daemon_config(emulator.url, tmp_path, server=server)
+    async with running_daemon(tmp_path, config) as daemon:
+        await wait_until(lambda: bool(arrivals), what="a pull")
+        await daemon.stop()
+    [ready] = daemon.events("daemon.ready")  # logged right after READY=1, before any pull
+    ready_at = datetime.strptime(ready["ts"], "%Y-%m-%dT%H:%M:%S.%f%z").timestamp()
+    assert min(arrivals) >= ready_at  # ts is truncated to the millisecond: never late
 
 
 async def test_without_notify_socket_the_daemon_runs_just_the_same(

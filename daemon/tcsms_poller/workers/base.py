@@ -125,11 +125,18 @@ async def run_worker(
     worker: Worker,
     ctx: WorkerContext,
     *,
+    begin: anyio.Event | None = None,
     task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Poll on the worker's schedule until the daemon stops; never dies of an API error."""
+    """Poll on the worker's schedule until the daemon stops; never dies of an API error.
+
+    The worker counts as started before its first poll; with ``begin`` that poll waits for the
+    event, so the daemon can tell systemd READY=1 before anything is pulled.
+    """
     ticker = Ticker(worker.interval, rng=ctx.rng)
     task_status.started()
+    if begin is not None:
+        await begin.wait()
     while not ctx.stopping.is_set():
         ticker.start()
         pause = await poll_cycle(worker, ctx)
