@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from functools import partial
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 
 from tcsms_poller.state import StateStore
 from tcsms_poller.state.numbers import advance_number
+from tcsms_poller.state.schema import MIGRATIONS
 
 from .test_store import FakeClock, open_store
 
@@ -95,6 +97,23 @@ async def test_advance_sets_next_due_and_cursors_never_move_back(tmp_path: Path)
 
 
 @pytest.mark.anyio
+async def test_a_poll_without_records_leaves_the_cursors_unset(tmp_path: Path) -> None:
+    """No record seen yet keeps NULL, so the next window is ``lookback``, not seven days."""
+    clock = FakeClock()
+    store = await open_store(tmp_path / "s.db", clock)
+    await store.sync_numbers(APP, "config", [A])
+    nothing = partial(advance_number, app_id=APP, phone=A, next_due=clock.now, polled_at=clock.now)
+    await store.commit([], also=nothing)
+    [number] = await store.list_numbers()
+    assert (number.status_cursor, number.reply_cursor) == (None, None)
+    await store.commit([], also=partial(nothing, status_cursor=500))
+    await store.commit([], also=nothing)
+    [number] = await store.list_numbers()
+    assert (number.status_cursor, number.reply_cursor) == (500, None)
+    await store.aclose()
+
+
+@pytest.mark.anyio
 async def test_api_numbers_expire(tmp_path: Path) -> None:
     """A number tracked for a while is not polled after its period and is purged."""
     clock = FakeClock()
@@ -158,4 +177,23 @@ async def test_an_unchanged_list_is_in_place_unless_a_row_changed_since(tmp_path
     assert await store.sync_numbers(APP, "file", [A, B, C]) == (1, 0)
     listed = await store.list_numbers()
     assert [(n.phone, n.origin) for n in listed] == [(A, "file"), (B, "file"), (C, "file")]
+    await store.aclose()
+
+
+@pytest.mark.anyio
+async def test_an_upgrade_unsets_the_zero_cursors_of_earlier_releases(tmp_path: Path) -> None:
+    """Cursor 0 meant "no record seen" before schema 4: it becomes NULL again."""
+    path = tmp_path / "state.db"
+    connection = sqlite3.connect(path, isolation_level=None)
+    script = "".join(MIGRATIONS[:3])
+    connection.executescript(f"BEGIN;{script}PRAGMA user_version = 3;COMMIT;")
+    connection.execute(
+        "INSERT INTO numbers (app_id, phone, origin, status_cursor, reply_cursor, next_due, "
+        "added_at) VALUES (?, ?, 'config', 0, 700, 0, 0)",
+        (APP, A),
+    )
+    connection.close()
+    store = await open_store(path)
+    [number] = await store.list_numbers()
+    assert (number.status_cursor, number.reply_cursor) == (None, 700)
     await store.aclose()

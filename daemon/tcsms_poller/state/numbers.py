@@ -175,13 +175,26 @@ def advance_number(
     status_cursor: int | None = None,
     reply_cursor: int | None = None,
 ) -> None:
-    """Record a polled page: new cursors (never moving back) and the next due time."""
+    """Record a polled page: new cursors (never moving back) and the next due time.
+
+    A cursor stays NULL until a record was seen: NULL is what makes the next poll look back
+    ``lookback`` instead of the API's whole 7 days (SQLite's MAX of a NULL is NULL).
+    """
     connection.execute(
         "UPDATE numbers SET next_due = ?, last_polled_at = ?, "
-        "status_cursor = MAX(COALESCE(status_cursor, 0), COALESCE(?, 0)), "
-        "reply_cursor = MAX(COALESCE(reply_cursor, 0), COALESCE(?, 0)) "
+        "status_cursor = COALESCE(MAX(status_cursor, ?), status_cursor, ?), "
+        "reply_cursor = COALESCE(MAX(reply_cursor, ?), reply_cursor, ?) "
         "WHERE app_id = ? AND phone = ?",
-        (next_due, polled_at, status_cursor, reply_cursor, app_id, phone),
+        (
+            next_due,
+            polled_at,
+            status_cursor,
+            status_cursor,
+            reply_cursor,
+            reply_cursor,
+            app_id,
+            phone,
+        ),
     )
 
 

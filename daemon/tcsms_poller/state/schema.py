@@ -106,6 +106,12 @@ MIGRATIONS: tuple[str, ...] = (
         DELETE FROM number_sources WHERE app_id = NEW.app_id;
     END;
     """,
+    # 4: a poll that saw no record used to store cursor 0 instead of leaving NULL, which made
+    # every later poll of the number span the API's 7 days instead of ``lookback``.
+    """
+    UPDATE numbers SET status_cursor = NULL WHERE status_cursor = 0;
+    UPDATE numbers SET reply_cursor = NULL WHERE reply_cursor = 0;
+    """,
 )
 
 
