@@ -87,6 +87,7 @@ class Daemon:
         self._clock = clock
         self._stopping = anyio.Event()
         self._serving = anyio.Event()  # READY=1 was sent: the workers may pull
+        self._reload_lock = anyio.Lock()
         self._store: StateStore | None = None
         self._fleet: SinkFleet | None = None
         self.context: WorkerContext | None = None
@@ -252,7 +253,18 @@ class Daemon:
     # -- reload ----------------------------------------------------------------------------------
 
     async def reload(self) -> None:
-        """SIGHUP: re-read the configuration, the numbers file and the sinks; keep the rest."""
+        """SIGHUP: re-read the configuration, the numbers file and the sinks; keep the rest.
+
+        Reloads run one at a time (two quick SIGHUPs must not start a sink twice); one that
+        arrives before READY=1 has nothing to reload, since start-up reads everything anew.
+        """
+        if not self._serving.is_set():
+            log.warning("daemon.reload_ignored", reason="still starting")
+            return
+        async with self._reload_lock:
+            await self._reload()
+
+    async def _reload(self) -> None:
         self._notifier.reloading()
         log.info("daemon.reloading")
         try:

@@ -70,6 +70,12 @@ class Housekeeper:
         self._notifier.status(self.status_line(depths))
 
     async def _purge(self) -> None:
+        for name in await self._store.forget_removed_sinks(self._fleet.names):
+            log.warning(
+                "sink.cursor_forgotten",
+                sink=name,
+                reason="removed from the configuration for longer than state.dedupe_ttl",
+            )
         ids = rows = numbers = 0
         while True:
             expired, acked, gone = await self._store.purge(self._fleet.names)

@@ -165,6 +165,25 @@ async def test_purge_keeps_rows_any_sink_still_needs(tmp_path: Path) -> None:
 
 
 @pytest.mark.anyio
+async def test_a_removed_sink_keeps_its_backlog_until_dedupe_ttl(tmp_path: Path) -> None:
+    """A sink dropped from the configuration holds its rows for ``dedupe_ttl``, then lets go."""
+    clock = FakeClock()
+    store = await open_store(tmp_path / "state.db", clock)
+    await store.sink_cursor("kept")
+    await store.sink_cursor("removed")
+    await store.commit([record(str(i)) for i in range(5)])
+    await store.ack("kept", seq=5, position=None)
+    await store.ack("removed", seq=2, position=None)
+    assert await store.forget_removed_sinks(["kept"]) == []
+    assert (await store.purge(["kept"]))[1] == 2
+    clock.now += 9 * DAY
+    assert await store.forget_removed_sinks(["kept"]) == ["removed"]
+    assert (await store.purge(["kept"]))[1] == 3
+    assert (await store.sink_cursor("removed")).acked_seq == 5  # back later: starts at the head
+    await store.aclose()
+
+
+@pytest.mark.anyio
 async def test_purge_forgets_expired_ids(tmp_path: Path) -> None:
     """Expired seen ids are deleted once merged into ``seen``, so the set stays bounded on disk."""
     clock = FakeClock()

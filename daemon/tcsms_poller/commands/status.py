@@ -34,7 +34,11 @@ def render(snapshot: dict[str, Any], configured_sinks: list[str]) -> str:
     cursors = {sink["name"]: sink for sink in snapshot["sinks"]}
     for name in sorted(set(cursors) | set(configured_sinks)):
         sink = cursors.get(name)
-        note = "" if name in configured_sinks else "  (not configured: its backlog is kept)"
+        note = (
+            ""
+            if name in configured_sinks
+            else "  (not configured: backlog kept for state.dedupe_ttl)"
+        )
         if sink is None:
             lines.append(f"  {name}: not started yet")
         else:

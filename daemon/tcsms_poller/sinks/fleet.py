@@ -2,8 +2,8 @@
 
 Each drainer runs in its own cancel scope inside the fleet's task group, so a reload can stop a
 removed sink, restart a changed one and merely ``reopen()`` an unchanged one, while records keep
-flowing to the others. A stopped sink's cursor stays in the state, so nothing it had not
-acknowledged is lost: it resumes there when it comes back.
+flowing to the others. A removed sink's cursor stays in the state, and holds its backlog in the
+outbox, for ``state.dedupe_ttl``: it resumes where it left off if it comes back within that.
 """
 
 from __future__ import annotations

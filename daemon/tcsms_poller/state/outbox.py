@@ -22,6 +22,7 @@ __all__ = [
     "SinkCursor",
     "ack_sink",
     "commit_records",
+    "forget_removed_sinks",
     "outbox_head",
     "purge_acknowledged",
     "purge_expired_ids",
@@ -127,22 +128,37 @@ def ack_sink(
 def purge_acknowledged(
     connection: sqlite3.Connection, sink_names: Sequence[str], *, limit: int
 ) -> int:
-    """Delete up to ``limit`` outbox rows every named sink has acknowledged."""
-    if not sink_names:
-        return 0
-    placeholders = ",".join("?" * len(sink_names))
-    row = connection.execute(
-        f"SELECT MIN(acked_seq), COUNT(*) FROM sink_cursors WHERE name IN ({placeholders})",  # noqa: S608
-        tuple(sink_names),
-    ).fetchone()
-    if row[1] < len(sink_names):  # a configured sink has no cursor yet: keep everything
-        return 0
+    """Delete up to ``limit`` outbox rows that every sink with a cursor has acknowledged.
+
+    That includes sinks removed from the configuration whose cursor is still kept (see
+    ``forget_removed_sinks``): a sink that comes back resumes where it left off.
+    """
+    cursors = dict(connection.execute("SELECT name, acked_seq FROM sink_cursors"))
+    if not cursors or any(name not in cursors for name in sink_names):
+        return 0  # a configured sink has no cursor yet: keep everything
     cursor = connection.execute(
         "DELETE FROM outbox WHERE seq IN "
         "(SELECT seq FROM outbox WHERE seq <= ? ORDER BY seq LIMIT ?)",
-        (row[0], limit),
+        (min(cursors.values()), limit),
     )
     return cursor.rowcount
+
+
+def forget_removed_sinks(
+    connection: sqlite3.Connection, sink_names: Sequence[str], *, idle_since: float
+) -> list[str]:
+    """Drop the cursors of sinks not in ``sink_names`` that have not acknowledged since then.
+
+    A removed sink's backlog is kept for a while, in case it comes back; past that it would
+    only grow the outbox forever. A sink added again after this starts afresh at the head.
+    """
+    forgotten = [
+        name
+        for name, updated_at in connection.execute("SELECT name, updated_at FROM sink_cursors")
+        if name not in sink_names and updated_at < idle_since
+    ]
+    connection.executemany("DELETE FROM sink_cursors WHERE name = ?", [(n,) for n in forgotten])
+    return forgotten
 
 
 def purge_expired_ids(connection: sqlite3.Connection, *, now: float, limit: int) -> int:

@@ -233,6 +233,16 @@ class StateStore:
 
         return await self.write(work)
 
+    async def forget_removed_sinks(self, sink_names: Sequence[str]) -> list[str]:
+        """Drop the cursors of sinks removed from the configuration over ``dedupe_ttl`` ago."""
+        return await self.write(
+            partial(
+                outbox.forget_removed_sinks,
+                sink_names=sink_names,
+                idle_since=self._clock() - self._ttl,
+            )
+        )
+
     # -- tracked numbers -------------------------------------------------------------------
 
     async def sync_numbers(
