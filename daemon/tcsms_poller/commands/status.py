@@ -46,10 +46,17 @@ def render(snapshot: dict[str, Any], configured_sinks: list[str]) -> str:
                 f"  {name}: {sink['depth']} pending, acked up to {sink['acked_seq']}{note}"
             )
     lines.append("tracked numbers:")
-    lines += [
-        f"  {n['app_id']}: {n['tracked']} numbers, most overdue by {n['oldest_overdue_s']}s"
-        for n in snapshot["numbers"]
-    ] or ["  none"]
+    for n in snapshot["numbers"]:
+        lines.append(
+            f"  {n['app_id']}: {n['tracked']} numbers, most overdue by {n['oldest_overdue_s']}s"
+        )
+        for kind, cursor in n["cursors"].items():
+            lines.append(
+                f"    {kind} cursors: {cursor['numbers']} numbers, newest record "
+                f"{_when(cursor['newest'])}, stalest number's {_when(cursor['oldest'])}"
+            )
+    if not snapshot["numbers"]:
+        lines.append("  none")
     lines.append("workers:")
     for worker in snapshot["workers"]:
         state = "healthy" if worker["healthy"] else f"UNHEALTHY: {worker['last_error']}"
@@ -58,8 +65,6 @@ def render(snapshot: dict[str, Any], configured_sinks: list[str]) -> str:
         )
     if not snapshot["workers"]:
         lines.append("  none has run yet")
-    lines.append(f"cursors: {len(snapshot['cursors'])}")
-    lines += [f"  {c['key']} = {c['value']}" for c in snapshot["cursors"]]
     lines.append(f"pending conversions: {snapshot['pending_conversions']}")
     lines.append(f"quarantined API items: {snapshot['rejected_items']}")
     lines.append(f"seen ids (dedupe window): {snapshot['seen_ids']}")

@@ -242,6 +242,26 @@ def number_counts(connection: sqlite3.Connection, *, now: float) -> dict[str, tu
     return {app: (count, max(0.0, now - oldest)) for app, count, oldest in rows}
 
 
+def cursor_ranges(connection: sqlite3.Connection) -> dict[str, dict[str, tuple[int, int, int]]]:
+    """Per app and kind (``status``, ``reply``): numbers with a cursor, the oldest and newest.
+
+    A cursor is the time of the newest record seen for a number; the oldest one tells how far
+    back the stalest number's next window reaches.
+    """
+    rows = connection.execute(
+        "SELECT app_id, COUNT(status_cursor), MIN(status_cursor), MAX(status_cursor), "
+        "COUNT(reply_cursor), MIN(reply_cursor), MAX(reply_cursor) FROM numbers GROUP BY app_id"
+    )
+    return {
+        app: {
+            kind: (count, oldest, newest)
+            for kind, (count, oldest, newest) in (("status", row[:3]), ("reply", row[3:]))
+            if count
+        }
+        for app, *row in rows
+    }
+
+
 def purge_expired_numbers(connection: sqlite3.Connection, *, now: float) -> int:
     """Forget API-tracked numbers whose tracking period has ended."""
     return connection.execute(

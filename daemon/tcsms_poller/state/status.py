@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from tcsms_poller.state.conversions import pending_conversions
-from tcsms_poller.state.numbers import number_counts
+from tcsms_poller.state.numbers import cursor_ranges, number_counts
 from tcsms_poller.state.outbox import outbox_head
 
 __all__ = ["read_snapshot"]
@@ -32,15 +32,18 @@ def read_snapshot(path: Path, *, now: float) -> dict[str, Any]:
                 "SELECT name, acked_seq, updated_at FROM sink_cursors ORDER BY name"
             )
         ]
+        ranges = cursor_ranges(connection)
         numbers = [
-            {"app_id": app, "tracked": count, "oldest_overdue_s": round(lag, 1)}
+            {
+                "app_id": app,
+                "tracked": count,
+                "oldest_overdue_s": round(lag, 1),
+                "cursors": {
+                    kind: {"numbers": with_cursor, "oldest": oldest, "newest": newest}
+                    for kind, (with_cursor, oldest, newest) in ranges.get(app, {}).items()
+                },
+            }
             for app, (count, lag) in sorted(number_counts(connection, now=now).items())
-        ]
-        cursors = [
-            {"key": key, "value": value, "updated_at": at}
-            for key, value, at in connection.execute(
-                "SELECT key, value, updated_at FROM cursors ORDER BY key"
-            )
         ]
         workers = [
             {
@@ -64,7 +67,6 @@ def read_snapshot(path: Path, *, now: float) -> dict[str, Any]:
             "outbox_head": head,
             "sinks": sinks,
             "numbers": numbers,
-            "cursors": cursors,
             "workers": workers,
             "pending_conversions": pending_conversions(connection),
             "rejected_items": rejected,
