@@ -63,6 +63,15 @@ def test_interpolation_forms(tmp_path: Path) -> None:
     assert config.state.path == Path("/data/s$1/state.db")
 
 
+def test_a_default_stands_in_for_an_empty_variable_too(tmp_path: Path) -> None:
+    """As in the shell, ``${VAR:-default}`` takes the default when VAR is set but empty."""
+    text = MINIMAL + "state:\n  path: /data/${NAME:-state}${EMPTY}.db\n"
+    environ = {"SECRET_ID": "x", "SECRET_KEY": "", "NAME": "", "EMPTY": ""}
+    config = load_config(write(tmp_path, text), environ=environ)
+    assert config.tencent.secret_key.reveal() == "fallback-key-123"
+    assert config.state.path == Path("/data/state.db")
+
+
 def test_relative_paths_follow_the_config_file(tmp_path: Path) -> None:
     (tmp_path / "numbers.txt").write_text("+8613711112222\n")
     text = MINIMAL + "    by_number: {numbers_file: numbers.txt}\nstate: {path: db/state.db}\n"

@@ -2,7 +2,9 @@
 
 An unset variable without a default is an error rather than an empty string: an empty secret
 would only fail much later, at Tencent, with a less helpful message. A ``$`` not followed by
-``{`` or ``$`` is kept as it is, so ordinary text needs no escaping.
+``{`` or ``$`` is kept as it is, so ordinary text needs no escaping. As in the shell,
+``${VAR:-default}`` takes the default when ``VAR`` is unset or empty (an empty ``Environment=``
+line in a unit is a common way to "unset" a variable).
 """
 
 from __future__ import annotations
@@ -35,11 +37,11 @@ def interpolate(text: str, environ: Mapping[str, str]) -> str:
             )
         name = match.group("name")
         value = environ.get(name)
+        default = match.group("default")
+        if default is not None and not value:  # as in the shell: unset or empty
+            return default
         if value is not None:
             return value
-        default = match.group("default")
-        if default is not None:
-            return default
         raise InterpolationError(
             f"environment variable {name} is not set (write ${{{name}:-default}} for a default)"
         )
