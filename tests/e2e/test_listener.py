@@ -18,6 +18,7 @@ from tests.e2e.conftest import (
     free_port,
     ids_in,
     read_jsonl,
+    request_counts,
     truth,
     truth_reply_id,
     wait_until,
@@ -198,3 +199,37 @@ async def test_queued_conversions_survive_a_restart(
     [record] = conversions()
     assert (record["id"], record["code"]) == (f"conversion:{serial_no}", "ok")
     assert [c["serial_no"] for c in (await truth(emulator))["conversions"]] == [serial_no]
+
+
+async def test_a_permanently_refused_conversion_is_recorded_once_and_not_retried(
+    tmp_path: Path, emulator: RunningEmulator, port: int
+) -> None:
+    """An unknown SerialNo is Tencent's final word: one request, one record with its code."""
+    output = tmp_path / "records.jsonl"
+    config = daemon_config(emulator.url, tmp_path, server=server(port))
+    async with running_daemon(tmp_path, config) as daemon, httpx.AsyncClient() as client:
+        queued = await client.post(
+            f"http://127.0.0.1:{port}/v1/conversions",
+            json={"serial_no": "5000:unknown", "conversion_time": 1764000000},
+            headers={"authorization": f"Bearer {TOKEN}"},
+        )
+        assert queued.status_code == 202
+
+        def conversions() -> list[dict[str, Any]]:
+            return [r for r in read_jsonl(output) if r["kind"] == "conversion"]
+
+        def reporter_rounds() -> int:
+            rounds = daemon.events("poll.completed")
+            return sum(1 for event in rounds if event.get("worker") == "conversions")
+
+        await wait_until(lambda: bool(conversions()), what="the conversion record")
+        rounds = reporter_rounds()
+        # Two more rounds of the reporter (1 s apart): neither may ask Tencent again.
+        await wait_until(lambda: reporter_rounds() >= rounds + 2, what="two more rounds")
+        health = (await client.get(f"http://127.0.0.1:{port}/healthz")).json()
+        await daemon.stop()
+    [record] = conversions()
+    assert (record["serial_no"], record["code"]) == ("5000:unknown", "InvalidParameterValue")
+    assert request_counts(emulator, "ReportConversion") == (1, 0)
+    [reporter] = [part for part in health["parts"] if part["name"] == "conversions"]
+    assert reporter["healthy"] is True

@@ -26,14 +26,17 @@ def log_stream(config: Config) -> TextIO:
     return sys.stderr if any(sink.type == "stdout" for sink in config.sinks) else sys.stdout
 
 
-def load_and_configure(path: Path) -> Config:
-    """Load the configuration (a ``ConfigError`` exits 78 in ``cli``) and configure logging."""
+def load_and_configure(path: Path, *, prints_result: bool = False) -> Config:
+    """Load the configuration (a ``ConfigError`` exits 78 in ``cli``) and configure logging.
+
+    A command that ``prints_result`` on stdout logs to stderr, so its output stays parseable.
+    """
     config = load_config(path)
     configure_logging(
         level=config.log.level,
         fmt=config.log.format,
         secrets=config.secrets(),
-        stream=log_stream(config),
+        stream=sys.stderr if prints_result else log_stream(config),
     )
     return config
 

@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def execute(args: argparse.Namespace) -> int:
-    config = load_and_configure(args.config)
+    config = load_and_configure(args.config, prints_result=True)
     app_ids = [app.sms_sdk_app_id for app in config.apps]
     app_id = args.app_id or app_ids[0]
     if app_id not in app_ids:
