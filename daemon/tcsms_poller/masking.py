@@ -3,7 +3,9 @@
 Secrets are replaced wherever they appear (values, nested structures, exception text), since a
 secret reaches a log line most often inside something else: a URL, an error message, a repr.
 Phone numbers keep their country code and last four digits (``+86137****2222``) so an operator
-can still tell numbers apart without the log becoming personal data.
+can still tell numbers apart without the log becoming personal data. In free text a number is
+recognised by its ``+``, or, without one, by the shape of a mainland mobile number; under a
+phone key (``mobile``, ``SubscriberNumber``) any digits are.
 """
 
 from __future__ import annotations
@@ -27,6 +29,12 @@ _STARS = "****"
 
 # "+" and 7 or more digits: E.164 stops at 15, but a longer run is no less private.
 _PLUS_NUMBER = re.compile(r"\+([0-9]{7,})")
+# A mainland China mobile number written without "+" (optionally after 86 or 0086), standing
+# alone: Tencent's own error messages and reply texts quote numbers this way. Letters or digits
+# on either side mean something else (a hex id, a longer count, a millisecond time).
+_BARE_MOBILE = re.compile(
+    r"(?<![0-9A-Za-z+])((?:0086|86)?)(1[3-9][0-9])[0-9]{4}([0-9]{4})(?![0-9A-Za-z])"
+)
 _DIGIT = re.compile(r"[0-9]")
 # Keys (lower case, no underscores) whose values are numbers written without "+"; this also
 # covers Tencent's own spelling (``Mobile``, ``SubscriberNumber``).
@@ -98,12 +106,13 @@ class Masker:
         return self._mapping(event_dict, 0)
 
     def text(self, text: str) -> str:
-        """``text`` with every configured secret and every ``+`` number masked."""
+        """``text`` with every configured secret, every ``+`` number and every bare mainland
+        mobile number (``13711112222`` -> ``137****2222``) masked."""
         if self._secrets is not None:
             text = self._secrets.sub(REDACTED, text)
         if "+" in text:
             text = _PLUS_NUMBER.sub(lambda match: _mask_e164(match[1]), text)
-        return text
+        return _BARE_MOBILE.sub(lambda match: f"{match[1]}{match[2]}{_STARS}{match[3]}", text)
 
     def value(self, value: object) -> object:
         """A masked copy of ``value``, made only of JSON-friendly types."""
