@@ -1,7 +1,7 @@
 """Failures talking to Tencent, split by what the caller should do about them.
 
     TencentError                     code, message, request_id, action
-     +-- TransientError              retry with backoff; the worker stays healthy
+     +-- TransientError              retry with backoff; unhealthy once the retries ran out
      |    +-- TransportError         connection refused/reset, timeouts
      |    +-- MalformedResponseError not JSON, no ``Response``, wrong types, truncated, HTTP 5xx
      |    +-- RateLimitedError       ``RequestLimitExceeded*`` (other clients share the account)
@@ -10,6 +10,10 @@
           +-- AuthError              ``AuthFailure*``, ``UnauthorizedOperation*``
           |    +-- ClockSkewError    ``AuthFailure.SignatureExpire``: our clock is off
           +-- RequestError           ``InvalidParameter*``, ``MissingParameter`` and any other code
+
+A transient error the client's retries absorbed is invisible to the worker; one that outlasted
+them fails that cycle, and the worker reports unhealthy until a later cycle succeeds (the next
+one comes at its normal interval, not slowly).
 
 Unknown codes are permanent: retrying them fast could hammer an account that is misconfigured,
 while the worker's slow retry still recovers from a code that turns out to be passing.
