@@ -32,6 +32,7 @@ from tcsms_poller.metrics import Metrics
 from tcsms_poller.sdnotify import Notifier, run_watchdog
 from tcsms_poller.sinks.fleet import SinkFleet
 from tcsms_poller.state import StateError, StateStore
+from tcsms_poller.state.store import WRITE_STALL_LIMIT
 from tcsms_poller.tencent.client import Credentials, RetryPolicy, TencentClient
 from tcsms_poller.tencent.ratelimit import RateLimiters
 from tcsms_poller.workers import Worker, WorkerContext, build_workers, poll_cycle, run_worker
@@ -166,7 +167,11 @@ class Daemon:
                 notifier=self._notifier,
             )
             root.start_soon(housekeeper.run)
-            root.start_soon(run_watchdog, self._notifier, lambda: True)
+            # Pings come from the event loop, so a blocked loop stops them; so does a write
+            # that hangs (a dead disk), which no retry inside the process can cure.
+            root.start_soon(
+                run_watchdog, self._notifier, lambda: store.write_stalled_for() < WRITE_STALL_LIMIT
+            )
             async with AsyncExitStack() as listener:
                 if self.config.server is not None:
                     # Imported here: uvicorn and Starlette cost a daemon without a listener

@@ -13,6 +13,7 @@ from tcsms_poller.state import StateError, StateStore
 from tcsms_poller.state.schema import MIGRATIONS
 from tcsms_poller.state.status import read_snapshot
 from tcsms_poller.tencent.models import RejectedItem
+from tests.e2e.conftest import wait_until
 
 DAY = 86_400.0
 
@@ -251,3 +252,22 @@ async def test_an_unwritable_location_is_a_state_error(tmp_path: Path) -> None:
     blocker.write_text("x")
     with pytest.raises(StateError, match="cannot open state database"):
         await open_store(blocker / "state.db")
+
+
+@pytest.mark.anyio
+async def test_a_write_waiting_on_the_disk_shows_as_stalled(tmp_path: Path) -> None:
+    """While a write cannot proceed its stall time grows; once it commits it is 0 again."""
+    path = tmp_path / "state.db"
+    store = await open_store(path)
+    assert store.write_stalled_for() == 0.0
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")  # as a hung disk would, keeps every write waiting
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(store.commit, [record("a")])
+            await wait_until(lambda: store.write_stalled_for() >= 0.2, what="a stalled write")
+            blocker.rollback()
+    assert store.write_stalled_for() == 0.0
+    assert [r.as_dict()["id"] for r in await store.read_outbox(after=0, limit=5)] == ["a"]
+    blocker.close()
+    await store.aclose()

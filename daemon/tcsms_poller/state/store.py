@@ -36,6 +36,9 @@ __all__ = ["CommitResult", "StateError", "StateStore"]
 T = TypeVar("T")
 Transaction = Callable[[sqlite3.Connection], T]
 PURGE_BATCH = 5_000
+# A write pending this long means the disk hangs: SQLite's own wait for a lock is 30 s, after
+# which a write fails (and is retried) rather than waits.
+WRITE_STALL_LIMIT = 120.0
 
 
 class StateError(Exception):
@@ -81,6 +84,7 @@ class StateStore:
         self._read_lock = anyio.CapacityLimiter(1)
         self._head = outbox.outbox_head(writer)
         self._committed = anyio.Event()
+        self._writing_since: float | None = None  # monotonic start of the write in progress
 
     @classmethod
     async def open(
@@ -136,6 +140,22 @@ class StateStore:
             committed()
         return result
 
+    def _write_transaction(self, work: Transaction[T], committed: Callable[[], None] | None) -> T:
+        self._writing_since = time.monotonic()
+        try:
+            return self._transact(self._writer, work, "BEGIN IMMEDIATE", committed)
+        finally:
+            self._writing_since = None
+
+    def write_stalled_for(self) -> float:
+        """Seconds the write in progress has taken so far (0 when none is running).
+
+        The watchdog stops pinging systemd when this passes ``WRITE_STALL_LIMIT``: a process
+        whose disk hangs cannot commit, so a restart is the better bet.
+        """
+        since = self._writing_since
+        return 0.0 if since is None else time.monotonic() - since
+
     async def write(
         self, work: Transaction[T], *, committed: Callable[[], None] | None = None
     ) -> T:
@@ -145,12 +165,7 @@ class StateStore:
         """
         try:
             return await anyio.to_thread.run_sync(
-                self._transact,
-                self._writer,
-                work,
-                "BEGIN IMMEDIATE",
-                committed,
-                limiter=self._write_lock,
+                self._write_transaction, work, committed, limiter=self._write_lock
             )
         except sqlite3.Error as error:
             raise StateError(f"state database write failed: {error}") from None
