@@ -82,10 +82,13 @@ class Worker(Protocol):
 
 
 class Ticker:
-    """Waits until the next tick: ``interval`` after the previous start, with jitter, no drift.
+    """Waits until the next tick of a fixed schedule: every ``interval``, jittered, no drift.
 
-    Subtracting the time spent working keeps a 2 s interval at 2 s however long a cycle took;
-    the jitter (±10 %) keeps many workers from firing in lockstep.
+    Ticks are anchored to the first start (``first + k * interval``), so neither the time spent
+    working nor a late wake-up moves later ticks; the jitter (±10 %, so many workers do not fire
+    in lockstep) is drawn afresh for each wait and never accumulates. A cycle that overran a
+    whole interval starts the next one at once and re-anchors the schedule there, rather than
+    firing a burst of missed ticks.
     """
 
     def __init__(
@@ -100,19 +103,21 @@ class Ticker:
         self._jitter = jitter
         self._clock = clock
         self._rng = rng or random.Random()
-        self._started: float | None = None
+        self._next: float | None = None  # the scheduled tick after the current cycle's
 
     def start(self) -> None:
         """Mark the start of a cycle."""
-        self._started = self._clock()
+        now = self._clock()
+        missed = self._next is None or now - self._next >= self.interval
+        tick = now if missed or self._next is None else self._next
+        self._next = tick + self.interval
 
     def remaining(self) -> float:
         """Seconds until the next cycle should start (0 if already late)."""
-        if self._started is None:
+        if self._next is None:
             return 0.0
         spread = self.interval * self._jitter
-        target = self._started + self.interval + self._rng.uniform(-spread, spread)
-        return max(0.0, target - self._clock())
+        return max(0.0, self._next + self._rng.uniform(-spread, spread) - self._clock())
 
 
 async def _wait_or_stop(ctx: WorkerContext, seconds: float) -> None:
