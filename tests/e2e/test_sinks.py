@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -101,3 +102,36 @@ async def test_a_third_party_sink_receives_records(
     assert set(ids_in(output)) == expected_ids(await truth(emulator))
     [loaded] = [e for e in daemon.events() if e.get("distribution") == "tcsms-poller-mysink"]
     assert loaded["version"] == "0.1.0"
+
+
+async def test_a_second_stop_signal_skips_the_grace_period_and_loses_nothing(
+    tmp_path: Path, emulator: RunningEmulator
+) -> None:
+    """A webhook that is down holds the first SIGTERM in the sinks' grace period; a second one
+    stops at once, and the next start delivers every record the webhook had not taken."""
+    await inject(emulator, replies=replies(30))
+    expected = expected_ids(await truth(emulator))
+    output = tmp_path / "records.jsonl"
+    with http_receiver() as receiver:
+        receiver.fallback = Reply(503)  # down until further notice
+        sinks: list[dict[str, Any]] = [
+            {"type": "file", "path": str(output)},
+            {"type": "http", "url": receiver.url, "max_backoff": "200ms"},
+        ]
+        config = daemon_config(emulator.url, tmp_path, sinks=sinks)
+        async with running_daemon(tmp_path, config) as daemon:
+            await wait_until(lambda: set(ids_in(output)) == expected, what="the file sink")
+            await wait_until(lambda: len(receiver.requests) >= 2, what="the webhook failing")
+            daemon.signal(signal.SIGTERM)
+            await wait_until(lambda: bool(daemon.events("daemon.stopping")), what="stopping")
+            await daemon.stop()  # the second SIGTERM
+        assert daemon.events("daemon.forced_stop")
+        assert not daemon.events("sink.drain_timeout")  # it did not sit out the grace period
+        receiver.fallback = Reply(200)
+        async with running_daemon(tmp_path, config) as daemon:
+            await wait_until(
+                lambda: set(posted_ids([r.body for r in receiver.accepted])) == expected,
+                what="the webhook's records after the restart",
+            )
+            await daemon.stop()
+    assert len(ids_in(output)) == len(expected)  # the file sink got nothing twice
