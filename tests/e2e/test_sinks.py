@@ -135,3 +135,23 @@ async def test_a_second_stop_signal_skips_the_grace_period_and_loses_nothing(
             )
             await daemon.stop()
     assert len(ids_in(output)) == len(expected)  # the file sink got nothing twice
+
+
+async def test_logrotate_then_sighup_continues_in_a_new_file(
+    tmp_path: Path, emulator: RunningEmulator
+) -> None:
+    """logrotate's create mode: the old file is moved away, SIGHUP, new records in a new file."""
+    output = tmp_path / "records.jsonl"
+    rotated = tmp_path / "records.jsonl.1"
+    await inject(emulator, replies=replies(10))
+    config = daemon_config(emulator.url, tmp_path)
+    async with running_daemon(tmp_path, config) as daemon:
+        await wait_until(lambda: len(ids_in(output)) == 10, what="the first records")
+        output.rename(rotated)
+        daemon.signal(signal.SIGHUP)
+        await wait_until(lambda: bool(daemon.events("daemon.reloaded")), what="the reload")
+        await inject(emulator, replies=replies(5, saying="after rotation"))
+        await wait_until(lambda: len(ids_in(output)) == 5, what="records in the new file")
+        await daemon.stop()
+    assert len(ids_in(rotated)) == 10
+    assert not set(ids_in(rotated)) & set(ids_in(output))
