@@ -35,6 +35,7 @@ from tcsms_poller.tencent.ratelimit import RateLimiters
 from tcsms_poller.workers import ByNumberWorker, WorkerContext, poll_cycle
 from tcsms_poller.workers.by_number import STATUS_ACTION
 from tests.e2e.conftest import request_counts
+from tests.support.log_capture import captured_logs, json_lines
 
 pytestmark = pytest.mark.anyio
 
@@ -188,3 +189,19 @@ async def test_a_stopping_daemon_polls_no_more_numbers(
         assert stats.requests == requests_of(emulator) == 0
         _, due = await ctx.store.due_numbers(DEFAULT_APP_ID, limit=len(MANY))
         assert len(due) == len(MANY)
+
+
+async def test_a_number_overdue_by_more_than_its_interval_is_reported_as_lag(
+    worker: tuple[ByNumberWorker, WorkerContext, Clock],
+) -> None:
+    """The gauge always shows how overdue the stalest number is; past an interval, a warning."""
+    by_number, ctx, clock = worker
+    await poll_cycle(by_number, ctx)  # polled now: due again in one interval
+    lag = ctx.metrics.registry.get_sample_value
+    assert lag("tcsms_poller_by_number_lag_seconds", {"app_id": DEFAULT_APP_ID}) == 0.0
+    clock.now += 3 * INTERVAL
+    with captured_logs() as out:
+        await poll_cycle(by_number, ctx)
+    assert lag("tcsms_poller_by_number_lag_seconds", {"app_id": DEFAULT_APP_ID}) == 2 * INTERVAL
+    [warning] = [event for event in json_lines(out) if event["event"] == "by_number.lagging"]
+    assert (warning["lag_s"], warning["interval_s"]) == (2 * INTERVAL, INTERVAL)
