@@ -28,7 +28,7 @@ CASES = [
         "3: invalid YAML: expected ',' or ']', but got '<stream end>'",
     ),
     ("duplicate key", GOOD_HEAD + "log: {}\nlog: {}\n", "7: log: duplicate key"),
-    ("missing tencent", "apps:\n  - sms_sdk_app_id: '1400006666'\n", "tencent: is required"),
+    ("missing tencent", "apps:\n  - sms_sdk_app_id: '1400006666'\n", "1: tencent: is required"),
     (
         "unknown section",
         GOOD_HEAD + "logs: {level: info}\n",

@@ -130,4 +130,5 @@ def parse_yaml(text: str, name: str, environ: Mapping[str, str]) -> SourceText:
         raise ConfigError(f"{name}{line}: invalid YAML: {error.problem}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{name}:1: the configuration must be a mapping of sections")
+    builder.lines[()] = node.start_mark.line + 1  # a missing section is reported at the top
     return SourceText(name=name, data=data, lines=builder.lines)
