@@ -12,7 +12,15 @@ import httpx
 import pytest
 
 from tcsms_poller.emulator import RunningEmulator
-from tests.e2e.conftest import expected_ids, ids_in, truth, wait_until
+from tests.e2e.conftest import (
+    expected_ids,
+    ids_in,
+    read_jsonl,
+    request_counts,
+    truth,
+    truth_reply_id,
+    wait_until,
+)
 from tests.e2e.daemon_process import daemon_config, running_daemon
 
 pytestmark = pytest.mark.anyio
@@ -101,6 +109,34 @@ async def test_one_number_pages_beyond_100(tmp_path: Path, emulator: RunningEmul
     assert sorted(ids_in(output)) == sorted(expected_ids(await truth(emulator)))
     [by_number] = [event for event in daemon.events("poll.completed") if event["fetched"] >= 250]
     assert by_number["requests"] >= 3
+
+
+async def test_per_number_replies_arrive_by_their_own_route(
+    tmp_path: Path, emulator: RunningEmulator
+) -> None:
+    """With the reply queue off, ``by_number.replies`` alone brings a tracked number's replies:
+    each once, as ``PullSmsReplyStatusByPhoneNumber`` records; an untracked number's stay put."""
+    stranger = "+8613799990000"
+    await inject(emulator, replies=replies(130) + replies(7, number=stranger))
+    tracked = {
+        truth_reply_id(reply)
+        for reply in (await truth(emulator))["replies"]
+        if reply["phone_number"] == NUMBER
+    }
+    assert len(tracked) == 130  # more than one page of 100
+    output = tmp_path / "records.jsonl"
+    config = by_number_config(
+        emulator, tmp_path, {"numbers": [NUMBER], "interval": "1h", "replies": True}
+    )
+    async with running_daemon(tmp_path, config) as daemon:
+        await wait_until(lambda: len(ids_in(output)) >= len(tracked), what="the tracked replies")
+        await daemon.stop()
+    records = read_jsonl(output)
+    assert sorted(record["id"] for record in records) == sorted(tracked)
+    assert {record["source"] for record in records} == {"PullSmsReplyStatusByPhoneNumber"}
+    assert request_counts(emulator, "PullSmsReplyStatus") == (0, 0)
+    requests, ok = request_counts(emulator, "PullSmsReplyStatusByPhoneNumber")
+    assert requests == ok >= 2  # a full page continued at once
 
 
 async def test_restarts_and_kills_deliver_nothing_twice(
