@@ -12,8 +12,13 @@ import pytest
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from tcsms_poller.cli import build_parser
-from tcsms_poller.commands.emulator import build_options, parse_fault, parse_listen
-from tcsms_poller.emulator import DEFAULT_RATE_LIMITS, Fault, FaultKind
+from tcsms_poller.commands.emulator import (
+    build_options,
+    environment_variable,
+    parse_fault,
+    parse_listen,
+)
+from tcsms_poller.emulator import DEFAULT_RATE_LIMITS, EmulatorOptions, Fault, FaultKind
 from tcsms_poller.exits import UsageError
 
 COMMAND = [sys.executable, "-m", "tcsms_poller", "emulator"]
@@ -116,6 +121,67 @@ def test_no_traffic_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert options.app_ids == ("1400000001", "1400000002")
     assert options.secret_key == "from-env"
     assert options.seed == 42
+
+
+def emulator_options(*argv: str) -> EmulatorOptions:
+    return build_options(build_parser("emulator").parse_args(["emulator", *argv]))
+
+
+def test_every_flag_has_a_variable_and_the_command_line_wins(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Single and repeatable flags, a switch: each from its variable unless given as a flag."""
+    environment = {
+        "SLACK": "25ms",
+        "SEND_RATE": "7",
+        "PHONE_NUMBERS": "+8613711112222,+8613711113333",
+        "RATE_LIMITS": "PullSmsSendStatus=3, PullSmsReplyStatus=4",
+        "FAULTS": "*:latency=0.5@20ms",
+        "PUSH_INTERVAL": "3s",
+    }
+    for name, value in environment.items():
+        monkeypatch.setenv(environment_variable(name.lower()), value)
+    from_environment = emulator_options()
+    assert from_environment.slack == 0.025
+    assert from_environment.traffic is not None
+    assert from_environment.traffic.send_rate == 7
+    assert from_environment.traffic.phone_numbers == ("+8613711112222", "+8613711113333")
+    assert from_environment.rate_limits["PullSmsSendStatus"] == 3
+    assert from_environment.rate_limits["PullSmsReplyStatus"] == 4
+    assert from_environment.faults == (
+        Fault(kind=FaultKind.LATENCY, probability=0.5, seconds=0.02),
+    )
+    assert from_environment.push.interval == 3
+
+    flags = emulator_options(
+        "--slack", "5ms", "--number", "+8613799990000", "--rate-limit", "PullSmsSendStatus=9"
+    )
+    assert flags.slack == 0.005
+    assert flags.traffic is not None
+    assert flags.traffic.phone_numbers == ("+8613799990000",)  # not added to the variable's
+    assert flags.rate_limits["PullSmsSendStatus"] == 9
+    assert flags.rate_limits["PullSmsReplyStatus"] == DEFAULT_RATE_LIMITS["PullSmsReplyStatus"]
+
+    monkeypatch.setenv("TCSMS_EMULATOR_NO_TRAFFIC", "yes")
+    assert emulator_options().traffic is None
+    monkeypatch.setenv("TCSMS_EMULATOR_NO_TRAFFIC", "maybe")
+    with pytest.raises(UsageError, match=r"^TCSMS_EMULATOR_NO_TRAFFIC 'maybe': expected 1 or 0"):
+        emulator_options()
+
+
+def test_the_help_names_the_variable_of_every_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        build_parser("emulator").parse_args(["emulator", "--help"])
+    help_text = capsys.readouterr().out
+    flags = {word for word in help_text.split() if word.startswith("--")} - {"--help"}
+    listed = {
+        line.split()[1]
+        for line in help_text.splitlines()
+        if line.strip().startswith("TCSMS_EMULATOR_")
+    }
+    assert len(flags) > 20
+    assert listed == flags
+    assert "TCSMS_EMULATOR_PUSH_RETRY_DELAY       --push-retry-delay" in help_text
 
 
 def test_fault_specs() -> None:

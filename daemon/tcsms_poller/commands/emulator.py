@@ -11,7 +11,7 @@ import argparse
 import os
 import signal
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import anyio
@@ -30,21 +30,22 @@ from tcsms_poller.exits import EX_FAILURE, EX_OK, UsageError
 from tcsms_poller.logs import configure_logging
 from tcsms_poller.units import parse_duration
 
-__all__ = ["add_arguments", "build_options", "execute", "parse_fault", "parse_listen"]
+__all__ = [
+    "add_arguments",
+    "build_options",
+    "environment_variable",
+    "execute",
+    "parse_fault",
+    "parse_listen",
+]
 
 log = structlog.get_logger("tcsms_poller.emulator")
 T = TypeVar("T")
 
-ENVIRONMENT = """\
-environment (a flag given on the command line wins):
-  TCSMS_EMULATOR_LISTEN           --listen
-  TCSMS_EMULATOR_SECRET_ID        --secret-id
-  TCSMS_EMULATOR_SECRET_KEY       --secret-key
-  TCSMS_EMULATOR_APP_IDS          --app-id, comma-separated
-  TCSMS_EMULATOR_SEED             --seed
-  TCSMS_EMULATOR_PUSH_STATUS_URL  --push-status-url
-  TCSMS_EMULATOR_PUSH_REPLY_URL   --push-reply-url
+ENVIRONMENT_PREFIX = "TCSMS_EMULATOR_"
+_REPEATABLE = frozenset({"app_ids", "phone_numbers", "rate_limits", "faults"})
 
+FAULTS_HELP = """\
 faults: --fault ACTION:KIND=PROBABILITY[@VALUE], repeatable; ACTION is an action name or *.
   KIND        VALUE (optional)              effect
   latency     duration (default 500ms)      answer late, then normally
@@ -62,17 +63,16 @@ faults: --fault ACTION:KIND=PROBABILITY[@VALUE], repeatable; ACTION is an action
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The emulator's flags; values are strings, checked by ``build_options``."""
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.epilog = ENVIRONMENT
-    env = os.environ
+    first_option = len(parser._actions)  # the command's own options come after the common ones
     add = parser.add_argument
     add(
         "--listen",
-        default=env.get("TCSMS_EMULATOR_LISTEN", "127.0.0.1:9000"),
+        default="127.0.0.1:9000",
         metavar="HOST:PORT",
         help="address to serve on; port 0 picks a free one (default: %(default)s)",
     )
-    add("--secret-id", default=env.get("TCSMS_EMULATOR_SECRET_ID", DEFAULT_SECRET_ID))
-    add("--secret-key", default=env.get("TCSMS_EMULATOR_SECRET_KEY", DEFAULT_SECRET_KEY))
+    add("--secret-id", default=DEFAULT_SECRET_ID)
+    add("--secret-key", default=DEFAULT_SECRET_KEY)
     add(
         "--app-id",
         action="append",
@@ -80,7 +80,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="ID",
         help=f"an SdkAppId of the account, repeatable (default: {DEFAULT_APP_ID})",
     )
-    add("--seed", default=env.get("TCSMS_EMULATOR_SEED"), help="makes traffic repeatable")
+    add("--seed", help="makes traffic repeatable")
     add("--log-level", default="info", help="debug, info, warning or error (logs go to stderr)")
 
     traffic = parser.add_argument_group("synthetic traffic")
@@ -115,7 +115,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--rate-limit",
         action="append",
         dest="rate_limits",
-        default=[],
         metavar="ACTION=N",
         help="requests per second, repeatable (defaults: Tencent's documented limits)",
     )
@@ -137,12 +136,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--fault",
         action="append",
         dest="faults",
-        default=[],
         metavar="SPEC",
         help="ACTION:KIND=PROBABILITY[@VALUE], repeatable (see below)",
     )
-    faults.add_argument("--push-status-url", default=env.get("TCSMS_EMULATOR_PUSH_STATUS_URL"))
-    faults.add_argument("--push-reply-url", default=env.get("TCSMS_EMULATOR_PUSH_REPLY_URL"))
+    faults.add_argument("--push-status-url")
+    faults.add_argument("--push-reply-url")
     faults.add_argument(
         "--push-interval",
         default="1s",
@@ -155,6 +153,59 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DURATION",
         help="between a failed push and its retry (default 1s)",
     )
+    options = parser._actions[first_option:]
+    parser.set_defaults(**_environment_defaults(options, os.environ))
+    parser.epilog = _environment_help(options) + "\n" + FAULTS_HELP
+
+
+def environment_variable(dest: str) -> str:
+    """The variable standing in for a flag (dest ``seed``: ``TCSMS_EMULATOR_SEED``)."""
+    return ENVIRONMENT_PREFIX + dest.upper()
+
+
+def _environment_defaults(
+    options: Sequence[argparse.Action], environ: Mapping[str, str]
+) -> dict[str, Any]:
+    """Each flag's variable, where set, as the flag's default: a flag on the command line wins.
+
+    Not for repeatable flags: argparse would add the command line's values to a default list
+    instead of replacing it, so ``_repeated`` reads their variables after parsing.
+    """
+    defaults: dict[str, Any] = {}
+    for option in options:
+        value = environ.get(environment_variable(option.dest))
+        if value is not None and option.dest not in _REPEATABLE:
+            defaults[option.dest] = value
+    return defaults
+
+
+def _environment_help(options: Sequence[argparse.Action]) -> str:
+    lines = ["environment (a flag given on the command line wins; repeatable flags: a,b,c):"]
+    lines += [
+        f"  {environment_variable(option.dest):<38}{option.option_strings[0]}" for option in options
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _repeated(args: argparse.Namespace, dest: str) -> list[str]:
+    """A repeatable flag's values: from the command line, else its variable's a,b,c list."""
+    given: list[str] | None = getattr(args, dest)
+    if given:
+        return given
+    text = os.environ.get(environment_variable(dest), "")
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _switch(dest: str, value: bool | str) -> bool:
+    """A flag without a value, or its variable: 1/true/yes/on or 0/false/no/off/empty."""
+    if isinstance(value, bool):
+        return value
+    text = value.strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("", "0", "false", "no", "off"):
+        return False
+    raise UsageError(f"{environment_variable(dest)} {value!r}: expected 1 or 0 (true or false)")
 
 
 def _convert(flag: str, text: str, convert: Callable[[str], T]) -> T:
@@ -228,11 +279,11 @@ def _first_error(error: ValidationError, *, flag: bool = True) -> str:
 
 
 def _traffic(args: argparse.Namespace) -> dict[str, Any] | None:
-    if args.no_traffic:
+    if _switch("no_traffic", args.no_traffic):
         return None
     given: Mapping[str, str | list[str] | None] = {
         "numbers": args.numbers,
-        "phone_numbers": args.phone_numbers,
+        "phone_numbers": _repeated(args, "phone_numbers") or None,
         "heavy_numbers": args.heavy_numbers,
         "heavy_share": args.heavy_share,
         "send_rate": args.send_rate,
@@ -254,11 +305,7 @@ def build_options(args: argparse.Namespace) -> EmulatorOptions:
         UsageError: a value is malformed or out of range (one line naming the flag).
     """
     host, port = _convert("--listen", args.listen, parse_listen)
-    app_ids = args.app_ids or [
-        part.strip()
-        for part in os.environ.get("TCSMS_EMULATOR_APP_IDS", DEFAULT_APP_ID).split(",")
-        if part.strip()
-    ]
+    app_ids = _repeated(args, "app_ids") or [DEFAULT_APP_ID]
     fields: dict[str, Any] = {
         "host": host,
         "port": port,
@@ -267,10 +314,12 @@ def build_options(args: argparse.Namespace) -> EmulatorOptions:
         "app_ids": app_ids,
         "seed": args.seed,
         "traffic": _traffic(args),
-        "rate_limits": dict(_convert("--rate-limit", t, _rate_limit) for t in args.rate_limits),
+        "rate_limits": dict(
+            _convert("--rate-limit", text, _rate_limit) for text in _repeated(args, "rate_limits")
+        ),
         "slack": _convert("--slack", args.slack, parse_duration),
         "max_skew": _convert("--max-skew", args.max_skew, parse_duration),
-        "faults": [_convert("--fault", text, parse_fault) for text in args.faults],
+        "faults": [_convert("--fault", text, parse_fault) for text in _repeated(args, "faults")],
         "push": {
             "status_url": args.push_status_url,
             "reply_url": args.push_reply_url,
