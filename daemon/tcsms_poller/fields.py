@@ -189,6 +189,6 @@ class ConfigModel(BaseModel):
             if key not in resolved or field.annotation not in (SecretValue, SecretValue | None):
                 continue
             if name in resolved:
-                raise ValueError(f"give either {name} or {key}, not both")
+                raise ValueError(f"{key}: give either {name} or {key}, not both")
             resolved[name] = _read_secret_file(resolved.pop(key), key, info)
         return resolved

@@ -194,9 +194,15 @@ CASES = [
     ),
     ("no sinks", GOOD_HEAD + "sinks: []\n", "6: sinks: must list at least one entry"),
     (
+        "sink secret and secret file",
+        GOOD_HEAD + "sinks:\n  - type: http\n    url: http://127.0.0.1:1/\n    hmac_secret: x\n"
+        "    hmac_secret_file: hook.txt\n",
+        "10: sinks[0].hmac_secret_file: give either hmac_secret or hmac_secret_file, not both",
+    ),
+    (
         "secret and secret file",
         "tencent:\n  secret_id: a\n  secret_key: b\n  secret_key_file: k.txt\napps:\n  - sms_sdk_app_id: '1400006666'\n",
-        "1: tencent: give either secret_key or secret_key_file, not both",
+        "4: tencent.secret_key_file: give either secret_key or secret_key_file, not both",
     ),
 ]
 
@@ -225,7 +231,7 @@ def test_missing_secret_file_names_the_path(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as raised:
         load_config(path, environ={})
     assert str(raised.value) == (
-        f"{path}:1: tencent: secret_key_file: cannot read {tmp_path}/nowhere.txt: "
+        f"{path}:3: tencent.secret_key_file: cannot read {tmp_path}/nowhere.txt: "
         "No such file or directory"
     )
 

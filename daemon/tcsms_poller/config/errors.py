@@ -122,5 +122,14 @@ def describe_errors(
             len(other) > len(loc) and other[: len(loc)] == loc for other in failed
         ):
             continue
-        problems.append(source.problem(loc, _message(item, model)))
+        problems.append(source.problem(*_at_named_key(loc, _message(item, model), item)))
     return problems
+
+
+def _at_named_key(loc: Loc, message: str, error: ErrorDetails) -> tuple[Loc, str]:
+    """A section-wide check that names one of the section's keys first (``key: why``), such as
+    the ``*_file`` secrets, is reported at that key's line rather than the section's."""
+    key, sep, why = message.partition(": ")
+    if sep and isinstance(error["input"], dict) and key in error["input"]:
+        return (*loc, key), why
+    return loc, message
