@@ -1,7 +1,9 @@
 """``tcsms-poller once -c FILE``: one pass of every enabled worker, drain every sink, exit.
 
 For cron-style use and for checking a configuration against the real API. Exits 0 when every
-worker succeeded and every sink drained within ``--drain-timeout``, 1 otherwise.
+worker succeeded and every sink drained within ``--drain-timeout``, 1 otherwise. Per-number
+workers poll the numbers that are due: the schedule is durable, so running ``once`` more often
+than ``by_number.interval`` does not poll a number more often than the interval allows.
 """
 
 from __future__ import annotations
