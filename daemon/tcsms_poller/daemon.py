@@ -32,7 +32,6 @@ from tcsms_poller.metrics import Metrics
 from tcsms_poller.sdnotify import Notifier, run_watchdog
 from tcsms_poller.sinks.fleet import SinkFleet
 from tcsms_poller.state import StateError, StateStore
-from tcsms_poller.state.store import WRITE_STALL_LIMIT
 from tcsms_poller.tencent.client import Credentials, RetryPolicy, TencentClient
 from tcsms_poller.tencent.ratelimit import RateLimiters
 from tcsms_poller.workers import Worker, WorkerContext, build_workers, poll_cycle, run_worker
@@ -168,9 +167,11 @@ class Daemon:
             )
             root.start_soon(housekeeper.run)
             # Pings come from the event loop, so a blocked loop stops them; so does a write
-            # that hangs (a dead disk), which no retry inside the process can cure.
+            # pending for longer than systemd would wait for a ping (a hung disk), which no
+            # retry inside the process can cure.
+            stall_limit = self._notifier.watchdog_timeout or 0.0
             root.start_soon(
-                run_watchdog, self._notifier, lambda: store.write_stalled_for() < WRITE_STALL_LIMIT
+                run_watchdog, self._notifier, lambda: store.write_stalled_for() < stall_limit
             )
             async with AsyncExitStack() as listener:
                 if self.config.server is not None:

@@ -76,6 +76,11 @@ class Notifier:
         """Seconds between ``WATCHDOG=1`` pings (half the timeout), or None without a watchdog."""
         return self._watchdog_interval
 
+    @property
+    def watchdog_timeout(self) -> float | None:
+        """systemd's ``WatchdogSec``: how long it waits for a ping before it restarts us."""
+        return None if self._watchdog_interval is None else 2 * self._watchdog_interval
+
     def send(self, message: str) -> bool:
         """Send one datagram of ``KEY=value`` lines; whether it left, never an exception."""
         if self._address is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import sqlite3
 import time
 from datetime import datetime
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 from tcsms_poller.emulator import RunningEmulator
 from tests.e2e.conftest import free_port, wait_until
 from tests.e2e.daemon_process import READY_TIMEOUT, daemon_config, running_daemon
+from tests.support.notify_socket import NotifySocket
 
 pytestmark = pytest.mark.anyio
 
@@ -67,6 +69,50 @@ async def test_ready_comes_before_the_first_request(
     [ready] = daemon.events("daemon.ready")  # logged right after READY=1, before any pull
     ready_at = datetime.strptime(ready["ts"], "%Y-%m-%dT%H:%M:%S.%f%z").timestamp()
     assert min(arrivals) >= ready_at  # ts is truncated to the millisecond: never late
+
+
+def ping_times(notify: NotifySocket, duration: float) -> list[float]:
+    """Receive for ``duration`` seconds; the monotonic arrival time of each ``WATCHDOG=1``."""
+    arrivals: list[float] = []
+    deadline = time.monotonic() + duration
+    while (remaining := deadline - time.monotonic()) > 0:
+        try:
+            message = notify.receive(remaining)
+        except TimeoutError:
+            break
+        if "WATCHDOG=1" in message.split("\n"):
+            arrivals.append(time.monotonic())
+    return arrivals
+
+
+async def test_a_hung_state_write_stops_the_watchdog_pings_until_it_completes(
+    tmp_path: Path, emulator: RunningEmulator
+) -> None:
+    """With WatchdogSec=2s the daemon pings every second, until a state write has been pending
+    for 2 s; then it stays silent (systemd would restart it) and pings again once the write
+    went through. The write is held up by a lock for 7 s, below the 10 s it waits for one."""
+    config = daemon_config(emulator.url, tmp_path)  # empty queue polls commit every 200 ms
+    async with running_daemon(tmp_path, config, environ={"WATCHDOG_USEC": "2000000"}) as daemon:
+        await daemon.wait_for_notify("WATCHDOG=1", timeout=30)
+        blocker = sqlite3.connect(tmp_path / "state.db", isolation_level=None, timeout=30)
+        try:
+            blocker.execute("BEGIN EXCLUSIVE")  # every write of the daemon now waits
+            locked_at = time.monotonic()
+            while_locked = await anyio.to_thread.run_sync(ping_times, daemon.notify, 7.0)
+            blocker.rollback()
+        finally:
+            blocker.close()
+        released_at = time.monotonic()
+        resumed = await daemon.wait_for_notify(
+            "WATCHDOG=1", timeout=30, after=len(daemon.notify.messages)
+        )
+        await daemon.stop()
+    assert resumed  # pings again once the write could complete
+    # A poll starts a write within 200 ms of the lock; 2 s later it counts as hung. Pings
+    # before that are fine (up to 1.5 s of delay allowed); none may come once it is hung.
+    silent_from = locked_at + 3.5
+    assert released_at > silent_from + 3
+    assert [at - locked_at for at in while_locked if at >= silent_from] == []
 
 
 async def test_without_notify_socket_the_daemon_runs_just_the_same(

@@ -36,9 +36,10 @@ __all__ = ["CommitResult", "StateError", "StateStore"]
 T = TypeVar("T")
 Transaction = Callable[[sqlite3.Connection], T]
 PURGE_BATCH = 5_000
-# A write pending this long means the disk hangs: SQLite's own wait for a lock is 30 s, after
-# which a write fails (and is retried) rather than waits.
-WRITE_STALL_LIMIT = 120.0
+# How long a write waits for a lock held by another process (an operator's sqlite3 shell, a
+# ``once`` beside ``run``) before it fails and is retried. Kept below the watchdog timeout, so
+# that only a write stuck in the disk itself stops the pings (``write_stalled_for``).
+LOCK_WAIT = 10.0
 
 
 class StateError(Exception):
@@ -54,7 +55,9 @@ class CommitResult:
 
 
 def _connect(path: Path, *, read_only: bool, synchronous: str) -> sqlite3.Connection:
-    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
+    connection = sqlite3.connect(
+        path, isolation_level=None, check_same_thread=False, timeout=LOCK_WAIT
+    )
     connection.execute("PRAGMA journal_mode = WAL")
     connection.execute(f"PRAGMA synchronous = {synchronous}")
     connection.execute("PRAGMA cache_size = -8192")  # 8 MiB: RAM stays bounded whatever the size
@@ -150,8 +153,9 @@ class StateStore:
     def write_stalled_for(self) -> float:
         """Seconds the write in progress has taken so far (0 when none is running).
 
-        The watchdog stops pinging systemd when this passes ``WRITE_STALL_LIMIT``: a process
-        whose disk hangs cannot commit, so a restart is the better bet.
+        The watchdog stops pinging systemd when this passes the watchdog timeout: a process
+        whose disk hangs cannot commit, so a restart is the better bet. A lock held elsewhere
+        fails the write after ``LOCK_WAIT`` instead, and the retry starts the count afresh.
         """
         since = self._writing_since
         return 0.0 if since is None else time.monotonic() - since
