@@ -138,8 +138,12 @@ async def running_daemon(
     command: str = "run",
     environ: Mapping[str, str] | None = None,
     wait_ready: bool = True,
+    stdout: int | None = None,
 ) -> AsyncIterator[DaemonProcess]:
-    """Start ``tcsms-poller <command>`` on ``config``; kill it on the way out if still running."""
+    """Start ``tcsms-poller <command>`` on ``config``; kill it on the way out if still running.
+
+    Its output goes to ``daemon.log``, or to the file descriptor ``stdout`` when given.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     config_path = directory / "config.yaml"
     config_path.write_text(yaml.safe_dump(dict(config)))
@@ -148,7 +152,7 @@ async def running_daemon(
         env = {**os.environ, **notify.environ(), **(environ or {})}
         process = subprocess.Popen(
             [sys.executable, "-m", "tcsms_poller", command, "-c", str(config_path)],
-            stdout=log_file,
+            stdout=log_file if stdout is None else stdout,
             stderr=subprocess.STDOUT,
             env=env,
         )

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sqlite3
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -113,6 +115,56 @@ async def test_a_hung_state_write_stops_the_watchdog_pings_until_it_completes(
     silent_from = locked_at + 3.5
     assert released_at > silent_from + 3
     assert [at - locked_at for at in while_locked if at >= silent_from] == []
+
+
+def fill(pipe_end: int) -> None:
+    """Write into a pipe until it is full, so the next write by anyone blocks."""
+    os.set_blocking(pipe_end, False)  # the daemon shares this flag (one open file): restore it
+    try:
+        while True:
+            os.write(pipe_end, b"x" * 65536)
+    except BlockingIOError:
+        pass
+    finally:
+        os.set_blocking(pipe_end, True)
+
+
+def drain_until_closed(pipe_end: int) -> None:
+    while os.read(pipe_end, 65536):
+        pass
+
+
+async def test_a_blocked_event_loop_stops_the_watchdog_pings(
+    tmp_path: Path, emulator: RunningEmulator
+) -> None:
+    """The pings come from the event loop itself. Here the loop blocks writing a log line into
+    a full pipe, as behind a wedged log collector: the pings stop, and resume once the pipe is
+    read again."""
+    config = daemon_config(emulator.url, tmp_path)  # debug: log lines every 200 ms
+    reader, writer = os.pipe()
+    watchdog = {"WATCHDOG_USEC": "1000000"}  # pings every 500 ms
+    try:
+        async with running_daemon(tmp_path, config, environ=watchdog, stdout=writer) as daemon:
+            await daemon.wait_for_notify("WATCHDOG=1", timeout=30)
+            fill(writer)  # the daemon's own write end of the same pipe: its next line blocks
+            filled_at = time.monotonic()
+            while_full = await anyio.to_thread.run_sync(ping_times, daemon.notify, 5.0)
+            os.close(writer)  # ours; the daemon's copy stays open until it exits
+            writer = -1
+            drainer = threading.Thread(target=drain_until_closed, args=(reader,), daemon=True)
+            drainer.start()
+            resumed = await daemon.wait_for_notify(
+                "WATCHDOG=1", timeout=30, after=len(daemon.notify.messages)
+            )
+            await daemon.stop()
+        drainer.join(timeout=30)
+    finally:
+        for end in (reader, writer):
+            if end >= 0:
+                os.close(end)
+    assert resumed
+    # The next log line comes within 200 ms; pings may be late by up to 2 s, then none.
+    assert [at - filled_at for at in while_full if at >= filled_at + 2.5] == []
 
 
 async def test_without_notify_socket_the_daemon_runs_just_the_same(
