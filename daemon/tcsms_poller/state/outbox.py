@@ -15,6 +15,7 @@ from typing import Any
 
 from tcsms_poller.records import Record
 from tcsms_poller.sinks.base import OutboxRecord
+from tcsms_poller.state.rows import insert_rows
 from tcsms_poller.state.seen import SeenIds
 from tcsms_poller.tencent.models import RejectedItem
 
@@ -63,9 +64,7 @@ def commit_records(
             fresh.append(record)
     if fresh:
         seen.add(connection, (record.id for record in fresh), expires_at=int(now + ttl))
-        connection.executemany(
-            "INSERT INTO outbox (data) VALUES (?)", [(record.to_json(),) for record in fresh]
-        )
+        insert_rows(connection, "outbox (data)", [(record.to_json(),) for record in fresh])
     return fresh
 
 
