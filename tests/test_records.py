@@ -176,7 +176,9 @@ def test_reply_ids_differ_when_any_identifying_field_differs(
     """Two replies differing in any identifying field get different ids."""
     base = ReplyStatus("+8613711112222", "86", "13711112222", "s", content, 1, "e")
     changed_value = "+8613711112223" if field == "phone_number" else getattr(base, field) + other
-    changed = ReplyStatus(**{**{f: getattr(base, f) for f in base.__slots__}, field: changed_value})
+    changed = ReplyStatus._make(
+        changed_value if name == field else value for name, value in base._asdict().items()
+    )
     first = reply_record(APP, base, source="callback", received_at=AT)
     second = reply_record(APP, changed, source="callback", received_at=AT)
     assert first.id != second.id
