@@ -10,11 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from functools import cache
 from importlib import resources
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import orjson
 
@@ -38,9 +37,11 @@ Kind = Literal["send_status", "reply", "callback_statistics", "conversion"]
 BEIJING = timezone(timedelta(hours=8), "Asia/Shanghai")
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One normalized record; ``fields`` are the kind's own fields, in schema order."""
+class Record(NamedTuple):
+    """One normalized record; ``fields`` are the kind's own fields, in schema order.
+
+    A named tuple, as the parsed items are (``tencent/models.py``): one is built per record.
+    """
 
     kind: Kind
     id: str
