@@ -82,7 +82,7 @@ def verify_request(
             "AuthFailure.InvalidAuthorization",
             f"Signed header(s) {', '.join(absent)} are not in the request.",
         )
-    if abs(now - timestamp) > max_skew:
+    if abs(int(now) - timestamp) > max_skew:  # whole seconds, as the client's timestamp is
         raise ApiError(
             "AuthFailure.SignatureExpire",
             f"X-TC-Timestamp {timestamp} is more than {max_skew:g} s from the server time "
