@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tcsms_poller.tencent import models
 from tcsms_poller.tencent.models import (
     _REPLY_KEYS,
     _SEND_STATUS_KEYS,
@@ -50,12 +52,20 @@ def test_replies_parse_the_same_either_way(item: dict[str, Any]) -> None:
     assert outcome(_reply, item) == outcome(_checked_reply, item)
 
 
-def test_a_well_formed_item_takes_the_one_step_check() -> None:
-    """Both kinds of well-formed receipt (with and without a SessionContext) and a reply."""
+def test_a_well_formed_item_takes_the_one_step_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both kinds of well-formed receipt (with and without a SessionContext) and a reply never
+    reach the field-by-field check."""
+    checked_receipt = models._checked_send_status
+
+    def unexpected(item: dict[str, Any]) -> None:
+        raise AssertionError(f"the field-by-field check ran for {item!r}")
+
+    monkeypatch.setattr(models, "_checked_send_status", unexpected)
+    monkeypatch.setattr(models, "_checked_reply", unexpected)
     receipt = dict.fromkeys(_SEND_STATUS_KEYS, "x") | {"UserReceiveTime": 1764000000}
     for context in ("order-1", None):
         parsed = _send_status(receipt | {"SessionContext": context})
-        assert parsed == _checked_send_status(receipt | {"SessionContext": context})
+        assert parsed == checked_receipt(receipt | {"SessionContext": context})
         assert parsed.session_context == context
     reply = dict.fromkeys(_REPLY_KEYS, "y") | {"ReplyTime": 1764000001}
     assert _reply(reply).reply_time == 1764000001
