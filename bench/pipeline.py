@@ -58,7 +58,7 @@ from tcsms_poller.metrics import Metrics
 from tcsms_poller.records import Record, format_received_at, reply_record, send_status_record
 from tcsms_poller.sinks.fleet import SinkFleet
 from tcsms_poller.state import CommitResult, StateStore
-from tcsms_poller.state.store import Transaction
+from tcsms_poller.state.writer import Transaction
 from tcsms_poller.tencent.models import Page, RejectedItem, parse_replies, parse_send_statuses
 from tcsms_poller.workers import PollStats, WorkerContext
 from tcsms_poller.workers.queue import QueueWorker

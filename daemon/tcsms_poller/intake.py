@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 from collections.abc import Sequence
+from operator import attrgetter
 
 import anyio
 import structlog
@@ -19,12 +20,13 @@ from tcsms_poller.health import Health
 from tcsms_poller.metrics import Metrics
 from tcsms_poller.records import Record
 from tcsms_poller.state import CommitResult, StateError, StateStore
-from tcsms_poller.state.store import Transaction
+from tcsms_poller.state.writer import Transaction
 from tcsms_poller.tencent.models import RejectedItem
 
 __all__ = ["Intake"]
 
 log = structlog.get_logger("tcsms_poller.intake")
+_kind = attrgetter("kind")
 
 
 class Intake:
@@ -94,8 +96,8 @@ class Intake:
     def _count(
         self, records: Sequence[Record], result: CommitResult, source: str, rejected: int
     ) -> None:
-        new = Counter(record.kind for record in result.new)
-        seen = Counter(record.kind for record in records)
+        new = Counter(map(_kind, result.new))
+        seen = Counter(map(_kind, records))
         for kind, total in seen.items():
             if new[kind]:
                 self._metrics.records.labels(kind, source, "new").inc(new[kind])

@@ -88,3 +88,40 @@ def test_opening_merges_what_a_dead_process_left(connection: sqlite3.Connection)
     reopened = SeenIds.open(connection, merge_at=MERGE_AT)
     assert (len(reopened), rows(connection, "seen_recent"), rows(connection, "seen")) == (0, 0, 2)
     assert reopened.seen(connection, ["a", "b", "c"], now=0) == {"a", "b"}
+
+
+def test_ids_added_after_a_merge_in_the_same_transaction_stay_seen(
+    connection: sqlite3.Connection,
+) -> None:
+    """A group of writes can merge halfway: what comes after is mirrored in RAM, not lost."""
+    seen = SeenIds.open(connection, merge_at=MERGE_AT)
+    connection.execute("BEGIN IMMEDIATE")
+    seen.begin()
+    seen.add(connection, ["a", "b", "c"], expires_at=100)  # merged
+    seen.add(connection, ["d"], expires_at=100)  # pending again
+    assert seen.seen(connection, ["a", "d", "e"], now=0) == {"a", "d"}  # within the transaction
+    connection.execute("COMMIT")
+    seen.committed()
+    assert (len(seen), rows(connection, "seen_recent"), rows(connection, "seen")) == (1, 1, 3)
+    assert seen.seen(connection, ["a", "b", "c", "d", "e"], now=0) == {"a", "b", "c", "d"}
+
+
+def test_a_rolled_back_savepoint_forgets_its_ids_and_its_merge(
+    connection: sqlite3.Connection,
+) -> None:
+    seen = SeenIds.open(connection, merge_at=MERGE_AT)
+    add(connection, seen, ["a"], expires_at=100)
+    connection.execute("BEGIN IMMEDIATE")
+    seen.begin()
+    seen.add(connection, ["b"], expires_at=100)
+    connection.execute("SAVEPOINT write")
+    mark = seen.mark()
+    seen.add(connection, ["c", "d"], expires_at=100)  # the fourth id: merges
+    connection.execute("ROLLBACK TO write")
+    seen.rollback_to(mark)
+    connection.execute("RELEASE write")
+    assert seen.seen(connection, ["a", "b", "c", "d"], now=0) == {"a", "b"}
+    connection.execute("COMMIT")
+    seen.committed()
+    assert (len(seen), rows(connection, "seen_recent"), rows(connection, "seen")) == (2, 2, 0)
+    assert seen.seen(connection, ["a", "b", "c", "d"], now=0) == {"a", "b"}

@@ -271,3 +271,34 @@ async def test_a_write_waiting_on_the_disk_shows_as_stalled(tmp_path: Path) -> N
     assert [r.as_dict()["id"] for r in await store.read_outbox(after=0, limit=5)] == ["a"]
     blocker.close()
     await store.aclose()
+
+
+@pytest.mark.anyio
+async def test_commits_that_share_a_transaction_dedupe_against_each_other(
+    tmp_path: Path,
+) -> None:
+    """A pull and a push of the same record, committed together, queue it once."""
+    store = await open_store(tmp_path / "state.db")
+    blocker = sqlite3.connect(tmp_path / "state.db", isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")  # the first commit waits; the next two queue behind it
+    results = []
+
+    async def commit(ids: str) -> None:
+        results.append(await store.commit([record(i) for i in ids]))
+
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(commit, "a")
+            await wait_until(lambda: store.write_stalled_for() > 0, what="a waiting write")
+            tg.start_soon(commit, "bc")
+            tg.start_soon(commit, "cd")
+            await anyio.wait_all_tasks_blocked()
+            blocker.rollback()
+    assert store.transactions == 2
+    assert sorted(r.id for result in results for r in result.new) == ["a", "b", "c", "d"]
+    assert sum(result.duplicates for result in results) == 1
+    rows = await store.read_outbox(after=0, limit=10)
+    assert sorted(row.as_dict()["id"] for row in rows) == ["a", "b", "c", "d"]
+    assert store.head == 4
+    blocker.close()
+    await store.aclose()

@@ -17,6 +17,7 @@ from tcsms_poller.records import Record
 from tcsms_poller.sinks.base import OutboxRecord
 from tcsms_poller.state.rows import insert_rows
 from tcsms_poller.state.seen import SeenIds
+from tcsms_poller.state.tail import OutboxTail
 from tcsms_poller.tencent.models import RejectedItem
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "ack_sink",
     "commit_records",
     "forget_removed_sinks",
+    "oldest_seq",
     "outbox_head",
     "purge_acknowledged",
     "purge_expired_ids",
@@ -48,8 +50,9 @@ def commit_records(
     seen: SeenIds,
     now: float,
     ttl: float,
+    tail: OutboxTail | None = None,
 ) -> list[Record]:
-    """Mark unseen records seen and append them to the outbox; return the new ones.
+    """Mark unseen records seen and append them to the outbox (and ``tail``); return the new ones.
 
     A record is a duplicate when its id was seen and has not expired, or when an earlier record
     of the same batch has the same id.
@@ -64,7 +67,10 @@ def commit_records(
             fresh.append(record)
     if fresh:
         seen.add(connection, (record.id for record in fresh), expires_at=int(now + ttl))
-        insert_rows(connection, "outbox (data)", [(record.to_json(),) for record in fresh])
+        data = [record.to_json() for record in fresh]
+        insert_rows(connection, "outbox (data)", data)
+        if tail is not None:
+            tail.add(data, last_seq=outbox_head(connection))
     return fresh
 
 
@@ -82,6 +88,12 @@ def outbox_head(connection: sqlite3.Connection) -> int:
     """The seq of the newest record ever committed (0 before the first)."""
     row = connection.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
     return int(row[0]) if row else 0
+
+
+def oldest_seq(connection: sqlite3.Connection) -> int | None:
+    """The seq of the oldest record still in the outbox (None when it is empty)."""
+    row = connection.execute("SELECT MIN(seq) FROM outbox").fetchone()
+    return int(row[0]) if row[0] is not None else None
 
 
 def sink_cursor(connection: sqlite3.Connection, name: str, *, now: float) -> SinkCursor:

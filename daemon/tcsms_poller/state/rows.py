@@ -16,18 +16,21 @@ __all__ = ["insert_rows"]
 _CHUNK = 500  # rows per statement: a few thousand bound values, far below SQLite's limit
 
 
-def insert_rows(connection: sqlite3.Connection, into: str, rows: Sequence[Sequence[Any]]) -> None:
-    """``INSERT INTO <into> VALUES`` every row of ``rows`` (all of one width).
+def insert_rows(
+    connection: sqlite3.Connection, into: str, values: Sequence[Any], *, width: int = 1
+) -> None:
+    """``INSERT INTO <into> VALUES`` the rows of ``values``: ``width`` values each, flattened.
 
     ``into`` is a table and column list written in our code, like ``"outbox (data)"``; only the
     values are bound.
     """
-    if not rows:
+    if not values:
         return
-    placeholder = "(" + ",".join("?" * len(rows[0])) + ")"
-    for start in range(0, len(rows), _CHUNK):
-        chunk = rows[start : start + _CHUNK]
+    placeholder = "(" + ",".join("?" * width) + ")"
+    step = _CHUNK * width
+    for start in range(0, len(values), step):
+        chunk = values[start : start + step]
         connection.execute(
-            f"INSERT INTO {into} VALUES {','.join([placeholder] * len(chunk))}",  # noqa: S608 (placeholders only)
-            [value for row in chunk for value in row],
+            f"INSERT INTO {into} VALUES {','.join([placeholder] * (len(chunk) // width))}",  # noqa: S608 (placeholders only)
+            chunk,
         )

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Sequence
+from itertools import chain, repeat
 
 from tcsms_poller.state.rows import insert_rows
 
@@ -29,12 +30,18 @@ _CHUNK = 500  # ids per IN (...) query; far below SQLite's bound-parameter limit
 
 
 class SeenIds:
-    """The ids in ``seen`` and ``seen_recent``; see the module docstring."""
+    """The ids in ``seen`` and ``seen_recent``; see the module docstring.
+
+    It is the writer's ``Mirror`` (``state/writer.py``): the ids a transaction adds count as seen
+    for the rest of that transaction (a later write of the same group sees them), and reach the
+    RAM mirror only once it committed.
+    """
 
     def __init__(self, *, merge_at: int = MERGE_AT) -> None:
         self._recent: dict[str, int] = {}  # id -> expires_at, exactly the rows of seen_recent
-        self._pending: list[tuple[str, int]] = []  # added by the open transaction
-        self._merging = False  # the open transaction merges seen_recent into seen
+        self._added: list[tuple[str, int]] = []  # rows added by the open transaction
+        self._added_ids: set[str] = set()
+        self._merged_at: int | None = None  # the open transaction merged _added[:this] and before
         self._merge_at = merge_at
 
     def __len__(self) -> int:
@@ -55,12 +62,25 @@ class SeenIds:
 
     def begin(self) -> None:
         """Forget what a transaction that never committed had added."""
-        self._pending.clear()
-        self._merging = False
+        self._added.clear()
+        self._added_ids.clear()
+        self._merged_at = None
+
+    def mark(self) -> tuple[int, int | None]:
+        """Where the open transaction is, for ``rollback_to`` after a failed savepoint."""
+        return len(self._added), self._merged_at
+
+    def rollback_to(self, mark: object) -> None:
+        """Forget what was added (and merged) since ``mark``."""
+        assert isinstance(mark, tuple)
+        added, self._merged_at = mark
+        del self._added[added:]
+        self._added_ids = {record_id for record_id, _ in self._added}
 
     def seen(self, connection: sqlite3.Connection, ids: Sequence[str], *, now: float) -> set[str]:
         """The ids among ``ids`` seen and not expired at ``now``."""
-        found = {i for i in ids if self._recent.get(i, 0) > now}
+        added, recent = self._added_ids, self._recent
+        found = {i for i in ids if i in added or recent.get(i, 0) > now}
         on_disk = [i for i in ids if i not in found]
         for start in range(0, len(on_disk), _CHUNK):
             chunk = on_disk[start : start + _CHUNK]
@@ -74,20 +94,28 @@ class SeenIds:
 
     def add(self, connection: sqlite3.Connection, ids: Iterable[str], *, expires_at: int) -> None:
         """Mark ``ids`` seen until ``expires_at``, merging into ``seen`` once enough are pending."""
-        rows = [(record_id, expires_at) for record_id in ids]
-        insert_rows(connection, "seen_recent (id, expires_at)", rows)
-        self._pending += rows
-        if len(self._recent) + len(self._pending) >= self._merge_at:
+        ids = list(ids)
+        rows = list(zip(ids, repeat(expires_at)))
+        insert_rows(connection, "seen_recent (id, expires_at)", list(chain.from_iterable(rows)), width=2)
+        self._added += rows
+        self._added_ids.update(ids)
+        unmerged = self._unmerged()
+        held = len(unmerged) + (len(self._recent) if self._merged_at is None else 0)
+        if held >= self._merge_at:
             _merge(connection)
-            self._merging = True
+            self._merged_at = len(self._added)
 
     def committed(self) -> None:
         """The transaction committed: RAM now mirrors ``seen_recent`` again."""
-        if self._merging:
-            self._recent.clear()
+        if self._merged_at is not None:
+            self._recent = dict(self._unmerged())
         else:
-            self._recent.update(self._pending)
+            self._recent.update(self._added)
         self.begin()
+
+    def _unmerged(self) -> list[tuple[str, int]]:
+        """The rows the open transaction added to ``seen_recent`` since its last merge."""
+        return self._added if self._merged_at is None else self._added[self._merged_at :]
 
 
 def _merge(connection: sqlite3.Connection) -> None:

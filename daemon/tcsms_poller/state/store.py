@@ -1,10 +1,11 @@
 """The async face of the SQLite state: one writer, one reader, commit notifications.
 
 SQLite calls are blocking, so they run in worker threads: all writes through one connection, one
-at a time (a single writer is what SQLite wants), and reads through a second connection, which in
-WAL mode sees committed data without blocking the writer. Every write is one transaction; a
-failure rolls it back whole and surfaces as ``StateError``, so callers either committed everything
-or nothing (a queue page is never half-kept).
+transaction at a time (a single writer is what SQLite wants), and reads through a second
+connection, which in WAL mode sees committed data without blocking the writer. Writes that wait
+for the writer share its next transaction (``writer.py``: group commit), each in its own
+savepoint; a failure rolls a write back whole and surfaces as ``StateError``, so callers either
+committed everything or nothing (a queue page is never half-kept).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
+import anyio.lowlevel
 import anyio.to_thread
 
 from tcsms_poller.records import Record
@@ -29,12 +31,13 @@ from tcsms_poller.state.numbers import TrackedNumber
 from tcsms_poller.state.outbox import SinkCursor
 from tcsms_poller.state.schema import SchemaError, migrate
 from tcsms_poller.state.seen import SeenIds
+from tcsms_poller.state.tail import OutboxTail
+from tcsms_poller.state.writer import GroupWriter, Transaction
 from tcsms_poller.tencent.models import RejectedItem
 
 __all__ = ["CommitResult", "StateError", "StateStore"]
 
 T = TypeVar("T")
-Transaction = Callable[[sqlite3.Connection], T]
 PURGE_BATCH = 5_000
 # How long a write waits for a lock held by another process (an operator's sqlite3 shell, a
 # ``once`` beside ``run``) before it fails and is retried. Kept below the watchdog timeout, so
@@ -78,16 +81,15 @@ class StateStore:
         dedupe_ttl: float,
         clock: Callable[[], float],
     ) -> None:
-        self._writer = writer
+        self._tail = OutboxTail()
+        self._writer = GroupWriter(writer, [seen, self._tail])
         self._reader = reader
         self._seen = seen
         self._ttl = dedupe_ttl
         self._clock = clock
-        self._write_lock = anyio.CapacityLimiter(1)
         self._read_lock = anyio.CapacityLimiter(1)
         self._head = outbox.outbox_head(writer)
         self._committed = anyio.Event()
-        self._writing_since: float | None = None  # monotonic start of the write in progress
 
     @classmethod
     async def open(
@@ -119,36 +121,16 @@ class StateStore:
 
     async def aclose(self) -> None:
         """Close both connections (after the last write)."""
-        async with self._write_lock, self._read_lock:
+        await self._writer.aclose()
+        async with self._read_lock:
             self._reader.close()
-            self._writer.close()
 
     # -- transactions ----------------------------------------------------------------------
 
-    def _transact(
-        self,
-        connection: sqlite3.Connection,
-        work: Transaction[T],
-        begin: str,
-        committed: Callable[[], None] | None = None,
-    ) -> T:
-        connection.execute(begin)
-        try:
-            result = work(connection)
-        except BaseException:
-            connection.rollback()
-            raise
-        connection.execute("COMMIT")
-        if committed is not None:
-            committed()
-        return result
-
-    def _write_transaction(self, work: Transaction[T], committed: Callable[[], None] | None) -> T:
-        self._writing_since = time.monotonic()
-        try:
-            return self._transact(self._writer, work, "BEGIN IMMEDIATE", committed)
-        finally:
-            self._writing_since = None
+    @property
+    def transactions(self) -> int:
+        """Write transactions run so far (fewer than writes when they were grouped)."""
+        return self._writer.transactions
 
     def write_stalled_for(self) -> float:
         """Seconds the write in progress has taken so far (0 when none is running).
@@ -157,29 +139,26 @@ class StateStore:
         whose disk hangs cannot commit, so a restart is the better bet. A lock held elsewhere
         fails the write after ``LOCK_WAIT`` instead, and the retry starts the count afresh.
         """
-        since = self._writing_since
-        return 0.0 if since is None else time.monotonic() - since
+        return self._writer.running_for()
 
-    async def write(
-        self, work: Transaction[T], *, committed: Callable[[], None] | None = None
-    ) -> T:
-        """Run ``work`` in one write transaction on the writer thread.
-
-        ``committed`` runs right after the COMMIT, on that thread, before any other write.
-        """
+    async def write(self, work: Transaction[T]) -> T:
+        """Run ``work`` in a write transaction on the writer thread, alone or grouped."""
         try:
-            return await anyio.to_thread.run_sync(
-                self._write_transaction, work, committed, limiter=self._write_lock
-            )
+            return await self._writer.write(work)
         except sqlite3.Error as error:
             raise StateError(f"state database write failed: {error}") from None
+
+    def _read(self, work: Transaction[T]) -> T:
+        self._reader.execute("BEGIN")
+        try:
+            return work(self._reader)
+        finally:
+            self._reader.rollback()  # a read changes nothing: ending it is all there is
 
     async def read(self, work: Transaction[T]) -> T:
         """Run ``work`` in one consistent read transaction on the reader thread."""
         try:
-            return await anyio.to_thread.run_sync(
-                self._transact, self._reader, work, "BEGIN", limiter=self._read_lock
-            )
+            return await anyio.to_thread.run_sync(self._read, work, limiter=self._read_lock)
         except sqlite3.Error as error:
             raise StateError(f"state database read failed: {error}") from None
 
@@ -198,9 +177,8 @@ class StateStore:
         now = self._clock()
 
         def work(connection: sqlite3.Connection) -> tuple[list[Record], int]:
-            self._seen.begin()  # nothing of an earlier transaction that failed
             fresh = outbox.commit_records(
-                connection, records, seen=self._seen, now=now, ttl=self._ttl
+                connection, records, seen=self._seen, now=now, ttl=self._ttl, tail=self._tail
             )
             if rejected:
                 outbox.quarantine(connection, rejected, source=source, now=now)
@@ -208,8 +186,8 @@ class StateStore:
                 also(connection)
             return fresh, outbox.outbox_head(connection)
 
-        fresh, head = await self.write(work, committed=self._seen.committed)
-        if head != self._head:
+        fresh, head = await self.write(work)
+        if head > self._head:  # the writes of one group may return in any order
             self._head = head
             self._committed.set()
             self._committed = anyio.Event()
@@ -230,7 +208,12 @@ class StateStore:
         return await self.write(partial(outbox.sink_cursor, name=name, now=self._clock()))
 
     async def read_outbox(self, *, after: int, limit: int) -> list[OutboxRecord]:
-        """Up to ``limit`` records after ``after``, oldest first."""
+        """Up to ``limit`` records after ``after``, oldest first: from RAM when they are among
+        the newest (``tail.py``), else from the database."""
+        newest = self._tail.read(after=after, limit=limit)
+        if newest is not None:
+            await anyio.lowlevel.checkpoint()  # as the database read would, let others run
+            return newest
         return await self.read(partial(outbox.read_outbox, after=after, limit=limit))
 
     async def ack(self, name: str, *, seq: int, position: Mapping[str, Any] | None) -> None:
@@ -244,9 +227,12 @@ class StateStore:
         now = self._clock()
 
         def work(connection: sqlite3.Connection) -> tuple[int, int, int]:
+            purged = outbox.purge_acknowledged(connection, sink_names, limit=PURGE_BATCH)
+            if purged:
+                self._tail.forget_before(outbox.oldest_seq(connection))
             return (
                 outbox.purge_expired_ids(connection, now=now, limit=PURGE_BATCH),
-                outbox.purge_acknowledged(connection, sink_names, limit=PURGE_BATCH),
+                purged,
                 numbers.purge_expired_numbers(connection, now=now),
             )
 
