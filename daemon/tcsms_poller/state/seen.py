@@ -96,11 +96,14 @@ class SeenIds:
         """Mark ``ids`` seen until ``expires_at``, merging into ``seen`` once enough are pending."""
         ids = list(ids)
         rows = list(zip(ids, repeat(expires_at)))
-        insert_rows(connection, "seen_recent (id, expires_at)", list(chain.from_iterable(rows)), width=2)
+        values = list(chain.from_iterable(rows))
+        insert_rows(connection, "seen_recent (id, expires_at)", values, width=2)
         self._added += rows
         self._added_ids.update(ids)
-        unmerged = self._unmerged()
-        held = len(unmerged) + (len(self._recent) if self._merged_at is None else 0)
+        if self._merged_at is None:
+            held = len(self._recent) + len(self._added)
+        else:
+            held = len(self._added) - self._merged_at
         if held >= self._merge_at:
             _merge(connection)
             self._merged_at = len(self._added)
@@ -108,14 +111,10 @@ class SeenIds:
     def committed(self) -> None:
         """The transaction committed: RAM now mirrors ``seen_recent`` again."""
         if self._merged_at is not None:
-            self._recent = dict(self._unmerged())
+            self._recent = dict(self._added[self._merged_at :])  # added since the last merge
         else:
             self._recent.update(self._added)
         self.begin()
-
-    def _unmerged(self) -> list[tuple[str, int]]:
-        """The rows the open transaction added to ``seen_recent`` since its last merge."""
-        return self._added if self._merged_at is None else self._added[self._merged_at :]
 
 
 def _merge(connection: sqlite3.Connection) -> None:

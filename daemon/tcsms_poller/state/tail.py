@@ -60,7 +60,7 @@ class OutboxTail:
                 self._rows, self._bytes = [], 0
             elif seq > self._rows[0].seq:
                 dropped = self._rows[: seq - self._rows[0].seq]
-                self._bytes -= sum(len(row.data) for row in dropped)
+                self._bytes -= sum(len(row.data) for row in dropped)  # rare: on a purge
                 del self._rows[: len(dropped)]
 
     # -- the writer's Mirror ------------------------------------------------------------------
