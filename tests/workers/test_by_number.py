@@ -32,7 +32,7 @@ from tcsms_poller.metrics import Metrics
 from tcsms_poller.state import StateStore
 from tcsms_poller.tencent.client import Credentials, RetryPolicy, TencentClient
 from tcsms_poller.tencent.ratelimit import RateLimiters
-from tcsms_poller.workers import ByNumberWorker, WorkerContext, poll_cycle
+from tcsms_poller.workers import ByNumberWorker, WorkerContext, poll_cycle, run_worker
 from tcsms_poller.workers.by_number import STATUS_ACTION
 from tests.e2e.conftest import request_counts
 from tests.support.log_capture import captured_logs, json_lines
@@ -158,6 +158,26 @@ async def test_a_failing_worker_with_no_numbers_left_is_healthy(
     await ctx.store.untrack_number(DEFAULT_APP_ID, NUMBER)
     await poll_cycle(by_number, ctx)
     assert by_number.health.is_healthy
+
+
+async def test_the_health_gauge_reads_the_worker_health_when_scraped(
+    worker: tuple[ByNumberWorker, WorkerContext, Clock],
+) -> None:
+    """/metrics agrees with /healthz at every moment, not only once a cycle's state write ends."""
+    by_number, ctx, _clock = worker
+    healthy = ctx.metrics.registry.get_sample_value
+    labels = {"worker": by_number.name}
+    never = anyio.Event()  # the worker starts but never polls: only the test moves its health
+    async with anyio.create_task_group() as tasks:
+        await tasks.start(
+            lambda task_status: run_worker(by_number, ctx, begin=never, task_status=task_status)
+        )
+        assert healthy("tcsms_poller_worker_healthy", labels) == 1.0
+        by_number.health.failed("HTTP503")
+        assert healthy("tcsms_poller_worker_healthy", labels) == 0.0
+        by_number.health.succeeded()
+        assert healthy("tcsms_poller_worker_healthy", labels) == 1.0
+        tasks.cancel_scope.cancel()
 
 
 # -- rounds larger than one batch ---------------------------------------------------------------

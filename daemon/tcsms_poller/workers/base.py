@@ -139,13 +139,16 @@ async def run_worker(
     event, so the daemon can tell systemd READY=1 before anything is pulled.
     """
     ticker = Ticker(worker.interval, rng=ctx.rng)
+    # Read at scrape time, so /metrics never lags /healthz (a cycle's end awaits a state write).
+    ctx.metrics.worker_healthy.labels(worker.name).set_function(
+        lambda: int(worker.health.is_healthy)
+    )
     task_status.started()
     if begin is not None:
         await begin.wait()
     while not ctx.stopping.is_set():
         ticker.start()
         pause = await poll_cycle(worker, ctx)
-        ctx.metrics.worker_healthy.labels(worker.name).set(int(worker.health.is_healthy))
         await _wait_or_stop(ctx, ticker.remaining() if pause is None else pause)
 
 
