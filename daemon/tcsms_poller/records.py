@@ -11,7 +11,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta, timezone
-from functools import cache
+from functools import cache, partial
 from importlib import resources
 from typing import Any, Literal, NamedTuple
 
@@ -63,6 +63,11 @@ class Record(NamedTuple):
         return orjson.dumps(document)  # compact, UTF-8, not ASCII-escaped
 
 
+# A Record from its six values in field order, built in C: keywords cost three times as much,
+# and the two queue kinds build one per item pulled.
+_new_record = partial(tuple.__new__, Record)
+
+
 def format_received_at(moment: datetime | float) -> str:
     """RFC 3339 UTC with milliseconds: ``2026-11-25T08:00:00.123Z``."""
     if not isinstance(moment, datetime):
@@ -74,23 +79,17 @@ def format_received_at(moment: datetime | float) -> str:
 
 def send_status_record(app_id: str, status: SendStatus, *, source: str, received_at: str) -> Record:
     """A delivery receipt; its id is Tencent's SerialNo, the same by pull and by push."""
-    return Record(
-        kind="send_status",
-        id=status.serial_no,
-        app_id=app_id,
-        source=source,
-        received_at=received_at,
-        fields={
-            "serial_no": status.serial_no,
-            "phone_number": status.phone_number,
-            "country_code": status.country_code,
-            "subscriber_number": status.subscriber_number,
-            "report_status": status.report_status,
-            "description": status.description,
-            "user_receive_time": status.user_receive_time,
-            "session_context": status.session_context,
-        },
-    )
+    fields = {
+        "serial_no": status.serial_no,
+        "phone_number": status.phone_number,
+        "country_code": status.country_code,
+        "subscriber_number": status.subscriber_number,
+        "report_status": status.report_status,
+        "description": status.description,
+        "user_receive_time": status.user_receive_time,
+        "session_context": status.session_context,
+    }
+    return _new_record(("send_status", status.serial_no, app_id, source, received_at, fields))
 
 
 def reply_id(app_id: str, reply: ReplyStatus) -> str:
@@ -114,22 +113,16 @@ def reply_id(app_id: str, reply: ReplyStatus) -> str:
 
 def reply_record(app_id: str, reply: ReplyStatus, *, source: str, received_at: str) -> Record:
     """A user's reply (MO)."""
-    return Record(
-        kind="reply",
-        id=reply_id(app_id, reply),
-        app_id=app_id,
-        source=source,
-        received_at=received_at,
-        fields={
-            "phone_number": reply.phone_number,
-            "country_code": reply.country_code,
-            "subscriber_number": reply.subscriber_number,
-            "sign_name": reply.sign_name,
-            "reply_content": reply.reply_content,
-            "reply_time": reply.reply_time,
-            "extend_code": reply.extend_code,
-        },
-    )
+    fields = {
+        "phone_number": reply.phone_number,
+        "country_code": reply.country_code,
+        "subscriber_number": reply.subscriber_number,
+        "sign_name": reply.sign_name,
+        "reply_content": reply.reply_content,
+        "reply_time": reply.reply_time,
+        "extend_code": reply.extend_code,
+    }
+    return _new_record(("reply", reply_id(app_id, reply), app_id, source, received_at, fields))
 
 
 def statistics_id(app_id: str, begin_time: str, end_time: str, counters: Mapping[str, int]) -> str:

@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, NamedTuple, Protocol
 
 import orjson
 from pydantic import Field
@@ -46,9 +46,12 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class OutboxRecord:
-    """One record as the outbox holds it: its position and its compact UTF-8 JSON."""
+class OutboxRecord(NamedTuple):
+    """One record as the outbox holds it: its position and its compact UTF-8 JSON.
+
+    A named tuple, as ``Record`` is: one is built per record per commit, and the outbox tail
+    builds them in C (``tuple.__new__``) instead of running a dataclass ``__init__`` for each.
+    """
 
     seq: int
     data: bytes

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from functools import partial
 
 from tcsms_poller.sinks.base import OutboxRecord
 
 __all__ = ["TAIL_BYTES", "OutboxTail"]
 
 TAIL_BYTES = 4 * 2**20  # a few thousand records: several commits' worth, for sinks a batch behind
+_outbox_record = partial(tuple.__new__, OutboxRecord)  # from a (seq, data) pair, in C
 
 
 class OutboxTail:
@@ -38,7 +40,8 @@ class OutboxTail:
 
     def add(self, data: Sequence[bytes], *, last_seq: int) -> None:
         """Rows the open transaction inserted, whose seqs end at ``last_seq``."""
-        self._pending += map(OutboxRecord, range(last_seq - len(data) + 1, last_seq + 1), data)
+        seqs = range(last_seq - len(data) + 1, last_seq + 1)
+        self._pending += map(_outbox_record, zip(seqs, data, strict=True))
         self._pending_bytes += sum(map(len, data))
 
     def read(self, *, after: int, limit: int) -> list[OutboxRecord] | None:
