@@ -125,3 +125,43 @@ def test_a_rolled_back_savepoint_forgets_its_ids_and_its_merge(
     seen.committed()
     assert (len(seen), rows(connection, "seen_recent"), rows(connection, "seen")) == (2, 2, 0)
     assert seen.seen(connection, ["a", "b", "c", "d"], now=0) == {"a", "b"}
+
+
+# -- another process writing the same state (a ``once`` beside ``run``) -------------------------
+
+
+@pytest.fixture
+def other(tmp_path: Path, connection: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """A second connection to the same file, as another process would hold."""
+    other = sqlite3.connect(tmp_path / "state.db", isolation_level=None)
+    yield other
+    other.close()
+
+
+def opened_by_both(
+    connection: sqlite3.Connection, other: sqlite3.Connection
+) -> tuple[SeenIds, SeenIds]:
+    return SeenIds.open(connection, merge_at=MERGE_AT), SeenIds.open(other, merge_at=MERGE_AT)
+
+
+def test_ids_another_connection_committed_are_seen(
+    connection: sqlite3.Connection, other: sqlite3.Connection
+) -> None:
+    """Their pending ids are in ``seen_recent``, not in our RAM: they count all the same."""
+    ours, theirs = opened_by_both(connection, other)
+    add(connection, ours, ["a"], expires_at=100)
+    add(other, theirs, ["b"], expires_at=100)
+    assert ours.seen(connection, ["a", "b", "c"], now=0) == {"a", "b"}
+    assert theirs.seen(other, ["a", "b", "c"], now=0) == {"a", "b"}
+
+
+def test_a_merge_by_another_connection_empties_this_ones_mirror(
+    connection: sqlite3.Connection, other: sqlite3.Connection
+) -> None:
+    """Their merge moved our pending ids into ``seen`` too: RAM holds only what is still pending."""
+    ours, theirs = opened_by_both(connection, other)
+    add(connection, ours, ["a"], expires_at=100)
+    add(other, theirs, ["b", "c", "d"], expires_at=100)  # four pending with ours: all merged
+    assert (rows(connection, "seen_recent"), rows(connection, "seen")) == (0, 4)
+    assert ours.seen(connection, ["a", "b", "e"], now=0) == {"a", "b"}
+    assert len(ours) == 0

@@ -72,6 +72,18 @@ async def test_dedupe_survives_a_restart(tmp_path: Path) -> None:
 
 
 @pytest.mark.anyio
+async def test_dedupe_holds_between_two_processes_on_one_state(tmp_path: Path) -> None:
+    """A ``once`` beside ``run``: a record one of them queued is a duplicate for the other."""
+    run = await open_store(tmp_path / "state.db")
+    once = await open_store(tmp_path / "state.db")
+    assert len((await run.commit([record("a")])).new) == 1
+    assert (await once.commit([record("a"), record("b")])).duplicates == 1
+    assert (await run.commit([record("b")])).duplicates == 1
+    await once.aclose()
+    await run.aclose()
+
+
+@pytest.mark.anyio
 async def test_an_id_is_new_again_after_the_dedupe_window(tmp_path: Path) -> None:
     """After dedupe_ttl the id may be delivered again (and purge forgets it)."""
     clock = FakeClock()

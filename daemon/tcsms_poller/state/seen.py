@@ -10,6 +10,12 @@ merges whatever a previous process left, so nothing is rebuilt at start.
 
 Every method runs on the writer's thread inside the write transaction, except ``committed``,
 which runs right after its COMMIT: the RAM mirror only ever reflects committed rows.
+
+Another process may write the same state (a ``once`` beside ``run``): its new ids are in
+``seen_recent`` but not in this process's RAM. So each transaction first asks SQLite whether
+another connection committed since this one last looked (``PRAGMA data_version``, a read of the
+shared WAL index), and if one did, reloads the mirror from ``seen_recent``: rarely, and never
+more than the ids pending a merge.
 """
 
 from __future__ import annotations
@@ -43,6 +49,8 @@ class SeenIds:
         self._added_ids: set[str] = set()
         self._merged_at: int | None = None  # the open transaction merged _added[:this] and before
         self._merge_at = merge_at
+        self._data_version: int | None = None  # what others had committed when RAM last synced
+        self._synced = False  # in the open transaction
 
     def __len__(self) -> int:
         """Ids held in RAM (committed, not merged yet)."""
@@ -58,13 +66,16 @@ class SeenIds:
             connection.rollback()
             raise
         connection.execute("COMMIT")
-        return cls(merge_at=merge_at)
+        seen = cls(merge_at=merge_at)
+        seen._data_version = _data_version(connection)
+        return seen
 
     def begin(self) -> None:
         """Forget what a transaction that never committed had added."""
         self._added.clear()
         self._added_ids.clear()
         self._merged_at = None
+        self._synced = False
 
     def mark(self) -> tuple[int, int | None]:
         """Where the open transaction is, for ``rollback_to`` after a failed savepoint."""
@@ -79,6 +90,7 @@ class SeenIds:
 
     def seen(self, connection: sqlite3.Connection, ids: Sequence[str], *, now: float) -> set[str]:
         """The ids among ``ids`` seen and not expired at ``now``."""
+        self._sync(connection)
         added, recent = self._added_ids, self._recent
         found = {i for i in ids if i in added or recent.get(i, 0) > now}
         on_disk = [i for i in ids if i not in found]
@@ -94,6 +106,7 @@ class SeenIds:
 
     def add(self, connection: sqlite3.Connection, ids: Iterable[str], *, expires_at: int) -> None:
         """Mark ``ids`` seen until ``expires_at``, merging into ``seen`` once enough are pending."""
+        self._sync(connection)
         ids = list(ids)
         rows = list(zip(ids, repeat(expires_at)))
         values = list(chain.from_iterable(rows))
@@ -108,6 +121,18 @@ class SeenIds:
             _merge(connection)
             self._merged_at = len(self._added)
 
+    def _sync(self, connection: sqlite3.Connection) -> None:
+        """Once a transaction, before it adds anything: take in what others committed."""
+        if self._synced:
+            return
+        self._synced = True
+        version = _data_version(connection)
+        if version != self._data_version:
+            self._data_version = version
+            self._recent = dict(
+                connection.execute("SELECT id, MAX(expires_at) FROM seen_recent GROUP BY id")
+            )
+
     def committed(self) -> None:
         """The transaction committed: RAM now mirrors ``seen_recent`` again."""
         if self._merged_at is not None:
@@ -115,6 +140,11 @@ class SeenIds:
         else:
             self._recent.update(self._added)
         self.begin()
+
+
+def _data_version(connection: sqlite3.Connection) -> int:
+    """A number that changes when another connection commits (never for this one's commits)."""
+    return int(connection.execute("PRAGMA data_version").fetchone()[0])
 
 
 def _merge(connection: sqlite3.Connection) -> None:
