@@ -32,6 +32,7 @@ from tcsms_poller.metrics import Metrics
 from tcsms_poller.sdnotify import Notifier, run_watchdog
 from tcsms_poller.sinks.fleet import SinkFleet
 from tcsms_poller.state import StateError, StateStore
+from tcsms_poller.state.lock import state_lock
 from tcsms_poller.tencent.client import Credentials, RetryPolicy, TencentClient
 from tcsms_poller.tencent.ratelimit import RateLimiters
 from tcsms_poller.workers import Worker, WorkerContext, build_workers, poll_cycle, run_worker
@@ -102,19 +103,20 @@ class Daemon:
 
     @asynccontextmanager
     async def _opened(self) -> AsyncIterator[tuple[StateStore, TencentClient]]:
-        """The state and the client, open for the duration of a run."""
-        store = await StateStore.open(
-            self.config.state.path, dedupe_ttl=self.config.state.dedupe_ttl, clock=self._clock
-        )
-        self._store = store
-        client = build_client(self.config, self.metrics, self._clock)
-        try:
-            await self._sync_numbers(self.config)
-            yield store, client
-        finally:
-            with anyio.move_on_after(5, shield=True):
-                await client.aclose()
-                await store.aclose()
+        """The state (locked against a second daemon) and the client, open for a run."""
+        with state_lock(self.config.state.path):
+            store = await StateStore.open(
+                self.config.state.path, dedupe_ttl=self.config.state.dedupe_ttl, clock=self._clock
+            )
+            self._store = store
+            client = build_client(self.config, self.metrics, self._clock)
+            try:
+                await self._sync_numbers(self.config)
+                yield store, client
+            finally:
+                with anyio.move_on_after(5, shield=True):
+                    await client.aclose()
+                    await store.aclose()
 
     async def _start_pipeline(
         self, root: TaskGroup, store: StateStore, client: TencentClient

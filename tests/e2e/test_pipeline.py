@@ -179,6 +179,27 @@ async def test_once_pulls_drains_and_exits_zero(tmp_path: Path, emulator: Runnin
     assert len(ids_in(output)) == 40  # a second pass finds nothing new
 
 
+async def test_once_refuses_a_state_a_running_daemon_holds(
+    tmp_path: Path, emulator: RunningEmulator
+) -> None:
+    """Both would drain the same sinks: ``once`` exits 1 naming the holder, ``run`` goes on."""
+    await inject(emulator, send_statuses=receipts(5))
+    output = tmp_path / "records.jsonl"
+    config = daemon_config(emulator.url, tmp_path)
+    async with running_daemon(tmp_path, config) as daemon:
+        await wait_until(lambda: len(ids_in(output)) == 5, what="the first receipts")
+        async with running_daemon(
+            tmp_path / "once", config, command="once", wait_ready=False
+        ) as second:
+            assert await second.wait() == 1, second.log_tail()
+        [failed] = second.events("once.failed")
+        assert f"in use by another tcsms-poller (pid {daemon.process.pid})" in failed["error"]
+        await inject(emulator, send_statuses=receipts(3))
+        await wait_until(lambda: len(ids_in(output)) == 8, what="the later receipts")
+        await daemon.stop()
+    assert len(set(ids_in(output))) == 8
+
+
 async def test_sighup_adds_numbers_from_the_numbers_file(
     tmp_path: Path, emulator: RunningEmulator
 ) -> None:

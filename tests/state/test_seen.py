@@ -127,7 +127,7 @@ def test_a_rolled_back_savepoint_forgets_its_ids_and_its_merge(
     assert seen.seen(connection, ["a", "b", "c", "d"], now=0) == {"a", "b"}
 
 
-# -- another process writing the same state (a ``once`` beside ``run``) -------------------------
+# -- another connection writing the same state -------------------------------------------------
 
 
 @pytest.fixture

@@ -72,15 +72,15 @@ async def test_dedupe_survives_a_restart(tmp_path: Path) -> None:
 
 
 @pytest.mark.anyio
-async def test_dedupe_holds_between_two_processes_on_one_state(tmp_path: Path) -> None:
-    """A ``once`` beside ``run``: a record one of them queued is a duplicate for the other."""
-    run = await open_store(tmp_path / "state.db")
-    once = await open_store(tmp_path / "state.db")
-    assert len((await run.commit([record("a")])).new) == 1
-    assert (await once.commit([record("a"), record("b")])).duplicates == 1
-    assert (await run.commit([record("b")])).duplicates == 1
-    await once.aclose()
-    await run.aclose()
+async def test_dedupe_holds_between_two_stores_on_one_file(tmp_path: Path) -> None:
+    """A record one store queued is a duplicate for another on the same file (and back)."""
+    first = await open_store(tmp_path / "state.db")
+    second = await open_store(tmp_path / "state.db")
+    assert len((await first.commit([record("a")])).new) == 1
+    assert (await second.commit([record("a"), record("b")])).duplicates == 1
+    assert (await first.commit([record("b")])).duplicates == 1
+    await second.aclose()
+    await first.aclose()
 
 
 @pytest.mark.anyio

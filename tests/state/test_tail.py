@@ -68,7 +68,7 @@ async def test_a_sink_that_keeps_up_reads_from_ram(tmp_path: Path) -> None:
 
 @pytest.mark.anyio
 async def test_rows_another_process_commits_are_read_from_the_database(tmp_path: Path) -> None:
-    """A ``once`` beside ``run`` appends to the same outbox: a gap in this process's tail."""
+    """Another connection appends to the same outbox: a gap in this store's tail."""
     ours = await open_store(tmp_path / "state.db")
     theirs = await open_store(tmp_path / "state.db")
     await ours.commit([record("a"), record("b")])

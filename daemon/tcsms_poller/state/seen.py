@@ -11,11 +11,11 @@ merges whatever a previous process left, so nothing is rebuilt at start.
 Every method runs on the writer's thread inside the write transaction, except ``committed``,
 which runs right after its COMMIT: the RAM mirror only ever reflects committed rows.
 
-Another process may write the same state (a ``once`` beside ``run``): its new ids are in
-``seen_recent`` but not in this process's RAM. So each transaction first asks SQLite whether
-another connection committed since this one last looked (``PRAGMA data_version``, a read of the
-shared WAL index), and if one did, reloads the mirror from ``seen_recent``: rarely, and never
-more than the ids pending a merge.
+Another connection may write the same state (``state/lock.py`` keeps a second daemon off, but
+not a second store or an operator's tool): its new ids are in ``seen_recent``, not in our RAM. So
+each transaction first asks SQLite whether another connection committed since this one last
+looked (``PRAGMA data_version``, a read of the shared WAL index), and if one did, reloads the
+mirror from ``seen_recent``: rarely, and never more than the ids pending a merge.
 """
 
 from __future__ import annotations

@@ -39,9 +39,10 @@ __all__ = ["CommitResult", "StateError", "StateStore"]
 
 T = TypeVar("T")
 PURGE_BATCH = 5_000
-# How long a write waits for a lock held by another process (an operator's sqlite3 shell, a
-# ``once`` beside ``run``) before it fails and is retried. Kept below the watchdog timeout, so
-# that only a write stuck in the disk itself stops the pings (``write_stalled_for``).
+# How long a write waits for a lock held by another connection (an operator's sqlite3 shell; a
+# second daemon is kept off by ``state/lock.py``) before it fails and is retried. Kept below the
+# watchdog timeout, so that only a write stuck in the disk itself stops the pings
+# (``write_stalled_for``).
 LOCK_WAIT = 10.0
 
 # The sqlite3 module binds int, float, str and bytearray directly, but looks up an adapter for

@@ -7,9 +7,10 @@ latest commits, up to ``TAIL_BYTES``, and ``read`` serves a sink from them when 
 to its cursor; a sink further behind reads the database, as before.
 
 It is one of the writer's mirrors (``state/writer.py``): rows enter it only once their
-transaction committed. Its rows are consecutive by seq. Another process writing the same
-database (a ``once`` beside ``run``) leaves a gap in what this one commits; the tail then starts
-afresh after the gap, and a read that reaches into it goes to the database.
+transaction committed. Its rows are consecutive by seq. Another connection writing the same
+database (``state/lock.py`` keeps a second daemon off, not every tool) leaves a gap in what this
+one commits; the tail then starts afresh after the gap, and a read that reaches into it goes to
+the database.
 """
 
 from __future__ import annotations
