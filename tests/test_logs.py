@@ -21,10 +21,13 @@ import pytest
 import structlog
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tcsms_poller.fields import SecretValue
-from tcsms_poller.logs import configure_logging, get_logger
+from tcsms_poller.logs import configure_logging, get_logger, lost_lines
 from tcsms_poller.masking import Masker
+from tcsms_poller.metrics import Metrics
 from tests.support.log_capture import captured_logs, json_lines
 
 SECRET = "Kx9vQ2mZt7LwR4pN"  # shaped like a Tencent SecretKey
@@ -177,6 +180,59 @@ def test_a_broken_stream_never_raises_into_the_caller() -> None:
     with captured_logs(stream=BrokenStream()):
         log.error("sink.failed")
         logging.getLogger("uvicorn.error").error("accept failed")
+
+
+def fill_pipe(write_fd: int) -> None:
+    """Write to a non-blocking pipe until it is full."""
+    while True:
+        try:
+            os.write(write_fd, b"\n" * 65_536)
+        except BlockingIOError:
+            return
+
+
+def read_pipe(read_fd: int) -> bytes:
+    """Everything a non-blocking pipe holds now."""
+    chunks: list[bytes] = []
+    while True:
+        try:
+            chunk = os.read(read_fd, 65_536)
+        except BlockingIOError:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def lost_lines_metric() -> float:
+    """``tcsms_poller_log_lines_lost_total`` as a scrape of /metrics shows it."""
+    text = generate_latest(Metrics().registry).decode()
+    families = {family.name: family for family in text_string_to_metric_families(text)}
+    return families["tcsms_poller_log_lines_lost"].samples[0].value
+
+
+def test_lines_lost_to_a_full_pipe_are_counted_and_reported() -> None:
+    """A full non-blocking pipe costs a line, not a stall: counted, and told once it drains."""
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(read_fd, False)
+    os.set_blocking(write_fd, False)
+    try:
+        with open(write_fd, "w", encoding="utf-8") as stream, captured_logs(stream=stream):
+            log.info("daemon.ready")  # written: nothing lost before this test is left to report
+            read_pipe(read_fd)
+            lost_before = lost_lines()
+            fill_pipe(write_fd)
+            log.info("poll.completed", worker="replies:1")
+            assert lost_lines() == lost_before + 1
+            assert lost_lines_metric() == lost_before + 1
+
+            read_pipe(read_fd)
+            log.info("poll.completed", worker="replies:2")
+            lines = [json.loads(line) for line in read_pipe(read_fd).split(b"\n") if line]
+    finally:
+        os.close(read_fd)
+    assert [line["event"] for line in lines][-2:] == ["poll.completed", "log.lines_lost"]
+    assert lines[-2]["worker"] == "replies:2"
+    assert (lines[-1]["level"], lines[-1]["lines"]) == ("warning", 1)
+    assert lost_lines() == lost_before + 1
 
 
 def test_unknown_level_is_rejected() -> None:

@@ -14,7 +14,6 @@ error ... ``<7>`` debug) for ``journalctl -p``; never elsewhere: it would break 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -30,7 +29,7 @@ from structlog.typing import EventDict, FilteringBoundLogger, Processor, Wrapped
 from tcsms_poller.fields import SecretValue
 from tcsms_poller.masking import Masker
 
-__all__ = ["configure_logging", "get_logger"]
+__all__ = ["configure_logging", "get_logger", "lost_lines"]
 
 _PRIORITIES = {"critical": "<2>", "error": "<3>", "warning": "<4>", "info": "<6>", "debug": "<7>"}
 _LEVELS = {name: logging.getLevelNamesMapping()[name.upper()] for name in _PRIORITIES}
@@ -38,18 +37,39 @@ _LEADING_KEYS = ("ts", "level", "event", "logger")
 
 
 class _Output:
-    """Where every line goes: one lock and one write a line, so no two lines ever interleave."""
+    """Where every line goes: one lock and one write a line, so no two lines ever interleave.
+
+    Like stdlib logging, a closed or broken log stream must not take the daemon down, and a full
+    non-blocking pipe must not stall it: such a line is lost (or, from a full pipe, may reach it
+    later or in part). Never silently, though: the lines whose write failed are counted
+    (``tcsms_poller_log_lines_lost_total``), and the first line that gets through again is
+    followed by a ``log.lines_lost`` warning saying how many failed.
+    """
 
     def __init__(self) -> None:
         self.stream: TextIO | None = None  # None: whatever sys.stdout is at the time
+        self.lost = 0  # lines whose write failed since the process started
+        self._unreported = 0
         self._lock = threading.Lock()
 
     def write_line(self, line: str) -> None:
         stream = sys.stdout if self.stream is None else self.stream
-        # Like stdlib logging, a closed or broken log stream must not take the daemon down.
-        with contextlib.suppress(OSError, ValueError), self._lock:
-            stream.write(line + "\n")
-            stream.flush()
+        with self._lock:
+            try:
+                stream.write(line + "\n")
+                stream.flush()
+            except (OSError, ValueError):
+                self.lost += 1
+                self._unreported += 1
+                return
+            unreported, self._unreported = self._unreported, 0
+        if unreported:  # outside the lock: this logs a line of its own
+            get_logger("tcsms_poller.logs").warning("log.lines_lost", lines=unreported)
+
+
+def lost_lines() -> int:
+    """Log lines whose write failed since the process started."""
+    return _OUTPUT.lost
 
 
 class _NamedWriter:

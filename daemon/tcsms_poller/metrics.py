@@ -6,6 +6,8 @@ keeps /metrics free of anything we did not define, apart from the process collec
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -14,6 +16,10 @@ from prometheus_client import (
     PlatformCollector,
     ProcessCollector,
 )
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+
+from tcsms_poller.logs import lost_lines
 
 __all__ = ["Metrics"]
 
@@ -27,6 +33,7 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
+        self.registry.register(_LostLogLines())
         r = self.registry
         self.requests = Counter(
             f"{_PREFIX}_tencent_requests",
@@ -123,4 +130,16 @@ class Metrics:
             "Conversions reported to Tencent by result code",
             ["code"],
             registry=r,
+        )
+
+
+class _LostLogLines(Collector):
+    """Log lines whose write failed (``logs.py``), read at scrape time: the count is the
+    process's, kept where the lines are written."""
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(
+            f"{_PREFIX}_log_lines_lost",
+            "Log lines whose write to the log stream failed (closed, broken or full)",
+            value=lost_lines(),
         )
