@@ -59,6 +59,12 @@ class Metrics:
             ["action"],
             registry=r,
         )
+        self.queue_answers_lost = Counter(
+            f"{_PREFIX}_queue_answers_lost",
+            "Queue-action answers that failed after the request was sent: their records are gone",
+            ["action", "app_id"],
+            registry=r,
+        )
         self.records = Counter(
             f"{_PREFIX}_records",
             "Records seen by kind, source and outcome (new or duplicate)",
