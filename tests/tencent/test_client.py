@@ -274,6 +274,22 @@ async def test_statistics_and_conversion_parse() -> None:
 
 
 @pytest.mark.anyio
+async def test_null_or_missing_counters_are_zero() -> None:
+    """The SDK's models allow a null counter: null or missing counts 0, not a failed cycle."""
+    body = {"CallbackCount": 3, "CallbackSuccessCount": None, "BlackListCount": None}
+    handler, seen = sequence(answer({"CallbackStatusStatistics": body}))
+    async with make_client(handler) as client:
+        result = await client.callback_status_statistics(
+            "1400006666", begin_hour="2021050113", end_hour="2021050113"
+        )
+    assert len(seen) == 1
+    assert result.counters["callback_count"] == 3
+    assert result.counters["callback_success_count"] == 0
+    assert result.counters["black_list_count"] == result.counters["frequency_limit_count"] == 0
+    assert len(result.counters) == 9
+
+
+@pytest.mark.anyio
 async def test_statistics_with_a_wrong_type_is_malformed() -> None:
     """A counter that is not a whole number makes the answer malformed (and retried)."""
     handler, _ = sequence(*[answer({"CallbackStatusStatistics": {"CallbackCount": "x"}})] * 3)
