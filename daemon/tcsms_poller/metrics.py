@@ -113,6 +113,12 @@ class Metrics:
             ["worker"],
             registry=r,
         )
+        self.worker_not_activated = Gauge(
+            f"{_PREFIX}_worker_not_activated",
+            "1 while Tencent has not activated the worker's API for its app (the worker idles)",
+            ["worker"],
+            registry=r,
+        )
         self.tracked_numbers = Gauge(
             f"{_PREFIX}_tracked_numbers",
             "Phone numbers tracked for per-number polling",
