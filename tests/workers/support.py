@@ -47,6 +47,7 @@ async def worker_context(
     *,
     clock: Clock | None = None,
     retry: RetryPolicy | None = None,
+    queue_timeout: float = 60.0,
     **settings: Any,
 ) -> AsyncIterator[WorkerContext]:
     """A worker context talking to ``emulator``; ``settings`` are further WorkerContext fields."""
@@ -60,6 +61,7 @@ async def worker_context(
         limiters=RateLimiters(dict(DEFAULT_RATE_LIMITS)),
         metrics=metrics,
         retry=retry or RetryPolicy(max_attempts=1, backoff=Backoff(initial=0.01, maximum=0.01)),
+        queue_timeout=queue_timeout,
     )
     try:
         async with client:

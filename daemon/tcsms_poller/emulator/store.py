@@ -62,7 +62,8 @@ class SendStatusRecord:
             "ReportStatus": self.report_status,
             "Description": self.description,
             "UserReceiveTime": self.user_receive_time,
-            "SessionContext": self.session_context,
+            # Tencent's example answers "" for a message sent without one.
+            "SessionContext": "" if self.session_context is None else self.session_context,
         }
 
 
