@@ -91,14 +91,19 @@ async def test_a_malformed_answer_is_not_json(api: Api, queued: list[str]) -> No
     await assert_still_queued(api, queued)
 
 
-async def test_a_truncated_answer_is_half_a_json_document(api: Api, queued: list[str]) -> None:
-    """A well-framed HTTP answer whose JSON stops halfway."""
-    await set_faults(api, {"action": ACTION, "kind": "truncated"})
+async def half_an_answer(api: Api, kind: str) -> bytes:
+    """The body of a pull struck by ``kind``: HTTP 200, well framed, JSON that stops halfway."""
+    await set_faults(api, {"action": ACTION, "kind": kind})
     response = await api.post(ACTION, PULL)
     assert response.status_code == 200
-    assert response.content.startswith(b'{"Response": {')
     with pytest.raises(json.JSONDecodeError):
         json.loads(response.content)
+    return response.content
+
+
+async def test_a_truncated_answer_is_half_a_json_document(api: Api, queued: list[str]) -> None:
+    """A well-framed HTTP answer whose JSON stops halfway."""
+    assert (await half_an_answer(api, "truncated")).startswith(b'{"Response": {')
     await assert_still_queued(api, queued)
 
 
@@ -111,12 +116,8 @@ async def test_a_lost_truncated_answer_hands_the_records_out_then_breaks(
     api: Api, queued: list[str]
 ) -> None:
     """The pull runs (the records are gone from the queue), the answer is half of it."""
-    await set_faults(api, {"action": ACTION, "kind": "lost_truncated"})
-    response = await api.post(ACTION, PULL)
-    assert response.status_code == 200
-    assert response.content.startswith(b'{"Response": {"PullSmsSendStatusSet": [')
-    with pytest.raises(json.JSONDecodeError):
-        json.loads(response.content)
+    body = await half_an_answer(api, "lost_truncated")
+    assert body.startswith(b'{"Response": {"PullSmsSendStatusSet": [')
     assert await handed_out(api) == [True] * len(queued)
     stats = (await api.control("GET", "stats"))["actions"][ACTION]
     assert (stats["faults"], stats["lost_items"]) == ({"lost_truncated": 1}, len(queued))
