@@ -49,8 +49,9 @@ DEFAULT_RATE_LIMITS: Mapping[str, int] = {
 }
 ACTIONS: tuple[str, ...] = tuple(DEFAULT_RATE_LIMITS)
 
-# X-TC-Region values the SMS API accepts: the Chinese site's region list (Beijing, Guangzhou,
-# Nanjing) and the international site's Singapore (its SDK guide's ap-singapore).
+# X-TC-Region values the SMS API accepts: the Chinese site's region list for SMS (Beijing,
+# Guangzhou, Nanjing; the page the SDK samples link to) and ap-singapore, which the international
+# site's SMS SDK guide uses. ``regions`` (--region) replaces the list.
 SMS_REGIONS: tuple[str, ...] = ("ap-beijing", "ap-guangzhou", "ap-nanjing", "ap-singapore")
 
 # What an action Tencent has not activated on the account answers. Undocumented: the first is the
