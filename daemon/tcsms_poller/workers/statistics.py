@@ -10,7 +10,9 @@ an unchanged one is a duplicate.
 BeginTime``), so one hour is asked as ``[h, h]``. An API that still follows the older page
 ("EndTime must be after BeginTime") refuses that with ``InvalidParameterValue.EndTimeVerifyFail``;
 the worker then asks that app for ``[h, h+1]`` from then on, read as hour ``h`` alone, and says
-so once in a ``statistics.end_hour_exclusive`` warning. The record is the same either way.
+so once in a ``statistics.end_hour_exclusive`` warning. The record is the same either way. Until
+one answer has shown which reading the API takes, hours are asked one at a time, so learning it
+costs one refused request, not one an hour.
 
 The metrics are the sums over the lookback.
 """
@@ -61,6 +63,7 @@ class StatisticsWorker:
         self._lookback = lookback
         self._in_flight = anyio.CapacityLimiter(max(1, ctx.client.rate_limit(ACTION)))
         self._end_exclusive = False  # this app's API refused [h, h]: ask [h, h+1]
+        self._reading_known = False  # an answer has shown which of the two this app's API takes
 
     async def poll(self) -> PollStats:
         """Ask for every hour of the lookback, then commit all hours in one transaction."""
@@ -88,7 +91,10 @@ class StatisticsWorker:
 
         async with anyio.create_task_group() as tg:
             for hour in hours:
-                tg.start_soon(fetch, hour)
+                if self._reading_known:
+                    tg.start_soon(fetch, hour)
+                else:  # one request learns how this app's API reads EndTime
+                    await fetch(hour)
         if failures:  # the next cycle asks for every hour again
             raise failures[0]
         ordered = [records[key] for key in sorted(records)]
@@ -105,12 +111,17 @@ class StatisticsWorker:
         """The counters of one hour, asked the way this app's API reads ``EndTime``."""
         if not self._end_exclusive:
             try:
-                return await self._ask(hour, hour, stats)
+                counters = await self._ask(hour, hour, stats)
             except RequestError as error:
                 if error.code != EQUAL_HOURS_REFUSED:
                     raise
                 self._fall_back(error)
-        return await self._ask(hour, hour + HOUR, stats)
+            else:
+                self._reading_known = True
+                return counters
+        counters = await self._ask(hour, hour + HOUR, stats)
+        self._reading_known = True
+        return counters
 
     async def _ask(self, begin: datetime, end: datetime, stats: PollStats) -> dict[str, int]:
         async with self._in_flight:
