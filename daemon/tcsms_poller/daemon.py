@@ -61,6 +61,7 @@ def build_client(
         limiters=RateLimiters(tencent.rate_limits.model_dump()),
         metrics=metrics,
         timeout=tencent.timeout,
+        queue_timeout=tencent.queue_timeout,
         retry=RetryPolicy(
             max_attempts=tencent.retry.max_attempts,
             backoff=Backoff(initial=0.2, maximum=tencent.retry.max_backoff),

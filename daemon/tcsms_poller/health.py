@@ -26,6 +26,7 @@ class Health:
     grace: float = 0.0
     reason: str | None = None
     last_success_at: float | None = None
+    note: str | None = None  # why a healthy part is idle (an API not activated for the app)
 
     def succeeded(self) -> None:
         """The part just did its job: healthy again."""
@@ -56,6 +57,7 @@ class Health:
             "reason": self.reason,
             "failing_since": self.failing_since,
             "last_success_at": self.last_success_at,
+            "note": self.note,
         }
 
 

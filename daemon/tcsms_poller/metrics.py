@@ -59,6 +59,12 @@ class Metrics:
             ["action"],
             registry=r,
         )
+        self.queue_answers_lost = Counter(
+            f"{_PREFIX}_queue_answers_lost",
+            "Queue-action answers that failed after the request was sent: their records are gone",
+            ["action", "app_id"],
+            registry=r,
+        )
         self.records = Counter(
             f"{_PREFIX}_records",
             "Records seen by kind, source and outcome (new or duplicate)",
@@ -104,6 +110,12 @@ class Metrics:
         self.worker_healthy = Gauge(
             f"{_PREFIX}_worker_healthy",
             "1 when the worker is healthy, 0 when a permanent error stopped it",
+            ["worker"],
+            registry=r,
+        )
+        self.worker_not_activated = Gauge(
+            f"{_PREFIX}_worker_not_activated",
+            "1 while Tencent has not activated the worker's API for its app (the worker idles)",
             ["worker"],
             registry=r,
         )

@@ -142,7 +142,8 @@ def statistics_record(
     source: str,
     received_at: str,
 ) -> Record:
-    """Receipt statistics for the hours ``begin_time``..``end_time`` (``yyyymmddhh``)."""
+    """Receipt statistics for the hours ``begin_time``..``end_time`` (``yyyymmddhh``, both
+    counted)."""
     return Record(
         kind="callback_statistics",
         id=statistics_id(app_id, begin_time, end_time, counters),

@@ -9,6 +9,7 @@ import pytest
 
 from tcsms_poller.emulator.actions import run_action
 from tcsms_poller.emulator.answers import ApiError
+from tcsms_poller.emulator.options import StatisticsEnd
 from tcsms_poller.emulator.store import Store
 from tcsms_poller.records import BEIJING
 from tests.emulator.support import APP, NUMBER, receipt, reply
@@ -76,7 +77,7 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
      "InvalidParameterValue.BeginTimeVerifyFail"),
     ("CallbackStatusStatistics", {**HOURS, "EndTime": "2021053125"},
      "InvalidParameterValue.EndTimeVerifyFail"),
-    ("CallbackStatusStatistics", {**HOURS, "EndTime": HOURS["BeginTime"]},
+    ("CallbackStatusStatistics", {**HOURS, "EndTime": hour(NOW - 7200)},
      "InvalidParameterValue.EndTimeVerifyFail"),
     ("CallbackStatusStatistics", {**HOURS, "BeginTime": hour(NOW - 33 * DAY)},
      "InvalidParameterValue.EndTimeVerifyFail"),
@@ -145,31 +146,54 @@ def test_by_number_queries_do_not_touch_the_queue(store: Store) -> None:
     assert [item["SerialNo"] for item in answer["PullSmsSendStatusSet"]] == ["a"]
 
 
-def test_statistics_count_the_hours_from_begin_up_to_end(store: Store) -> None:
-    """[BeginTime, EndTime): one hour is asked as h to h+1; failures land in their bucket."""
-    start = NOW - NOW % 3600 - 2 * 3600  # two whole hours ago
+def statistics(store: Store, begin: int, end: int, reading: StatisticsEnd) -> dict[str, int]:
+    """The counters ``CallbackStatusStatistics`` answers for the hours of ``begin``..``end``."""
+    params = {**HOURS, "BeginTime": hour(begin), "EndTime": hour(end)}
+    answer = run_action("CallbackStatusStatistics", params, store, NOW, statistics_end=reading)
+    counters: dict[str, int] = answer["CallbackStatusStatistics"]
+    return counters
+
+
+@pytest.fixture
+def two_hours(store: Store) -> int:
+    """Receipts in two whole hours before now; returns the first hour's start."""
+    start = NOW - NOW % 3600 - 2 * 3600
     store.add_send_status(receipt(start + 10, "a"))
     store.add_send_status(receipt(start + 20, "b", status="FAIL"))  # EXPIRED: phone off
     store.add_send_status(receipt(start + 3600, "c"))
     store.record_send(APP, "d", start + 30)  # sent, receipt still to come
-    params = {**HOURS, "BeginTime": hour(start), "EndTime": hour(start + 3600)}
-    counters = run_action("CallbackStatusStatistics", params, store, NOW)[
-        "CallbackStatusStatistics"
-    ]
-    assert counters == {
-        "CallbackCount": 2,
-        "RequestSuccessCount": 3,
-        "CallbackFailCount": 1,
-        "CallbackSuccessCount": 1,
-        "InternalErrorCount": 0,
-        "InvalidNumberCount": 0,
-        "ShutdownErrorCount": 1,
-        "BlackListCount": 0,
-        "FrequencyLimitCount": 0,
-    }
-    params["EndTime"] = hour(start + 7200)
-    two_hours = run_action("CallbackStatusStatistics", params, store, NOW)
-    assert two_hours["CallbackStatusStatistics"]["CallbackCount"] == 3
+    return start
+
+
+FIRST_HOUR = {
+    "CallbackCount": 2,
+    "RequestSuccessCount": 3,
+    "CallbackFailCount": 1,
+    "CallbackSuccessCount": 1,
+    "InternalErrorCount": 0,
+    "InvalidNumberCount": 0,
+    "ShutdownErrorCount": 1,
+    "BlackListCount": 0,
+    "FrequencyLimitCount": 0,
+}
+
+
+def test_statistics_count_both_end_hours_by_default(store: Store, two_hours: int) -> None:
+    """Inclusive (the SDK models): one hour is [h, h]; [h, h+1] counts two hours."""
+    inclusive = StatisticsEnd.INCLUSIVE
+    assert statistics(store, two_hours, two_hours, inclusive) == FIRST_HOUR
+    assert statistics(store, two_hours, two_hours + 3600, inclusive)["CallbackCount"] == 3
+    assert statistics(store, two_hours + 3600, two_hours + 3600, inclusive)["CallbackCount"] == 1
+
+
+def test_statistics_exclusive_reading_refuses_equal_hours(store: Store, two_hours: int) -> None:
+    """Exclusive (the older page): [h, h] is refused; [h, h+1] counts hour h alone."""
+    exclusive = StatisticsEnd.EXCLUSIVE
+    assert statistics(store, two_hours, two_hours + 3600, exclusive) == FIRST_HOUR
+    assert statistics(store, two_hours, two_hours + 7200, exclusive)["CallbackCount"] == 3
+    with pytest.raises(ApiError) as refused:
+        statistics(store, two_hours, two_hours, exclusive)
+    assert refused.value.code == "InvalidParameterValue.EndTimeVerifyFail"
 
 
 def test_statistics_accept_exactly_32_days(store: Store) -> None:

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from tcsms_poller.emulator import SMS_REGIONS
 from tcsms_poller.emulator.answers import ApiError
 from tcsms_poller.emulator.auth import verify_request
 from tcsms_poller.records import BEIJING
@@ -168,12 +169,24 @@ def test_five_minutes_of_skew_is_still_fine(skew: int) -> None:
         ({"X-TC-Action": "SendSms"}, "InvalidAction"),
         ({"X-TC-Action": ""}, "MissingParameter"),
         ({"X-TC-Region": ""}, "MissingParameter"),
+        ({"X-TC-Region": "ap-shanghai"}, "UnsupportedRegion"),
+        ({"X-TC-Region": "eu-frankfurt"}, "UnsupportedRegion"),
     ],
 )
 async def test_common_headers_are_checked(api: Api, headers: dict[str, str], code: str) -> None:
     """Version, action and region are checked before anything else."""
     answer = await api.call("PullSmsReplyStatus", {"SmsSdkAppId": APP, "Limit": 1}, headers=headers)
     assert answer["Error"]["Code"] == code
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("region", SMS_REGIONS)
+async def test_every_sms_region_is_served(api: Api, region: str) -> None:
+    """The Chinese site's regions and the international site's ap-singapore are accepted."""
+    answer = await api.call(
+        "PullSmsReplyStatus", {"SmsSdkAppId": APP, "Limit": 1}, headers={"X-TC-Region": region}
+    )
+    assert answer == {"PullSmsReplyStatusSet": None}
 
 
 @pytest.mark.anyio

@@ -18,7 +18,15 @@ from tcsms_poller.commands.emulator import (
     parse_fault,
     parse_listen,
 )
-from tcsms_poller.emulator import DEFAULT_RATE_LIMITS, EmulatorOptions, Fault, FaultKind
+from tcsms_poller.emulator import (
+    DEFAULT_RATE_LIMITS,
+    NOT_ACTIVATED_CODES,
+    SMS_REGIONS,
+    EmulatorOptions,
+    Fault,
+    FaultKind,
+    StatisticsEnd,
+)
 from tcsms_poller.exits import UsageError
 
 COMMAND = [sys.executable, "-m", "tcsms_poller", "emulator"]
@@ -55,6 +63,9 @@ async def test_the_command_announces_its_address_serves_and_stops_on_sigterm() -
         (["--slack", "10"], "--slack '10': invalid duration"),
         (["--app-id", "my-app"], "--app-id:"),
         (["--push-status-url", "ftp://x"], "--push-status-url:"),
+        (["--statistics-end", "both"], "--statistics-end:"),
+        (["--inactive", "SendSms"], "--inactive:"),
+        (["--inactive", "PullSmsSendStatus=Nope"], "--inactive:"),
     ],
 )
 def test_a_bad_flag_is_one_line_and_exit_code_2(flags: list[str], message: str) -> None:
@@ -109,6 +120,34 @@ def test_flags_become_options() -> None:
         Fault(action="PullSmsSendStatus", kind=FaultKind.HTTP_ERROR, probability=0.25, status=502),
     )
     assert options.push.status_url == "http://127.0.0.1:1/status"
+
+
+def test_readings_activation_and_regions_become_options() -> None:
+    """--statistics-end, --inactive (with or without a code) and --region reach the options."""
+    options = build_options(
+        build_parser("emulator").parse_args(
+            [
+                "emulator",
+                "--statistics-end",
+                "exclusive",
+                "--inactive",
+                "PullSmsReplyStatus",
+                "--inactive",
+                "PullSmsSendStatus=UnsupportedOperation",
+                "--region",
+                "ap-singapore",
+            ]
+        )
+    )
+    assert options.statistics_end is StatisticsEnd.EXCLUSIVE
+    assert options.inactive == {
+        "PullSmsReplyStatus": NOT_ACTIVATED_CODES[0],
+        "PullSmsSendStatus": "UnsupportedOperation",
+    }
+    assert options.regions == ("ap-singapore",)
+    defaults = build_options(build_parser("emulator").parse_args(["emulator"]))
+    assert defaults.statistics_end is StatisticsEnd.INCLUSIVE
+    assert (defaults.inactive, defaults.regions) == ({}, SMS_REGIONS)
 
 
 def test_no_traffic_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:

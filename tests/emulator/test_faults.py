@@ -91,15 +91,59 @@ async def test_a_malformed_answer_is_not_json(api: Api, queued: list[str]) -> No
     await assert_still_queued(api, queued)
 
 
-async def test_a_truncated_answer_is_half_a_json_document(api: Api, queued: list[str]) -> None:
-    """A well-framed HTTP answer whose JSON stops halfway."""
-    await set_faults(api, {"action": ACTION, "kind": "truncated"})
+async def half_an_answer(api: Api, kind: str) -> bytes:
+    """The body of a pull struck by ``kind``: HTTP 200, well framed, JSON that stops halfway."""
+    await set_faults(api, {"action": ACTION, "kind": kind})
     response = await api.post(ACTION, PULL)
     assert response.status_code == 200
-    assert response.content.startswith(b'{"Response": {')
     with pytest.raises(json.JSONDecodeError):
         json.loads(response.content)
+    return response.content
+
+
+async def test_a_truncated_answer_is_half_a_json_document(api: Api, queued: list[str]) -> None:
+    """A well-framed HTTP answer whose JSON stops halfway."""
+    assert (await half_an_answer(api, "truncated")).startswith(b'{"Response": {')
     await assert_still_queued(api, queued)
+
+
+async def handed_out(api: Api) -> list[bool]:
+    truth = await api.control("GET", "truth")
+    return [entry["handed_out_at"] is not None for entry in truth["send_statuses"]]
+
+
+async def test_a_lost_truncated_answer_hands_the_records_out_then_breaks(
+    api: Api, queued: list[str]
+) -> None:
+    """The pull runs (the records are gone from the queue), the answer is half of it."""
+    body = await half_an_answer(api, "lost_truncated")
+    assert body.startswith(b'{"Response": {"PullSmsSendStatusSet": [')
+    assert await handed_out(api) == [True] * len(queued)
+    stats = (await api.control("GET", "stats"))["actions"][ACTION]
+    assert (stats["faults"], stats["lost_items"]) == ({"lost_truncated": 1}, len(queued))
+    await set_faults(api)
+    assert (await api.call(ACTION, PULL))["PullSmsSendStatusSet"] is None
+
+
+async def test_a_lost_timeout_hands_the_records_out_and_answers_too_late(
+    api: Api, queued: list[str]
+) -> None:
+    """The client gives up waiting; the records were handed out all the same."""
+    await set_faults(api, {"action": ACTION, "kind": "lost_timeout", "seconds": 30})
+    with pytest.raises(httpx.ReadTimeout):
+        await api.post(ACTION, PULL, read_timeout=0.3)
+    assert await handed_out(api) == [True] * len(queued)
+    stats = (await api.control("GET", "stats"))["actions"][ACTION]
+    assert stats["lost_items"] == len(queued)
+
+
+async def test_a_short_lost_timeout_sends_the_whole_answer_late(
+    api: Api, queued: list[str]
+) -> None:
+    """A client patient enough gets the late answer whole."""
+    await set_faults(api, {"action": ACTION, "kind": "lost_timeout", "seconds": 0.2})
+    answer = await api.call(ACTION, PULL)
+    assert [item["SerialNo"] for item in answer["PullSmsSendStatusSet"]] == queued
 
 
 async def test_an_internal_error_has_the_chosen_or_a_documented_code(

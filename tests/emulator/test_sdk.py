@@ -112,7 +112,7 @@ async def test_the_sdk_calls_every_action_and_gets_the_records(
         "ReportStatus": "SUCCESS",
         "Description": "DELIVRD",
         "UserReceiveTime": now - 60,
-        "SessionContext": None,
+        "SessionContext": "",  # as in Tencent's example, for a message sent without one
     }
     assert (
         answers["statuses_of"]["PullSmsSendStatusSet"]

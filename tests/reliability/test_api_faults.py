@@ -59,11 +59,12 @@ def strikes(emulator: RunningEmulator) -> Counter[str]:
 
 
 def flaky_config(emulator: RunningEmulator, tmp_path: Path, port: int) -> dict[str, Any]:
-    """Queue and per-number pulls with a 1 s client timeout and the listener on ``port``."""
+    """Queue and per-number pulls with 1 s client timeouts and the listener on ``port``."""
     return daemon_config(
         emulator.url,
         tmp_path,
-        tencent={"timeout": "1s"},
+        # These faults strike before the action: a short queue timeout loses nothing here.
+        tencent={"timeout": "1s", "queue_timeout": "1s"},
         app={"by_number": {"numbers": list(NUMBERS[:2]), "interval": "1s", "replies": True}},
         server=listener(port),
     )

@@ -21,8 +21,11 @@ from tcsms_poller.tencent.errors import (
     ServerError,
     TencentError,
     TransportError,
+    error_from_code,
+    means_not_activated,
 )
 from tcsms_poller.tencent.ratelimit import RateLimiters
+from tests.support.log_capture import captured_logs, json_lines
 
 LIMITS = {
     "PullSmsReplyStatus": 1000,
@@ -32,6 +35,7 @@ LIMITS = {
     "CallbackStatusStatistics": 1000,
     "ReportConversion": 1000,
 }
+NUMBER = "+8613711112222"
 NO_WAIT = RetryPolicy(max_attempts=3, backoff=Backoff(initial=0.001, maximum=0.002))
 Handler = Callable[[httpx.Request], httpx.Response]
 
@@ -41,14 +45,16 @@ def answer(body: dict[str, Any], status: int = 200) -> httpx.Response:
     return httpx.Response(status, json={"Response": {**body, "RequestId": "req-1"}})
 
 
-def make_client(handler: Handler, retry: RetryPolicy = NO_WAIT) -> TencentClient:
+def make_client(
+    handler: Handler, retry: RetryPolicy = NO_WAIT, metrics: Metrics | None = None
+) -> TencentClient:
     """A client whose HTTP answers come from ``handler``."""
     return TencentClient(
         endpoint="https://sms.tencentcloudapi.com",
         region="ap-guangzhou",
         credentials=Credentials("AKIDtest", "secretkey"),
         limiters=RateLimiters(LIMITS),
-        metrics=Metrics(),
+        metrics=metrics or Metrics(),
         retry=retry,
         http=httpx.AsyncClient(transport=httpx.MockTransport(handler)),
     )
@@ -140,6 +146,11 @@ async def test_one_bad_item_is_rejected_not_the_page() -> None:
         ("InvalidParameterValue.IncorrectPhoneNumber", RequestError),
         ("MissingParameter", RequestError),
         ("FailedOperation.JsonParseFail", RequestError),
+        ("InternalError.RequestTimeException", ClockSkewError),
+        ("InternalError.SigFieldMissing", RequestError),
+        ("InternalError.SigVerificationFail", RequestError),
+        ("InternalError.RestApiInterfaceNotExist", RequestError),
+        ("InternalError.JsonParseFail", RequestError),
     ],
 )
 async def test_permanent_errors_are_raised_at_once(
@@ -154,6 +165,29 @@ async def test_permanent_errors_are_raised_at_once(
     assert (caught.value.code, caught.value.message) == (code, "nope")
     assert (caught.value.action, caught.value.request_id) == ("PullSmsReplyStatus", "req-1")
     assert not caught.value.is_transient
+
+
+@pytest.mark.parametrize(
+    ("code", "not_activated"),
+    [
+        ("UnauthorizedOperation.RequestPermissionDeny", True),
+        ("UnauthorizedOperation", True),
+        ("UnsupportedOperation", True),
+        ("UnsupportedOperation.", True),
+        ("UnauthorizedOperation.SmsSdkAppIdVerifyFail", False),
+        ("UnauthorizedOperation.ServiceSuspendDueToArrears", False),
+        ("UnauthorizedOperation.RequestIpNotInWhitelist", False),
+        ("UnauthorizedOperation.SdkAppIdIsDisabled", False),
+        ("AuthFailure.UnauthorizedOperation", False),
+        ("InvalidParameter", False),
+    ],
+)
+def test_not_activated_is_the_permission_family_less_other_causes(
+    code: str, not_activated: bool
+) -> None:
+    """Permission and unsupported-operation refusals mean "not activated", unless documented
+    for another cause (a wrong app, arrears, the IP allowlist, a disabled app)."""
+    assert means_not_activated(error_from_code(code, "")) is not_activated
 
 
 def test_signature_expire_names_the_clock() -> None:
@@ -240,6 +274,22 @@ async def test_statistics_and_conversion_parse() -> None:
 
 
 @pytest.mark.anyio
+async def test_null_or_missing_counters_are_zero() -> None:
+    """The SDK's models allow a null counter: null or missing counts 0, not a failed cycle."""
+    body = {"CallbackCount": 3, "CallbackSuccessCount": None, "BlackListCount": None}
+    handler, seen = sequence(answer({"CallbackStatusStatistics": body}))
+    async with make_client(handler) as client:
+        result = await client.callback_status_statistics(
+            "1400006666", begin_hour="2021050113", end_hour="2021050113"
+        )
+    assert len(seen) == 1
+    assert result.counters["callback_count"] == 3
+    assert result.counters["callback_success_count"] == 0
+    assert result.counters["black_list_count"] == result.counters["frequency_limit_count"] == 0
+    assert len(result.counters) == 9
+
+
+@pytest.mark.anyio
 async def test_statistics_with_a_wrong_type_is_malformed() -> None:
     """A counter that is not a whole number makes the answer malformed (and retried)."""
     handler, _ = sequence(*[answer({"CallbackStatusStatistics": {"CallbackCount": "x"}})] * 3)
@@ -257,3 +307,68 @@ async def test_credentials_repr_hides_the_key() -> None:
     assert "AKIDvisible" in shown
     assert "topsecretkey" not in shown
     assert "sts-token" not in shown
+
+
+def lost_answers(metrics: Metrics, action: str) -> float:
+    """``tcsms_poller_queue_answers_lost_total`` of ``action`` for app 1400006666."""
+    value = metrics.registry.get_sample_value(
+        "tcsms_poller_queue_answers_lost_total", {"action": action, "app_id": "1400006666"}
+    )
+    return value or 0.0
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("failure", "lost"),
+    [
+        (httpx.ReadTimeout("slow"), True),
+        (httpx.ReadError("reset"), True),
+        (httpx.RemoteProtocolError("peer closed"), True),
+        (httpx.Response(200, text='{"Response": {"PullSms'), True),
+        (httpx.Response(502, text="bad gateway"), True),
+        (httpx.ConnectError("refused"), False),
+        (httpx.ConnectTimeout("slow"), False),
+        (answer({"Error": {"Code": "InternalError.Timeout", "Message": ""}}), False),
+    ],
+)
+async def test_queue_answers_failing_after_sending_are_counted_lost(
+    failure: httpx.Response | Exception, lost: bool
+) -> None:
+    """A queue answer that broke after the request was sent counts as lost, once an attempt;
+    one refused by Tencent, or never sent, does not."""
+    handler, seen = sequence(failure, failure, failure)
+    metrics = Metrics()
+    client = make_client(handler, metrics=metrics)
+    with captured_logs() as out:
+        async with client:
+            with pytest.raises(TencentError) as caught:
+                await client.pull_sms_send_status("1400006666")
+    assert caught.value.answer_lost is lost
+    assert lost_answers(metrics, "PullSmsSendStatus") == (len(seen) if lost else 0)
+    warnings = [e for e in json_lines(out) if e["event"] == "tencent.queue_answer_lost"]
+    assert len(warnings) == (len(seen) if lost else 0)
+
+
+@pytest.mark.anyio
+async def test_other_actions_count_no_lost_answers() -> None:
+    """Only the queue actions lose records with an answer: a by-number pull is asked again."""
+    failure = httpx.ReadTimeout("slow")
+    handler, _ = sequence(failure, failure, failure)
+    metrics = Metrics()
+    async with make_client(handler, metrics=metrics) as client:
+        with pytest.raises(TransportError):
+            await client.pull_sms_send_status_by_phone_number("1400006666", NUMBER, begin=1)
+    assert lost_answers(metrics, "PullSmsSendStatusByPhoneNumber") == 0
+
+
+@pytest.mark.anyio
+async def test_queue_actions_wait_longer_for_their_answer() -> None:
+    """Queue pulls get the queue timeout (60 s by default), the other actions the pool's."""
+    handler, seen = sequence(
+        answer({"PullSmsReplyStatusSet": None}), answer({"PullSmsSendStatusSet": None})
+    )
+    async with make_client(handler) as client:
+        await client.pull_sms_reply_status("1400006666")
+        await client.pull_sms_send_status_by_phone_number("1400006666", NUMBER, begin=1)
+    assert seen[0].extensions["timeout"]["read"] == 60.0
+    assert seen[1].extensions["timeout"]["read"] == 5.0  # the given pool's own (httpx's default)

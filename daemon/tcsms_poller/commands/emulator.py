@@ -22,6 +22,8 @@ from tcsms_poller.emulator import (
     DEFAULT_APP_ID,
     DEFAULT_SECRET_ID,
     DEFAULT_SECRET_KEY,
+    NOT_ACTIVATED_CODES,
+    SMS_REGIONS,
     EmulatorOptions,
     Fault,
     run_emulator,
@@ -43,7 +45,9 @@ log = structlog.get_logger("tcsms_poller.emulator")
 T = TypeVar("T")
 
 ENVIRONMENT_PREFIX = "TCSMS_EMULATOR_"
-_REPEATABLE = frozenset({"app_ids", "phone_numbers", "rate_limits", "faults"})
+_REPEATABLE = frozenset(
+    {"app_ids", "phone_numbers", "rate_limits", "faults", "inactive", "regions"}
+)
 
 FAULTS_HELP = """\
 faults: --fault ACTION:KIND=PROBABILITY[@VALUE], repeatable; ACTION is an action name or *.
@@ -55,7 +59,10 @@ faults: --fault ACTION:KIND=PROBABILITY[@VALUE], repeatable; ACTION is an action
   truncated   -                             HTTP 200 with half a JSON answer
   internal_error  code (default: random)    an InternalError.* answer
   rate_limit  duration (default 1s)         RequestLimitExceeded for that long
-  Faults strike before the action runs: they never consume queue records.
+  lost_timeout  duration (default 90s)      run the action, hold its answer that long, send it late
+  lost_truncated  -                         run the action, send half of its answer
+  The lost_* faults strike after the action runs: a queue pull hands its records out and they
+  are gone. The others strike before it and never consume queue records.
   example: --fault 'PullSmsSendStatus:http_error=0.05@502' --fault '*:latency=0.2@300ms'
 """
 
@@ -129,6 +136,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="5m",
         metavar="DURATION",
         help="accepted client clock difference (default 5m)",
+    )
+
+    readings = parser.add_argument_group("the account and Tencent's undocumented readings")
+    readings.add_argument(
+        "--statistics-end",
+        default="inclusive",
+        metavar="READING",
+        help="CallbackStatusStatistics' EndTime: inclusive (EndTime >= BeginTime, the end hour "
+        "counted; the default) or exclusive (EndTime must be after BeginTime)",
+    )
+    readings.add_argument(
+        "--inactive",
+        action="append",
+        dest="inactive",
+        metavar="ACTION[=CODE]",
+        help="an action Tencent has not activated on the account, repeatable; refused with CODE "
+        f"(one of {', '.join(NOT_ACTIVATED_CODES)}; default the first)",
+    )
+    readings.add_argument(
+        "--region",
+        action="append",
+        dest="regions",
+        metavar="REGION",
+        help=f"a region the API accepts, repeatable (default: {', '.join(SMS_REGIONS)})",
     )
 
     faults = parser.add_argument_group("faults and push callbacks")
@@ -231,6 +262,11 @@ def _rate_limit(text: str) -> tuple[str, int]:
     return action, int(rate)
 
 
+def _inactive(text: str) -> tuple[str, str]:
+    action, _, code = text.partition("=")
+    return action, code or NOT_ACTIVATED_CODES[0]
+
+
 def parse_fault(text: str) -> Fault:
     """``ACTION:KIND=PROBABILITY[@VALUE]`` -> a fault rule."""
     target, sep, rest = text.partition(":")
@@ -258,6 +294,8 @@ _FLAGS = {
     "rate_limits": "--rate-limit",
     "phone_numbers": "--number",
     "faults": "--fault",
+    "inactive": "--inactive",
+    "regions": "--region",
 }
 
 
@@ -320,6 +358,9 @@ def build_options(args: argparse.Namespace) -> EmulatorOptions:
         "slack": _convert("--slack", args.slack, parse_duration),
         "max_skew": _convert("--max-skew", args.max_skew, parse_duration),
         "faults": [_convert("--fault", text, parse_fault) for text in _repeated(args, "faults")],
+        **({"regions": regions} if (regions := _repeated(args, "regions")) else {}),
+        "statistics_end": args.statistics_end,
+        "inactive": dict(_inactive(text) for text in _repeated(args, "inactive")),
         "push": {
             "status_url": args.push_status_url,
             "reply_url": args.push_reply_url,

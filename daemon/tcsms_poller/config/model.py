@@ -79,6 +79,7 @@ class TencentSettings(ConfigModel):
     region: str = Field(default="ap-guangzhou", pattern=r"^[a-z]+(-[a-z]+)+$")
     endpoint: str = "https://sms.tencentcloudapi.com"
     timeout: Duration = 10.0
+    queue_timeout: Duration = 60.0  # queue answers lost in flight lose their records
     rate_limits: RateLimits = RateLimits()
     retry: RetrySettings = RetrySettings()
     unhealthy_retry: Duration = 60.0

@@ -15,10 +15,13 @@ from tcsms_poller.emulator.options import (
     DEFAULT_RATE_LIMITS,
     DEFAULT_SECRET_ID,
     DEFAULT_SECRET_KEY,
+    NOT_ACTIVATED_CODES,
+    SMS_REGIONS,
     EmulatorOptions,
     Fault,
     FaultKind,
     PushOptions,
+    StatisticsEnd,
     TrafficOptions,
 )
 from tcsms_poller.emulator.server import RunningEmulator, run_emulator
@@ -28,11 +31,14 @@ __all__ = [
     "DEFAULT_RATE_LIMITS",
     "DEFAULT_SECRET_ID",
     "DEFAULT_SECRET_KEY",
+    "NOT_ACTIVATED_CODES",
+    "SMS_REGIONS",
     "EmulatorOptions",
     "Fault",
     "FaultKind",
     "PushOptions",
     "RunningEmulator",
+    "StatisticsEnd",
     "TrafficOptions",
     "run_emulator",
 ]

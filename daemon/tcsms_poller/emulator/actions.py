@@ -10,8 +10,10 @@ documented here and in the report of the emulator's issue:
   ``UnauthorizedOperation.SmsSdkAppIdVerifyFail``;
 - ``ReportConversion`` of a SerialNo the app never sent answers ``InvalidParameterValue`` (the
   page documents no code for it);
-- ``CallbackStatusStatistics`` covers the hours from ``BeginTime`` up to, not including,
-  ``EndTime`` ("EndTime must be after BeginTime"), so one hour is ``[h, h+1)``;
+- ``CallbackStatusStatistics`` plays either reading of its hours (``statistics_end``): by default
+  the newest SDK models' ("EndTime >= BeginTime", the range includes the end hour), so one hour
+  is ``[h, h]``; or the older English page's ("EndTime must be after BeginTime"), which refuses
+  equal hours with ``InvalidParameterValue.EndTimeVerifyFail`` and counts ``[h, h+1)``;
 - an empty result set is ``null``, as Tencent answers when there is nothing new.
 """
 
@@ -23,16 +25,26 @@ from datetime import datetime
 from typing import Any
 
 from tcsms_poller.emulator.answers import ApiError
+from tcsms_poller.emulator.options import StatisticsEnd
 from tcsms_poller.emulator.params import Params
 from tcsms_poller.emulator.store import ConversionRecord, Store
 from tcsms_poller.fields import is_e164
 from tcsms_poller.records import BEIJING
 
-__all__ = ["ACTION_HANDLERS", "MAX_LIMIT", "Action", "run_action"]
+__all__ = ["ACTION_HANDLERS", "MAX_LIMIT", "Action", "Call", "run_action"]
 
 MAX_LIMIT = 100
 SEVEN_DAYS = 7 * 86_400
 MAX_STATISTICS_RANGE = 32 * 86_400
+HOUR = 3600
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """What an answer depends on besides its parameters: the wall time and the readings played."""
+
+    now: float
+    statistics_end: StatisticsEnd = StatisticsEnd.INCLUSIVE
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +52,7 @@ class Action:
     """An action's accepted parameters and the function answering it."""
 
     params: frozenset[str]
-    answer: Callable[[Params, Store, float], dict[str, Any]]
+    answer: Callable[[Params, Store, Call], dict[str, Any]]
 
 
 def _app(params: Params, store: Store) -> str:
@@ -73,14 +85,14 @@ def _set(items: Sequence[Any]) -> list[dict[str, Any]] | None:
     return [item.to_api() for item in items] or None
 
 
-def _pull_replies(params: Params, store: Store, now: float) -> dict[str, Any]:
+def _pull_replies(params: Params, store: Store, call: Call) -> dict[str, Any]:
     app_id, limit = _app(params, store), _limit(params)
-    return {"PullSmsReplyStatusSet": _set(store.take_replies(app_id, limit, now))}
+    return {"PullSmsReplyStatusSet": _set(store.take_replies(app_id, limit, call.now))}
 
 
-def _pull_send_statuses(params: Params, store: Store, now: float) -> dict[str, Any]:
+def _pull_send_statuses(params: Params, store: Store, call: Call) -> dict[str, Any]:
     app_id, limit = _app(params, store), _limit(params)
-    return {"PullSmsSendStatusSet": _set(store.take_send_statuses(app_id, limit, now))}
+    return {"PullSmsSendStatusSet": _set(store.take_send_statuses(app_id, limit, call.now))}
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,14 +128,14 @@ def _window(params: Params, store: Store, now: float) -> _Window:
     return _Window(app_id, number, begin, end, limit)
 
 
-def _send_statuses_by_number(params: Params, store: Store, now: float) -> dict[str, Any]:
-    w = _window(params, store, now)
+def _send_statuses_by_number(params: Params, store: Store, call: Call) -> dict[str, Any]:
+    w = _window(params, store, call.now)
     found = store.send_statuses_of(w.app_id, w.number, w.begin, w.end, w.limit)
     return {"PullSmsSendStatusSet": _set(found)}
 
 
-def _replies_by_number(params: Params, store: Store, now: float) -> dict[str, Any]:
-    w = _window(params, store, now)
+def _replies_by_number(params: Params, store: Store, call: Call) -> dict[str, Any]:
+    w = _window(params, store, call.now)
     found = store.replies_of(w.app_id, w.number, w.begin, w.end, w.limit)
     return {"PullSmsReplyStatusSet": _set(found)}
 
@@ -139,25 +151,28 @@ def _hour(params: Params, name: str, code: str) -> int:
     return int(moment.timestamp())
 
 
-def _statistics(params: Params, store: Store, now: float) -> dict[str, Any]:
+def _statistics(params: Params, store: Store, call: Call) -> dict[str, Any]:
     app_id = _app(params, store)
     begin = _hour(params, "BeginTime", "InvalidParameterValue.BeginTimeVerifyFail")
     end = _hour(params, "EndTime", "InvalidParameterValue.EndTimeVerifyFail")
     _fixed(params, "Limit", "InvalidParameterValue.LimitVerifyFail")
     _fixed(params, "Offset", "InvalidParameterValue.OffsetVerifyFail")
-    if end <= begin:
+    inclusive = call.statistics_end is StatisticsEnd.INCLUSIVE
+    if end < begin or (end == begin and not inclusive):
+        rule = "at or after" if inclusive else "after"
         raise ApiError(
-            "InvalidParameterValue.EndTimeVerifyFail", "EndTime must be after BeginTime."
+            "InvalidParameterValue.EndTimeVerifyFail", f"EndTime must be {rule} BeginTime."
         )
     if end - begin > MAX_STATISTICS_RANGE:
         raise ApiError(
             "InvalidParameterValue.EndTimeVerifyFail",
             "EndTime must be at most 32 days after BeginTime.",
         )
-    return {"CallbackStatusStatistics": store.statistics(app_id, begin, end)}
+    last = end if inclusive else end - HOUR
+    return {"CallbackStatusStatistics": store.statistics(app_id, begin, last)}
 
 
-def _report_conversion(params: Params, store: Store, now: float) -> dict[str, Any]:
+def _report_conversion(params: Params, store: Store, call: Call) -> dict[str, Any]:
     app_id = _app(params, store)
     serial_no = params.string("SerialNo")
     conversion_time = params.optional_integer("ConversionTime")
@@ -165,7 +180,7 @@ def _report_conversion(params: Params, store: Store, now: float) -> dict[str, An
         raise ApiError(
             "InvalidParameterValue", f"SerialNo {serial_no} is not a message of SdkAppId {app_id}."
         )
-    store.add_conversion(ConversionRecord(app_id, serial_no, conversion_time, now))
+    store.add_conversion(ConversionRecord(app_id, serial_no, conversion_time, call.now))
     return {"ReportConversionStatus": {"Code": "ok", "Message": "report success"}}
 
 
@@ -186,11 +201,18 @@ ACTION_HANDLERS: dict[str, Action] = {
 }
 
 
-def run_action(name: str, values: dict[str, Any], store: Store, now: float) -> dict[str, Any]:
+def run_action(
+    name: str,
+    values: dict[str, Any],
+    store: Store,
+    now: float,
+    *,
+    statistics_end: StatisticsEnd = StatisticsEnd.INCLUSIVE,
+) -> dict[str, Any]:
     """Answer one request of action ``name`` (one of ``ACTION_HANDLERS``) at wall time ``now``.
 
     Raises:
         ApiError: the request is invalid; nothing was changed.
     """
     action = ACTION_HANDLERS[name]
-    return action.answer(Params(values, action.params), store, now)
+    return action.answer(Params(values, action.params), store, Call(now, statistics_end))

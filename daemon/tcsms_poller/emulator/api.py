@@ -1,16 +1,21 @@
 """``POST /``: one API request through Tencent's gates, in order.
 
 1. the common headers: ``X-TC-Action`` (known, else ``InvalidAction``), ``X-TC-Version``
-   (``2021-01-11``, else ``NoSuchVersion``), ``X-TC-Region``;
+   (``2021-01-11``, else ``NoSuchVersion``), ``X-TC-Region`` (one of the SMS regions, else the
+   common error ``UnsupportedRegion``);
 2. the TC3 signature (``auth.py``);
 3. the action's rate limit (``RequestLimitExceeded``);
 4. faults (``faults.py``), which strike before the action and so never consume records;
-5. the body's parameters and the action itself (``actions.py``).
+5. an action not activated on the account (``inactive``) is refused with its code; else the
+   body's parameters and the action itself (``actions.py``);
+6. the ``lost_*`` faults, which break the answer of an action that ran.
 
 Every request is counted in the stats; every answer carries a fresh ``RequestId``.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import anyio
 from starlette.requests import Request
@@ -34,7 +39,7 @@ from tcsms_poller.tencent import API_VERSION
 __all__ = ["handle_api"]
 
 
-def _check_common_headers(headers: dict[str, str]) -> str:
+def _check_common_headers(headers: dict[str, str], regions: tuple[str, ...]) -> str:
     """The action named by a request whose common headers are acceptable."""
     action = headers.get("x-tc-action")
     version = headers.get("x-tc-version")
@@ -46,8 +51,11 @@ def _check_common_headers(headers: dict[str, str]) -> str:
         raise ApiError("NoSuchVersion", f"The API version {version!r} does not exist.")
     if action not in ACTION_HANDLERS:
         raise ApiError("InvalidAction", f"The action {action!r} does not exist.")
-    if not headers.get("x-tc-region"):
+    region = headers.get("x-tc-region")
+    if not region:
         raise ApiError("MissingParameter", "The request is missing the X-TC-Region header.")
+    if region not in regions:
+        raise ApiError("UnsupportedRegion", f"The action does not support the region {region!r}.")
     return action
 
 
@@ -56,7 +64,7 @@ async def _answer(request: Request, state: EmulatorState, request_id: str) -> Re
     # No await from here to the limiter: arrivals reach it in the order they are timed.
     arrival = state.monotonic()
     headers = dict(request.headers)
-    action = _check_common_headers(headers)
+    action = _check_common_headers(headers, state.options.regions)
     verify_request(
         method=request.method,
         path=request.url.path,
@@ -80,8 +88,8 @@ async def _answer(request: Request, state: EmulatorState, request_id: str) -> Re
     if strike.delay:
         stats.faults[FaultKind.LATENCY.value] += 1
         await anyio.sleep(strike.delay)
-    if strike.fault is not None:
-        fault = strike.fault
+    fault = strike.fault
+    if fault is not None and not fault.kind.strikes_after:
         stats.faults[fault.kind.value] += 1
         if fault.kind is FaultKind.TIMEOUT:
             await state.faults.hold(fault, state.closing)
@@ -89,9 +97,29 @@ async def _answer(request: Request, state: EmulatorState, request_id: str) -> Re
         if error is not None:
             raise error
         return state.faults.broken_answer(fault, request_id)
-    payload = run_action(action, parse_body(body), state.store, state.clock())
+    refusal = state.inactive.get(action)
+    if refusal is not None:
+        raise ApiError(refusal, f"{action} is not activated for this account; contact SMS Helper.")
+    payload = run_action(
+        action,
+        parse_body(body),
+        state.store,
+        state.clock(),
+        statistics_end=state.options.statistics_end,
+    )
     stats.ok += 1
-    return json_answer(success_body(payload, request_id))
+    if fault is None:
+        return json_answer(success_body(payload, request_id))
+    stats.faults[fault.kind.value] += 1
+    stats.lost_items += _items_in(payload)
+    if fault.kind is FaultKind.LOST_TIMEOUT:
+        await state.faults.hold(fault, state.closing)
+    return state.faults.broken_answer(fault, request_id, payload)
+
+
+def _items_in(payload: dict[str, Any]) -> int:
+    """How many records an answer carries (its ``...Set`` lists)."""
+    return sum(len(value) for value in payload.values() if isinstance(value, list))
 
 
 async def handle_api(request: Request) -> Response:

@@ -1,14 +1,16 @@
 """The control endpoints under ``/_emulator/``: what tests and benchmarks use to steer and check.
 
 - ``GET /_emulator/stats``: ``{"seed", "actions": {action: {"requests", "ok", "limit_hits",
-  "max_in_window", "errors": {code: n}, "faults": {kind: n}}}, "push": {"status"|"reply":
-  {"pushes", "items", "attempts", "delivered", "given_up"}} | null}``
+  "max_in_window", "lost_items", "errors": {code: n}, "faults": {kind: n}}}, "push":
+  {"status"|"reply": {"pushes", "items", "attempts", "delivered", "given_up"}} | null}``
 - ``GET /_emulator/truth``: ``{"seed", "messages_sent", "send_statuses": [...], "replies": [...],
   "conversions": [...]}``, records in snake_case with ``app_id`` and ``handed_out_at`` (UNIX
   time a queue pull handed the record out, or null)
 - ``POST /_emulator/records``: ``{"send_statuses": [...], "replies": [...], "push": true}``
   injects exact records (see the models below for defaults); answers the records as stored
 - ``GET``/``POST /_emulator/faults``: ``{"faults": [Fault, ...]}``; a POST replaces every rule
+- ``GET``/``POST /_emulator/activation``: ``{"inactive": {action: code}}``, the actions Tencent
+  has not activated on the account and the code each is refused with; a POST replaces them all
 
 A bad body answers 422 ``{"error": "..."}`` and changes nothing.
 """
@@ -19,13 +21,13 @@ import json
 from dataclasses import asdict
 from typing import Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tcsms_poller.emulator.numbers import split_number
-from tcsms_poller.emulator.options import Fault
+from tcsms_poller.emulator.options import Fault, check_inactive
 from tcsms_poller.emulator.state import EmulatorState
 from tcsms_poller.emulator.store import ReplyRecord, SendStatusRecord
 from tcsms_poller.fields import E164
@@ -74,6 +76,14 @@ class FaultRules(_Model):
     """The body of ``POST /_emulator/faults``."""
 
     faults: tuple[Fault, ...]
+
+
+class Activation(_Model):
+    """The body of ``POST /_emulator/activation``."""
+
+    inactive: dict[str, str]
+
+    _known = field_validator("inactive")(check_inactive)
 
 
 M = TypeVar("M", bound=_Model)
@@ -203,10 +213,32 @@ async def post_faults(request: Request) -> Response:
     return _fault_rules(state)
 
 
+def _activation(state: EmulatorState) -> Response:
+    return JSONResponse({"inactive": dict(state.inactive)})
+
+
+async def get_activation(request: Request) -> Response:
+    """The actions not activated on the account."""
+    return _activation(_state(request))
+
+
+async def post_activation(request: Request) -> Response:
+    """Replace the set of actions not activated (``{}`` activates everything)."""
+    state = _state(request)
+    try:
+        given = await _read(request, Activation)
+    except _BadInputError as error:
+        return _unprocessable(str(error))
+    state.inactive = dict(given.inactive)
+    return _activation(state)
+
+
 CONTROL_ROUTES = [
     Route("/_emulator/stats", get_stats, methods=["GET"]),
     Route("/_emulator/truth", get_truth, methods=["GET"]),
     Route("/_emulator/records", post_records, methods=["POST"]),
     Route("/_emulator/faults", get_faults, methods=["GET"]),
     Route("/_emulator/faults", post_faults, methods=["POST"]),
+    Route("/_emulator/activation", get_activation, methods=["GET"]),
+    Route("/_emulator/activation", post_activation, methods=["POST"]),
 ]

@@ -1,7 +1,10 @@
 """Fault injection: per action, each rule with a probability, replaceable at runtime.
 
-Every fault strikes **before** the action runs, after authentication and the rate limit. So a
-fault never consumes queue records: what a client did not receive is still in the queue.
+Faults strike after authentication and the rate limit. All but the ``lost_*`` kinds strike
+**before** the action runs, so they never consume queue records: what a client did not receive is
+still in the queue. The ``lost_*`` kinds strike **after** it, as a network or gateway failure on
+the way back does: a queue action has handed its records out, and the client never gets them
+(the emulator counts them in the stats' ``lost_items``).
 
 =============== ==========================================================================
 kind            what the client sees
@@ -16,6 +19,9 @@ truncated       HTTP 200, a well-framed body holding the first half of a JSON an
 internal_error  ``Response.Error`` with ``code`` or a random documented ``InternalError.*``
 rate_limit      ``RequestLimitExceeded`` for this request and every request of the action
                 for the next ``seconds`` (default 1): a burst, as when others share the account
+lost_timeout    the action runs, then the answer is held ``seconds`` (default 90, longer than
+                the daemon's queue timeout; cut short when the emulator stops) and sent late
+lost_truncated  the action runs, then HTTP 200 with the first half of its real answer
 =============== ==========================================================================
 
 Rules are tried in order; every latency rule that strikes adds its delay, and the first other
@@ -26,8 +32,9 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import anyio
 from starlette.responses import Response
@@ -102,13 +109,20 @@ class FaultInjector:
         with anyio.move_on_after(fault.duration):
             await closing.wait()
 
-    def broken_answer(self, fault: Fault, request_id: str) -> Response:
-        """The answer of a fault that is not an API error: a bad status or a bad body."""
+    def broken_answer(
+        self, fault: Fault, request_id: str, payload: Mapping[str, Any] | None = None
+    ) -> Response:
+        """The answer of a fault that is not an API error: a bad status or a bad body.
+
+        ``payload`` is what the action answered, for the faults that strike after it.
+        """
         if fault.kind is FaultKind.HTTP_ERROR:
             page = f"<html><body><h1>{fault.status} Server Error</h1></body></html>"
             return Response(page, status_code=fault.status, media_type="text/html")
         if fault.kind is FaultKind.MALFORMED:
             return json_answer(b"<html><body>upstream connect error</body></html>")
-        assert fault.kind is FaultKind.TRUNCATED, fault.kind
-        whole = json.dumps(success_body({}, request_id)).encode("utf-8")
+        if fault.kind is FaultKind.LOST_TIMEOUT:  # held already: the answer comes too late
+            return json_answer(success_body(payload or {}, request_id))
+        assert fault.kind in (FaultKind.TRUNCATED, FaultKind.LOST_TRUNCATED), fault.kind
+        whole = json.dumps(success_body(payload or {}, request_id)).encode("utf-8")
         return json_answer(whole[: len(whole) // 2])

@@ -22,11 +22,15 @@ __all__ = [
     "DEFAULT_RATE_LIMITS",
     "DEFAULT_SECRET_ID",
     "DEFAULT_SECRET_KEY",
+    "NOT_ACTIVATED_CODES",
+    "SMS_REGIONS",
     "EmulatorOptions",
     "Fault",
     "FaultKind",
     "PushOptions",
+    "StatisticsEnd",
     "TrafficOptions",
+    "check_inactive",
 ]
 
 # Published fakes, not secrets: every emulator accepts them unless told otherwise.
@@ -45,6 +49,36 @@ DEFAULT_RATE_LIMITS: Mapping[str, int] = {
 }
 ACTIONS: tuple[str, ...] = tuple(DEFAULT_RATE_LIMITS)
 
+# X-TC-Region values the SMS API accepts: the Chinese site's region list for SMS (Beijing,
+# Guangzhou, Nanjing; the page the SDK samples link to) and ap-singapore, which the international
+# site's SMS SDK guide uses. ``regions`` (--region) replaces the list.
+SMS_REGIONS: tuple[str, ...] = ("ap-beijing", "ap-guangzhou", "ap-nanjing", "ap-singapore")
+
+# What an action Tencent has not activated on the account answers. Undocumented: the first is the
+# default, the others are as plausible (the SDK's code, and the seeds' spelling of it).
+NOT_ACTIVATED_CODES: tuple[str, ...] = (
+    "UnauthorizedOperation.RequestPermissionDeny",
+    "UnsupportedOperation",
+    "UnsupportedOperation.",
+)
+
+
+def check_inactive(inactive: Mapping[str, str]) -> Mapping[str, str]:
+    """Actions not activated, each with a known action name and a plausible refusal code."""
+    for action, code in inactive.items():
+        if action not in ACTIONS:
+            raise ValueError(f"unknown action {action!r}: use one of {', '.join(ACTIONS)}")
+        if code not in NOT_ACTIVATED_CODES:
+            raise ValueError(f"code {code!r}: use one of {', '.join(NOT_ACTIVATED_CODES)}")
+    return inactive
+
+
+class StatisticsEnd(StrEnum):
+    """How ``CallbackStatusStatistics`` reads ``EndTime`` (see ``actions.py``)."""
+
+    INCLUSIVE = "inclusive"  # EndTime >= BeginTime; the end hour is counted (the SDK models)
+    EXCLUSIVE = "exclusive"  # EndTime > BeginTime; counting stops before it (the older page)
+
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -60,18 +94,31 @@ class FaultKind(StrEnum):
     TRUNCATED = "truncated"
     INTERNAL_ERROR = "internal_error"
     RATE_LIMIT = "rate_limit"
+    LOST_TIMEOUT = "lost_timeout"
+    LOST_TRUNCATED = "lost_truncated"
+
+    @property
+    def strikes_after(self) -> bool:
+        """Whether the action runs first (a queue hands records out) and its answer is lost."""
+        return self in (FaultKind.LOST_TIMEOUT, FaultKind.LOST_TRUNCATED)
 
 
 # The parameter a kind uses when none is given: seconds, or an HTTP status for http_error.
-_DEFAULT_SECONDS = {FaultKind.LATENCY: 0.5, FaultKind.TIMEOUT: 30.0, FaultKind.RATE_LIMIT: 1.0}
+_DEFAULT_SECONDS = {
+    FaultKind.LATENCY: 0.5,
+    FaultKind.TIMEOUT: 30.0,
+    FaultKind.RATE_LIMIT: 1.0,
+    FaultKind.LOST_TIMEOUT: 90.0,  # longer than the daemon's 60 s queue timeout
+}
 
 
 class Fault(_Model):
     """One fault rule: ``kind`` strikes a request of ``action`` (``*``: any) with ``probability``.
 
-    ``seconds`` is the added delay (latency), how long the connection is held (timeout) or how
-    long the burst of ``RequestLimitExceeded`` lasts (rate_limit); ``status`` is the HTTP status
-    of http_error; ``code`` picks the ``InternalError.*`` code (default: a random documented one).
+    ``seconds`` is the added delay (latency), how long the connection is held (timeout,
+    lost_timeout) or how long the burst of ``RequestLimitExceeded`` lasts (rate_limit);
+    ``status`` is the HTTP status of http_error; ``code`` picks the ``InternalError.*`` code
+    (default: a random documented one).
     """
 
     action: str = "*"
@@ -171,6 +218,11 @@ class EmulatorOptions(_Model):
     max_skew: float = Field(default=300.0, ge=0.0)
     faults: tuple[Fault, ...] = ()
     push: PushOptions = PushOptions()
+    statistics_end: StatisticsEnd = StatisticsEnd.INCLUSIVE
+    inactive: Mapping[str, str] = Field(
+        default_factory=dict, description="action -> the code it is refused with"
+    )
+    regions: tuple[str, ...] = Field(default=SMS_REGIONS, min_length=1)
 
     @field_validator("app_ids")
     @classmethod
@@ -179,6 +231,11 @@ class EmulatorOptions(_Model):
             if not app_id.isdigit():
                 raise ValueError(f"app id {app_id!r} must be digits, like {DEFAULT_APP_ID}")
         return app_ids
+
+    @field_validator("inactive")
+    @classmethod
+    def _inactive_actions(cls, inactive: Mapping[str, str]) -> Mapping[str, str]:
+        return check_inactive(inactive)
 
     @field_validator("rate_limits", mode="before")
     @classmethod

@@ -1,11 +1,12 @@
 """Tencent-style push callbacks of new receipts and replies.
 
-Receipts go out as JSON arrays of at most 100 (``SendStatusCallback.txt`` fields, Beijing-time
-strings), batched for up to ``interval`` seconds after the first one waiting; each reply goes out
-alone as one object (``extend``, ``mobile``, ``nationcode``, ``sign``, ``text``, ``time``). A push
-counts as delivered only when answered 2xx with ``{"result": 0}``; otherwise it is retried
-``retries`` times (Tencent retries twice) and then given up. Pushing never removes anything: a
-pushed receipt is still there to pull, so a client's dedupe gets exercised.
+Receipts go out as JSON arrays of at most 100 (exactly ``SendStatusCallback.txt``'s fields,
+Beijing-time strings; a SessionContext is not among them), batched for up to ``interval``
+seconds after the first one waiting; each reply goes out alone as one object (``extend``,
+``mobile``, ``nationcode``, ``sign``, ``text``, ``time``). A push counts as delivered only when
+answered 2xx with ``{"result": 0}``; otherwise it is retried ``retries`` times (Tencent retries
+twice) and then given up. Pushing never removes anything: a pushed receipt is still there to
+pull, so a client's dedupe gets exercised.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ log = structlog.get_logger("tcsms_poller.emulator")
 
 
 def status_payload(record: SendStatusRecord) -> dict[str, Any]:
-    """One receipt as Tencent pushes it."""
-    item = {
+    """One receipt as Tencent pushes it: the documented fields only (no SessionContext)."""
+    return {
         "user_receive_time": datetime.fromtimestamp(record.user_receive_time, BEIJING).strftime(
             "%Y-%m-%d %H:%M:%S"
         ),
@@ -43,9 +44,6 @@ def status_payload(record: SendStatusRecord) -> dict[str, Any]:
         "description": outcome_of(record.report_status, record.description).text,
         "sid": record.serial_no,
     }
-    if record.session_context is not None:
-        item["ext"] = record.session_context
-    return item
 
 
 def reply_payload(record: ReplyRecord) -> dict[str, Any]:

@@ -48,6 +48,7 @@ class EmulatorState:
         }
         self.stats = RequestStats(window=1.0 - options.slack)
         self.faults = FaultInjector(options.faults, random.Random(f"faults:{self.seed}"))
+        self.inactive = dict(options.inactive)  # action -> refusal code; changed at runtime
         self.pusher = Pusher(options.push) if options.push.enabled else None
         self.closing = anyio.Event()  # set when the emulator stops: held connections let go
         self._serials = random.Random(f"serials:{self.seed}")

@@ -25,6 +25,7 @@ class ActionStats:
     ok: int = 0
     limit_hits: int = 0
     max_in_window: int = 0
+    lost_items: int = 0  # records in answers a lost_* fault broke after the action ran
     errors: Counter[str] = field(default_factory=Counter)
     faults: Counter[str] = field(default_factory=Counter)
     _recent: deque[float] = field(default_factory=deque)
@@ -43,6 +44,7 @@ class ActionStats:
             "ok": self.ok,
             "limit_hits": self.limit_hits,
             "max_in_window": self.max_in_window,
+            "lost_items": self.lost_items,
             "errors": dict(self.errors),
             "faults": dict(self.faults),
         }

@@ -62,7 +62,8 @@ class SendStatusRecord:
             "ReportStatus": self.report_status,
             "Description": self.description,
             "UserReceiveTime": self.user_receive_time,
-            "SessionContext": self.session_context,
+            # Tencent's example answers "" for a message sent without one.
+            "SessionContext": "" if self.session_context is None else self.session_context,
         }
 
 
@@ -249,11 +250,11 @@ class Store:
         index = self._apps[app_id].replies.by_number.get(number)
         return [] if index is None else index.window(begin, end, limit)
 
-    def statistics(self, app_id: str, begin: int, end: int) -> dict[str, int]:
-        """Counters over the hours starting at ``begin`` up to, not including, ``end``."""
+    def statistics(self, app_id: str, first: int, last: int) -> dict[str, int]:
+        """Counters over the hours from the one holding ``first`` to the one holding ``last``."""
         hours = self._apps[app_id].hours
         total: Counter[str] = Counter()
-        for hour in range(begin // HOUR * HOUR, end, HOUR):
+        for hour in range(first // HOUR * HOUR, last // HOUR * HOUR + 1, HOUR):
             total.update(hours.get(hour, Counter()))
         return {name: total[name] for _, name in STATISTICS_FIELDS}
 

@@ -3,6 +3,11 @@
 Every call takes a slot from its action's process-wide limiter before each attempt (retries
 included), is signed at send time, and is parsed defensively: whatever the server answers becomes
 either a typed result or a ``TencentError`` (see ``errors.py``), never an unexpected exception.
+
+Queue actions hand each record out once, so an answer lost after the request was sent (a read
+timeout, a broken or truncated body) loses the records in it for good: no retry brings them back.
+They get a longer timeout (``queue_timeout``, 60 s like the official SDK's default) than the other
+actions, and each such loss is counted (``queue_answers_lost``) and logged as a warning.
 """
 
 from __future__ import annotations
@@ -43,11 +48,12 @@ from tcsms_poller.tencent.models import (
 from tcsms_poller.tencent.ratelimit import RateLimiters
 from tcsms_poller.tencent.signing import TC3Auth
 
-__all__ = ["Credentials", "RetryPolicy", "TencentClient"]
+__all__ = ["QUEUE_ACTIONS", "Credentials", "RetryPolicy", "TencentClient"]
 
 log = structlog.get_logger("tcsms_poller.tencent")
 
 PAGE_LIMIT = 100  # the API's maximum Limit for every pull action
+QUEUE_ACTIONS = frozenset({"PullSmsReplyStatus", "PullSmsSendStatus"})
 T = TypeVar("T")
 
 
@@ -84,6 +90,7 @@ class TencentClient:
         limiters: RateLimiters,
         metrics: Metrics,
         timeout: float = 10.0,
+        queue_timeout: float = 60.0,
         retry: RetryPolicy = RetryPolicy(),
         http: httpx.AsyncClient | None = None,
         clock: Callable[[], float] = time.time,
@@ -94,6 +101,7 @@ class TencentClient:
         self._limiters = limiters
         self._metrics = metrics
         self._retry = retry
+        self._queue_timeout = httpx.Timeout(queue_timeout)
         self._owns_http = http is None
         self._http = http or httpx.AsyncClient(
             timeout=httpx.Timeout(timeout),
@@ -243,6 +251,8 @@ class TencentClient:
                 code=error.code,
                 request_id=error.request_id or None,
             )
+            if error.answer_lost and action in QUEUE_ACTIONS:
+                self._count_lost_answer(action, str(params.get("SmsSdkAppId", "")), error)
             raise
         finally:
             self._metrics.request_seconds.labels(action).observe(anyio.current_time() - started)
@@ -255,6 +265,19 @@ class TencentClient:
         )
         return result
 
+    def _count_lost_answer(self, action: str, app_id: str, error: TencentError) -> None:
+        """A queue answer failed after the request was sent: whatever it held is gone."""
+        self._metrics.queue_answers_lost.labels(action, app_id).inc()
+        log.warning(
+            "tencent.queue_answer_lost",
+            action=action,
+            app_id=app_id,
+            code=error.code,
+            request_id=error.request_id or None,
+            error=error.message,
+            note="records Tencent handed out in this answer cannot be pulled again",
+        )
+
     async def _send(self, action: str, params: Mapping[str, Any]) -> Mapping[str, Any]:
         body = json.dumps(params, separators=(",", ":")).encode("utf-8")
         headers = {
@@ -263,19 +286,30 @@ class TencentClient:
             "X-TC-Version": API_VERSION,
             "X-TC-Region": self._region,
         }
+        timeout = self._queue_timeout if action in QUEUE_ACTIONS else httpx.USE_CLIENT_DEFAULT
         try:
             response = await self._http.post(
-                self._url, content=body, headers=headers, auth=self._auth
+                self._url, content=body, headers=headers, auth=self._auth, timeout=timeout
             )
         except httpx.TimeoutException as error:
             raise TransportError(
-                "Timeout", f"no answer in time ({type(error).__name__})", action=action
+                "Timeout",
+                f"no answer in time ({type(error).__name__})",
+                action=action,
+                answer_lost=isinstance(error, httpx.ReadTimeout),
             ) from None
         except httpx.TransportError as error:
             raise TransportError(
-                "TransportError", f"{type(error).__name__}: {error}", action=action
+                "TransportError",
+                f"{type(error).__name__}: {error}",
+                action=action,
+                answer_lost=isinstance(error, _AFTER_SENDING),
             ) from None
         return _parse_answer(action, response)
+
+
+# Failures while the answer was being read: the request had been sent whole.
+_AFTER_SENDING = (httpx.ReadError, httpx.RemoteProtocolError)
 
 
 def _window_params(
@@ -306,18 +340,26 @@ def _parse_with_context(
             error.message,
             action=action,
             request_id=request_id if isinstance(request_id, str) else "",
+            answer_lost=True,
         ) from None
 
 
 def _parse_answer(action: str, response: httpx.Response) -> Mapping[str, Any]:
-    """Turn any HTTP answer into the ``Response`` object or a ``TencentError``."""
+    """Turn any HTTP answer into the ``Response`` object or a ``TencentError``.
+
+    Every malformed answer counts as lost: something behind the endpoint received the request,
+    and nothing here tells whether the action ran.
+    """
     if response.status_code >= 500:
         raise MalformedResponseError(
-            "HTTP" + str(response.status_code), "server error", action=action
+            "HTTP" + str(response.status_code), "server error", action=action, answer_lost=True
         )
     if response.status_code != 200:
         raise MalformedResponseError(
-            "HTTP" + str(response.status_code), "unexpected HTTP status", action=action
+            "HTTP" + str(response.status_code),
+            "unexpected HTTP status",
+            action=action,
+            answer_lost=True,
         )
     try:
         document = orjson.loads(response.content)
@@ -326,11 +368,12 @@ def _parse_answer(action: str, response: httpx.Response) -> Mapping[str, Any]:
             "MalformedResponse",
             f"answer is not JSON ({len(response.content)} bytes)",
             action=action,
+            answer_lost=True,
         ) from None
     answer = document.get("Response") if isinstance(document, dict) else None
     if not isinstance(answer, dict):
         raise MalformedResponseError(
-            "MalformedResponse", "answer has no Response object", action=action
+            "MalformedResponse", "answer has no Response object", action=action, answer_lost=True
         )
     request_id = answer.get("RequestId")
     request_id = request_id if isinstance(request_id, str) else ""
@@ -342,6 +385,7 @@ def _parse_answer(action: str, response: httpx.Response) -> Mapping[str, Any]:
                 "Response.Error is malformed",
                 action=action,
                 request_id=request_id,
+                answer_lost=True,
             )
         message = error.get("Message")
         raise error_from_code(

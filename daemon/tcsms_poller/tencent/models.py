@@ -245,12 +245,13 @@ def _object(response: Mapping[str, Any], key: str) -> Mapping[str, Any]:
 
 
 def parse_statistics(response: Mapping[str, Any]) -> CallbackStatistics:
-    """The counters of ``CallbackStatusStatistics``; every one must be a whole number."""
+    """The counters of ``CallbackStatusStatistics``: whole numbers, a null or missing one is 0
+    (the SDK's models allow null)."""
     body = _object(response, "CallbackStatusStatistics")
     counters: dict[str, int] = {}
     for ours, theirs in STATISTICS_FIELDS:
         try:
-            counters[ours] = _int(body, theirs)
+            counters[ours] = 0 if body.get(theirs) is None else _int(body, theirs)
         except ItemError as error:
             raise MalformedResponseError("MalformedResponse", str(error)) from None
     return CallbackStatistics(counters)

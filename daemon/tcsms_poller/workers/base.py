@@ -41,6 +41,7 @@ class WorkerContext:
     board: HealthBoard
     stopping: anyio.Event
     unhealthy_retry: float = 60.0
+    not_activated_recheck: float = 3600.0  # how often an API not activated for an app is retried
     clock: Callable[[], float] = time.time
     sleep: Callable[[float], Awaitable[None]] = anyio.sleep
     rng: random.Random = field(default_factory=random.Random)
@@ -57,6 +58,7 @@ class PollStats:
     rejected: int = 0
     more_due: bool = False  # more work is waiting: start the next cycle at once
     nothing_tracked: bool = False  # no work exists at all (no number): nothing can be failing
+    pause: float | None = None  # wait this long before the next cycle instead of the interval
 
     def add(self, result: CommitResult, fetched: int, rejected: int = 0) -> None:
         """Count one committed page."""
@@ -199,6 +201,8 @@ async def poll_cycle(worker: Worker, ctx: WorkerContext) -> float | None:
         )
         if stats.more_due:
             pause = 0.0
+        elif stats.pause is not None:
+            pause = stats.pause
         if not stats.requests and (was_healthy or not recovered):
             return pause  # health unchanged: nothing to save
     await _save_health(ctx, worker.name, health)
