@@ -101,11 +101,15 @@ async def test_pushes_parse_and_match_the_pulled_records() -> None:
         )
         stats = (await api.control("GET", "stats"))["push"]
     assert all(len(body) <= 100 for body in receiver.bodies["status"])
-    pushed = [status for body in receiver.bodies["status"] for status in parse_status_push(body)]
+    pushed = [
+        status for body in receiver.bodies["status"] for status, _ in parse_status_push(body).items
+    ]
     assert sorted(pushed, key=lambda s: s.serial_no) == sorted(
         pulled.items + pulled_more.items, key=lambda s: s.serial_no
     )
-    assert [parse_reply_push(body) for body in receiver.bodies["reply"]] == list(pulled_reply.items)
+    assert [
+        reply for body in receiver.bodies["reply"] for reply in parse_reply_push(body).items
+    ] == list(pulled_reply.items)
     first = receiver.bodies["status"][0][0]
     assert set(first) >= {"user_receive_time", "nationcode", "mobile", "report_status", "errmsg"}
     assert set(first) >= {"description", "sid"}
