@@ -18,9 +18,10 @@ from starlette.routing import Route
 
 from tcsms_poller.asgi import serve_asgi
 from tcsms_poller.emulator import EmulatorOptions, PushOptions, RunningEmulator, run_emulator
+from tcsms_poller.emulator.pusher import status_payload
 from tcsms_poller.tencent.models import parse_replies, parse_send_statuses
 from tcsms_poller.tencent.push import parse_reply_push, parse_status_push
-from tests.emulator.support import APP, NUMBER, Api, eventually
+from tests.emulator.support import APP, NUMBER, Api, eventually, receipt
 
 pytestmark = pytest.mark.anyio
 
@@ -158,3 +159,18 @@ async def test_records_injected_without_push_are_not_pushed() -> None:
         await api.inject(send_statuses=[{"phone_number": NUMBER, "serial_no": "loud"}])
         await receiver.wait_until(lambda: len(receiver.bodies["status"]) == 1)
     assert [item["sid"] for item in receiver.bodies["status"][0]] == ["loud"]
+
+
+def test_a_placeholder_is_pushed_without_status_time_or_texts() -> None:
+    """A receipt before the carrier reported goes out with those fields empty, and the daemon's
+    parser counts it as pending."""
+    final = receipt(1_764_000_000, "s-1")
+    body = [status_payload(final.placeholder()), status_payload(final)]
+    assert {key: body[0][key] for key in ("report_status", "errmsg", "description")} == {
+        "report_status": "",
+        "errmsg": "",
+        "description": "",
+    }
+    assert body[0]["user_receive_time"] == ""
+    page = parse_status_push(body)
+    assert ([status.serial_no for status, _ in page.items], page.pending) == (["s-1"], 1)

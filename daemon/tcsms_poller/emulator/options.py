@@ -106,7 +106,8 @@ class TrafficOptions(_Model):
 
     ``phone_numbers``, when given, is the set; otherwise ``numbers`` mainland numbers are made up
     from the seed. The first ``heavy_numbers`` numbers get ``heavy_share`` of all messages, so
-    their per-number queries need paging.
+    their per-number queries need paging. A ``pending_share`` of the receipts first show as
+    placeholders without ReportStatus (``store.py``), from the send until the final receipt.
     """
 
     numbers: int = Field(default=20, ge=1)
@@ -118,6 +119,12 @@ class TrafficOptions(_Model):
     receipt_delay_min: float = Field(default=0.5, ge=0.0)
     receipt_delay_max: float = Field(default=5.0, ge=0.0)
     fail_ratio: float = Field(default=0.08, ge=0.0, le=1.0)
+    pending_share: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="receipts that show without ReportStatus from their send until final",
+    )
     backfill: float = Field(default=600.0, ge=0.0, le=7 * 86_400)
     sign_name: str = "Tencent Cloud"
 

@@ -31,16 +31,16 @@ log = structlog.get_logger("tcsms_poller.emulator")
 
 
 def status_payload(record: SendStatusRecord) -> dict[str, Any]:
-    """One receipt as Tencent pushes it."""
+    """One receipt as Tencent pushes it (a placeholder with its time and texts empty)."""
+    final = not record.is_placeholder
+    moment = datetime.fromtimestamp(record.user_receive_time, BEIJING)
     item = {
-        "user_receive_time": datetime.fromtimestamp(record.user_receive_time, BEIJING).strftime(
-            "%Y-%m-%d %H:%M:%S"
-        ),
+        "user_receive_time": moment.strftime("%Y-%m-%d %H:%M:%S") if final else "",
         "nationcode": record.country_code,
         "mobile": record.subscriber_number,
         "report_status": record.report_status,
         "errmsg": record.description,
-        "description": outcome_of(record.report_status, record.description).text,
+        "description": outcome_of(record.report_status, record.description).text if final else "",
         "sid": record.serial_no,
     }
     if record.session_context is not None:

@@ -67,6 +67,12 @@ class EmulatorState:
         if push and self.pusher is not None:
             self.pusher.offer_status(record)
 
+    def add_placeholder(self, record: SendStatusRecord, *, sent_at: int, push: bool = True) -> None:
+        """A receipt showed before the carrier reported: pullable, and pushed if configured."""
+        self.store.add_placeholder(record, sent_at)
+        if push and self.pusher is not None:
+            self.pusher.offer_status(record)
+
     def add_reply(self, record: ReplyRecord, *, push: bool = True) -> None:
         """A reply arrived: pullable from now on, and pushed if pushing is configured."""
         self.store.add_reply(record)
