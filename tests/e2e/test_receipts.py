@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -15,35 +14,17 @@ import jsonschema
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tcsms_poller.emulator import EmulatorOptions, PushOptions, RunningEmulator, run_emulator
+from tcsms_poller.emulator import RunningEmulator
 from tcsms_poller.emulator.pusher import status_payload
 from tcsms_poller.emulator.store import SendStatusRecord
 from tcsms_poller.records import record_schema
-from tests.e2e.conftest import expected_ids, free_port, read_jsonl, truth, wait_until
+from tests.e2e.conftest import expected_ids, read_jsonl, truth, wait_until
 from tests.e2e.daemon_process import daemon_config, running_daemon
+from tests.e2e.test_listener import server
 from tests.e2e.test_pipeline import NUMBER, inject
 
 pytestmark = pytest.mark.anyio
-CALLBACK = "callback-secret-0123456789"
 STATUS_PULLS = ("PullSmsSendStatus", "PullSmsSendStatusByPhoneNumber")
-
-
-def server(port: int) -> dict[str, Any]:
-    return {"listen": f"127.0.0.1:{port}", "token": "token-0123456789", "callback_secret": CALLBACK}
-
-
-@pytest.fixture
-def port() -> int:
-    return free_port()
-
-
-@pytest.fixture
-async def pushing_emulator(port: int) -> AsyncIterator[RunningEmulator]:
-    """An emulator pushing receipts and replies to the daemon's listener at ``port``."""
-    base = f"http://127.0.0.1:{port}/callback/{CALLBACK}"
-    push = PushOptions(status_url=f"{base}/status", reply_url=f"{base}/reply", interval=0.2)
-    async with run_emulator(EmulatorOptions(seed=9, push=push)) as running:
-        yield running
 
 
 async def counters(port: int, name: str, label: str, **match: str) -> Counter[str]:
