@@ -145,7 +145,7 @@ def test_a_receipt_without_a_final_status_is_only_counted() -> None:
         }
     )
     assert [status.serial_no for status in page.items] == ["final"]
-    assert (page.rejected, page.pending) == ((), 3)
+    assert (page.rejected, page.pending, page.size) == ((), 3, 4)
 
 
 @pytest.mark.parametrize(

@@ -95,6 +95,11 @@ class Page(Generic[T]):
     rejected: tuple[RejectedItem, ...] = ()
     pending: int = 0
 
+    @property
+    def size(self) -> int:
+        """How many items the answer held, whatever became of them: a full page is ``Limit``."""
+        return len(self.items) + len(self.rejected) + self.pending
+
 
 # Field name in our record -> Tencent's name, in the order of the statistics record.
 STATISTICS_FIELDS: tuple[tuple[str, str], ...] = (
