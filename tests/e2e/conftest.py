@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from tcsms_poller.emulator import EmulatorOptions, PushOptions, RunningEmulator, run_emulator
+from tcsms_poller.emulator.options import PendingStatus
 from tcsms_poller.records import reply_id
 from tcsms_poller.tencent.models import ReplyStatus
 
@@ -46,11 +47,16 @@ def port() -> int:
 
 
 @pytest.fixture
-async def pushing_emulator(port: int) -> AsyncIterator[RunningEmulator]:
-    """An emulator without traffic pushing receipts and replies to the listener at ``port``."""
+async def pushing_emulator(
+    port: int, request: pytest.FixtureRequest
+) -> AsyncIterator[RunningEmulator]:
+    """An emulator without traffic pushing receipts and replies to the listener at ``port``;
+    an indirect parameter is its ``pending_status``."""
     base = f"http://127.0.0.1:{port}/callback/{CALLBACK}"
     push = PushOptions(status_url=f"{base}/status", reply_url=f"{base}/reply", interval=0.2)
-    async with run_emulator(EmulatorOptions(seed=3, push=push)) as running:
+    pending_status: PendingStatus = getattr(request, "param", "empty")
+    options = EmulatorOptions(seed=3, push=push, pending_status=pending_status)
+    async with run_emulator(options) as running:
         yield running
 
 

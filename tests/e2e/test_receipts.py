@@ -60,12 +60,14 @@ def validate(records: list[dict[str, Any]]) -> None:
         validator.validate(record)
 
 
+@pytest.mark.parametrize("pushing_emulator", ["empty", "null", "absent"], indirect=True)
 async def test_a_placeholder_is_never_delivered_and_its_receipt_is_once(
     tmp_path: Path, pushing_emulator: RunningEmulator, port: int
 ) -> None:
     """Receipts show first without ReportStatus by queue, by number and by push: the daemon
     counts them pending and delivers nothing; the final receipts, by all three paths, are
-    delivered once each. A placeholder let through would have taken the SerialNo first."""
+    delivered once each. A placeholder let through would have taken the SerialNo first.
+    Each way a ReportStatus can be missing: empty, null, absent."""
     output = tmp_path / "records.jsonl"
     config = daemon_config(
         pushing_emulator.url,

@@ -11,10 +11,12 @@ import pytest
 
 from tcsms_poller.emulator import EmulatorOptions, TrafficOptions, run_emulator
 from tcsms_poller.emulator.numbers import split_number
+from tcsms_poller.emulator.options import PendingStatus
+from tcsms_poller.emulator.pusher import status_payload
 from tcsms_poller.emulator.state import EmulatorState
 from tcsms_poller.emulator.traffic import TrafficGenerator
 from tcsms_poller.tencent.models import STATISTICS_FIELDS
-from tests.emulator.support import APP, Api, eventually
+from tests.emulator.support import APP, Api, eventually, receipt
 
 pytestmark = pytest.mark.anyio
 
@@ -172,3 +174,24 @@ async def test_an_injected_placeholder_gives_way_to_its_receipt() -> None:
         assert (shown["ReportStatus"], shown["UserReceiveTime"]) == ("SUCCESS", now - 10)
         queue = await api.call("PullSmsSendStatus", {"SmsSdkAppId": APP, "Limit": 100})
         assert [item["ReportStatus"] for item in queue["PullSmsSendStatusSet"]] == ["", "SUCCESS"]
+
+
+@pytest.mark.parametrize(("form", "shown"), [("empty", ""), ("null", None), ("absent", "-")])
+async def test_pending_status_says_how_a_placeholder_shows(
+    form: PendingStatus, shown: str | None
+) -> None:
+    """``pending_status``: a placeholder's ReportStatus is "", null or left out, when pulled
+    and when pushed alike."""
+    async with (
+        run_emulator(EmulatorOptions(seed=4, pending_status=form)) as emulator,
+        httpx.AsyncClient() as http,
+    ):
+        api = Api(emulator, http)
+        pending = {"phone_number": "+8613711112222", "serial_no": "s-1", "pending": True}
+        [stored] = (await api.inject(send_statuses=[pending]))["send_statuses"]
+        queue = await api.call("PullSmsSendStatus", {"SmsSdkAppId": APP, "Limit": 100})
+    assert stored["shown_as"] == form
+    [item] = queue["PullSmsSendStatusSet"]
+    assert item.get("ReportStatus", "-") == shown
+    pushed = status_payload(receipt(1_764_000_000, "s-2").placeholder(form))
+    assert pushed.get("report_status", "-") == shown

@@ -111,6 +111,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "one (default 0)",
     )
     traffic.add_argument(
+        "--pending-status",
+        metavar="FORM",
+        help="how ReportStatus shows before the carrier reported: empty, null or absent "
+        "(default empty)",
+    )
+    traffic.add_argument(
         "--backfill",
         metavar="DURATION",
         help="history generated at start (default 10m, at most 7d)",
@@ -327,6 +333,7 @@ def build_options(args: argparse.Namespace) -> EmulatorOptions:
         "slack": _convert("--slack", args.slack, parse_duration),
         "max_skew": _convert("--max-skew", args.max_skew, parse_duration),
         "faults": [_convert("--fault", text, parse_fault) for text in _repeated(args, "faults")],
+        "pending_status": args.pending_status or "empty",
         "push": {
             "status_url": args.push_status_url,
             "reply_url": args.push_reply_url,

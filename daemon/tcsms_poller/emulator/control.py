@@ -179,9 +179,8 @@ async def post_records(request: Request) -> Response:
     stored: list[SendStatusRecord] = []
     for given, receipt in zip(injection.send_statuses, receipts, strict=True):
         if given.pending:
-            stored.append(receipt.placeholder())
             sent_at = receipt.user_receive_time
-            state.add_placeholder(stored[-1], sent_at=sent_at, push=injection.push)
+            stored.append(state.add_placeholder(receipt, sent_at=sent_at, push=injection.push))
         else:
             stored.append(receipt)
             state.add_send_status(receipt, push=injection.push)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -25,6 +25,7 @@ __all__ = [
     "EmulatorOptions",
     "Fault",
     "FaultKind",
+    "PendingStatus",
     "PushOptions",
     "TrafficOptions",
 ]
@@ -44,6 +45,10 @@ DEFAULT_RATE_LIMITS: Mapping[str, int] = {
     "ReportConversion": 1000,
 }
 ACTIONS: tuple[str, ...] = tuple(DEFAULT_RATE_LIMITS)
+
+
+# How a receipt's ReportStatus shows before the carrier reported (see EmulatorOptions).
+PendingStatus = Literal["empty", "null", "absent"]
 
 
 class _Model(BaseModel):
@@ -178,6 +183,9 @@ class EmulatorOptions(_Model):
     max_skew: float = Field(default=300.0, ge=0.0)
     faults: tuple[Fault, ...] = ()
     push: PushOptions = PushOptions()
+    # How a receipt's ReportStatus shows before the carrier reported (traffic.pending_share,
+    # or injected with "pending"): "" (empty), null, or left out (absent). Not documented.
+    pending_status: PendingStatus = "empty"
 
     @field_validator("app_ids")
     @classmethod

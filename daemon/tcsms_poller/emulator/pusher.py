@@ -21,7 +21,7 @@ import structlog
 
 from tcsms_poller.emulator.options import PushOptions
 from tcsms_poller.emulator.outcomes import outcome_of
-from tcsms_poller.emulator.store import ReplyRecord, SendStatusRecord
+from tcsms_poller.emulator.store import PlaceholderRecord, ReplyRecord, SendStatusRecord
 from tcsms_poller.records import BEIJING
 from tcsms_poller.tencent.push import MAX_STATUS_BATCH
 
@@ -43,6 +43,8 @@ def status_payload(record: SendStatusRecord) -> dict[str, Any]:
         "description": outcome_of(record.report_status, record.description).text if final else "",
         "sid": record.serial_no,
     }
+    if isinstance(record, PlaceholderRecord):
+        record.show_status(item, "report_status")
     if record.session_context is not None:
         item["ext"] = record.session_context
     return item

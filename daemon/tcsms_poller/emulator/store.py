@@ -7,8 +7,8 @@ Each app keeps its receipts and replies twice over:
 - in a **per-number index** sorted by time (``bisect``), for the by-number actions, which see
   every record regardless of the queue.
 
-A receipt may first show as a *placeholder* (``SendStatusRecord.placeholder``: no ReportStatus
-yet, as the SDK allows until the carrier has reported): queued like any receipt, and in the
+A receipt may first show as a *placeholder* (``PlaceholderRecord``: no ReportStatus yet, as the
+SDK allows until the carrier has reported): queued like any receipt, and in the
 per-number index at its send time until the final receipt replaces it there. It counts in no
 statistics and ``/truth`` lists it apart, as ``pending_statuses``.
 
@@ -22,14 +22,16 @@ from __future__ import annotations
 import bisect
 from collections import Counter, defaultdict
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
+from tcsms_poller.emulator.options import PendingStatus
 from tcsms_poller.emulator.outcomes import outcome_of
 from tcsms_poller.tencent.models import STATISTICS_FIELDS
 
 __all__ = [
     "ConversionRecord",
+    "PlaceholderRecord",
     "ReplyRecord",
     "SendStatusRecord",
     "Store",
@@ -62,10 +64,11 @@ class SendStatusRecord:
         """Whether this is a receipt before the carrier reported (see ``placeholder``)."""
         return not self.report_status
 
-    def placeholder(self) -> SendStatusRecord:
+    def placeholder(self, shown_as: PendingStatus = "empty") -> PlaceholderRecord:
         """This receipt as it shows before the carrier has reported: ReportStatus and
-        Description empty, UserReceiveTime 0."""
-        return replace(self, report_status="", description="", user_receive_time=0)
+        Description empty, UserReceiveTime 0 (and ReportStatus shown ``shown_as``)."""
+        final = {**asdict(self), "report_status": "", "description": "", "user_receive_time": 0}
+        return PlaceholderRecord(**final, shown_as=shown_as)
 
     def to_api(self) -> dict[str, Any]:
         """The item of ``PullSmsSendStatusSet``."""
@@ -79,6 +82,26 @@ class SendStatusRecord:
             "UserReceiveTime": self.user_receive_time,
             "SessionContext": self.session_context,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class PlaceholderRecord(SendStatusRecord):
+    """A receipt before the carrier reported; its ReportStatus shows as ``""`` (``empty``),
+    ``null``, or not at all (``absent``): the SDK says only that it is present once reported."""
+
+    shown_as: PendingStatus = "empty"
+
+    def show_status(self, item: dict[str, Any], key: str) -> dict[str, Any]:
+        """``item`` with its status field ``key`` shown as ``shown_as``."""
+        if self.shown_as == "null":
+            item[key] = None
+        elif self.shown_as == "absent":
+            del item[key]
+        return item
+
+    def to_api(self) -> dict[str, Any]:
+        """The item of ``PullSmsSendStatusSet``."""
+        return self.show_status(SendStatusRecord.to_api(self), "ReportStatus")
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,7 +227,7 @@ class _App:
         self.sent: set[str] = set()  # every SerialNo this app ever sent
         self.hours: defaultdict[int, Counter[str]] = defaultdict(Counter)
         # SerialNo -> (placeholder, its time in the per-number index), until the final receipt
-        self.placeholders: dict[str, tuple[SendStatusRecord, int]] = {}
+        self.placeholders: dict[str, tuple[PlaceholderRecord, int]] = {}
 
 
 class Store:
@@ -247,7 +270,7 @@ class Store:
             counters["CallbackFailCount"] += 1
             counters[outcome_of("FAIL", record.description).bucket] += 1
 
-    def add_placeholder(self, record: SendStatusRecord, sent_at: int) -> None:
+    def add_placeholder(self, record: PlaceholderRecord, sent_at: int) -> None:
         """A receipt shows before the carrier reported: queued, and by number at ``sent_at``."""
         app = self._apps[record.app_id]
         if record.serial_no not in app.sent:

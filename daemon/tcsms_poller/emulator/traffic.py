@@ -43,8 +43,8 @@ class TrafficSink(Protocol):
     def add_send_status(self, record: SendStatusRecord, *, push: bool = True) -> None: ...
 
     def add_placeholder(
-        self, record: SendStatusRecord, *, sent_at: int, push: bool = True
-    ) -> None: ...
+        self, receipt: SendStatusRecord, *, sent_at: int, push: bool = True
+    ) -> object: ...
 
     def add_reply(self, record: ReplyRecord, *, push: bool = True) -> None: ...
 
@@ -153,7 +153,7 @@ class TrafficGenerator:
         heapq.heappush(self._pending, (due, next(self._order), receipt))
         # Drawn only when asked for, so that the same seed gives the same traffic without it.
         if options.pending_share and rng.random() < options.pending_share:
-            self._sink.add_placeholder(receipt.placeholder(), sent_at=int(at), push=push)
+            self._sink.add_placeholder(receipt, sent_at=int(at), push=push)
 
     def _reply(self, at: float, *, push: bool) -> None:
         rng = self._rng
