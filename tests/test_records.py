@@ -170,6 +170,14 @@ def test_pushed_receipt_matches_the_pulled_one() -> None:
     assert validate(record)["description_text"] == "delivered"
 
 
+def test_a_receipt_written_before_description_text_still_validates() -> None:
+    """The field is optional in the schema: records in outboxes of earlier versions lack it."""
+    document = validate(send_status_record(APP, STATUS, source="PullSmsSendStatus", received_at=AT))
+    assert document["description_text"] is None
+    del document["description_text"]
+    jsonschema.Draft202012Validator(record_schema()).validate(document)
+
+
 @given(
     content=st.text(max_size=50),
     other=st.text(min_size=1, max_size=5),

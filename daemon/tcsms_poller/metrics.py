@@ -73,8 +73,8 @@ class Metrics:
         )
         self.receipts_pending = Counter(
             f"{_PREFIX}_receipts_pending",
-            "Receipt items without a final status yet (no ReportStatus): not delivered, not "
-            "marked seen; a later pull or push brings the final receipt",
+            "Receipt items without a final status yet (no ReportStatus), each time one is pulled "
+            "or pushed: not delivered, not marked seen; a later pull or push brings the final one",
             ["source"],
             registry=r,
         )
