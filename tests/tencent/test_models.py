@@ -153,6 +153,10 @@ def test_a_receipt_without_a_final_status_is_only_counted() -> None:
     [
         ({"ReportStatus": "DELIVRD"}, "ReportStatus 'DELIVRD' is neither SUCCESS nor FAIL"),
         ({"ReportStatus": 0}, "ReportStatus 0 is neither SUCCESS nor FAIL"),
+        (
+            {"ReportStatus": "\u017fuccess"},  # upper-cases to SUCCESS
+            "ReportStatus '\u017fuccess' is neither SUCCESS nor FAIL",
+        ),
         ({"SerialNo": ""}, "SerialNo is empty"),
         ({"PhoneNumber": ""}, "PhoneNumber is empty"),
     ],

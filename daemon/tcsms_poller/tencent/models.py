@@ -173,7 +173,7 @@ def final_report_status(value: object, *, key: str = "ReportStatus") -> str:
     status yet (empty, null, absent) and ``ItemError`` for anything else."""
     if value is None or value == "":
         raise PendingReceiptError
-    if isinstance(value, str):
+    if isinstance(value, str) and value.isascii():  # "\u017fuccess".upper() is SUCCESS too
         upper = value.upper()
         if upper in FINAL_REPORT_STATUSES:
             return upper
