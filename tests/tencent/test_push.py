@@ -9,7 +9,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tcsms_poller.tencent.push import PushError, parse_reply_push, parse_status_push
+from tcsms_poller.tencent.push import (
+    MAX_STATUS_BATCH,
+    PushError,
+    parse_reply_push,
+    parse_status_push,
+)
 
 RECEIPT = {
     "user_receive_time": "2015-10-17 08:03:04",
@@ -170,7 +175,26 @@ json_values = st.recursive(
 
 @given(json_values)
 def test_arbitrary_json_never_crashes_the_parsers(body: Any) -> None:
-    """Whatever JSON arrives, the parsers answer a result or a PushError, nothing else."""
-    for parse in (parse_status_push, parse_reply_push):
+    """Whatever JSON arrives, the parsers answer a result or a PushError, nothing else; every
+    item of a push they take is accounted for: parsed, rejected or pending."""
+    for parse, items in ((parse_status_push, body), (parse_reply_push, [body])):
         with contextlib.suppress(PushError):
-            parse(body)
+            assert parse(body).size == len(items)
+
+
+receipt_items = st.fixed_dictionaries(
+    {key: st.sampled_from([value, "", None]) for key, value in RECEIPT.items()},
+    optional={"ext": json_values},
+)
+
+
+@given(st.lists(receipt_items, min_size=1, max_size=MAX_STATUS_BATCH))
+def test_every_receipt_of_a_push_is_accounted_for(body: list[dict[str, Any]]) -> None:
+    """Receipts with fields well formed, empty or null: each one is parsed, rejected or
+    pending, never refused with the push nor lost; a parsed one is final and complete."""
+    page = parse_status_push(body)
+    assert page.size == len(body)
+    for status, _ in page.items:
+        assert status.report_status in ("SUCCESS", "FAIL")
+        assert status.serial_no
+        assert status.phone_number == "+8613711112222"
