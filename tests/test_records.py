@@ -128,7 +128,7 @@ def test_send_status_id_is_the_serial_no() -> None:
 
 def test_pushed_and_pulled_reply_share_one_id() -> None:
     """The same reply pulled by queue, by number, or pushed gets one id."""
-    pushed = parse_reply_push(
+    [pushed] = parse_reply_push(
         {
             "extend": "11",
             "mobile": "13711112222",
@@ -137,7 +137,7 @@ def test_pushed_and_pulled_reply_share_one_id() -> None:
             "text": "退订",
             "time": 1620734188,
         }
-    )
+    ).items
     ids = {
         reply_record(APP, REPLY, source="PullSmsReplyStatus", received_at=AT).id,
         reply_record(APP, REPLY, source="PullSmsReplyStatusByPhoneNumber", received_at=AT).id,
@@ -147,8 +147,9 @@ def test_pushed_and_pulled_reply_share_one_id() -> None:
 
 
 def test_pushed_receipt_matches_the_pulled_one() -> None:
-    """A status push (Beijing-time string) normalizes to the pulled receipt's fields."""
-    [pushed] = parse_status_push(
+    """A status push (Beijing-time string) normalizes to the pulled receipt's fields; its text
+    is kept beside the carrier code."""
+    [(pushed, text)] = parse_status_push(
         [
             {
                 "user_receive_time": "2021-05-11 19:56:28",
@@ -160,9 +161,21 @@ def test_pushed_receipt_matches_the_pulled_one() -> None:
                 "sid": STATUS.serial_no,
             }
         ]
-    )
+    ).items
     assert pushed == STATUS
-    validate(send_status_record(APP, pushed, source="callback", received_at=AT))
+    assert text == "delivered"
+    record = send_status_record(
+        APP, pushed, source="callback", received_at=AT, description_text=text
+    )
+    assert validate(record)["description_text"] == "delivered"
+
+
+def test_a_receipt_written_before_description_text_still_validates() -> None:
+    """The field is optional in the schema: records in outboxes of earlier versions lack it."""
+    document = validate(send_status_record(APP, STATUS, source="PullSmsSendStatus", received_at=AT))
+    assert document["description_text"] is None
+    del document["description_text"]
+    jsonschema.Draft202012Validator(record_schema()).validate(document)
 
 
 @given(

@@ -29,6 +29,21 @@ log = structlog.get_logger("tcsms_poller.intake")
 _kind = attrgetter("kind")
 
 
+def _number(item: RejectedItem) -> str | None:
+    """The phone number of a rejected item, as far as it names one (the logs mask it)."""
+    raw = item.raw
+    if not isinstance(raw, dict):
+        return None
+    number = raw.get("PhoneNumber")
+    if isinstance(number, str):
+        return number
+    mobile, nationcode = raw.get("mobile"), raw.get("nationcode")  # a pushed item
+    if isinstance(mobile, str | int) and not isinstance(mobile, bool):
+        prefix = str(nationcode).lstrip("+") if isinstance(nationcode, str | int) else ""
+        return str(mobile) if str(mobile).startswith("+") else f"+{prefix}{mobile}"
+    return None
+
+
 class Intake:
     """Commits records (with any extra step of the caller) and counts new and duplicate ones."""
 
@@ -48,6 +63,10 @@ class Intake:
         """One attempt; raises ``StateError`` having changed nothing."""
         result = await self._store.commit(records, rejected=rejected, source=source, also=also)
         self._count(records, result, source, len(rejected))
+        for item in rejected:  # kept in the state's quarantine: say so, the number masked
+            log.warning(
+                "intake.item_quarantined", source=source, reason=item.reason, number=_number(item)
+            )
         return result
 
     async def commit_until_durable(

@@ -77,6 +77,13 @@ class Metrics:
             ["source"],
             registry=r,
         )
+        self.receipts_pending = Counter(
+            f"{_PREFIX}_receipts_pending",
+            "Receipt items without a final status yet (no ReportStatus), each time one is pulled "
+            "or pushed: not delivered, not marked seen; a later pull or push brings the final one",
+            ["source"],
+            registry=r,
+        )
         self.outbox_depth = Gauge(
             f"{_PREFIX}_outbox_depth",
             "Records committed but not yet acknowledged by the sink",

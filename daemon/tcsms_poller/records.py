@@ -77,8 +77,19 @@ def format_received_at(moment: datetime | float) -> str:
     )
 
 
-def send_status_record(app_id: str, status: SendStatus, *, source: str, received_at: str) -> Record:
-    """A delivery receipt; its id is Tencent's SerialNo, the same by pull and by push."""
+def send_status_record(
+    app_id: str,
+    status: SendStatus,
+    *,
+    source: str,
+    received_at: str,
+    description_text: str | None = None,
+) -> Record:
+    """A delivery receipt; its id is Tencent's SerialNo, the same by pull and by push.
+
+    ``description`` is the carrier's code (``DELIVRD``) by either path; ``description_text`` the
+    push's human-readable description, which a pull does not carry (null then).
+    """
     fields = {
         "serial_no": status.serial_no,
         "phone_number": status.phone_number,
@@ -86,6 +97,7 @@ def send_status_record(app_id: str, status: SendStatus, *, source: str, received
         "subscriber_number": status.subscriber_number,
         "report_status": status.report_status,
         "description": status.description,
+        "description_text": description_text,
         "user_receive_time": status.user_receive_time,
         "session_context": status.session_context,
     }

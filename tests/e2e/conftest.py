@@ -12,11 +12,13 @@ import anyio
 import httpx
 import pytest
 
-from tcsms_poller.emulator import EmulatorOptions, RunningEmulator, run_emulator
+from tcsms_poller.emulator import EmulatorOptions, PushOptions, RunningEmulator, run_emulator
+from tcsms_poller.emulator.options import PendingStatus
 from tcsms_poller.records import reply_id
 from tcsms_poller.tencent.models import ReplyStatus
 
 __all__ = [
+    "CALLBACK",
     "expected_ids",
     "free_port",
     "ids_in",
@@ -32,6 +34,29 @@ __all__ = [
 async def emulator() -> AsyncIterator[RunningEmulator]:
     """An emulator without traffic (tests inject exactly what they need)."""
     async with run_emulator(EmulatorOptions(seed=7)) as running:
+        yield running
+
+
+CALLBACK = "callback-secret-0123456789"  # the secret path segment of the daemon's listener
+
+
+@pytest.fixture
+def port() -> int:
+    """A free loopback port for the daemon's listener."""
+    return free_port()
+
+
+@pytest.fixture
+async def pushing_emulator(
+    port: int, request: pytest.FixtureRequest
+) -> AsyncIterator[RunningEmulator]:
+    """An emulator without traffic pushing receipts and replies to the listener at ``port``;
+    an indirect parameter is its ``pending_status``."""
+    base = f"http://127.0.0.1:{port}/callback/{CALLBACK}"
+    push = PushOptions(status_url=f"{base}/status", reply_url=f"{base}/reply", interval=0.2)
+    pending_status: PendingStatus = getattr(request, "param", "empty")
+    options = EmulatorOptions(seed=3, push=push, pending_status=pending_status)
+    async with run_emulator(options) as running:
         yield running
 
 

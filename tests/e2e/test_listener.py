@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tcsms_poller.emulator import EmulatorOptions, PushOptions, RunningEmulator, run_emulator
+from tcsms_poller.emulator import RunningEmulator
 from tcsms_poller.emulator.pusher import reply_payload, status_payload
 from tcsms_poller.emulator.store import ReplyRecord, SendStatusRecord
 from tests.e2e.conftest import (
+    CALLBACK,
     expected_ids,
-    free_port,
     ids_in,
     read_jsonl,
     request_counts,
@@ -28,25 +27,11 @@ from tests.e2e.test_pipeline import inject, receipts, replies
 
 pytestmark = pytest.mark.anyio
 TOKEN = "listener-token-0123456789"
-CALLBACK = "callback-secret-0123456789"
 PULLS = ("PullSmsSendStatus", "PullSmsReplyStatus")
 
 
 def server(port: int) -> dict[str, Any]:
     return {"listen": f"127.0.0.1:{port}", "token": TOKEN, "callback_secret": CALLBACK}
-
-
-@pytest.fixture
-def port() -> int:
-    return free_port()
-
-
-@pytest.fixture
-async def pushing_emulator(port: int) -> AsyncIterator[RunningEmulator]:
-    base = f"http://127.0.0.1:{port}/callback/{CALLBACK}"
-    push = PushOptions(status_url=f"{base}/status", reply_url=f"{base}/reply", interval=0.2)
-    async with run_emulator(EmulatorOptions(seed=3, push=push)) as running:
-        yield running
 
 
 async def set_faults(emulator: RunningEmulator, faults: list[dict[str, Any]]) -> None:

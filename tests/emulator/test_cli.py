@@ -66,6 +66,8 @@ async def test_the_command_announces_its_address_serves_and_stops_on_sigterm() -
         (["--statistics-end", "both"], "--statistics-end:"),
         (["--inactive", "SendSms"], "--inactive:"),
         (["--inactive", "PullSmsSendStatus=Nope"], "--inactive:"),
+        (["--pending-share", "1.5"], "--pending-share:"),
+        (["--pending-status", "later"], "--pending-status:"),
     ],
 )
 def test_a_bad_flag_is_one_line_and_exit_code_2(flags: list[str], message: str) -> None:
@@ -102,6 +104,10 @@ def test_flags_become_options() -> None:
                 "9.5",
                 "--backfill",
                 "2h",
+                "--pending-share",
+                "0.3",
+                "--pending-status",
+                "absent",
                 "--fault",
                 "PullSmsSendStatus:http_error=0.25@502",
                 "--push-status-url",
@@ -116,6 +122,8 @@ def test_flags_become_options() -> None:
     assert options.traffic is not None
     assert options.traffic.send_rate == 9.5
     assert options.traffic.backfill == 7200
+    assert options.traffic.pending_share == 0.3
+    assert options.pending_status == "absent"
     assert options.faults == (
         Fault(action="PullSmsSendStatus", kind=FaultKind.HTTP_ERROR, probability=0.25, status=502),
     )

@@ -18,9 +18,10 @@ from starlette.routing import Route
 
 from tcsms_poller.asgi import serve_asgi
 from tcsms_poller.emulator import EmulatorOptions, PushOptions, RunningEmulator, run_emulator
+from tcsms_poller.emulator.pusher import status_payload
 from tcsms_poller.tencent.models import parse_replies, parse_send_statuses
 from tcsms_poller.tencent.push import parse_reply_push, parse_status_push
-from tests.emulator.support import APP, NUMBER, Api, eventually
+from tests.emulator.support import APP, NUMBER, Api, eventually, receipt
 
 pytestmark = pytest.mark.anyio
 
@@ -103,7 +104,9 @@ async def test_pushes_parse_and_match_the_pulled_records() -> None:
     assert all(len(body) <= 100 for body in receiver.bodies["status"])
     # The push documents no SessionContext: the pulled copy alone carries it.
     assert not any("ext" in item for body in receiver.bodies["status"] for item in body)
-    pushed = [status for body in receiver.bodies["status"] for status in parse_status_push(body)]
+    pushed = [
+        status for body in receiver.bodies["status"] for status, _ in parse_status_push(body).items
+    ]
     assert sorted(pushed, key=lambda s: s.serial_no) == sorted(
         (s._replace(session_context=None) for s in pulled.items + pulled_more.items),
         key=lambda s: s.serial_no,
@@ -111,7 +114,9 @@ async def test_pushes_parse_and_match_the_pulled_records() -> None:
     contexts = [s.session_context for s in pulled.items + pulled_more.items]
     assert {c for c in contexts if c} == {f"ctx-{i}" for i in range(0, 150, 3)}
     assert {c for c in contexts if not c} <= {"", None}  # unset: "" as Tencent answers
-    assert [parse_reply_push(body) for body in receiver.bodies["reply"]] == list(pulled_reply.items)
+    assert [
+        reply for body in receiver.bodies["reply"] for reply in parse_reply_push(body).items
+    ] == list(pulled_reply.items)
     first = receiver.bodies["status"][0][0]
     assert set(first) >= {"user_receive_time", "nationcode", "mobile", "report_status", "errmsg"}
     assert set(first) >= {"description", "sid"}
@@ -160,3 +165,18 @@ async def test_records_injected_without_push_are_not_pushed() -> None:
         await api.inject(send_statuses=[{"phone_number": NUMBER, "serial_no": "loud"}])
         await receiver.wait_until(lambda: len(receiver.bodies["status"]) == 1)
     assert [item["sid"] for item in receiver.bodies["status"][0]] == ["loud"]
+
+
+def test_a_placeholder_is_pushed_without_status_time_or_texts() -> None:
+    """A receipt before the carrier reported goes out with those fields empty, and the daemon's
+    parser counts it as pending."""
+    final = receipt(1_764_000_000, "s-1")
+    body = [status_payload(final.placeholder()), status_payload(final)]
+    assert {key: body[0][key] for key in ("report_status", "errmsg", "description")} == {
+        "report_status": "",
+        "errmsg": "",
+        "description": "",
+    }
+    assert body[0]["user_receive_time"] == ""
+    page = parse_status_push(body)
+    assert ([status.serial_no for status, _ in page.items], page.pending) == (["s-1"], 1)

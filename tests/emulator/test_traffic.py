@@ -11,10 +11,12 @@ import pytest
 
 from tcsms_poller.emulator import EmulatorOptions, TrafficOptions, run_emulator
 from tcsms_poller.emulator.numbers import split_number
+from tcsms_poller.emulator.options import PendingStatus
+from tcsms_poller.emulator.pusher import status_payload
 from tcsms_poller.emulator.state import EmulatorState
 from tcsms_poller.emulator.traffic import TrafficGenerator
 from tcsms_poller.tencent.models import STATISTICS_FIELDS
-from tests.emulator.support import APP, Api, eventually
+from tests.emulator.support import APP, Api, eventually, receipt
 
 pytestmark = pytest.mark.anyio
 
@@ -111,3 +113,85 @@ async def test_live_traffic_reaches_the_api() -> None:
     times = [item["UserReceiveTime"] for item in answer["PullSmsSendStatusSet"]]
     assert len(times) >= 20
     assert all(started - 1 <= at <= time.time() + 1 for at in times)
+
+
+async def test_a_pending_share_shows_placeholders_until_the_final_receipts() -> None:
+    """With every receipt pending first: each message has one placeholder (no ReportStatus,
+    Description or time, counted in no statistics); by number, a placeholder shows at its send
+    time only until its final receipt arrives, which takes its place."""
+    state, generator = backfilled(5, TrafficOptions(backfill=300, pending_share=1.0))
+    truth = state.truth()
+    placeholders, finals = truth["pending_statuses"], truth["send_statuses"]
+    assert len(placeholders) == truth["messages_sent"] == len(finals) + generator.pending
+    assert {
+        (p["report_status"], p["description"], p["user_receive_time"]) for p in placeholders
+    } == {("", "", 0)}
+    final_serials = {status["serial_no"] for status in finals}
+    shown: list[dict[str, Any]] = []
+    for number in generator.numbers:
+        window = state.store.send_statuses_of(APP, number, int(NOW) - 400, int(NOW), 10_000)
+        shown += [record.to_api() for record in window]
+    waiting = [item for item in shown if item["ReportStatus"] == ""]
+    assert len(waiting) == generator.pending > 0
+    assert not {item["SerialNo"] for item in waiting} & final_serials
+    assert len(shown) - len(waiting) == len(finals)
+    counters = state.store.statistics(APP, int(NOW) - 3600, int(NOW) + 3600)
+    assert counters["CallbackCount"] == len(finals)
+    assert counters["RequestSuccessCount"] == truth["messages_sent"]
+
+
+async def test_an_injected_placeholder_gives_way_to_its_receipt() -> None:
+    """``"pending": true`` injects the placeholder; by number it shows until the receipt with
+    its SerialNo arrives, while the queue hands out both, in order."""
+    async with (
+        run_emulator(EmulatorOptions(seed=4)) as emulator,
+        httpx.AsyncClient() as http,
+    ):
+        api = Api(emulator, http)
+        now = int(time.time())
+        number = "+8613711112222"
+        window = {
+            "SmsSdkAppId": APP,
+            "PhoneNumber": number,
+            "BeginTime": now - 60,
+            "EndTime": now + 60,
+            "Offset": 0,
+            "Limit": 100,
+        }
+        pending = {"phone_number": number, "serial_no": "s-1", "user_receive_time": now - 30}
+        [stored] = (await api.inject(send_statuses=[pending | {"pending": True}]))["send_statuses"]
+        assert (stored["report_status"], stored["user_receive_time"]) == ("", 0)
+        answer = await api.call("PullSmsSendStatusByPhoneNumber", window)
+        [shown] = answer["PullSmsSendStatusSet"]
+        assert (shown["SerialNo"], shown["ReportStatus"], shown["UserReceiveTime"]) == (
+            "s-1",
+            "",
+            0,
+        )
+        await api.inject(send_statuses=[pending | {"user_receive_time": now - 10}])
+        answer = await api.call("PullSmsSendStatusByPhoneNumber", window)
+        [shown] = answer["PullSmsSendStatusSet"]
+        assert (shown["ReportStatus"], shown["UserReceiveTime"]) == ("SUCCESS", now - 10)
+        queue = await api.call("PullSmsSendStatus", {"SmsSdkAppId": APP, "Limit": 100})
+        assert [item["ReportStatus"] for item in queue["PullSmsSendStatusSet"]] == ["", "SUCCESS"]
+
+
+@pytest.mark.parametrize(("form", "shown"), [("empty", ""), ("null", None), ("absent", "-")])
+async def test_pending_status_says_how_a_placeholder_shows(
+    form: PendingStatus, shown: str | None
+) -> None:
+    """``pending_status``: a placeholder's ReportStatus is "", null or left out, when pulled
+    and when pushed alike."""
+    async with (
+        run_emulator(EmulatorOptions(seed=4, pending_status=form)) as emulator,
+        httpx.AsyncClient() as http,
+    ):
+        api = Api(emulator, http)
+        pending = {"phone_number": "+8613711112222", "serial_no": "s-1", "pending": True}
+        [stored] = (await api.inject(send_statuses=[pending]))["send_statuses"]
+        queue = await api.call("PullSmsSendStatus", {"SmsSdkAppId": APP, "Limit": 100})
+    assert stored["shown_as"] == form
+    [item] = queue["PullSmsSendStatusSet"]
+    assert item.get("ReportStatus", "-") == shown
+    pushed = status_payload(receipt(1_764_000_000, "s-2").placeholder(form))
+    assert pushed.get("report_status", "-") == shown

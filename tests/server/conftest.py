@@ -36,10 +36,15 @@ class Listener:
     metrics: Metrics
     address: tuple[str, int]
 
-    async def snapshot(self) -> tuple[int, int, int]:
-        """Outbox head, tracked numbers and queued conversions: what bad input must not move."""
+    async def snapshot(self) -> tuple[int, int, int, int]:
+        """Outbox head, tracked numbers, queued conversions and quarantined items: what bad
+        input must not move."""
         numbers = await self.store.list_numbers(limit=10_000)
-        return self.store.head, len(numbers), await self.store.read(pending_conversions)
+        quarantined = await self.store.read(
+            lambda connection: connection.execute("SELECT COUNT(*) FROM rejected").fetchone()[0]
+        )
+        conversions = await self.store.read(pending_conversions)
+        return self.store.head, len(numbers), conversions, quarantined
 
 
 @asynccontextmanager

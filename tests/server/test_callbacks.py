@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -10,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tcsms_poller.records import reply_id
 from tcsms_poller.tencent.models import ReplyStatus
 from tests.server.conftest import APP, OTHER_APP, SECRET, Listener
+from tests.support.log_capture import captured_logs, json_lines
 
 pytestmark = pytest.mark.anyio
 
@@ -39,6 +41,7 @@ async def outbox(listener: Listener) -> list[dict[str, Any]]:
 
 async def test_status_push_is_committed_then_acknowledged(listener: Listener) -> None:
     second = {**RECEIPT, "sid": "2019:-987", "report_status": "FAIL", "errmsg": "MK:0001"}
+    del second["ext"]
     response = await listener.client.post(f"/callback/{SECRET}/status", json=[RECEIPT, second])
     assert response.status_code == 200
     assert response.json() == {"result": 0, "errmsg": "OK"}
@@ -52,6 +55,8 @@ async def test_status_push_is_committed_then_acknowledged(listener: Listener) ->
     assert first["user_receive_time"] == 1764057601  # 16:00:01 in Beijing is 08:00:01 UTC
     assert first["session_context"] == "order-42"
     assert first["app_id"] == APP
+    assert (first["description"], first["description_text"]) == ("DELIVRD", "user received")
+    assert records[1]["session_context"] is None  # ext is optional (Tencent does not document it)
 
 
 async def record_counts(listener: Listener) -> dict[str, float]:
@@ -108,25 +113,13 @@ async def test_reply_push_gets_the_id_of_the_pulled_copy(listener: Listener) -> 
             400,
             "body: expected a non-empty JSON array of receipts",
         ),
-        (
-            f"/callback/{SECRET}/status",
-            [{**RECEIPT, "report_status": "MAYBE"}],
-            400,
-            "[0].report_status: expected SUCCESS or FAIL",
-        ),
-        (
-            f"/callback/{SECRET}/status",
-            [{**RECEIPT, "user_receive_time": "yesterday"}],
-            400,
-            "[0].user_receive_time: expected 'YYYY-MM-DD HH:MM:SS'",
-        ),
         (f"/callback/{SECRET}/status", [RECEIPT] * 101, 400, "body: at most 100 receipts per push"),
         (f"/callback/{SECRET}/reply", [REPLY], 400, "body: expected a JSON object"),
         (
-            f"/callback/{SECRET}/reply",
-            {**REPLY, "time": "soon"},
+            f"/callback/{SECRET}/status",
+            {"sid": "x"},
             400,
-            "body.time: expected a UNIX time in seconds",
+            "body: expected a non-empty JSON array of receipts",
         ),
         (f"/callback/{SECRET}/status?app_id=42", [RECEIPT], 400, "app_id '42' is not configured"),
     ],
@@ -158,3 +151,81 @@ async def test_invalid_json_and_oversized_bodies(listener: Listener) -> None:
     response = await listener.client.post(f"/callback/{SECRET}/status", content=chunks())
     assert response.status_code == 413
     assert await listener.snapshot() == before
+
+
+async def quarantined(listener: Listener) -> list[tuple[str, str, Any]]:
+    """The state's quarantine: source, reason and the item as it came."""
+
+    def rows(connection: Any) -> list[tuple[str, str, Any]]:
+        query = "SELECT source, reason, raw FROM rejected ORDER BY id"
+        return [
+            (source, reason, json.loads(raw)) for source, reason, raw in connection.execute(query)
+        ]
+
+    return await listener.store.read(rows)
+
+
+def counter(listener: Listener, name: str, **labels: str) -> float:
+    value = listener.metrics.registry.get_sample_value(f"tcsms_poller_{name}_total", labels)
+    return value or 0.0
+
+
+async def test_odd_receipts_are_quarantined_and_the_good_ones_acknowledged(
+    listener: Listener,
+) -> None:
+    """One push of good, odd and not-yet-final receipts: the good ones (lower-case status
+    included) are committed, the odd ones kept in the quarantine and logged with the number
+    masked, the pending one only counted, and Tencent gets OK."""
+    odd = [
+        {**RECEIPT, "sid": "odd-1", "report_status": "MAYBE"},
+        {**RECEIPT, "sid": "odd-2", "user_receive_time": ""},
+        {key: value for key, value in RECEIPT.items() if key != "nationcode"} | {"sid": "odd-3"},
+    ]
+    pending = {**RECEIPT, "sid": "later", "report_status": "", "user_receive_time": ""}
+    body = [RECEIPT, *odd, pending, {**RECEIPT, "sid": "lower", "report_status": "fail"}]
+    with captured_logs() as logs:
+        response = await listener.client.post(f"/callback/{SECRET}/status", json=body)
+    assert response.json() == {"result": 0, "errmsg": "OK"}
+    records = await outbox(listener)
+    assert [(r["id"], r["report_status"]) for r in records] == [
+        ("2019:-123456789", "SUCCESS"),
+        ("lower", "FAIL"),
+    ]
+    assert [(source, raw) for source, _, raw in await quarantined(listener)] == [
+        ("callback", item) for item in odd
+    ]
+    assert counter(listener, "rejected_items", source="callback") == 3
+    assert counter(listener, "receipts_pending", source="callback") == 1
+    lines = [line for line in json_lines(logs) if line["event"] == "intake.item_quarantined"]
+    assert [line["reason"] for line in lines] == [
+        "report_status 'MAYBE' is neither SUCCESS nor FAIL",
+        "user_receive_time: expected a non-empty string",
+        "nationcode: expected a non-empty string",
+    ]
+    assert [line["number"] for line in lines[:2]] == ["+86137****2222"] * 2
+    assert not any("13711112222" in str(line) for line in json_lines(logs))
+
+
+async def test_a_pending_receipt_never_dedupes_the_final_one(listener: Listener) -> None:
+    """A receipt pushed first without a status is not seen; its final push is delivered."""
+    placeholder = {**RECEIPT, "report_status": "", "errmsg": "", "user_receive_time": ""}
+    for body in ([placeholder], [placeholder, placeholder], [RECEIPT], [placeholder]):
+        response = await listener.client.post(f"/callback/{SECRET}/status", json=body)
+        assert response.json() == {"result": 0, "errmsg": "OK"}
+    [record] = await outbox(listener)
+    assert (record["id"], record["report_status"]) == (RECEIPT["sid"], "SUCCESS")
+    assert counter(listener, "receipts_pending", source="callback") == 4
+    assert await quarantined(listener) == []
+
+
+async def test_an_odd_reply_is_quarantined_and_acknowledged(listener: Listener) -> None:
+    """A reply object with an odd field is kept, not refused: Tencent's retries would bring the
+    same object, and after two the reply would be lost."""
+    odd = {**REPLY, "time": "soon"}
+    response = await listener.client.post(f"/callback/{SECRET}/reply", json=odd)
+    assert response.json() == {"result": 0, "errmsg": "OK"}
+    assert await outbox(listener) == []
+    assert await quarantined(listener) == [
+        ("callback", "time: expected a UNIX time in seconds", odd)
+    ]
+    assert counter(listener, "rejected_items", source="callback") == 1

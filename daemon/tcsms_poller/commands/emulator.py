@@ -112,6 +112,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     traffic.add_argument("--receipt-delay-max", metavar="DURATION", help="(default 5s)")
     traffic.add_argument("--fail-ratio", metavar="FRACTION", help="failed receipts (default 0.08)")
     traffic.add_argument(
+        "--pending-share",
+        metavar="FRACTION",
+        help="receipts that first show without ReportStatus, from their send until the final "
+        "one (default 0)",
+    )
+    traffic.add_argument(
+        "--pending-status",
+        metavar="FORM",
+        help="how ReportStatus shows before the carrier reported: empty, null or absent "
+        "(default empty)",
+    )
+    traffic.add_argument(
         "--backfill",
         metavar="DURATION",
         help="history generated at start (default 10m, at most 7d)",
@@ -327,6 +339,7 @@ def _traffic(args: argparse.Namespace) -> dict[str, Any] | None:
         "send_rate": args.send_rate,
         "reply_rate": args.reply_rate,
         "fail_ratio": args.fail_ratio,
+        "pending_share": args.pending_share,
     }
     traffic: dict[str, Any] = {key: value for key, value in given.items() if value is not None}
     for key in ("receipt_delay_min", "receipt_delay_max", "backfill"):
@@ -361,6 +374,7 @@ def build_options(args: argparse.Namespace) -> EmulatorOptions:
         **({"regions": regions} if (regions := _repeated(args, "regions")) else {}),
         "statistics_end": args.statistics_end,
         "inactive": dict(_inactive(text) for text in _repeated(args, "inactive")),
+        "pending_status": args.pending_status or "empty",
         "push": {
             "status_url": args.push_status_url,
             "reply_url": args.push_reply_url,

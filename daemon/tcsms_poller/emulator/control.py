@@ -3,11 +3,13 @@
 - ``GET /_emulator/stats``: ``{"seed", "actions": {action: {"requests", "ok", "limit_hits",
   "max_in_window", "lost_items", "errors": {code: n}, "faults": {kind: n}}}, "push":
   {"status"|"reply": {"pushes", "items", "attempts", "delivered", "given_up"}} | null}``
-- ``GET /_emulator/truth``: ``{"seed", "messages_sent", "send_statuses": [...], "replies": [...],
-  "conversions": [...]}``, records in snake_case with ``app_id`` and ``handed_out_at`` (UNIX
-  time a queue pull handed the record out, or null)
+- ``GET /_emulator/truth``: ``{"seed", "messages_sent", "send_statuses": [...],
+  "pending_statuses": [...], "replies": [...], "conversions": [...]}``, records in snake_case
+  with ``app_id`` and ``handed_out_at`` (UNIX time a queue pull handed the record out, or null);
+  ``pending_statuses`` are the placeholders of receipts before the carrier reported
 - ``POST /_emulator/records``: ``{"send_statuses": [...], "replies": [...], "push": true}``
-  injects exact records (see the models below for defaults); answers the records as stored
+  injects exact records (see the models below for defaults; ``"pending": true`` makes a
+  receipt's placeholder, before the carrier reported); answers the records as stored
 - ``GET``/``POST /_emulator/faults``: ``{"faults": [Fault, ...]}``; a POST replaces every rule
 - ``GET``/``POST /_emulator/activation``: ``{"inactive": {action: code}}``, the actions Tencent
   has not activated on the account and the code each is refused with; a POST replaces them all
@@ -50,6 +52,9 @@ class SendStatusIn(_Model):
     description: str | None = None  # default: DELIVRD, or UNDELIV for FAIL
     user_receive_time: int | None = None  # default: now
     session_context: str | None = None
+    # As it shows before the carrier reported (no ReportStatus, Description, UserReceiveTime),
+    # indexed by number at user_receive_time until a receipt with its serial_no arrives.
+    pending: bool = False
 
 
 class ReplyIn(_Model):
@@ -181,13 +186,19 @@ async def post_records(request: Request) -> Response:
         replies = [_reply(state, given) for given in injection.replies]
     except _BadInputError as error:
         return _unprocessable(str(error))
-    for receipt in receipts:
-        state.add_send_status(receipt, push=injection.push)
+    stored: list[SendStatusRecord] = []
+    for given, receipt in zip(injection.send_statuses, receipts, strict=True):
+        if given.pending:
+            sent_at = receipt.user_receive_time
+            stored.append(state.add_placeholder(receipt, sent_at=sent_at, push=injection.push))
+        else:
+            stored.append(receipt)
+            state.add_send_status(receipt, push=injection.push)
     for reply in replies:
         state.add_reply(reply, push=injection.push)
     return JSONResponse(
         {
-            "send_statuses": [asdict(receipt) for receipt in receipts],
+            "send_statuses": [asdict(receipt) for receipt in stored],
             "replies": [asdict(reply) for reply in replies],
         }
     )

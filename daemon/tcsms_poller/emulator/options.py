@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -27,6 +27,7 @@ __all__ = [
     "EmulatorOptions",
     "Fault",
     "FaultKind",
+    "PendingStatus",
     "PushOptions",
     "StatisticsEnd",
     "TrafficOptions",
@@ -78,6 +79,10 @@ class StatisticsEnd(StrEnum):
 
     INCLUSIVE = "inclusive"  # EndTime >= BeginTime; the end hour is counted (the SDK models)
     EXCLUSIVE = "exclusive"  # EndTime > BeginTime; counting stops before it (the older page)
+
+
+# How a receipt's ReportStatus shows before the carrier reported (see EmulatorOptions).
+PendingStatus = Literal["empty", "null", "absent"]
 
 
 class _Model(BaseModel):
@@ -153,7 +158,8 @@ class TrafficOptions(_Model):
 
     ``phone_numbers``, when given, is the set; otherwise ``numbers`` mainland numbers are made up
     from the seed. The first ``heavy_numbers`` numbers get ``heavy_share`` of all messages, so
-    their per-number queries need paging.
+    their per-number queries need paging. A ``pending_share`` of the receipts first show as
+    placeholders without ReportStatus (``store.py``), from the send until the final receipt.
     """
 
     numbers: int = Field(default=20, ge=1)
@@ -165,6 +171,12 @@ class TrafficOptions(_Model):
     receipt_delay_min: float = Field(default=0.5, ge=0.0)
     receipt_delay_max: float = Field(default=5.0, ge=0.0)
     fail_ratio: float = Field(default=0.08, ge=0.0, le=1.0)
+    pending_share: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="receipts that show without ReportStatus from their send until final",
+    )
     backfill: float = Field(default=600.0, ge=0.0, le=7 * 86_400)
     sign_name: str = "Tencent Cloud"
 
@@ -223,6 +235,9 @@ class EmulatorOptions(_Model):
         default_factory=dict, description="action -> the code it is refused with"
     )
     regions: tuple[str, ...] = Field(default=SMS_REGIONS, min_length=1)
+    # How a receipt's ReportStatus shows before the carrier reported (traffic.pending_share,
+    # or injected with "pending"): "" (empty), null, or left out (absent). Not documented.
+    pending_status: PendingStatus = "empty"
 
     @field_validator("app_ids")
     @classmethod

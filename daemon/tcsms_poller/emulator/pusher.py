@@ -22,7 +22,7 @@ import structlog
 
 from tcsms_poller.emulator.options import PushOptions
 from tcsms_poller.emulator.outcomes import outcome_of
-from tcsms_poller.emulator.store import ReplyRecord, SendStatusRecord
+from tcsms_poller.emulator.store import PlaceholderRecord, ReplyRecord, SendStatusRecord
 from tcsms_poller.records import BEIJING
 from tcsms_poller.tencent.push import MAX_STATUS_BATCH
 
@@ -32,18 +32,24 @@ log = structlog.get_logger("tcsms_poller.emulator")
 
 
 def status_payload(record: SendStatusRecord) -> dict[str, Any]:
-    """One receipt as Tencent pushes it: the documented fields only (no SessionContext)."""
-    return {
-        "user_receive_time": datetime.fromtimestamp(record.user_receive_time, BEIJING).strftime(
-            "%Y-%m-%d %H:%M:%S"
-        ),
+    """One receipt as Tencent pushes it: the documented fields only (no SessionContext).
+
+    A placeholder, before the carrier reported, has its time and texts empty.
+    """
+    final = not record.is_placeholder
+    moment = datetime.fromtimestamp(record.user_receive_time, BEIJING)
+    item = {
+        "user_receive_time": moment.strftime("%Y-%m-%d %H:%M:%S") if final else "",
         "nationcode": record.country_code,
         "mobile": record.subscriber_number,
         "report_status": record.report_status,
         "errmsg": record.description,
-        "description": outcome_of(record.report_status, record.description).text,
+        "description": outcome_of(record.report_status, record.description).text if final else "",
         "sid": record.serial_no,
     }
+    if isinstance(record, PlaceholderRecord):
+        record.show_status(item, "report_status")
+    return item
 
 
 def reply_payload(record: ReplyRecord) -> dict[str, Any]:

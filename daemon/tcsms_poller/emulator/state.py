@@ -19,7 +19,7 @@ from tcsms_poller.emulator.options import EmulatorOptions
 from tcsms_poller.emulator.pusher import Pusher
 from tcsms_poller.emulator.ratelimit import SlidingWindowLimiter
 from tcsms_poller.emulator.stats import RequestStats
-from tcsms_poller.emulator.store import ReplyRecord, SendStatusRecord, Store
+from tcsms_poller.emulator.store import PlaceholderRecord, ReplyRecord, SendStatusRecord, Store
 
 __all__ = ["EmulatorState"]
 
@@ -67,6 +67,17 @@ class EmulatorState:
         self.store.add_send_status(record)
         if push and self.pusher is not None:
             self.pusher.offer_status(record)
+
+    def add_placeholder(
+        self, receipt: SendStatusRecord, *, sent_at: int, push: bool = True
+    ) -> PlaceholderRecord:
+        """``receipt`` shows before the carrier reported it: its placeholder is pullable from
+        now on, and pushed if pushing is configured."""
+        placeholder = receipt.placeholder(self.options.pending_status)
+        self.store.add_placeholder(placeholder, sent_at)
+        if push and self.pusher is not None:
+            self.pusher.offer_status(placeholder)
+        return placeholder
 
     def add_reply(self, record: ReplyRecord, *, push: bool = True) -> None:
         """A reply arrived: pullable from now on, and pushed if pushing is configured."""

@@ -7,6 +7,11 @@ Each app keeps its receipts and replies twice over:
 - in a **per-number index** sorted by time (``bisect``), for the by-number actions, which see
   every record regardless of the queue.
 
+A receipt may first show as a *placeholder* (``PlaceholderRecord``: no ReportStatus yet, as the
+SDK allows until the carrier has reported): queued like any receipt, and in the
+per-number index at its send time until the final receipt replaces it there. It counts in no
+statistics and ``/truth`` lists it apart, as ``pending_statuses``.
+
 Hourly statistics are counted as records arrive, so a 32-day query costs 768 lookups, not a scan.
 Beijing time is UTC+8 without daylight saving, so its hours start on UTC hour boundaries.
 All methods are synchronous and run on the event loop's thread: no locking is needed.
@@ -20,11 +25,13 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
+from tcsms_poller.emulator.options import PendingStatus
 from tcsms_poller.emulator.outcomes import outcome_of
 from tcsms_poller.tencent.models import STATISTICS_FIELDS
 
 __all__ = [
     "ConversionRecord",
+    "PlaceholderRecord",
     "ReplyRecord",
     "SendStatusRecord",
     "Store",
@@ -52,6 +59,17 @@ class SendStatusRecord:
         """When it happened: what the by-number window and the statistics hour look at."""
         return self.user_receive_time
 
+    @property
+    def is_placeholder(self) -> bool:
+        """Whether this is a receipt before the carrier reported (see ``placeholder``)."""
+        return not self.report_status
+
+    def placeholder(self, shown_as: PendingStatus = "empty") -> PlaceholderRecord:
+        """This receipt as it shows before the carrier has reported: ReportStatus and
+        Description empty, UserReceiveTime 0 (and ReportStatus shown ``shown_as``)."""
+        final = {**asdict(self), "report_status": "", "description": "", "user_receive_time": 0}
+        return PlaceholderRecord(**final, shown_as=shown_as)
+
     def to_api(self) -> dict[str, Any]:
         """The item of ``PullSmsSendStatusSet``."""
         return {
@@ -65,6 +83,26 @@ class SendStatusRecord:
             # Tencent's example answers "" for a message sent without one.
             "SessionContext": "" if self.session_context is None else self.session_context,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class PlaceholderRecord(SendStatusRecord):
+    """A receipt before the carrier reported; its ReportStatus shows as ``""`` (``empty``),
+    ``null``, or not at all (``absent``): the SDK says only that it is present once reported."""
+
+    shown_as: PendingStatus = "empty"
+
+    def show_status(self, item: dict[str, Any], key: str) -> dict[str, Any]:
+        """``item`` with its status field ``key`` shown as ``shown_as``."""
+        if self.shown_as == "null":
+            item[key] = None
+        elif self.shown_as == "absent":
+            del item[key]
+        return item
+
+    def to_api(self) -> dict[str, Any]:
+        """The item of ``PullSmsSendStatusSet``."""
+        return self.show_status(SendStatusRecord.to_api(self), "ReportStatus")
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,10 +188,19 @@ class _TimeIndex(Generic[R]):
     times: list[int] = field(default_factory=list)
     items: list[R] = field(default_factory=list)
 
-    def add(self, record: R) -> None:
-        position = bisect.bisect_right(self.times, record.time)
-        self.times.insert(position, record.time)
+    def add(self, record: R, at: int | None = None) -> None:
+        """Index ``record`` at its time, or at ``at``."""
+        time = record.time if at is None else at
+        position = bisect.bisect_right(self.times, time)
+        self.times.insert(position, time)
         self.items.insert(position, record)
+
+    def remove(self, record: R, at: int) -> None:
+        """Take out ``record``, indexed at ``at``."""
+        low = bisect.bisect_left(self.times, at)
+        high = bisect.bisect_right(self.times, at)
+        position = next(i for i in range(low, high) if self.items[i] is record)
+        del self.times[position], self.items[position]
 
     def window(self, begin: int, end: int, limit: int) -> list[R]:
         """Records with ``begin <= time <= end``, ascending, at most ``limit``."""
@@ -180,6 +227,8 @@ class _App:
         self.replies: _Records[ReplyRecord] = _Records()
         self.sent: set[str] = set()  # every SerialNo this app ever sent
         self.hours: defaultdict[int, Counter[str]] = defaultdict(Counter)
+        # SerialNo -> (placeholder, its time in the per-number index), until the final receipt
+        self.placeholders: dict[str, tuple[PlaceholderRecord, int]] = {}
 
 
 class Store:
@@ -210,6 +259,10 @@ class Store:
             self.record_send(record.app_id, record.serial_no, record.user_receive_time)
         app.statuses.queue.append(record)
         app.statuses.by_number[record.phone_number].add(record)
+        held = app.placeholders.pop(record.serial_no, None)
+        if held is not None:  # the final receipt takes the placeholder's place in the index
+            placeholder, at = held
+            app.statuses.by_number[placeholder.phone_number].remove(placeholder, at)
         counters = app.hours[record.user_receive_time // HOUR * HOUR]
         counters["CallbackCount"] += 1
         if record.report_status == "SUCCESS":
@@ -217,6 +270,15 @@ class Store:
         else:
             counters["CallbackFailCount"] += 1
             counters[outcome_of("FAIL", record.description).bucket] += 1
+
+    def add_placeholder(self, record: PlaceholderRecord, sent_at: int) -> None:
+        """A receipt shows before the carrier reported: queued, and by number at ``sent_at``."""
+        app = self._apps[record.app_id]
+        if record.serial_no not in app.sent:
+            self.record_send(record.app_id, record.serial_no, sent_at)
+        app.statuses.queue.append(record)
+        app.statuses.by_number[record.phone_number].add(record, at=sent_at)
+        app.placeholders[record.serial_no] = (record, sent_at)
 
     def add_reply(self, record: ReplyRecord) -> None:
         """A reply arrived."""
@@ -261,17 +323,19 @@ class Store:
     def truth(self) -> dict[str, Any]:
         """Everything held, for tests to compare with what a client collected."""
         statuses: list[dict[str, Any]] = []
+        placeholders: list[dict[str, Any]] = []
         replies: list[dict[str, Any]] = []
         for app in self._apps.values():
-            statuses.extend(
-                {**asdict(record), "handed_out_at": at} for record, at in app.statuses.queue
-            )
+            for record, at in app.statuses.queue:
+                held = placeholders if record.is_placeholder else statuses
+                held.append({**asdict(record), "handed_out_at": at})
             replies.extend(
                 {**asdict(record), "handed_out_at": at} for record, at in app.replies.queue
             )
         return {
             "messages_sent": sum(len(app.sent) for app in self._apps.values()),
             "send_statuses": statuses,
+            "pending_statuses": placeholders,
             "replies": replies,
             "conversions": [asdict(record) for record in self.conversions],
         }

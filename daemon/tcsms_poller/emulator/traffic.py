@@ -42,6 +42,10 @@ class TrafficSink(Protocol):
 
     def add_send_status(self, record: SendStatusRecord, *, push: bool = True) -> None: ...
 
+    def add_placeholder(
+        self, receipt: SendStatusRecord, *, sent_at: int, push: bool = True
+    ) -> object: ...
+
     def add_reply(self, record: ReplyRecord, *, push: bool = True) -> None: ...
 
 
@@ -111,7 +115,7 @@ class TrafficGenerator:
                 _, _, receipt = heapq.heappop(self._pending)
                 self._sink.add_send_status(receipt, push=push)
             elif moment == self._next_send:
-                self._send(moment)
+                self._send(moment, push=push)
                 self._next_send += self._gap(self._options.send_rate)
             else:
                 self._reply(moment, push=push)
@@ -122,7 +126,7 @@ class TrafficGenerator:
         pool = self._heavy if self._heavy and rng.random() < self._options.heavy_share else None
         return rng.choice(pool or self._light)
 
-    def _send(self, at: float) -> None:
+    def _send(self, at: float, *, push: bool) -> None:
         rng, options = self._rng, self._options
         app_id = rng.choice(self._app_ids)
         number = self._number()
@@ -147,6 +151,9 @@ class TrafficGenerator:
             session_context=context,
         )
         heapq.heappush(self._pending, (due, next(self._order), receipt))
+        # Drawn only when asked for, so that the same seed gives the same traffic without it.
+        if options.pending_share and rng.random() < options.pending_share:
+            self._sink.add_placeholder(receipt, sent_at=int(at), push=push)
 
     def _reply(self, at: float, *, push: bool) -> None:
         rng = self._rng

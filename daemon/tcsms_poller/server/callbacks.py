@@ -5,11 +5,17 @@ constant time and a wrong one is indistinguishable from a missing route (404). A
 answered ``OK`` only once its records are committed: Tencent does not push a receipt again after
 ``OK``, so answering early could lose it. A push that fails to commit gets a 503 and Tencent
 retries it; the pulled copy is deduplicated against it either way.
+
+Items are taken one by one (``tencent/push.py``): the good ones are committed, odd ones are
+quarantined beside rejected pulled items in the same transaction, receipts without a final status
+are counted as pending, and the push is answered ``OK``. Only a body that is not a push at all is
+refused (400), which changes nothing.
 """
 
 from __future__ import annotations
 
 import hmac
+from typing import Any, NamedTuple
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -19,6 +25,7 @@ from tcsms_poller.server.bodies import read_json
 from tcsms_poller.server.context import ListenerContext
 from tcsms_poller.server.errors import ApiError
 from tcsms_poller.state import StateError
+from tcsms_poller.tencent.models import RejectedItem
 from tcsms_poller.tencent.push import PushError, parse_reply_push, parse_status_push
 
 __all__ = ["SOURCE", "receive_callback"]
@@ -27,26 +34,40 @@ SOURCE = "callback"
 OK = {"result": 0, "errmsg": "OK"}
 
 
+class _Push(NamedTuple):
+    """One push, parsed: its records, its odd items, and how many receipts are not final."""
+
+    records: list[Record]
+    rejected: tuple[RejectedItem, ...]
+    pending: int
+
+
 def _check_secret(ctx: ListenerContext, given: str) -> None:
     expected = ctx.settings.callback_secret.reveal().encode()
     if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected):
         raise ApiError(404, "Not Found")
 
 
-async def _records(ctx: ListenerContext, request: Request, kind: str) -> list[Record]:
-    app_id = ctx.app_id(request.query_params.get("app_id"), callback=True)
-    body = await read_json(request, ctx.settings.max_body, callback=True)
+def _parse(ctx: ListenerContext, kind: str, body: Any, app_id: str) -> _Push:
     received_at = format_received_at(ctx.clock())
     try:
         if kind == "status":
-            return [
-                send_status_record(app_id, status, source=SOURCE, received_at=received_at)
-                for status in parse_status_push(body)
+            statuses = parse_status_push(body)
+            records = [
+                send_status_record(
+                    app_id, status, source=SOURCE, received_at=received_at, description_text=text
+                )
+                for status, text in statuses.items
             ]
-        reply = parse_reply_push(body)
+            return _Push(records, statuses.rejected, statuses.pending)
+        replies = parse_reply_push(body)
     except PushError as error:
         raise ApiError(400, str(error), callback=True) from None
-    return [reply_record(app_id, reply, source=SOURCE, received_at=received_at)]
+    records = [
+        reply_record(app_id, reply, source=SOURCE, received_at=received_at)
+        for reply in replies.items
+    ]
+    return _Push(records, replies.rejected, replies.pending)
 
 
 async def receive_callback(request: Request) -> Response:
@@ -56,11 +77,15 @@ async def receive_callback(request: Request) -> Response:
     kind = request.path_params["kind"]
     if kind not in ("status", "reply"):
         raise ApiError(404, "Not Found")
-    records = await _records(ctx, request, kind)
+    app_id = ctx.app_id(request.query_params.get("app_id"), callback=True)
+    body = await read_json(request, ctx.settings.max_body, callback=True)
+    push = _parse(ctx, kind, body, app_id)
     try:
-        await ctx.intake.commit(records, source=SOURCE)
+        await ctx.intake.commit(push.records, source=SOURCE, rejected=push.rejected)
     except StateError as error:
         ctx.health.failed(str(error))  # it names the state database
         raise ApiError(503, "not stored, try again", callback=True) from None
+    if push.pending:
+        ctx.metrics.receipts_pending.labels(SOURCE).inc(push.pending)
     ctx.health.succeeded()
     return JSONResponse(OK)

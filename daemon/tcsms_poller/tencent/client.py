@@ -257,6 +257,8 @@ class TencentClient:
         finally:
             self._metrics.request_seconds.labels(action).observe(anyio.current_time() - started)
         self._metrics.requests.labels(action, "ok").inc()
+        if isinstance(result, Page) and result.pending:  # not receipts yet: see models.py
+            self._metrics.receipts_pending.labels(action).inc(result.pending)
         log.debug(
             "tencent.request_completed",
             action=action,

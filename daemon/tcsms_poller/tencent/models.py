@@ -3,6 +3,12 @@
 Queue-mode answers exist once only, so one bad item must not cost the whole page: items that
 cannot be parsed come back in ``Page.rejected`` with the reason (the caller quarantines them
 durably), while an answer whose overall shape is wrong raises ``MalformedResponseError``.
+
+A receipt is final only with ``ReportStatus`` ``SUCCESS`` or ``FAIL`` (any case, normalized to
+upper case). Tencent leaves it out until the carrier has reported, so an item without one (empty,
+null or absent) is *pending*: not a receipt, only counted in ``Page.pending``, never delivered nor
+marked seen, so the final receipt with the same SerialNo still gets through. Any other value is
+not something we understand, and the item is rejected (kept, for an operator to look at).
 """
 
 from __future__ import annotations
@@ -18,11 +24,15 @@ __all__ = [
     "STATISTICS_FIELDS",
     "CallbackStatistics",
     "ConversionStatus",
+    "ItemError",
     "Page",
+    "PendingReceiptError",
     "RejectedItem",
     "ReplyStatus",
     "SendStatus",
+    "final_report_status",
     "parse_conversion",
+    "parse_items",
     "parse_replies",
     "parse_send_statuses",
     "parse_statistics",
@@ -33,6 +43,10 @@ T = TypeVar("T")
 
 class ItemError(ValueError):
     """One item of a page is unusable."""
+
+
+class PendingReceiptError(Exception):
+    """The item has no final ``ReportStatus`` yet: skip it, a later pull or push brings it."""
 
 
 class SendStatus(NamedTuple):
@@ -74,10 +88,17 @@ class RejectedItem:
 
 @dataclass(frozen=True, slots=True)
 class Page(Generic[T]):
-    """The parsed items of one answer, and those that could not be parsed."""
+    """The parsed items of one answer, those that could not be parsed, and how many receipts
+    had no final status yet (see the module docstring)."""
 
     items: tuple[T, ...]
     rejected: tuple[RejectedItem, ...] = ()
+    pending: int = 0
+
+    @property
+    def size(self) -> int:
+        """How many items the answer held, whatever became of them: a full page is ``Limit``."""
+        return len(self.items) + len(self.rejected) + self.pending
 
 
 # Field name in our record -> Tencent's name, in the order of the statistics record.
@@ -127,6 +148,14 @@ def _text(item: Mapping[str, Any], key: str, *, required: bool = False) -> str:
     raise ItemError(f"{key} is {type(value).__name__}, not a string")
 
 
+def _required(item: Mapping[str, Any], key: str) -> str:
+    """A text that identifies the item: present and not empty."""
+    value = _text(item, key, required=True)
+    if not value:
+        raise ItemError(f"{key} is empty")
+    return value
+
+
 def _int(item: Mapping[str, Any], key: str) -> int:
     value = item.get(key)
     if type(value) is int:  # exactly int: a bool is not a time
@@ -134,6 +163,21 @@ def _int(item: Mapping[str, Any], key: str) -> int:
     if isinstance(value, str) and value.isdigit():
         return int(value)
     raise ItemError(f"{key} is {value!r}, not a UNIX time")
+
+
+FINAL_REPORT_STATUSES = frozenset({"SUCCESS", "FAIL"})
+
+
+def final_report_status(value: object, *, key: str = "ReportStatus") -> str:
+    """``SUCCESS`` or ``FAIL`` from any spelling of them; raises ``PendingReceiptError`` for no
+    status yet (empty, null, absent) and ``ItemError`` for anything else."""
+    if value is None or value == "":
+        raise PendingReceiptError
+    if isinstance(value, str) and value.isascii():  # "\u017fuccess".upper() is SUCCESS too
+        upper = value.upper()
+        if upper in FINAL_REPORT_STATUSES:
+            return upper
+    raise ItemError(f"{key} {value!r} is neither SUCCESS nor FAIL")
 
 
 # Tencent's keys in field order, and the shapes (value types) a well-formed item has.
@@ -161,43 +205,56 @@ _REPLY_TYPES = ((str,) * 5 + (int, str),)
 
 
 # Nearly every item is well formed: checking all its types at once costs a third of checking
-# field by field, which is left for the rest (to convert, or reject, one field at a time). A
-# well-formed item's values become the named tuple in C, without the Python-level ``_make``.
+# field by field, which is left for the rest (to convert, reject or skip as pending, one field
+# at a time). A well-formed item's values become the named tuple in C, without the Python-level
+# ``_make``. A well-formed receipt is also final, in Tencent's upper case; an empty
+# SessionContext (Tencent's way of saying none) becomes None, as a push without one does.
 _new_send_status = partial(tuple.__new__, SendStatus)
 _new_reply = partial(tuple.__new__, ReplyStatus)
 
 
 def _send_status(item: Mapping[str, Any]) -> SendStatus:
     values = tuple(map(item.get, _SEND_STATUS_KEYS))
-    if tuple(map(type, values)) in _SEND_STATUS_TYPES:
+    if (
+        tuple(map(type, values)) in _SEND_STATUS_TYPES
+        and values[4] in FINAL_REPORT_STATUSES
+        and values[0]
+        and values[1]
+    ):
+        if values[7] == "":
+            values = (*values[:7], None)
         return _new_send_status(values)
     return _checked_send_status(item)
 
 
 def _checked_send_status(item: Mapping[str, Any]) -> SendStatus:
-    context = item.get("SessionContext")
+    serial_no = _required(item, "SerialNo")
+    phone_number = _required(item, "PhoneNumber")
+    country_code = _text(item, "CountryCode")
+    subscriber_number = _text(item, "SubscriberNumber")
+    report_status = final_report_status(item.get("ReportStatus"))  # pending: no time to check
     return SendStatus(
-        serial_no=_text(item, "SerialNo", required=True),
-        phone_number=_text(item, "PhoneNumber", required=True),
-        country_code=_text(item, "CountryCode"),
-        subscriber_number=_text(item, "SubscriberNumber"),
-        report_status=_text(item, "ReportStatus", required=True),
+        serial_no=serial_no,
+        phone_number=phone_number,
+        country_code=country_code,
+        subscriber_number=subscriber_number,
+        report_status=report_status,
         description=_text(item, "Description"),
         user_receive_time=_int(item, "UserReceiveTime"),
-        session_context=None if context is None else _text(item, "SessionContext"),
+        session_context=_text(item, "SessionContext") or None,
     )
 
 
 def _reply(item: Mapping[str, Any]) -> ReplyStatus:
     values = tuple(map(item.get, _REPLY_KEYS))
-    if tuple(map(type, values)) in _REPLY_TYPES:
+    if tuple(map(type, values)) in _REPLY_TYPES and values[0]:
         return _new_reply(values)
     return _checked_reply(item)
 
 
 def _checked_reply(item: Mapping[str, Any]) -> ReplyStatus:
     return ReplyStatus(
-        phone_number=_text(item, "PhoneNumber", required=True),
+        phone_number=_required(item, "PhoneNumber"),
         country_code=_text(item, "CountryCode"),
         subscriber_number=_text(item, "SubscriberNumber"),
         sign_name=_text(item, "SignName"),
@@ -215,8 +272,14 @@ def _page(
         return Page(())
     if not isinstance(items, list):
         raise MalformedResponseError("MalformedResponse", f"{key} is not an array")
+    return parse_items(items, parse)
+
+
+def parse_items(items: list[Any], parse: Callable[[Mapping[str, Any]], T]) -> Page[T]:
+    """Parse each item on its own: one unusable or pending item costs only itself."""
     parsed: list[T] = []
     rejected: list[RejectedItem] = []
+    pending = 0
     for item in items:
         try:
             if not isinstance(item, dict):
@@ -224,7 +287,9 @@ def _page(
             parsed.append(parse(item))
         except ItemError as error:
             rejected.append(RejectedItem(raw=item, reason=str(error)))
-    return Page(tuple(parsed), tuple(rejected))
+        except PendingReceiptError:
+            pending += 1
+    return Page(tuple(parsed), tuple(rejected), pending)
 
 
 def parse_send_statuses(response: Mapping[str, Any]) -> Page[SendStatus]:

@@ -80,9 +80,8 @@ class QueueWorker:
             result = await self._ctx.intake.commit_until_durable(
                 records, source=self.action, health=self.health, rejected=page.rejected
             )
-            fetched = len(page.items) + len(page.rejected)
-            stats.add(result, fetched, len(page.rejected))
-            if fetched < PAGE_LIMIT or self._ctx.stopping.is_set():
+            stats.add(result, page.size, len(page.rejected))
+            if page.size < PAGE_LIMIT or self._ctx.stopping.is_set():
                 return stats
 
     def _not_activated(self, error: PermanentError, stats: PollStats) -> PollStats:
