@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from tcsms_poller.fields import is_e164
+from tcsms_poller.numbers_ascii import MAX_UNIX_TIME, parse_ascii_int
 from tcsms_poller.records import BEIJING
 from tcsms_poller.tencent.models import ReplyStatus, SendStatus
 
@@ -91,10 +92,8 @@ def parse_reply_push(body: Any) -> ReplyStatus:
     if not isinstance(body, dict):
         raise PushError("body: expected a JSON object")
     number, nationcode, subscriber = _phone(body, "body")
-    reply_time = body.get("time")
-    if isinstance(reply_time, str) and reply_time.isdigit():
-        reply_time = int(reply_time)
-    if not isinstance(reply_time, int) or isinstance(reply_time, bool) or reply_time < 0:
+    reply_time = parse_ascii_int(body.get("time"), maximum=MAX_UNIX_TIME)
+    if reply_time is None:
         raise PushError("body.time: expected a UNIX time in seconds")
     text = body.get("text")
     if not isinstance(text, str):
