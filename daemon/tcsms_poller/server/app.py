@@ -16,6 +16,7 @@ from tcsms_poller.server.errors import (
     api_error_response,
     http_exception_response,
 )
+from tcsms_poller.server.observed import RequestCounter
 from tcsms_poller.server.probes import healthz, metrics
 
 __all__ = ["build_app"]
@@ -23,20 +24,25 @@ __all__ = ["build_app"]
 
 def build_app(ctx: ListenerContext) -> ASGIApp:
     """The ASGI app for ``ctx``; limits on concurrency are the server's (``limit_concurrency``)."""
+    routes = [
+        Route("/callback/{secret}/{kind}", receive_callback, methods=["POST"]),
+        Route("/v1/numbers", track_number, methods=["POST"]),
+        Route("/v1/numbers", list_numbers, methods=["GET"]),
+        Route("/v1/numbers/{phone}", untrack_number, methods=["DELETE"]),
+        Route("/v1/conversions", add_conversions, methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+    ]
     app = Starlette(
-        routes=[
-            Route("/callback/{secret}/{kind}", receive_callback, methods=["POST"]),
-            Route("/v1/numbers", track_number, methods=["POST"]),
-            Route("/v1/numbers", list_numbers, methods=["GET"]),
-            Route("/v1/numbers/{phone}", untrack_number, methods=["DELETE"]),
-            Route("/v1/conversions", add_conversions, methods=["POST"]),
-            Route("/healthz", healthz, methods=["GET"]),
-            Route("/metrics", metrics, methods=["GET"]),
-        ],
+        routes=routes,
         exception_handlers={
             ApiError: api_error_response,
             HTTPException: http_exception_response,
         },
     )
     app.state.ctx = ctx
-    return Deadline(app, seconds=ctx.settings.request_timeout)
+    return RequestCounter(
+        Deadline(app, seconds=ctx.settings.request_timeout),
+        routes=routes,
+        counter=ctx.metrics.http_requests,
+    )

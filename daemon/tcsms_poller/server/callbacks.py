@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import hmac
 
+import structlog
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from tcsms_poller.numbers_ascii import shorten
 from tcsms_poller.records import Record, format_received_at, reply_record, send_status_record
 from tcsms_poller.server.bodies import read_json
 from tcsms_poller.server.context import ListenerContext
@@ -22,6 +24,8 @@ from tcsms_poller.state import StateError
 from tcsms_poller.tencent.push import PushError, parse_reply_push, parse_status_push
 
 __all__ = ["SOURCE", "receive_callback"]
+
+log = structlog.get_logger("tcsms_poller.server")
 
 SOURCE = "callback"
 OK = {"result": 0, "errmsg": "OK"}
@@ -56,7 +60,18 @@ async def receive_callback(request: Request) -> Response:
     kind = request.path_params["kind"]
     if kind not in ("status", "reply"):
         raise ApiError(404, "Not Found")
-    records = await _records(ctx, request, kind)
+    try:
+        records = await _records(ctx, request, kind)
+    except ApiError as error:
+        # Tencent does not retry a 4xx: the push is lost unless someone sees this line.
+        log.warning(
+            "callback.rejected",
+            kind=kind,
+            status=error.status,
+            reason=error.message,
+            app_id=shorten(request.query_params.get("app_id", ""), 40) or None,
+        )
+        raise
     try:
         await ctx.intake.commit(records, source=SOURCE)
     except StateError as error:
