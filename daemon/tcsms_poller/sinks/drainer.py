@@ -165,7 +165,12 @@ class Drainer:
                 now = self._clock()
                 first_failure = first_failure if first_failure is not None else now
                 self._metrics.sink_failures.labels(self.name).inc()
-                reason = f"{type(error).__name__}: {error}"
+                # Our own error says what happened; anything else is named by its type.
+                reason = (
+                    str(error)
+                    if isinstance(error, RetryableSinkError)
+                    else f"{type(error).__name__}: {error}"
+                )
                 elapsed = now - first_failure
                 if elapsed >= self._settings.max_retry_duration:
                     return await self._dead_letter(batch, f"gave up after {elapsed:.0f}s: {reason}")
