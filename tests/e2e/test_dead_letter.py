@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -11,8 +12,8 @@ import pytest
 import yaml
 
 from tcsms_poller.emulator import RunningEmulator
-from tests.e2e.conftest import expected_ids, truth
-from tests.e2e.daemon_process import daemon_config
+from tests.e2e.conftest import expected_ids, read_jsonl, truth, wait_until
+from tests.e2e.daemon_process import daemon_config, running_daemon
 from tests.e2e.test_pipeline import inject, receipts
 from tests.support.http_receiver import Reply, http_receiver
 
@@ -99,3 +100,28 @@ async def test_since_leaves_older_dead_letters_alone_and_a_wrong_sink_is_a_usage
     code, _, err = await cli(config, "dead-letter", "replay", "--sink", "file", "--since", "x")
     assert code == 2
     assert "Traceback" not in err
+
+
+async def test_a_running_daemon_delivers_a_replay_on_sighup(
+    tmp_path: Path, emulator: RunningEmulator
+) -> None:
+    """No restart needed: ``replay`` then SIGHUP, and the recovered webhook gets the records."""
+    await inject(emulator, send_statuses=receipts(3))
+    expected = expected_ids(await truth(emulator))
+    dead = tmp_path / "dead-letter" / "http.jsonl"
+    with http_receiver() as receiver:
+        receiver.script(Reply(400, body=b'{"error":"schema mismatch"}'))
+        sinks = [{"type": "http", "url": receiver.url}]
+        config = daemon_config(emulator.url, tmp_path, sinks=sinks)
+        async with running_daemon(tmp_path, config) as daemon:
+            await wait_until(lambda: len(read_jsonl(dead)) == 3, what="dead letters")
+            code, out, _ = await cli(
+                tmp_path / "config.yaml", "dead-letter", "replay", "--sink", "http"
+            )
+            assert (code, out.split(" dead-lettered")[0]) == (0, "queued 3")
+            daemon.signal(signal.SIGHUP)
+            await wait_until(
+                lambda: set(posted_ids([r.body for r in receiver.accepted])) == expected,
+                what="the replayed records",
+            )
+            await daemon.stop()
