@@ -32,6 +32,12 @@ HOSTILE: list[Any] = [
     2**63,
     -(2**63) - 1,
 ]
+# Fullwidth and Arabic-Indic digits, which strptime would read as a valid time.
+HOSTILE_TIMES: list[Any] = [
+    *HOSTILE,
+    "\uff12\uff10\uff12\uff15-11-25 16:00:01",
+    "2025-11-25 16:00:0\u0661",
+]
 HOSTILE_DURATIONS: list[Any] = [*HOSTILE, "²s", "9" * 5000 + "s", "1" * 23 + "d"]
 
 CONVERSION: dict[str, Any] = {"serial_no": "2019:-1"}
@@ -79,7 +85,9 @@ async def test_hostile_numbers_in_bodies_are_refused(
 ) -> None:
     """Each field of each body route refuses every look-alike with a short 4xx, storing nothing."""
     before = await listener.snapshot()
-    values = HOSTILE_DURATIONS if field == "track_for" else HOSTILE
+    values = {"track_for": HOSTILE_DURATIONS, "user_receive_time": HOSTILE_TIMES}.get(
+        field, HOSTILE
+    )
     for value in values:
         response = await listener.client.post(
             path,

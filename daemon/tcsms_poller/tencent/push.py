@@ -48,6 +48,8 @@ def _phone(item: Mapping[str, Any], where: str) -> tuple[str, str, str]:
 
 def _beijing_time(text: str, where: str) -> int:
     try:
+        if not text.isascii():  # strptime's digits are any script's
+            raise ValueError(text)
         moment = datetime.strptime(text, "%Y-%m-%d %H:%M:%S").replace(tzinfo=BEIJING)
     except ValueError:
         raise PushError(f"{where}.user_receive_time: expected 'YYYY-MM-DD HH:MM:SS'") from None
