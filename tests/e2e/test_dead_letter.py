@@ -92,6 +92,8 @@ async def test_since_leaves_older_dead_letters_alone_and_a_wrong_sink_is_a_usage
     assert (code, out.split(" (")[0]) == (0, "queued 0 dead-lettered records for sink file")
     code, out, _ = await cli(config, "dead-letter", "list", "--since", "2025-12-31T00:00:00Z")
     assert "1 records  0 replayed  0 queued  r" in out
+    code, out, _ = await cli(config, "dead-letter", "list", "--since", "1h")
+    assert (code, out) == (0, "no dead-lettered batches\n")
     code, out, err = await cli(config, "dead-letter", "replay", "--sink", "../etc")
     assert code == 2
     assert err.strip().splitlines() == [

@@ -112,6 +112,7 @@ def _batches(path: Path, sink: str, since: datetime | None) -> Iterator[Batch]:
 
 
 def _list(config: Config, args: argparse.Namespace) -> int:
+    shown = 0
     for sink in _sink_names(config, args.sink):
         path = _dead_letter_file(config, sink)
         replays = ReplayQueue(path)
@@ -119,6 +120,7 @@ def _list(config: Config, args: argparse.Namespace) -> int:
         queued = {record.as_dict()["id"] for record in replays.queued()}
         for batch in _batches(path, sink, args.since):
             row = batch.describe(delivered, queued)
+            shown += 1
             if args.json:
                 print(json.dumps(row, ensure_ascii=False))
             else:
@@ -126,6 +128,8 @@ def _list(config: Config, args: argparse.Namespace) -> int:
                     f"{row['dead_lettered_at']}  {sink}  {row['records']} records  "
                     f"{row['replayed']} replayed  {row['queued']} queued  {row['reason']}"
                 )
+    if not shown and not args.json:
+        print("no dead-lettered batches")
     return EX_OK
 
 
