@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "check-config": ("check_config", "validate a configuration and print it, secrets redacted"),
     "status": ("status", "outbox depth per sink, tracked numbers, cursors, last errors"),
     "report-conversion": ("report_conversion", "report one conversion now and print the result"),
+    "dead-letter": ("dead_letter", "list dead-lettered batches, or replay them into their sink"),
     "emulator": ("emulator", "serve the fake Tencent SMS API alone"),
     "healthcheck": ("healthcheck", "exit 0 when the running daemon's /healthz says healthy"),
 }

@@ -19,6 +19,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
+from tcsms_poller import __version__
 from tcsms_poller.logs import lost_lines
 
 __all__ = ["Metrics"]
@@ -144,6 +145,19 @@ class Metrics:
             ["app_id", "counter"],
             registry=r,
         )
+        self.http_requests = Counter(
+            f"{_PREFIX}_http_requests",
+            "Listener requests by route template (never the raw path) and answered status",
+            ["route", "status"],
+            registry=r,
+        )
+        self.build_info = Gauge(
+            f"{_PREFIX}_build_info",
+            "Always 1; the running version as a label",
+            ["version"],
+            registry=r,
+        )
+        self.build_info.labels(__version__).set(1)
         self.conversions = Counter(
             f"{_PREFIX}_conversions_reported",
             "Conversions reported to Tencent by result code",

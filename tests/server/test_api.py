@@ -114,10 +114,8 @@ async def test_numbers_are_listed_in_pages(listener: Listener) -> None:
             [("colour", "Extra inputs are not permitted")],
         ),
         ({"phone_number": "+8613711112222", "app_id": "42"}, [("app_id", "not configured")]),
-        (
-            ["+8613711112222"],
-            [("body", "Input should be a valid dictionary or instance of TrackRequest")],
-        ),
+        (["+8613711112222"], [("0", "expected a JSON object")]),
+        ("+8613711112222", [("body", "expected a JSON object")]),
     ],
 )
 async def test_bad_number_requests_get_field_level_422(

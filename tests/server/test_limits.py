@@ -10,19 +10,30 @@ import anyio.abc
 import httpx
 import pytest
 
-from tests.server.conftest import SECRET, open_listener
+from tests.server.conftest import SECRET, TOKEN, open_listener
 
 pytestmark = pytest.mark.anyio
 
 
-async def test_a_request_that_takes_too_long_gets_503(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("path", "answer"),
+    [
+        (f"/callback/{SECRET}/status", {"result": 1, "errmsg": "request took too long"}),
+        ("/v1/conversions", {"error": "request took too long"}),
+    ],
+    ids=["callback-in-tencent-format", "api"],
+)
+async def test_a_request_that_takes_too_long_gets_503(
+    tmp_path: Path, path: str, answer: dict[str, object]
+) -> None:
+    """A stalled upload is cut off with a 503 in the format of the route's callers."""
     async with open_listener(tmp_path, request_timeout="300ms") as listener:
         before = await listener.snapshot()
         host, port = listener.address
         async with await anyio.connect_tcp(host, port) as stream:
             # Promise 100 bytes, send 2, then stall: the deadline must answer for us.
             await stream.send(
-                f"POST /callback/{SECRET}/status HTTP/1.1\r\nHost: x\r\n"
+                f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
                 "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n[ ".encode()
             )
             received = b""
@@ -31,7 +42,7 @@ async def test_a_request_that_takes_too_long_gets_503(tmp_path: Path) -> None:
                     received += await stream.receive()
         head, _, body = received.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 503")
-        assert json.loads(body) == {"error": "request took too long"}
+        assert json.loads(body) == answer
         assert await listener.snapshot() == before
 
 

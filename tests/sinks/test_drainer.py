@@ -19,7 +19,7 @@ from tcsms_poller.sinks.base import (
     RetryableSinkError,
     SinkSettings,
 )
-from tcsms_poller.sinks.deadletter import DeadLetterFile
+from tcsms_poller.sinks.deadletter import DeadLetterFile, ReplayQueue, read_dead_letters
 from tcsms_poller.sinks.drainer import Drainer
 from tcsms_poller.state import StateStore
 
@@ -225,3 +225,69 @@ async def test_waits_for_commits_instead_of_polling(tmp_path: Path) -> None:
             await rig.sink.delivered.wait()
             rig.drainer.drain_and_stop()
     assert rig.sink.received == [["a"]]
+
+
+async def dead_letter_then_replay(
+    tmp_path: Path, second: ScriptedSink, *, then: Sequence[str] = ("d",)
+) -> tuple[Rig, list[str]]:
+    """Dead-letter ``a``, ``b`` (then deliver ``c``), queue them for replay, and run a new
+    drainer on ``second`` (as ``dead-letter replay`` then a restart would)."""
+    first = await make_rig(tmp_path, ScriptedSink([RejectedBatchError("HTTP 400: bad")]))
+    await drain(first, ["a", "b", "c"])
+    await first.store.aclose()
+    queued, skipped = ReplayQueue(first.dead).enqueue(list(read_dead_letters(first.dead)))
+    assert (queued, skipped) == (2, 0)
+    rig = await make_rig(tmp_path, second)
+    await drain(rig, then)
+    return rig, rig.dead.read_text().splitlines()
+
+
+@pytest.mark.anyio
+async def test_replayed_dead_letters_go_first_and_are_not_queued_twice(tmp_path: Path) -> None:
+    """The replay queue is delivered before the outbox, remembered, and its position kept."""
+    rig, dead_lines = await dead_letter_then_replay(tmp_path, ScriptedSink())
+    assert rig.sink.received == [["a", "b"], ["d"]]
+    replays = ReplayQueue(rig.dead)
+    assert replays.acknowledged_ids() == {"a", "b"}
+    assert not replays.path.exists()
+    assert len(dead_lines) == 2  # the dead-letter file is left as it was
+    assert replays.enqueue(list(read_dead_letters(rig.dead))) == (0, 2)
+
+
+@pytest.mark.anyio
+async def test_a_replayed_batch_commits_the_sinks_position(tmp_path: Path) -> None:
+    """The file sink's offset after a replayed batch is kept, though the cursor does not move."""
+    second = ScriptedSink()
+    second.received = [["earlier"]] * 6  # so that its position differs from the first sink's
+    rig, _ = await dead_letter_then_replay(tmp_path, second, then=())
+    cursor = await rig.store.sink_cursor("scripted")
+    assert (cursor.acked_seq, cursor.position) == (3, {"batches": 7})
+
+
+@pytest.mark.anyio
+async def test_a_replay_refused_again_is_dead_lettered_again(tmp_path: Path) -> None:
+    """Nothing is remembered as delivered; the records are in the dead-letter file once more."""
+    rig, dead_lines = await dead_letter_then_replay(
+        tmp_path, ScriptedSink([RejectedBatchError("HTTP 400: still bad")])
+    )
+    assert rig.sink.received == [["d"]]
+    assert ReplayQueue(rig.dead).acknowledged_ids() == set()
+    assert [json.loads(line)["reason"] for line in dead_lines[2:]] == [
+        "rejected: HTTP 400: still bad"
+    ] * 2
+
+
+@pytest.mark.anyio
+async def test_a_retryable_sink_error_is_reported_by_its_message_alone(tmp_path: Path) -> None:
+    """Health reasons (shown by /healthz) name no class of ours."""
+    rig = await make_rig(tmp_path, ScriptedSink([RetryableSinkError("HTTP 503")]))
+    reasons: list[str | None] = []
+    original = rig.clock.sleep
+
+    async def observing_sleep(seconds: float) -> None:
+        reasons.append(rig.board.describe()[0]["reason"])
+        await original(seconds)
+
+    rig.drainer._sleep = observing_sleep
+    await drain(rig, ["a"])
+    assert reasons == ["HTTP 503"]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
@@ -16,27 +18,42 @@ from tcsms_poller.server.errors import (
     api_error_response,
     http_exception_response,
 )
+from tcsms_poller.server.observed import RequestCounter
 from tcsms_poller.server.probes import healthz, metrics
 
-__all__ = ["build_app"]
+__all__ = ["build_app", "build_routes"]
+
+
+async def _numbers(request: Request) -> Response:
+    """One route for both methods, so a 405 on ``/v1/numbers`` lists both in ``Allow``."""
+    return await (track_number if request.method == "POST" else list_numbers)(request)
+
+
+def build_routes() -> list[Route]:
+    """Every route the listener serves (``docs/api.md`` documents each; a test holds them equal)."""
+    return [
+        Route("/callback/{secret}/{kind}", receive_callback, methods=["POST"]),
+        Route("/v1/numbers", _numbers, methods=["GET", "POST"]),
+        Route("/v1/numbers/{phone}", untrack_number, methods=["DELETE"]),
+        Route("/v1/conversions", add_conversions, methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+    ]
 
 
 def build_app(ctx: ListenerContext) -> ASGIApp:
     """The ASGI app for ``ctx``; limits on concurrency are the server's (``limit_concurrency``)."""
+    routes = build_routes()
     app = Starlette(
-        routes=[
-            Route("/callback/{secret}/{kind}", receive_callback, methods=["POST"]),
-            Route("/v1/numbers", track_number, methods=["POST"]),
-            Route("/v1/numbers", list_numbers, methods=["GET"]),
-            Route("/v1/numbers/{phone}", untrack_number, methods=["DELETE"]),
-            Route("/v1/conversions", add_conversions, methods=["POST"]),
-            Route("/healthz", healthz, methods=["GET"]),
-            Route("/metrics", metrics, methods=["GET"]),
-        ],
+        routes=routes,
         exception_handlers={
             ApiError: api_error_response,
             HTTPException: http_exception_response,
         },
     )
     app.state.ctx = ctx
-    return Deadline(app, seconds=ctx.settings.request_timeout)
+    return RequestCounter(
+        Deadline(app, seconds=ctx.settings.request_timeout),
+        routes=routes,
+        counter=ctx.metrics.http_requests,
+    )

@@ -11,14 +11,15 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 
+from tcsms_poller.numbers_ascii import parse_ascii_int
 from tcsms_poller.server.errors import ApiError
 
 __all__ = ["read_json"]
 
 
 async def _read_limited(request: Request, max_body: int, *, callback: bool) -> bytes:
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > max_body:
+    declared = parse_ascii_int(request.headers.get("content-length", ""))
+    if declared is not None and declared > max_body:
         raise ApiError(413, f"body larger than {max_body} bytes", callback=callback)
     chunks: list[bytes] = []
     size = 0

@@ -17,9 +17,11 @@ from __future__ import annotations
 import hmac
 from typing import Any, NamedTuple
 
+import structlog
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from tcsms_poller.numbers_ascii import shorten
 from tcsms_poller.records import Record, format_received_at, reply_record, send_status_record
 from tcsms_poller.server.bodies import read_json
 from tcsms_poller.server.context import ListenerContext
@@ -29,6 +31,10 @@ from tcsms_poller.tencent.models import RejectedItem
 from tcsms_poller.tencent.push import PushError, parse_reply_push, parse_status_push
 
 __all__ = ["SOURCE", "receive_callback"]
+
+log = structlog.get_logger("tcsms_poller.server")
+
+log = structlog.get_logger("tcsms_poller.server")
 
 SOURCE = "callback"
 OK = {"result": 0, "errmsg": "OK"}
@@ -77,9 +83,20 @@ async def receive_callback(request: Request) -> Response:
     kind = request.path_params["kind"]
     if kind not in ("status", "reply"):
         raise ApiError(404, "Not Found")
-    app_id = ctx.app_id(request.query_params.get("app_id"), callback=True)
-    body = await read_json(request, ctx.settings.max_body, callback=True)
-    push = _parse(ctx, kind, body, app_id)
+    try:
+        app_id = ctx.app_id(request.query_params.get("app_id"), callback=True)
+        body = await read_json(request, ctx.settings.max_body, callback=True)
+        push = _parse(ctx, kind, body, app_id)
+    except ApiError as error:
+        # Tencent does not retry a 4xx: the push is lost unless someone sees this line.
+        log.warning(
+            "callback.rejected",
+            kind=kind,
+            status=error.status,
+            reason=error.message,
+            app_id=shorten(request.query_params.get("app_id", ""), 40) or None,
+        )
+        raise
     try:
         await ctx.intake.commit(push.records, source=SOURCE, rejected=push.rejected)
     except StateError as error:

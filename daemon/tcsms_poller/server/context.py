@@ -10,6 +10,7 @@ from tcsms_poller.config import ServerSettings
 from tcsms_poller.health import Health, HealthBoard
 from tcsms_poller.intake import Intake
 from tcsms_poller.metrics import Metrics
+from tcsms_poller.numbers_ascii import shorten
 from tcsms_poller.server.errors import ApiError
 from tcsms_poller.state import StateStore
 
@@ -37,7 +38,7 @@ class ListenerContext:
         if requested not in self.app_ids:
             raise ApiError(
                 400 if callback else 422,
-                f"app_id {requested!r} is not configured",
+                f"app_id {shorten(requested, 40)!r} is not configured",
                 callback=callback,
                 fields=() if callback else [{"field": "app_id", "message": "not configured"}],
             )

@@ -11,11 +11,16 @@ import json
 import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["Deadline"]
+__all__ = ["CALLBACK_PREFIX", "Deadline"]
+
+CALLBACK_PREFIX = "/callback/"
 
 
 class Deadline:
-    """Answers 503 when a request takes longer than ``seconds``, if nothing was sent yet."""
+    """Answers 503 when a request takes longer than ``seconds``, if nothing was sent yet.
+
+    A callback route answers in Tencent's format, so the pusher reads it as a failure to retry.
+    """
 
     def __init__(self, app: ASGIApp, *, seconds: float) -> None:
         self._app = app
@@ -35,7 +40,14 @@ class Deadline:
         with anyio.move_on_after(self._seconds) as scope_timer:
             await self._app(scope, receive, tracking_send)
         if scope_timer.cancelled_caught and not started:
-            body = json.dumps({"error": "request took too long"}).encode()
+            message = "request took too long"
+            # Tencent's pushes read {"result", "errmsg"}; our own API answers {"error"}.
+            answer = (
+                {"result": 1, "errmsg": message}
+                if scope["path"].startswith(CALLBACK_PREFIX)
+                else {"error": message}
+            )
+            body = json.dumps(answer).encode()
             await send(
                 {
                     "type": "http.response.start",

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 
 import anyio
+import anyio.to_thread
 import structlog
 from anyio.abc import TaskStatus
 
@@ -27,10 +29,12 @@ from tcsms_poller.sinks.base import (
     Sink,
     SinkSettings,
 )
-from tcsms_poller.sinks.deadletter import DeadLetterFile
+from tcsms_poller.sinks.deadletter import DeadLetterFile, ReplayQueue
 from tcsms_poller.state import StateError, StateStore
 
 __all__ = ["Drainer"]
+
+DEAD_LETTERED = Ack()  # what _deliver returns for a batch it dead-lettered (compared by identity)
 
 log = structlog.get_logger("tcsms_poller.sinks")
 
@@ -68,6 +72,9 @@ class Drainer:
         self._settings = settings
         self._store = store
         self._dead_letters = dead_letters
+        self._replays = ReplayQueue(dead_letters.path)
+        self._replay_due = True  # look at the replay queue at start, and after reopen()
+        self._replay_added = anyio.Event()
         self._health = health
         self._metrics = metrics
         self._acked = acked_seq
@@ -90,6 +97,9 @@ class Drainer:
         """Reopen the sink's files or connections between two sends (SIGHUP)."""
         async with self._lock:
             await self._sink.reopen()
+        # ``dead-letter replay`` tells a running daemon about its queue this way (SIGHUP).
+        self._replay_due = True
+        self._replay_added.set()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Open the sink, report started, and deliver until drained after ``drain_and_stop``."""
@@ -103,6 +113,10 @@ class Drainer:
 
     async def _deliver_forever(self) -> None:
         while True:
+            if self._replay_due:
+                self._replay_due = False
+                self._replay_added = anyio.Event()
+                await self._deliver_replays()
             self._metrics.outbox_depth.labels(self.name).set(self.depth)
             batch = await self._store.read_outbox(
                 after=self._acked, limit=self._settings.batch_size
@@ -111,11 +125,31 @@ class Drainer:
                 if self._draining.is_set():
                     return
                 await _first_of(
-                    lambda: self._store.wait_for_commit(self._acked), self._draining.wait
+                    lambda: self._store.wait_for_commit(self._acked),
+                    self._draining.wait,
+                    self._replay_added.wait,
                 )
                 continue
             ack = await self._deliver(batch)
             await self._commit_ack(batch[-1].seq, ack)
+
+    async def _deliver_replays(self) -> None:
+        """Deliver what ``dead-letter replay`` queued, batch by batch, before the outbox."""
+        try:
+            while queued := await anyio.to_thread.run_sync(self._replays.queued):
+                batch = queued[: self._settings.batch_size]
+                ack = await self._deliver(batch)
+                acknowledged = ack is not DEAD_LETTERED
+                await anyio.to_thread.run_sync(
+                    partial(self._replays.finish, batch, acknowledged=acknowledged)
+                )
+                if ack.position is not None:  # the file sink's offset moved: keep it
+                    await self._commit_ack(self._acked, ack)
+                log.info(
+                    "sink.replayed", sink=self.name, records=len(batch), acknowledged=acknowledged
+                )
+        except OSError as error:  # the queue stays as it is, for the next start or SIGHUP
+            log.error("sink.replay_failed", sink=self.name, error=str(error))
 
     async def _deliver(self, batch: Sequence[OutboxRecord]) -> Ack:
         """Send until acknowledged, or dead-letter; returns the ack to commit."""
@@ -131,7 +165,12 @@ class Drainer:
                 now = self._clock()
                 first_failure = first_failure if first_failure is not None else now
                 self._metrics.sink_failures.labels(self.name).inc()
-                reason = f"{type(error).__name__}: {error}"
+                # Our own error says what happened; anything else is named by its type.
+                reason = (
+                    str(error)
+                    if isinstance(error, RetryableSinkError)
+                    else f"{type(error).__name__}: {error}"
+                )
                 elapsed = now - first_failure
                 if elapsed >= self._settings.max_retry_duration:
                     return await self._dead_letter(batch, f"gave up after {elapsed:.0f}s: {reason}")
@@ -177,7 +216,7 @@ class Drainer:
             path=str(self._dead_letters.path),
         )
         self._health.succeeded()
-        return Ack()
+        return DEAD_LETTERED
 
     async def _commit_ack(self, seq: int, ack: Ack) -> None:
         """Commit the cursor; a database failure is retried (the batch is already delivered)."""

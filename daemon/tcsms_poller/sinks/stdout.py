@@ -8,18 +8,26 @@ Example::
         batch_size: 500        # records per write
 
 When a stdout sink is configured, the daemon's own logs go to stderr, so stdout carries records
-only and can be piped straight into ``jq`` or another program.
+only and can be piped straight into ``jq`` or another program. Once the reader of the pipe has
+gone, batches are dead-lettered at once instead of retried (the pipe never comes back).
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from contextlib import suppress
 from typing import BinaryIO, ClassVar, Literal
 
 import anyio.to_thread
 
-from tcsms_poller.sinks.base import Ack, OutboxRecord, SinkContext, SinkSettings
+from tcsms_poller.sinks.base import (
+    Ack,
+    OutboxRecord,
+    RejectedBatchError,
+    SinkContext,
+    SinkSettings,
+)
 
 __all__ = ["StdoutSink"]
 
@@ -69,8 +77,13 @@ class StdoutSink:
 
     async def send(self, batch: Sequence[OutboxRecord]) -> Ack:
         payload = b"".join(map(self._render, batch))
-        # A slow reader on the pipe must block this sink only, never the event loop.
-        await anyio.to_thread.run_sync(self._write, payload)
+        try:
+            # A slow reader on the pipe must block this sink only, never the event loop.
+            await anyio.to_thread.run_sync(self._write, payload)
+        except BrokenPipeError:
+            # The reader has gone (``| head``) and this process's stdout never comes back:
+            # retrying would only hold the outbox. Dead-letter, to replay after a restart.
+            raise RejectedBatchError("stdout was closed by its reader") from None
         return Ack()
 
     def _write(self, payload: bytes) -> None:
@@ -81,4 +94,5 @@ class StdoutSink:
         """Nothing to reopen."""
 
     async def aclose(self) -> None:
-        await anyio.to_thread.run_sync(self._stream.flush)
+        with suppress(BrokenPipeError):
+            await anyio.to_thread.run_sync(self._stream.flush)

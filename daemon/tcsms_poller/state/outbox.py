@@ -128,10 +128,14 @@ def ack_sink(
     position: Mapping[str, Any] | None,
     now: float,
 ) -> None:
-    """Advance the sink's cursor to ``seq``; ``position`` None keeps the previous one."""
+    """Advance the sink's cursor to ``seq``; ``position`` None keeps the previous one.
+
+    The same ``seq`` again only moves the position: a replayed dead letter is not in the outbox,
+    but the file sink's offset after it must be kept.
+    """
     connection.execute(
         "UPDATE sink_cursors SET acked_seq = ?, position = COALESCE(?, position), updated_at = ? "
-        "WHERE name = ? AND acked_seq < ?",
+        "WHERE name = ? AND acked_seq <= ?",
         (seq, json.dumps(position) if position is not None else None, now, name, seq),
     )
 

@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from tcsms_poller.fields import is_e164
+from tcsms_poller.numbers_ascii import MAX_UNIX_TIME, parse_ascii_int
 from tcsms_poller.records import BEIJING
 from tcsms_poller.tencent.models import (
     ItemError,
@@ -74,6 +75,8 @@ def _phone(item: Mapping[str, Any]) -> tuple[str, str, str]:
 
 def _beijing_time(text: str) -> int:
     try:
+        if not text.isascii():  # strptime's digits are any script's
+            raise ValueError(text)
         moment = datetime.strptime(text, "%Y-%m-%d %H:%M:%S").replace(tzinfo=BEIJING)
         seconds = int(moment.timestamp())
     except (ValueError, OverflowError):
@@ -104,10 +107,8 @@ def _pushed_status(item: Mapping[str, Any]) -> PushedStatus:
 
 def _pushed_reply(item: Mapping[str, Any]) -> ReplyStatus:
     number, nationcode, subscriber = _phone(item)
-    reply_time = item.get("time")
-    if isinstance(reply_time, str) and reply_time.isdigit():
-        reply_time = int(reply_time)
-    if not isinstance(reply_time, int) or isinstance(reply_time, bool) or reply_time < 0:
+    reply_time = parse_ascii_int(item.get("time"), maximum=MAX_UNIX_TIME)
+    if reply_time is None:
         raise ItemError("time: expected a UNIX time in seconds")
     text = item.get("text")
     if not isinstance(text, str):
