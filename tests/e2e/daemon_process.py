@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -139,10 +141,12 @@ async def running_daemon(
     environ: Mapping[str, str] | None = None,
     wait_ready: bool = True,
     stdout: int | None = None,
+    open_files: tuple[int, int] | None = None,
 ) -> AsyncIterator[DaemonProcess]:
     """Start ``tcsms-poller <command>`` on ``config``; kill it on the way out if still running.
 
-    Its output goes to ``daemon.log``, or to the file descriptor ``stdout`` when given.
+    Its output goes to ``daemon.log``, or to the file descriptor ``stdout`` when given; it starts
+    with ``open_files`` (soft, hard) as its ``RLIMIT_NOFILE`` when given.
     """
     directory.mkdir(parents=True, exist_ok=True)
     config_path = directory / "config.yaml"
@@ -155,6 +159,7 @@ async def running_daemon(
             stdout=log_file if stdout is None else stdout,
             stderr=subprocess.STDOUT,
             env=env,
+            preexec_fn=None if open_files is None else partial(_limit_open_files, open_files),
         )
         daemon = DaemonProcess(process, notify, log_path)
         try:
@@ -165,3 +170,8 @@ async def running_daemon(
             if process.poll() is None:
                 process.kill()
                 await daemon.wait()
+
+
+def _limit_open_files(limits: tuple[int, int]) -> None:
+    """In the child before exec: the open-files limit the daemon starts with."""
+    resource.setrlimit(resource.RLIMIT_NOFILE, limits)

@@ -7,6 +7,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
+from tcsms_poller.server.admission import Admission
 from tcsms_poller.server.api import add_conversions, list_numbers, track_number, untrack_number
 from tcsms_poller.server.callbacks import receive_callback
 from tcsms_poller.server.context import ListenerContext
@@ -22,7 +23,10 @@ __all__ = ["build_app"]
 
 
 def build_app(ctx: ListenerContext) -> ASGIApp:
-    """The ASGI app for ``ctx``; limits on concurrency are the server's (``limit_concurrency``)."""
+    """The ASGI app for ``ctx``, with its limits on requests in progress and on their time.
+
+    Limits on connections are the server's (``serving``).
+    """
     app = Starlette(
         routes=[
             Route("/callback/{secret}/{kind}", receive_callback, methods=["POST"]),
@@ -39,4 +43,5 @@ def build_app(ctx: ListenerContext) -> ASGIApp:
         },
     )
     app.state.ctx = ctx
-    return Deadline(app, seconds=ctx.settings.request_timeout)
+    timed = Deadline(app, seconds=ctx.settings.request_timeout)
+    return Admission(timed, limit=ctx.settings.max_concurrency)

@@ -6,9 +6,8 @@ trickles its body would otherwise hold a slot (and a worker's attention) indefin
 
 from __future__ import annotations
 
-import json
-
 import anyio
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["Deadline"]
@@ -35,15 +34,5 @@ class Deadline:
         with anyio.move_on_after(self._seconds) as scope_timer:
             await self._app(scope, receive, tracking_send)
         if scope_timer.cancelled_caught and not started:
-            body = json.dumps({"error": "request took too long"}).encode()
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 503,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"content-length", str(len(body)).encode()),
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": body})
+            answer = JSONResponse({"error": "request took too long"}, status_code=503)
+            await answer(scope, receive, send)
