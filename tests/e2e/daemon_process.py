@@ -142,11 +142,12 @@ async def running_daemon(
     wait_ready: bool = True,
     stdout: int | None = None,
     open_files: tuple[int, int] | None = None,
+    umask: int | None = None,
 ) -> AsyncIterator[DaemonProcess]:
     """Start ``tcsms-poller <command>`` on ``config``; kill it on the way out if still running.
 
     Its output goes to ``daemon.log``, or to the file descriptor ``stdout`` when given; it starts
-    with ``open_files`` (soft, hard) as its ``RLIMIT_NOFILE`` when given.
+    with ``open_files`` (soft, hard) as its ``RLIMIT_NOFILE`` and with ``umask``, when given.
     """
     directory.mkdir(parents=True, exist_ok=True)
     config_path = directory / "config.yaml"
@@ -159,7 +160,7 @@ async def running_daemon(
             stdout=log_file if stdout is None else stdout,
             stderr=subprocess.STDOUT,
             env=env,
-            preexec_fn=None if open_files is None else partial(_limit_open_files, open_files),
+            preexec_fn=partial(_prepare_child, open_files, umask),
         )
         daemon = DaemonProcess(process, notify, log_path)
         try:
@@ -172,6 +173,9 @@ async def running_daemon(
                 await daemon.wait()
 
 
-def _limit_open_files(limits: tuple[int, int]) -> None:
-    """In the child before exec: the open-files limit the daemon starts with."""
-    resource.setrlimit(resource.RLIMIT_NOFILE, limits)
+def _prepare_child(open_files: tuple[int, int] | None, umask: int | None) -> None:
+    """In the child before exec: the open-files limit and umask the daemon starts with."""
+    if open_files is not None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, open_files)
+    if umask is not None:
+        os.umask(umask)

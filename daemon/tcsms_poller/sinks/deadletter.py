@@ -14,6 +14,7 @@ from pathlib import Path
 
 import anyio.to_thread
 
+from tcsms_poller.permissions import SHARED, SHARED_DIRECTORY, make_dirs, restrict
 from tcsms_poller.records import format_received_at
 from tcsms_poller.sinks.base import OutboxRecord
 
@@ -43,8 +44,10 @@ class DeadLetterFile:
         await anyio.to_thread.run_sync(self._append, payload)
 
     def _append(self, payload: bytes) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("ab") as file:
+        make_dirs(self.path.parent, SHARED_DIRECTORY)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, SHARED)
+        with open(fd, "ab") as file:
+            restrict(fd, SHARED)  # records carry phone numbers: never world-readable
             file.write(payload)
             file.flush()
-            os.fsync(file.fileno())
+            os.fsync(fd)

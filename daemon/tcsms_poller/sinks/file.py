@@ -33,6 +33,7 @@ import anyio.to_thread
 import structlog
 
 from tcsms_poller.fields import ConfigPath
+from tcsms_poller.permissions import SHARED, SHARED_DIRECTORY, make_dirs, restrict
 from tcsms_poller.sinks.base import (
     Ack,
     OutboxRecord,
@@ -45,7 +46,6 @@ __all__ = ["FilePosition", "FileSettings", "FileSink"]
 
 log = structlog.get_logger("tcsms_poller.sinks")
 
-_FILE_MODE = 0o640  # records carry phone numbers: not world-readable
 _OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC
 
 
@@ -233,12 +233,17 @@ def _open_or_create(path: Path) -> tuple[int, bool]:
             # Not even opened: a FIFO would block, and a device cannot be truncated or synced.
             raise OSError("not a regular file (use the stdout sink for pipes)")
     except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(path.parent, SHARED_DIRECTORY)
         try:
-            return os.open(path, _OPEN_FLAGS | os.O_CREAT | os.O_EXCL, _FILE_MODE), True
+            fd = os.open(path, _OPEN_FLAGS | os.O_CREAT | os.O_EXCL, SHARED)
         except FileExistsError:
             pass  # created by someone else in between: open theirs
-    return os.open(path, _OPEN_FLAGS), False
+        else:
+            restrict(fd, SHARED)  # the umask may have left it as is; never more than 0640
+            return fd, True
+    fd = os.open(path, _OPEN_FLAGS)
+    restrict(fd, SHARED)
+    return fd, False
 
 
 def _write_all(fd: int, payload: bytes) -> None:
