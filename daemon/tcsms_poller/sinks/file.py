@@ -17,7 +17,9 @@ daemon was down) is appended to as it is. SIGHUP reopens the path, which is what
 
 Missing parent directories are created; a path that cannot be opened (a directory, a parent that
 is a file, no permission) fails at start with a message naming the path. A failed write (a full
-disk, an I/O error) is cut off again before the batch is retried, so no torn line remains.
+disk, an I/O error) is cut off again before the batch is retried, so no torn line remains. A file
+deleted while open (its directory removed, say) is noticed before the next batch, which goes to
+a new file created at the path, never into the deleted one.
 """
 
 from __future__ import annotations
@@ -168,7 +170,12 @@ class FileSink:
         return committed.offset
 
     def _append(self, payload: bytes) -> FilePosition:
-        if self._fd is None:  # a reopen failed earlier: try again before writing
+        if self._fd is not None and _is_deleted(self._fd):
+            # Removed (with its directory, perhaps) behind our back: writing on would fsync and
+            # acknowledge records into a file nobody can ever read. Start a new one at the path.
+            log.warning("sink.file_deleted", sink=self._name, path=str(self._path))
+            self._close()
+        if self._fd is None:  # deleted, or a reopen failed earlier: open before writing
             try:
                 self._open()
             except OSError as error:
@@ -244,6 +251,14 @@ def _open_or_create(path: Path) -> tuple[int, bool]:
     fd = os.open(path, _OPEN_FLAGS)
     restrict(fd, SHARED)
     return fd, False
+
+
+def _is_deleted(fd: int) -> bool:
+    """Whether the open file has no name left (its last link was removed)."""
+    try:
+        return os.fstat(fd).st_nlink == 0
+    except OSError:
+        return False  # the write that follows reports what is wrong
 
 
 def _write_all(fd: int, payload: bytes) -> None:
