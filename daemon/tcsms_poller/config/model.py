@@ -271,6 +271,7 @@ def _collect_secrets(value: object, found: list[SecretValue]) -> None:
     if isinstance(value, SecretValue):
         found.append(value)
     elif isinstance(value, ConfigModel):
+        found.extend(value.hidden_secrets())
         for name in type(value).model_fields:
             _collect_secrets(getattr(value, name), found)
     elif isinstance(value, tuple | list):
