@@ -43,7 +43,14 @@ def test_lines_that_differ_in_any_value_are_all_written() -> None:
     """Only lines equal in every key but the time stamp count as repeats."""
     throttle = RepeatThrottle(10.0, clock=Clock())
     for index in range(50):
-        throttle(None, "info", {"event": "poll.completed", "new": index})
+        throttle(None, "warning", {"event": "poll.failed", "level": "warning", "attempt": index})
+
+
+def test_lines_below_warning_are_never_held_back() -> None:
+    """Two reloads in a row are two events, logged twice."""
+    throttle = RepeatThrottle(10.0, clock=Clock())
+    for _ in range(3):
+        throttle(None, "info", {"event": "daemon.reloaded", "level": "info"})
 
 
 def test_a_stdlib_flood_reaches_the_log_as_one_line() -> None:
@@ -59,6 +66,6 @@ def test_a_stdlib_flood_reaches_the_log_as_one_line() -> None:
 @pytest.mark.parametrize("value", [{1: object()}, [{"a"}, {1}]])
 def test_values_that_cannot_be_compared_are_written(value: object) -> None:
     throttle = RepeatThrottle(10.0, clock=Clock())
-    event: dict[Any, Any] = {"event": "x", "value": value, 1: "mixed keys"}
+    event: dict[Any, Any] = {"event": "x", "level": "error", "value": value, 1: "mixed keys"}
     assert throttle(None, "info", dict(event)) == event
     assert throttle(None, "info", dict(event)) == event

@@ -2,9 +2,10 @@
 
 A failure that repeats in a tight loop (``accept()`` out of file descriptors, a connection cap
 hit by every newcomer) must not write megabytes a second: the disk fills, the journal rotates
-away what mattered, and the logging itself slows the daemon. So a line identical to one written
-less than ``interval`` ago (every key but the time stamp) is dropped and counted; the first
-identical line after the interval is written with ``repeated`` set to how many were dropped.
+away what mattered, and the logging itself slows the daemon. So a warning or error identical to
+one written less than ``interval`` ago (every key but the time stamp) is dropped and counted;
+the first identical line after the interval is written with ``repeated`` set to how many were
+dropped. Lines below warning are events, not failures, and always written.
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ from structlog.typing import EventDict, WrappedLogger
 __all__ = ["RepeatThrottle"]
 
 _IGNORED_KEYS = frozenset({"ts"})
+_THROTTLED_LEVELS = frozenset({"warning", "error", "critical", "exception"})
 _MAX_TRACKED = 1024  # distinct lines remembered; beyond, the oldest are forgotten
 
 
 class RepeatThrottle:
-    """A structlog processor: identical lines at most once per ``interval`` seconds."""
+    """A structlog processor: identical warnings and errors at most once per ``interval`` s."""
 
     def __init__(
         self, interval: float = 10.0, *, clock: Callable[[], float] = time.monotonic
@@ -34,6 +36,8 @@ class RepeatThrottle:
         self._lines: dict[str, list[float | int]] = {}  # identity -> [written at, dropped since]
 
     def __call__(self, logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
+        if event_dict.get("level", method_name) not in _THROTTLED_LEVELS:
+            return event_dict
         try:
             identity = repr(sorted((k, v) for k, v in event_dict.items() if k not in _IGNORED_KEYS))
         except Exception:  # noqa: BLE001 (an unsortable or unprintable value: write the line)
