@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
@@ -135,9 +136,15 @@ async def test_a_new_database_is_created_whole_and_private_whatever_the_umask(
 
 
 async def test_an_existing_world_readable_database_is_made_private(tmp_path: Path) -> None:
+    """The file is restricted; the operator's directory is left as it is, with a warning."""
     path = tmp_path / "state.db"
     await a_database_with_records(path)
     path.chmod(0o644)
-    store = await StateStore.open(path, dedupe_ttl=TTL)
+    os.chmod(tmp_path, 0o755)  # noqa: S103 (the loose directory under test)
+    with captured_logs() as out:
+        store = await StateStore.open(path, dedupe_ttl=TTL)
     await store.aclose()
     assert mode(path) == 0o600
+    assert mode(tmp_path) == 0o755
+    [warning] = json_lines(out)
+    assert (warning["event"], warning["mode"]) == ("state.directory_not_private", "0o755")

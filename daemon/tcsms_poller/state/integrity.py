@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import stat
 import time
 from pathlib import Path
 
@@ -52,6 +53,9 @@ def vet(path: Path) -> None:
         sqlite3.Error, OSError: it could not be read or created at all.
     """
     make_dirs(path.parent, PRIVATE_DIRECTORY)
+    directory_mode = stat.S_IMODE(path.parent.stat().st_mode)
+    if directory_mode & 0o077:  # the operator's directory: said, not changed
+        log.warning("state.directory_not_private", path=str(path.parent), mode=oct(directory_mode))
     if not path.exists():
         _create(path)
         return
