@@ -5,19 +5,32 @@ The daemon's listener and the emulator are parts of a larger program, so here uv
 a socket we bound ourselves (port 0 works, and the real port is known before anyone connects),
 runs its accept loop as one task, and shuts down gracefully when the block exits: requests in
 progress finish (within ``graceful_timeout``), new connections are refused.
+
+uvicorn times out nothing before a connection's first request: a socket that sends nothing, or a
+header a byte at a time, would stay open for ever. So every connection here runs
+``_GuardedH11``: between requests (from the accept, and after each response) it must complete a
+request's headers within ``header_timeout`` or it is closed; and beyond ``max_connections`` open
+at once, the oldest connection with no request in progress is closed to make room (the newcomer
+itself when every one is busy). Requests in progress are the application's to limit.
 """
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any, ClassVar
 
 import anyio
+import structlog
 import uvicorn
 from starlette.types import ASGIApp
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 __all__ = ["serve_asgi"]
+
+log = structlog.get_logger("tcsms_poller.asgi")
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -27,19 +40,90 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+class _GuardedH11(H11Protocol):
+    """uvicorn's HTTP/1.1 connection with a header deadline and a share of a connection cap."""
+
+    header_timeout: ClassVar[float]
+    max_connections: ClassVar[int | None]
+    open_connections: ClassVar[dict[_GuardedH11, None]]  # oldest first
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._deadline: asyncio.TimerHandle | None = None
+
+    @classmethod
+    def configured(cls, header_timeout: float, max_connections: int | None) -> type[_GuardedH11]:
+        """A subclass for one server: its settings and its own set of open connections."""
+        attributes: dict[str, object] = {
+            "header_timeout": header_timeout,
+            "max_connections": max_connections,
+            "open_connections": {},
+        }
+        return type("GuardedH11", (cls,), attributes)
+
+    @property
+    def is_idle(self) -> bool:
+        """No request in progress: between requests, or still receiving a request's headers."""
+        return self.cycle is None or self.cycle.response_complete
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self.open_connections[self] = None
+        if self.max_connections is not None and len(self.open_connections) > self.max_connections:
+            self._make_room()
+        self._arm_deadline()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.open_connections.pop(self, None)
+        self._disarm_deadline()
+        super().connection_lost(exc)
+
+    def handle_events(self) -> None:
+        super().handle_events()
+        if not self.is_idle:  # a request's headers are complete: the app's deadline rules now
+            self._disarm_deadline()
+
+    def on_response_complete(self) -> None:
+        self._arm_deadline()  # before uvicorn starts a pipelined request (which disarms it)
+        super().on_response_complete()
+
+    def _make_room(self) -> None:
+        victim = next((c for c in self.open_connections if c.is_idle and c is not self), self)
+        log.warning("listener.connections_full", limit=self.max_connections)
+        victim.close_idle()
+
+    def close_idle(self) -> None:
+        """Close the connection unless a request is in progress on it."""
+        self._disarm_deadline()
+        if self.is_idle and not self.transport.is_closing():
+            self.open_connections.pop(self, None)
+            self.transport.close()
+
+    def _arm_deadline(self) -> None:
+        self._disarm_deadline()
+        self._deadline = self.loop.call_later(self.header_timeout, self.close_idle)
+
+    def _disarm_deadline(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+
 @asynccontextmanager
 async def serve_asgi(
     app: ASGIApp,
     host: str,
     port: int,
     *,
-    limit_concurrency: int | None = None,
+    max_connections: int | None = None,
+    header_timeout: float = 10.0,
     timeout_keep_alive: float = 5.0,
     graceful_timeout: float = 10.0,
 ) -> AsyncIterator[tuple[str, int]]:
     """Serve ``app`` on ``host:port`` while the block runs; yields the bound (host, port).
 
-    ``limit_concurrency`` caps connections and tasks at once; beyond it uvicorn answers 503.
+    A connection must complete each request's headers within ``header_timeout`` seconds; at most
+    ``max_connections`` stay open (the oldest idle one makes room for a newcomer).
 
     Raises:
         OSError: the address cannot be bound (in use, not local, no permission).
@@ -48,6 +132,7 @@ async def serve_asgi(
     bound_host, bound_port = sock.getsockname()[:2]
     config = uvicorn.Config(
         app,
+        http=_GuardedH11.configured(header_timeout, max_connections),
         lifespan="off",
         # No log_config and no log_level: uvicorn then leaves the process's logging alone (its
         # loggers propagate into ours, masked like everything else); access_log=False would
@@ -55,8 +140,7 @@ async def serve_asgi(
         log_config=None,
         log_level=None,
         server_header=False,
-        limit_concurrency=limit_concurrency,
-        timeout_keep_alive=int(timeout_keep_alive),
+        timeout_keep_alive=max(1, int(timeout_keep_alive)),
         timeout_graceful_shutdown=int(graceful_timeout),
     )
     config.load()

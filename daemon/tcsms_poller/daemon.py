@@ -28,6 +28,7 @@ from tcsms_poller.exits import ConfigError
 from tcsms_poller.health import HealthBoard
 from tcsms_poller.housekeeping import Housekeeper
 from tcsms_poller.intake import Intake
+from tcsms_poller.masking import Masker
 from tcsms_poller.metrics import Metrics
 from tcsms_poller.sdnotify import Notifier, run_watchdog
 from tcsms_poller.sinks.fleet import SinkFleet
@@ -83,7 +84,7 @@ class Daemon:
     ) -> None:
         self.config = config
         self.metrics = Metrics()
-        self.board = HealthBoard(clock)
+        self.board = HealthBoard(clock, masker=Masker(config.secrets()))  # /healthz is public
         self._config_path = config_path
         self._notifier = notifier or Notifier(None)
         self._clock = clock

@@ -178,6 +178,11 @@ class ConfigModel(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    def hidden_secrets(self) -> list[SecretValue]:
+        """Secrets inside values that are not ``Secret`` fields (a URL's password), for the log
+        masker; ``Secret`` fields are found without this."""
+        return []
+
     @model_validator(mode="before")
     @classmethod
     def _secret_files(cls, data: Any, info: ValidationInfo) -> Any:

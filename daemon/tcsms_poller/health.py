@@ -3,6 +3,10 @@
 A part is unhealthy when it says so (a permanent API error, a database failure) or when it has
 been failing for longer than its grace period (a sink retrying for too long). Recovery is the
 first success after that.
+
+``/healthz`` answers without authentication, so a reason is masked like a log line (secrets,
+phone numbers) and cut to ``REASON_LIMIT`` characters on one line: a downstream's answer or
+Tencent's error text shows as a short excerpt, never whole.
 """
 
 from __future__ import annotations
@@ -12,7 +16,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Health", "HealthBoard"]
+from tcsms_poller.masking import Masker
+
+__all__ = ["REASON_LIMIT", "Health", "HealthBoard"]
+
+REASON_LIMIT = 300
 
 
 @dataclass(slots=True)
@@ -22,6 +30,7 @@ class Health:
     name: str
     kind: str
     clock: Callable[[], float] = field(default=time.time, repr=False)
+    masker: Masker = field(default_factory=Masker, repr=False)
     failing_since: float | None = None
     grace: float = 0.0
     reason: str | None = None
@@ -39,7 +48,7 @@ class Health:
         if self.failing_since is None:
             self.failing_since = self.clock()
         self.grace = grace
-        self.reason = reason
+        self.reason = _excerpt(self.masker.text(reason))
 
     @property
     def is_healthy(self) -> bool:
@@ -64,13 +73,16 @@ class Health:
 class HealthBoard:
     """Every part's ``Health``, registered at start."""
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, clock: Callable[[], float] = time.time, *, masker: Masker | None = None
+    ) -> None:
         self._clock = clock
+        self._masker = masker or Masker()  # numbers only: the daemon passes its secrets too
         self._parts: dict[str, Health] = {}
 
     def register(self, name: str, kind: str) -> Health:
         """A new (healthy) entry; registering a name again replaces it (e.g. a reloaded sink)."""
-        health = Health(name=name, kind=kind, clock=self._clock)
+        health = Health(name=name, kind=kind, clock=self._clock, masker=self._masker)
         self._parts[name] = health
         return health
 
@@ -90,3 +102,9 @@ class HealthBoard:
     def describe(self) -> list[dict[str, Any]]:
         """Every part's summary, by name."""
         return [self._parts[name].describe() for name in sorted(self._parts)]
+
+
+def _excerpt(text: str) -> str:
+    """``text`` on one line, at most ``REASON_LIMIT`` characters."""
+    line = " ".join(text.split())
+    return line if len(line) <= REASON_LIMIT else line[: REASON_LIMIT - 1] + "…"

@@ -78,10 +78,12 @@ class Intake:
         rejected: Sequence[RejectedItem] = (),
         also: Transaction[None] | None = None,
     ) -> CommitResult:
-        """Commit, retrying a failing database forever, shielded from cancellation.
+        """Commit, retrying whatever fails forever, shielded from cancellation.
 
-        What a queue pull returned exists nowhere else: if the disk fails we hold the page and
-        retry (reporting unhealthy) rather than pull again, and a shutdown waits for the commit.
+        What a queue pull returned exists nowhere else: if the disk fails, or anything else in
+        the commit path does (an overflow, a bug), we hold the page and retry (reporting the
+        worker unhealthy with the cause) rather than pull again, and a shutdown waits for the
+        commit.
         """
         with anyio.CancelScope(shield=True):
             return await self._retry_commit(records, source, health, rejected, also)
@@ -100,17 +102,20 @@ class Intake:
         while True:
             try:
                 return await self.commit(records, source=source, rejected=rejected, also=also)
-            except StateError as error:
-                health.failed(str(error))  # it names the state database
+            except Exception as error:  # whatever it is, the page exists nowhere else: keep it
+                database = isinstance(error, StateError)  # it names the state database
+                cause = str(error) if database else f"internal error in commit: {error!r}"
+                health.failed(cause)
                 log.error(
                     "state.commit_failed",
                     worker=health.name,
                     records=len(records),
-                    error=str(error),
+                    error=cause,
                     attempt=attempt,
+                    exc_info=not database and attempt == 0,  # a bug's traceback, once
                 )
-                await anyio.sleep(backoff.delay(attempt, rng=self._rng))
-                attempt += 1
+            await anyio.sleep(backoff.delay(attempt, rng=self._rng))
+            attempt += 1
 
     def _count(
         self, records: Sequence[Record], result: CommitResult, source: str, rejected: int

@@ -4,7 +4,8 @@ Every line, from our structlog loggers or from stdlib ``logging`` (uvicorn, http
 
     get_logger(...).info(...) ─ level filter ─ contextvars, level ───────────────┐
     logging record ─ root handler ─ contextvars, level, logger name ─────────────┤
-        ts (not under journald), stack, exception text, Masker, JSON or console ─┴─> one line
+        ts (not under journald), stack, exception text, Masker, repeats throttled
+        (logthrottle.py), JSON or console ──────────────────────────────────────┴─> one line
 
 Events are dotted snake_case (``poll.completed``) with data in keys (``app_id``, ``worker``,
 ``action``, ``sink``, ``request_id``); lines start with ``ts``, ``level``, ``event``, ``logger``.
@@ -27,6 +28,7 @@ import structlog
 from structlog.typing import EventDict, FilteringBoundLogger, Processor, WrappedLogger
 
 from tcsms_poller.fields import SecretValue
+from tcsms_poller.logthrottle import RepeatThrottle
 from tcsms_poller.masking import Masker
 
 __all__ = ["configure_logging", "get_logger", "lost_lines"]
@@ -92,6 +94,8 @@ class _Handler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             line = self.format(record)
+        except structlog.DropEvent:  # a repeat the throttle holds back
+            return
         except Exception:  # noqa: BLE001 (a record must never crash the library that logs it)
             # handleError() would print the raw, unmasked record: say only that it failed.
             line = json.dumps(
@@ -131,7 +135,8 @@ def _with_priority(render: Processor) -> Processor:
 
 
 def _tail(masker: Masker, *, console: bool, journald: bool, colors: bool) -> list[Processor]:
-    """The processors every line runs through, wherever it came from; masking runs last."""
+    """The processors every line runs through, wherever it came from; masking comes before
+    anything that compares or renders values."""
     render: Processor = _render_json
     if console:
         render = structlog.dev.ConsoleRenderer(
@@ -143,6 +148,7 @@ def _tail(masker: Masker, *, console: bool, journald: bool, colors: bool) -> lis
         structlog.processors.StackInfoRenderer(),
         structlog.processors.format_exc_info,
         masker,
+        RepeatThrottle(),  # after the masker: it compares plain values, never calls a repr
         _with_priority(render) if journald else render,
     ]
 

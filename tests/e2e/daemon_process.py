@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -139,10 +141,13 @@ async def running_daemon(
     environ: Mapping[str, str] | None = None,
     wait_ready: bool = True,
     stdout: int | None = None,
+    open_files: tuple[int, int] | None = None,
+    umask: int | None = None,
 ) -> AsyncIterator[DaemonProcess]:
     """Start ``tcsms-poller <command>`` on ``config``; kill it on the way out if still running.
 
-    Its output goes to ``daemon.log``, or to the file descriptor ``stdout`` when given.
+    Its output goes to ``daemon.log``, or to the file descriptor ``stdout`` when given; it starts
+    with ``open_files`` (soft, hard) as its ``RLIMIT_NOFILE`` and with ``umask``, when given.
     """
     directory.mkdir(parents=True, exist_ok=True)
     config_path = directory / "config.yaml"
@@ -155,6 +160,7 @@ async def running_daemon(
             stdout=log_file if stdout is None else stdout,
             stderr=subprocess.STDOUT,
             env=env,
+            preexec_fn=partial(_prepare_child, open_files, umask),
         )
         daemon = DaemonProcess(process, notify, log_path)
         try:
@@ -165,3 +171,11 @@ async def running_daemon(
             if process.poll() is None:
                 process.kill()
                 await daemon.wait()
+
+
+def _prepare_child(open_files: tuple[int, int] | None, umask: int | None) -> None:
+    """In the child before exec: the open-files limit and umask the daemon starts with."""
+    if open_files is not None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, open_files)
+    if umask is not None:
+        os.umask(umask)

@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 
 from tcsms_poller.cli import build_parser
-from tcsms_poller.config import load_config
+from tcsms_poller.config import ServerSettings, load_config
 from tcsms_poller.exits import EX_CONFIG, EX_USAGE
+from tcsms_poller.rlimits import connection_cap
 from tcsms_poller.sdnotify import Notifier
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -169,6 +170,15 @@ def test_the_watchdog_is_pinged_twice_per_period() -> None:
     notifier = Notifier.from_environ(environ)
     assert notifier.watchdog_interval == 15.0
     assert notifier.watchdog_timeout == 30.0  # a state write hung this long: no more pings
+
+
+def test_the_open_files_limit_leaves_room_for_the_listeners_connections() -> None:
+    """LimitNOFILE= sets soft and hard alike (the system-call filter forbids raising it from
+    inside): at least twice the default ``max_connections``, which is capped at half of it."""
+    limit = int(service_value("LimitNOFILE"))
+    default = ServerSettings.model_fields["max_connections"].default
+    assert connection_cap(default, limit) == default
+    assert "@resources" in " ".join(service_values("SystemCallFilter"))
 
 
 def test_it_runs_as_a_dynamic_user_with_its_own_directories() -> None:

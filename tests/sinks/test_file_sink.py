@@ -198,6 +198,22 @@ async def test_reopen_follows_logrotate_create_mode(tmp_path: Path) -> None:
 
 
 @pytest.mark.anyio
+async def test_a_batch_after_the_file_is_deleted_goes_to_a_new_file(tmp_path: Path) -> None:
+    """Removed with its directory: the next batch creates both again, never writing into the
+    deleted file, and its ack names the new file."""
+    path = tmp_path / "out" / "records.jsonl"
+    sink = make_sink(path)
+    await sink.open()
+    await sink.send(outbox_records("a"))
+    shutil.rmtree(path.parent)
+    ack = await sink.send(outbox_records("b", first_seq=2))
+    await sink.aclose()
+    assert path.read_bytes() == lines("b")
+    info = path.stat()
+    assert ack.position == {"offset": len(lines("b")), "inode": info.st_ino, "device": info.st_dev}
+
+
+@pytest.mark.anyio
 async def test_reopen_of_the_same_file_continues_where_it_was(tmp_path: Path) -> None:
     """A SIGHUP without rotation changes nothing in the file."""
     path = tmp_path / "records.jsonl"

@@ -149,4 +149,5 @@ async def test_answers_lost_in_flight_are_counted_and_everything_else_arrives_on
     assert len(delivered) == len(set(delivered)) == total - stats["lost_items"]
     assert set(delivered) <= {r["serial_no"] for r in receipts}
     warnings = [e for e in json_lines(out) if e["event"] == "tencent.queue_answer_lost"]
-    assert len(warnings) == struck
+    # Identical warnings within the log throttle's interval are one line; the metric counts all.
+    assert 1 <= len(warnings) <= struck

@@ -64,10 +64,20 @@ def execute(args: argparse.Namespace) -> int:
     daemon = Daemon(config, config_path=args.config, notifier=Notifier.from_environ())
     try:
         anyio.run(serve_until_signalled, daemon, backend="asyncio")
-    except StateError as error:
-        log.error("daemon.failed", error=str(error))
-        return EX_FAILURE
-    except OSError as error:  # a sink that cannot open its file, a port in use
-        log.error("daemon.failed", error=f"{type(error).__name__}: {error}")
-        return EX_FAILURE
+    except (StateError, OSError, ExceptionGroup) as raised:
+        error = _sole_error(raised)  # task groups wrap what a start raised
+        if isinstance(error, StateError):
+            log.error("daemon.failed", error=str(error))
+            return EX_FAILURE
+        if isinstance(error, OSError):  # a sink that cannot open its file, a port in use
+            log.error("daemon.failed", error=f"{type(error).__name__}: {error}")
+            return EX_FAILURE
+        raise
     return EX_OK
+
+
+def _sole_error(error: BaseException) -> BaseException:
+    """The one error inside (nested) exception groups of one member each, else ``error``."""
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return error

@@ -183,6 +183,8 @@ class ServerSettings(ConfigModel):
     callback_secret: Secret
     max_body: ByteSize = 1024 * 1024
     max_concurrency: int = Field(default=64, ge=1, le=10_000)
+    max_connections: int = Field(default=1024, ge=1, le=100_000)
+    header_timeout: Duration = Field(default=10.0, gt=0)
     request_timeout: Duration = 30.0
 
     @field_validator("listen")
@@ -270,6 +272,7 @@ def _collect_secrets(value: object, found: list[SecretValue]) -> None:
     if isinstance(value, SecretValue):
         found.append(value)
     elif isinstance(value, ConfigModel):
+        found.extend(value.hidden_secrets())
         for name in type(value).model_fields:
             _collect_secrets(getattr(value, name), found)
     elif isinstance(value, tuple | list):

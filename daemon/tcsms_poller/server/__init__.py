@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 import structlog
 
 from tcsms_poller.asgi import serve_asgi
+from tcsms_poller.rlimits import connection_cap, raise_open_files_limit
 from tcsms_poller.server.app import build_app
 from tcsms_poller.server.context import ListenerContext
 
@@ -28,7 +29,8 @@ async def serving(ctx: ListenerContext) -> AsyncIterator[tuple[str, int]]:
         build_app(ctx),
         settings.host,
         settings.port,
-        limit_concurrency=settings.max_concurrency,
+        max_connections=connection_cap(settings.max_connections, raise_open_files_limit()),
+        header_timeout=settings.header_timeout,
     ) as (host, port):
         log.info("listener.started", url=f"http://{host}:{port}")
         yield host, port

@@ -9,6 +9,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
+from tcsms_poller.server.admission import Admission
 from tcsms_poller.server.api import add_conversions, list_numbers, track_number, untrack_number
 from tcsms_poller.server.callbacks import receive_callback
 from tcsms_poller.server.context import ListenerContext
@@ -42,7 +43,10 @@ def build_routes() -> list[Route]:
 
 
 def build_app(ctx: ListenerContext) -> ASGIApp:
-    """The ASGI app for ``ctx``; limits on concurrency are the server's (``limit_concurrency``)."""
+    """The ASGI app for ``ctx``, with its limits on requests in progress and on their time.
+
+    Limits on connections are the server's (``serving``).
+    """
     routes = build_routes()
     app = Starlette(
         routes=routes,
@@ -52,8 +56,6 @@ def build_app(ctx: ListenerContext) -> ASGIApp:
         },
     )
     app.state.ctx = ctx
-    return RequestCounter(
-        Deadline(app, seconds=ctx.settings.request_timeout),
-        routes=routes,
-        counter=ctx.metrics.http_requests,
-    )
+    timed = Deadline(app, seconds=ctx.settings.request_timeout)
+    admitted = Admission(timed, limit=ctx.settings.max_concurrency)
+    return RequestCounter(admitted, routes=routes, counter=ctx.metrics.http_requests)

@@ -6,9 +6,8 @@ trickles its body would otherwise hold a slot (and a worker's attention) indefin
 
 from __future__ import annotations
 
-import json
-
 import anyio
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["CALLBACK_PREFIX", "Deadline"]
@@ -47,15 +46,4 @@ class Deadline:
                 if scope["path"].startswith(CALLBACK_PREFIX)
                 else {"error": message}
             )
-            body = json.dumps(answer).encode()
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 503,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"content-length", str(len(body)).encode()),
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": body})
+            await JSONResponse(answer, status_code=503)(scope, receive, send)

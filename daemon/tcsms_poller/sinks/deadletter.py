@@ -28,6 +28,7 @@ from pathlib import Path
 import anyio.to_thread
 import orjson
 
+from tcsms_poller.permissions import SHARED, SHARED_DIRECTORY, make_dirs, restrict
 from tcsms_poller.records import format_received_at
 from tcsms_poller.sinks.base import OutboxRecord
 
@@ -58,11 +59,13 @@ class DeadLetterFile:
 
 
 def _append(path: Path, payload: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("ab") as file:
+    make_dirs(path.parent, SHARED_DIRECTORY)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, SHARED)
+    with open(fd, "ab") as file:
+        restrict(fd, SHARED)  # records carry phone numbers: never world-readable
         file.write(payload)
         file.flush()
-        os.fsync(file.fileno())
+        os.fsync(fd)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,8 +110,9 @@ class ReplayQueue:
     @contextmanager
     def _locked(self) -> Iterator[None]:
         """The command appends while a running daemon's drainer trims: one at a time."""
-        self._lock_path.parent.mkdir(parents=True, exist_ok=True)
-        with self._lock_path.open("ab") as lock:
+        make_dirs(self._lock_path.parent, SHARED_DIRECTORY)
+        fd = os.open(self._lock_path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, SHARED)
+        with open(fd, "ab") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             yield
 
@@ -149,7 +153,9 @@ class ReplayQueue:
                 self.path.unlink(missing_ok=True)
                 return
             temporary = self.path.with_name(self.path.name + ".tmp")
-            with temporary.open("wb") as file:
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, SHARED)
+            with open(fd, "wb") as file:
+                restrict(fd, SHARED)
                 file.write(b"".join(record.data + b"\n" for record in rest))
                 file.flush()
                 os.fsync(file.fileno())

@@ -17,7 +17,9 @@ daemon was down) is appended to as it is. SIGHUP reopens the path, which is what
 
 Missing parent directories are created; a path that cannot be opened (a directory, a parent that
 is a file, no permission) fails at start with a message naming the path. A failed write (a full
-disk, an I/O error) is cut off again before the batch is retried, so no torn line remains.
+disk, an I/O error) is cut off again before the batch is retried, so no torn line remains. A file
+deleted while open (its directory removed, say) is noticed before the next batch, which goes to
+a new file created at the path, never into the deleted one.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import anyio.to_thread
 import structlog
 
 from tcsms_poller.fields import ConfigPath
+from tcsms_poller.permissions import SHARED, SHARED_DIRECTORY, make_dirs, restrict
 from tcsms_poller.sinks.base import (
     Ack,
     OutboxRecord,
@@ -45,7 +48,6 @@ __all__ = ["FilePosition", "FileSettings", "FileSink"]
 
 log = structlog.get_logger("tcsms_poller.sinks")
 
-_FILE_MODE = 0o640  # records carry phone numbers: not world-readable
 _OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC
 
 
@@ -168,7 +170,12 @@ class FileSink:
         return committed.offset
 
     def _append(self, payload: bytes) -> FilePosition:
-        if self._fd is None:  # a reopen failed earlier: try again before writing
+        if self._fd is not None and _is_deleted(self._fd):
+            # Removed (with its directory, perhaps) behind our back: writing on would fsync and
+            # acknowledge records into a file nobody can ever read. Start a new one at the path.
+            log.warning("sink.file_deleted", sink=self._name, path=str(self._path))
+            self._close()
+        if self._fd is None:  # deleted, or a reopen failed earlier: open before writing
             try:
                 self._open()
             except OSError as error:
@@ -233,12 +240,25 @@ def _open_or_create(path: Path) -> tuple[int, bool]:
             # Not even opened: a FIFO would block, and a device cannot be truncated or synced.
             raise OSError("not a regular file (use the stdout sink for pipes)")
     except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(path.parent, SHARED_DIRECTORY)
         try:
-            return os.open(path, _OPEN_FLAGS | os.O_CREAT | os.O_EXCL, _FILE_MODE), True
+            fd = os.open(path, _OPEN_FLAGS | os.O_CREAT | os.O_EXCL, SHARED)
         except FileExistsError:
             pass  # created by someone else in between: open theirs
-    return os.open(path, _OPEN_FLAGS), False
+        else:
+            restrict(fd, SHARED)  # the umask may have left it as is; never more than 0640
+            return fd, True
+    fd = os.open(path, _OPEN_FLAGS)
+    restrict(fd, SHARED)
+    return fd, False
+
+
+def _is_deleted(fd: int) -> bool:
+    """Whether the open file has no name left (its last link was removed)."""
+    try:
+        return os.fstat(fd).st_nlink == 0
+    except OSError:
+        return False  # the write that follows reports what is wrong
 
 
 def _write_all(fd: int, payload: bytes) -> None:

@@ -30,6 +30,10 @@ timestamps more than five minutes off (a captured request cannot be replayed lat
 
 Every record appears once per batch but a batch may be posted again after a timeout or a crash:
 receivers dedupe by the record ``id``.
+
+The URL's user info (``user:password@``) and query values are secrets: ``check-config`` shows
+them as ``***``, and logs and errors mask them. With ``secret_path: true`` so is the path (for
+webhooks whose token is part of the path, like ``/hooks/<token>``).
 """
 
 from __future__ import annotations
@@ -39,13 +43,14 @@ import hmac
 import time
 from collections.abc import Callable, Sequence
 from typing import ClassVar, Literal
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import anyio
 import httpx
-from pydantic import AnyHttpUrl, Field
+from pydantic import AnyHttpUrl, Field, field_serializer
 
 from tcsms_poller import __version__
-from tcsms_poller.fields import Duration, Secret
+from tcsms_poller.fields import REDACTED, Duration, Secret, SecretValue
 from tcsms_poller.sinks.base import (
     Ack,
     OutboxRecord,
@@ -56,7 +61,7 @@ from tcsms_poller.sinks.base import (
 )
 from tcsms_poller.sinks.retry_after import parse_retry_after
 
-__all__ = ["HttpSettings", "HttpSink", "sign", "verify_signature"]
+__all__ = ["HttpSettings", "HttpSink", "redact_url", "sign", "url_secrets", "verify_signature"]
 
 SIGNATURE_HEADER = "X-Signature"
 TIMESTAMP_HEADER = "X-Signature-Timestamp"
@@ -71,10 +76,45 @@ class HttpSettings(SinkSettings):
 
     type: Literal["http"] = "http"
     url: AnyHttpUrl
+    secret_path: bool = False
     batch_size: int = Field(default=100, ge=1, le=10_000)
     timeout: Duration = 10.0
     hmac_secret: Secret | None = None
     headers: dict[str, Secret] = Field(default_factory=dict)
+
+    @field_serializer("url", when_used="json")
+    def _redacted_url(self, url: AnyHttpUrl) -> str:
+        return redact_url(str(url), path=self.secret_path)
+
+    def hidden_secrets(self) -> list[SecretValue]:
+        return [SecretValue(part) for part in url_secrets(str(self.url), path=self.secret_path)]
+
+
+def redact_url(url: str, *, path: bool = False) -> str:
+    """``url`` with its user info, query values (and with ``path``, its path) as ``***``."""
+    parts = urlsplit(url)
+    _, at, host = parts.netloc.rpartition("@")
+    netloc = f"{REDACTED}@{host}" if at else host
+    query = "&".join(
+        f"{key}={REDACTED}" if sep else REDACTED
+        for key, sep, _ in (item.partition("=") for item in parts.query.split("&"))
+    )
+    hidden_path = f"/{REDACTED}" if path and parts.path not in ("", "/") else parts.path
+    return urlunsplit((parts.scheme, netloc, hidden_path, query if parts.query else "", ""))
+
+
+def url_secrets(url: str, *, path: bool = False) -> list[str]:
+    """The secret parts of ``url`` as they may appear in text, raw and decoded; parts shorter
+    than four characters are left out (masking them would garble every line, as in the log)."""
+    parts = urlsplit(url)
+    user_info, at, _ = parts.netloc.rpartition("@")
+    found = [user_info, *user_info.split(":", 1)] if at else []
+    if parts.query:
+        found.append(parts.query)
+        found.extend(item.partition("=")[2] for item in parts.query.split("&"))
+    if path and parts.path not in ("", "/"):
+        found.append(parts.path)
+    return sorted({form for part in found for form in (part, unquote(part)) if len(form) >= 4})
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
@@ -123,7 +163,8 @@ class HttpSink:
         self._clock = clock
         self._client: httpx.AsyncClient | None = None
         # Revealed values, to scrub from anything the downstream echoes back into our errors.
-        self._secrets = [s.reveal() for s in (config.hmac_secret, *config.headers.values()) if s]
+        secrets = (config.hmac_secret, *config.headers.values(), *config.hidden_secrets())
+        self._secrets = sorted((s.reveal() for s in secrets if s), key=len, reverse=True)
 
     async def open(self) -> None:
         self._client = self._new_client()
@@ -195,8 +236,8 @@ class HttpSink:
         raise RejectedBatchError(reason)
 
     def _scrub(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
+        for secret in self._secrets:  # longest first: a secret containing another goes whole
+            text = text.replace(secret, REDACTED)
         return text
 
     def _excerpt(self, raw: bytes) -> str:

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from tcsms_poller.permissions import PRIVATE, PRIVATE_DIRECTORY, make_dirs, restrict
 from tcsms_poller.state.store import StateError
 
 __all__ = ["lock_path", "state_lock"]
@@ -31,8 +32,9 @@ def state_lock(database: Path) -> Iterator[None]:
     """Hold the state's lock for the block; ``StateError`` if another process holds it."""
     path = lock_path(database)
     try:
-        database.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        make_dirs(database.parent, PRIVATE_DIRECTORY)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, PRIVATE)
+        restrict(fd, PRIVATE)
     except OSError as error:
         raise StateError(f"cannot create the state lock {path}: {error.strerror}") from None
     try:

@@ -25,7 +25,7 @@ import anyio.to_thread
 
 from tcsms_poller.records import Record
 from tcsms_poller.sinks.base import OutboxRecord
-from tcsms_poller.state import conversions, numbers, outbox
+from tcsms_poller.state import conversions, integrity, numbers, outbox
 from tcsms_poller.state.conversions import PendingConversion
 from tcsms_poller.state.numbers import TrackedNumber
 from tcsms_poller.state.outbox import SinkCursor
@@ -110,7 +110,10 @@ class StateStore:
         """Open (creating and migrating as needed) the database at ``path``."""
 
         def connect() -> tuple[sqlite3.Connection, sqlite3.Connection, SeenIds]:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                integrity.vet(path)  # creates it whole, or refuses a damaged one
+            except integrity.IntegrityError as error:
+                raise StateError(str(error)) from None
             writer = _connect(path, read_only=False, synchronous=synchronous)
             try:
                 migrate(writer)

@@ -1,0 +1,53 @@
+"""Record files are 0640 or stricter whatever the umask: they carry phone numbers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tcsms_poller.sinks.deadletter import DeadLetterFile
+from tests.sinks.test_file_sink import make_sink
+from tests.support.permissions import mode, no_umask
+from tests.support.sink_rig import outbox_records
+
+__all__ = ["no_umask"]  # a fixture
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_a_new_sink_file_and_its_directory_are_not_world_readable(
+    tmp_path: Path, no_umask: None
+) -> None:
+    path = tmp_path / "out" / "records.jsonl"
+    sink = make_sink(path)
+    await sink.open()
+    await sink.send(outbox_records("a"))
+    await sink.aclose()
+    assert mode(path) == 0o640
+    assert mode(path.parent) == 0o750
+
+
+@pytest.mark.parametrize(("before", "after"), [(0o666, 0o640), (0o600, 0o600)])
+async def test_an_existing_sink_file_loses_permissions_beyond_0640(
+    tmp_path: Path, before: int, after: int
+) -> None:
+    """A looser file is restricted to 0640; a stricter one stays as strict."""
+    path = tmp_path / "records.jsonl"
+    path.touch()
+    path.chmod(before)
+    sink = make_sink(path)
+    await sink.open()
+    await sink.aclose()
+    assert mode(path) == after
+
+
+async def test_dead_letters_are_not_world_readable(tmp_path: Path, no_umask: None) -> None:
+    path = tmp_path / "dead" / "file.deadletter.jsonl"
+    await DeadLetterFile(path).write(outbox_records("a"), sink="file", reason="refused", now=0.0)
+    assert mode(path) == 0o640
+    assert mode(path.parent) == 0o750
+    path.chmod(0o644)
+    await DeadLetterFile(path).write(outbox_records("b"), sink="file", reason="refused", now=0.0)
+    assert mode(path) == 0o640
+    assert len(path.read_bytes().splitlines()) == 2
