@@ -14,7 +14,15 @@ from collections.abc import Sequence
 from typing import Protocol, cast
 
 from tcsms_poller import __version__
-from tcsms_poller.exits import EX_CONFIG, EX_FAILURE, EX_OK, EX_USAGE, ConfigError, UsageError
+from tcsms_poller.exits import (
+    EX_CONFIG,
+    EX_FAILURE,
+    EX_OK,
+    EX_USAGE,
+    ConfigError,
+    ReportedError,
+    UsageError,
+)
 
 __all__ = ["main"]
 
@@ -72,6 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in str(error).splitlines():
             print(f"tcsms-poller: configuration error: {line}", file=sys.stderr)
         return EX_CONFIG
+    except ReportedError:
+        return EX_FAILURE
     except UsageError as error:
         print(f"tcsms-poller: {error}", file=sys.stderr)
         return EX_USAGE

@@ -31,7 +31,7 @@ from tcsms_poller.intake import Intake
 from tcsms_poller.metrics import Metrics
 from tcsms_poller.sdnotify import Notifier, run_watchdog
 from tcsms_poller.sinks.fleet import SinkFleet
-from tcsms_poller.state import StateError, StateStore
+from tcsms_poller.state import StateStore
 from tcsms_poller.state.lock import state_lock
 from tcsms_poller.tencent.client import Credentials, RetryPolicy, TencentClient
 from tcsms_poller.tencent.ratelimit import RateLimiters
@@ -287,7 +287,7 @@ class Daemon:
             log.error(
                 "daemon.reload_failed", error=str(error), hint="the previous configuration stays"
             )
-        except (StateError, OSError, LookupError, ImportError) as error:
+        except Exception as error:  # noqa: BLE001 - no file, however broken, stops the daemon
             log.error("daemon.reload_failed", error=f"{type(error).__name__}: {error}")
         else:
             log.info("daemon.reloaded", sinks=self._fleet.names if self._fleet else [])

@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TextIO
+from typing import TextIO, TypeVar
+
+import anyio
+import structlog
 
 from tcsms_poller.config import Config, load_config
+from tcsms_poller.exits import ConfigError, ReportedError
 from tcsms_poller.logs import configure_logging
 from tcsms_poller.units import parse_duration
 
-__all__ = ["add_config_argument", "duration_argument", "load_and_configure"]
+__all__ = ["add_config_argument", "duration_argument", "load_and_configure", "run_reporting"]
+
+T = TypeVar("T")
+log = structlog.get_logger("tcsms_poller.daemon")
 
 
 def add_config_argument(parser: argparse.ArgumentParser) -> None:
@@ -50,3 +58,45 @@ def duration_argument(text: str) -> float:
     if seconds <= 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be more than zero")
     return seconds
+
+
+def run_reporting(func: Callable[[], Awaitable[T]], *, event: str) -> T:
+    """``anyio.run(func)``; a failure is one ``event`` line at error, never a traceback.
+
+    anyio hands a task's exception out of its task group wrapped in an ``ExceptionGroup``, so
+    the reason is found among the group's leaves. A ``ConfigError`` found while starting (a
+    numbers file gone bad) is re-raised, to exit 78; anything else is logged and becomes
+    ``ReportedError`` (exit 1). An unexpected exception keeps its traceback, inside the one
+    JSON line, so ``jq`` still reads the log.
+    """
+    from tcsms_poller.state import StateError  # here: check-config needs no state package
+
+    try:
+        return anyio.run(func, backend="asyncio")
+    except Exception as error:  # every failure must end as one line
+        causes = _leaves(error)
+        for cause in causes:
+            if isinstance(cause, ConfigError):
+                raise cause from None
+        reason = "; ".join(_reason(cause) for cause in causes)
+        unexpected = [c for c in causes if not isinstance(c, StateError | OSError)]
+        if unexpected:
+            log.error(event, error=reason, exc_info=unexpected[0])
+        else:
+            log.error(event, error=reason)
+        raise ReportedError(reason) from None
+
+
+def _leaves(error: BaseException) -> list[BaseException]:
+    """The exceptions inside (nested) exception groups, in order; ``error`` if it is none."""
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for inner in error.exceptions for leaf in _leaves(inner)]
+    return [error]
+
+
+def _reason(error: BaseException) -> str:
+    from tcsms_poller.state import StateError
+
+    if isinstance(error, StateError):
+        return str(error)
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__

@@ -12,11 +12,10 @@ import signal
 import anyio
 import structlog
 
-from tcsms_poller.commands._common import add_config_argument, load_and_configure
+from tcsms_poller.commands._common import add_config_argument, load_and_configure, run_reporting
 from tcsms_poller.daemon import Daemon
-from tcsms_poller.exits import EX_FAILURE, EX_OK
+from tcsms_poller.exits import EX_OK
 from tcsms_poller.sdnotify import Notifier
-from tcsms_poller.state import StateError
 
 __all__ = ["add_arguments", "execute", "serve_until_signalled"]
 
@@ -62,12 +61,7 @@ async def serve_until_signalled(daemon: Daemon, *, stop_after: float | None = No
 def execute(args: argparse.Namespace) -> int:
     config = load_and_configure(args.config)
     daemon = Daemon(config, config_path=args.config, notifier=Notifier.from_environ())
-    try:
-        anyio.run(serve_until_signalled, daemon, backend="asyncio")
-    except StateError as error:
-        log.error("daemon.failed", error=str(error))
-        return EX_FAILURE
-    except OSError as error:  # a sink that cannot open its file, a port in use
-        log.error("daemon.failed", error=f"{type(error).__name__}: {error}")
-        return EX_FAILURE
+    # A state in use or not creatable, a port in use, a sink that cannot open its file: one
+    # daemon.failed line and exit 1.
+    run_reporting(lambda: serve_until_signalled(daemon), event="daemon.failed")
     return EX_OK
