@@ -6,6 +6,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -322,6 +323,56 @@ def test_any_text_gives_a_config_or_a_config_error(tmp_path: Path, text: str) ->
     path.write_text(text, encoding="utf-8", errors="surrogatepass")
     with pytest.raises(ConfigError):
         load_config(path, environ={})
+
+
+_TAGS = ["!!int", "!!float", "!!bool", "!!timestamp", "!!null", "!!str", "!!binary", "!!set", "!x"]
+_hostile_scalars = st.one_of(
+    st.builds(
+        lambda tag, text: f"{tag} {json.dumps(text)}", st.sampled_from(_TAGS), st.text(max_size=8)
+    ),
+    st.builds(lambda digits: "9" * digits, st.integers(1, 6000)),
+    st.sampled_from(["*a", "*b", "~", "1e999", "-.inf", ".nan", "0x1F", "0o17", "2026-13-45"]),
+)
+
+
+@st.composite
+def hostile_documents(draw: st.DrawFn) -> str:
+    """A configuration with tags, aliases (recursive ones too), merges and deep nesting."""
+    depth = draw(st.sampled_from([1, 3, 63, 65, 20_000]))
+    nested = "[" * depth + draw(_hostile_scalars) + "]" * depth
+    fan = ", ".join(["*a"] * draw(st.integers(1, 12)))
+    lines = [
+        "tencent:",
+        f"  secret_id: {draw(_hostile_scalars)}",
+        "  secret_key: &a [x, x, x, x, x, x, x, x, x, x]",
+        f"  timeout: {draw(_hostile_scalars)}",
+        f"x1: &b [{fan}]",
+        f"x2: [{', '.join(['*b'] * draw(st.integers(1, 12)))}]",
+        f"x3: &c {draw(st.sampled_from(['[*c]', '{k: *c}', '{<<: *c}', '{<<: [*a]}', '[1]']))}",
+        f"x4: {nested}",
+        f"{draw(_hostile_scalars)}: 1",
+        "apps:",
+        f"  - sms_sdk_app_id: {draw(_hostile_scalars)}",
+        f"    replies: {{interval: {draw(_hostile_scalars)}}}",
+    ]
+    return "\n".join(lines[:4] + draw(st.permutations(lines[4:9])) + lines[9:]) + "\n"
+
+
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(text=hostile_documents())
+@pytest.mark.timeout(120)
+def test_hostile_yaml_gives_a_config_error_quickly(tmp_path: Path, text: str) -> None:
+    """Tags unfit for their value, huge numbers, alias bombs, cycles, deep nesting: an error
+    naming the file, in well under a second, never a crash or a hang."""
+    path = write(tmp_path, text)
+    started = time.monotonic()
+    with pytest.raises(ConfigError) as raised:
+        load_config(path, environ={})
+    assert time.monotonic() - started < 5
+    for line in str(raised.value).splitlines():
+        assert line.startswith(f"{path}")
 
 
 def test_json_is_yaml_too(tmp_path: Path) -> None:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 import yaml
 
-from tcsms_poller.exits import EX_FAILURE
+from tcsms_poller.exits import EX_CONFIG, EX_FAILURE
 from tcsms_poller.state.lock import state_lock
-
-ENV = {"PATH": "/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE": "1"}
+from tests.e2e.daemon_process import running_daemon
+from tests.support.cli import run_cli
 
 
 def base_config(tmp_path: Path) -> dict[str, Any]:
@@ -27,7 +27,16 @@ def base_config(tmp_path: Path) -> dict[str, Any]:
             "secret_key": "examplesecretkey0000000000000000",
             "endpoint": "http://127.0.0.1:9",
         },
-        "apps": [{"sms_sdk_app_id": "1400006666"}],
+        # Nothing to poll: these tests are about starting, reloading and stopping.
+        "apps": [
+            {
+                "sms_sdk_app_id": "1400006666",
+                "replies": {"enabled": False},
+                "by_number": {"enabled": False},
+                "statistics": {"enabled": False},
+                "conversions": {"enabled": False},
+            }
+        ],
         "state": {"path": str(tmp_path / "state" / "state.db")},
         "sinks": [{"type": "file", "path": str(tmp_path / "records.jsonl")}],
         "log": {"format": "json"},
@@ -37,14 +46,7 @@ def base_config(tmp_path: Path) -> dict[str, Any]:
 def run_daemon(tmp_path: Path, config: dict[str, Any]) -> subprocess.CompletedProcess[str]:
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
-    return subprocess.run(
-        [sys.executable, "-m", "tcsms_poller", "run", "-c", str(path)],
-        capture_output=True,
-        text=True,
-        check=False,
-        env=ENV,
-        timeout=60,
-    )
+    return run_cli("run", "-c", str(path))
 
 
 @contextmanager
@@ -101,3 +103,36 @@ def test_a_startup_failure_is_one_json_line_and_exit_1(tmp_path: Path, failure: 
     assert reason in errors[0]["error"]
     assert "exception" not in errors[0]
     assert "Traceback" not in result.stdout
+
+
+@pytest.mark.parametrize("broken", ["x: !!int notanumber\n", "x: &a [*a]\n"])
+def test_a_broken_file_at_start_exits_78(tmp_path: Path, broken: str) -> None:
+    """A file PyYAML cannot construct is a configuration error: 78 stops systemd's restarts."""
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(base_config(tmp_path)) + broken)
+    result = run_cli("run", "-c", str(path))
+    assert result.returncode == EX_CONFIG
+    assert result.stdout == ""
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"tcsms-poller: configuration error: {path}:")
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "broken", ["x: !!int notanumber\n", "x: &a [*a]\n", "x: " + "[" * 20_000 + "]" * 20_000]
+)
+async def test_sighup_with_a_broken_file_keeps_the_daemon_running(
+    tmp_path: Path, broken: str
+) -> None:
+    """daemon.reload_failed, the old configuration stays, and SIGTERM still drains (exit 0)."""
+    config = base_config(tmp_path)
+    async with running_daemon(tmp_path / "daemon", config) as daemon:
+        config_path = tmp_path / "daemon" / "config.yaml"
+        config_path.write_text(config_path.read_text() + broken)
+        seen = len(daemon.notify.messages)
+        daemon.signal(signal.SIGHUP)
+        await daemon.wait_for_notify("READY=1", timeout=30, after=seen)
+        [failed] = daemon.events("daemon.reload_failed")
+        assert "invalid YAML" in failed["error"] or "is not an integer" in failed["error"]
+        await daemon.stop(expect=0)
+    assert daemon.events("daemon.stopped")
