@@ -15,13 +15,15 @@ COPY daemon/ ./daemon/
 # Exact versions from constraints.txt; the same venv layout as the systemd install.
 RUN python -m venv /opt/tcsms-poller \
  && /opt/tcsms-poller/bin/pip install --no-cache-dir -c constraints.txt . \
- && /opt/tcsms-poller/bin/tcsms-poller --version
+ && /opt/tcsms-poller/bin/tcsms-poller --version \
+ && /opt/tcsms-poller/bin/tcsms-poller example-config > /dev/null
 
 # --- runtime: the venv alone on the same base (its python symlink points at the same path) -------
 FROM python:3.11-slim-bookworm
 COPY --from=build /opt/tcsms-poller /opt/tcsms-poller
 # PYTHONUNBUFFERED: each log line reaches `docker logs` as it is written.
-# TCSMS_STATE_PATH: config.example.yaml's state.path follows it into the volume.
+# TCSMS_STATE_PATH: the example configuration's state.path follows it into the volume (the
+# example ships in the package: `docker run --rm tcsms-poller example-config`).
 # CREDENTIALS_DIRECTORY: `secret_key_file: tencent-secret-key` finds Docker/compose secrets, as
 # under systemd it finds LoadCredential= ones: one configuration serves both.
 ENV PATH=/opt/tcsms-poller/bin:$PATH \

@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "once": ("once", "one pass of every enabled worker, drain the outbox to every sink, exit"),
     "demo": ("demo", "run the daemon against the built-in emulator, no configuration needed"),
     "check-config": ("check_config", "validate a configuration and print it, secrets redacted"),
+    "example-config": ("example_config", "print the example configuration: every option, defaults"),
     "status": ("status", "outbox depth per sink, tracked numbers, cursors, last errors"),
     "report-conversion": ("report_conversion", "report one conversion now and print the result"),
     "emulator": ("emulator", "serve the fake Tencent SMS API alone"),

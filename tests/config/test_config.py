@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from tcsms_poller.config import load_config, read_numbers_file, render_config
 from tcsms_poller.exits import EX_CONFIG, ConfigError
+from tests.support.cli import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 MINIMAL = """\
@@ -199,29 +200,60 @@ def test_a_bad_number_in_a_plain_numbers_file_names_its_line(tmp_path: Path) -> 
         read_numbers_file(path)
 
 
-def test_the_example_configuration_passes_check_config(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tcsms_poller",
-            "check-config",
-            "-c",
-            str(ROOT / "config.example.yaml"),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        env={"PATH": "/usr/bin:/bin"},
+EXAMPLE = ROOT / "daemon" / "tcsms_poller" / "config.example.yaml"
+OWN_CREDENTIALS = {
+    "TENCENTCLOUD_SECRET_ID": "AKIDz8krbsJ5yKBZQpn74WFkmLPx3EXAMPLE",
+    "TENCENTCLOUD_SECRET_KEY": "Gu5t9xGARNpq86cd98joQYCN3EXAMPLE",
+    "TCSMS_SMS_SDK_APP_ID": "1400123456",
+}
+EMULATOR_CREDENTIALS = {
+    "TENCENTCLOUD_SECRET_ID": "AKIDEMULATOR000000000000000000000000",
+    "TENCENTCLOUD_SECRET_KEY": "emulatorsecretkey000000000000000",
+    "TCSMS_SMS_SDK_APP_ID": "1400006666",
+}
+
+
+def test_the_example_configuration_passes_check_config_with_its_variables_set() -> None:
+    """``example-config`` prints the shipped file; with its three variables it is valid."""
+    printed = run_cli("example-config")
+    assert printed.returncode == 0
+    assert printed.stdout == EXAMPLE.read_text()
+    result = run_cli("check-config", "-c", str(EXAMPLE), env=OWN_CREDENTIALS)
+    assert (result.returncode, result.stderr) == (0, "")
+    rendered = yaml.safe_load(result.stdout)
+    assert rendered["tencent"]["secret_key"] == "***"
+    assert rendered["tencent"]["endpoint"] == "https://sms.tencentcloudapi.com"
+    assert rendered["apps"][0]["by_number"]["numbers"] == []  # no made-up number is tracked
+
+
+def test_the_example_has_no_fallback_credentials() -> None:
+    """Required means required: without its variables the example names each missing one."""
+    result = run_cli("check-config", "-c", str(EXAMPLE))
+    assert result.returncode == EX_CONFIG
+    missing = re.findall(r"environment variable (\w+) is not set", result.stderr)
+    assert missing == ["TENCENTCLOUD_SECRET_ID", "TENCENTCLOUD_SECRET_KEY", "TCSMS_SMS_SDK_APP_ID"]
+
+
+def test_check_config_warns_of_emulator_credentials_on_the_real_endpoint() -> None:
+    result = run_cli("check-config", "-q", "-c", str(EXAMPLE), env=EMULATOR_CREDENTIALS)
+    assert result.returncode == 0
+    assert result.stderr == (
+        "tcsms-poller: warning: tencent: the emulator's credentials with the endpoint "
+        "https://sms.tencentcloudapi.com, which is not the emulator (every request will fail "
+        "with AuthFailure): set your own secret_id and secret_key, or point endpoint at the "
+        "emulator\n"
     )
-    assert result.returncode == 0, result.stderr
-    assert "emulatorsecretkey" not in result.stdout
-    assert yaml.safe_load(result.stdout)["tencent"]["secret_key"] == "***"
+
+
+def test_emulator_credentials_on_a_loopback_endpoint_are_fine() -> None:
+    env = {**EMULATOR_CREDENTIALS, "TCSMS_ENDPOINT": "http://127.0.0.1:9000"}
+    result = run_cli("check-config", "-q", "-c", str(EXAMPLE), env=env)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
 
 
 def test_the_example_documents_every_option() -> None:
     """Every key of the model appears in config.example.yaml (commented or not)."""
-    example = (ROOT / "config.example.yaml").read_text()
+    example = EXAMPLE.read_text()
     from tcsms_poller.config import Config
     from tcsms_poller.sinks.file import FileSettings
     from tcsms_poller.sinks.http import HttpSettings

@@ -7,9 +7,11 @@ secret is ``***``, so the output can be pasted into a ticket.
 from __future__ import annotations
 
 import argparse
+import sys
 
 from tcsms_poller.commands._common import add_config_argument
 from tcsms_poller.config import load_config, render_config
+from tcsms_poller.config.advice import config_warnings
 from tcsms_poller.exits import EX_OK
 
 __all__ = ["add_arguments", "execute"]
@@ -24,6 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def execute(args: argparse.Namespace) -> int:
     config = load_config(args.config)
+    for warning in config_warnings(config):
+        print(f"tcsms-poller: warning: {warning}", file=sys.stderr)
     if not args.quiet:
         print(f"# {config.source}: valid")
         print(render_config(config), end="")

@@ -13,6 +13,7 @@ import anyio
 import structlog
 
 from tcsms_poller.commands._common import add_config_argument, load_and_configure, run_reporting
+from tcsms_poller.config.advice import config_warnings
 from tcsms_poller.daemon import Daemon
 from tcsms_poller.exits import EX_OK
 from tcsms_poller.sdnotify import Notifier
@@ -60,6 +61,8 @@ async def serve_until_signalled(daemon: Daemon, *, stop_after: float | None = No
 
 def execute(args: argparse.Namespace) -> int:
     config = load_and_configure(args.config)
+    for warning in config_warnings(config):
+        log.warning("config.warning", warning=warning)
     daemon = Daemon(config, config_path=args.config, notifier=Notifier.from_environ())
     # A state in use or not creatable, a port in use, a sink that cannot open its file: one
     # daemon.failed line and exit 1.
