@@ -42,9 +42,11 @@ USER 10001:10001
 EXPOSE 8787
 # What the daemon treats as "stop gracefully"; give it time: docker run --stop-timeout 60.
 STOPSIGNAL SIGTERM
-# Needs `server` in the configuration; a 0.0.0.0 listener is asked on 127.0.0.1.
+# Needs `server` in the configuration. The daemon writes its /healthz URL (a 0.0.0.0 listener
+# asked on 127.0.0.1) beside its state once the listener serves: the check parses no
+# configuration and needs none of its secrets or environment.
 HEALTHCHECK --interval=30s --timeout=10s --start-period=60s --retries=3 \
-    CMD ["tcsms-poller", "healthcheck", "-c", "/etc/tcsms-poller/config.yaml"]
+    CMD ["tcsms-poller", "healthcheck", "--url-file", "/var/lib/tcsms-poller/healthz.url"]
 # Exec form: no shell between the runtime and the daemon, so signals reach it and exit codes
 # (0, 1, 2, 78) come back unchanged. Arguments after the image name replace CMD.
 ENTRYPOINT ["tcsms-poller"]

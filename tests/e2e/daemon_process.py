@@ -17,7 +17,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -139,10 +139,12 @@ async def running_daemon(
     environ: Mapping[str, str] | None = None,
     wait_ready: bool = True,
     stdout: int | None = None,
+    options: Sequence[str] = (),
 ) -> AsyncIterator[DaemonProcess]:
     """Start ``tcsms-poller <command>`` on ``config``; kill it on the way out if still running.
 
-    Its output goes to ``daemon.log``, or to the file descriptor ``stdout`` when given.
+    Its output goes to ``daemon.log``, or to the file descriptor ``stdout`` when given;
+    ``options`` follow ``-c FILE`` on its command line.
     """
     directory.mkdir(parents=True, exist_ok=True)
     config_path = directory / "config.yaml"
@@ -151,7 +153,7 @@ async def running_daemon(
     with notify_socket() as notify, log_path.open("ab") as log_file:
         env = {**os.environ, **notify.environ(), **(environ or {})}
         process = subprocess.Popen(
-            [sys.executable, "-m", "tcsms_poller", command, "-c", str(config_path)],
+            [sys.executable, "-m", "tcsms_poller", command, "-c", str(config_path), *options],
             stdout=log_file if stdout is None else stdout,
             stderr=subprocess.STDOUT,
             env=env,

@@ -113,3 +113,21 @@ def test_every_alert_has_a_name_and_an_expression() -> None:
     for rule in rules:
         assert rule["alert"].startswith("Tcsms")
         assert "tcsms_poller_" in rule["expr"]
+
+
+def test_the_logrotate_snippet_rotates_the_guides_file_sink_safely() -> None:
+    """The file it rotates is the guide's file sink; create (never copytruncate, which would
+    leave the committed offset past the end); postrotate reloads the unit the guide installs."""
+    found = re.search(r"\n```\n(# /etc/logrotate\.d/tcsms-poller\n.*?)```", guide(), re.DOTALL)
+    assert found is not None
+    block = found.group(1)
+    (config,) = [b for b in code_blocks("yaml") if b.startswith(CONFIG_MARK)]
+    sinks = yaml.safe_load(config)["sinks"]
+    [file_sink] = [sink for sink in sinks if sink["type"] == "file"]
+    directives = [line.strip() for line in block.splitlines()[1:]]
+    assert directives[0] == f"{file_sink['path']} {{"
+    assert "create" in directives
+    assert "copytruncate" not in block
+    reload_line = directives[directives.index("postrotate") + 1]
+    assert reload_line == f"systemctl reload {UNIT.stem}"
+    assert "ExecReload=/bin/kill -HUP $MAINPID" in UNIT.read_text()

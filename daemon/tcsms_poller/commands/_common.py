@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import TextIO, TypeVar
 
@@ -16,17 +17,45 @@ from tcsms_poller.exits import ConfigError, ReportedError
 from tcsms_poller.logs import configure_logging
 from tcsms_poller.units import parse_duration
 
-__all__ = ["add_config_argument", "duration_argument", "load_and_configure", "run_reporting"]
+__all__ = [
+    "CONFIG_VARIABLE",
+    "DEFAULT_CONFIG",
+    "add_config_argument",
+    "default_config_path",
+    "duration_argument",
+    "load_and_configure",
+    "run_reporting",
+]
 
 T = TypeVar("T")
+CONFIG_VARIABLE = "TCSMS_POLLER_CONFIG"
+DEFAULT_CONFIG = Path("/etc/tcsms-poller/config.yaml")
+LOG_LEVELS = ("debug", "info", "warning", "error")
 log = structlog.get_logger("tcsms_poller.daemon")
 
 
-def add_config_argument(parser: argparse.ArgumentParser) -> None:
-    """The ``-c/--config FILE`` option every daemon command takes."""
+def default_config_path(environ: Mapping[str, str] | None = None) -> Path:
+    """Without ``-c``: ``$TCSMS_POLLER_CONFIG``, else ``/etc/tcsms-poller/config.yaml``."""
+    environ = os.environ if environ is None else environ
+    return Path(environ.get(CONFIG_VARIABLE) or DEFAULT_CONFIG)
+
+
+def add_config_argument(parser: argparse.ArgumentParser, *, logs: bool = False) -> None:
+    """The ``-c/--config FILE`` option every daemon command takes; ``logs``: ``--log-level``."""
     parser.add_argument(
-        "-c", "--config", required=True, type=Path, metavar="FILE", help="YAML configuration"
+        "-c",
+        "--config",
+        type=Path,
+        default=default_config_path(),
+        metavar="FILE",
+        help=f"YAML configuration (default: ${CONFIG_VARIABLE}, else {DEFAULT_CONFIG})",
     )
+    if logs:
+        parser.add_argument(
+            "--log-level",
+            choices=LOG_LEVELS,
+            help="overrides log.level of the configuration",
+        )
 
 
 def log_stream(config: Config) -> TextIO:
@@ -34,14 +63,15 @@ def log_stream(config: Config) -> TextIO:
     return sys.stderr if any(sink.type == "stdout" for sink in config.sinks) else sys.stdout
 
 
-def load_and_configure(path: Path, *, prints_result: bool = False) -> Config:
-    """Load the configuration (a ``ConfigError`` exits 78 in ``cli``) and configure logging.
+def load_and_configure(args: argparse.Namespace, *, prints_result: bool = False) -> Config:
+    """Load ``args.config`` (a ``ConfigError`` exits 78 in ``cli``) and configure logging.
 
-    A command that ``prints_result`` on stdout logs to stderr, so its output stays parseable.
+    ``--log-level`` overrides ``log.level``. A command that ``prints_result`` on stdout logs to
+    stderr, so its output stays parseable; so does one whose stdout sink writes records there.
     """
-    config = load_config(path)
+    config = load_config(args.config)
     configure_logging(
-        level=config.log.level,
+        level=getattr(args, "log_level", None) or config.log.level,
         fmt=config.log.format,
         secrets=config.secrets(),
         stream=sys.stderr if prints_result else log_stream(config),

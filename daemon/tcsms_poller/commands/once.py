@@ -27,7 +27,7 @@ log = structlog.get_logger("tcsms_poller.daemon")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_config_argument(parser)
+    add_config_argument(parser, logs=True)
     parser.add_argument(
         "--drain-timeout",
         type=duration_argument,
@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def execute(args: argparse.Namespace) -> int:
-    config = load_and_configure(args.config)
+    config = load_and_configure(args)
     daemon = Daemon(config, config_path=args.config)
     ok = run_reporting(
         lambda: daemon.run_once(drain_timeout=args.drain_timeout), event="once.failed"
