@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,12 +16,27 @@ from tcsms_poller.cli import COMMANDS
 from tcsms_poller.emulator import DEFAULT_APP_ID, DEFAULT_SECRET_ID, DEFAULT_SECRET_KEY
 from tcsms_poller.exits import EX_CONFIG, EX_FAILURE, EX_OK, EX_USAGE
 from tcsms_poller.state.lock import state_lock
-from tests.support.cli import run_cli
+from tests.support.cli import BASE_ENV, run_cli
 
 VALID = {
     "tencent": {"secret_id": "AKIDtest", "secret_key": "s3cr3t-key-value"},
     "apps": [{"sms_sdk_app_id": "1400006666"}],
 }
+
+
+def daemon_at(tmp_path: Path, sink: str = "file") -> tuple[Path, Path]:
+    """A configuration whose state is ``state.db`` in ``tmp_path``: its path and the state's.
+
+    The tests hold the state's lock: ``run`` then fails at once, with one ``daemon.failed``.
+    """
+    state = tmp_path / "state.db"
+    sinks = [{"type": "file", "path": str(tmp_path / "records.jsonl")}]
+    data = {
+        **VALID,
+        "state": {"path": str(state)},
+        "sinks": sinks if sink == "file" else [{"type": sink}],
+    }
+    return write(tmp_path, data), state
 
 
 def write(tmp_path: Path, data: object, name: str = "config.yaml") -> Path:
@@ -56,16 +75,7 @@ def test_log_level_overrides_the_configuration(
     tmp_path: Path, option: list[str], levels: set[str]
 ) -> None:
     """log.level says info; --log-level error leaves only the error line of a failed start."""
-    state = tmp_path / "state.db"
-    path = write(
-        tmp_path,
-        {
-            **VALID,
-            "state": {"path": str(state)},
-            "sinks": [{"type": "file", "path": str(tmp_path / "records.jsonl")}],
-            "log": {"level": "info"},
-        },
-    )
+    path, state = daemon_at(tmp_path)  # log.level: info, the default
     flags = [f"--log-level={level}" for level in option]
     with state_lock(state):
         result = run_cli("run", "-c", str(path), *flags)
@@ -108,10 +118,52 @@ def test_the_emulators_help_has_its_credentials_app_id_and_control_routes() -> N
 
 def test_logs_go_to_stderr_when_a_stdout_sink_owns_stdout(tmp_path: Path) -> None:
     """stdout carries records only, so a pipe into jq never sees a log line."""
-    state = tmp_path / "state.db"
-    path = write(tmp_path, {**VALID, "state": {"path": str(state)}, "sinks": [{"type": "stdout"}]})
+    path, state = daemon_at(tmp_path, sink="stdout")
     with state_lock(state):
         result = run_cli("run", "-c", str(path))
     assert result.returncode == EX_FAILURE
     assert result.stdout == ""
     assert json.loads(result.stderr.splitlines()[-1])["event"] == "daemon.failed"
+
+
+@pytest.mark.parametrize(("no_color", "coloured"), [("1", False), ("", True)])
+def test_no_color_keeps_the_terminals_log_lines_plain(
+    tmp_path: Path, no_color: str, coloured: bool
+) -> None:
+    """At a terminal (a pseudo-terminal here) log lines are coloured unless NO_COLOR is set."""
+    path, state = daemon_at(tmp_path)
+    controller, terminal = pty.openpty()
+    try:
+        with state_lock(state):
+            done = subprocess.run(
+                [sys.executable, "-m", "tcsms_poller", "run", "-c", str(path)],
+                stdout=terminal,
+                stderr=subprocess.PIPE,
+                env={**BASE_ENV, "NO_COLOR": no_color},
+                timeout=60,
+                check=False,
+            )
+        os.close(terminal)
+        terminal = -1
+        output = read_all(controller)
+    finally:
+        os.close(controller)
+        if terminal >= 0:
+            os.close(terminal)
+    assert done.returncode == EX_FAILURE
+    assert "daemon.failed" in output
+    assert ("\x1b[" in output) is coloured
+
+
+def read_all(fd: int) -> str:
+    """What a pseudo-terminal's controller holds once the other side is closed."""
+    chunks: list[bytes] = []
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:  # EIO: the other side is closed and everything was read
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks).decode(errors="replace")
