@@ -40,6 +40,7 @@ __all__ = [
     "Secret",
     "SecretValue",
     "is_e164",
+    "resolve_path",
 ]
 
 REDACTED = "***"
@@ -173,10 +174,14 @@ Secret = SecretValue
 E164 = Annotated[str, AfterValidator(_check_e164)]
 
 
-def _resolve_path(path: Path, info: ValidationInfo) -> Path:
-    base = (info.context or {}).get("base_dir")
+def resolve_path(path: Path, base: Path | None) -> Path:
+    """``path`` with ``~`` expanded; a relative one under ``base`` (the configuration's dir)."""
     path = path.expanduser()
     return path if path.is_absolute() or base is None else Path(base) / path
+
+
+def _resolve_path(path: Path, info: ValidationInfo) -> Path:
+    return resolve_path(path, (info.context or {}).get("base_dir"))
 
 
 # A path; a relative one is relative to the configuration file's directory (not the cwd, which

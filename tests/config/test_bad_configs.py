@@ -287,6 +287,12 @@ CASES = [
         "6: server.max_body: invalid size '2GiB': must be at most 1GiB",
     ),
     (
+        "max_body too small",
+        GOOD_HEAD
+        + "server: {token: 0123456789abcdefghij, callback_secret: 0123456789abcdefghij, max_body: 10B}\n",
+        "6: server.max_body: must be at least 1024",
+    ),
+    (
         "size of 5000 digits",
         GOOD_HEAD
         + "server: {token: 0123456789abcdefghij, callback_secret: 0123456789abcdefghij, max_body: '"
@@ -463,7 +469,8 @@ def test_a_numbers_file_that_is_no_regular_small_file_is_refused(tmp_path: Path,
 def test_unset_variables_unreadable_secrets_and_schema_errors_come_at_once(
     tmp_path: Path,
 ) -> None:
-    """One pass finds every kind of mistake; an unset variable hides nothing."""
+    """One pass finds every kind of mistake, numbers files included; an unset variable hides
+    nothing."""
     path = tmp_path / "config.yaml"
     path.write_text(
         "tencent:\n"
@@ -472,10 +479,12 @@ def test_unset_variables_unreadable_secrets_and_schema_errors_come_at_once(
         "  timeout: soon\n"
         "apps:\n"
         "  - sms_sdk_app_id: 'x'\n"
+        "    by_number: {numbers_file: numbers.txt}\n"
         "state:\n"
         "  path: ${TCSMS_TEST_UNSET_TOO}\n"
         "log: {level: !!int loud}\n"
     )
+    (tmp_path / "numbers.txt").write_text("+8613711112222\n13711113333\n")
     with pytest.raises(ConfigError) as raised:
         load_config(path, environ={})
     assert [line.split(": ", 2)[:2] for line in str(raised.value).splitlines()] == [
@@ -483,8 +492,9 @@ def test_unset_variables_unreadable_secrets_and_schema_errors_come_at_once(
         [f"{path}:3", "tencent.secret_key_file"],
         [f"{path}:4", "tencent.timeout"],
         [f"{path}:6", "apps[0].sms_sdk_app_id"],
-        [f"{path}:8", "state.path"],
-        [f"{path}:9", "log.level"],
+        [f"{path}:7", "apps[0].by_number.numbers_file"],
+        [f"{path}:9", "state.path"],
+        [f"{path}:10", "log.level"],
     ]
 
 

@@ -20,7 +20,7 @@ from tcsms_poller.config.errors import describe_errors
 from tcsms_poller.config.model import Config
 from tcsms_poller.config.source import Loc, Problem, SourceText, parse_yaml
 from tcsms_poller.exits import ConfigError
-from tcsms_poller.fields import E164_PATTERN, is_e164
+from tcsms_poller.fields import E164_PATTERN, is_e164, resolve_path
 from tcsms_poller.sinks.base import SinkSettings
 from tcsms_poller.sinks.registry import load_sink_type
 from tcsms_poller.textfile import TextFileError, read_text_file
@@ -73,6 +73,8 @@ def _validate(source: SourceText, *, base_dir: Path, environ: Mapping[str, str])
                 problems.extend(sink_problems)
                 failed_sinks.append(("sinks", index))
     data["source"] = source.name
+    # Numbers files are read even when the schema fails, so their problems come in this pass too.
+    problems.extend(_numbers_file_problems(data, source, base_dir))
     try:
         config = Config.model_validate(data, context=context)
     except ValidationError as error:
@@ -80,15 +82,26 @@ def _validate(source: SourceText, *, base_dir: Path, environ: Mapping[str, str])
         Problem.raise_all(problems)
         raise  # unreachable: there is at least one problem
     Problem.raise_all(problems)
-    for index, app in enumerate(config.apps):
-        if app.by_number.numbers_file is not None:
-            try:
-                read_numbers_file(app.by_number.numbers_file)
-            except ConfigError as error:
-                loc = ("apps", index, "by_number", "numbers_file")
-                problems.append(source.problem(loc, str(error)))
-    Problem.raise_all(problems)
     return config
+
+
+def _numbers_file_problems(
+    data: Mapping[str, Any], source: SourceText, base_dir: Path
+) -> list[Problem]:
+    """What is wrong with each app's ``by_number.numbers_file``, read as the daemon will."""
+    problems: list[Problem] = []
+    apps = data.get("apps")
+    for index, app in enumerate(apps if isinstance(apps, list) else []):
+        by_number = app.get("by_number") if isinstance(app, dict) else None
+        name = by_number.get("numbers_file") if isinstance(by_number, dict) else None
+        loc = ("apps", index, "by_number", "numbers_file")
+        if not isinstance(name, str) or not name or source.has_failed(loc):
+            continue  # absent, or a wrong type the schema reports
+        try:
+            read_numbers_file(resolve_path(Path(name), base_dir))
+        except ConfigError as error:
+            problems.append(source.problem(loc, str(error)))
+    return problems
 
 
 def _sink_problems(

@@ -188,7 +188,7 @@ class ServerSettings(ConfigModel):
     listen: str = "127.0.0.1:8787"
     token: Secret
     callback_secret: Secret
-    max_body: ByteSize = 1024 * 1024
+    max_body: ByteSize = Field(default=1024 * 1024, ge=1024)  # a callback batch needs room
     max_concurrency: int = Field(default=64, ge=1, le=10_000)
     request_timeout: Duration = 30.0
 
