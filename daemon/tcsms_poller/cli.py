@@ -75,7 +75,8 @@ COMMANDS: dict[str, Command] = {
     "example-config": Command(
         "example_config",
         "print the example configuration: every option, its default",
-        "The example ships in the package; edit the copy, then check-config it.",
+        "The example ships in the package; edit the copy, then check-config it. --emulator "
+        "fills in the emulator's credentials, app id and address, and a state file beside it.",
         f"tcsms-poller example-config > {CONFIG}",
     ),
     "status": Command(

@@ -161,3 +161,16 @@ async def test_sinks_are_probed(tmp_path: Path, emulator: RunningEmulator) -> No
         f"# sink failing: FAILED: {failing.url} answers HEAD with HTTP 503",
         f"# sink file: FAILED: cannot create a file in {plain_file}: Not a directory",
     ]
+
+
+async def test_the_examples_emulator_variant_connects(
+    tmp_path: Path, emulator: RunningEmulator
+) -> None:
+    """What ``example-config --emulator`` prints really signs against the emulator."""
+    printed = await anyio.to_thread.run_sync(lambda: run_cli("example-config", "--emulator"))
+    path = tmp_path / "config.yaml"
+    path.write_text(printed.stdout.replace("http://127.0.0.1:9000", emulator.url))
+    result = await anyio.to_thread.run_sync(
+        lambda: run_cli("check-config", "-q", "--connect", "-c", str(path))
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (EX_OK, "", "")

@@ -251,6 +251,20 @@ def test_emulator_credentials_on_a_loopback_endpoint_are_fine() -> None:
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
 
 
+def test_the_emulator_variant_of_the_example_needs_nothing_else(tmp_path: Path) -> None:
+    """``example-config --emulator``: valid with no variable set, aimed at the emulator's
+    default address with its credentials (so no warning), the state beside the file."""
+    printed = run_cli("example-config", "--emulator")
+    assert printed.returncode == 0
+    path = write(tmp_path, printed.stdout)
+    result = run_cli("check-config", "-c", str(path))
+    assert (result.returncode, result.stderr) == (0, "")
+    rendered = yaml.safe_load(result.stdout)
+    assert rendered["tencent"]["endpoint"] == "http://127.0.0.1:9000"
+    assert rendered["apps"][0]["sms_sdk_app_id"] == EMULATOR_CREDENTIALS["TCSMS_SMS_SDK_APP_ID"]
+    assert rendered["state"]["path"] == str(tmp_path / "state.db")
+
+
 def test_the_example_documents_every_option() -> None:
     """Every key of the model appears in config.example.yaml (commented or not)."""
     example = EXAMPLE.read_text()
