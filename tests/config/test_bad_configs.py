@@ -227,6 +227,11 @@ CASES = [
         GOOD_HEAD + "log: {level: " + "9" * 5000 + "}\n",
         "6: log.level: '" + "9" * 40 + "...' is not an integer",
     ),
+    (
+        "!!int secret",
+        "tencent:\n  secret_id: a\n  secret_key: !!int hunter2-secret\napps:\n  - sms_sdk_app_id: '1400006666'\n",
+        "3: tencent.secret_key: the value is not an integer",
+    ),
     ("tagged key", GOOD_HEAD + "!!int log: {}\n", "6: 'log' is not an integer"),
     (
         "list as key",

@@ -15,6 +15,7 @@ override merged ones.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -30,6 +31,7 @@ Loc = tuple[str | int, ...]
 MAX_DEPTH = 64  # levels of nesting; a configuration needs fewer than ten
 MAX_EXPANDED = 10_000  # values built again through aliases
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+_SECRET_WORDS = re.compile(r"secret|token|key|password|header|hmac", re.IGNORECASE)
 _STR_TAG = "tag:yaml.org,2002:str"
 _KINDS = {
     "tag:yaml.org,2002:int": "an integer",
@@ -90,6 +92,11 @@ class Problem(NamedTuple):
         """Raise one ``ConfigError`` listing every problem in file order, if there is any."""
         if problems:
             raise ConfigError("\n".join(problem.text for problem in sorted(problems)))
+
+
+def _may_be_secret(loc: Loc) -> bool:
+    """Whether a value at ``loc`` may be a secret, and so must not be echoed in an error."""
+    return any(_SECRET_WORDS.search(str(part)) for part in loc)
 
 
 class _ShapeError(Exception):
@@ -178,7 +185,8 @@ class _Builder:
         except Exception:  # noqa: BLE001 - PyYAML raises anything for a value unfit for its tag
             text = node.value if len(node.value) <= 40 else node.value[:40] + "..."
             kind = _KINDS.get(node.tag, node.tag)
-            self.report(node, loc, f"{text!r} is not {kind}", at_value=at_value)
+            shown = "the value" if _may_be_secret(loc) else repr(text)
+            self.report(node, loc, f"{shown} is not {kind}", at_value=at_value)
             return None
         if isinstance(value, str) and node.tag == _STR_TAG:
             try:
