@@ -167,3 +167,32 @@ def read_all(fd: int) -> str:
             break
         chunks.append(chunk)
     return b"".join(chunks).decode(errors="replace")
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("where", ["config", "secret", "numbers"])
+@pytest.mark.parametrize("special", ["fifo", "/dev/zero"])
+def test_a_fifo_or_device_anywhere_is_exit_78_not_a_hang(
+    tmp_path: Path, where: str, special: str
+) -> None:
+    """The configuration, a *_file secret or a numbers file naming a FIFO (reading it would
+    block for ever) or /dev/zero (it would fill the memory): one line, exit 78, at once."""
+    target = Path(special)
+    if special == "fifo":
+        target = tmp_path / "fifo"
+        os.mkfifo(target)
+    data: dict[str, object] = {
+        "tencent": {"secret_id": "AKIDtest", "secret_key_file": str(target)},
+        "apps": [{"sms_sdk_app_id": "1400006666", "by_number": {"numbers_file": str(target)}}],
+    }
+    if where != "secret":
+        data["tencent"] = VALID["tencent"]
+    if where != "numbers":
+        data["apps"] = VALID["apps"]
+    path = target if where == "config" else write(tmp_path, data)
+    result = run_cli("run", "-c", str(path), timeout=30)
+    assert result.returncode == EX_CONFIG
+    assert result.stdout == ""
+    [line] = result.stderr.splitlines()
+    assert line.startswith("tcsms-poller: configuration error: ")
+    assert "not a regular file" in line
