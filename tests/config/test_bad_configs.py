@@ -232,6 +232,11 @@ CASES = [
         "tencent:\n  secret_id: a\n  secret_key: !!int hunter2-secret\napps:\n  - sms_sdk_app_id: '1400006666'\n",
         "3: tencent.secret_key: the value is not an integer",
     ),
+    (
+        "sink name with a slash",
+        GOOD_HEAD + "sinks:\n  - type: stdout\n    name: ../../etc/x\n",
+        "8: sinks[0].name: invalid value '../../etc/x' (expected the pattern ^([A-Za-z0-9][A-Za-z0-9._-]{0,63})?$)",
+    ),
     ("tagged key", GOOD_HEAD + "!!int log: {}\n", "6: 'log' is not an integer"),
     (
         "list as key",
