@@ -15,13 +15,15 @@ COPY daemon/ ./daemon/
 # Exact versions from constraints.txt; the same venv layout as the systemd install.
 RUN python -m venv /opt/tcsms-poller \
  && /opt/tcsms-poller/bin/pip install --no-cache-dir -c constraints.txt . \
- && /opt/tcsms-poller/bin/tcsms-poller --version
+ && /opt/tcsms-poller/bin/tcsms-poller --version \
+ && /opt/tcsms-poller/bin/tcsms-poller example-config > /dev/null
 
 # --- runtime: the venv alone on the same base (its python symlink points at the same path) -------
 FROM python:3.11-slim-bookworm
 COPY --from=build /opt/tcsms-poller /opt/tcsms-poller
 # PYTHONUNBUFFERED: each log line reaches `docker logs` as it is written.
-# TCSMS_STATE_PATH: config.example.yaml's state.path follows it into the volume.
+# TCSMS_STATE_PATH: the example configuration's state.path follows it into the volume (the
+# example ships in the package: `docker run --rm tcsms-poller example-config`).
 # CREDENTIALS_DIRECTORY: `secret_key_file: tencent-secret-key` finds Docker/compose secrets, as
 # under systemd it finds LoadCredential= ones: one configuration serves both.
 ENV PATH=/opt/tcsms-poller/bin:$PATH \
@@ -40,9 +42,11 @@ USER 10001:10001
 EXPOSE 8787
 # What the daemon treats as "stop gracefully"; give it time: docker run --stop-timeout 60.
 STOPSIGNAL SIGTERM
-# Needs `server` in the configuration; a 0.0.0.0 listener is asked on 127.0.0.1.
+# Needs `server` in the configuration. The daemon writes its /healthz URL (a 0.0.0.0 listener
+# asked on 127.0.0.1) beside its state once the listener serves: the check parses no
+# configuration and needs none of its secrets or environment.
 HEALTHCHECK --interval=30s --timeout=10s --start-period=60s --retries=3 \
-    CMD ["tcsms-poller", "healthcheck", "-c", "/etc/tcsms-poller/config.yaml"]
+    CMD ["tcsms-poller", "healthcheck", "--url-file", "/var/lib/tcsms-poller/healthz.url"]
 # Exec form: no shell between the runtime and the daemon, so signals reach it and exit codes
 # (0, 1, 2, 78) come back unchanged. Arguments after the image name replace CMD.
 ENTRYPOINT ["tcsms-poller"]

@@ -316,6 +316,23 @@ def test_httpx_requests_are_shown_at_debug() -> None:
     assert [line["logger"] for line in json_lines(out)] == ["httpx"]
 
 
+@pytest.mark.parametrize("name", ["asyncio", "uvicorn", "uvicorn.access", "uvicorn.error"])
+def test_library_chatter_is_quiet_at_info_and_their_warnings_pass(name: str) -> None:
+    """asyncio's and uvicorn's info lines are debug detail for us; their warnings are not."""
+    with captured_logs(level="info") as out:
+        logging.getLogger(name).info("Using selector: EpollSelector")
+        logging.getLogger(name).warning("Executing <Task> took 0.2 seconds")
+    assert [line["level"] for line in json_lines(out)] == ["warning"]
+
+
+def test_library_warnings_are_dropped_at_error() -> None:
+    """log.level: error means error, for httpx and asyncio too."""
+    with captured_logs(level="error") as out:
+        logging.getLogger("httpx").warning("retrying")
+        logging.getLogger("asyncio").error("Task exception was never retrieved")
+    assert [line["logger"] for line in json_lines(out)] == ["asyncio"]
+
+
 def test_stdlib_record_has_the_same_shape() -> None:
     """A uvicorn record gets ts, level, event (the formatted message) and its logger name."""
     with captured_logs() as out:
@@ -341,6 +358,16 @@ def test_auto_is_console_with_colors_on_a_terminal() -> None:
     assert "\x1b[" in text
     with pytest.raises(json.JSONDecodeError):
         json.loads(text)
+
+
+@pytest.mark.parametrize(("no_color", "coloured"), [("1", False), ("", True)])
+def test_no_color_turns_colours_off_on_a_terminal(no_color: str, coloured: bool) -> None:
+    """NO_COLOR set and not empty: console lines without escape codes (https://no-color.org)."""
+    with captured_logs(fmt="auto", stream=TerminalBuffer(), environ={"NO_COLOR": no_color}) as out:
+        log.info("poll.completed", records=3)
+    text = output(out)
+    assert "poll.completed" in text
+    assert ("\x1b[" in text) is coloured
 
 
 def test_auto_is_json_when_not_a_terminal() -> None:

@@ -1,4 +1,7 @@
-"""argv -> the command's module -> an exit code.
+"""Pull Tencent Cloud SMS delivery receipts, replies and statistics; deliver each record once.
+
+Receipts, replies and hourly statistics are pulled within Tencent's rate limits, deduplicated
+durably (SQLite by default) and delivered to sinks: stdout, a file, an HTTP endpoint, plugins.
 
 Each command lives in its own module under ``commands/`` exposing ``add_arguments(parser)`` and
 ``execute(args) -> int``; modules are imported only when their command runs, so a broken optional
@@ -10,26 +13,118 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import textwrap
 from collections.abc import Sequence
-from typing import Protocol, cast
+from typing import NamedTuple, Protocol, cast
 
 from tcsms_poller import __version__
-from tcsms_poller.exits import EX_CONFIG, EX_FAILURE, EX_OK, EX_USAGE, ConfigError, UsageError
+from tcsms_poller.exits import (
+    EX_CONFIG,
+    EX_FAILURE,
+    EX_OK,
+    EX_USAGE,
+    ConfigError,
+    ReportedError,
+    UsageError,
+)
 
-__all__ = ["main"]
+__all__ = ["COMMANDS", "main"]
 
-# command name -> (module under tcsms_poller.commands, one-line help)
-COMMANDS: dict[str, tuple[str, str]] = {
-    "run": ("run", "run the daemon in the foreground"),
-    "once": ("once", "one pass of every enabled worker, drain the outbox to every sink, exit"),
-    "demo": ("demo", "run the daemon against the built-in emulator, no configuration needed"),
-    "check-config": ("check_config", "validate a configuration and print it, secrets redacted"),
-    "status": ("status", "outbox depth per sink, tracked numbers, cursors, last errors"),
-    "report-conversion": ("report_conversion", "report one conversion now and print the result"),
-    "dead-letter": ("dead_letter", "list dead-lettered batches, or replay them into their sink"),
-    "emulator": ("emulator", "serve the fake Tencent SMS API alone"),
-    "healthcheck": ("healthcheck", "exit 0 when the running daemon's /healthz says healthy"),
+
+class Command(NamedTuple):
+    """A command: its module under ``tcsms_poller.commands``, what it does, how it is used."""
+
+    module: str
+    summary: str
+    details: str
+    example: str
+
+
+CONFIG = "/etc/tcsms-poller/config.yaml"
+COMMANDS: dict[str, Command] = {
+    "run": Command(
+        "run",
+        "run the daemon in the foreground",
+        "Polls, deduplicates and delivers until SIGTERM or SIGINT (exit 0 after draining); "
+        "SIGHUP re-reads numbers and sinks. Logs go to stdout, or to stderr when a stdout sink "
+        "writes records there.",
+        f"tcsms-poller run -c {CONFIG} --log-level debug",
+    ),
+    "once": Command(
+        "once",
+        "one pass of every enabled worker, drain the outbox to every sink, exit",
+        "For cron and for trying a configuration against the real API: exit 0 when every "
+        "worker succeeded and every sink drained, 1 otherwise. Logs as run.",
+        f"tcsms-poller once -c {CONFIG} --drain-timeout 2m",
+    ),
+    "demo": Command(
+        "demo",
+        "run the daemon against the built-in emulator, no configuration needed",
+        "The emulator with synthetic traffic and the daemon against it; records on stdout, "
+        "logs on stderr.",
+        "tcsms-poller demo --duration 20",
+    ),
+    "check-config": Command(
+        "check_config",
+        "validate a configuration and print it, secrets redacted",
+        "Prints the effective configuration (every default, secrets as ***) on stdout; every "
+        "problem, one line each with file:line, and warnings on stderr. Exit 0 valid, 78 not. "
+        "--connect also signs one harmless request per app and probes each sink.",
+        f"tcsms-poller check-config -c {CONFIG} --connect",
+    ),
+    "example-config": Command(
+        "example_config",
+        "print the example configuration: every option, its default",
+        "The example ships in the package; edit the copy, then check-config it. --emulator "
+        "fills in the emulator's credentials, app id and address, and a state file beside it.",
+        f"tcsms-poller example-config > {CONFIG}",
+    ),
+    "status": Command(
+        "status",
+        "outbox depth per sink, tracked numbers, cursors, last errors",
+        "Reads the state beside a running daemon; --json for scripts.",
+        f"tcsms-poller status -c {CONFIG} --json",
+    ),
+    "report-conversion": Command(
+        "report_conversion",
+        "report one conversion now and print the result",
+        "Calls ReportConversion for one SerialNo and commits its conversion record, as the "
+        "reporter does; the answer on stdout, logs on stderr.",
+        f"tcsms-poller report-conversion -c {CONFIG} --serial-no 2019:-1234567890",
+    ),
+    "dead-letter": Command(
+        "dead_letter",
+        "list dead-lettered batches, or replay them into their sink",
+        "replay queues a sink's dead-lettered records again in front of its outbox, leaving out "
+        "what a replay already delivered; a running daemon takes them on SIGHUP.",
+        f"tcsms-poller dead-letter replay -c {CONFIG} --sink webhook --since 2h",
+    ),
+    "emulator": Command(
+        "emulator",
+        "serve the fake Tencent SMS API alone",
+        "For tests, demos and load tests: the first stdout line is the URL, logs go to stderr.",
+        "tcsms-poller emulator --listen 127.0.0.1:9000 --seed 7",
+    ),
+    "healthcheck": Command(
+        "healthcheck",
+        "exit 0 when the running daemon's /healthz says healthy",
+        "Asks the listener of a running daemon; for container HEALTHCHECKs and monitoring.",
+        "tcsms-poller healthcheck --url-file /var/lib/tcsms-poller/healthz.url",
+    ),
 }
+_EPILOG = f"""\
+configuration: -c FILE, else $TCSMS_POLLER_CONFIG, else {CONFIG}
+logs: JSON lines (console lines at a terminal; NO_COLOR=1 for no colours), on stdout;
+  on stderr when stdout carries records (a stdout sink, demo) or a command's result
+exit codes: 0 ok, 1 runtime failure, 2 usage error, 78 invalid configuration
+
+examples:
+  tcsms-poller demo                                   # try it, nothing to configure
+  tcsms-poller example-config > {CONFIG}
+  tcsms-poller check-config -c {CONFIG}
+  tcsms-poller run -c {CONFIG}
+  tcsms-poller COMMAND --help                         # each command's options
+"""
 
 
 class CommandModule(Protocol):
@@ -47,13 +142,25 @@ def _load(module_name: str) -> CommandModule:
 
 def build_parser(selected: str | None) -> argparse.ArgumentParser:
     """The top-level parser; only the selected command's module is imported."""
-    parser = argparse.ArgumentParser(prog="tcsms-poller", description=__doc__.splitlines()[0])
+    summary, _, rest = __doc__.partition("\n\n")
+    parser = argparse.ArgumentParser(
+        prog="tcsms-poller",
+        description=summary + "\n\n" + rest.partition("\n\n")[0],
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"tcsms-poller {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (module_name, help_text) in COMMANDS.items():
-        command_parser = sub.add_parser(name, help=help_text, description=help_text)
+    for name, command in COMMANDS.items():
+        command_parser = sub.add_parser(
+            name,
+            help=command.summary,
+            description=f"{command.summary}.\n\n{textwrap.fill(command.details, 79)}"
+            f"\n\nexample:\n  {command.example}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         if name == selected:
-            _load(module_name).add_arguments(command_parser)
+            _load(command.module).add_arguments(command_parser)
     return parser
 
 
@@ -66,13 +173,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     selected = _selected_command(args_list)
     args = build_parser(selected).parse_args(args_list)
-    module = _load(COMMANDS[args.command][0])
+    module = _load(COMMANDS[args.command].module)
     try:
         return module.execute(args)
     except ConfigError as error:
         for line in str(error).splitlines():
             print(f"tcsms-poller: configuration error: {line}", file=sys.stderr)
         return EX_CONFIG
+    except ReportedError:
+        return EX_FAILURE
     except UsageError as error:
         print(f"tcsms-poller: {error}", file=sys.stderr)
         return EX_USAGE

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,13 +26,14 @@ from tcsms_poller.backoff import Backoff
 from tcsms_poller.config import Config, ServerSettings, load_config, read_numbers_file
 from tcsms_poller.exits import ConfigError
 from tcsms_poller.health import HealthBoard
+from tcsms_poller.healthfile import write_health_url
 from tcsms_poller.housekeeping import Housekeeper
 from tcsms_poller.intake import Intake
 from tcsms_poller.masking import Masker
 from tcsms_poller.metrics import Metrics
 from tcsms_poller.sdnotify import Notifier, run_watchdog
 from tcsms_poller.sinks.fleet import SinkFleet
-from tcsms_poller.state import StateError, StateStore
+from tcsms_poller.state import StateStore
 from tcsms_poller.state.lock import state_lock
 from tcsms_poller.tencent.client import Credentials, RetryPolicy, TencentClient
 from tcsms_poller.tencent.ratelimit import RateLimiters
@@ -45,7 +46,7 @@ __all__ = ["Daemon", "build_client"]
 
 log = structlog.get_logger("tcsms_poller.daemon")
 
-SINK_GRACE = 10.0  # seconds the sinks get to deliver at shutdown
+SINK_GRACE = 10.0  # seconds the sinks get to deliver at shutdown, unless run --drain-grace
 
 
 def build_client(
@@ -81,8 +82,10 @@ class Daemon:
         config_path: Path | None = None,
         notifier: Notifier | None = None,
         clock: Callable[[], float] = time.time,
+        sink_grace: float = SINK_GRACE,
     ) -> None:
         self.config = config
+        self.sink_grace = sink_grace
         self.metrics = Metrics()
         self.board = HealthBoard(clock, masker=Masker(config.secrets()))  # /healthz is public
         self._config_path = config_path
@@ -185,6 +188,7 @@ class Daemon:
 
                     context = self._listener_context(self.config.server, ctx)
                     self.listen_address = await listener.enter_async_context(serving(context))
+                    listener.callback(self._publish_health_url(*self.listen_address))
                 self._notifier.ready()
                 log.info("daemon.ready", workers=[w.name for w in workers], sinks=fleet.names)
                 self._serving.set()
@@ -201,10 +205,24 @@ class Daemon:
                 await workers_done.wait()
             # 2. The listener has stopped (leaving the stack): each push answered OK is stored.
             # 3. Give the sinks a grace period to deliver what is committed.
-            drained = await fleet.drain(SINK_GRACE)
+            drained = await fleet.drain(self.sink_grace)
             # 4. Stop the chores; the state closes on the way out.
             root.cancel_scope.cancel()
         log.info("daemon.stopped", drained=drained, outbox_head=store.head)
+
+    def _publish_health_url(self, host: str, port: int) -> Callable[[], None]:
+        """Write ``healthz.url`` for ``healthcheck --url-file``; what removes it at stop."""
+        try:
+            path = write_health_url(self.state_dir, host, port)
+        except OSError as error:  # the healthcheck then says so; the daemon serves on
+            log.warning("daemon.health_url_unwritten", error=f"{type(error).__name__}: {error}")
+            return lambda: None
+
+        def remove() -> None:
+            with suppress(OSError):
+                path.unlink()
+
+        return remove
 
     def _listener_context(self, settings: ServerSettings, ctx: WorkerContext) -> ListenerContext:
         from tcsms_poller.server import ListenerContext  # here, not at the top: see run
@@ -289,7 +307,7 @@ class Daemon:
             log.error(
                 "daemon.reload_failed", error=str(error), hint="the previous configuration stays"
             )
-        except (StateError, OSError, LookupError, ImportError) as error:
+        except Exception as error:  # noqa: BLE001 - no file, however broken, stops the daemon
             log.error("daemon.reload_failed", error=f"{type(error).__name__}: {error}")
         else:
             log.info("daemon.reloaded", sinks=self._fleet.names if self._fleet else [])

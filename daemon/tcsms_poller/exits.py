@@ -1,8 +1,16 @@
-"""Exit codes and the two user-mistake exceptions the CLI turns into them without a traceback."""
+"""Exit codes and the exceptions the CLI turns into them without a traceback."""
 
 from __future__ import annotations
 
-__all__ = ["EX_CONFIG", "EX_FAILURE", "EX_OK", "EX_USAGE", "ConfigError", "UsageError"]
+__all__ = [
+    "EX_CONFIG",
+    "EX_FAILURE",
+    "EX_OK",
+    "EX_USAGE",
+    "ConfigError",
+    "ReportedError",
+    "UsageError",
+]
 
 EX_OK = 0
 EX_FAILURE = 1
@@ -16,3 +24,7 @@ class ConfigError(Exception):
 
 class UsageError(Exception):
     """A command-line mistake that argparse could not catch on its own."""
+
+
+class ReportedError(Exception):
+    """A runtime failure already logged (``daemon.failed``): the CLI exits 1 and prints nothing."""

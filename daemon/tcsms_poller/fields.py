@@ -26,6 +26,7 @@ from pydantic import (
 )
 from pydantic_core import core_schema
 
+from tcsms_poller.textfile import TextFileError, read_text_file
 from tcsms_poller.units import format_duration, format_size, parse_duration, parse_size
 
 __all__ = [
@@ -39,11 +40,21 @@ __all__ = [
     "Secret",
     "SecretValue",
     "is_e164",
+    "resolve_path",
 ]
 
 REDACTED = "***"
 E164_PATTERN = r"\+[1-9][0-9]{6,14}"  # ASCII digits only: \d takes any script's
 _E164 = re.compile(E164_PATTERN)
+# Bounds no setting needs to pass: beyond them a value can only be a typo, and some would
+# overflow the clock arithmetic of every commit (a dedupe_ttl of 10^18 days) or the memory.
+MIN_DURATION = 0.001
+MAX_DURATION = 366 * 86_400.0
+MAX_SIZE = 1024**3
+MAX_SECRET_FILE_BYTES = 64 * 1024
+# A secret may end up in a header (a token, an HTTP sink's header value), where a CR or LF
+# would fail every request, forever, looking like a transient error.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class SecretValue:
@@ -94,21 +105,43 @@ def _to_seconds(value: Any) -> float:
     seconds = parse_duration(value)
     if seconds <= 0:
         raise ValueError(f"invalid duration {value!r}: must be greater than zero")
+    if seconds < MIN_DURATION:
+        raise ValueError(f"invalid duration {value!r}: must be at least 1ms")
+    if seconds > MAX_DURATION:
+        raise ValueError(f"invalid duration {value!r}: must be at most 366d")
     return seconds
 
 
 def _to_bytes(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise ValueError(f"invalid size {value!r}: write it like 512KiB or 1MiB")
-    return parse_size(value)
+    size = parse_size(value)
+    if size > MAX_SIZE:
+        raise ValueError(f"invalid size {value!r}: must be at most 1GiB")
+    return size
+
+
+class _Unreadable:
+    """Stands in for a secret whose ``*_file`` failed, so the section's other keys are still
+    checked and every problem is reported at once."""
+
+    __slots__ = ("message",)
+
+    def __init__(self, message: str) -> None:
+        self.message = message
 
 
 def _to_secret(value: Any) -> SecretValue:
     if isinstance(value, SecretValue):
         return value
+    if isinstance(value, _Unreadable):
+        raise ValueError(value.message)
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise ValueError("must be a string")
-    return SecretValue(str(value))
+    text = str(value)
+    if _CONTROL.search(text):
+        raise ValueError("must not contain control characters (a line break, a tab)")
+    return SecretValue(text)
 
 
 def is_e164(number: str) -> bool:
@@ -141,10 +174,14 @@ Secret = SecretValue
 E164 = Annotated[str, AfterValidator(_check_e164)]
 
 
-def _resolve_path(path: Path, info: ValidationInfo) -> Path:
-    base = (info.context or {}).get("base_dir")
+def resolve_path(path: Path, base: Path | None) -> Path:
+    """``path`` with ``~`` expanded; a relative one under ``base`` (the configuration's dir)."""
     path = path.expanduser()
     return path if path.is_absolute() or base is None else Path(base) / path
+
+
+def _resolve_path(path: Path, info: ValidationInfo) -> Path:
+    return resolve_path(path, (info.context or {}).get("base_dir"))
 
 
 # A path; a relative one is relative to the configuration file's directory (not the cwd, which
@@ -162,10 +199,9 @@ def _read_secret_file(path_text: Any, key: str, info: ValidationInfo) -> str:
     if not path.is_absolute() and base:
         path = Path(base) / path
     try:
-        return path.read_text(encoding="utf-8").rstrip("\r\n")
-    except (OSError, UnicodeDecodeError) as error:
-        reason = getattr(error, "strerror", None) or str(error)
-        raise ValueError(f"{key}: cannot read {path}: {reason}") from None
+        return read_text_file(path, max_bytes=MAX_SECRET_FILE_BYTES).rstrip("\r\n")
+    except TextFileError as error:
+        raise ValueError(f"{key}: {error}") from None
 
 
 class ConfigModel(BaseModel):
@@ -193,7 +229,12 @@ class ConfigModel(BaseModel):
             key = f"{name}_file"
             if key not in resolved or field.annotation not in (SecretValue, SecretValue | None):
                 continue
+            path_text = resolved.pop(key)
             if name in resolved:
-                raise ValueError(f"{key}: give either {name} or {key}, not both")
-            resolved[name] = _read_secret_file(resolved.pop(key), key, info)
+                resolved[name] = _Unreadable(f"{key}: give either {name} or {key}, not both")
+                continue
+            try:
+                resolved[name] = _read_secret_file(path_text, key, info)
+            except ValueError as error:
+                resolved[name] = _Unreadable(str(error))
         return resolved

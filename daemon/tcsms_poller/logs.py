@@ -31,11 +31,13 @@ from tcsms_poller.fields import SecretValue
 from tcsms_poller.logthrottle import RepeatThrottle
 from tcsms_poller.masking import Masker
 
-__all__ = ["configure_logging", "get_logger", "lost_lines"]
+__all__ = ["THIRD_PARTY_LOGGERS", "configure_logging", "get_logger", "lost_lines"]
 
 _PRIORITIES = {"critical": "<2>", "error": "<3>", "warning": "<4>", "info": "<6>", "debug": "<7>"}
 _LEVELS = {name: logging.getLevelNamesMapping()[name.upper()] for name in _PRIORITIES}
 _LEADING_KEYS = ("ts", "level", "event", "logger")
+# Libraries whose info lines are per-request detail: shown at debug, else warnings and worse.
+THIRD_PARTY_LOGGERS = ("httpx", "asyncio", "uvicorn", "uvicorn.access", "uvicorn.error")
 
 
 class _Output:
@@ -226,21 +228,23 @@ def configure_logging(
 ) -> None:
     """Set up structlog and stdlib logging; call again on reload, existing loggers follow.
 
-    ``auto`` is console on a terminal, JSON otherwise; ``stream`` defaults to stdout (the daemon
-    passes stderr when a stdout sink owns stdout).
+    ``auto`` is console on a terminal, JSON otherwise; console lines are coloured on a terminal
+    unless ``NO_COLOR`` is set. ``stream`` defaults to stdout (the daemon passes stderr when a
+    stdout sink owns stdout).
     """
     threshold = _LEVELS.get(level.lower())
     if threshold is None:
         raise ValueError(f"unknown log level {level!r}: use one of {', '.join(_LEVELS)}")
     if fmt not in ("auto", "json", "console"):
         raise ValueError(f"unknown log format {fmt!r}: use auto, json or console")
+    environ = os.environ if environ is None else environ
     target = sys.stdout if stream is None else stream
     tty = _is_tty(target)
     tail = _tail(
         Masker(secrets),
         console=fmt == "console" or (fmt == "auto" and tty),
-        journald=_is_journal_stream(target, os.environ if environ is None else environ),
-        colors=tty,
+        journald=_is_journal_stream(target, environ),
+        colors=tty and not environ.get("NO_COLOR"),  # https://no-color.org: set and not empty
     )
     _route_structlog(threshold, tail, stream)
     _HANDLER.setFormatter(
@@ -253,9 +257,10 @@ def configure_logging(
     root.addHandler(_HANDLER)  # once: addHandler ignores a handler it already has
     root.setLevel(threshold)
     # httpx and uvicorn log every request (and uvicorn its start and stop) at info, httpcore
-    # every socket read at debug: per request is debug detail for us.
-    libraries = logging.DEBUG if threshold <= logging.DEBUG else logging.WARNING
-    for name in ("httpx", "uvicorn.access", "uvicorn.error"):
+    # every socket read at debug, asyncio its slow callbacks and selector at debug: per request
+    # is debug detail for us. Their warnings and errors pass at every level up to ours.
+    libraries = logging.DEBUG if threshold <= logging.DEBUG else max(threshold, logging.WARNING)
+    for name in THIRD_PARTY_LOGGERS:
         logging.getLogger(name).setLevel(libraries)
     logging.getLogger("httpcore").setLevel(max(libraries, logging.INFO))
 

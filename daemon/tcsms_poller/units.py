@@ -56,6 +56,8 @@ def parse_size(text: str | int) -> int:
         raise ValueError(
             f"invalid size {text!r}: use a number and a unit: B, KB, MB, KiB, MiB, GiB"
         )
+    if len(match.group(1)) > 18:  # no size has more digits; int() would refuse 4,300 and up
+        raise ValueError(f"invalid size {text[:40]!r}: too large")
     return int(match.group(1)) * _SIZE_UNITS[(match.group(2) or "b").lower()]
 
 

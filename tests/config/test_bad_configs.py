@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -113,12 +114,12 @@ CASES = [
     (
         "enabled not bool",
         GOOD_HEAD + "    replies: {enabled: maybe}\n",
-        "6: apps[0].replies.enabled: Input should be a valid boolean, unable to interpret input (got 'maybe')",
+        "6: apps[0].replies.enabled: must be true or false (got 'maybe')",
     ),
     (
         "rate limit zero",
         "tencent:\n  secret_id: a\n  secret_key: b\n  rate_limits: {PullSmsReplyStatus: 0}\napps:\n  - sms_sdk_app_id: '1400006666'\n",
-        "4: tencent.rate_limits.PullSmsReplyStatus: Input should be greater than or equal to 1",
+        "4: tencent.rate_limits.PullSmsReplyStatus: must be at least 1",
     ),
     (
         "rate limit typo",
@@ -138,7 +139,7 @@ CASES = [
     (
         "log level",
         GOOD_HEAD + "log: {level: loud}\n",
-        "6: log.level: Input should be 'debug', 'info', 'warning' or 'error' (got 'loud')",
+        "6: log.level: must be 'debug', 'info', 'warning' or 'error' (got 'loud')",
     ),
     (
         "section not a mapping",
@@ -203,6 +204,153 @@ CASES = [
         "secret and secret file",
         "tencent:\n  secret_id: a\n  secret_key: b\n  secret_key_file: k.txt\napps:\n  - sms_sdk_app_id: '1400006666'\n",
         "4: tencent.secret_key_file: give either secret_key or secret_key_file, not both",
+    ),
+    (
+        "!!int",
+        GOOD_HEAD + "log: {level: !!int notanumber}\n",
+        "6: log.level: 'notanumber' is not an integer",
+    ),
+    ("!!float", GOOD_HEAD + "log: {level: !!float x}\n", "6: log.level: 'x' is not a number"),
+    (
+        "!!bool",
+        GOOD_HEAD + "log: {level: !!bool maybe}\n",
+        "6: log.level: 'maybe' is not a boolean (true or false)",
+    ),
+    (
+        "!!timestamp",
+        GOOD_HEAD + "log: {level: !!timestamp x}\n",
+        "6: log.level: 'x' is not a timestamp",
+    ),
+    ("unknown tag", GOOD_HEAD + "log: {level: !loud x}\n", "6: log.level: unknown tag '!loud'"),
+    (
+        "5000-digit integer",
+        GOOD_HEAD + "log: {level: " + "9" * 5000 + "}\n",
+        "6: log.level: '" + "9" * 40 + "...' is not an integer",
+    ),
+    (
+        "!!int secret",
+        "tencent:\n  secret_id: a\n  secret_key: !!int hunter2-secret\napps:\n  - sms_sdk_app_id: '1400006666'\n",
+        "3: tencent.secret_key: the value is not an integer",
+    ),
+    (
+        "sink name with a slash",
+        GOOD_HEAD + "sinks:\n  - type: stdout\n    name: ../../etc/x\n",
+        "8: sinks[0].name: invalid value '../../etc/x' (expected the pattern ^([A-Za-z0-9][A-Za-z0-9._-]{0,63})?$)",
+    ),
+    ("tagged key", GOOD_HEAD + "!!int log: {}\n", "6: 'log' is not an integer"),
+    (
+        "list as key",
+        GOOD_HEAD + "? [log]\n: {}\n",
+        "6: keys must be strings, not a list or mapping",
+    ),
+    (
+        "recursive alias",
+        GOOD_HEAD + "log: &a [*a]\n",
+        "6: invalid YAML: a recursive alias (an anchor used inside itself)",
+    ),
+    (
+        "recursive mapping",
+        GOOD_HEAD + "log: &a {level: *a}\n",
+        "6: invalid YAML: a recursive alias (an anchor used inside itself)",
+    ),
+    (
+        "recursive merge",
+        GOOD_HEAD + "log: &a {<<: *a}\n",
+        "6: invalid YAML: a recursive alias (an anchor used inside itself)",
+    ),
+    (
+        "merge of a scalar",
+        GOOD_HEAD + "log: {<<: 5}\n",
+        "6: log: << must name a mapping or a list of mappings",
+    ),
+    (
+        "20,000-deep list",
+        GOOD_HEAD + "log: " + "[" * 20_000 + "]" * 20_000 + "\n",
+        "6: invalid YAML: nested deeper than 64 levels",
+    ),
+    (
+        "20,000-deep mapping",
+        GOOD_HEAD + "log: " + "{a: " * 20_000 + "1" + "}" * 20_000 + "\n",
+        "6: invalid YAML: nested deeper than 64 levels",
+    ),
+    (
+        "billion laughs",
+        GOOD_HEAD
+        + "x0: &x0 [a, a, a, a, a, a, a, a, a]\n"
+        + "".join(f"x{i}: &x{i} [" + ", ".join([f"*x{i - 1}"] * 9) + "]\n" for i in range(1, 9)),
+        "6: invalid YAML: aliases expand to more than 10000 values",
+    ),
+    (
+        "dedupe_ttl overflowing",
+        GOOD_HEAD + "state: {dedupe_ttl: 999999999999999999d}\n",
+        "6: state.dedupe_ttl: invalid duration '999999999999999999d': must be at most 366d",
+    ),
+    (
+        "interval too short",
+        GOOD_HEAD + "    replies: {interval: 0.1ms}\n",
+        "6: apps[0].replies.interval: invalid duration '0.1ms': must be at least 1ms",
+    ),
+    (
+        "size too large",
+        GOOD_HEAD
+        + "server: {token: 0123456789abcdefghij, callback_secret: 0123456789abcdefghij, max_body: 2GiB}\n",
+        "6: server.max_body: invalid size '2GiB': must be at most 1GiB",
+    ),
+    (
+        "max_body too small",
+        GOOD_HEAD
+        + "server: {token: 0123456789abcdefghij, callback_secret: 0123456789abcdefghij, max_body: 10B}\n",
+        "6: server.max_body: must be at least 1024",
+    ),
+    (
+        "size of 5000 digits",
+        GOOD_HEAD
+        + "server: {token: 0123456789abcdefghij, callback_secret: 0123456789abcdefghij, max_body: '"
+        + "9" * 5000
+        + "'}\n",
+        "6: server.max_body: invalid size '" + "9" * 40 + "': too large",
+    ),
+    (
+        "port out of range",
+        GOOD_HEAD
+        + "server: {listen: '127.0.0.1:99999', token: 0123456789abcdefghij, callback_secret: 0123456789abcdefghij}\n",
+        "6: server.listen: port 99999 is out of range (0-65535; 0 picks a free one)",
+    ),
+    (
+        "listen without port",
+        GOOD_HEAD
+        + "server: {listen: 'localhost', token: 0123456789abcdefghij, callback_secret: 0123456789abcdefghij}\n",
+        "6: server.listen: 'localhost' is not HOST:PORT like 127.0.0.1:8787",
+    ),
+    (
+        "CR LF in the token",
+        GOOD_HEAD.replace(
+            "  secret_key: s3cr3t-key-value\n",
+            '  secret_key: s3cr3t-key-value\n  token: "a\\r\\nX-Evil: 1"\n',
+        ),
+        "4: tencent.token: must not contain control characters (a line break, a tab)",
+    ),
+    (
+        "LF in a header value",
+        GOOD_HEAD
+        + 'sinks:\n  - type: http\n    url: https://hooks.example.com/sms\n    headers: {X-Key: "a\\nb"}\n',
+        "9: sinks[0].headers.X-Key: must not contain control characters (a line break, a tab)",
+    ),
+    (
+        "bad header name",
+        GOOD_HEAD
+        + "sinks:\n  - type: http\n    url: https://hooks.example.com/sms\n    headers: {'X Key': b}\n",
+        "9: sinks[0].headers: 'X Key' is not an HTTP header name",
+    ),
+    (
+        "relative sink URL",
+        GOOD_HEAD + "sinks:\n  - type: http\n    url: hooks.example.com/sms\n",
+        "8: sinks[0].url: is not an http(s) URL like https://hooks.example.com/sms",
+    ),
+    (
+        "endpoint with a space",
+        "tencent:\n  secret_id: a\n  secret_key: b\n  endpoint: 'https://sms.tencentcloudapi.com /'\napps:\n  - sms_sdk_app_id: '1400006666'\n",
+        "4: tencent.endpoint: must not contain spaces or control characters",
     ),
 ]
 
@@ -269,3 +417,106 @@ def test_unreadable_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as raised:
         load_config(path, environ={})
     assert str(raised.value) == f"{path}: cannot read the configuration: No such file or directory"
+
+
+def special_file(tmp_path: Path, kind: str) -> tuple[Path, str]:
+    """A path that is no regular small file, and what the loader says about it."""
+    if kind == "fifo":
+        path = tmp_path / "fifo"
+        os.mkfifo(path)
+        return path, "it is a FIFO, not a regular file"
+    if kind == "directory":
+        return tmp_path, "it is a directory, not a regular file"
+    if kind == "device":
+        return Path("/dev/zero"), "it is a character device, not a regular file"
+    path = tmp_path / "huge"
+    with path.open("wb") as huge:
+        huge.truncate(64 * 1024 * 1024)  # sparse: larger than every limit, no disk used
+    return path, "larger than"
+
+
+KINDS = ["fifo", "directory", "device", "oversized"]
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_configuration_that_is_no_regular_small_file_is_refused(
+    tmp_path: Path, kind: str
+) -> None:
+    """A FIFO would hang the loader, /dev/zero fill the memory: each is refused at once."""
+    path, reason = special_file(tmp_path, kind)
+    with pytest.raises(ConfigError) as raised:
+        load_config(path, environ={})
+    assert str(raised.value).startswith(f"{path}: cannot read the configuration: {reason}")
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_secret_file_that_is_no_regular_small_file_is_refused(tmp_path: Path, kind: str) -> None:
+    target, reason = special_file(tmp_path, kind)
+    path = tmp_path / "config.yaml"
+    path.write_text(GOOD_HEAD.replace("secret_key: s3cr3t-key-value", f"secret_key_file: {target}"))
+    with pytest.raises(ConfigError) as raised:
+        load_config(path, environ={})
+    assert str(raised.value).startswith(
+        f"{path}:3: tencent.secret_key_file: cannot read {target}: {reason}"
+    )
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_numbers_file_that_is_no_regular_small_file_is_refused(tmp_path: Path, kind: str) -> None:
+    target, reason = special_file(tmp_path, kind)
+    path = tmp_path / "config.yaml"
+    path.write_text(GOOD_HEAD + f"    by_number: {{numbers_file: '{target}'}}\n")
+    with pytest.raises(ConfigError) as raised:
+        load_config(path, environ={})
+    assert str(raised.value).startswith(
+        f"{path}:6: apps[0].by_number.numbers_file: {target}: cannot read: {reason}"
+    )
+
+
+def test_unset_variables_unreadable_secrets_and_schema_errors_come_at_once(
+    tmp_path: Path,
+) -> None:
+    """One pass finds every kind of mistake, numbers files included; an unset variable hides
+    nothing."""
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        "tencent:\n"
+        "  secret_id: ${TCSMS_TEST_UNSET}\n"
+        "  secret_key_file: nowhere.txt\n"
+        "  timeout: soon\n"
+        "apps:\n"
+        "  - sms_sdk_app_id: 'x'\n"
+        "    by_number: {numbers_file: numbers.txt}\n"
+        "state:\n"
+        "  path: ${TCSMS_TEST_UNSET_TOO}\n"
+        "log: {level: !!int loud}\n"
+    )
+    (tmp_path / "numbers.txt").write_text("+8613711112222\n13711113333\n")
+    with pytest.raises(ConfigError) as raised:
+        load_config(path, environ={})
+    assert [line.split(": ", 2)[:2] for line in str(raised.value).splitlines()] == [
+        [f"{path}:2", "tencent.secret_id"],
+        [f"{path}:3", "tencent.secret_key_file"],
+        [f"{path}:4", "tencent.timeout"],
+        [f"{path}:6", "apps[0].sms_sdk_app_id"],
+        [f"{path}:7", "apps[0].by_number.numbers_file"],
+        [f"{path}:9", "state.path"],
+        [f"{path}:10", "log.level"],
+    ]
+
+
+def test_merge_keys_are_overridden_by_the_mappings_own_keys(tmp_path: Path) -> None:
+    """YAML's rule for ``<<``: the mapping's own keys win, earlier merged mappings beat later."""
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        GOOD_HEAD
+        + "    replies: &fast {enabled: true, interval: 1s}\n"
+        + "    send_status:\n      <<: [{interval: 3s}, *fast]\n      enabled: false\n"
+        + "    statistics:\n      <<: *fast\n      interval: 9m\n"
+    )
+    app = load_config(path, environ={}).apps[0]
+    assert (app.send_status.enabled, app.send_status.interval) == (False, 3.0)
+    assert (app.statistics.enabled, app.statistics.interval) == (True, 540.0)

@@ -6,6 +6,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from hypothesis import strategies as st
 
 from tcsms_poller.config import load_config, read_numbers_file, render_config
 from tcsms_poller.exits import EX_CONFIG, ConfigError
+from tests.support.cli import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 MINIMAL = """\
@@ -198,29 +200,74 @@ def test_a_bad_number_in_a_plain_numbers_file_names_its_line(tmp_path: Path) -> 
         read_numbers_file(path)
 
 
-def test_the_example_configuration_passes_check_config(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tcsms_poller",
-            "check-config",
-            "-c",
-            str(ROOT / "config.example.yaml"),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        env={"PATH": "/usr/bin:/bin"},
+EXAMPLE = ROOT / "daemon" / "tcsms_poller" / "config.example.yaml"
+OWN_CREDENTIALS = {
+    "TENCENTCLOUD_SECRET_ID": "AKIDz8krbsJ5yKBZQpn74WFkmLPx3EXAMPLE",
+    "TENCENTCLOUD_SECRET_KEY": "Gu5t9xGARNpq86cd98joQYCN3EXAMPLE",
+    "TCSMS_SMS_SDK_APP_ID": "1400123456",
+}
+EMULATOR_CREDENTIALS = {
+    "TENCENTCLOUD_SECRET_ID": "AKIDEMULATOR000000000000000000000000",
+    "TENCENTCLOUD_SECRET_KEY": "emulatorsecretkey000000000000000",
+    "TCSMS_SMS_SDK_APP_ID": "1400006666",
+}
+
+
+def test_the_example_configuration_passes_check_config_with_its_variables_set() -> None:
+    """``example-config`` prints the shipped file; with its three variables it is valid."""
+    printed = run_cli("example-config")
+    assert printed.returncode == 0
+    assert printed.stdout == EXAMPLE.read_text()
+    result = run_cli("check-config", "-c", str(EXAMPLE), env=OWN_CREDENTIALS)
+    assert (result.returncode, result.stderr) == (0, "")
+    rendered = yaml.safe_load(result.stdout)
+    assert rendered["tencent"]["secret_key"] == "***"
+    assert rendered["tencent"]["endpoint"] == "https://sms.tencentcloudapi.com"
+    assert rendered["apps"][0]["by_number"]["numbers"] == []  # no made-up number is tracked
+
+
+def test_the_example_has_no_fallback_credentials() -> None:
+    """Required means required: without its variables the example names each missing one."""
+    result = run_cli("check-config", "-c", str(EXAMPLE))
+    assert result.returncode == EX_CONFIG
+    missing = re.findall(r"environment variable (\w+) is not set", result.stderr)
+    assert missing == ["TENCENTCLOUD_SECRET_ID", "TENCENTCLOUD_SECRET_KEY", "TCSMS_SMS_SDK_APP_ID"]
+
+
+def test_check_config_warns_of_emulator_credentials_on_the_real_endpoint() -> None:
+    result = run_cli("check-config", "-q", "-c", str(EXAMPLE), env=EMULATOR_CREDENTIALS)
+    assert result.returncode == 0
+    assert result.stderr == (
+        "tcsms-poller: warning: tencent: the emulator's credentials with the endpoint "
+        "https://sms.tencentcloudapi.com, which is not the emulator (every request will fail "
+        "with AuthFailure): set your own secret_id and secret_key, or point endpoint at the "
+        "emulator\n"
     )
-    assert result.returncode == 0, result.stderr
-    assert "emulatorsecretkey" not in result.stdout
-    assert yaml.safe_load(result.stdout)["tencent"]["secret_key"] == "***"
+
+
+def test_emulator_credentials_on_a_loopback_endpoint_are_fine() -> None:
+    env = {**EMULATOR_CREDENTIALS, "TCSMS_ENDPOINT": "http://127.0.0.1:9000"}
+    result = run_cli("check-config", "-q", "-c", str(EXAMPLE), env=env)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+
+
+def test_the_emulator_variant_of_the_example_needs_nothing_else(tmp_path: Path) -> None:
+    """``example-config --emulator``: valid with no variable set, aimed at the emulator's
+    default address with its credentials (so no warning), the state beside the file."""
+    printed = run_cli("example-config", "--emulator")
+    assert printed.returncode == 0
+    path = write(tmp_path, printed.stdout)
+    result = run_cli("check-config", "-c", str(path))
+    assert (result.returncode, result.stderr) == (0, "")
+    rendered = yaml.safe_load(result.stdout)
+    assert rendered["tencent"]["endpoint"] == "http://127.0.0.1:9000"
+    assert rendered["apps"][0]["sms_sdk_app_id"] == EMULATOR_CREDENTIALS["TCSMS_SMS_SDK_APP_ID"]
+    assert rendered["state"]["path"] == str(tmp_path / "state.db")
 
 
 def test_the_example_documents_every_option() -> None:
     """Every key of the model appears in config.example.yaml (commented or not)."""
-    example = (ROOT / "config.example.yaml").read_text()
+    example = EXAMPLE.read_text()
     from tcsms_poller.config import Config
     from tcsms_poller.sinks.file import FileSettings
     from tcsms_poller.sinks.http import HttpSettings
@@ -322,6 +369,56 @@ def test_any_text_gives_a_config_or_a_config_error(tmp_path: Path, text: str) ->
     path.write_text(text, encoding="utf-8", errors="surrogatepass")
     with pytest.raises(ConfigError):
         load_config(path, environ={})
+
+
+_TAGS = ["!!int", "!!float", "!!bool", "!!timestamp", "!!null", "!!str", "!!binary", "!!set", "!x"]
+_hostile_scalars = st.one_of(
+    st.builds(
+        lambda tag, text: f"{tag} {json.dumps(text)}", st.sampled_from(_TAGS), st.text(max_size=8)
+    ),
+    st.builds(lambda digits: "9" * digits, st.integers(1, 6000)),
+    st.sampled_from(["*a", "*b", "~", "1e999", "-.inf", ".nan", "0x1F", "0o17", "2026-13-45"]),
+)
+
+
+@st.composite
+def hostile_documents(draw: st.DrawFn) -> str:
+    """A configuration with tags, aliases (recursive ones too), merges and deep nesting."""
+    depth = draw(st.sampled_from([1, 3, 63, 65, 20_000]))
+    nested = "[" * depth + draw(_hostile_scalars) + "]" * depth
+    fan = ", ".join(["*a"] * draw(st.integers(1, 12)))
+    lines = [
+        "tencent:",
+        f"  secret_id: {draw(_hostile_scalars)}",
+        "  secret_key: &a [x, x, x, x, x, x, x, x, x, x]",
+        f"  timeout: {draw(_hostile_scalars)}",
+        f"x1: &b [{fan}]",
+        f"x2: [{', '.join(['*b'] * draw(st.integers(1, 12)))}]",
+        f"x3: &c {draw(st.sampled_from(['[*c]', '{k: *c}', '{<<: *c}', '{<<: [*a]}', '[1]']))}",
+        f"x4: {nested}",
+        f"{draw(_hostile_scalars)}: 1",
+        "apps:",
+        f"  - sms_sdk_app_id: {draw(_hostile_scalars)}",
+        f"    replies: {{interval: {draw(_hostile_scalars)}}}",
+    ]
+    return "\n".join(lines[:4] + draw(st.permutations(lines[4:9])) + lines[9:]) + "\n"
+
+
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(text=hostile_documents())
+@pytest.mark.timeout(120)
+def test_hostile_yaml_gives_a_config_error_quickly(tmp_path: Path, text: str) -> None:
+    """Tags unfit for their value, huge numbers, alias bombs, cycles, deep nesting: an error
+    naming the file, in well under a second, never a crash or a hang."""
+    path = write(tmp_path, text)
+    started = time.monotonic()
+    with pytest.raises(ConfigError) as raised:
+        load_config(path, environ={})
+    assert time.monotonic() - started < 5
+    for line in str(raised.value).splitlines():
+        assert line.startswith(f"{path}")
 
 
 def test_json_is_yaml_too(tmp_path: Path) -> None:

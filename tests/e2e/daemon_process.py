@@ -18,7 +18,7 @@ import resource
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
@@ -143,11 +143,13 @@ async def running_daemon(
     stdout: int | None = None,
     open_files: tuple[int, int] | None = None,
     umask: int | None = None,
+    options: Sequence[str] = (),
 ) -> AsyncIterator[DaemonProcess]:
     """Start ``tcsms-poller <command>`` on ``config``; kill it on the way out if still running.
 
     Its output goes to ``daemon.log``, or to the file descriptor ``stdout`` when given; it starts
-    with ``open_files`` (soft, hard) as its ``RLIMIT_NOFILE`` and with ``umask``, when given.
+    with ``open_files`` (soft, hard) as its ``RLIMIT_NOFILE`` and with ``umask``, when given;
+    ``options`` follow ``-c FILE`` on its command line.
     """
     directory.mkdir(parents=True, exist_ok=True)
     config_path = directory / "config.yaml"
@@ -156,7 +158,7 @@ async def running_daemon(
     with notify_socket() as notify, log_path.open("ab") as log_file:
         env = {**os.environ, **notify.environ(), **(environ or {})}
         process = subprocess.Popen(
-            [sys.executable, "-m", "tcsms_poller", command, "-c", str(config_path)],
+            [sys.executable, "-m", "tcsms_poller", command, "-c", str(config_path), *options],
             stdout=log_file if stdout is None else stdout,
             stderr=subprocess.STDOUT,
             env=env,

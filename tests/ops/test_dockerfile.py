@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tcsms_poller.cli import build_parser
+from tcsms_poller.healthfile import HEALTH_URL_FILE
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -198,7 +199,7 @@ def test_the_healthcheck_asks_the_daemon(final: Stage) -> None:
     command = exec_form(rest.removeprefix("CMD ").strip())
     assert command[:2] == ["tcsms-poller", "healthcheck"]
     args = build_parser("healthcheck").parse_args(command[1:])
-    assert args.config == Path(CONFIG)
+    assert args.url_file == Path(STATE_DIR) / HEALTH_URL_FILE  # where the daemon writes it
     assert {"interval", "timeout", "start-period", "retries"} <= flags.keys()
 
 

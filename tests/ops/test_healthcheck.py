@@ -16,12 +16,16 @@ from tcsms_poller.cli import main
 from tcsms_poller.commands.healthcheck import healthz_url
 from tcsms_poller.config import ServerSettings
 from tcsms_poller.exits import EX_CONFIG, EX_FAILURE, EX_OK, EX_USAGE
+from tcsms_poller.healthfile import HEALTH_URL_FILE
+from tests.e2e.daemon_process import daemon_config, running_daemon
+from tests.support.cli import run_cli
 from tests.support.http_receiver import Receiver, Reply, http_receiver
 
 HEALTHY = {"healthy": True, "unhealthy": [], "parts": {"replies:1400006666": {"healthy": True}}}
 SICK = {"healthy": False, "unhealthy": ["http"], "parts": {"http": {"healthy": False}}}
 TOKEN = "a-bearer-token-of-32-characters!"
 CALLBACK_SECRET = "callback-secret-0123456789"
+QUIET_APP = {"replies": {"enabled": False}, "send_status": {"enabled": False}}
 
 
 def write_config(directory: Path, listen: str | None) -> Path:
@@ -241,3 +245,24 @@ def test_the_installed_command_prints_one_line_without_traceback(tmp_path: Path)
     assert done.stderr == ""
     assert done.stdout.startswith(f"unhealthy: cannot reach {url}: ")
     assert done.stdout.count("\n") == 1
+
+
+@pytest.mark.anyio
+async def test_url_file_asks_the_port_the_running_daemon_bound(tmp_path: Path) -> None:
+    """The daemon (port 0: only it knows the port) writes healthz.url; healthcheck --url-file
+    reads it without a configuration. After a stop the file is gone: unhealthy, exit 1."""
+    config = daemon_config("http://127.0.0.1:9", tmp_path, app=QUIET_APP)
+    config["server"] = {"listen": "127.0.0.1:0", "token": TOKEN, "callback_secret": CALLBACK_SECRET}
+    url_file = tmp_path / HEALTH_URL_FILE
+    async with running_daemon(tmp_path, config) as daemon:
+        checked = run_cli("healthcheck", "--url-file", str(url_file))
+        assert checked.returncode == EX_OK, checked.stdout
+        assert checked.stdout.startswith("healthy: 200 http://127.0.0.1:")
+        assert ":0/" not in checked.stdout
+        await daemon.stop()
+    assert not url_file.exists()
+    gone = run_cli("healthcheck", "--url-file", str(url_file))
+    assert gone.returncode == EX_FAILURE
+    assert gone.stdout == (
+        f"unhealthy: no health URL: cannot read {url_file}: No such file or directory\n"
+    )

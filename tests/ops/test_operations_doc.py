@@ -11,6 +11,7 @@ import yaml
 from tcsms_poller import exits
 from tcsms_poller.cli import COMMANDS
 from tcsms_poller.config import load_config
+from tcsms_poller.exits import ConfigError
 from tcsms_poller.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -113,3 +114,36 @@ def test_every_alert_has_a_name_and_an_expression() -> None:
     for rule in rules:
         assert rule["alert"].startswith("Tcsms")
         assert "tcsms_poller_" in rule["expr"]
+
+
+def test_the_logrotate_snippet_rotates_the_guides_file_sink_safely() -> None:
+    """The file it rotates is the guide's file sink; create (never copytruncate, which would
+    leave the committed offset past the end); postrotate reloads the unit the guide installs."""
+    found = re.search(r"\n```\n(# /etc/logrotate\.d/tcsms-poller\n.*?)```", guide(), re.DOTALL)
+    assert found is not None
+    block = found.group(1)
+    (config,) = [b for b in code_blocks("yaml") if b.startswith(CONFIG_MARK)]
+    sinks = yaml.safe_load(config)["sinks"]
+    [file_sink] = [sink for sink in sinks if sink["type"] == "file"]
+    directives = [line.strip() for line in block.splitlines()[1:]]
+    assert directives[0] == f"{file_sink['path']} {{"
+    assert "create" in directives
+    assert "copytruncate" not in block
+    reload_line = directives[directives.index("postrotate") + 1]
+    assert reload_line == f"systemctl reload {UNIT.stem}"
+    assert "ExecReload=/bin/kill -HUP $MAINPID" in UNIT.read_text()
+
+
+def test_the_guides_configuration_without_its_files_names_every_one_at_once(
+    tmp_path: Path,
+) -> None:
+    """Each missing credential and the missing numbers file in one round, not one per run."""
+    (block,) = [b for b in code_blocks("yaml") if b.startswith(CONFIG_MARK)]
+    (tmp_path / "config.yaml").write_text(block)
+    environ = {"CREDENTIALS_DIRECTORY": str(tmp_path / "no-credentials")}
+    with pytest.raises(ConfigError) as raised:
+        load_config(tmp_path / "config.yaml", environ=environ)
+    keys = [line.split(": ")[1] for line in str(raised.value).splitlines()]
+    file_keys = re.findall(r"^ *([a-z_]+_file):", block, flags=re.MULTILINE)
+    assert len(keys) == len(file_keys) == 5
+    assert [key.rsplit(".", 1)[-1] for key in keys] == file_keys

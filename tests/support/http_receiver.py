@@ -129,6 +129,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self._answer()
 
+    def do_HEAD(self) -> None:
+        self._answer()
+
     def _answer(self) -> None:
         receiver: Receiver = self.server.receiver  # type: ignore[attr-defined]
         length = int(self.headers.get("Content-Length") or 0)
@@ -148,7 +151,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body)
+        if self.command != "HEAD":  # a HEAD answer has the headers of a body, never the body
+            self.wfile.write(body)
 
     def log_message(self, format: str, *args: object) -> None:
         """Quiet: the test's assertions say what matters."""

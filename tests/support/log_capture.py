@@ -17,11 +17,11 @@ from contextlib import contextmanager
 from typing import Any, Literal, TextIO
 
 from tcsms_poller.fields import SecretValue
-from tcsms_poller.logs import configure_logging
+from tcsms_poller.logs import THIRD_PARTY_LOGGERS, configure_logging
 
 __all__ = ["captured_logs", "json_lines"]
 
-_LIBRARIES = ("httpx", "httpcore", "uvicorn.access", "uvicorn.error")
+_LIBRARIES = (*THIRD_PARTY_LOGGERS, "httpcore")
 
 
 @contextmanager

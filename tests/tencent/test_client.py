@@ -346,7 +346,8 @@ async def test_queue_answers_failing_after_sending_are_counted_lost(
     assert caught.value.answer_lost is lost
     assert lost_answers(metrics, "PullSmsSendStatus") == (len(seen) if lost else 0)
     warnings = [e for e in json_lines(out) if e["event"] == "tencent.queue_answer_lost"]
-    assert len(warnings) == (len(seen) if lost else 0)
+    # Identical warnings within the log throttle's interval are one line; the metric counts all.
+    assert len(warnings) == (1 if lost else 0)
 
 
 @pytest.mark.anyio

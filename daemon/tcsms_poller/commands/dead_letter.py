@@ -147,5 +147,5 @@ def _replay(config: Config, args: argparse.Namespace) -> int:
 
 
 def execute(args: argparse.Namespace) -> int:
-    config = load_and_configure(args.config, prints_result=True)
+    config = load_and_configure(args, prints_result=True)
     return _list(config, args) if args.action == "list" else _replay(config, args)

@@ -66,6 +66,22 @@ faults: --fault ACTION:KIND=PROBABILITY[@VALUE], repeatable; ACTION is an action
   example: --fault 'PullSmsSendStatus:http_error=0.05@502' --fault '*:latency=0.2@300ms'
 """
 
+CONTROL_HELP = f"""\
+a daemon configured for the emulator (its defaults):
+  tencent:
+    secret_id: {DEFAULT_SECRET_ID}
+    secret_key: {DEFAULT_SECRET_KEY}
+    endpoint: http://127.0.0.1:9000
+  apps: [{{sms_sdk_app_id: "{DEFAULT_APP_ID}"}}]
+
+control routes (JSON, no authentication; what tests and benchmarks use):
+  GET  /_emulator/stats     requests, rate-limit hits, errors and faults per action; pushes
+  GET  /_emulator/truth     every record created, and when a queue pull handed it out
+  POST /_emulator/records   inject exact records: {{"send_statuses": [...], "replies": [...]}}
+  GET  /_emulator/faults    the fault rules in force
+  POST /_emulator/faults    replace them: {{"faults": [...]}}
+"""
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The emulator's flags; values are strings, checked by ``build_options``."""
@@ -78,8 +94,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="HOST:PORT",
         help="address to serve on; port 0 picks a free one (default: %(default)s)",
     )
-    add("--secret-id", default=DEFAULT_SECRET_ID)
-    add("--secret-key", default=DEFAULT_SECRET_KEY)
+    add(
+        "--secret-id",
+        default=DEFAULT_SECRET_ID,
+        help="the only SecretId accepted (default: %(default)s)",
+    )
+    add(
+        "--secret-key",
+        default=DEFAULT_SECRET_KEY,
+        help="its SecretKey (default: %(default)s)",
+    )
     add(
         "--app-id",
         action="append",
@@ -198,7 +222,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     options = parser._actions[first_option:]
     parser.set_defaults(**_environment_defaults(options, os.environ))
-    parser.epilog = _environment_help(options) + "\n" + FAULTS_HELP
+    parser.epilog = _environment_help(options) + "\n" + FAULTS_HELP + "\n" + CONTROL_HELP
 
 
 def environment_variable(dest: str) -> str:

@@ -1,4 +1,4 @@
-"""``tcsms-poller healthcheck (-c FILE | --url URL) [--timeout 5s]``: ask a running daemon.
+"""``tcsms-poller healthcheck (--url-file FILE | --url URL | -c FILE)``: ask a running daemon.
 
 For container ``HEALTHCHECK``s and monitoring scripts: GETs the listener's ``/healthz`` and prints
 one line, ``healthy: 200 <url> <body>`` or ``unhealthy: <why> <url> ...``. Exits 0 when the daemon
@@ -6,10 +6,12 @@ answers 200, 1 otherwise (503, any other status, no answer, connection refused),
 configuration has no ``server`` section (there is nothing to ask: configure the listener or pass
 ``--url``), 2 on a usage error.
 
-With ``-c`` the address comes from ``server.listen``; a wildcard address (``0.0.0.0``, ``::``) is
-asked on the matching loopback. The configuration is loaded as the daemon loads it, so run the
-command where the daemon's environment is (in the container, as the ``HEALTHCHECK`` does); from
-any other shell, ``--url`` needs no configuration at all.
+``--url-file`` reads the URL the daemon wrote into its state directory once its listener was
+serving (``healthz.url``; see ``healthfile``): no configuration is parsed, which is what the
+image's ``HEALTHCHECK`` uses. With ``-c`` the address comes from ``server.listen``; a wildcard
+address (``0.0.0.0``, ``::``) is asked on the matching loopback. The configuration is loaded as
+the daemon loads it, so run that where the daemon's environment is; ``--url`` and ``--url-file``
+need no configuration at all.
 """
 
 from __future__ import annotations
@@ -22,11 +24,11 @@ import httpx
 
 from tcsms_poller.config import ServerSettings, load_config
 from tcsms_poller.exits import EX_FAILURE, EX_OK, ConfigError, UsageError
+from tcsms_poller.healthfile import healthz_url_of, read_health_url
 from tcsms_poller.units import format_duration, parse_duration
 
 __all__ = ["add_arguments", "execute", "healthz_url", "summarize"]
 
-_WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1"}  # noqa: S104 - mapped away, never bound
 _MAX_BODY_CHARS = 2000  # Docker keeps 4 KiB of a probe's output; the line must stay readable
 
 
@@ -42,6 +44,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     target.add_argument(
         "--url", metavar="URL", help="ask this URL instead, e.g. http://127.0.0.1:8787/healthz"
+    )
+    target.add_argument(
+        "--url-file",
+        type=Path,
+        metavar="FILE",
+        help="ask the URL the daemon wrote here, e.g. /var/lib/tcsms-poller/healthz.url",
     )
     parser.add_argument(
         "--timeout",
@@ -76,10 +84,7 @@ def healthz_url(server: ServerSettings) -> str:
             f"server.listen {server.listen!r} lets the system pick the port, "
             "so the healthcheck cannot know it: pass --url"
         )
-    host = _WILDCARDS.get(server.host, server.host)
-    if ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}:{server.port}/healthz"
+    return healthz_url_of(server.host, server.port)
 
 
 def _compact(text: str) -> str:
@@ -111,6 +116,12 @@ def summarize(url: str, timeout: float) -> tuple[bool, str]:
 def execute(args: argparse.Namespace) -> int:
     if args.url is not None:
         url = _checked_url(args.url)
+    elif args.url_file is not None:
+        try:
+            url = read_health_url(args.url_file)
+        except ValueError as error:  # not written yet (starting) or never (no listener)
+            print(f"unhealthy: no health URL: {error}", flush=True)
+            return EX_FAILURE
     else:
         config = load_config(args.config)
         if config.server is None:

@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import argparse
 
-import anyio
 import structlog
 
 from tcsms_poller.commands._common import (
     add_config_argument,
     duration_argument,
     load_and_configure,
+    run_reporting,
 )
 from tcsms_poller.daemon import Daemon
 from tcsms_poller.exits import EX_FAILURE, EX_OK
-from tcsms_poller.state import StateError
 
 __all__ = ["add_arguments", "execute"]
 
@@ -28,7 +27,7 @@ log = structlog.get_logger("tcsms_poller.daemon")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_config_argument(parser)
+    add_config_argument(parser, logs=True)
     parser.add_argument(
         "--drain-timeout",
         type=duration_argument,
@@ -39,11 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def execute(args: argparse.Namespace) -> int:
-    config = load_and_configure(args.config)
+    config = load_and_configure(args)
     daemon = Daemon(config, config_path=args.config)
-    try:
-        ok = anyio.run(lambda: daemon.run_once(drain_timeout=args.drain_timeout), backend="asyncio")
-    except (StateError, OSError) as error:
-        log.error("once.failed", error=f"{type(error).__name__}: {error}")
-        return EX_FAILURE
+    ok = run_reporting(
+        lambda: daemon.run_once(drain_timeout=args.drain_timeout), event="once.failed"
+    )
     return EX_OK if ok else EX_FAILURE

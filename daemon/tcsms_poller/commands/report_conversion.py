@@ -42,7 +42,7 @@ def _unix_time(text: str) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_config_argument(parser)
+    add_config_argument(parser, logs=True)
     parser.add_argument("--serial-no", required=True, help="the SerialNo of the sent message")
     parser.add_argument(
         "--conversion-time",
@@ -84,7 +84,7 @@ async def _report(
 
 
 def execute(args: argparse.Namespace) -> int:
-    config = load_and_configure(args.config, prints_result=True)
+    config = load_and_configure(args, prints_result=True)
     app_ids = [app.sms_sdk_app_id for app in config.apps]
     app_id = args.app_id or app_ids[0]
     if app_id not in app_ids:

@@ -12,11 +12,17 @@ import signal
 import anyio
 import structlog
 
-from tcsms_poller.commands._common import add_config_argument, load_and_configure
-from tcsms_poller.daemon import Daemon
-from tcsms_poller.exits import EX_FAILURE, EX_OK
+from tcsms_poller.commands._common import (
+    add_config_argument,
+    duration_argument,
+    load_and_configure,
+    run_reporting,
+)
+from tcsms_poller.config.advice import config_warnings
+from tcsms_poller.daemon import SINK_GRACE, Daemon
+from tcsms_poller.exits import EX_OK
 from tcsms_poller.sdnotify import Notifier
-from tcsms_poller.state import StateError
+from tcsms_poller.units import format_duration
 
 __all__ = ["add_arguments", "execute", "serve_until_signalled"]
 
@@ -24,7 +30,16 @@ log = structlog.get_logger("tcsms_poller.daemon")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_config_argument(parser)
+    add_config_argument(parser, logs=True)
+    parser.add_argument(
+        "--drain-grace",
+        type=duration_argument,
+        default=SINK_GRACE,
+        metavar="DURATION",
+        help="at a stop, how long the sinks may take to deliver what is committed "
+        f"(default {format_duration(SINK_GRACE)}); keep the stop timeout of systemd or "
+        "Docker above it plus tencent.timeout",
+    )
 
 
 async def serve_until_signalled(daemon: Daemon, *, stop_after: float | None = None) -> None:
@@ -60,24 +75,16 @@ async def serve_until_signalled(daemon: Daemon, *, stop_after: float | None = No
 
 
 def execute(args: argparse.Namespace) -> int:
-    config = load_and_configure(args.config)
-    daemon = Daemon(config, config_path=args.config, notifier=Notifier.from_environ())
-    try:
-        anyio.run(serve_until_signalled, daemon, backend="asyncio")
-    except (StateError, OSError, ExceptionGroup) as raised:
-        error = _sole_error(raised)  # task groups wrap what a start raised
-        if isinstance(error, StateError):
-            log.error("daemon.failed", error=str(error))
-            return EX_FAILURE
-        if isinstance(error, OSError):  # a sink that cannot open its file, a port in use
-            log.error("daemon.failed", error=f"{type(error).__name__}: {error}")
-            return EX_FAILURE
-        raise
+    config = load_and_configure(args)
+    for warning in config_warnings(config):
+        log.warning("config.warning", warning=warning)
+    daemon = Daemon(
+        config,
+        config_path=args.config,
+        notifier=Notifier.from_environ(),
+        sink_grace=args.drain_grace,
+    )
+    # A state in use or not creatable, a port in use, a sink that cannot open its file: one
+    # daemon.failed line and exit 1.
+    run_reporting(lambda: serve_until_signalled(daemon), event="daemon.failed")
     return EX_OK
-
-
-def _sole_error(error: BaseException) -> BaseException:
-    """The one error inside (nested) exception groups of one member each, else ``error``."""
-    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
-        error = error.exceptions[0]
-    return error

@@ -33,6 +33,23 @@ _ECHO_INPUT = {
     "literal_error",
     "string_type",
 }
+_URL_ERRORS = {"url_parsing", "url_scheme", "url_type", "url_syntax_violation", "url_too_long"}
+_BOUNDS = {
+    "greater_than_equal": "must be at least {ge}",
+    "greater_than": "must be more than {gt}",
+    "less_than_equal": "must be at most {le}",
+    "less_than": "must be less than {lt}",
+}
+_PLAIN = {
+    "int_parsing": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "int_type": "must be a whole number",
+    "float_parsing": "must be a number",
+    "float_type": "must be a number",
+    "bool_parsing": "must be true or false",
+    "bool_type": "must be true or false",
+    "string_type": "must be a string",
+}
 _SHAPES = {
     "dict_type": "must be a mapping of keys to values",
     "model_type": "must be a mapping of keys to values",
@@ -80,7 +97,7 @@ def _unknown_key(model: type[BaseModel], loc: Loc) -> str:
     key = str(loc[-1])
     if parent is None:
         return "unknown key"
-    known = list(parent.model_fields)
+    known = [name for name, field in parent.model_fields.items() if not field.exclude]
     close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
     if close:
         return f"unknown key (did you mean {close[0]!r}?)"
@@ -93,9 +110,17 @@ def _message(error: ErrorDetails, model: type[BaseModel]) -> str:
         return _unknown_key(model, tuple(error["loc"]))
     if kind in _SHAPES:
         return _SHAPES[kind]
+    if kind in _URL_ERRORS:
+        return "is not an http(s) URL like https://hooks.example.com/sms"
     if kind == "too_short" and error.get("ctx", {}).get("min_length") == 1:
         return "must list at least one entry"
-    message = error["msg"].removeprefix("Value error, ")
+    ctx = error.get("ctx", {})
+    if kind in _BOUNDS:
+        message = _BOUNDS[kind].format(**ctx)
+    else:
+        message = _PLAIN.get(kind, error["msg"]).removeprefix("Value error, ")
+        # Whatever pydantic words that we did not: our voice ("must be"), not "Input should be".
+        message = message.replace("Input should be", "must be").replace("Value should", "must")
     if kind == "string_pattern_mismatch":
         return f"invalid value {error['input']!r} (expected the pattern {error['ctx']['pattern']})"
     if kind in _ECHO_INPUT and isinstance(error["input"], str | int | float | bool):
@@ -118,6 +143,8 @@ def describe_errors(
     problems: list[Problem] = []
     for item in details:
         loc = (*prefix, *item["loc"])
+        if source.has_failed(loc):
+            continue  # the value's own problem (an unset variable, say) is already reported
         if item["type"] == "too_short" and any(
             len(other) > len(loc) and other[: len(loc)] == loc for other in failed
         ):
@@ -132,4 +159,6 @@ def _at_named_key(loc: Loc, message: str, error: ErrorDetails) -> tuple[Loc, str
     key, sep, why = message.partition(": ")
     if sep and isinstance(error["input"], dict) and key in error["input"]:
         return (*loc, key), why
+    if sep and loc and key == f"{loc[-1]}_file":  # a secret whose file could not be read
+        return (*loc[:-1], key), why
     return loc, message

@@ -20,13 +20,16 @@ from tcsms_poller.config.errors import describe_errors
 from tcsms_poller.config.model import Config
 from tcsms_poller.config.source import Loc, Problem, SourceText, parse_yaml
 from tcsms_poller.exits import ConfigError
-from tcsms_poller.fields import E164_PATTERN, is_e164
+from tcsms_poller.fields import E164_PATTERN, is_e164, resolve_path
 from tcsms_poller.sinks.base import SinkSettings
 from tcsms_poller.sinks.registry import load_sink_type
+from tcsms_poller.textfile import TextFileError, read_text_file
 
 __all__ = ["config_from_mapping", "load_config", "read_numbers_file", "render_config"]
 
 DEFAULT_SINKS = ({"type": "stdout"},)
+MAX_CONFIG_BYTES = 1024 * 1024
+MAX_NUMBERS_FILE_BYTES = 32 * 1024 * 1024  # 100,000 numbers take under 2 MiB
 # A line of a numbers file without comments: blank, or one E.164 number (ASCII digits) in spaces.
 _PLAIN_LINE = re.compile(rf"[ \t]*(?:{E164_PATTERN}[ \t]*)?\r?")
 
@@ -34,10 +37,9 @@ _PLAIN_LINE = re.compile(rf"[ \t]*(?:{E164_PATTERN}[ \t]*)?\r?")
 def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
     """Read, interpolate and validate the configuration file at ``path``."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        reason = getattr(error, "strerror", None) or str(error)
-        raise ConfigError(f"{path}: cannot read the configuration: {reason}") from None
+        text = read_text_file(path, max_bytes=MAX_CONFIG_BYTES)
+    except TextFileError as error:
+        raise ConfigError(f"{path}: cannot read the configuration: {error.reason}") from None
     environ = os.environ if environ is None else environ
     source = parse_yaml(text, str(path), environ)
     return _validate(source, base_dir=path.resolve().parent, environ=environ)
@@ -58,7 +60,7 @@ def config_from_mapping(
 def _validate(source: SourceText, *, base_dir: Path, environ: Mapping[str, str]) -> Config:
     context = {"base_dir": base_dir, "environ": environ}
     data = dict(source.data)
-    problems: list[Problem] = []
+    problems = list(source.problems)
     failed_sinks: list[Loc] = []
     sinks = data.get("sinks", DEFAULT_SINKS)
     if isinstance(sinks, list | tuple):
@@ -71,6 +73,8 @@ def _validate(source: SourceText, *, base_dir: Path, environ: Mapping[str, str])
                 problems.extend(sink_problems)
                 failed_sinks.append(("sinks", index))
     data["source"] = source.name
+    # Numbers files are read even when the schema fails, so their problems come in this pass too.
+    problems.extend(_numbers_file_problems(data, source, base_dir))
     try:
         config = Config.model_validate(data, context=context)
     except ValidationError as error:
@@ -78,15 +82,26 @@ def _validate(source: SourceText, *, base_dir: Path, environ: Mapping[str, str])
         Problem.raise_all(problems)
         raise  # unreachable: there is at least one problem
     Problem.raise_all(problems)
-    for index, app in enumerate(config.apps):
-        if app.by_number.numbers_file is not None:
-            try:
-                read_numbers_file(app.by_number.numbers_file)
-            except ConfigError as error:
-                loc = ("apps", index, "by_number", "numbers_file")
-                problems.append(source.problem(loc, str(error)))
-    Problem.raise_all(problems)
     return config
+
+
+def _numbers_file_problems(
+    data: Mapping[str, Any], source: SourceText, base_dir: Path
+) -> list[Problem]:
+    """What is wrong with each app's ``by_number.numbers_file``, read as the daemon will."""
+    problems: list[Problem] = []
+    apps = data.get("apps")
+    for index, app in enumerate(apps if isinstance(apps, list) else []):
+        by_number = app.get("by_number") if isinstance(app, dict) else None
+        name = by_number.get("numbers_file") if isinstance(by_number, dict) else None
+        loc = ("apps", index, "by_number", "numbers_file")
+        if not isinstance(name, str) or not name or source.has_failed(loc):
+            continue  # absent, or a wrong type the schema reports
+        try:
+            read_numbers_file(resolve_path(Path(name), base_dir))
+        except ConfigError as error:
+            problems.append(source.problem(loc, str(error)))
+    return problems
 
 
 def _sink_problems(
@@ -131,10 +146,9 @@ def read_numbers_file(path: Path) -> tuple[str, ...]:
 def _read_numbers_file(path: Path, inode: int, size: int, mtime_ns: int) -> tuple[str, ...]:
     del inode, size, mtime_ns  # the cache key: a changed file is read again
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        reason = getattr(error, "strerror", None) or str(error)
-        raise ConfigError(f"{path}: cannot read: {reason}") from None
+        text = read_text_file(path, max_bytes=MAX_NUMBERS_FILE_BYTES)
+    except TextFileError as error:
+        raise ConfigError(f"{path}: cannot read: {error.reason}") from None
     lines = text.split("\n")
     if all(map(_PLAIN_LINE.fullmatch, lines)):
         plain = dict.fromkeys(map(str.strip, lines))

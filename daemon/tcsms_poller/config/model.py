@@ -44,6 +44,8 @@ DAY = 86_400.0
 MAX_LOOKBACK = 7 * DAY  # the pull-by-number APIs reject a BeginTime older than 7 days
 MAX_STATISTICS_LOOKBACK = 32 * DAY  # CallbackStatusStatistics covers at most 32 days
 _URL_SAFE = re.compile(r"^[A-Za-z0-9._~-]{16,}$")
+_PORT = re.compile(r"[0-9]{1,9}")
+_BLANK_OR_CONTROL = re.compile(r"[\x00-\x20\x7f]")
 
 
 def _at_most(seconds: float, limit: float, why: str) -> float:
@@ -94,7 +96,13 @@ class TencentSettings(ConfigModel):
     @field_validator("endpoint")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        parts = urlsplit(value)
+        if _BLANK_OR_CONTROL.search(value):
+            raise ValueError("must not contain spaces or control characters")
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 - raises ValueError for a port out of range
+        except ValueError:
+            raise ValueError(f"{value!r} is not a valid URL") from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(
                 f"{value!r} is not an http(s) URL like https://sms.tencentcloudapi.com"
@@ -181,7 +189,7 @@ class ServerSettings(ConfigModel):
     listen: str = "127.0.0.1:8787"
     token: Secret
     callback_secret: Secret
-    max_body: ByteSize = 1024 * 1024
+    max_body: ByteSize = Field(default=1024 * 1024, ge=1024)  # a callback batch needs room
     max_concurrency: int = Field(default=64, ge=1, le=10_000)
     max_connections: int = Field(default=1024, ge=1, le=100_000)
     header_timeout: Duration = Field(default=10.0, gt=0)
@@ -191,8 +199,10 @@ class ServerSettings(ConfigModel):
     @classmethod
     def _host_port(cls, value: str) -> str:
         host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65_535:
-            raise ValueError(f"{value!r} is not HOST:PORT like 127.0.0.1:8787")
+        if not sep or not host or _PORT.fullmatch(port) is None:
+            raise ValueError(f"{value[:60]!r} is not HOST:PORT like 127.0.0.1:8787")
+        if int(port) > 65_535:
+            raise ValueError(f"port {int(port)} is out of range (0-65535; 0 picks a free one)")
         return value
 
     @field_validator("token")

@@ -95,7 +95,12 @@ class SinkSettings(ConfigModel):
     """Options every sink has; a sink's own ``Config`` extends this model."""
 
     type: str
-    name: str = Field(default="", description="cursor key; defaults to the type")
+    # A file name too (dead-letter/<name>.jsonl): no slash, no leading dot, no control character.
+    name: str = Field(
+        default="",
+        pattern=r"^([A-Za-z0-9][A-Za-z0-9._-]{0,63})?$",
+        description="cursor key; defaults to the type",
+    )
     batch_size: int = Field(default=500, ge=1, le=10_000)
     max_retry_duration: Duration = Field(default=86_400.0, description="then dead-letter")
     max_backoff: Duration = Field(default=60.0, description="cap of the retry backoff")

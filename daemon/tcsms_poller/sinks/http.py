@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import time
 from collections.abc import Callable, Sequence
 from typing import ClassVar, Literal
@@ -47,7 +48,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import anyio
 import httpx
-from pydantic import AnyHttpUrl, Field, field_serializer
+from pydantic import AnyHttpUrl, Field, field_serializer, field_validator
 
 from tcsms_poller import __version__
 from tcsms_poller.fields import REDACTED, Duration, Secret, SecretValue
@@ -69,6 +70,7 @@ MAX_RETRY_AFTER = 600.0  # a downstream may slow us down, not park the sink for 
 _EXCERPT_BYTES = 512  # of an error answer: enough to see why, never a whole HTML page
 _EXCERPT_CHARS = 200
 _RETRYABLE = frozenset({408, 429})
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token
 
 
 class HttpSettings(SinkSettings):
@@ -81,6 +83,17 @@ class HttpSettings(SinkSettings):
     timeout: Duration = 10.0
     hmac_secret: Secret | None = None
     headers: dict[str, Secret] = Field(default_factory=dict)
+
+    @field_validator("headers")
+    @classmethod
+    def _sendable_headers(cls, headers: dict[str, SecretValue]) -> dict[str, SecretValue]:
+        # A header that cannot be sent would fail every request, forever, like a transient error.
+        for name, value in headers.items():
+            if _HEADER_NAME.fullmatch(name) is None:
+                raise ValueError(f"{name[:40]!r} is not an HTTP header name")
+            if not value.reveal().isascii():
+                raise ValueError(f"the value of {name} must be ASCII")
+        return headers
 
     @field_serializer("url", when_used="json")
     def _redacted_url(self, url: AnyHttpUrl) -> str:
