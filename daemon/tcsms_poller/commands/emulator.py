@@ -105,9 +105,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     traffic.add_argument("--receipt-delay-max", metavar="DURATION", help="(default 5s)")
     traffic.add_argument("--fail-ratio", metavar="FRACTION", help="failed receipts (default 0.08)")
     traffic.add_argument(
+        "--late-share",
+        metavar="FRACTION",
+        help="receipts that come 10-40 min after their send (default 0)",
+    )
+    traffic.add_argument(
         "--backfill",
         metavar="DURATION",
         help="history generated at start (default 10m, at most 7d)",
+    )
+
+    windows = parser.add_argument_group("per-number actions (readings Tencent leaves open)")
+    windows.add_argument(
+        "--by-number-time",
+        default="receive",
+        choices=("receive", "send"),
+        help="the time BeginTime/EndTime filter on (default: %(default)s)",
+    )
+    windows.add_argument(
+        "--by-number-order",
+        default="asc",
+        choices=("asc", "desc"),
+        help="the order of a window's records (default: %(default)s)",
     )
 
     limits = parser.add_argument_group("rate limits and clock")
@@ -289,6 +308,7 @@ def _traffic(args: argparse.Namespace) -> dict[str, Any] | None:
         "send_rate": args.send_rate,
         "reply_rate": args.reply_rate,
         "fail_ratio": args.fail_ratio,
+        "late_share": args.late_share,
     }
     traffic: dict[str, Any] = {key: value for key, value in given.items() if value is not None}
     for key in ("receipt_delay_min", "receipt_delay_max", "backfill"):
@@ -320,6 +340,8 @@ def build_options(args: argparse.Namespace) -> EmulatorOptions:
         "slack": _convert("--slack", args.slack, parse_duration),
         "max_skew": _convert("--max-skew", args.max_skew, parse_duration),
         "faults": [_convert("--fault", text, parse_fault) for text in _repeated(args, "faults")],
+        "by_number_time": args.by_number_time,
+        "by_number_order": args.by_number_order,
         "push": {
             "status_url": args.push_status_url,
             "reply_url": args.push_reply_url,

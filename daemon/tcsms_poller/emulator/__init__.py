@@ -20,6 +20,8 @@ from tcsms_poller.emulator.options import (
     FaultKind,
     PushOptions,
     TrafficOptions,
+    WindowOrder,
+    WindowTime,
 )
 from tcsms_poller.emulator.server import RunningEmulator, run_emulator
 
@@ -34,5 +36,7 @@ __all__ = [
     "PushOptions",
     "RunningEmulator",
     "TrafficOptions",
+    "WindowOrder",
+    "WindowTime",
     "run_emulator",
 ]

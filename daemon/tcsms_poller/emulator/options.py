@@ -27,6 +27,8 @@ __all__ = [
     "FaultKind",
     "PushOptions",
     "TrafficOptions",
+    "WindowOrder",
+    "WindowTime",
 ]
 
 # Published fakes, not secrets: every emulator accepts them unless told otherwise.
@@ -60,6 +62,21 @@ class FaultKind(StrEnum):
     TRUNCATED = "truncated"
     INTERNAL_ERROR = "internal_error"
     RATE_LIMIT = "rate_limit"
+
+
+class WindowTime(StrEnum):
+    """Which time the per-number actions' ``[BeginTime, EndTime]`` filters on (undocumented)."""
+
+    RECEIVE = "receive"  # UserReceiveTime
+    SEND = "send"  # when the message was sent (the 2019 API called it SendDateTime)
+
+
+class WindowOrder(StrEnum):
+    """In which order the per-number actions answer (undocumented); a full page is the first
+    100 records in this order."""
+
+    ASC = "asc"
+    DESC = "desc"
 
 
 # The parameter a kind uses when none is given: seconds, or an HTTP status for http_error.
@@ -106,7 +123,8 @@ class TrafficOptions(_Model):
 
     ``phone_numbers``, when given, is the set; otherwise ``numbers`` mainland numbers are made up
     from the seed. The first ``heavy_numbers`` numbers get ``heavy_share`` of all messages, so
-    their per-number queries need paging.
+    their per-number queries need paging. A ``late_share`` of the receipts comes 10 to 40 minutes
+    after its message (a phone switched off), the rest ``receipt_delay_min`` to ``_max`` after.
     """
 
     numbers: int = Field(default=20, ge=1)
@@ -118,6 +136,9 @@ class TrafficOptions(_Model):
     receipt_delay_min: float = Field(default=0.5, ge=0.0)
     receipt_delay_max: float = Field(default=5.0, ge=0.0)
     fail_ratio: float = Field(default=0.08, ge=0.0, le=1.0)
+    late_share: float = Field(
+        default=0.0, ge=0.0, le=1.0, description="receipts that come 10-40 min after their send"
+    )
     backfill: float = Field(default=600.0, ge=0.0, le=7 * 86_400)
     sign_name: str = "Tencent Cloud"
 
@@ -156,7 +177,12 @@ class PushOptions(_Model):
 
 
 class EmulatorOptions(_Model):
-    """The whole emulator configuration."""
+    """The whole emulator configuration.
+
+    ``by_number_time`` and ``by_number_order`` play each reading of what Tencent leaves open
+    about the per-number actions. A reply's send time is its reply time, so for replies only
+    the order differs.
+    """
 
     host: str = "127.0.0.1"
     port: int = Field(default=0, ge=0, le=65535)
@@ -171,6 +197,8 @@ class EmulatorOptions(_Model):
     max_skew: float = Field(default=300.0, ge=0.0)
     faults: tuple[Fault, ...] = ()
     push: PushOptions = PushOptions()
+    by_number_time: WindowTime = WindowTime.RECEIVE
+    by_number_order: WindowOrder = WindowOrder.ASC
 
     @field_validator("app_ids")
     @classmethod
