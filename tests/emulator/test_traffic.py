@@ -59,6 +59,16 @@ async def test_history_needs_paging_and_shares_seconds() -> None:
     assert 60 < len(truth["replies"]) < 200  # 0.2 per second for 600 s
 
 
+async def test_a_late_share_of_receipts_comes_10_to_40_minutes_after_the_send() -> None:
+    """Every generated receipt carries its send time; the late share comes half an hour on."""
+    state, _ = backfilled(5, TrafficOptions(backfill=4 * 3600, send_rate=0.5, late_share=0.3))
+    statuses: list[dict[str, Any]] = state.truth()["send_statuses"]
+    delays = [s["user_receive_time"] - s["send_time"] for s in statuses]
+    late = [delay for delay in delays if delay >= 600]
+    assert all(0 <= delay <= 5 or 600 <= delay <= 2400 for delay in delays)
+    assert 0.2 < len(late) / len(delays) < 0.4
+
+
 async def test_statistics_add_up() -> None:
     """Callbacks are successes plus failures; failures are the sum of the five buckets."""
     state, _ = backfilled(3, TrafficOptions(backfill=7200))
