@@ -167,7 +167,7 @@ async def test_more_than_a_page_in_one_second_is_counted_and_the_poll_ends(
     tmp_path: Path, emulator: RunningEmulator
 ) -> None:
     """120 records in one second cannot be split: a page of them is delivered, the window is
-    counted and logged once, and the other seconds are pulled in full."""
+    counted and logged once over two polls, and the other seconds are pulled in full."""
     async with by_number_worker(tmp_path, emulator, [BUSY], lookback=LOOKBACK) as (
         by_number,
         ctx,
@@ -180,6 +180,8 @@ async def test_more_than_a_page_in_one_second_is_counted_and_the_poll_ends(
         )
         with captured_logs() as out:
             await by_number.poll()
+            clock.now += INTERVAL
+            await by_number.poll()  # finds the same second again: not reported again
         delivered = await delivered_ids(ctx.store)
         overfull = ctx.metrics.registry.get_sample_value(
             "tcsms_poller_by_number_overfull_windows_total",
@@ -193,6 +195,24 @@ async def test_more_than_a_page_in_one_second_is_counted_and_the_poll_ends(
     by_send_time = emulator.state.options.by_number_time is WindowTime.SEND
     assert warning["second"] == now - 100 - (LEAD if by_send_time else 0)
     assert warning["number"] == "+86137****0002"
+
+
+async def test_a_seven_day_lookback_reaches_the_oldest_second_the_api_accepts(
+    tmp_path: Path, emulator: RunningEmulator
+) -> None:
+    """With the longest lookback no BeginTime is refused and a receipt almost 7 days old is
+    pulled."""
+    async with by_number_worker(tmp_path, emulator, [LATE], lookback=7 * 86_400.0) as (
+        by_number,
+        ctx,
+        clock,
+    ):
+        oldest = int(clock.now) - 7 * 86_400 + 600
+        expected = add_receipts(emulator, LATE, [(oldest - LEAD, oldest)])
+        stats = await by_number.poll()
+        assert by_number.health.is_healthy
+        assert stats.requests == 1
+        assert set(await delivered_ids(ctx.store)) == expected
 
 
 async def test_replies_with_ties_across_the_page_boundary_are_delivered_once_each(

@@ -109,6 +109,21 @@ def test_a_full_page_splits_its_window_in_halves_earlier_first() -> None:
     assert sweep.next(EARLY) == Window(501, 1001)
 
 
+def test_an_overfull_second_is_reported_by_the_sweep_that_finds_it_not_the_next() -> None:
+    """A second known to be overfull from the last plan is asked again but not reported."""
+    sweep = Sweep.start(Window(0, 1))
+    for count in (PAGE_LIMIT, PAGE_LIMIT, 5):
+        window = sweep.next(EARLY)
+        assert window is not None
+        sweep.record(window, count)
+    assert sweep.overfull == sweep.unreachable == [Window(0, 0)]
+    again = Sweep.start(Window(0, 2), sweep.finished_plan())
+    while (window := again.next(EARLY)) is not None:
+        again.record(window, PAGE_LIMIT if window == Window(0, 0) else 5)
+    assert again.unreachable == [Window(0, 0)]
+    assert again.overfull == []
+
+
 def test_a_full_one_second_window_is_reported_overfull_and_the_sweep_ends() -> None:
     """One second cannot be split: the window is reported, not asked again."""
     sweep = Sweep.start(Window(7, 7))
@@ -187,8 +202,8 @@ def assert_complete(api: FakeApi, span: Window, plan: Plan = ()) -> Sweep:
     pulled, sweep, requests = sweep_all(api, span, plan)
     expected = {i for i in range(len(api.records)) if span.begin <= api.key(i) <= span.end}
     assert pulled <= expected
-    assert {api.key(i) for i in expected - pulled} <= {w.begin for w in sweep.overfull}
-    for window in sweep.overfull:
+    assert {api.key(i) for i in expected - pulled} <= {w.begin for w in sweep.unreachable}
+    for window in sweep.unreachable:
         assert sum(api.key(i) == window.begin for i in expected) >= PAGE_LIMIT
     assert requests <= len(plan) + 2 * 13 * (len(expected) // PAGE_LIMIT + 1)  # 2**12 > 3600
     return sweep

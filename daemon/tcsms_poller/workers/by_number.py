@@ -42,7 +42,7 @@ REPLY_ACTION = "PullSmsReplyStatusByPhoneNumber"
 CHECK_PERIOD = 1.0  # how soon a newly tracked or newly due number is noticed
 LAG_WARNING_EVERY = 60.0
 ROUND_BUDGET = 30.0  # a round that keeps finding due numbers takes no more after this long
-MAX_PLANS = 100_000  # numbers whose last sweep needed several windows, remembered in memory
+MAX_PLANS = 10_000  # busy numbers whose windows are remembered (a few hundred bytes each)
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,9 +15,10 @@ the records come. Paging relies on neither:
    exactly one of them and came back with it. The records of full pages are delivered too (they
    repeat records of the halves, and dedupe drops the repeats).
 4. A one-second window cannot be split. Its full page is delivered and the window is reported
-   as overfull: 100 or more records of one number in one second, and those beyond the page
-   cannot be reached with ``Offset`` fixed at 0. The sweep goes on with the next window, and
-   every split makes a window strictly shorter, so a poll always ends.
+   as overfull (once, not at every poll that finds it again): 100 or more records of one
+   number in one second, and those beyond the page cannot be reached with ``Offset`` fixed
+   at 0. The sweep goes on with the next window, and every split makes a window strictly
+   shorter, so a poll always ends.
 
 Why this is correct under all four readings, (send time | receive time) x (ascending |
 descending): steps 2-4 look only at how many records a page holds and at the bounds we sent,
@@ -124,14 +125,21 @@ class Sweep:
 
     span: Window
     limit: int = PAGE_LIMIT
-    plan: list[Answered] = field(default_factory=list)  # windows answered short, in time order
-    overfull: list[Window] = field(default_factory=list)  # one-second windows answered full
+    plan: list[Answered] = field(default_factory=list)  # the windows not split, in time order
+    overfull: list[Window] = field(default_factory=list)  # overfull, and not in the last plan
     _pending: list[Window] = field(default_factory=list)  # a stack: the earliest last
+    _known: frozenset[Window] = frozenset()  # overfull in the last plan: reported already
 
     @classmethod
     def start(cls, span: Window, plan: Plan = (), *, limit: int = PAGE_LIMIT) -> Sweep:
         """A sweep of ``span``, beginning with the windows of the previous sweep's ``plan``."""
-        return cls(span=span, limit=limit, _pending=_start(span, plan)[::-1])
+        known = frozenset(a.window for a in plan if a.count >= limit)
+        return cls(span=span, limit=limit, _pending=_start(span, plan)[::-1], _known=known)
+
+    @property
+    def unreachable(self) -> list[Window]:
+        """Every one-second window of this sweep that answered a full page."""
+        return [a.window for a in self.plan if a.count >= self.limit]
 
     def next(self, now: float) -> Window | None:
         """The next window to ask, moved inside the API's 7 days as of ``now``; None when done.
@@ -155,7 +163,8 @@ class Sweep:
             self._pending += [late, early]
         else:
             self.plan.append(Answered(window, count))
-            self.overfull.append(window)
+            if window not in self._known:
+                self.overfull.append(window)
 
     def finished_plan(self) -> Plan:
         """The plan for the next sweep of this number; empty when one window sufficed."""
