@@ -177,8 +177,9 @@ def advance_number(
 ) -> None:
     """Record a polled page: new cursors (never moving back) and the next due time.
 
-    A cursor stays NULL until a record was seen: NULL is what makes the next poll look back
-    ``lookback`` instead of the API's whole 7 days (SQLite's MAX of a NULL is NULL).
+    A cursor is the newest record time seen, shown by ``status``; polls do not start from it
+    (each covers the number's whole lookback). It stays NULL until a record was seen (SQLite's
+    MAX of a NULL is NULL).
     """
     connection.execute(
         "UPDATE numbers SET next_due = ?, last_polled_at = ?, "
