@@ -13,7 +13,9 @@ the records come. Paging relies on neither:
    asked in turn, until every window answers fewer than 100. The halves partition their window,
    so the windows that answered short partition the span: every record of the span lies in
    exactly one of them and came back with it. The records of full pages are delivered too (they
-   repeat records of the halves, and dedupe drops the repeats).
+   repeat records of the halves), and so is every record again at every poll while it stays in
+   the span: dedupe drops the repeats, as ``state.dedupe_ttl`` (at least 7 days, the
+   configuration checks) outlasts any span.
 4. A one-second window cannot be split. Its full page is delivered and the window is reported
    as overfull (once, not at every poll that finds it again): 100 or more records of one
    number in one second, and those beyond the page cannot be reached with ``Offset`` fixed
