@@ -11,6 +11,7 @@ import pytest
 
 from tcsms_poller.emulator import EmulatorOptions, TrafficOptions, run_emulator
 from tcsms_poller.emulator.numbers import split_number
+from tcsms_poller.emulator.options import LATE_DELAY
 from tcsms_poller.emulator.state import EmulatorState
 from tcsms_poller.emulator.traffic import TrafficGenerator
 from tcsms_poller.tencent.models import STATISTICS_FIELDS
@@ -64,8 +65,9 @@ async def test_a_late_share_of_receipts_comes_10_to_40_minutes_after_the_send() 
     state, _ = backfilled(5, TrafficOptions(backfill=4 * 3600, send_rate=0.5, late_share=0.3))
     statuses: list[dict[str, Any]] = state.truth()["send_statuses"]
     delays = [s["user_receive_time"] - s["send_time"] for s in statuses]
-    late = [delay for delay in delays if delay >= 600]
-    assert all(0 <= delay <= 5 or 600 <= delay <= 2400 for delay in delays)
+    shortest, longest = LATE_DELAY
+    late = [delay for delay in delays if delay >= shortest]
+    assert all(0 <= delay <= 5 or shortest <= delay <= longest for delay in delays)
     assert 0.2 < len(late) / len(delays) < 0.4
 
 

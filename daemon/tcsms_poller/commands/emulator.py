@@ -24,8 +24,11 @@ from tcsms_poller.emulator import (
     DEFAULT_SECRET_KEY,
     EmulatorOptions,
     Fault,
+    WindowOrder,
+    WindowTime,
     run_emulator,
 )
+from tcsms_poller.emulator.options import LATE_DELAY
 from tcsms_poller.exits import EX_FAILURE, EX_OK, UsageError
 from tcsms_poller.logs import configure_logging
 from tcsms_poller.units import parse_duration
@@ -107,7 +110,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     traffic.add_argument(
         "--late-share",
         metavar="FRACTION",
-        help="receipts that come 10-40 min after their send (default 0)",
+        help="receipts that come {:g}-{:g} min after their send (default 0)".format(
+            *(seconds / 60 for seconds in LATE_DELAY)
+        ),
     )
     traffic.add_argument(
         "--backfill",
@@ -119,13 +124,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     windows.add_argument(
         "--by-number-time",
         default="receive",
-        choices=("receive", "send"),
+        choices=[reading.value for reading in WindowTime],
         help="the time BeginTime/EndTime filter on (default: %(default)s)",
     )
     windows.add_argument(
         "--by-number-order",
         default="asc",
-        choices=("asc", "desc"),
+        choices=[order.value for order in WindowOrder],
         help="the order of a window's records (default: %(default)s)",
     )
 

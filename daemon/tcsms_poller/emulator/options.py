@@ -22,6 +22,7 @@ __all__ = [
     "DEFAULT_RATE_LIMITS",
     "DEFAULT_SECRET_ID",
     "DEFAULT_SECRET_KEY",
+    "LATE_DELAY",
     "EmulatorOptions",
     "Fault",
     "FaultKind",
@@ -46,6 +47,7 @@ DEFAULT_RATE_LIMITS: Mapping[str, int] = {
     "ReportConversion": 1000,
 }
 ACTIONS: tuple[str, ...] = tuple(DEFAULT_RATE_LIMITS)
+LATE_DELAY = (600.0, 2400.0)  # seconds from send to a late receipt: a phone off for a while
 
 
 class _Model(BaseModel):
@@ -123,7 +125,7 @@ class TrafficOptions(_Model):
 
     ``phone_numbers``, when given, is the set; otherwise ``numbers`` mainland numbers are made up
     from the seed. The first ``heavy_numbers`` numbers get ``heavy_share`` of all messages, so
-    their per-number queries need paging. A ``late_share`` of the receipts comes 10 to 40 minutes
+    their per-number queries need paging. A ``late_share`` of the receipts comes ``LATE_DELAY``
     after its message (a phone switched off), the rest ``receipt_delay_min`` to ``_max`` after.
     """
 
@@ -136,9 +138,7 @@ class TrafficOptions(_Model):
     receipt_delay_min: float = Field(default=0.5, ge=0.0)
     receipt_delay_max: float = Field(default=5.0, ge=0.0)
     fail_ratio: float = Field(default=0.08, ge=0.0, le=1.0)
-    late_share: float = Field(
-        default=0.0, ge=0.0, le=1.0, description="receipts that come 10-40 min after their send"
-    )
+    late_share: float = Field(default=0.0, ge=0.0, le=1.0)
     backfill: float = Field(default=600.0, ge=0.0, le=7 * 86_400)
     sign_name: str = "Tencent Cloud"
 

@@ -2,7 +2,7 @@
 
 A discrete-event simulation driven by one seeded ``random.Random``: sends and replies arrive as
 Poisson processes (so some receipts share a second), each receipt is due a uniform random delay
-after its send (for ``late_share`` of them 10 to 40 minutes), and events are processed in
+after its send (for ``late_share`` of them ``LATE_DELAY``), and events are processed in
 simulated-time order. The sequence of records is therefore the same for the same seed and
 options, however late the event loop wakes up; only the absolute times differ between runs.
 
@@ -23,7 +23,7 @@ from typing import Protocol
 import anyio
 
 from tcsms_poller.emulator.numbers import make_mainland_numbers, split_number
-from tcsms_poller.emulator.options import TrafficOptions
+from tcsms_poller.emulator.options import LATE_DELAY, TrafficOptions
 from tcsms_poller.emulator.outcomes import FAILURES, SUCCESS
 from tcsms_poller.emulator.store import ReplyRecord, SendStatusRecord
 
@@ -31,7 +31,6 @@ __all__ = ["REPLY_TEXTS", "TrafficGenerator", "TrafficSink"]
 
 REPLY_TEXTS = ("Y", "N", "1", "2", "TD", "好的", "收到", "退订", "谢谢", "Stop")
 _FAILURE_WEIGHTS = [outcome.weight for outcome in FAILURES]
-LATE_DELAY = (600.0, 2400.0)  # a late receipt: the phone was off for 10 to 40 minutes
 
 
 class TrafficSink(Protocol):
