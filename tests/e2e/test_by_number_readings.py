@@ -6,19 +6,12 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tcsms_poller.emulator import (
-    EmulatorOptions,
-    RunningEmulator,
-    WindowOrder,
-    WindowTime,
-    run_emulator,
-)
+from tcsms_poller.emulator import RunningEmulator
 from tests.e2e.conftest import expected_ids, ids_in, truth, wait_until
 from tests.e2e.daemon_process import daemon_config, running_daemon
 from tests.e2e.test_pipeline import NUMBER, inject, receipts
@@ -26,16 +19,10 @@ from tests.e2e.test_pipeline import NUMBER, inject, receipts
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture(
-    params=[(time, order) for time in WindowTime for order in WindowOrder],
-    ids=lambda reading: f"{reading[0]}-{reading[1]}",
-)
-async def emulator(request: pytest.FixtureRequest) -> AsyncIterator[RunningEmulator]:
-    """An emulator without traffic under one reading of the per-number window."""
-    time_read, order = request.param
-    options = EmulatorOptions(seed=7, by_number_time=time_read, by_number_order=order)
-    async with run_emulator(options) as running:
-        yield running
+@pytest.fixture
+def emulator(emulator_per_reading: RunningEmulator) -> RunningEmulator:
+    """The emulator under each reading of the per-number window in turn."""
+    return emulator_per_reading
 
 
 def late(count: int, *, now: int) -> list[dict[str, Any]]:

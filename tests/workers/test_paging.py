@@ -8,19 +8,12 @@ page boundary. Requests are counted by the emulator.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
 
-from tcsms_poller.emulator import (
-    DEFAULT_APP_ID,
-    EmulatorOptions,
-    RunningEmulator,
-    WindowOrder,
-    WindowTime,
-    run_emulator,
-)
+from tcsms_poller.emulator import DEFAULT_APP_ID, RunningEmulator, WindowTime
 from tcsms_poller.emulator.store import ReplyRecord, SendStatusRecord
 from tcsms_poller.state import StateStore
 from tcsms_poller.workers.by_number import REPLY_ACTION, STATUS_ACTION
@@ -38,16 +31,10 @@ LEAD = 3  # seconds from send to receipt
 LATE_LEAD = 1800  # a receipt that comes half an hour after its send
 
 
-@pytest.fixture(
-    params=[(time, order) for time in WindowTime for order in WindowOrder],
-    ids=lambda reading: f"{reading[0]}-{reading[1]}",
-)
-async def emulator(request: pytest.FixtureRequest) -> AsyncIterator[RunningEmulator]:
-    """The emulator under one reading of the per-number window."""
-    time, order = request.param
-    options = EmulatorOptions(seed=5, by_number_time=time, by_number_order=order)
-    async with run_emulator(options) as running:
-        yield running
+@pytest.fixture
+def emulator(emulator_per_reading: RunningEmulator) -> RunningEmulator:
+    """The emulator under each reading of the per-number window in turn."""
+    return emulator_per_reading
 
 
 def add_receipts(
