@@ -246,8 +246,8 @@ def number_counts(connection: sqlite3.Connection, *, now: float) -> dict[str, tu
 def cursor_ranges(connection: sqlite3.Connection) -> dict[str, dict[str, tuple[int, int, int]]]:
     """Per app and kind (``status``, ``reply``): numbers with a cursor, the oldest and newest.
 
-    A cursor is the time of the newest record seen for a number; the oldest one tells how far
-    back the stalest number's next window reaches.
+    A cursor is the time of the newest record seen for a number; the oldest one tells how long
+    the quietest number has gone without one (polls cover each number's lookback regardless).
     """
     rows = connection.execute(
         "SELECT app_id, COUNT(status_cursor), MIN(status_cursor), MAX(status_cursor), "
