@@ -150,6 +150,25 @@ async def test_a_busy_number_costs_fewer_requests_once_its_windows_are_known(
         assert len(await delivered_ids(ctx.store)) == 250
 
 
+async def test_a_number_whose_old_records_left_the_span_is_one_request_again(
+    tmp_path: Path, emulator: RunningEmulator
+) -> None:
+    """120 records need three windows; once fewer than a page are left in the span, one."""
+    async with by_number_worker(tmp_path, emulator, [BUSY], lookback=LOOKBACK) as (
+        by_number,
+        _ctx,
+        clock,
+    ):
+        now = int(clock.now)
+        for age in (7000, 4000, 100):  # 40 records each; the first 40 leave the span soon
+            add_receipts(emulator, BUSY, [(now - age - LEAD, now - age)] * 40)
+        requests = [(await by_number.poll()).requests]
+        for _ in range(2):
+            clock.now += 10 * INTERVAL
+            requests.append((await by_number.poll()).requests)
+    assert requests == [3, 2, 1]  # split; the windows known; merged, as 80 fit one page
+
+
 async def test_more_than_a_page_in_one_second_is_counted_and_the_poll_ends(
     tmp_path: Path, emulator: RunningEmulator
 ) -> None:

@@ -175,10 +175,18 @@ def test_a_plan_merges_neighbours_that_held_little() -> None:
         Answered(Window(100, 199), 10),
         Answered(Window(200, 299), MERGE_BELOW - 10),
         Answered(Window(300, 399), 5),
+        Answered(Window(400, 449), 80),
     )
     sweep = Sweep.start(Window(50, 500), plan)
-    windows = [sweep.next(EARLY), sweep.next(EARLY), sweep.next(EARLY)]
-    assert windows == [Window(50, 199), Window(200, 500), None]
+    windows = [sweep.next(EARLY) for _ in range(4)]
+    assert windows == [Window(50, 199), Window(200, 399), Window(400, 500), None]
+
+
+def test_a_plan_that_held_fewer_than_a_page_in_all_is_one_window_again() -> None:
+    """A number whose records fell below a page (old ones left the span) is one request again."""
+    plan = (Answered(Window(0, 99), 45), Answered(Window(100, 199), 45))
+    sweep = Sweep.start(Window(50, 500), plan)
+    assert [sweep.next(EARLY), sweep.next(EARLY)] == [Window(50, 500), None]
 
 
 @st.composite

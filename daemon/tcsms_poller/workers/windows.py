@@ -35,8 +35,9 @@ reply time, so both readings coincide there.
 
 Cost: the windows a sweep ended with are its ``Plan``, and the next poll of the number starts
 from it instead of from the whole span: neighbours that together held fewer than
-``MERGE_BELOW`` records share a window again, the part of the span that is new is added to the
-last window, and the part that left the span is dropped. Any partition of the span is as
+``MERGE_BELOW`` records share a window again (all of them, if they held fewer than 100 in all),
+the part of the span that is new is added to the last window, and the part that left the span
+is dropped. Any partition of the span is as
 correct as another (a window that has grown full is split like any), so the plan only saves
 requests. A number with fewer than 100 records in its span costs one request a poll.
 """
@@ -103,9 +104,14 @@ def span_of(*, now: float, lookback: float) -> Window:
     return Window(begin=max(end - int(lookback), oldest_allowed(now)), end=end)
 
 
-def _start(span: Window, plan: Plan) -> list[Window]:
-    """The windows a sweep of ``span`` asks first: ``plan``'s, merged and fitted to the span."""
+def _start(span: Window, plan: Plan, limit: int) -> list[Window]:
+    """The windows a sweep of ``span`` asks first: ``plan``'s, merged and fitted to the span.
+
+    Fewer than ``limit`` records in all (some left the span) are asked in one window again.
+    """
     pieces = [a for a in plan if a.window.end >= span.begin and a.window.begin <= span.end]
+    if sum(piece.count for piece in pieces) < limit:
+        return [span]
     windows: list[Window] = []
     begin, held = span.begin, 0
     for piece in pieces:
@@ -136,7 +142,7 @@ class Sweep:
     def start(cls, span: Window, plan: Plan = (), *, limit: int = PAGE_LIMIT) -> Sweep:
         """A sweep of ``span``, beginning with the windows of the previous sweep's ``plan``."""
         known = frozenset(a.window for a in plan if a.count >= limit)
-        return cls(span=span, limit=limit, _pending=_start(span, plan)[::-1], _known=known)
+        return cls(span=span, limit=limit, _pending=_start(span, plan, limit)[::-1], _known=known)
 
     @property
     def unreachable(self) -> list[Window]:
