@@ -6,6 +6,7 @@ the send or the receive time, ascending or descending): the sweep must not care.
 
 from __future__ import annotations
 
+import itertools
 import random
 from dataclasses import dataclass
 
@@ -234,3 +235,31 @@ def test_every_record_in_the_span_is_pulled_under_every_reading(
     sweep = assert_complete(FakeApi(records, *reading), span)
     later = Window(begin + 60, 3_660)  # records arrived and time went on before the next poll
     assert_complete(FakeApi(records + added, *reading), later, sweep.finished_plan())
+
+
+@given(
+    cuts=st.lists(st.integers(1, 999), unique=True, max_size=30).map(sorted),
+    counts=st.lists(st.integers(0, PAGE_LIMIT), min_size=31, max_size=31),
+    begin=st.integers(-200, 1200),
+    length=st.integers(0, 1500),
+)
+def test_the_first_windows_of_any_plan_partition_the_span(
+    cuts: list[int], counts: list[int], begin: int, length: int
+) -> None:
+    """Whatever the last plan held and however the span moved, the windows a sweep starts
+    with cover the span exactly, each second once, in order."""
+    bounds = [0, *cuts, 1000]
+    plan = tuple(
+        Answered(Window(low, high - 1), count)
+        for low, high, count in zip(bounds, bounds[1:], counts, strict=False)
+    )
+    span = Window(begin, begin + length)
+    sweep = Sweep.start(span, plan)
+    windows = []
+    while (window := sweep.next(EARLY)) is not None:
+        windows.append(window)
+        sweep.record(window, 0)
+    assert windows[0].begin == span.begin
+    assert windows[-1].end == span.end
+    assert all(w.begin <= w.end for w in windows)
+    assert all(a.end + 1 == b.begin for a, b in itertools.pairwise(windows))
