@@ -59,6 +59,7 @@ __all__ = [
     "Bench",
     "SweepOutcome",
     "action_counts",
+    "per_number_config",
     "running_bench",
     "sweep_with_daemon",
     "tracked_numbers",
@@ -196,15 +197,17 @@ class SweepOutcome:
         return self.sweep_s / self.ideal_s
 
 
-def _config_data(bench: Bench, numbers: Sequence[str], workdir: Path) -> dict[str, Any]:
+def per_number_config(
+    url: str, numbers: Sequence[str], workdir: Path, *, rate: int, **by_number: Any
+) -> dict[str, Any]:
     """One app whose only source is the per-number one, tracking ``numbers``."""
     off = {"enabled": False}
     return {
         "tencent": {
             "secret_id": DEFAULT_SECRET_ID,
             "secret_key": DEFAULT_SECRET_KEY,
-            "endpoint": bench.emulator.url,
-            "rate_limits": {ACTION: bench.limit},
+            "endpoint": url,
+            "rate_limits": {ACTION: rate},
         },
         "apps": [
             {
@@ -213,7 +216,7 @@ def _config_data(bench: Bench, numbers: Sequence[str], workdir: Path) -> dict[st
                 "send_status": off,
                 "statistics": off,
                 "conversions": off,
-                "by_number": {"numbers": list(numbers), "interval": NUMBER_INTERVAL},
+                "by_number": {"numbers": list(numbers), **by_number},
             }
         ],
         "state": {"path": str(workdir / "state.db")},
@@ -224,7 +227,11 @@ def _config_data(bench: Bench, numbers: Sequence[str], workdir: Path) -> dict[st
 async def sweep_with_daemon(bench: Bench, numbers: Sequence[str], workdir: Path) -> SweepOutcome:
     """Every number polled once by the daemon's per-number worker; see the module docstring."""
     config = config_from_mapping(
-        _config_data(bench, numbers, workdir), source="bench/_sweep.py", base_dir=workdir
+        per_number_config(
+            bench.emulator.url, numbers, workdir, rate=bench.limit, interval=NUMBER_INTERVAL
+        ),
+        source="bench/_sweep.py",
+        base_dir=workdir,
     )
     outcome = SweepOutcome(numbers=len(numbers), limit=bench.limit)
     metrics = Metrics()

@@ -92,3 +92,13 @@ def test_scale_reports_memory_scheduler_and_startup_on_a_small_state() -> None:
     assert 1 < figures["state_mb"] < 100
     assert figures["numbers_polled"] > 0
     assert figures["requests"]["PullSmsSendStatusByPhoneNumber"] > 0
+
+
+def test_paging_reports_requests_per_poll_under_every_reading() -> None:
+    """bench/paging.py: a quiet number costs one request a poll, a busy one fewer once known."""
+    figures = _run_sweep_benchmark("paging.py", "--records", "250", "--polls", "3")
+    assert set(figures["readings"]) == {"receive-asc", "receive-desc", "send-asc", "send-desc"}
+    assert figures["verified"] is True
+    assert figures["quiet_requests_per_poll"] == 1
+    assert 3 <= figures["requests_per_poll"] < figures["first_poll_requests"]
+    assert figures["records"] == 250

@@ -139,6 +139,12 @@ class Metrics:
             ["app_id"],
             registry=r,
         )
+        self.by_number_overfull = Counter(
+            f"{_PREFIX}_by_number_overfull_windows_total",
+            "One-second per-number windows that answered a full page (more may be unreachable)",
+            ["app_id", "action"],
+            registry=r,
+        )
         self.callback_statistics = Gauge(
             f"{_PREFIX}_callback_statistics",
             "Tencent's receipt statistics over the statistics lookback, per app and counter",

@@ -116,9 +116,9 @@ async def in_thread(function: Callable[[], Any]) -> Any:
 
 
 def receipt(
-    at: int, serial: str, number: str = NUMBER, status: str = "SUCCESS"
+    at: int, serial: str, number: str = NUMBER, status: str = "SUCCESS", *, sent: int | None = None
 ) -> SendStatusRecord:
-    """A receipt of ``number`` at UNIX time ``at``."""
+    """A receipt of ``number`` at UNIX time ``at``, for a message sent at ``sent``."""
     return SendStatusRecord(
         app_id=APP,
         serial_no=serial,
@@ -129,6 +129,7 @@ def receipt(
         description="DELIVRD" if status == "SUCCESS" else "EXPIRED",
         user_receive_time=at,
         session_context=None,
+        send_time=sent,
     )
 
 

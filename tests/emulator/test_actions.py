@@ -9,8 +9,8 @@ import pytest
 
 from tcsms_poller.emulator.actions import run_action
 from tcsms_poller.emulator.answers import ApiError
-from tcsms_poller.emulator.options import StatisticsEnd
-from tcsms_poller.emulator.store import Store
+from tcsms_poller.emulator.options import StatisticsEnd, WindowOrder, WindowTime
+from tcsms_poller.emulator.store import SEND_LEAD, Store
 from tcsms_poller.records import BEIJING
 from tests.emulator.support import APP, NUMBER, receipt, reply
 
@@ -128,6 +128,46 @@ def test_the_window_is_inclusive_ascending_and_limited(store: Store) -> None:
         "e",
         "f",
     ]
+
+
+def serials(store: Store, begin: int, end: int, limit: int = 100) -> list[str]:
+    """The SerialNos a per-number window answers, in the order answered."""
+    params = {**WINDOW, "BeginTime": NOW - 1000 + begin, "EndTime": NOW - 1000 + end}
+    answer = run_action("PullSmsSendStatusByPhoneNumber", {**params, "Limit": limit}, store, NOW)
+    return [item["SerialNo"] for item in answer["PullSmsSendStatusSet"] or []]
+
+
+def test_the_send_time_reading_filters_on_when_the_message_was_sent() -> None:
+    """Read as send time, a receipt that came late sits at its send; one given without a send
+    time was sent SEND_LEAD seconds before it was received."""
+    store = Store((APP,), window_time=WindowTime.SEND)
+    store.add_send_status(receipt(NOW - 1000 + 500, "late", sent=NOW - 1000 + 100))
+    store.add_send_status(receipt(NOW - 1000 + 300, "prompt"))
+    assert serials(store, 100, 100) == ["late"]
+    assert serials(store, 300 - SEND_LEAD, 300 - SEND_LEAD) == ["prompt"]
+    assert serials(store, 300, 500) == []
+
+
+def test_the_descending_reading_answers_the_newest_first_and_limits_from_there() -> None:
+    """Read as descending, a full page is the newest records of the window."""
+    store = Store((APP,), order=WindowOrder.DESC)
+    for at, serial in [(100, "a"), (101, "b"), (101, "c"), (105, "e")]:
+        store.add_send_status(receipt(NOW - 1000 + at, serial))
+    assert serials(store, 100, 110) == ["e", "c", "b", "a"]
+    assert serials(store, 100, 110, limit=2) == ["e", "c"]
+    store.add_reply(reply(NOW - 10, "older"))
+    store.add_reply(reply(NOW - 5, "newer"))
+    answer = run_action("PullSmsReplyStatusByPhoneNumber", WINDOW, store, NOW)
+    assert [item["ReplyContent"] for item in answer["PullSmsReplyStatusSet"]] == ["newer", "older"]
+
+
+def test_a_reply_is_found_at_its_reply_time_under_the_send_time_reading() -> None:
+    """A reply is sent when it is made: both readings put it at its reply time."""
+    store = Store((APP,), window_time=WindowTime.SEND)
+    store.add_reply(reply(NOW - 30, "hi"))
+    params = {**WINDOW, "BeginTime": NOW - 30, "EndTime": NOW - 30}
+    answer = run_action("PullSmsReplyStatusByPhoneNumber", params, store, NOW)
+    assert [item["ReplyContent"] for item in answer["PullSmsReplyStatusSet"]] == ["hi"]
 
 
 def test_end_time_defaults_to_now(store: Store) -> None:

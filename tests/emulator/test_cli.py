@@ -68,6 +68,7 @@ async def test_the_command_announces_its_address_serves_and_stops_on_sigterm() -
         (["--inactive", "PullSmsSendStatus=Nope"], "--inactive:"),
         (["--pending-share", "1.5"], "--pending-share:"),
         (["--pending-status", "later"], "--pending-status:"),
+        (["--late-share", "1.5"], "--late-share:"),
     ],
 )
 def test_a_bad_flag_is_one_line_and_exit_code_2(flags: list[str], message: str) -> None:
@@ -112,6 +113,12 @@ def test_flags_become_options() -> None:
                 "PullSmsSendStatus:http_error=0.25@502",
                 "--push-status-url",
                 "http://127.0.0.1:1/status",
+                "--by-number-time",
+                "send",
+                "--by-number-order",
+                "desc",
+                "--late-share",
+                "0.2",
             ]
         )
     )
@@ -128,6 +135,8 @@ def test_flags_become_options() -> None:
         Fault(action="PullSmsSendStatus", kind=FaultKind.HTTP_ERROR, probability=0.25, status=502),
     )
     assert options.push.status_url == "http://127.0.0.1:1/status"
+    assert (options.by_number_time, options.by_number_order) == ("send", "desc")
+    assert options.traffic.late_share == 0.2
 
 
 def test_readings_activation_and_regions_become_options() -> None:
@@ -185,6 +194,7 @@ def test_every_flag_has_a_variable_and_the_command_line_wins(
         "RATE_LIMITS": "PullSmsSendStatus=3, PullSmsReplyStatus=4",
         "FAULTS": "*:latency=0.5@20ms",
         "PUSH_INTERVAL": "3s",
+        "BY_NUMBER_TIME": "send",
     }
     for name, value in environment.items():
         monkeypatch.setenv(environment_variable(name.lower()), value)
@@ -199,6 +209,7 @@ def test_every_flag_has_a_variable_and_the_command_line_wins(
         Fault(kind=FaultKind.LATENCY, probability=0.5, seconds=0.02),
     )
     assert from_environment.push.interval == 3
+    assert from_environment.by_number_time == "send"
 
     flags = emulator_options(
         "--slack", "5ms", "--number", "+8613799990000", "--rate-limit", "PullSmsSendStatus=9"
@@ -208,6 +219,11 @@ def test_every_flag_has_a_variable_and_the_command_line_wins(
     assert flags.traffic.phone_numbers == ("+8613799990000",)  # not added to the variable's
     assert flags.rate_limits["PullSmsSendStatus"] == 9
     assert flags.rate_limits["PullSmsReplyStatus"] == DEFAULT_RATE_LIMITS["PullSmsReplyStatus"]
+
+    monkeypatch.setenv(environment_variable("by_number_order"), "sideways")
+    with pytest.raises(UsageError, match=r"^--by-number-order: "):
+        emulator_options()
+    monkeypatch.delenv(environment_variable("by_number_order"))
 
     monkeypatch.setenv("TCSMS_EMULATOR_NO_TRAFFIC", "yes")
     assert emulator_options().traffic is None

@@ -11,7 +11,7 @@ import pytest
 
 from tcsms_poller.emulator import EmulatorOptions, TrafficOptions, run_emulator
 from tcsms_poller.emulator.numbers import split_number
-from tcsms_poller.emulator.options import PendingStatus
+from tcsms_poller.emulator.options import LATE_DELAY, PendingStatus
 from tcsms_poller.emulator.pusher import status_payload
 from tcsms_poller.emulator.state import EmulatorState
 from tcsms_poller.emulator.traffic import TrafficGenerator
@@ -59,6 +59,17 @@ async def test_history_needs_paging_and_shares_seconds() -> None:
     assert generator.pending > 0  # receipts still on their way
     assert truth["messages_sent"] == len(statuses) + generator.pending
     assert 60 < len(truth["replies"]) < 200  # 0.2 per second for 600 s
+
+
+async def test_a_late_share_of_receipts_comes_10_to_40_minutes_after_the_send() -> None:
+    """Every generated receipt carries its send time; the late share comes half an hour on."""
+    state, _ = backfilled(5, TrafficOptions(backfill=4 * 3600, send_rate=0.5, late_share=0.3))
+    statuses: list[dict[str, Any]] = state.truth()["send_statuses"]
+    delays = [s["user_receive_time"] - s["send_time"] for s in statuses]
+    shortest, longest = LATE_DELAY
+    late = [delay for delay in delays if delay >= shortest]
+    assert all(0 <= delay <= 5 or shortest <= delay <= longest for delay in delays)
+    assert 0.2 < len(late) / len(delays) < 0.4
 
 
 async def test_statistics_add_up() -> None:

@@ -1,4 +1,4 @@
-"""A worker's context against a real emulator: our client, the SQLite state in a temp dir."""
+"""Workers wired to real parts: the emulator over loopback, our client, SQLite in a temp dir."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import orjson
 
 from tcsms_poller.backoff import Backoff
 from tcsms_poller.emulator import (
+    DEFAULT_APP_ID,
     DEFAULT_RATE_LIMITS,
     DEFAULT_SECRET_ID,
     DEFAULT_SECRET_KEY,
@@ -25,9 +26,12 @@ from tcsms_poller.metrics import Metrics
 from tcsms_poller.state import StateStore
 from tcsms_poller.tencent.client import Credentials, RetryPolicy, TencentClient
 from tcsms_poller.tencent.ratelimit import RateLimiters
-from tcsms_poller.workers import WorkerContext
+from tcsms_poller.workers import ByNumberWorker, WorkerContext
+from tcsms_poller.workers.by_number import STATUS_ACTION
 
-__all__ = ["Clock", "committed", "control", "worker_context"]
+__all__ = ["INTERVAL", "Clock", "by_number_worker", "committed", "control", "worker_context"]
+
+INTERVAL = 60.0
 
 
 class Clock:
@@ -48,6 +52,7 @@ async def worker_context(
     clock: Clock | None = None,
     retry: RetryPolicy | None = None,
     queue_timeout: float = 60.0,
+    rate_limits: Mapping[str, int] | None = None,
     **settings: Any,
 ) -> AsyncIterator[WorkerContext]:
     """A worker context talking to ``emulator``; ``settings`` are further WorkerContext fields."""
@@ -58,7 +63,7 @@ async def worker_context(
         endpoint=emulator.url,
         region="ap-guangzhou",
         credentials=Credentials(DEFAULT_SECRET_ID, DEFAULT_SECRET_KEY),
-        limiters=RateLimiters(dict(DEFAULT_RATE_LIMITS)),
+        limiters=RateLimiters({**DEFAULT_RATE_LIMITS, **(rate_limits or {})}),
         metrics=metrics,
         retry=retry or RetryPolicy(max_attempts=1, backoff=Backoff(initial=0.01, maximum=0.01)),
         queue_timeout=queue_timeout,
@@ -77,6 +82,28 @@ async def worker_context(
             )
     finally:
         await store.aclose()
+
+
+@asynccontextmanager
+async def by_number_worker(
+    directory: Path,
+    emulator: RunningEmulator,
+    numbers: list[str],
+    *,
+    rate: int = DEFAULT_RATE_LIMITS[STATUS_ACTION],
+    lookback: float = 3600.0,
+    replies: bool = False,
+) -> AsyncIterator[tuple[ByNumberWorker, WorkerContext, Clock]]:
+    """A per-number worker tracking ``numbers`` at ``rate`` requests/s, one attempt a request."""
+    clock = Clock()
+    async with worker_context(
+        directory, emulator, clock=clock, rate_limits={STATUS_ACTION: rate}
+    ) as ctx:
+        await ctx.store.sync_numbers(DEFAULT_APP_ID, "config", numbers)
+        by_number = ByNumberWorker(
+            ctx, app_id=DEFAULT_APP_ID, interval=INTERVAL, lookback=lookback, replies=replies
+        )
+        yield by_number, ctx, clock
 
 
 async def committed(ctx: WorkerContext) -> list[dict[str, Any]]:

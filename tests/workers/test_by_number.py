@@ -6,92 +6,38 @@ state in a temp dir. The state's clock is the test's, so "due again" is exact.
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
 import pytest
 
-from tcsms_poller.backoff import Backoff
 from tcsms_poller.emulator import (
     DEFAULT_APP_ID,
     DEFAULT_RATE_LIMITS,
-    DEFAULT_SECRET_ID,
-    DEFAULT_SECRET_KEY,
     EmulatorOptions,
     Fault,
     FaultKind,
     RunningEmulator,
     run_emulator,
 )
-from tcsms_poller.health import HealthBoard
-from tcsms_poller.intake import Intake
-from tcsms_poller.metrics import Metrics
 from tcsms_poller.state import StateStore
-from tcsms_poller.tencent.client import Credentials, RetryPolicy, TencentClient
-from tcsms_poller.tencent.ratelimit import RateLimiters
 from tcsms_poller.workers import ByNumberWorker, WorkerContext, poll_cycle, run_worker
 from tcsms_poller.workers.by_number import STATUS_ACTION
 from tests.e2e.conftest import request_counts
 from tests.support.log_capture import captured_logs, json_lines
+from tests.workers.support import INTERVAL, Clock, by_number_worker
 
 pytestmark = pytest.mark.anyio
 
 NUMBER = "+8613711112222"
-INTERVAL = 60.0
 OUTAGE = Fault(action=STATUS_ACTION, kind=FaultKind.HTTP_ERROR)
-
-
-class Clock:
-    """Wall time that moves only when the test says so."""
-
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
 async def emulator() -> AsyncIterator[RunningEmulator]:
     async with run_emulator(EmulatorOptions(seed=3)) as running:
         yield running
-
-
-@asynccontextmanager
-async def by_number_worker(
-    directory: Path, emulator: RunningEmulator, numbers: list[str], *, rate: int
-) -> AsyncIterator[tuple[ByNumberWorker, WorkerContext, Clock]]:
-    """A per-number worker tracking ``numbers`` at ``rate`` requests/s, one attempt a request."""
-    clock = Clock()
-    metrics = Metrics()
-    store = await StateStore.open(directory / "state.db", dedupe_ttl=86_400.0, clock=clock)
-    client = TencentClient(
-        endpoint=emulator.url,
-        region="ap-guangzhou",
-        credentials=Credentials(DEFAULT_SECRET_ID, DEFAULT_SECRET_KEY),
-        limiters=RateLimiters({**DEFAULT_RATE_LIMITS, STATUS_ACTION: rate}),
-        metrics=metrics,
-        retry=RetryPolicy(max_attempts=1, backoff=Backoff(initial=0.01, maximum=0.01)),
-    )
-    async with client:
-        await store.sync_numbers(DEFAULT_APP_ID, "config", numbers)
-        ctx = WorkerContext(
-            client=client,
-            store=store,
-            intake=Intake(store, metrics),
-            metrics=metrics,
-            board=HealthBoard(clock=clock),
-            stopping=anyio.Event(),
-            clock=clock,
-        )
-        by_number = ByNumberWorker(
-            ctx, app_id=DEFAULT_APP_ID, interval=INTERVAL, lookback=3600.0, replies=False
-        )
-        yield by_number, ctx, clock
-    await store.aclose()
 
 
 @pytest.fixture

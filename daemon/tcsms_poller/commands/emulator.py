@@ -26,8 +26,11 @@ from tcsms_poller.emulator import (
     SMS_REGIONS,
     EmulatorOptions,
     Fault,
+    WindowOrder,
+    WindowTime,
     run_emulator,
 )
+from tcsms_poller.emulator.options import LATE_DELAY
 from tcsms_poller.exits import EX_FAILURE, EX_OK, UsageError
 from tcsms_poller.logs import configure_logging
 from tcsms_poller.units import parse_duration
@@ -148,9 +151,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default empty)",
     )
     traffic.add_argument(
+        "--late-share",
+        metavar="FRACTION",
+        help="receipts that come {:g}-{:g} min after their send (default 0)".format(
+            *(seconds / 60 for seconds in LATE_DELAY)
+        ),
+    )
+    traffic.add_argument(
         "--backfill",
         metavar="DURATION",
         help="history generated at start (default 10m, at most 7d)",
+    )
+
+    windows = parser.add_argument_group("per-number actions (readings Tencent leaves open)")
+    windows.add_argument(
+        "--by-number-time",
+        default="receive",
+        choices=[reading.value for reading in WindowTime],
+        help="the time BeginTime/EndTime filter on (default: %(default)s)",
+    )
+    windows.add_argument(
+        "--by-number-order",
+        default="asc",
+        choices=[order.value for order in WindowOrder],
+        help="the order of a window's records (default: %(default)s)",
     )
 
     limits = parser.add_argument_group("rate limits and clock")
@@ -364,6 +388,7 @@ def _traffic(args: argparse.Namespace) -> dict[str, Any] | None:
         "reply_rate": args.reply_rate,
         "fail_ratio": args.fail_ratio,
         "pending_share": args.pending_share,
+        "late_share": args.late_share,
     }
     traffic: dict[str, Any] = {key: value for key, value in given.items() if value is not None}
     for key in ("receipt_delay_min", "receipt_delay_max", "backfill"):
@@ -399,6 +424,8 @@ def build_options(args: argparse.Namespace) -> EmulatorOptions:
         "statistics_end": args.statistics_end,
         "inactive": dict(_inactive(text) for text in _repeated(args, "inactive")),
         "pending_status": args.pending_status or "empty",
+        "by_number_time": args.by_number_time,
+        "by_number_order": args.by_number_order,
         "push": {
             "status_url": args.push_status_url,
             "reply_url": args.push_reply_url,

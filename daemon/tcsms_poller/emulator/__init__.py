@@ -23,6 +23,8 @@ from tcsms_poller.emulator.options import (
     PushOptions,
     StatisticsEnd,
     TrafficOptions,
+    WindowOrder,
+    WindowTime,
 )
 from tcsms_poller.emulator.server import RunningEmulator, run_emulator
 
@@ -40,5 +42,7 @@ __all__ = [
     "RunningEmulator",
     "StatisticsEnd",
     "TrafficOptions",
+    "WindowOrder",
+    "WindowTime",
     "run_emulator",
 ]

@@ -55,6 +55,7 @@ class SendStatusIn(_Model):
     # As it shows before the carrier reported (no ReportStatus, Description, UserReceiveTime),
     # indexed by number at user_receive_time until a receipt with its serial_no arrives.
     pending: bool = False
+    send_time: int | None = None  # default: a few seconds before user_receive_time
 
 
 class ReplyIn(_Model):
@@ -116,6 +117,11 @@ def _split(number: str, country_code: str | None) -> tuple[str, str]:
 def _receipt(state: EmulatorState, given: SendStatusIn) -> SendStatusRecord:
     country_code, subscriber = _split(given.phone_number, given.country_code)
     default_description = "DELIVRD" if given.report_status == "SUCCESS" else "UNDELIV"
+    received = given.user_receive_time
+    if received is None:
+        received = int(state.clock())
+    if given.send_time is not None and given.send_time > received:
+        raise _BadInputError(f"send_time {given.send_time} is after user_receive_time {received}")
     return SendStatusRecord(
         app_id=_app(state, given.app_id),
         serial_no=given.serial_no or state.make_serial(),
@@ -124,10 +130,9 @@ def _receipt(state: EmulatorState, given: SendStatusIn) -> SendStatusRecord:
         subscriber_number=subscriber,
         report_status=given.report_status,
         description=given.description or default_description,
-        user_receive_time=(
-            given.user_receive_time if given.user_receive_time is not None else int(state.clock())
-        ),
+        user_receive_time=received,
         session_context=given.session_context,
+        send_time=given.send_time,
     )
 
 

@@ -22,6 +22,7 @@ __all__ = [
     "DEFAULT_RATE_LIMITS",
     "DEFAULT_SECRET_ID",
     "DEFAULT_SECRET_KEY",
+    "LATE_DELAY",
     "NOT_ACTIVATED_CODES",
     "SMS_REGIONS",
     "EmulatorOptions",
@@ -31,6 +32,8 @@ __all__ = [
     "PushOptions",
     "StatisticsEnd",
     "TrafficOptions",
+    "WindowOrder",
+    "WindowTime",
     "check_inactive",
 ]
 
@@ -49,6 +52,7 @@ DEFAULT_RATE_LIMITS: Mapping[str, int] = {
     "ReportConversion": 1000,
 }
 ACTIONS: tuple[str, ...] = tuple(DEFAULT_RATE_LIMITS)
+LATE_DELAY = (600.0, 2400.0)  # seconds from send to a late receipt: a phone off for a while
 
 # X-TC-Region values the SMS API accepts: the Chinese site's region list for SMS (Beijing,
 # Guangzhou, Nanjing; the page the SDK samples link to) and ap-singapore, which the international
@@ -108,6 +112,21 @@ class FaultKind(StrEnum):
         return self in (FaultKind.LOST_TIMEOUT, FaultKind.LOST_TRUNCATED)
 
 
+class WindowTime(StrEnum):
+    """Which time the per-number actions' ``[BeginTime, EndTime]`` filters on (undocumented)."""
+
+    RECEIVE = "receive"  # UserReceiveTime
+    SEND = "send"  # when the message was sent (the 2019 API called it SendDateTime)
+
+
+class WindowOrder(StrEnum):
+    """In which order the per-number actions answer (undocumented); a full page is the first
+    100 records in this order."""
+
+    ASC = "asc"
+    DESC = "desc"
+
+
 # The parameter a kind uses when none is given: seconds, or an HTTP status for http_error.
 _DEFAULT_SECONDS = {
     FaultKind.LATENCY: 0.5,
@@ -159,7 +178,9 @@ class TrafficOptions(_Model):
     ``phone_numbers``, when given, is the set; otherwise ``numbers`` mainland numbers are made up
     from the seed. The first ``heavy_numbers`` numbers get ``heavy_share`` of all messages, so
     their per-number queries need paging. A ``pending_share`` of the receipts first show as
-    placeholders without ReportStatus (``store.py``), from the send until the final receipt.
+    placeholders without ReportStatus (``store.py``), from the send until the final receipt. A
+    ``late_share`` of the receipts comes ``LATE_DELAY`` after its message (a phone switched
+    off), the rest ``receipt_delay_min`` to ``_max`` after.
     """
 
     numbers: int = Field(default=20, ge=1)
@@ -177,6 +198,7 @@ class TrafficOptions(_Model):
         le=1.0,
         description="receipts that show without ReportStatus from their send until final",
     )
+    late_share: float = Field(default=0.0, ge=0.0, le=1.0)
     backfill: float = Field(default=600.0, ge=0.0, le=7 * 86_400)
     sign_name: str = "Tencent Cloud"
 
@@ -215,7 +237,12 @@ class PushOptions(_Model):
 
 
 class EmulatorOptions(_Model):
-    """The whole emulator configuration."""
+    """The whole emulator configuration.
+
+    ``by_number_time`` and ``by_number_order`` play each reading of what Tencent leaves open
+    about the per-number actions. A reply's send time is its reply time, so for replies only
+    the order differs.
+    """
 
     host: str = "127.0.0.1"
     port: int = Field(default=0, ge=0, le=65535)
@@ -238,6 +265,8 @@ class EmulatorOptions(_Model):
     # How a receipt's ReportStatus shows before the carrier reported (traffic.pending_share,
     # or injected with "pending"): "" (empty), null, or left out (absent). Not documented.
     pending_status: PendingStatus = "empty"
+    by_number_time: WindowTime = WindowTime.RECEIVE
+    by_number_order: WindowOrder = WindowOrder.ASC
 
     @field_validator("app_ids")
     @classmethod

@@ -40,7 +40,9 @@ class EmulatorState:
         )
         self.clock = clock
         self.monotonic = monotonic
-        self.store = Store(options.app_ids)
+        self.store = Store(
+            options.app_ids, window_time=options.by_number_time, order=options.by_number_order
+        )
         self.secrets = {options.secret_id: options.secret_key}
         self.limiters = {
             action: SlidingWindowLimiter(rate, slack=options.slack, horizon=options.limit_horizon)

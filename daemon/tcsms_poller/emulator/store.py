@@ -5,7 +5,9 @@ Each app keeps its receipts and replies twice over:
 - as a **queue** in arrival order with a cursor, for the queue-mode actions: each record is
   handed out once, oldest first, and the time it was handed out is kept (for ``/truth``);
 - in a **per-number index** sorted by time (``bisect``), for the by-number actions, which see
-  every record regardless of the queue.
+  every record regardless of the queue. The time is the receive or the send time, and a window
+  answers ascending or descending, as ``by_number_time`` and ``by_number_order`` say (Tencent
+  documents neither); a reply's send time is its reply time.
 
 A receipt may first show as a *placeholder* (``PlaceholderRecord``: no ReportStatus yet, as the
 SDK allows until the carrier has reported): queued like any receipt, and in the
@@ -25,7 +27,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
-from tcsms_poller.emulator.options import PendingStatus
+from tcsms_poller.emulator.options import PendingStatus, WindowOrder, WindowTime
 from tcsms_poller.emulator.outcomes import outcome_of
 from tcsms_poller.tencent.models import STATISTICS_FIELDS
 
@@ -38,6 +40,7 @@ __all__ = [
 ]
 
 HOUR = 3600
+SEND_LEAD = 3  # seconds from send to receipt, for a receipt given without its send time
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,10 +56,11 @@ class SendStatusRecord:
     description: str
     user_receive_time: int
     session_context: str | None
+    send_time: int | None = None  # when its message was sent; None: SEND_LEAD s before receipt
 
     @property
     def time(self) -> int:
-        """When it happened: what the by-number window and the statistics hour look at."""
+        """When it was received: what the statistics hour (and one window reading) look at."""
         return self.user_receive_time
 
     @property
@@ -69,6 +73,11 @@ class SendStatusRecord:
         Description empty, UserReceiveTime 0 (and ReportStatus shown ``shown_as``)."""
         final = {**asdict(self), "report_status": "", "description": "", "user_receive_time": 0}
         return PlaceholderRecord(**final, shown_as=shown_as)
+
+    @property
+    def sent(self) -> int:
+        """When its message was sent: what the other window reading looks at."""
+        return self.send_time if self.send_time is not None else self.user_receive_time - SEND_LEAD
 
     def to_api(self) -> dict[str, Any]:
         """The item of ``PullSmsSendStatusSet``."""
@@ -123,6 +132,11 @@ class ReplyRecord:
         """When it happened: what the by-number window looks at."""
         return self.reply_time
 
+    @property
+    def sent(self) -> int:
+        """A reply is sent when it is made: both window readings see its reply time."""
+        return self.reply_time
+
     def to_api(self) -> dict[str, Any]:
         """The item of ``PullSmsReplyStatusSet``."""
         return {
@@ -149,6 +163,9 @@ class ConversionRecord:
 class _Timed(Protocol):
     @property
     def time(self) -> int: ...
+
+    @property
+    def sent(self) -> int: ...
 
     def to_api(self) -> dict[str, Any]: ...
 
@@ -183,14 +200,12 @@ class _Queue(Generic[R]):
 
 @dataclass(slots=True)
 class _TimeIndex(Generic[R]):
-    """One number's records sorted by time; equal times keep their arrival order."""
+    """One number's records sorted by one of their times; equal times keep their arrival order."""
 
     times: list[int] = field(default_factory=list)
     items: list[R] = field(default_factory=list)
 
-    def add(self, record: R, at: int | None = None) -> None:
-        """Index ``record`` at its time, or at ``at``."""
-        time = record.time if at is None else at
+    def add(self, record: R, time: int) -> None:
         position = bisect.bisect_right(self.times, time)
         self.times.insert(position, time)
         self.items.insert(position, record)
@@ -202,10 +217,12 @@ class _TimeIndex(Generic[R]):
         position = next(i for i in range(low, high) if self.items[i] is record)
         del self.times[position], self.items[position]
 
-    def window(self, begin: int, end: int, limit: int) -> list[R]:
-        """Records with ``begin <= time <= end``, ascending, at most ``limit``."""
+    def window(self, begin: int, end: int, limit: int, order: WindowOrder) -> list[R]:
+        """The first ``limit`` records with ``begin <= time <= end`` in ``order``."""
         low = bisect.bisect_left(self.times, begin)
         high = bisect.bisect_right(self.times, end)
+        if order is WindowOrder.DESC:
+            return self.items[max(low, high - limit) : high][::-1]
         return self.items[low : min(high, low + limit)]
 
 
@@ -234,9 +251,20 @@ class _App:
 class Store:
     """The emulated account's data for a fixed set of apps."""
 
-    def __init__(self, app_ids: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        app_ids: tuple[str, ...],
+        *,
+        window_time: WindowTime = WindowTime.RECEIVE,
+        order: WindowOrder = WindowOrder.ASC,
+    ) -> None:
         self._apps = {app_id: _App() for app_id in app_ids}
         self.conversions: list[ConversionRecord] = []
+        self._by_send_time = window_time is WindowTime.SEND
+        self._order = order
+
+    def _window_time(self, record: _Timed) -> int:
+        return record.sent if self._by_send_time else record.time
 
     def has_app(self, app_id: str) -> bool:
         """Whether ``app_id`` belongs to this account."""
@@ -258,7 +286,7 @@ class Store:
         if record.serial_no not in app.sent:
             self.record_send(record.app_id, record.serial_no, record.user_receive_time)
         app.statuses.queue.append(record)
-        app.statuses.by_number[record.phone_number].add(record)
+        app.statuses.by_number[record.phone_number].add(record, self._window_time(record))
         held = app.placeholders.pop(record.serial_no, None)
         if held is not None:  # the final receipt takes the placeholder's place in the index
             placeholder, at = held
@@ -277,14 +305,14 @@ class Store:
         if record.serial_no not in app.sent:
             self.record_send(record.app_id, record.serial_no, sent_at)
         app.statuses.queue.append(record)
-        app.statuses.by_number[record.phone_number].add(record, at=sent_at)
+        app.statuses.by_number[record.phone_number].add(record, sent_at)
         app.placeholders[record.serial_no] = (record, sent_at)
 
     def add_reply(self, record: ReplyRecord) -> None:
         """A reply arrived."""
         replies = self._apps[record.app_id].replies
         replies.queue.append(record)
-        replies.by_number[record.phone_number].add(record)
+        replies.by_number[record.phone_number].add(record, self._window_time(record))
 
     def add_conversion(self, record: ConversionRecord) -> None:
         """A conversion was reported."""
@@ -301,16 +329,16 @@ class Store:
     def send_statuses_of(
         self, app_id: str, number: str, begin: int, end: int, limit: int
     ) -> list[SendStatusRecord]:
-        """Receipts of one number with ``begin <= UserReceiveTime <= end``, ascending."""
+        """Receipts of one number whose window time is in ``[begin, end]``, a page of them."""
         index = self._apps[app_id].statuses.by_number.get(number)
-        return [] if index is None else index.window(begin, end, limit)
+        return [] if index is None else index.window(begin, end, limit, self._order)
 
     def replies_of(
         self, app_id: str, number: str, begin: int, end: int, limit: int
     ) -> list[ReplyRecord]:
-        """Replies of one number with ``begin <= ReplyTime <= end``, ascending."""
+        """Replies of one number with ``begin <= ReplyTime <= end``, a page of them."""
         index = self._apps[app_id].replies.by_number.get(number)
-        return [] if index is None else index.window(begin, end, limit)
+        return [] if index is None else index.window(begin, end, limit, self._order)
 
     def statistics(self, app_id: str, first: int, last: int) -> dict[str, int]:
         """Counters over the hours from the one holding ``first`` to the one holding ``last``."""

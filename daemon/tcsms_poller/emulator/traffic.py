@@ -2,9 +2,9 @@
 
 A discrete-event simulation driven by one seeded ``random.Random``: sends and replies arrive as
 Poisson processes (so some receipts share a second), each receipt is due a uniform random delay
-after its send, and events are processed in simulated-time order. The sequence of records is
-therefore the same for the same seed and options, however late the event loop wakes up; only
-the absolute times differ between runs.
+after its send (for ``late_share`` of them ``LATE_DELAY``), and events are processed in
+simulated-time order. The sequence of records is therefore the same for the same seed and
+options, however late the event loop wakes up; only the absolute times differ between runs.
 
 ``backfill`` runs the simulation over the past instantly at start (history for by-number
 windows and statistics, not pushed: Tencent would have pushed it long ago); ``run`` then keeps
@@ -23,7 +23,7 @@ from typing import Protocol
 import anyio
 
 from tcsms_poller.emulator.numbers import make_mainland_numbers, split_number
-from tcsms_poller.emulator.options import TrafficOptions
+from tcsms_poller.emulator.options import LATE_DELAY, TrafficOptions
 from tcsms_poller.emulator.outcomes import FAILURES, SUCCESS
 from tcsms_poller.emulator.store import ReplyRecord, SendStatusRecord
 
@@ -132,7 +132,10 @@ class TrafficGenerator:
         number = self._number()
         serial_no = self._sink.make_serial()
         self._sink.record_send(app_id, serial_no, int(at))
-        due = at + rng.uniform(options.receipt_delay_min, options.receipt_delay_max)
+        if options.late_share and rng.random() < options.late_share:
+            due = at + rng.uniform(*LATE_DELAY)
+        else:
+            due = at + rng.uniform(options.receipt_delay_min, options.receipt_delay_max)
         if rng.random() < options.fail_ratio:
             outcome = rng.choices(FAILURES, weights=_FAILURE_WEIGHTS)[0]
         else:
@@ -149,6 +152,7 @@ class TrafficGenerator:
             description=outcome.code,
             user_receive_time=int(due),
             session_context=context,
+            send_time=int(at),
         )
         heapq.heappush(self._pending, (due, next(self._order), receipt))
         # Drawn only when asked for, so that the same seed gives the same traffic without it.

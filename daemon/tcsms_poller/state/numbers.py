@@ -177,8 +177,9 @@ def advance_number(
 ) -> None:
     """Record a polled page: new cursors (never moving back) and the next due time.
 
-    A cursor stays NULL until a record was seen: NULL is what makes the next poll look back
-    ``lookback`` instead of the API's whole 7 days (SQLite's MAX of a NULL is NULL).
+    A cursor is the newest record time seen, shown by ``status``; polls do not start from it
+    (each covers the number's whole lookback). It stays NULL until a record was seen (SQLite's
+    MAX of a NULL is NULL).
     """
     connection.execute(
         "UPDATE numbers SET next_due = ?, last_polled_at = ?, "
@@ -245,8 +246,8 @@ def number_counts(connection: sqlite3.Connection, *, now: float) -> dict[str, tu
 def cursor_ranges(connection: sqlite3.Connection) -> dict[str, dict[str, tuple[int, int, int]]]:
     """Per app and kind (``status``, ``reply``): numbers with a cursor, the oldest and newest.
 
-    A cursor is the time of the newest record seen for a number; the oldest one tells how far
-    back the stalest number's next window reaches.
+    A cursor is the time of the newest record seen for a number; the oldest one tells how long
+    the quietest number has gone without one (polls cover each number's lookback regardless).
     """
     rows = connection.execute(
         "SELECT app_id, COUNT(status_cursor), MIN(status_cursor), MAX(status_cursor), "

@@ -158,7 +158,11 @@ class TencentClient:
         end: int | None = None,
         limit: int = PAGE_LIMIT,
     ) -> Page[SendStatus]:
-        """Receipts of one number with ``begin <= UserReceiveTime <= end``, oldest first."""
+        """Up to ``limit`` receipts of one number in ``[begin, end]``.
+
+        Which time the window reads (send or receive) and the order are undocumented: see
+        ``workers/windows.py``.
+        """
         params = _window_params(app_id, phone_number, begin, end, limit)
         return await self.call("PullSmsSendStatusByPhoneNumber", params, parse_send_statuses)
 
@@ -171,7 +175,8 @@ class TencentClient:
         end: int | None = None,
         limit: int = PAGE_LIMIT,
     ) -> Page[ReplyStatus]:
-        """Replies of one number with ``begin <= ReplyTime <= end``, oldest first."""
+        """Up to ``limit`` replies of one number with ``begin <= ReplyTime <= end``, in an
+        undocumented order."""
         params = _window_params(app_id, phone_number, begin, end, limit)
         return await self.call("PullSmsReplyStatusByPhoneNumber", params, parse_replies)
 

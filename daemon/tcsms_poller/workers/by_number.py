@@ -3,12 +3,18 @@
 Scheduling without a task per number and without scans: a round reads the most overdue numbers
 through the ``(app_id, next_due)`` index (skipping those it is polling, which it keeps in
 memory), polls them concurrently under the shared per-action limiter, and commits each page
-together with the number's cursor and next due time. While numbers stay due, the round takes the
-next batch as soon as the work in hand drops below about a second's worth, so the limiter never
-idles waiting for a batch's slowest answer; a busy round ends after ``ROUND_BUDGET`` (for its
-``poll.completed`` line) and the next starts at once.
+together with the number's cursor (the newest record time seen, shown by ``status``) and next
+due time. While numbers stay due, the round takes the next batch as soon as the work in hand
+drops below about a second's worth, so the limiter never idles waiting for a batch's slowest
+answer; a busy round ends after ``ROUND_BUDGET`` (for its ``poll.completed`` line) and the next
+starts at once.
 When more numbers are due than the rate allows, numbers are simply polled less often than
 ``interval``; that lag is measured and reported.
+
+Each poll of a number sweeps its whole span, splitting full windows: ``windows.py`` says why
+that is correct whatever time the API's window reads and whatever order it answers in. The
+windows a sweep ended with are kept in memory, so the next poll of a busy number asks those
+directly (after a restart, its first poll finds them again).
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from tcsms_poller.state.numbers import TrackedNumber, advance_number
 from tcsms_poller.tencent.errors import AuthError, TencentError
 from tcsms_poller.tencent.models import RejectedItem
 from tcsms_poller.workers.base import PollStats, WorkerContext
-from tcsms_poller.workers.windows import PAGE_LIMIT, Window, first_window, next_window
+from tcsms_poller.workers.windows import PAGE_LIMIT, Plan, Sweep, Window, span_of
 
 __all__ = ["ByNumberWorker"]
 
@@ -36,6 +42,7 @@ REPLY_ACTION = "PullSmsReplyStatusByPhoneNumber"
 CHECK_PERIOD = 1.0  # how soon a newly tracked or newly due number is noticed
 LAG_WARNING_EVERY = 60.0
 ROUND_BUDGET = 30.0  # a round that keeps finding due numbers takes no more after this long
+MAX_PLANS = 10_000  # busy numbers whose windows are remembered (a few hundred bytes each)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +53,7 @@ class _Fetched:
     records: list[Record]
     times: list[int]
     rejected: tuple[RejectedItem, ...]
+    size: int  # every item the answer held, rejected and pending ones included: 100 is full
 
 
 @dataclass(slots=True)
@@ -99,6 +107,7 @@ class ByNumberWorker:
         self._in_flight = anyio.CapacityLimiter(max(1, 2 * rate))
         self._polling: set[str] = set()  # numbers handed to a task and not finished yet
         self._lag_logged_at = float("-inf")
+        self._plans: dict[tuple[str, bool], Plan] = {}  # (phone, replies): the last sweep's plan
 
     async def poll(self) -> PollStats:
         """One round: poll the most overdue numbers; more rounds follow while any are due."""
@@ -191,11 +200,13 @@ class ByNumberWorker:
             log.error("state.write_failed", worker=self.name, error=str(error))
 
     async def _poll_kind(self, number: TrackedNumber, stats: PollStats, *, replies: bool) -> None:
+        """Sweep the number's span (see ``windows.py``): every window until none is full."""
         ctx = self._ctx
         started = ctx.clock()
-        cursor = number.reply_cursor if replies else number.status_cursor
-        window: Window | None = first_window(cursor=cursor, now=started, lookback=self._lookback)
-        while window is not None:
+        key = (number.phone, replies)
+        span = span_of(now=started, lookback=self._lookback)
+        sweep = Sweep.start(span, self._plans.pop(key, ()))  # a failed sweep starts afresh
+        while (window := sweep.next(ctx.clock())) is not None:
             page = await self._fetch(number.phone, window, replies)
             newest = max(page.times, default=None)
             step = partial(
@@ -214,16 +225,30 @@ class ByNumberWorker:
                 rejected=page.rejected,
                 also=step,
             )
-            stats.add(result, len(page.times) + len(page.rejected), len(page.rejected))
-            if len(page.times) == PAGE_LIMIT and min(page.times) == max(page.times):
-                log.warning(
-                    "by_number.page_all_one_second",
-                    worker=self.name,
-                    number=number.phone,
-                    second=page.times[0],
-                    hint="100 records share one second; Offset is fixed at 0, some may be skipped",
-                )
-            window = next_window(window, page.times)
+            stats.add(result, page.size, len(page.rejected))
+            sweep.record(window, page.size)
+            if sweep.overfull and sweep.overfull[-1] == window:
+                self._report_overfull(number.phone, window, page.action)
+        self._remember(key, sweep.finished_plan())
+
+    def _remember(self, key: tuple[str, bool], plan: Plan) -> None:
+        """Keep a number's plan for its next poll; the least recently polled go first."""
+        if plan:
+            self._plans[key] = plan
+            while len(self._plans) > MAX_PLANS:
+                del self._plans[next(iter(self._plans))]
+
+    def _report_overfull(self, phone: str, window: Window, action: str) -> None:
+        self._ctx.metrics.by_number_overfull.labels(self.app_id, action).inc()
+        log.warning(
+            "by_number.window_overfull",
+            worker=self.name,
+            action=action,
+            number=phone,
+            second=window.begin,
+            hint=f"{PAGE_LIMIT} or more records in one second; Offset is fixed at 0, "
+            "so any beyond this page cannot be pulled",
+        )
 
     async def _fetch(self, phone: str, window: Window, replies: bool) -> _Fetched:
         client = self._ctx.client
@@ -240,6 +265,7 @@ class ByNumberWorker:
                 ],
                 times=[r.reply_time for r in reply_page.items],
                 rejected=reply_page.rejected,
+                size=reply_page.size,
             )
         page = await client.pull_sms_send_status_by_phone_number(
             self.app_id, phone, begin=window.begin, end=window.end
@@ -252,4 +278,5 @@ class ByNumberWorker:
             ],
             times=[s.user_receive_time for s in page.items],
             rejected=page.rejected,
+            size=page.size,
         )
