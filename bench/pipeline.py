@@ -57,8 +57,9 @@ from tcsms_poller.logs import configure_logging
 from tcsms_poller.metrics import Metrics
 from tcsms_poller.records import Record, format_received_at, reply_record, send_status_record
 from tcsms_poller.sinks.fleet import SinkFleet
-from tcsms_poller.state import CommitResult, StateStore
-from tcsms_poller.state.writer import Transaction
+from tcsms_poller.state import CommitResult
+from tcsms_poller.state.roles import Change
+from tcsms_poller.state.store import SqliteStore
 from tcsms_poller.tencent.models import Page, RejectedItem, parse_replies, parse_send_statuses
 from tcsms_poller.workers import PollStats, WorkerContext
 from tcsms_poller.workers.queue import QueueWorker
@@ -176,7 +177,7 @@ def answers(bodies: Sequence[bytes], parse: Parse) -> Callable[[str], Awaitable[
 class TimedIntake(Intake):
     """The daemon's ``Intake``, timing each commit (one page, one transaction)."""
 
-    def __init__(self, store: StateStore, metrics: Metrics) -> None:
+    def __init__(self, store: SqliteStore, metrics: Metrics) -> None:
         super().__init__(store, metrics)
         self.seconds: list[float] = []
 
@@ -186,7 +187,7 @@ class TimedIntake(Intake):
         *,
         source: str,
         rejected: Sequence[RejectedItem] = (),
-        also: Transaction[None] | None = None,
+        also: Change | None = None,
     ) -> CommitResult:
         started = time.perf_counter()
         result = await super().commit(records, source=source, rejected=rejected, also=also)
@@ -230,7 +231,7 @@ async def run_pipeline(data: Input, config: Config, budget: float) -> Outcome:
     """Both queue workers through the whole input, then drain the sink; see the docstring."""
     outcome = Outcome()
     metrics, board = Metrics(), HealthBoard()
-    store = await StateStore.open(config.state.path, dedupe_ttl=config.state.dedupe_ttl)
+    store = await SqliteStore.open(config.state.path, dedupe_ttl=config.state.dedupe_ttl)
     client = build_client(config, metrics)  # the context wants one; the pullers replace it
     try:
         intake = TimedIntake(store, metrics)

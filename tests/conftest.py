@@ -9,3 +9,6 @@ import pytest
 def anyio_backend() -> str:
     """Run ``@pytest.mark.anyio`` tests on asyncio only."""
     return "asyncio"
+
+
+pytest_plugins = ["tests.support.postgres"]  # postgres_server (one a session), postgres_url

@@ -30,6 +30,7 @@ from tcsms_poller.health import HealthBoard
 from tcsms_poller.intake import Intake
 from tcsms_poller.metrics import Metrics
 from tcsms_poller.state import StateStore
+from tcsms_poller.state.store import SqliteStore
 from tcsms_poller.tencent.client import Credentials, RetryPolicy, TencentClient
 from tcsms_poller.tencent.ratelimit import RateLimiters
 from tcsms_poller.workers import ByNumberWorker, WorkerContext, poll_cycle, run_worker
@@ -67,7 +68,7 @@ async def by_number_worker(
     """A per-number worker tracking ``numbers`` at ``rate`` requests/s, one attempt a request."""
     clock = Clock()
     metrics = Metrics()
-    store = await StateStore.open(directory / "state.db", dedupe_ttl=86_400.0, clock=clock)
+    store = await SqliteStore.open(directory / "state.db", dedupe_ttl=86_400.0, clock=clock)
     client = TencentClient(
         endpoint=emulator.url,
         region="ap-guangzhou",

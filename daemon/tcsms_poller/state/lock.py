@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tcsms_poller.state.store import StateError
+from tcsms_poller.state.roles import StateError
 
 __all__ = ["lock_path", "state_lock"]
 

@@ -14,14 +14,13 @@ When more numbers are due than the rate allows, numbers are simply polled less o
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import partial
 
 import anyio
 import structlog
 
 from tcsms_poller.records import Record, format_received_at, reply_record, send_status_record
 from tcsms_poller.state import StateError
-from tcsms_poller.state.numbers import TrackedNumber, advance_number
+from tcsms_poller.state.roles import NumberPolled, TrackedNumber
 from tcsms_poller.tencent.errors import AuthError, TencentError
 from tcsms_poller.tencent.models import RejectedItem
 from tcsms_poller.workers.base import PollStats, WorkerContext
@@ -198,8 +197,7 @@ class ByNumberWorker:
         while window is not None:
             page = await self._fetch(number.phone, window, replies)
             newest = max(page.times, default=None)
-            step = partial(
-                advance_number,
+            step = NumberPolled(
                 app_id=self.app_id,
                 phone=number.phone,
                 next_due=started + self._number_interval,

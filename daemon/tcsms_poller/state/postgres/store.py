@@ -1,0 +1,445 @@
+"""The state in PostgreSQL: a pool of connections, one short transaction per call.
+
+Every write is its own transaction, committed with ``synchronous_commit = on`` before the call
+returns; PostgreSQL groups the WAL flushes of concurrent commits itself, so unlike SQLite there
+is no writer thread and no group of our own (a failing commit fails alone, by construction).
+
+Outbox order. Rows get their seq from an identity while their transaction runs, and become
+visible when it commits; with several writers (several tasks here, several daemons in a
+cluster) the two orders differ, and a drainer reading "the rows after my cursor" would step past
+a row whose transaction committed after a higher-numbered one. So a commit takes its seqs last,
+under a transaction-scoped advisory lock (``OUTBOX_LOCK``), right before COMMIT. PostgreSQL
+releases that lock only after the commit is visible, so the next writer numbers its rows after
+it: seq order is visibility order, and ``seq > cursor`` never skips a row. The lock covers only
+the outbox insert and the COMMIT; deduplication, quarantine and the caller's ``Change`` run
+before it, concurrently. (The alternative, reading only below ``pg_snapshot_xmin``, orders rows
+by transaction id instead, which would need a (xid, seq) cursor in every sink.)
+
+A database that goes away (a restart, a cut, a terminated backend) fails the calls in progress
+with ``StateError``, as a full disk does with SQLite: the callers hold what they have and retry,
+and the pool opens new connections once the server answers again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from itertools import count
+from typing import Any
+
+import anyio
+import orjson
+import psycopg
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+
+from tcsms_poller.records import OutboxRecord, Record
+from tcsms_poller.state.postgres import numbers
+from tcsms_poller.state.postgres.schema import PROGRAM_KEY, migrate
+from tcsms_poller.state.postgres.url import mask_url
+from tcsms_poller.state.roles import (
+    Change,
+    CommitResult,
+    ConversionReported,
+    NumberOrigin,
+    NumberPolled,
+    PendingConversion,
+    Rejected,
+    SinkCursor,
+    StateError,
+    TrackedNumber,
+)
+from tcsms_poller.state.schema import SchemaError
+
+__all__ = ["OUTBOX_LOCK", "PURGE_BATCH", "PostgresStore", "insert_outbox", "read_snapshot"]
+
+Connection = AsyncConnection[tuple[Any, ...]]
+OUTBOX_LOCK = (PROGRAM_KEY, 2)
+PURGE_BATCH = 5_000
+CONNECT_TIMEOUT = 10  # seconds for one connection attempt
+_HEAD = (
+    "SELECT GREATEST((SELECT max(seq) FROM outbox), (SELECT max(acked_seq) FROM sink_cursors), 0)"
+)
+
+
+async def insert_outbox(connection: Connection, data: Sequence[bytes]) -> int:
+    """Append rows to the outbox in order, numbered after every visible row; return the last seq.
+
+    Runs at the end of a transaction: the lock it takes is held until COMMIT (module docstring).
+    """
+    await connection.execute("SELECT pg_advisory_xact_lock(%s, %s)", OUTBOX_LOCK)
+    cursor = await connection.execute(
+        "WITH added AS (INSERT INTO outbox (data) "
+        "SELECT data FROM unnest(%s::bytea[]) WITH ORDINALITY AS rows (data, n) ORDER BY n "
+        "RETURNING seq) SELECT max(seq) FROM added",
+        (list(data),),
+    )
+    row = await cursor.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+class PostgresStore:
+    """Durable state in a PostgreSQL database; see the module docstring."""
+
+    def __init__(
+        self,
+        pool: AsyncConnectionPool[Connection],
+        *,
+        database: str,
+        head: int,
+        dedupe_ttl: float,
+        clock: Callable[[], float],
+    ) -> None:
+        self._pool = pool
+        self._database = database  # masked
+        self._head = head
+        self._ttl = dedupe_ttl
+        self._clock = clock
+        self._committed = anyio.Event()
+        self._writes: dict[int, float] = {}  # in progress: id -> monotonic start
+        self._ids = count()
+
+    @classmethod
+    async def open(
+        cls,
+        url: str,
+        *,
+        dedupe_ttl: float,
+        pool_size: int = 10,
+        statement_timeout: float = 30.0,
+        clock: Callable[[], float] = time.time,
+    ) -> PostgresStore:
+        """Connect, create or migrate the schema (once, under a lock), and open the pool."""
+        database = mask_url(url)
+        settings: dict[str, Any] = {
+            "autocommit": True,
+            "connect_timeout": CONNECT_TIMEOUT,
+            "application_name": "tcsms-poller",
+            # Every write durable when its commit returns, whatever the server's default.
+            "options": f"-c statement_timeout={int(statement_timeout * 1000)} "
+            "-c synchronous_commit=on",
+        }
+        try:
+            connection = await AsyncConnection.connect(url, **settings)
+            try:
+                await migrate(connection)
+                cursor = await connection.execute(_HEAD)
+                row = await cursor.fetchone()
+                head = int(row[0]) if row else 0
+            finally:
+                await connection.close()
+            pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(
+                url,
+                min_size=1,
+                max_size=pool_size,
+                kwargs=settings,
+                open=False,
+                timeout=statement_timeout,
+                reconnect_timeout=float("inf"),  # a database down for long is still worth waiting
+                name="tcsms-poller-state",
+            )
+            await pool.open(wait=True, timeout=CONNECT_TIMEOUT * 2)
+        except (psycopg.Error, SchemaError) as error:
+            message = _describe(error, url)
+            raise StateError(f"cannot open state database {database}: {message}") from None
+        return cls(pool, database=database, head=head, dedupe_ttl=dedupe_ttl, clock=clock)
+
+    async def aclose(self) -> None:
+        """Close the pool (after the calls in progress)."""
+        await self._pool.close()
+
+    # -- transactions --------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _transaction(self, *, write: bool = True) -> AsyncIterator[Connection]:
+        """A connection in a transaction that commits at the end of the block."""
+        write_id = next(self._ids)
+        if write:
+            self._writes[write_id] = time.monotonic()
+        try:
+            async with self._pool.connection() as connection, connection.transaction():
+                yield connection
+        except psycopg.Error as error:
+            verb = "write" if write else "read"
+            message = _describe(error, None)
+            raise StateError(f"state database {self._database} {verb} failed: {message}") from None
+        finally:
+            self._writes.pop(write_id, None)
+
+    def write_stalled_for(self) -> float:
+        """Seconds the oldest write in progress has taken so far (0 when none is running)."""
+        oldest = min(self._writes.values(), default=None)
+        return 0.0 if oldest is None else time.monotonic() - oldest
+
+    # -- the pipeline --------------------------------------------------------------------------
+
+    async def commit(
+        self,
+        records: Sequence[Record],
+        *,
+        rejected: Sequence[Rejected] = (),
+        source: str = "",
+        also: Change | None = None,
+    ) -> CommitResult:
+        """Dedupe ``records`` into the outbox, quarantine ``rejected`` and apply ``also``, in
+        one transaction; then wake the sink drainers."""
+        now = self._clock()
+        ids = list(dict.fromkeys(record.id for record in records))  # the first of a batch wins
+        head = 0
+        async with self._transaction() as connection:
+            new_ids: set[str] = set()
+            if ids:
+                # Sorted, so that two writers with overlapping ids lock them in one order.
+                cursor = await connection.execute(
+                    "INSERT INTO seen (id, expires_at) "
+                    "SELECT id, %s FROM unnest(%s::text[]) AS id ORDER BY id "
+                    "ON CONFLICT (id) DO UPDATE SET expires_at = excluded.expires_at "
+                    "WHERE seen.expires_at <= %s RETURNING id",
+                    (int(now + self._ttl), sorted(ids), now),
+                )
+                new_ids = {row[0] for row in await cursor.fetchall()}
+            fresh: list[Record] = []
+            for record in records:
+                if record.id in new_ids:
+                    new_ids.discard(record.id)
+                    fresh.append(record)
+            if rejected:
+                async with connection.cursor() as many:
+                    await many.executemany(
+                        "INSERT INTO rejected (at, source, reason, raw) VALUES (%s, %s, %s, %s)",
+                        [
+                            (now, source, item.reason, orjson.dumps(item.raw).decode())
+                            for item in rejected
+                        ],
+                    )
+            if isinstance(also, NumberPolled):
+                await numbers.advance_number(connection, also)
+            elif isinstance(also, ConversionReported):
+                await connection.execute(
+                    "DELETE FROM conversions WHERE id = %s", (also.conversion_id,)
+                )
+            if fresh:
+                head = await insert_outbox(connection, [record.to_json() for record in fresh])
+        if head > self._head:  # commits may return in any order
+            self._head = head
+            self._committed.set()
+            self._committed = anyio.Event()
+        return CommitResult(tuple(fresh), len(records) - len(fresh))
+
+    @property
+    def head(self) -> int:
+        """The seq of the newest record this process committed (or found at start)."""
+        return self._head
+
+    async def wait_for_commit(self, after: int) -> None:
+        """Return once a record newer than ``after`` is committed (at once if one is)."""
+        while self._head <= after:
+            await self._committed.wait()
+
+    # -- sink cursors --------------------------------------------------------------------------
+
+    async def sink_cursor(self, name: str) -> SinkCursor:
+        """The sink's cursor (created at the current head for a new sink)."""
+        async with self._transaction() as connection:
+            await connection.execute(
+                "INSERT INTO sink_cursors (name, acked_seq, position, updated_at) "  # noqa: S608
+                f"VALUES (%s, ({_HEAD}), NULL, %s) ON CONFLICT (name) DO NOTHING",
+                (name, self._clock()),
+            )
+            cursor = await connection.execute(
+                "SELECT acked_seq, position FROM sink_cursors WHERE name = %s", (name,)
+            )
+            row = await cursor.fetchone()
+        assert row is not None
+        return SinkCursor(int(row[0]), orjson.loads(row[1]) if row[1] else None)
+
+    async def read_outbox(self, *, after: int, limit: int) -> list[OutboxRecord]:
+        """Up to ``limit`` records after ``after``, in seq order."""
+        async with self._transaction(write=False) as connection:
+            cursor = await connection.execute(
+                "SELECT seq, data FROM outbox WHERE seq > %s ORDER BY seq LIMIT %s", (after, limit)
+            )
+            rows = await cursor.fetchall()
+        return [OutboxRecord(seq, bytes(data)) for seq, data in rows]
+
+    async def ack(self, name: str, *, seq: int, position: Mapping[str, Any] | None) -> None:
+        """Advance the sink's cursor to ``seq`` (never back); ``position`` None keeps the last."""
+        encoded = orjson.dumps(position).decode() if position is not None else None
+        async with self._transaction() as connection:
+            await connection.execute(
+                "UPDATE sink_cursors SET acked_seq = %s, "
+                "position = COALESCE(%s::text, position), updated_at = %s "
+                "WHERE name = %s AND acked_seq < %s",
+                (seq, encoded, self._clock(), name, seq),
+            )
+
+    async def forget_removed_sinks(self, sink_names: Sequence[str]) -> list[str]:
+        """Drop the cursors of sinks not configured that have not acked for ``dedupe_ttl``."""
+        async with self._transaction() as connection:
+            cursor = await connection.execute(
+                "DELETE FROM sink_cursors WHERE NOT (name = ANY(%s::text[])) AND updated_at < %s "
+                "RETURNING name",
+                (list(sink_names), self._clock() - self._ttl),
+            )
+            return sorted(row[0] for row in await cursor.fetchall())
+
+    async def purge(self, sink_names: Sequence[str]) -> tuple[int, int, int]:
+        """Delete a batch of expired ids, fully acknowledged rows and expired numbers."""
+        now = self._clock()
+        async with self._transaction() as connection:
+            cursor = await connection.execute("SELECT name, acked_seq FROM sink_cursors")
+            cursors = dict(await cursor.fetchall())
+            acked = 0
+            if cursors and all(name in cursors for name in sink_names):
+                cursor = await connection.execute(
+                    "DELETE FROM outbox WHERE seq IN "
+                    "(SELECT seq FROM outbox WHERE seq <= %s ORDER BY seq LIMIT %s)",
+                    (min(cursors.values()), PURGE_BATCH),
+                )
+                acked = cursor.rowcount
+            cursor = await connection.execute(
+                "DELETE FROM seen WHERE id IN "
+                "(SELECT id FROM seen WHERE expires_at <= %s LIMIT %s)",
+                (now, PURGE_BATCH),
+            )
+            expired = cursor.rowcount
+            cursor = await connection.execute(
+                "DELETE FROM numbers WHERE expires_at IS NOT NULL AND expires_at <= %s", (now,)
+            )
+            return expired, acked, cursor.rowcount
+
+    # -- tracked numbers -----------------------------------------------------------------------
+
+    async def sync_numbers(
+        self, app_id: str, origin: NumberOrigin, phones: Sequence[str]
+    ) -> tuple[int, int]:
+        """Make the numbers of ``origin`` (config or file) exactly ``phones``."""
+        async with self._transaction() as connection:
+            return await numbers.sync_numbers(connection, app_id, origin, phones, now=self._clock())
+
+    async def track_number(self, app_id: str, phone: str, *, track_for: float) -> bool:
+        """Track ``phone`` for ``track_for`` seconds from now; True if newly tracked."""
+        now = self._clock()
+        async with self._transaction() as connection:
+            return await numbers.add_number(
+                connection, app_id, phone, expires_at=now + track_for, now=now
+            )
+
+    async def untrack_number(self, app_id: str, phone: str) -> bool:
+        """Stop tracking ``phone``; whether it was tracked."""
+        async with self._transaction() as connection:
+            cursor = await connection.execute(
+                "DELETE FROM numbers WHERE app_id = %s AND phone = %s", (app_id, phone)
+            )
+            return cursor.rowcount > 0
+
+    async def due_numbers(
+        self, app_id: str, *, limit: int, skip: frozenset[str] = frozenset()
+    ) -> tuple[float | None, list[TrackedNumber]]:
+        """The app's earliest due time and up to ``limit`` most overdue numbers not in ``skip``."""
+        async with self._transaction(write=False) as connection:
+            return await numbers.due_numbers(
+                connection, app_id, now=self._clock(), limit=limit, skip=skip
+            )
+
+    async def reschedule_number(self, app_id: str, phone: str, *, delay: float) -> None:
+        """Make a number due again ``delay`` seconds from now, cursors unchanged."""
+        async with self._transaction() as connection:
+            await connection.execute(
+                "UPDATE numbers SET next_due = %s WHERE app_id = %s AND phone = %s",
+                (self._clock() + delay, app_id, phone),
+            )
+
+    async def list_numbers(
+        self, *, app_id: str | None = None, after: tuple[str, str] | None = None, limit: int = 100
+    ) -> list[TrackedNumber]:
+        """A page of tracked numbers in (app, phone) order."""
+        async with self._transaction(write=False) as connection:
+            return await numbers.list_numbers(connection, app_id=app_id, after=after, limit=limit)
+
+    async def number_counts(self) -> dict[str, tuple[int, float]]:
+        """Per app: how many numbers are tracked and the largest overdue time."""
+        async with self._transaction(write=False) as connection:
+            return await numbers.number_counts(connection, now=self._clock())
+
+    # -- conversions ---------------------------------------------------------------------------
+
+    async def enqueue_conversions(self, items: Sequence[tuple[str, str, int | None]]) -> None:
+        """Queue ``(app_id, serial_no, conversion_time)`` items durably."""
+        now = self._clock()
+        async with self._transaction() as connection, connection.cursor() as many:
+            await many.executemany(
+                "INSERT INTO conversions "
+                "(app_id, serial_no, conversion_time, enqueued_at, next_attempt_at) "
+                "VALUES (%s, %s, %s, %s, %s)",
+                [(app, serial, when, now, now) for app, serial, when in items],
+            )
+
+    async def lease_conversions(self, *, limit: int, lease: float) -> list[PendingConversion]:
+        """Due conversions, leased for ``lease`` seconds."""
+        async with self._transaction() as connection:
+            return await numbers.lease_conversions(
+                connection, now=self._clock(), limit=limit, lease=lease
+            )
+
+    async def defer_conversion(self, conversion_id: int, *, delay: float, error: str) -> None:
+        """Retry a conversion after ``delay`` seconds."""
+        async with self._transaction() as connection:
+            await connection.execute(
+                "UPDATE conversions SET attempts = attempts + 1, next_attempt_at = %s, "
+                "last_error = %s WHERE id = %s",
+                (self._clock() + delay, error, conversion_id),
+            )
+
+    async def pending_conversions(self) -> int:
+        """How many conversions wait to be reported."""
+        async with self._transaction(write=False) as connection:
+            cursor = await connection.execute("SELECT COUNT(*) FROM conversions")
+            row = await cursor.fetchone()
+        return int(row[0]) if row else 0
+
+    # -- worker health and status --------------------------------------------------------------
+
+    async def save_worker_state(
+        self, name: str, *, healthy: bool, error: str | None, last_success_at: float | None
+    ) -> None:
+        """Persist a worker's health so ``status`` (another process) can show it."""
+        async with self._transaction() as connection:
+            await connection.execute(
+                "INSERT INTO workers (name, healthy, last_error, last_success_at, updated_at) "
+                "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (name) DO UPDATE "
+                "SET healthy = excluded.healthy, last_error = excluded.last_error, "
+                "last_success_at = COALESCE(excluded.last_success_at, workers.last_success_at), "
+                "updated_at = excluded.updated_at",
+                (name, healthy, error, last_success_at, self._clock()),
+            )
+
+    async def snapshot(self) -> dict[str, Any]:
+        """Everything ``status`` shows, read in one transaction."""
+        async with self._transaction(write=False) as connection:
+            await connection.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            return await numbers.snapshot_of(connection, now=self._clock(), database=self._database)
+
+
+def _describe(error: BaseException, url: str | None) -> str:
+    """The error's first line, without the URL's password should a driver quote it."""
+    message = (str(error).strip() or type(error).__name__).splitlines()[0]
+    if url is not None:
+        password = psycopg.conninfo.conninfo_to_dict(url).get("password")
+        if password:
+            message = message.replace(str(password), "***")
+    return message
+
+
+async def read_snapshot(url: str, *, now: float) -> dict[str, Any]:
+    """What ``status`` shows, read over one connection (beside a running daemon or not)."""
+    try:
+        connection = await AsyncConnection.connect(url, connect_timeout=CONNECT_TIMEOUT)
+        async with connection, connection.transaction():
+            await connection.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            return await numbers.snapshot_of(connection, now=now, database=mask_url(url))
+    except psycopg.Error as error:
+        message = _describe(error, url)
+        raise StateError(f"cannot read state database {mask_url(url)}: {message}") from None
