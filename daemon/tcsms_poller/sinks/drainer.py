@@ -104,9 +104,7 @@ class Drainer:
     async def _deliver_forever(self) -> None:
         while True:
             self._metrics.outbox_depth.labels(self.name).set(self.depth)
-            batch = await self._store.read_outbox(
-                after=self._acked, limit=self._settings.batch_size
-            )
+            batch = await self._read()
             if not batch:
                 if self._draining.is_set():
                     return
@@ -116,6 +114,24 @@ class Drainer:
                 continue
             ack = await self._deliver(batch)
             await self._commit_ack(batch[-1].seq, ack)
+
+    async def _read(self) -> list[OutboxRecord]:
+        """The next batch; a database that fails (a shared one restarting) is waited out."""
+        attempt = 0
+        while True:
+            try:
+                batch = await self._store.read_outbox(
+                    after=self._acked, limit=self._settings.batch_size
+                )
+            except StateError as error:
+                self._health.failed(str(error))
+                log.error("sink.outbox_read_failed", sink=self.name, error=str(error))
+                await self._sleep(self._backoff.delay(attempt))
+                attempt += 1
+            else:
+                if attempt:
+                    self._health.succeeded()
+                return batch
 
     async def _deliver(self, batch: Sequence[OutboxRecord]) -> Ack:
         """Send until acknowledged, or dead-letter; returns the ack to commit."""
