@@ -1,0 +1,169 @@
+"""What only the PostgreSQL backend has to prove: outbox order with several writers, migration
+by two daemons at once, a newer schema, lost connections, and masked URLs."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+import psycopg
+import pytest
+
+from tcsms_poller.records import OutboxRecord
+from tcsms_poller.state import StateError
+from tcsms_poller.state.postgres import PostgresStore, mask_url
+from tcsms_poller.state.postgres.schema import MIGRATIONS
+from tcsms_poller.state.postgres.store import OUTBOX_LOCK, insert_outbox
+from tests.support.postgres import PASSWORD
+
+from .test_store import FakeClock, record
+
+pytestmark = pytest.mark.anyio
+TTL = 8 * 86_400.0
+
+
+@asynccontextmanager
+async def opened(url: str) -> AsyncIterator[PostgresStore]:
+    store = await PostgresStore.open(url, dedupe_ttl=TTL, clock=FakeClock())
+    try:
+        yield store
+    finally:
+        await store.aclose()
+
+
+async def connect(url: str) -> psycopg.AsyncConnection[tuple[object, ...]]:
+    return await psycopg.AsyncConnection.connect(url)
+
+
+async def waiting_for_outbox_lock(url: str) -> bool:
+    """Whether some session waits for ``OUTBOX_LOCK`` right now."""
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as probe:
+        cursor = await probe.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+            "AND classid = %s AND objid = %s",
+            OUTBOX_LOCK,
+        )
+        row = await cursor.fetchone()
+    return bool(row and row[0])
+
+
+def seqs(rows: list[OutboxRecord]) -> list[int]:
+    return [row.seq for row in rows]
+
+
+async def test_numbering_rows_while_the_transaction_runs_would_skip_a_late_commit(
+    postgres_url: str,
+) -> None:
+    """The hazard itself: a row numbered first but committed last lands behind a reader."""
+    async with opened(postgres_url) as store:
+        slow, fast = await connect(postgres_url), await connect(postgres_url)
+        async with slow, fast:
+            await slow.execute("INSERT INTO outbox (data) VALUES ('{}')")  # seq 1, not committed
+            await fast.execute("INSERT INTO outbox (data) VALUES ('{}')")  # seq 2
+            await fast.commit()
+            after = seqs(await store.read_outbox(after=0, limit=10))[-1]
+            await slow.commit()
+            assert after == 2
+            assert seqs(await store.read_outbox(after=after, limit=10)) == []  # seq 1: skipped
+
+
+async def test_a_commit_waits_to_number_its_rows_until_an_earlier_one_is_visible(
+    postgres_url: str,
+) -> None:
+    """Rows numbered under the outbox lock become visible in seq order: a reader never steps
+    past one still to commit."""
+    async with opened(postgres_url) as store:
+        slow = await connect(postgres_url)
+        async with slow:
+            await insert_outbox(slow, [record("slow").to_json()])  # numbered, not committed
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(store.commit, [record("fast")])
+                with anyio.fail_after(30):
+                    # The wait happens inside the server: polled, with a deadline.
+                    while not await waiting_for_outbox_lock(postgres_url):  # noqa: ASYNC110
+                        await anyio.sleep(0.02)
+                assert await store.read_outbox(after=0, limit=10) == []  # nothing to step past
+                await slow.commit()
+        rows = await store.read_outbox(after=0, limit=10)
+        assert [row.as_dict()["id"] for row in rows] == ["slow", "fast"]
+        assert seqs(rows) == sorted(seqs(rows))
+
+
+async def test_two_daemons_starting_at_once_migrate_once(postgres_url: str) -> None:
+    """The migration runs under an advisory lock: both start, the schema is created once."""
+    stores: list[PostgresStore] = []
+
+    async def start() -> None:
+        stores.append(await PostgresStore.open(postgres_url, dedupe_ttl=TTL))
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(3):
+            tg.start_soon(start)
+    for store in stores:
+        await store.aclose()
+    assert len(stores) == 3
+    async with await connect(postgres_url) as probe:
+        cursor = await probe.execute("SELECT version FROM tcsms_schema ORDER BY version")
+        assert [row[0] for row in await cursor.fetchall()] == list(range(1, len(MIGRATIONS) + 1))
+
+
+async def test_a_newer_schema_is_refused(postgres_url: str) -> None:
+    """A database written by a newer release is not touched."""
+    async with opened(postgres_url):
+        pass
+    async with await connect(postgres_url) as connection:
+        await connection.execute("INSERT INTO tcsms_schema (version) VALUES (99)")
+        await connection.commit()
+    with pytest.raises(StateError, match="schema version 99 is newer"):
+        await PostgresStore.open(postgres_url, dedupe_ttl=TTL)
+
+
+async def test_terminated_connections_fail_one_call_and_the_pool_reconnects(
+    postgres_url: str,
+) -> None:
+    """``pg_terminate_backend`` fails the calls on those connections; retries go through."""
+    async with opened(postgres_url) as store:
+        await store.commit([record("before")])
+        async with await connect(postgres_url) as admin:
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = 'tcsms-poller' AND pid <> pg_backend_pid()"
+            )
+            await admin.commit()
+        errors: list[str] = []
+        for _ in range(5):  # each dead connection fails one call and leaves the pool
+            try:
+                await store.commit([record("after")])
+                break
+            except StateError as error:
+                errors.append(str(error))
+        assert len(errors) <= 1
+        assert all(PASSWORD not in error for error in errors)
+        rows = await store.read_outbox(after=0, limit=10)
+        assert [row.as_dict()["id"] for row in rows] == ["before", "after"]
+
+
+async def test_status_of_a_missing_database_names_it_masked() -> None:
+    """An unreachable URL fails with the URL shown, its password masked."""
+    url = f"postgresql://tcsms:{PASSWORD}@127.0.0.1:1/gone"
+    with pytest.raises(StateError) as raised:
+        await PostgresStore.open(url, dedupe_ttl=TTL)
+    assert "postgresql://tcsms:***@127.0.0.1:1/gone" in str(raised.value)
+    assert PASSWORD not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (
+            "postgresql://u:p%40ss@db:5432/x?sslmode=require",
+            "postgresql://u:***@db:5432/x?sslmode=require",
+        ),
+        ("postgresql:///x?host=/run/postgresql", "postgresql:///x?host=/run/postgresql"),
+        ("postgresql://u@db/x", "postgresql://u@db/x"),
+    ],
+)
+def test_a_url_is_shown_without_its_password(url: str, shown: str) -> None:
+    """Only the password is masked; the rest helps an operator see where the state is."""
+    assert mask_url(url) == shown
