@@ -128,9 +128,10 @@ class PostgresServer:
 
 
 @contextlib.contextmanager
-def running_server(*, fsync: bool = False) -> Iterator[PostgresServer]:
-    """A started server with the application's user, removed afterwards."""
-    root = Path(tempfile.mkdtemp(prefix="tcsms-pg-"))
+def running_server(*, fsync: bool = False, parent: Path | None = None) -> Iterator[PostgresServer]:
+    """A started server with the application's user, in a temp dir under ``parent`` (which
+    the ``postgres`` user must be able to enter), removed afterwards."""
+    root = Path(tempfile.mkdtemp(prefix="tcsms-pg-", dir=parent))
     server = PostgresServer(root, fsync=fsync)
     try:
         server.start()

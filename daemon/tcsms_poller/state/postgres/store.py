@@ -26,7 +26,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from itertools import count
-from typing import Any
+from typing import Any, LiteralString, TypeVar
 
 import anyio
 import orjson
@@ -36,6 +36,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from tcsms_poller.records import OutboxRecord, Record
 from tcsms_poller.state.postgres import numbers
+from tcsms_poller.state.postgres.group import GroupWriter, Work
 from tcsms_poller.state.postgres.schema import PROGRAM_KEY, migrate
 from tcsms_poller.state.postgres.url import mask_url
 from tcsms_poller.state.roles import (
@@ -54,6 +55,7 @@ from tcsms_poller.state.schema import SchemaError
 
 __all__ = ["OUTBOX_LOCK", "PURGE_BATCH", "PostgresStore", "insert_outbox", "read_snapshot"]
 
+T = TypeVar("T")
 Connection = AsyncConnection[tuple[Any, ...]]
 OUTBOX_LOCK = (PROGRAM_KEY, 2)
 PURGE_BATCH = 5_000
@@ -71,7 +73,7 @@ async def insert_outbox(connection: Connection, data: Sequence[bytes]) -> int:
     await connection.execute("SELECT pg_advisory_xact_lock(%s, %s)", OUTBOX_LOCK)
     cursor = await connection.execute(
         "WITH added AS (INSERT INTO outbox (data) "
-        "SELECT data FROM unnest(%s::bytea[]) WITH ORDINALITY AS rows (data, n) ORDER BY n "
+        "SELECT data FROM unnest(%b::bytea[]) WITH ORDINALITY AS rows (data, n) ORDER BY n "
         "RETURNING seq) SELECT max(seq) FROM added",
         (list(data),),
     )
@@ -93,6 +95,7 @@ class PostgresStore:
         clock: Callable[[], float],
     ) -> None:
         self._pool = pool
+        self._writer = GroupWriter(pool)
         self._database = database  # masked
         self._head = head
         self._ttl = dedupe_ttl
@@ -153,20 +156,26 @@ class PostgresStore:
     # -- transactions --------------------------------------------------------------------------
 
     @asynccontextmanager
-    async def _transaction(self, *, write: bool = True) -> AsyncIterator[Connection]:
-        """A connection in a transaction that commits at the end of the block."""
-        write_id = next(self._ids)
-        if write:
-            self._writes[write_id] = time.monotonic()
+    async def _read(self) -> AsyncIterator[Connection]:
+        """A connection in a transaction of its own, for reads."""
         try:
             async with self._pool.connection() as connection, connection.transaction():
                 yield connection
         except psycopg.Error as error:
-            verb = "write" if write else "read"
             message = _describe(error, None)
-            raise StateError(f"state database {self._database} {verb} failed: {message}") from None
+            raise StateError(f"state database {self._database} read failed: {message}") from None
+
+    async def _write(self, work: Work[T]) -> T:
+        """Run ``work`` in a write transaction, maybe grouped with others (``group.py``)."""
+        write_id = next(self._ids)
+        self._writes[write_id] = time.monotonic()
+        try:
+            return await self._writer.write(work)
+        except psycopg.Error as error:
+            message = _describe(error, None)
+            raise StateError(f"state database {self._database} write failed: {message}") from None
         finally:
-            self._writes.pop(write_id, None)
+            del self._writes[write_id]
 
     def write_stalled_for(self) -> float:
         """Seconds the oldest write in progress has taken so far (0 when none is running)."""
@@ -186,33 +195,32 @@ class PostgresStore:
         """Dedupe ``records`` into the outbox, quarantine ``rejected`` and apply ``also``, in
         one transaction; then wake the sink drainers."""
         now = self._clock()
-        ids = list(dict.fromkeys(record.id for record in records))  # the first of a batch wins
-        head = 0
-        async with self._transaction() as connection:
+        ids = sorted({record.id for record in records})  # sorted: writers lock ids in one order
+        quarantined = [
+            (now, source, item.reason, orjson.dumps(item.raw).decode()) for item in rejected
+        ]
+
+        async def work(connection: Connection) -> tuple[list[Record], int]:
             new_ids: set[str] = set()
             if ids:
-                # Sorted, so that two writers with overlapping ids lock them in one order.
                 cursor = await connection.execute(
                     "INSERT INTO seen (id, expires_at) "
-                    "SELECT id, %s FROM unnest(%s::text[]) AS id ORDER BY id "
+                    "SELECT id, %s FROM unnest(%b::text[]) AS id ORDER BY id "
                     "ON CONFLICT (id) DO UPDATE SET expires_at = excluded.expires_at "
                     "WHERE seen.expires_at <= %s RETURNING id",
-                    (int(now + self._ttl), sorted(ids), now),
+                    (int(now + self._ttl), ids, now),
                 )
                 new_ids = {row[0] for row in await cursor.fetchall()}
             fresh: list[Record] = []
-            for record in records:
+            for record in records:  # the first of a batch wins
                 if record.id in new_ids:
                     new_ids.discard(record.id)
                     fresh.append(record)
-            if rejected:
+            if quarantined:
                 async with connection.cursor() as many:
                     await many.executemany(
                         "INSERT INTO rejected (at, source, reason, raw) VALUES (%s, %s, %s, %s)",
-                        [
-                            (now, source, item.reason, orjson.dumps(item.raw).decode())
-                            for item in rejected
-                        ],
+                        quarantined,
                     )
             if isinstance(also, NumberPolled):
                 await numbers.advance_number(connection, also)
@@ -220,8 +228,11 @@ class PostgresStore:
                 await connection.execute(
                     "DELETE FROM conversions WHERE id = %s", (also.conversion_id,)
                 )
-            if fresh:
-                head = await insert_outbox(connection, [record.to_json() for record in fresh])
+            if not fresh:
+                return fresh, 0
+            return fresh, await insert_outbox(connection, [record.to_json() for record in fresh])
+
+        fresh, head = await self._write(work)
         if head > self._head:  # commits may return in any order
             self._head = head
             self._committed.set()
@@ -242,7 +253,8 @@ class PostgresStore:
 
     async def sink_cursor(self, name: str) -> SinkCursor:
         """The sink's cursor (created at the current head for a new sink)."""
-        async with self._transaction() as connection:
+
+        async def work(connection: Connection) -> tuple[Any, ...] | None:
             await connection.execute(
                 "INSERT INTO sink_cursors (name, acked_seq, position, updated_at) "  # noqa: S608
                 f"VALUES (%s, ({_HEAD}), NULL, %s) ON CONFLICT (name) DO NOTHING",
@@ -251,13 +263,15 @@ class PostgresStore:
             cursor = await connection.execute(
                 "SELECT acked_seq, position FROM sink_cursors WHERE name = %s", (name,)
             )
-            row = await cursor.fetchone()
+            return await cursor.fetchone()
+
+        row = await self._write(work)
         assert row is not None
         return SinkCursor(int(row[0]), orjson.loads(row[1]) if row[1] else None)
 
     async def read_outbox(self, *, after: int, limit: int) -> list[OutboxRecord]:
         """Up to ``limit`` records after ``after``, in seq order."""
-        async with self._transaction(write=False) as connection:
+        async with self._read() as connection:
             cursor = await connection.execute(
                 "SELECT seq, data FROM outbox WHERE seq > %s ORDER BY seq LIMIT %s", (after, limit)
             )
@@ -267,17 +281,17 @@ class PostgresStore:
     async def ack(self, name: str, *, seq: int, position: Mapping[str, Any] | None) -> None:
         """Advance the sink's cursor to ``seq`` (never back); ``position`` None keeps the last."""
         encoded = orjson.dumps(position).decode() if position is not None else None
-        async with self._transaction() as connection:
-            await connection.execute(
-                "UPDATE sink_cursors SET acked_seq = %s, "
-                "position = COALESCE(%s::text, position), updated_at = %s "
-                "WHERE name = %s AND acked_seq < %s",
-                (seq, encoded, self._clock(), name, seq),
-            )
+        await self._execute(
+            "UPDATE sink_cursors SET acked_seq = %s, "
+            "position = COALESCE(%s::text, position), updated_at = %s "
+            "WHERE name = %s AND acked_seq < %s",
+            (seq, encoded, self._clock(), name, seq),
+        )
 
     async def forget_removed_sinks(self, sink_names: Sequence[str]) -> list[str]:
         """Drop the cursors of sinks not configured that have not acked for ``dedupe_ttl``."""
-        async with self._transaction() as connection:
+
+        async def work(connection: Connection) -> list[str]:
             cursor = await connection.execute(
                 "DELETE FROM sink_cursors WHERE NOT (name = ANY(%s::text[])) AND updated_at < %s "
                 "RETURNING name",
@@ -285,12 +299,15 @@ class PostgresStore:
             )
             return sorted(row[0] for row in await cursor.fetchall())
 
+        return await self._write(work)
+
     async def purge(self, sink_names: Sequence[str]) -> tuple[int, int, int]:
         """Delete a batch of expired ids, fully acknowledged rows and expired numbers."""
         now = self._clock()
-        async with self._transaction() as connection:
+
+        async def work(connection: Connection) -> tuple[int, int, int]:
             cursor = await connection.execute("SELECT name, acked_seq FROM sink_cursors")
-            cursors = dict(await cursor.fetchall())
+            cursors: dict[str, int] = dict(await cursor.fetchall())
             acked = 0
             if cursors and all(name in cursors for name in sink_names):
                 cursor = await connection.execute(
@@ -310,58 +327,67 @@ class PostgresStore:
             )
             return expired, acked, cursor.rowcount
 
+        return await self._write(work)
+
+    async def _execute(self, query: LiteralString, params: Sequence[Any]) -> int:
+        """One write statement in a transaction; the rows it changed."""
+
+        async def work(connection: Connection) -> int:
+            return (await connection.execute(query, params)).rowcount
+
+        return await self._write(work)
+
     # -- tracked numbers -----------------------------------------------------------------------
 
     async def sync_numbers(
         self, app_id: str, origin: NumberOrigin, phones: Sequence[str]
     ) -> tuple[int, int]:
         """Make the numbers of ``origin`` (config or file) exactly ``phones``."""
-        async with self._transaction() as connection:
-            return await numbers.sync_numbers(connection, app_id, origin, phones, now=self._clock())
+        now = self._clock()
+        return await self._write(
+            lambda connection: numbers.sync_numbers(connection, app_id, origin, phones, now=now)
+        )
 
     async def track_number(self, app_id: str, phone: str, *, track_for: float) -> bool:
         """Track ``phone`` for ``track_for`` seconds from now; True if newly tracked."""
         now = self._clock()
-        async with self._transaction() as connection:
-            return await numbers.add_number(
+        return await self._write(
+            lambda connection: numbers.add_number(
                 connection, app_id, phone, expires_at=now + track_for, now=now
             )
+        )
 
     async def untrack_number(self, app_id: str, phone: str) -> bool:
         """Stop tracking ``phone``; whether it was tracked."""
-        async with self._transaction() as connection:
-            cursor = await connection.execute(
-                "DELETE FROM numbers WHERE app_id = %s AND phone = %s", (app_id, phone)
-            )
-            return cursor.rowcount > 0
+        query = "DELETE FROM numbers WHERE app_id = %s AND phone = %s"
+        return await self._execute(query, (app_id, phone)) > 0
 
     async def due_numbers(
         self, app_id: str, *, limit: int, skip: frozenset[str] = frozenset()
     ) -> tuple[float | None, list[TrackedNumber]]:
         """The app's earliest due time and up to ``limit`` most overdue numbers not in ``skip``."""
-        async with self._transaction(write=False) as connection:
+        async with self._read() as connection:
             return await numbers.due_numbers(
                 connection, app_id, now=self._clock(), limit=limit, skip=skip
             )
 
     async def reschedule_number(self, app_id: str, phone: str, *, delay: float) -> None:
         """Make a number due again ``delay`` seconds from now, cursors unchanged."""
-        async with self._transaction() as connection:
-            await connection.execute(
-                "UPDATE numbers SET next_due = %s WHERE app_id = %s AND phone = %s",
-                (self._clock() + delay, app_id, phone),
-            )
+        await self._execute(
+            "UPDATE numbers SET next_due = %s WHERE app_id = %s AND phone = %s",
+            (self._clock() + delay, app_id, phone),
+        )
 
     async def list_numbers(
         self, *, app_id: str | None = None, after: tuple[str, str] | None = None, limit: int = 100
     ) -> list[TrackedNumber]:
         """A page of tracked numbers in (app, phone) order."""
-        async with self._transaction(write=False) as connection:
+        async with self._read() as connection:
             return await numbers.list_numbers(connection, app_id=app_id, after=after, limit=limit)
 
     async def number_counts(self) -> dict[str, tuple[int, float]]:
         """Per app: how many numbers are tracked and the largest overdue time."""
-        async with self._transaction(write=False) as connection:
+        async with self._read() as connection:
             return await numbers.number_counts(connection, now=self._clock())
 
     # -- conversions ---------------------------------------------------------------------------
@@ -369,33 +395,38 @@ class PostgresStore:
     async def enqueue_conversions(self, items: Sequence[tuple[str, str, int | None]]) -> None:
         """Queue ``(app_id, serial_no, conversion_time)`` items durably."""
         now = self._clock()
-        async with self._transaction() as connection, connection.cursor() as many:
-            await many.executemany(
-                "INSERT INTO conversions "
-                "(app_id, serial_no, conversion_time, enqueued_at, next_attempt_at) "
-                "VALUES (%s, %s, %s, %s, %s)",
-                [(app, serial, when, now, now) for app, serial, when in items],
-            )
+
+        async def work(connection: Connection) -> None:
+            async with connection.cursor() as many:
+                await many.executemany(
+                    "INSERT INTO conversions "
+                    "(app_id, serial_no, conversion_time, enqueued_at, next_attempt_at) "
+                    "VALUES (%s, %s, %s, %s, %s)",
+                    [(app, serial, when, now, now) for app, serial, when in items],
+                )
+
+        await self._write(work)
 
     async def lease_conversions(self, *, limit: int, lease: float) -> list[PendingConversion]:
         """Due conversions, leased for ``lease`` seconds."""
-        async with self._transaction() as connection:
-            return await numbers.lease_conversions(
-                connection, now=self._clock(), limit=limit, lease=lease
+        now = self._clock()
+        return await self._write(
+            lambda connection: numbers.lease_conversions(
+                connection, now=now, limit=limit, lease=lease
             )
+        )
 
     async def defer_conversion(self, conversion_id: int, *, delay: float, error: str) -> None:
         """Retry a conversion after ``delay`` seconds."""
-        async with self._transaction() as connection:
-            await connection.execute(
-                "UPDATE conversions SET attempts = attempts + 1, next_attempt_at = %s, "
-                "last_error = %s WHERE id = %s",
-                (self._clock() + delay, error, conversion_id),
-            )
+        await self._execute(
+            "UPDATE conversions SET attempts = attempts + 1, next_attempt_at = %s, "
+            "last_error = %s WHERE id = %s",
+            (self._clock() + delay, error, conversion_id),
+        )
 
     async def pending_conversions(self) -> int:
         """How many conversions wait to be reported."""
-        async with self._transaction(write=False) as connection:
+        async with self._read() as connection:
             cursor = await connection.execute("SELECT COUNT(*) FROM conversions")
             row = await cursor.fetchone()
         return int(row[0]) if row else 0
@@ -406,19 +437,18 @@ class PostgresStore:
         self, name: str, *, healthy: bool, error: str | None, last_success_at: float | None
     ) -> None:
         """Persist a worker's health so ``status`` (another process) can show it."""
-        async with self._transaction() as connection:
-            await connection.execute(
-                "INSERT INTO workers (name, healthy, last_error, last_success_at, updated_at) "
-                "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (name) DO UPDATE "
-                "SET healthy = excluded.healthy, last_error = excluded.last_error, "
-                "last_success_at = COALESCE(excluded.last_success_at, workers.last_success_at), "
-                "updated_at = excluded.updated_at",
-                (name, healthy, error, last_success_at, self._clock()),
-            )
+        await self._execute(
+            "INSERT INTO workers (name, healthy, last_error, last_success_at, updated_at) "
+            "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (name) DO UPDATE "
+            "SET healthy = excluded.healthy, last_error = excluded.last_error, "
+            "last_success_at = COALESCE(excluded.last_success_at, workers.last_success_at), "
+            "updated_at = excluded.updated_at",
+            (name, healthy, error, last_success_at, self._clock()),
+        )
 
     async def snapshot(self) -> dict[str, Any]:
         """Everything ``status`` shows, read in one transaction."""
-        async with self._transaction(write=False) as connection:
+        async with self._read() as connection:
             await connection.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             return await numbers.snapshot_of(connection, now=self._clock(), database=self._database)
 
