@@ -90,19 +90,30 @@ async def test_a_commit_waits_to_number_its_rows_until_an_earlier_one_is_visible
         assert seqs(rows) == sorted(seqs(rows))
 
 
-async def test_two_daemons_starting_at_once_migrate_once(postgres_url: str) -> None:
-    """The migration runs under an advisory lock: both start, the schema is created once."""
+async def test_of_three_daemons_starting_at_once_one_runs_and_the_schema_is_made_once(
+    postgres_url: str,
+) -> None:
+    """The migration runs under an advisory lock; the daemon lock then admits one daemon, and
+    names the holder to the others; once it stops, the next one may start."""
     stores: list[PostgresStore] = []
+    refusals: list[str] = []
 
     async def start() -> None:
-        stores.append(await PostgresStore.open(postgres_url, dedupe_ttl=TTL))
+        try:
+            stores.append(await PostgresStore.open(postgres_url, dedupe_ttl=TTL))
+        except StateError as error:
+            refusals.append(str(error))
 
     async with anyio.create_task_group() as tg:
         for _ in range(3):
             tg.start_soon(start)
-    for store in stores:
-        await store.aclose()
-    assert len(stores) == 3
+    assert len(stores) == 1
+    assert len(refusals) == 2
+    assert all("is in use by another tcsms-poller (PostgreSQL backend pid" in r for r in refusals)
+    assert all(PASSWORD not in refusal for refusal in refusals)
+    await stores[0].aclose()
+    async with opened(postgres_url):
+        pass
     async with await connect(postgres_url) as probe:
         cursor = await probe.execute("SELECT version FROM tcsms_schema ORDER BY version")
         assert [row[0] for row in await cursor.fetchall()] == list(range(1, len(MIGRATIONS) + 1))
@@ -167,3 +178,27 @@ async def test_status_of_a_missing_database_names_it_masked() -> None:
 def test_a_url_is_shown_without_its_password(url: str, shown: str) -> None:
     """Only the password is masked; the rest helps an operator see where the state is."""
     assert mask_url(url) == shown
+
+
+async def test_a_daemon_that_lost_its_lock_to_another_stops_writing(postgres_url: str) -> None:
+    """A session cut off (a restart, a network cut) loses the daemon lock; if another daemon
+    took it meanwhile, the first one's writes fail instead of both draining one state."""
+    async with opened(postgres_url) as first:
+        async with await connect(postgres_url) as admin:
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = 'tcsms-poller' AND pid <> pg_backend_pid()"
+            )
+            await admin.commit()
+        async with opened(postgres_url) as second:
+            errors: list[str] = []
+            for _ in range(3):
+                try:
+                    await first.commit([record("first")])
+                except StateError as error:
+                    errors.append(str(error))
+            assert len(errors) == 3
+            assert "is in use by another tcsms-poller" in errors[-1]
+            await second.commit([record("second")])
+            rows = await second.read_outbox(after=0, limit=10)
+            assert [row.as_dict()["id"] for row in rows] == ["second"]

@@ -1,13 +1,15 @@
 """A throwaway PostgreSQL server for the tests: ``initdb`` into a temp dir, a free port, a Unix
 socket in the temp dir; no system service, no container.
 
-One server per test session (``postgres_server``), a fresh database per test (``postgres_url``,
-``CREATE DATABASE ... TEMPLATE``, about 20 ms). PostgreSQL refuses to run as root, so under root
-the server runs as the ``postgres`` user (the Debian package creates it; ``.ci/run`` installs
-the package when the binaries are missing). The data directory lives in tmpfs-backed /tmp or
-wherever ``TMPDIR`` points, with ``fsync = off``: a test's durability checks restart the server
-cleanly (a fast shutdown writes everything), they do not pull the power.
-"""
+One server per test session (``postgres_server``: ``initdb`` and start take about 4 s), a fresh
+database per test (``postgres_url``: ``CREATE DATABASE ... TEMPLATE``, about 0.1 s). PostgreSQL
+refuses to run as root, so under root the server runs as the ``postgres`` user (the Debian
+package creates it; ``.ci/run`` installs the package when the binaries are missing). The data
+directory lives under ``TMPDIR`` with ``fsync = off``: a test's durability checks restart the
+server cleanly (a fast shutdown writes everything), they do not pull the power.
+
+Why not ``pytest-postgresql``: it runs ``initdb`` and ``pg_ctl`` as the current user, and CI
+runs as root, which PostgreSQL refuses; switching users is the one thing this module adds."""
 
 from __future__ import annotations
 
@@ -123,7 +125,8 @@ class PostgresServer:
     def create_database(self) -> str:
         """A fresh, empty database owned by the application's user; its URL."""
         name = f"test_{os.getpid()}_{next(_names)}"
-        self.execute(f'CREATE DATABASE "{name}" OWNER {USER} TEMPLATE template0')
+        # FILE_COPY: 0.1 s against WAL_LOG's 0.3 s for an empty database (fsync off).
+        self.execute(f'CREATE DATABASE "{name}" OWNER {USER} TEMPLATE template0 STRATEGY FILE_COPY')
         return self.url(name)
 
 

@@ -37,6 +37,7 @@ from psycopg_pool import AsyncConnectionPool
 from tcsms_poller.records import OutboxRecord, Record
 from tcsms_poller.state.postgres import numbers
 from tcsms_poller.state.postgres.group import GroupWriter, Work
+from tcsms_poller.state.postgres.owner import Ownership
 from tcsms_poller.state.postgres.schema import PROGRAM_KEY, migrate
 from tcsms_poller.state.postgres.url import mask_url
 from tcsms_poller.state.roles import (
@@ -96,6 +97,7 @@ class PostgresStore:
     ) -> None:
         self._pool = pool
         self._writer = GroupWriter(pool)
+        self._owner: Ownership | None = None
         self._database = database  # masked
         self._head = head
         self._ttl = dedupe_ttl
@@ -147,11 +149,24 @@ class PostgresStore:
         except (psycopg.Error, SchemaError) as error:
             message = _describe(error, url)
             raise StateError(f"cannot open state database {database}: {message}") from None
-        return cls(pool, database=database, head=head, dedupe_ttl=dedupe_ttl, clock=clock)
+        store = cls(pool, database=database, head=head, dedupe_ttl=dedupe_ttl, clock=clock)
+        store._owner = Ownership(url, settings, database)
+        try:
+            await store._owner.acquire()
+        except psycopg.Error as error:
+            await pool.close()
+            message = _describe(error, url)
+            raise StateError(f"cannot open state database {database}: {message}") from None
+        except StateError:
+            await pool.close()
+            raise
+        return store
 
     async def aclose(self) -> None:
         """Close the pool (after the calls in progress)."""
         await self._pool.close()
+        if self._owner is not None:
+            await self._owner.release()
 
     # -- transactions --------------------------------------------------------------------------
 
@@ -170,8 +185,12 @@ class PostgresStore:
         write_id = next(self._ids)
         self._writes[write_id] = time.monotonic()
         try:
+            if self._owner is not None:
+                await self._owner.confirm()
             return await self._writer.write(work)
         except psycopg.Error as error:
+            if self._owner is not None:
+                self._owner.suspect()
             message = _describe(error, None)
             raise StateError(f"state database {self._database} write failed: {message}") from None
         finally:
