@@ -92,3 +92,16 @@ def test_scale_reports_memory_scheduler_and_startup_on_a_small_state() -> None:
     assert 1 < figures["state_mb"] < 100
     assert figures["numbers_polled"] > 0
     assert figures["requests"]["PullSmsSendStatusByPhoneNumber"] > 0
+
+
+def test_pipeline_runs_on_both_state_backends() -> None:
+    """bench/pipeline.py at a tiny size: verified output, the same keys for either state."""
+    sqlite = _run_sweep_benchmark("pipeline.py", "--records", "3000", "--runs", "1")
+    postgres = _run_sweep_benchmark(
+        "pipeline.py", "--records", "3000", "--runs", "1", "--state", "postgresql"
+    )
+    assert sqlite["verified"] is True
+    assert postgres["verified"] is True
+    assert sqlite.keys() == postgres.keys()
+    assert (sqlite["synchronous"], postgres["synchronous"]) == ("FULL", "synchronous_commit=on")
+    assert postgres["new"] == sqlite["new"] > 0
