@@ -8,11 +8,20 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tcsms_poller.emulator import RunningEmulator
-from tests.e2e.conftest import expected_ids, ids_in, truth, wait_until
+from tests.e2e.conftest import (
+    expected_ids,
+    free_port,
+    ids_in,
+    request_counts,
+    truth,
+    wait_until,
+)
 from tests.e2e.daemon_process import daemon_config, running_daemon
+from tests.e2e.test_listener import server as server_settings
 from tests.e2e.test_pipeline import NUMBER, inject, receipts, replies
 from tests.e2e.test_sinks import posted_ids
 from tests.support.http_receiver import http_receiver
@@ -100,33 +109,42 @@ async def test_a_database_restart_under_traffic_loses_nothing(
     tmp_path: Path, emulator: RunningEmulator
 ) -> None:
     """The server stops while records arrive: the daemon stays up, reports the state unhealthy,
-    holds what it pulled, reconnects, and the sink ends up with the emulator's truth, once."""
+    holds what it pulled (pulling nothing more), reconnects, and the sink ends up with the
+    emulator's truth, once."""
     output = tmp_path / "records.jsonl"
+    port = free_port()
+    healthz = f"http://127.0.0.1:{port}/healthz"
     with running_server() as server:
         config = postgres_config(emulator, tmp_path, server.create_database())
-        async with running_daemon(tmp_path, config) as daemon:
+        config["server"] = server_settings(port)
+        async with running_daemon(tmp_path, config) as daemon, httpx.AsyncClient() as client:
             await inject(emulator, send_statuses=receipts(150), replies=replies(30))
             first = expected_ids(await truth(emulator))
             await wait_until(lambda: set(ids_in(output)) >= first, what="the first records")
 
             server.stop()
-            await inject(
-                emulator,
-                send_statuses=receipts(150),
-                replies=replies(30, saying="during"),
-            )
-            await wait_until(
-                lambda: bool(daemon.events("state.commit_failed")), what="a failed commit"
-            )
+            await inject(emulator, send_statuses=receipts(150), replies=replies(30, saying="b"))
+
+            def failed_commits() -> int:  # of the receipts worker, holding the page it pulled
+                events = daemon.events("state.commit_failed")
+                return sum(event["worker"].startswith("send_status") for event in events)
+
+            await wait_until(lambda: failed_commits() > 0, what="a failed commit")
+            pulls = request_counts(emulator, "PullSmsSendStatus")[0]
+            seen = failed_commits()
+            await wait_until(lambda: failed_commits() > seen, what="a retried commit")
+            assert request_counts(emulator, "PullSmsSendStatus")[0] == pulls  # holding its page
+            health = await client.get(healthz)
+            assert health.status_code == 503
+            assert "state database postgresql://tcsms:***@127.0.0.1" in health.text
+            assert PASSWORD not in health.text
             assert daemon.process.poll() is None  # still up
             server.start()
 
-            await inject(emulator, send_statuses=receipts(50), replies=replies(10, saying="after"))
+            await inject(emulator, send_statuses=receipts(50), replies=replies(10, saying="c"))
             expected = expected_ids(await truth(emulator))
             await wait_until(lambda: set(ids_in(output)) == expected, what="every record")
             await daemon.stop()
     delivered = ids_in(output)
     assert Counter(delivered).most_common(1)[0][1] == 1
     assert len(delivered) == len(expected) == 150 * 2 + 50 + 30 * 2 + 10
-    failed = daemon.events("state.commit_failed")[0]
-    assert failed["error"].startswith("state database postgresql://tcsms:***@127.0.0.1")

@@ -61,6 +61,10 @@ Connection = AsyncConnection[tuple[Any, ...]]
 OUTBOX_LOCK = (PROGRAM_KEY, 2)
 PURGE_BATCH = 5_000
 CONNECT_TIMEOUT = 10  # seconds for one connection attempt
+# How long a call waits for a connection of the pool. While the server is down the pool keeps
+# reconnecting in the background, and a call fails after this, to be retried by its caller: a
+# worker holding a page reports the failure and keeps holding it.
+POOL_WAIT = 5.0
 _HEAD = (
     "SELECT GREATEST((SELECT max(seq) FROM outbox), (SELECT max(acked_seq) FROM sink_cursors), 0)"
 )
@@ -141,7 +145,7 @@ class PostgresStore:
                 max_size=pool_size,
                 kwargs=settings,
                 open=False,
-                timeout=statement_timeout,
+                timeout=POOL_WAIT,
                 reconnect_timeout=float("inf"),  # a database down for long is still worth waiting
                 name="tcsms-poller-state",
             )
