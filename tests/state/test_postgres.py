@@ -14,7 +14,7 @@ from tcsms_poller.records import OutboxRecord
 from tcsms_poller.state import StateError
 from tcsms_poller.state.postgres import PostgresStore, mask_url
 from tcsms_poller.state.postgres.schema import MIGRATIONS
-from tcsms_poller.state.postgres.store import OUTBOX_LOCK, insert_outbox
+from tcsms_poller.state.postgres.store import OUTBOX_LOCK, append
 from tests.support.postgres import PASSWORD
 
 from .test_store import FakeClock, record
@@ -76,7 +76,7 @@ async def test_a_commit_waits_to_number_its_rows_until_an_earlier_one_is_visible
     async with opened(postgres_url) as store:
         slow = await connect(postgres_url)
         async with slow:
-            await insert_outbox(slow, [record("slow").to_json()])  # numbered, not committed
+            await append(slow, [record("slow")], expires_at=2**40, now=0)  # numbered, uncommitted
             async with anyio.create_task_group() as tg:
                 tg.start_soon(store.commit, [record("fast")])
                 with anyio.fail_after(30):

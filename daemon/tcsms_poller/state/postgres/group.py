@@ -20,6 +20,7 @@ runs in the task of the write that found none running, shielded from its cancell
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import anyio
@@ -29,26 +30,35 @@ from psycopg_pool import AsyncConnectionPool
 
 from tcsms_poller.state.writer import PendingWrite, WriteQueue
 
-__all__ = ["GroupWriter", "Work"]
+__all__ = ["GroupWriter", "Job", "Work"]
 
 T = TypeVar("T")
 Connection = AsyncConnection[tuple[Any, ...]]
 Work = Callable[[Connection], Awaitable[T]]
 
 
-class GroupWriter(WriteQueue[Work[Any]]):
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A write's work, and whether it is one statement (which, alone, is its own transaction:
+    one round trip instead of three)."""
+
+    run: Work[Any]
+    one_statement: bool
+
+
+class GroupWriter(WriteQueue[Job]):
     """Runs write transactions on the pool's connections, grouping those that wait."""
 
     def __init__(self, pool: AsyncConnectionPool[Connection]) -> None:
         super().__init__()
         self._pool = pool
 
-    async def write(self, work: Work[T]) -> T:
+    async def write(self, work: Work[T], *, one_statement: bool = False) -> T:
         """Run ``work`` in a write transaction, maybe with other writes; see the docstring."""
-        result: T = await self._queue(work)
+        result: T = await self._queue(Job(work, one_statement))
         return result
 
-    async def _run(self, group: Sequence[PendingWrite[Work[Any]]]) -> None:
+    async def _run(self, group: Sequence[PendingWrite[Job]]) -> None:
         with anyio.CancelScope(shield=True):  # the group's callers wait for its outcome
             try:
                 await self._transact(group)
@@ -61,16 +71,25 @@ class GroupWriter(WriteQueue[Work[Any]]):
                 for write in group:
                     write.done = True
 
-    async def _transact(self, group: Sequence[PendingWrite[Work[Any]]]) -> None:
-        async with self._pool.connection() as connection, connection.transaction():
-            if len(group) == 1:
-                group[0].result = await group[0].work(connection)
+    async def _transact(self, group: Sequence[PendingWrite[Job]]) -> None:
+        async with self._pool.connection() as connection:
+            if len(group) == 1 and group[0].work.one_statement:  # autocommit: its own transaction
+                group[0].result = await group[0].work.run(connection)
                 return
-            for write in group:
-                try:
-                    async with connection.transaction():  # a savepoint
-                        write.result = await write.work(connection)
-                except Exception as error:
-                    if connection.info.transaction_status != TransactionStatus.INTRANS:
-                        raise  # the error ended the whole transaction: nothing of it is left
-                    write.error = error
+            async with connection.transaction():
+                await self._run_in_transaction(connection, group)
+
+    async def _run_in_transaction(
+        self, connection: Connection, group: Sequence[PendingWrite[Job]]
+    ) -> None:
+        if len(group) == 1:
+            group[0].result = await group[0].work.run(connection)
+            return
+        for write in group:
+            try:
+                async with connection.transaction():  # a savepoint
+                    write.result = await write.work.run(connection)
+            except Exception as error:  # handed to this write's caller
+                if connection.info.transaction_status != TransactionStatus.INTRANS:
+                    raise  # the error ended the whole transaction: nothing of it is left
+                write.error = error

@@ -14,7 +14,7 @@ from tcsms_poller.state.schema import SchemaError
 __all__ = ["MIGRATE_LOCK", "MIGRATIONS", "migrate"]
 
 # Advisory lock keys of this program (two int4 keys: the program's, then the purpose's).
-PROGRAM_KEY = 0x7C53  # "tcsms"
+PROGRAM_KEY = 0x7C53  # "tcsms" (31827, written out in tcsms_append)
 MIGRATE_LOCK = (PROGRAM_KEY, 1)
 
 MIGRATIONS: tuple[str, ...] = (
@@ -83,6 +83,37 @@ MIGRATIONS: tuple[str, ...] = (
         last_success_at double precision,
         updated_at double precision NOT NULL
     );
+
+    -- The pipeline's write in one statement (one round trip, and alone its own transaction):
+    -- mark the ids not seen (or expired) seen, then append their records to the outbox in the
+    -- given order, numbered under the outbox lock (31827, 2), held to the end of the
+    -- transaction (store.py). p_ids are distinct; p_data[i] is the record of p_ids[i].
+    CREATE FUNCTION tcsms_append(
+        p_ids text[], p_data bytea[], p_expires_at bigint, p_now double precision,
+        OUT fresh text[], OUT last_seq bigint
+    ) LANGUAGE plpgsql AS $$
+    BEGIN
+        WITH marked AS (
+            INSERT INTO seen AS s (id, expires_at)
+            SELECT u.id, p_expires_at FROM unnest(p_ids) AS u (id) ORDER BY u.id
+            ON CONFLICT (id) DO UPDATE SET expires_at = excluded.expires_at
+            WHERE s.expires_at <= p_now
+            RETURNING s.id
+        )
+        SELECT coalesce(array_agg(marked.id), '{}') INTO fresh FROM marked;
+        last_seq := 0;
+        IF cardinality(fresh) > 0 THEN
+            PERFORM pg_advisory_xact_lock(31827, 2);
+            WITH added AS (
+                INSERT INTO outbox (data)
+                SELECT r.data FROM unnest(p_ids, p_data) WITH ORDINALITY AS r (id, data, n)
+                WHERE r.id = ANY (fresh) ORDER BY r.n
+                RETURNING outbox.seq
+            )
+            SELECT max(added.seq) INTO last_seq FROM added;
+        END IF;
+    END
+    $$;
     """,
 )
 

@@ -54,7 +54,7 @@ from tcsms_poller.state.roles import (
 )
 from tcsms_poller.state.schema import SchemaError
 
-__all__ = ["OUTBOX_LOCK", "PURGE_BATCH", "PostgresStore", "insert_outbox", "read_snapshot"]
+__all__ = ["OUTBOX_LOCK", "PURGE_BATCH", "PostgresStore", "append", "read_snapshot"]
 
 T = TypeVar("T")
 Connection = AsyncConnection[tuple[Any, ...]]
@@ -70,21 +70,27 @@ _HEAD = (
 )
 
 
-async def insert_outbox(connection: Connection, data: Sequence[bytes]) -> int:
-    """Append rows to the outbox in order, numbered after every visible row; return the last seq.
+async def append(
+    connection: Connection, records: Sequence[Record], *, expires_at: int, now: float
+) -> tuple[list[Record], int]:
+    """Mark the unseen among ``records`` seen and append them to the outbox, numbered after
+    every visible row (``tcsms_append``); the new records, in order, and the last seq (0: none).
 
-    Runs at the end of a transaction: the lock it takes is held until COMMIT (module docstring).
+    One statement: run alone in autocommit, it is its own transaction, and the outbox lock it
+    takes is held until its COMMIT is visible (module docstring).
     """
-    await connection.execute("SELECT pg_advisory_xact_lock(%s, %s)", OUTBOX_LOCK)
+    first: dict[str, Record] = {}
+    for record in records:  # the first of a batch wins
+        first.setdefault(record.id, record)
+    unique = list(first.values())
     cursor = await connection.execute(
-        "WITH added AS (INSERT INTO outbox (data) "
-        "SELECT data FROM unnest(%b::bytea[]) WITH ORDINALITY AS rows (data, n) ORDER BY n "
-        "RETURNING seq) SELECT max(seq) FROM added",
-        (list(data),),
+        "SELECT fresh, last_seq FROM tcsms_append(%b::text[], %b::bytea[], %s, %s)",
+        ([r.id for r in unique], [r.to_json() for r in unique], expires_at, now),
     )
     row = await cursor.fetchone()
     assert row is not None
-    return int(row[0])
+    fresh = set(row[0])
+    return [record for record in unique if record.id in fresh], int(row[1])
 
 
 class PostgresStore:
@@ -184,14 +190,14 @@ class PostgresStore:
             message = _describe(error, None)
             raise StateError(f"state database {self._database} read failed: {message}") from None
 
-    async def _write(self, work: Work[T]) -> T:
+    async def _write(self, work: Work[T], *, one_statement: bool = False) -> T:
         """Run ``work`` in a write transaction, maybe grouped with others (``group.py``)."""
         write_id = next(self._ids)
         self._writes[write_id] = time.monotonic()
         try:
             if self._owner is not None:
                 await self._owner.confirm()
-            return await self._writer.write(work)
+            return await self._writer.write(work, one_statement=one_statement)
         except psycopg.Error as error:
             if self._owner is not None:
                 self._owner.suspect()
@@ -218,27 +224,12 @@ class PostgresStore:
         """Dedupe ``records`` into the outbox, quarantine ``rejected`` and apply ``also``, in
         one transaction; then wake the sink drainers."""
         now = self._clock()
-        ids = sorted({record.id for record in records})  # sorted: writers lock ids in one order
         quarantined = [
             (now, source, item.reason, orjson.dumps(item.raw).decode()) for item in rejected
         ]
+        expires_at = int(now + self._ttl)
 
         async def work(connection: Connection) -> tuple[list[Record], int]:
-            new_ids: set[str] = set()
-            if ids:
-                cursor = await connection.execute(
-                    "INSERT INTO seen (id, expires_at) "
-                    "SELECT id, %s FROM unnest(%b::text[]) AS id ORDER BY id "
-                    "ON CONFLICT (id) DO UPDATE SET expires_at = excluded.expires_at "
-                    "WHERE seen.expires_at <= %s RETURNING id",
-                    (int(now + self._ttl), ids, now),
-                )
-                new_ids = {row[0] for row in await cursor.fetchall()}
-            fresh: list[Record] = []
-            for record in records:  # the first of a batch wins
-                if record.id in new_ids:
-                    new_ids.discard(record.id)
-                    fresh.append(record)
             if quarantined:
                 async with connection.cursor() as many:
                     await many.executemany(
@@ -251,11 +242,12 @@ class PostgresStore:
                 await connection.execute(
                     "DELETE FROM conversions WHERE id = %s", (also.conversion_id,)
                 )
-            if not fresh:
-                return fresh, 0
-            return fresh, await insert_outbox(connection, [record.to_json() for record in fresh])
+            if not records:
+                return [], 0
+            return await append(connection, records, expires_at=expires_at, now=now)
 
-        fresh, head = await self._write(work)
+        one_statement = not quarantined and also is None
+        fresh, head = await self._write(work, one_statement=one_statement)
         if head > self._head:  # commits may return in any order
             self._head = head
             self._committed.set()
