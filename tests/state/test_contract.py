@@ -15,6 +15,7 @@ from typing import Any
 import anyio
 import pytest
 
+from tcsms_poller.records import Record
 from tcsms_poller.state import StateStore
 from tcsms_poller.state.postgres import PostgresStore
 from tcsms_poller.state.roles import ConversionReported, NumberPolled
@@ -61,7 +62,9 @@ def ids(rows: list[Any]) -> list[str]:
     return [row.as_dict()["id"] for row in rows]
 
 
-BROKEN = RejectedItem(raw={"unserializable": object()}, reason="a quarantine that fails")
+def broken(record_id: str) -> Record:
+    """A record that fails inside the transaction: its JSON cannot be written."""
+    return record(record_id)._replace(fields={"unserializable": object()})
 
 
 # -- commit --------------------------------------------------------------------------------------
@@ -74,13 +77,15 @@ async def test_a_commit_that_fails_leaves_nothing(backend: Backend) -> None:
     async with backend.open(clock) as store:
         await store.sync_numbers(APP, "config", [A])
         change = NumberPolled(APP, A, next_due=clock.now + 99, polled_at=clock.now)
+        item = RejectedItem(raw={"SerialNo": 5}, reason="not a string")
         with pytest.raises(TypeError):
-            await store.commit([record("a")], rejected=[BROKEN], also=change)
+            await store.commit([record("a"), broken("b")], rejected=[item], also=change)
         assert await store.read_outbox(after=0, limit=10) == []
         (number,) = await store.list_numbers()
         assert number.next_due == clock.now  # the change did not stay either
-        result = await store.commit([record("a")])
-        assert [r.id for r in result.new] == ["a"]
+        assert (await store.snapshot())["rejected_items"] == 0
+        result = await store.commit([record("a"), record("b")])
+        assert [r.id for r in result.new] == ["a", "b"]
 
 
 @pytest.mark.anyio
@@ -91,8 +96,8 @@ async def test_concurrent_commits_fail_alone(backend: Backend) -> None:
 
         async def commit(index: int) -> None:
             try:
-                rejected = [BROKEN] if index == 3 else []
-                await store.commit([record(f"r{index}")], rejected=rejected)
+                extra = [broken(f"x{index}")] if index == 3 else []
+                await store.commit([record(f"r{index}"), *extra])
             except TypeError as error:
                 failures.append(error)
 
