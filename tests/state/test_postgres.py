@@ -15,7 +15,7 @@ from tcsms_poller.state import StateError
 from tcsms_poller.state.postgres import PostgresStore, mask_url
 from tcsms_poller.state.postgres.schema import MIGRATIONS
 from tcsms_poller.state.postgres.store import OUTBOX_LOCK, append
-from tests.support.postgres import PASSWORD
+from tests.support.postgres import PASSWORD, CuttableLink, PostgresServer
 
 from .test_store import FakeClock, record
 
@@ -202,3 +202,31 @@ async def test_a_daemon_that_lost_its_lock_to_another_stops_writing(postgres_url
             await second.commit([record("second")])
             rows = await second.read_outbox(after=0, limit=10)
             assert [row.as_dict()["id"] for row in rows] == ["second"]
+
+
+async def test_a_network_cut_fails_calls_until_it_heals_and_loses_nothing(
+    postgres_server: PostgresServer,
+) -> None:
+    """Connections cut and refused: commits fail with ``StateError``; once the network is back
+    the pool reconnects, the daemon lock is taken again and nothing committed is lost."""
+    database = postgres_server.create_database().rpartition("/")[2]
+    link = CuttableLink(postgres_server)
+    async with anyio.create_task_group() as tg:
+        await tg.start(link.serve)
+        async with opened(link.url(database)) as store:
+            await store.commit([record("before")])
+            await link.cut()
+            with pytest.raises(StateError) as raised:
+                await store.commit([record("during")])
+            assert PASSWORD not in str(raised.value)
+            link.restore()
+            with anyio.fail_after(30):
+                while True:  # each failed call discards a dead connection; callers retry so
+                    try:
+                        await store.commit([record("during")])
+                        break
+                    except StateError:
+                        await anyio.sleep(0.1)
+            rows = await store.read_outbox(after=0, limit=10)
+            assert [row.as_dict()["id"] for row in rows] == ["before", "during"]
+        tg.cancel_scope.cancel()

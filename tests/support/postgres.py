@@ -28,10 +28,19 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
+import anyio.abc
 import psycopg
 import pytest
 
-__all__ = ["PostgresServer", "find_bin_dir", "postgres_server", "postgres_url"]
+__all__ = [
+    "CuttableLink",
+    "PostgresServer",
+    "find_bin_dir",
+    "postgres_server",
+    "postgres_url",
+    "running_server",
+]
 
 USER = "tcsms"
 PASSWORD = "pg-secret-4d1f"
@@ -156,3 +165,64 @@ def postgres_server() -> Iterator[PostgresServer]:
 def postgres_url(postgres_server: PostgresServer) -> str:
     """The URL of a fresh database for this test."""
     return postgres_server.create_database()
+
+
+class CuttableLink:
+    """A TCP proxy to the server whose connections a test can cut, as a network failure would.
+
+    ``cut()`` closes every connection through it and refuses new ones until ``restore()``.
+    Run ``serve`` in a task group (``await tg.start(link.serve)``).
+    """
+
+    def __init__(self, server: PostgresServer) -> None:
+        self._server = server
+        self._streams: set[anyio.abc.ByteStream] = set()
+        self._cut = False
+        self.port = 0
+
+    def url(self, database: str) -> str:
+        """The URL of ``database`` through the link."""
+        return self._server.url(database).replace(f":{self._server.port}/", f":{self.port}/")
+
+    async def serve(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+        async with listener:
+            port = anyio.abc.SocketAttribute.local_port
+            self.port = listener.extra(port)  # noqa: S610 (anyio's typed attributes, not SQL)
+            task_status.started()
+            await listener.serve(self._relay)
+
+    async def _relay(self, client: anyio.abc.SocketStream) -> None:
+        async with client:
+            if self._cut:
+                return
+            upstream = await anyio.connect_tcp("127.0.0.1", self._server.port)
+            async with upstream:
+                self._streams |= {client, upstream}
+                try:
+                    async with anyio.create_task_group() as tg:
+                        tg.start_soon(_pipe, client, upstream, tg.cancel_scope)
+                        tg.start_soon(_pipe, upstream, client, tg.cancel_scope)
+                finally:
+                    self._streams -= {client, upstream}
+
+    async def cut(self) -> None:
+        """Close every connection through the link; refuse new ones."""
+        self._cut = True
+        for stream in list(self._streams):
+            await stream.aclose()
+
+    def restore(self) -> None:
+        """Let connections through again."""
+        self._cut = False
+
+
+async def _pipe(
+    source: anyio.abc.ByteStream, target: anyio.abc.ByteStream, scope: anyio.CancelScope
+) -> None:
+    try:
+        async for chunk in source:
+            await target.send(chunk)
+    except (anyio.ClosedResourceError, anyio.BrokenResourceError, OSError):
+        pass
+    scope.cancel()  # one side ended: end the other

@@ -132,6 +132,13 @@ class PostgresStore:
             "autocommit": True,
             "connect_timeout": CONNECT_TIMEOUT,
             "application_name": "tcsms-poller",
+            # A network cut that sends nothing back must not hang a call forever: the kernel
+            # gives up on unacknowledged data after 30 s, and on a silent idle peer after 25 s.
+            "tcp_user_timeout": 30_000,
+            "keepalives": 1,
+            "keepalives_idle": 10,
+            "keepalives_interval": 5,
+            "keepalives_count": 3,
             # Every write durable when its commit returns, whatever the server's default.
             "options": f"-c statement_timeout={int(statement_timeout * 1000)} "
             "-c synchronous_commit=on",
