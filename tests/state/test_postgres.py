@@ -13,8 +13,8 @@ import pytest
 from tcsms_poller.records import OutboxRecord
 from tcsms_poller.state import StateError
 from tcsms_poller.state.postgres import PostgresStore, mask_url
+from tcsms_poller.state.postgres.outbox import OUTBOX_LOCK, append
 from tcsms_poller.state.postgres.schema import MIGRATIONS
-from tcsms_poller.state.postgres.store import OUTBOX_LOCK, append
 from tests.support.postgres import PASSWORD, CuttableLink, PostgresServer
 
 from .test_store import FakeClock, record

@@ -79,7 +79,7 @@ def execute(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     try:
         if config.state.url is not None:
-            from tcsms_poller.state.postgres.store import read_snapshot as read_postgres
+            from tcsms_poller.state.postgres.connect import read_snapshot as read_postgres
 
             url = config.state.url.reveal()
             snapshot = anyio.run(partial(read_postgres, url, now=time.time()))

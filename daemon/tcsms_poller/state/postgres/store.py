@@ -36,9 +36,11 @@ from psycopg_pool import AsyncConnectionPool
 
 from tcsms_poller.records import OutboxRecord, Record
 from tcsms_poller.state.postgres import numbers
+from tcsms_poller.state.postgres.connect import CONNECT_TIMEOUT, connection_settings, describe
 from tcsms_poller.state.postgres.group import GroupWriter, Work
+from tcsms_poller.state.postgres.outbox import append
 from tcsms_poller.state.postgres.owner import Ownership
-from tcsms_poller.state.postgres.schema import PROGRAM_KEY, migrate
+from tcsms_poller.state.postgres.schema import migrate
 from tcsms_poller.state.postgres.url import mask_url
 from tcsms_poller.state.roles import (
     Change,
@@ -54,13 +56,11 @@ from tcsms_poller.state.roles import (
 )
 from tcsms_poller.state.schema import SchemaError
 
-__all__ = ["OUTBOX_LOCK", "PURGE_BATCH", "PostgresStore", "append", "read_snapshot"]
+__all__ = ["PURGE_BATCH", "PostgresStore"]
 
 T = TypeVar("T")
 Connection = AsyncConnection[tuple[Any, ...]]
-OUTBOX_LOCK = (PROGRAM_KEY, 2)
 PURGE_BATCH = 5_000
-CONNECT_TIMEOUT = 10  # seconds for one connection attempt
 # How long a call waits for a connection of the pool. While the server is down the pool keeps
 # reconnecting in the background, and a call fails after this, to be retried by its caller: a
 # worker holding a page reports the failure and keeps holding it.
@@ -68,29 +68,6 @@ POOL_WAIT = 5.0
 _HEAD = (
     "SELECT GREATEST((SELECT max(seq) FROM outbox), (SELECT max(acked_seq) FROM sink_cursors), 0)"
 )
-
-
-async def append(
-    connection: Connection, records: Sequence[Record], *, expires_at: int, now: float
-) -> tuple[list[Record], int]:
-    """Mark the unseen among ``records`` seen and append them to the outbox, numbered after
-    every visible row (``tcsms_append``); the new records, in order, and the last seq (0: none).
-
-    One statement: run alone in autocommit, it is its own transaction, and the outbox lock it
-    takes is held until its COMMIT is visible (module docstring).
-    """
-    first: dict[str, Record] = {}
-    for record in records:  # the first of a batch wins
-        first.setdefault(record.id, record)
-    unique = list(first.values())
-    cursor = await connection.execute(
-        "SELECT fresh, last_seq FROM tcsms_append(%b::text[], %b::bytea[], %s, %s)",
-        ([r.id for r in unique], [r.to_json() for r in unique], expires_at, now),
-    )
-    row = await cursor.fetchone()
-    assert row is not None
-    fresh = set(row[0])
-    return [record for record in unique if record.id in fresh], int(row[1])
 
 
 class PostgresStore:
@@ -128,21 +105,7 @@ class PostgresStore:
     ) -> PostgresStore:
         """Connect, create or migrate the schema (once, under a lock), and open the pool."""
         database = mask_url(url)
-        settings: dict[str, Any] = {
-            "autocommit": True,
-            "connect_timeout": CONNECT_TIMEOUT,
-            "application_name": "tcsms-poller",
-            # A network cut that sends nothing back must not hang a call forever: the kernel
-            # gives up on unacknowledged data after 30 s, and on a silent idle peer after 25 s.
-            "tcp_user_timeout": 30_000,
-            "keepalives": 1,
-            "keepalives_idle": 10,
-            "keepalives_interval": 5,
-            "keepalives_count": 3,
-            # Every write durable when its commit returns, whatever the server's default.
-            "options": f"-c statement_timeout={int(statement_timeout * 1000)} "
-            "-c synchronous_commit=on",
-        }
+        settings = connection_settings(statement_timeout)
         try:
             connection = await AsyncConnection.connect(url, **settings)
             try:
@@ -164,7 +127,7 @@ class PostgresStore:
             )
             await pool.open(wait=True, timeout=CONNECT_TIMEOUT * 2)
         except (psycopg.Error, SchemaError) as error:
-            message = _describe(error, url)
+            message = describe(error, url)
             raise StateError(f"cannot open state database {database}: {message}") from None
         store = cls(pool, database=database, head=head, dedupe_ttl=dedupe_ttl, clock=clock)
         store._owner = Ownership(url, settings, database)
@@ -172,7 +135,7 @@ class PostgresStore:
             await store._owner.acquire()
         except psycopg.Error as error:
             await pool.close()
-            message = _describe(error, url)
+            message = describe(error, url)
             raise StateError(f"cannot open state database {database}: {message}") from None
         except StateError:
             await pool.close()
@@ -195,7 +158,7 @@ class PostgresStore:
             async with self._pool.connection() as connection:
                 yield connection
         except psycopg.Error as error:
-            message = _describe(error, None)
+            message = describe(error, None)
             raise StateError(f"state database {self._database} read failed: {message}") from None
 
     async def _write(self, work: Work[T], *, one_statement: bool = False) -> T:
@@ -209,7 +172,7 @@ class PostgresStore:
         except psycopg.Error as error:
             if self._owner is not None:
                 self._owner.suspect()
-            message = _describe(error, None)
+            message = describe(error, None)
             raise StateError(f"state database {self._database} write failed: {message}") from None
         finally:
             del self._writes[write_id]
@@ -474,25 +437,3 @@ class PostgresStore:
         async with self._read() as connection, connection.transaction():
             await connection.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             return await numbers.snapshot_of(connection, now=self._clock(), database=self._database)
-
-
-def _describe(error: BaseException, url: str | None) -> str:
-    """The error's first line, without the URL's password should a driver quote it."""
-    message = (str(error).strip() or type(error).__name__).splitlines()[0]
-    if url is not None:
-        password = psycopg.conninfo.conninfo_to_dict(url).get("password")
-        if password:
-            message = message.replace(str(password), "***")
-    return message
-
-
-async def read_snapshot(url: str, *, now: float) -> dict[str, Any]:
-    """What ``status`` shows, read over one connection (beside a running daemon or not)."""
-    try:
-        connection = await AsyncConnection.connect(url, connect_timeout=CONNECT_TIMEOUT)
-        async with connection, connection.transaction():
-            await connection.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            return await numbers.snapshot_of(connection, now=now, database=mask_url(url))
-    except psycopg.Error as error:
-        message = _describe(error, url)
-        raise StateError(f"cannot read state database {mask_url(url)}: {message}") from None
