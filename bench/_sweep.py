@@ -49,7 +49,7 @@ from tcsms_poller.emulator.ratelimit import SlidingWindowLimiter
 from tcsms_poller.health import HealthBoard
 from tcsms_poller.intake import Intake
 from tcsms_poller.metrics import Metrics
-from tcsms_poller.state import StateStore
+from tcsms_poller.state.store import SqliteStore
 from tcsms_poller.workers import WorkerContext, build_workers, poll_cycle
 
 __all__ = [
@@ -235,7 +235,7 @@ async def sweep_with_daemon(bench: Bench, numbers: Sequence[str], workdir: Path)
     )
     outcome = SweepOutcome(numbers=len(numbers), limit=bench.limit)
     metrics = Metrics()
-    store = await StateStore.open(config.state.path, dedupe_ttl=config.state.dedupe_ttl)
+    store = await SqliteStore.open(config.state.path, dedupe_ttl=config.state.dedupe_ttl)
     client = build_client(config, metrics)
     try:
         await store.sync_numbers(APP_ID, "config", config.apps[0].by_number.numbers)
@@ -273,7 +273,7 @@ async def sweep_with_daemon(bench: Bench, numbers: Sequence[str], workdir: Path)
     return outcome
 
 
-async def _polled_numbers(store: StateStore) -> int:
+async def _polled_numbers(store: SqliteStore) -> int:
     """How many tracked numbers have been polled at least once."""
     polled = 0
     after: tuple[str, str] | None = None

@@ -102,3 +102,16 @@ def test_paging_reports_requests_per_poll_under_every_reading() -> None:
     assert figures["quiet_requests_per_poll"] == 1
     assert 3 <= figures["requests_per_poll"] < figures["first_poll_requests"]
     assert figures["records"] == 250
+
+
+def test_pipeline_runs_on_both_state_backends() -> None:
+    """bench/pipeline.py at a tiny size: verified output, the same keys for either state."""
+    sqlite = _run_sweep_benchmark("pipeline.py", "--records", "3000", "--runs", "1")
+    postgres = _run_sweep_benchmark(
+        "pipeline.py", "--records", "3000", "--runs", "1", "--state", "postgresql"
+    )
+    assert sqlite["verified"] is True
+    assert postgres["verified"] is True
+    assert sqlite.keys() == postgres.keys()
+    assert (sqlite["synchronous"], postgres["synchronous"]) == ("FULL", "synchronous_commit=on")
+    assert postgres["new"] == sqlite["new"] > 0

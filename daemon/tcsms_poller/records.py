@@ -22,6 +22,7 @@ from tcsms_poller.tencent.models import ReplyStatus, SendStatus
 __all__ = [
     "BEIJING",
     "Kind",
+    "OutboxRecord",
     "Record",
     "conversion_record",
     "format_received_at",
@@ -61,6 +62,22 @@ class Record(NamedTuple):
             **self.fields,
         }
         return orjson.dumps(document)  # compact, UTF-8, not ASCII-escaped
+
+
+class OutboxRecord(NamedTuple):
+    """One record as the outbox holds it: its position and its compact UTF-8 JSON.
+
+    A named tuple, as ``Record`` is: one is built per record per commit, and the outbox tail
+    builds them in C (``tuple.__new__``) instead of running a dataclass ``__init__`` for each.
+    """
+
+    seq: int
+    data: bytes
+
+    def as_dict(self) -> dict[str, Any]:
+        """The record parsed back into a dict (SPEC §5 shape)."""
+        parsed: dict[str, Any] = orjson.loads(self.data)
+        return parsed
 
 
 # A Record from its six values in field order, built in C: keywords cost three times as much,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, SerializeAsAny, field_validator
 
@@ -170,10 +170,43 @@ class AppSettings(ConfigModel):
 
 
 class StateSettings(ConfigModel):
-    """Where durable state lives and how long delivered ids are remembered."""
+    """Where durable state lives and how long delivered ids are remembered.
+
+    ``path`` is the SQLite file (the default); ``url`` (or ``url_file``), a
+    ``postgresql://USER:PASSWORD@HOST:PORT/DATABASE`` URL, puts the state in PostgreSQL instead
+    (``path``'s directory still holds dead letters and the file sinks' default files).
+    """
 
     path: ConfigPath = Path("/var/lib/tcsms-poller/state.db")
     dedupe_ttl: Duration = 8 * DAY
+    url: Secret | None = None
+    pool_size: int = Field(default=10, ge=1, le=200)
+    statement_timeout: Duration = 30.0
+
+    @field_validator("url")
+    @classmethod
+    def _postgresql_url(cls, value: SecretValue | None) -> SecretValue | None:
+        # The message never echoes the value: it carries the password.
+        if value is None:
+            return None
+        parts = urlsplit(value.reveal())
+        if parts.scheme not in ("postgresql", "postgres") or not (parts.path or parts.query):
+            raise ValueError(
+                "must be a URL like postgresql://USER:PASSWORD@HOST:5432/DATABASE "
+                "(or postgresql:///DATABASE?host=/run/postgresql for a local socket)"
+            )
+        try:
+            parts.port  # noqa: B018 (raises on a port that is not a number)
+        except ValueError:
+            raise ValueError("the URL's port must be a number from 1 to 65535") from None
+        return value
+
+    @field_validator("statement_timeout")
+    @classmethod
+    def _positive_timeout(cls, value: float) -> float:
+        if value < 0.1:
+            raise ValueError("must be at least 100ms")
+        return value
 
     @field_validator("dedupe_ttl")
     @classmethod
@@ -267,6 +300,8 @@ class Config(ConfigModel):
         """Every non-empty secret in the configuration, for the log masker."""
         found: list[SecretValue] = []
         _collect_secrets(self, found)
+        if self.state.url is not None:  # a driver's message may quote the password alone
+            found.append(SecretValue(unquote(urlsplit(self.state.url.reveal()).password or "")))
         return [secret for secret in found if secret]
 
 

@@ -19,7 +19,7 @@ import threading
 from collections.abc import Sequence
 from functools import partial
 
-from tcsms_poller.sinks.base import OutboxRecord
+from tcsms_poller.records import OutboxRecord
 
 __all__ = ["TAIL_BYTES", "OutboxTail"]
 

@@ -20,14 +20,13 @@ directly (after a restart, its first poll finds them again).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import partial
 
 import anyio
 import structlog
 
 from tcsms_poller.records import Record, format_received_at, reply_record, send_status_record
 from tcsms_poller.state import StateError
-from tcsms_poller.state.numbers import TrackedNumber, advance_number
+from tcsms_poller.state.roles import NumberPolled, TrackedNumber
 from tcsms_poller.tencent.errors import AuthError, TencentError
 from tcsms_poller.tencent.models import RejectedItem
 from tcsms_poller.workers.base import PollStats, WorkerContext
@@ -209,8 +208,7 @@ class ByNumberWorker:
         while (window := sweep.next(ctx.clock())) is not None:
             page = await self._fetch(number.phone, window, replies)
             newest = max(page.times, default=None)
-            step = partial(
-                advance_number,
+            step = NumberPolled(
                 app_id=self.app_id,
                 phone=number.phone,
                 next_due=started + self._number_interval,
