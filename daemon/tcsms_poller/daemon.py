@@ -180,8 +180,8 @@ class Daemon:
             )
             async with AsyncExitStack() as listener:
                 if self.config.server is not None:
-                    # Imported here: uvicorn and Starlette cost a daemon without a listener
-                    # about 50 ms of start-up.
+                    # Imported here: uvicorn and Starlette would slow the start-up of a daemon
+                    # without a listener (docs/benchmarks.md).
                     from tcsms_poller.server import serving
 
                     context = self._listener_context(self.config.server, ctx)

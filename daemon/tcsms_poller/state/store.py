@@ -51,9 +51,9 @@ PURGE_BATCH = 5_000
 LOCK_WAIT = 10.0
 
 # The sqlite3 module binds int, float, str and bytearray directly, but looks up an adapter for
-# bytes through two failing attribute lookups, each raising and formatting an AttributeError:
-# about 3,000 instructions per outbox row. Finding one costs a third. (Process-wide, and the
-# identity for bytes, so no other user of sqlite3 sees a change.)
+# bytes through two failing attribute lookups, each raising and formatting an AttributeError;
+# finding one is cheaper (figures: docs/benchmarks.md). (Process-wide, and the identity for
+# bytes, so no other user of sqlite3 sees a change.)
 sqlite3.register_adapter(bytes, bytes)
 
 
