@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, SerializeAsAny, field_validator
 
-from tcsms_poller.fields import (
+from tcsms_poller.settings_types import (
     E164,
     ByteSize,
     ConfigModel,

@@ -28,8 +28,8 @@ from tcsms_poller.emulator.answers import ApiError
 from tcsms_poller.emulator.options import StatisticsEnd
 from tcsms_poller.emulator.params import Params
 from tcsms_poller.emulator.store import ConversionRecord, Store
-from tcsms_poller.fields import is_e164
 from tcsms_poller.records import BEIJING
+from tcsms_poller.settings_types import is_e164
 
 __all__ = ["ACTION_HANDLERS", "MAX_LIMIT", "Action", "Call", "run_action"]
 

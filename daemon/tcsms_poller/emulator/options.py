@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from tcsms_poller.fields import E164
+from tcsms_poller.settings_types import E164
 
 __all__ = [
     "ACTIONS",

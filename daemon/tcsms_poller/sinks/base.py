@@ -32,7 +32,7 @@ from typing import Any, ClassVar, NamedTuple, Protocol
 import orjson
 from pydantic import Field
 
-from tcsms_poller.fields import ConfigModel, Duration
+from tcsms_poller.settings_types import ConfigModel, Duration
 
 __all__ = [
     "Ack",
