@@ -63,8 +63,8 @@ class Record(NamedTuple):
         return orjson.dumps(document)  # compact, UTF-8, not ASCII-escaped
 
 
-# A Record from its six values in field order, built in C: keywords cost three times as much,
-# and the two queue kinds build one per item pulled.
+# The one way the package builds a Record: its six values in field order, built in C. Keywords
+# cost three times as much, and the two queue kinds build one per item pulled.
 _new_record = partial(tuple.__new__, Record)
 
 
@@ -156,14 +156,9 @@ def statistics_record(
 ) -> Record:
     """Receipt statistics for the hours ``begin_time``..``end_time`` (``yyyymmddhh``, both
     counted)."""
-    return Record(
-        kind="callback_statistics",
-        id=statistics_id(app_id, begin_time, end_time, counters),
-        app_id=app_id,
-        source=source,
-        received_at=received_at,
-        fields={"begin_time": begin_time, "end_time": end_time, **counters},
-    )
+    record_id = statistics_id(app_id, begin_time, end_time, counters)
+    fields = {"begin_time": begin_time, "end_time": end_time, **counters}
+    return _new_record(("callback_statistics", record_id, app_id, source, received_at, fields))
 
 
 def conversion_record(
@@ -177,18 +172,14 @@ def conversion_record(
     source: str = "ReportConversion",
 ) -> Record:
     """The outcome of reporting one conversion to Tencent."""
-    return Record(
-        kind="conversion",
-        id=f"conversion:{serial_no}",
-        app_id=app_id,
-        source=source,
-        received_at=received_at,
-        fields={
-            "serial_no": serial_no,
-            "conversion_time": conversion_time,
-            "code": code,
-            "message": message,
-        },
+    fields = {
+        "serial_no": serial_no,
+        "conversion_time": conversion_time,
+        "code": code,
+        "message": message,
+    }
+    return _new_record(
+        ("conversion", f"conversion:{serial_no}", app_id, source, received_at, fields)
     )
 
 
