@@ -10,17 +10,17 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime
 from functools import cache, partial
 from importlib import resources
 from typing import Any, Literal, NamedTuple
 
 import orjson
 
+from tcsms_poller.tencent.api import Action
 from tcsms_poller.tencent.models import ReplyStatus, SendStatus
 
 __all__ = [
-    "BEIJING",
     "Kind",
     "Record",
     "conversion_record",
@@ -34,7 +34,6 @@ __all__ = [
 ]
 
 Kind = Literal["send_status", "reply", "callback_statistics", "conversion"]
-BEIJING = timezone(timedelta(hours=8), "Asia/Shanghai")
 
 
 class Record(NamedTuple):
@@ -169,7 +168,7 @@ def conversion_record(
     code: str,
     message: str,
     received_at: str,
-    source: str = "ReportConversion",
+    source: str = Action.REPORT_CONVERSION,
 ) -> Record:
     """The outcome of reporting one conversion to Tencent."""
     fields = {

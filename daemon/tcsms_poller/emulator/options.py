@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tcsms_poller.settings_types import E164
+from tcsms_poller.tencent.api import DEFAULT_RATE_LIMITS, Action
 
 __all__ = [
     "ACTIONS",
@@ -42,16 +43,7 @@ DEFAULT_SECRET_ID = "AKIDEMULATOR000000000000000000000000"  # noqa: S105
 DEFAULT_SECRET_KEY = "emulatorsecretkey000000000000000"  # noqa: S105
 DEFAULT_APP_ID = "1400006666"
 
-# Requests per second per action, from Tencent's API pages (see shared/seeds and TENCENT.md).
-DEFAULT_RATE_LIMITS: Mapping[str, int] = {
-    "PullSmsReplyStatus": 100,
-    "PullSmsSendStatus": 100,
-    "PullSmsSendStatusByPhoneNumber": 20,
-    "PullSmsReplyStatusByPhoneNumber": 20,
-    "CallbackStatusStatistics": 10,
-    "ReportConversion": 1000,
-}
-ACTIONS: tuple[str, ...] = tuple(DEFAULT_RATE_LIMITS)
+ACTIONS: tuple[str, ...] = tuple(Action)
 LATE_DELAY = (600.0, 2400.0)  # seconds from send to a late receipt: a phone off for a while
 
 # X-TC-Region values the SMS API accepts: the Chinese site's region list for SMS (Beijing,

@@ -22,6 +22,7 @@ from tcsms_poller.health import Health, HealthBoard
 from tcsms_poller.intake import Intake
 from tcsms_poller.metrics import Metrics
 from tcsms_poller.state import CommitResult, StateError, StateStore
+from tcsms_poller.tencent.api import Action
 from tcsms_poller.tencent.client import TencentClient
 from tcsms_poller.tencent.errors import PermanentError, TencentError
 
@@ -99,7 +100,7 @@ class Worker(Protocol):
     """One source of records for one app (or the process)."""
 
     name: str
-    action: str
+    action: Action
     app_id: str
     interval: float
     health: Health
