@@ -1,34 +1,18 @@
 """The former name of ``tcsms_poller.settings_types``, kept so plugins that import it still load.
 
-New code imports ``tcsms_poller.settings_types``.
+New code imports ``tcsms_poller.settings_types``; every name there is also found here.
 """
 
 from __future__ import annotations
 
-from tcsms_poller.settings_types import (
-    E164,
-    E164_PATTERN,
-    REDACTED,
-    ByteSize,
-    ConfigModel,
-    ConfigPath,
-    Duration,
-    Secret,
-    SecretValue,
-    is_e164,
-    resolve_path,
-)
+from typing import Any
 
-__all__ = [
-    "E164",
-    "E164_PATTERN",
-    "REDACTED",
-    "ByteSize",
-    "ConfigModel",
-    "ConfigPath",
-    "Duration",
-    "Secret",
-    "SecretValue",
-    "is_e164",
-    "resolve_path",
-]
+from tcsms_poller import settings_types
+
+__all__ = settings_types.__all__
+
+
+def __getattr__(name: str) -> Any:
+    if name in settings_types.__all__:
+        return getattr(settings_types, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
