@@ -51,9 +51,9 @@ from tcsms_poller.tencent.signing import TC3Auth
 
 __all__ = ["Credentials", "RetryPolicy", "TencentClient"]
 
-log = structlog.get_logger("tcsms_poller.tencent")
-
 T = TypeVar("T")
+
+log = structlog.get_logger("tcsms_poller.tencent")
 
 
 def _as_is(answer: Mapping[str, Any]) -> Mapping[str, Any]:
