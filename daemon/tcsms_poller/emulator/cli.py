@@ -193,26 +193,35 @@ _BY_PATH = {option.path: option.flag for option in OPTIONS} | {
 _REPEATABLE = frozenset(option.dest for option in OPTIONS if option.repeatable)
 
 
+# The command's own flags, which map to no single field.
+_OWN: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    (
+        "--listen",
+        "",
+        {
+            "default": DEFAULT_LISTEN,
+            "metavar": "HOST:PORT",
+            "help": "address to serve on; port 0 picks a free one (default: %(default)s)",
+        },
+    ),
+    (
+        "--log-level",
+        "",
+        {"default": "info", "help": "debug, info, warning or error (logs go to stderr)"},
+    ),
+    ("--no-traffic", TRAFFIC_GROUP, {"action": "store_true", "help": "generate nothing"}),
+)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The emulator's flags; values are strings, checked by ``build_options``."""
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    own = [
-        parser.add_argument(
-            "--listen",
-            default=DEFAULT_LISTEN,
-            metavar="HOST:PORT",
-            help="address to serve on; port 0 picks a free one (default: %(default)s)",
-        ),
-        parser.add_argument(
-            "--log-level", default="info", help="debug, info, warning or error (logs go to stderr)"
-        ),
-    ]
     groups = {name: parser.add_argument_group(name) for name in _GROUPS}
-    own.append(
-        groups[TRAFFIC_GROUP].add_argument(
-            "--no-traffic", action="store_true", help="generate nothing"
-        )
-    )
+    dests, flags = [], []
+    for flag, group, keywords in _OWN:
+        action = (groups[group] if group else parser).add_argument(flag, **keywords)
+        dests.append(action.dest)
+        flags.append(flag)
     for option in OPTIONS:
         target = groups[option.spec.group] if option.spec.group else parser
         target.add_argument(
@@ -222,8 +231,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             metavar=option.spec.metavar,
             help=option.help,
         )
-    dests = [action.dest for action in own] + [option.dest for option in OPTIONS]
-    flags = [action.option_strings[0] for action in own] + [option.flag for option in OPTIONS]
+        dests.append(option.dest)
+        flags.append(option.flag)
     parser.set_defaults(**_environment_defaults(dests, os.environ))
     parser.epilog = _environment_help(dests, flags) + "\n" + FAULTS_HELP + "\n" + CONTROL_HELP
 
