@@ -252,8 +252,8 @@ async def sweep_with_daemon(bench: Bench, numbers: Sequence[str], workdir: Path)
         before, first_admitted = await action_counts(bench.emulator), len(bench.limiter.admitted_at)
         with anyio.fail_after(outcome.ideal_s * SWEEP_BUDGET_FACTOR + 30):
             cpu_started, started = cpu_seconds(), time.monotonic()
-            # What Daemon.run_once does: poll_cycle pauses 0 while more numbers are due.
-            while await poll_cycle(worker, ctx) == 0.0:
+            # What Daemon.run_once does: poll_cycle says more is due while numbers are overdue.
+            while (await poll_cycle(worker, ctx)).more_due:
                 pass
             outcome.sweep_s = time.monotonic() - started
             outcome.cpu_s = cpu_seconds() - cpu_started

@@ -65,6 +65,7 @@ from tcsms_poller.records import Record, format_received_at, reply_record, send_
 from tcsms_poller.sinks.fleet import SinkFleet
 from tcsms_poller.state import CommitResult, StateStore, open_state
 from tcsms_poller.state.roles import Change
+from tcsms_poller.tencent.api import Action
 from tcsms_poller.tencent.models import Page, RejectedItem, parse_replies, parse_send_statuses
 from tcsms_poller.workers import PollStats, WorkerContext
 from tcsms_poller.workers.queue import QueueWorker
@@ -256,7 +257,7 @@ async def run_pipeline(data: Input, config: Config, budget: float) -> Outcome:
             QueueWorker(
                 ctx,
                 kind="replies",
-                action="PullSmsReplyStatus",
+                action=Action.PULL_SMS_REPLY_STATUS,
                 app_id=APP_ID,
                 interval=2.0,
                 pull=answers(data.replies, parse_replies),
@@ -265,7 +266,7 @@ async def run_pipeline(data: Input, config: Config, budget: float) -> Outcome:
             QueueWorker(
                 ctx,
                 kind="send_status",
-                action="PullSmsSendStatus",
+                action=Action.PULL_SMS_SEND_STATUS,
                 app_id=APP_ID,
                 interval=2.0,
                 pull=answers(data.statuses, parse_send_statuses),
@@ -334,8 +335,8 @@ def stage_costs(data: Input) -> dict[str, float]:
     clock = time.perf_counter
     received_at = format_received_at(time.time())
     kinds: tuple[tuple[list[bytes], Parse, Callable[..., Record], str], ...] = (
-        (data.replies, parse_replies, reply_record, "PullSmsReplyStatus"),
-        (data.statuses, parse_send_statuses, send_status_record, "PullSmsSendStatus"),
+        (data.replies, parse_replies, reply_record, Action.PULL_SMS_REPLY_STATUS),
+        (data.statuses, parse_send_statuses, send_status_record, Action.PULL_SMS_SEND_STATUS),
     )
     for bodies, parse, normalize, source in kinds:
         for body in bodies:

@@ -246,8 +246,8 @@ class Daemon:
             workers = build_workers(self.config, ctx)
 
             async def one_pass(worker: Worker) -> None:
-                # poll_cycle pauses 0 while more work is due (full pages, overdue numbers).
-                while await poll_cycle(worker, ctx) == 0.0:
+                # poll_cycle says when more work is due at once (full pages, overdue numbers).
+                while (await poll_cycle(worker, ctx)).more_due:
                     pass
 
             async with anyio.create_task_group() as passes:

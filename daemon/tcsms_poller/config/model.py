@@ -14,7 +14,7 @@ from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, SerializeAsAny, field_validator
 
-from tcsms_poller.fields import (
+from tcsms_poller.settings_types import (
     E164,
     ByteSize,
     ConfigModel,
@@ -24,6 +24,12 @@ from tcsms_poller.fields import (
     SecretValue,
 )
 from tcsms_poller.sinks.base import SinkSettings
+from tcsms_poller.tencent.api import (
+    BY_NUMBER_LOOKBACK,
+    DEFAULT_RATE_LIMITS,
+    STATISTICS_RANGE,
+    Action,
+)
 
 __all__ = [
     "AppSettings",
@@ -41,8 +47,6 @@ __all__ = [
 ]
 
 DAY = 86_400.0
-MAX_LOOKBACK = 7 * DAY  # the pull-by-number APIs reject a BeginTime older than 7 days
-MAX_STATISTICS_LOOKBACK = 32 * DAY  # CallbackStatusStatistics covers at most 32 days
 _URL_SAFE = re.compile(r"^[A-Za-z0-9._~-]{16,}$")
 _PORT = re.compile(r"[0-9]{1,9}")
 _BLANK_OR_CONTROL = re.compile(r"[\x00-\x20\x7f]")
@@ -54,15 +58,20 @@ def _at_most(seconds: float, limit: float, why: str) -> float:
     return seconds
 
 
+def _rate(action: Action) -> Any:
+    """A rate limit setting: Tencent's documented default, 1 to 10,000 a second."""
+    return Field(default=DEFAULT_RATE_LIMITS[action], ge=1, le=10_000)
+
+
 class RateLimits(ConfigModel):
     """Requests per second per action, for the whole process (Tencent's documented limits)."""
 
-    PullSmsReplyStatus: int = Field(default=100, ge=1, le=10_000)
-    PullSmsSendStatus: int = Field(default=100, ge=1, le=10_000)
-    PullSmsSendStatusByPhoneNumber: int = Field(default=20, ge=1, le=10_000)
-    PullSmsReplyStatusByPhoneNumber: int = Field(default=20, ge=1, le=10_000)
-    CallbackStatusStatistics: int = Field(default=10, ge=1, le=10_000)
-    ReportConversion: int = Field(default=1000, ge=1, le=10_000)
+    PullSmsReplyStatus: int = _rate(Action.PULL_SMS_REPLY_STATUS)
+    PullSmsSendStatus: int = _rate(Action.PULL_SMS_SEND_STATUS)
+    PullSmsSendStatusByPhoneNumber: int = _rate(Action.PULL_SMS_SEND_STATUS_BY_PHONE_NUMBER)
+    PullSmsReplyStatusByPhoneNumber: int = _rate(Action.PULL_SMS_REPLY_STATUS_BY_PHONE_NUMBER)
+    CallbackStatusStatistics: int = _rate(Action.CALLBACK_STATUS_STATISTICS)
+    ReportConversion: int = _rate(Action.REPORT_CONVERSION)
 
 
 class RetrySettings(ConfigModel):
@@ -130,7 +139,7 @@ class ByNumberSettings(ConfigModel):
     @field_validator("lookback")
     @classmethod
     def _within_api_window(cls, value: float) -> float:
-        return _at_most(value, MAX_LOOKBACK, "the API cannot look further back")
+        return _at_most(value, BY_NUMBER_LOOKBACK, "the API cannot look further back")
 
 
 class StatisticsSettings(ConfigModel):
@@ -143,7 +152,7 @@ class StatisticsSettings(ConfigModel):
     @field_validator("lookback")
     @classmethod
     def _within_api_range(cls, value: float) -> float:
-        return _at_most(value, MAX_STATISTICS_LOOKBACK, "the API's longest range")
+        return _at_most(value, STATISTICS_RANGE, "the API's longest range")
 
 
 class ConversionSettings(ConfigModel):
@@ -211,7 +220,7 @@ class StateSettings(ConfigModel):
     @field_validator("dedupe_ttl")
     @classmethod
     def _covers_api_window(cls, value: float) -> float:
-        if value < MAX_LOOKBACK:
+        if value < BY_NUMBER_LOOKBACK:
             raise ValueError("must be at least 7d (the API hands out records up to 7 days old)")
         return value
 

@@ -31,8 +31,8 @@ from typing import Any, ClassVar, Protocol
 
 from pydantic import Field
 
-from tcsms_poller.fields import ConfigModel, Duration
 from tcsms_poller.records import OutboxRecord  # re-exported: plugins import it from here
+from tcsms_poller.settings_types import ConfigModel, Duration
 
 __all__ = [
     "Ack",

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from tcsms_poller.workers.base import PollStats, Worker, WorkerContext, poll_cycle, run_worker
+from tcsms_poller.workers.base import (
+    NextCycle,
+    PollStats,
+    Worker,
+    WorkerContext,
+    poll_cycle,
+    run_worker,
+)
 from tcsms_poller.workers.by_number import ByNumberWorker
 from tcsms_poller.workers.conversions import ConversionReporter
 from tcsms_poller.workers.queue import replies_worker, send_status_worker
@@ -16,6 +23,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ByNumberWorker",
     "ConversionReporter",
+    "NextCycle",
     "PollStats",
     "Worker",
     "WorkerContext",

@@ -16,12 +16,13 @@ import structlog
 from tcsms_poller.backoff import Backoff
 from tcsms_poller.records import conversion_record, format_received_at
 from tcsms_poller.state.roles import ConversionReported, PendingConversion
+from tcsms_poller.tencent.api import Action
 from tcsms_poller.tencent.errors import AuthError, PermanentError, TencentError
 from tcsms_poller.workers.base import PollStats, WorkerContext
 
 __all__ = ["ACTION", "ConversionReporter"]
 
-ACTION = "ReportConversion"
+ACTION = Action.REPORT_CONVERSION
 BATCH = 200
 LEASE = 120.0
 log = structlog.get_logger("tcsms_poller.workers")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit, urlunsplit
 
-from tcsms_poller.fields import REDACTED
+from tcsms_poller.settings_types import REDACTED
 
 __all__ = ["mask_url"]
 
