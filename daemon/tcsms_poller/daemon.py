@@ -132,6 +132,7 @@ class Daemon:
                 )
                 pull = self.membership.lease(PULL_LEASE)
                 client.limiters.gate = lambda: pull.held
+                self.membership.export(self.metrics.cluster_lease_held)
             try:
                 await self._sync_numbers(self.config)
                 yield store, client
@@ -276,6 +277,7 @@ class Daemon:
                 app.sms_sdk_app_id for app in self.config.apps if app.conversions.enabled
             ),
             clock=self._clock,
+            cluster=None if self.membership is None else self.membership.describe,
         )
 
     async def run_once(self, *, drain_timeout: float) -> bool:

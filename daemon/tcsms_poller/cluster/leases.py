@@ -27,6 +27,7 @@ from typing import Any, Protocol
 import anyio
 import structlog
 from anyio.abc import TaskStatus
+from prometheus_client import Gauge
 
 from tcsms_poller import __version__
 from tcsms_poller.state.roles import Fence, StateError
@@ -91,7 +92,7 @@ class Lease:
 
     def granted(self, token: int, deadline: float) -> None:
         """A claim returned the lease: held until ``deadline`` (monotonic)."""
-        gained = not self.held
+        gained = self.token != token
         self.token = token
         self._deadline = deadline
         if gained:
@@ -102,8 +103,9 @@ class Lease:
         """The lease is not ours (a claim did not return it, or we released it)."""
         if self._solo:
             return
-        if self.held:
+        if self.token is not None:  # held, or its local deadline passed (a pause, a cut)
             log.warning("cluster.lease_lost", lease=self.name, token=self.token)
+        self.token = None
         self._deadline = -math.inf
         self._notify()
 
@@ -146,12 +148,14 @@ class Membership:
         self._safety = max(1.0, ttl / 10)
         self._claim_now = anyio.Event()
         self._left = False
+        self._gauge: Gauge | None = None
 
     def lease(self, name: str) -> Lease:
         """The lease ``name``, wanted from now on (claimed at the next round)."""
         lease = self._leases.get(name)
         if lease is None:
             lease = self._leases[name] = Lease(name, self.instance)
+            self._export(lease)
             self._claim_now.set()
         return lease
 
@@ -161,6 +165,8 @@ class Membership:
         if lease is None:
             return
         lease.dropped()
+        if self._gauge is not None:
+            self._gauge.remove(self.instance, name)
         try:
             await self._store.release_leases(self.instance, [name])
         except StateError as error:  # it expires on its own
@@ -169,6 +175,20 @@ class Membership:
     def held(self) -> list[str]:
         """The names of the leases this instance holds now."""
         return sorted(name for name, lease in self._leases.items() if lease.held)
+
+    def export(self, gauge: Gauge) -> None:
+        """Publish each wanted lease as ``gauge{instance, lease}`` (read at scrape time)."""
+        self._gauge = gauge
+        for lease in self._leases.values():
+            self._export(lease)
+
+    def _export(self, lease: Lease) -> None:
+        if self._gauge is not None:
+            self._gauge.labels(self.instance, lease.name).set_function(lambda: int(lease.held))
+
+    def describe(self) -> dict[str, Any]:
+        """This instance and the leases it holds, for ``/healthz``."""
+        return {"instance": self.instance, "lease_ttl_s": self.ttl, "holds": self.held()}
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Heartbeat and claim every ``ttl / 3``; started after the first round."""
@@ -209,7 +229,7 @@ class Membership:
                 lease.granted(token, deadline)
 
     async def leave(self) -> None:
-        """At shutdown: release every lease at once, so others take over without waiting."""
+        """At shutdown: hand every lease over after one limit window (not the TTL)."""
         self._left = True
         for lease in self._leases.values():
             lease.dropped()

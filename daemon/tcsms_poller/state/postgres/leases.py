@@ -56,9 +56,15 @@ async def heartbeat(
     )
 
 
-async def leave(connection: Connection, instance: str) -> None:
-    """The instance stops: give up its leases at once and leave the registry."""
-    await connection.execute("DELETE FROM leases WHERE holder = %s", (instance,))
+async def leave(connection: Connection, instance: str, *, after: float) -> None:
+    """The instance stops: its leases expire ``after`` seconds from now (the requests it sent
+    in the last second still count against the account's limits), and it leaves the
+    registry."""
+    await connection.execute(
+        "UPDATE leases SET expires_at = LEAST(expires_at, "
+        "clock_timestamp() + make_interval(secs => %s)) WHERE holder = %s",
+        (after, instance),
+    )
     await connection.execute("DELETE FROM instances WHERE id = %s", (instance,))
 
 

@@ -65,6 +65,9 @@ PURGE_BATCH = 5_000
 # reconnecting in the background, and a call fails after this, to be retried by its caller: a
 # worker holding a page reports the failure and keeps holding it.
 POOL_WAIT = 5.0
+# A stopping instance's leases pass on this long after it left: a Tencent limit is "per
+# second", and its last requests must leave that second before another instance sends.
+HANDOVER = 1.1
 HEAD_POLL = 0.5  # seconds between reads of the outbox head while waiting for other daemons
 _HEAD = (
     "SELECT GREATEST((SELECT max(seq) FROM outbox), (SELECT max(acked_seq) FROM sink_cursors), 0)"
@@ -323,8 +326,8 @@ class PostgresStore:
         )
 
     async def leave_cluster(self, instance: str) -> None:
-        """Release every lease of ``instance`` and remove it from the registry."""
-        await self._write(lambda connection: leases.leave(connection, instance))
+        """Hand every lease of ``instance`` over (after one limit window), leave the registry."""
+        await self._write(lambda connection: leases.leave(connection, instance, after=HANDOVER))
 
     async def cluster_snapshot(self) -> dict[str, Any]:
         """The instances and the leases, for ``status`` and ``/healthz``."""
