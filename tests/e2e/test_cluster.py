@@ -17,6 +17,7 @@ import psycopg
 import pytest
 
 from tcsms_poller.emulator import RunningEmulator
+from tcsms_poller.state.postgres import PostgresStore
 from tests.e2e.conftest import expected_ids, truth, wait_until
 from tests.e2e.daemon_process import DaemonProcess, daemon_config, running_daemon
 from tests.e2e.test_pipeline import NUMBER, inject, receipts, replies
@@ -233,3 +234,31 @@ def limit_hits(emulator: RunningEmulator) -> dict[str, int]:
     """Requests the emulator refused with ``RequestLimitExceeded``, per action."""
     stats = emulator.state.stats_snapshot()["actions"]
     return {name: one["limit_hits"] for name, one in stats.items() if one["limit_hits"]}
+
+
+async def test_records_committed_while_a_dead_holder_keeps_the_sink_are_delivered(
+    tmp_path: Path, emulator: RunningEmulator, postgres_url: str
+) -> None:
+    """The sink's lease is still a dead instance's when the daemon starts and pulls: the
+    sink's cursor is made at start, so the records committed before the lease passed on are
+    delivered once it does (a cursor made at the takeover would start after them)."""
+    store = await PostgresStore.open(postgres_url, dedupe_ttl=8 * 86_400.0)
+    try:
+        assert await store.claim_leases("ghost", [SINK_LEASE], ttl=4.0)
+    finally:
+        await store.aclose()
+    await inject(emulator, send_statuses=receipts(60), replies=replies(20))
+    expected = expected_ids(await truth(emulator))
+    with http_receiver() as receiver:
+        config = cluster_config(emulator, tmp_path, postgres_url, receiver.url, "a")
+        async with running_daemon(tmp_path, config) as daemon:
+            await wait_until(
+                lambda: (
+                    sum(e.get("new", 0) for e in daemon.events("poll.completed")) >= len(expected)
+                ),
+                what="the records committed",
+            )
+            assert receiver.requests == []  # the ghost still holds the sink
+            await wait_until(lambda: set(delivered(receiver)) == expected, what="the records")
+            await daemon.stop()
+    assert Counter(delivered(receiver)).most_common(1)[0][1] == 1

@@ -111,6 +111,9 @@ class SinkFleet:
                         running.drainer = await self._drainer(settings, loaded, None)
                         await running.drainer.run(task_status=task_status)
                     else:
+                        # The cursor exists before any worker commits (a new sink starts at
+                        # the head), whichever instance drains it later.
+                        await self._store.sink_cursor(name)
                         task_status.started()
                         await self._drain_while_held(
                             running, loaded, membership.lease(sink_lease(name))
