@@ -13,13 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 import psycopg
 import pytest
 
 from tcsms_poller.emulator import RunningEmulator
 from tcsms_poller.state.postgres import PostgresStore
-from tests.e2e.conftest import expected_ids, truth, wait_until
+from tests.e2e.conftest import expected_ids, free_port, truth, wait_until
 from tests.e2e.daemon_process import DaemonProcess, daemon_config, running_daemon
+from tests.e2e.test_listener import server as server_settings
 from tests.e2e.test_pipeline import NUMBER, inject, receipts, replies
 from tests.e2e.test_sinks import posted_ids
 from tests.support.http_receiver import Receiver, http_receiver
@@ -249,9 +251,11 @@ async def test_records_committed_while_a_dead_holder_keeps_the_sink_are_delivere
         await store.aclose()
     await inject(emulator, send_statuses=receipts(60), replies=replies(20))
     expected = expected_ids(await truth(emulator))
+    port = free_port()
     with http_receiver() as receiver:
         config = cluster_config(emulator, tmp_path, postgres_url, receiver.url, "a")
-        async with running_daemon(tmp_path, config) as daemon:
+        config["server"] = server_settings(port)
+        async with running_daemon(tmp_path, config) as daemon, httpx.AsyncClient() as client:
             await wait_until(
                 lambda: (
                     sum(e.get("new", 0) for e in daemon.events("poll.completed")) >= len(expected)
@@ -259,6 +263,9 @@ async def test_records_committed_while_a_dead_holder_keeps_the_sink_are_delivere
                 what="the records committed",
             )
             assert receiver.requests == []  # the ghost still holds the sink
+            health = (await client.get(f"http://127.0.0.1:{port}/healthz")).json()
+            assert health["healthy"]  # a standby sink is not a failing one
+            assert health["cluster"] == {"instance": "a", "lease_ttl_s": TTL, "holds": ["pull"]}
             await wait_until(lambda: set(delivered(receiver)) == expected, what="the records")
             await daemon.stop()
     assert Counter(delivered(receiver)).most_common(1)[0][1] == 1

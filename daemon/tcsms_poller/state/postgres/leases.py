@@ -33,6 +33,7 @@ __all__ = [
 ]
 
 Connection = AsyncConnection[tuple[Any, ...]]
+FORGET_AFTER = 3600.0  # seconds without a heartbeat after which an instance leaves the registry
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,13 +47,18 @@ class LeaseRow:
 async def heartbeat(
     connection: Connection, instance: str, *, version: str, healthy: bool, detail: str | None
 ) -> None:
-    """Register the instance, or refresh its heartbeat and health."""
+    """Register the instance, or refresh its heartbeat and health; forget long-dead ones."""
     await connection.execute(
         "INSERT INTO instances (id, started_at, heartbeat_at, version, healthy, detail) "
         "VALUES (%s, clock_timestamp(), clock_timestamp(), %s, %s, %s) "
         "ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at, "
         "version = excluded.version, healthy = excluded.healthy, detail = excluded.detail",
         (instance, version, healthy, detail),
+    )
+    # Instances gone without leaving (kill -9) stay visible to ``status`` for a while.
+    await connection.execute(
+        "DELETE FROM instances WHERE heartbeat_at < clock_timestamp() - make_interval(secs => %s)",
+        (FORGET_AFTER,),
     )
 
 
