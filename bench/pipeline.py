@@ -55,7 +55,7 @@ from bench._common import (
     self_peak_rss_mb,
     temp_dir,
 )
-from tcsms_poller.config import Config, config_from_mapping
+from tcsms_poller.config import Config, StateSettings, config_from_mapping
 from tcsms_poller.daemon import build_client
 from tcsms_poller.health import HealthBoard
 from tcsms_poller.intake import Intake
@@ -217,11 +217,11 @@ class Outcome:
 
 def bench_config(workdir: Path, url: str | None = None) -> Config:
     """The daemon's defaults, with the state (or only dead letters: ``url``) and a file sink in
-    ``workdir``."""
-    state: dict[str, Any] = {"path": str(workdir / "state.db")}
-    if url is not None:
-        state["url"] = url
-    return config_from_mapping(
+    ``workdir``.
+
+    A daemon refuses a file sink with ``state.url`` (any instance of a cluster may drain it);
+    this one process drains its own, so the URL is set after the configuration is checked."""
+    config = config_from_mapping(
         {
             "tencent": {
                 "secret_id": "AKIDBENCHMARK",
@@ -229,12 +229,16 @@ def bench_config(workdir: Path, url: str | None = None) -> Config:
                 "endpoint": "http://127.0.0.1:9",  # never called: the answers are pre-built
             },
             "apps": [{"sms_sdk_app_id": APP_ID}],
-            "state": state,
+            "state": {"path": str(workdir / "state.db")},
             "sinks": [{"type": "file", "path": str(workdir / "records.jsonl")}],
         },
         source="bench/pipeline.py",
         base_dir=workdir,
     )
+    if url is None:
+        return config
+    state = StateSettings.model_validate({"path": str(workdir / "state.db"), "url": url})
+    return config.model_copy(update={"state": state})
 
 
 async def run_pipeline(data: Input, config: Config, budget: float) -> Outcome:

@@ -115,3 +115,13 @@ def test_pipeline_runs_on_both_state_backends() -> None:
     assert sqlite.keys() == postgres.keys()
     assert (sqlite["synchronous"], postgres["synchronous"]) == ("FULL", "synchronous_commit=on")
     assert postgres["new"] == sqlite["new"] > 0
+
+
+def test_cluster_sweeps_alike_with_one_and_three_instances_and_fails_over() -> None:
+    """bench/cluster.py with 40 numbers: both sweeps near the ideal, the failover after
+    kill -9 of the lease holders within 2 x TTL."""
+    figures = _run_sweep_benchmark("cluster.py", "--numbers", "40", "--ttl", "3")
+    assert 0.5 < figures["sweep_ratio_1"] < 3.0
+    assert 0.5 < figures["sweep_ratio_3"] < 3.0
+    assert figures["limit_errors"] <= JITTER_REFUSALS
+    assert 0 < figures["failover_s"] <= 6.0

@@ -12,10 +12,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack, asynccontextmanager, suppress
+from contextlib import (
+    AbstractContextManager,
+    AsyncExitStack,
+    asynccontextmanager,
+    nullcontext,
+    suppress,
+)
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import anyio
 import structlog
@@ -23,6 +29,8 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from tcsms_poller import __version__
 from tcsms_poller.backoff import Backoff
+from tcsms_poller.cluster.instances import instance_id
+from tcsms_poller.cluster.leases import PULL_LEASE, Coordinator, Membership
 from tcsms_poller.config import Config, ServerSettings, load_config, read_numbers_file
 from tcsms_poller.exits import ConfigError
 from tcsms_poller.health import HealthBoard
@@ -96,6 +104,7 @@ class Daemon:
         self._reload_lock = anyio.Lock()
         self._store: StateStore | None = None
         self._fleet: SinkFleet | None = None
+        self.membership: Membership | None = None  # cluster mode (state.url)
         self.context: WorkerContext | None = None
         self.listen_address: tuple[str, int] | None = None
 
@@ -108,11 +117,22 @@ class Daemon:
 
     @asynccontextmanager
     async def _opened(self) -> AsyncIterator[tuple[StateStore, TencentClient]]:
-        """The state (locked against a second daemon) and the client, open for a run."""
-        with state_lock(self.config.state.path):
+        """The state (locked against a second daemon, or joined to the cluster on a PostgreSQL
+        state) and the client, open for a run."""
+        with self._single_daemon_lock():
             store = await open_state(self.config.state, clock=self._clock)
             self._store = store
             client = build_client(self.config, self.metrics, self._clock)
+            if self.config.state.url is not None:
+                self.membership = Membership(
+                    cast(Coordinator, store),
+                    instance_id(self.config.state.instance_id),
+                    ttl=self.config.state.lease_ttl,
+                    healthy=self._health_summary,
+                )
+                pull = self.membership.lease(PULL_LEASE)
+                client.limiters.gate = lambda: pull.held
+                self.membership.export(self.metrics.cluster_lease_held)
             try:
                 await self._sync_numbers(self.config)
                 yield store, client
@@ -121,16 +141,32 @@ class Daemon:
                     await client.aclose()
                     await store.aclose()
 
+    def _single_daemon_lock(self) -> AbstractContextManager[object]:
+        """SQLite: a file lock keeps off a second daemon. PostgreSQL: none, the daemons on one
+        database form a cluster and share the work under leases (``cluster/``)."""
+        if self.config.state.url is not None:
+            return nullcontext()
+        return state_lock(self.config.state.path)
+
+    def _health_summary(self) -> tuple[bool, str | None]:
+        """This instance's health for the cluster registry (``status`` shows it)."""
+        failing = [health.name for health in self.board.unhealthy()]
+        return (not failing, ", ".join(failing) or None)
+
     async def _start_pipeline(
         self, root: TaskGroup, store: StateStore, client: TencentClient
     ) -> tuple[SinkFleet, WorkerContext]:
-        """Start the sinks; build the context the workers share."""
+        """Join the cluster (PostgreSQL), start the sinks; build the context the workers
+        share."""
+        if self.membership is not None:
+            await root.start(self.membership.run)
         fleet = self._fleet = SinkFleet(
             store=store,
             metrics=self.metrics,
             board=self.board,
             state_dir=self.state_dir,
             clock=self._clock,
+            membership=self.membership,
         )
         await root.start(fleet.run, self.config.sinks)
         ctx = self.context = WorkerContext(
@@ -143,6 +179,8 @@ class Daemon:
             unhealthy_retry=self.config.tencent.unhealthy_retry,
             clock=self._clock,
         )
+        if self.membership is not None:
+            ctx.pull_lease = self.membership.lease(PULL_LEASE)
         return fleet, ctx
 
     async def serve(
@@ -204,7 +242,9 @@ class Daemon:
             # 2. The listener has stopped (leaving the stack): each push answered OK is stored.
             # 3. Give the sinks a grace period to deliver what is committed.
             drained = await fleet.drain(self.sink_grace)
-            # 4. Stop the chores; the state closes on the way out.
+            # 4. Hand the leases over at once; stop the chores; the state closes on the way out.
+            if self.membership is not None:
+                await self.membership.leave()
             root.cancel_scope.cancel()
         log.info("daemon.stopped", drained=drained, outbox_head=store.head)
 
@@ -237,6 +277,7 @@ class Daemon:
                 app.sms_sdk_app_id for app in self.config.apps if app.conversions.enabled
             ),
             clock=self._clock,
+            cluster=None if self.membership is None else self.membership.describe,
         )
 
     async def run_once(self, *, drain_timeout: float) -> bool:
@@ -254,6 +295,8 @@ class Daemon:
                 for worker in workers:
                     passes.start_soon(one_pass, worker)
             drained = await fleet.drain(drain_timeout)
+            if self.membership is not None:
+                await self.membership.leave()
             root.cancel_scope.cancel()
         failed = [w.name for w in workers if w.health.failing_since is not None]
         log.info("once.completed", drained=drained, failed_workers=failed, outbox_head=store.head)

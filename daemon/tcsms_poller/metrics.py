@@ -121,6 +121,12 @@ class Metrics:
             ["worker"],
             registry=r,
         )
+        self.cluster_lease_held = Gauge(
+            f"{_PREFIX}_cluster_lease_held",
+            "Cluster mode: 1 while this instance holds the lease (a sink, the Tencent pulls)",
+            ["instance", "lease"],
+            registry=r,
+        )
         self.worker_not_activated = Gauge(
             f"{_PREFIX}_worker_not_activated",
             "1 while Tencent has not activated the worker's API for its app (the worker idles)",

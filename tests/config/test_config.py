@@ -428,3 +428,23 @@ def test_json_is_yaml_too(tmp_path: Path) -> None:
     }
     config = load_config(write(tmp_path, json.dumps(document)), environ={})
     assert config.apps[0].sms_sdk_app_id == "1400006666"
+
+
+def test_a_file_sink_is_refused_with_a_shared_state(tmp_path: Path) -> None:
+    """Cluster mode (state.url): any daemon may drain a sink next, and a file cannot follow it
+    to another machine; the one-line error says what to use instead."""
+    text = (
+        MINIMAL
+        + "state:\n  url: postgresql://tcsms:pw@db:5432/tcsms\n"
+        + "sinks:\n  - type: file\n    path: /tmp/records.jsonl\n"
+    )
+    with pytest.raises(ConfigError, match=r"a file sink cannot be used with state\.url") as caught:
+        load_config(write(tmp_path, text), environ={"SECRET_ID": "AKIDabc"})
+    message = str(caught.value)
+    assert "use an http sink, stdout" in message
+    assert "pw@" not in message
+    config = load_config(
+        write(tmp_path, MINIMAL + "state:\n  url: postgresql://tcsms:pw@db:5432/tcsms\n"),
+        environ={"SECRET_ID": "AKIDabc"},
+    )
+    assert (config.state.instance_id, config.state.lease_ttl) == (None, 10.0)

@@ -72,7 +72,31 @@ def render(snapshot: dict[str, Any], configured_sinks: list[str]) -> str:
     lines.append(f"pending conversions: {snapshot['pending_conversions']}")
     lines.append(f"quarantined API items: {snapshot['rejected_items']}")
     lines.append(f"seen ids (dedupe window): {snapshot['seen_ids']}")
+    if "cluster" in snapshot:
+        lines.extend(_render_cluster(snapshot["cluster"]))
     return "\n".join(lines)
+
+
+def _render_cluster(cluster: dict[str, Any]) -> list[str]:
+    """The instances sharing a PostgreSQL state and who holds which lease."""
+    lines = ["cluster instances:"]
+    for one in cluster["instances"]:
+        state = "healthy" if one["healthy"] else f"UNHEALTHY: {one['detail']}"
+        lines.append(
+            f"  {one['id']}: {state}; last heartbeat {one['heartbeat_age_s']}s ago; "
+            f"version {one['version']}"
+        )
+    if not cluster["instances"]:
+        lines.append("  none running")
+    lines.append("cluster leases:")
+    lines.extend(
+        f"  {lease['name']}: {lease['holder']} (token {lease['token']}, "
+        f"expires in {lease['expires_in_s']}s)"
+        for lease in cluster["leases"]
+    )
+    if not cluster["leases"]:
+        lines.append("  none held")
+    return lines
 
 
 def execute(args: argparse.Namespace) -> int:

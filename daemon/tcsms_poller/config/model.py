@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import Field, SerializeAsAny, field_validator
+from pydantic import Field, SerializeAsAny, field_validator, model_validator
 
 from tcsms_poller.settings_types import (
     E164,
@@ -191,6 +191,10 @@ class StateSettings(ConfigModel):
     url: Secret | None = None
     pool_size: int = Field(default=10, ge=1, le=200)
     statement_timeout: Duration = 30.0
+    # Cluster mode (with ``url``): this daemon's name among those sharing the database
+    # (default hostname-pid), and how long a lease outlives its holder's last renewal.
+    instance_id: str | None = Field(default=None, min_length=1, max_length=200)
+    lease_ttl: Duration = Field(default=10.0, ge=3.0, le=300.0)
 
     @field_validator("url")
     @classmethod
@@ -304,6 +308,21 @@ class Config(ConfigModel):
             "two sinks are named {!r}; give one a distinct name",
         )
         return sinks
+
+    @model_validator(mode="after")
+    def _no_file_sink_in_cluster(self) -> Config:
+        # Several daemons share a PostgreSQL state, and any of them may drain a sink next: a
+        # file on one machine's disk cannot follow that.
+        if self.state.url is not None:
+            for sink in self.sinks:
+                if sink.type == "file":
+                    raise ValueError(
+                        f"sink {sink.sink_name!r}: a file sink cannot be used with state.url "
+                        "(cluster mode: any daemon on the database may drain it, and a file "
+                        "cannot follow it to another machine); use an http sink, stdout (the "
+                        "container's log stream), or keep SQLite state (state.path) for a file"
+                    )
+        return self
 
     def secrets(self) -> list[SecretValue]:
         """Every non-empty secret in the configuration, for the log masker."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from tcsms_poller.config import ServerSettings
 from tcsms_poller.health import Health, HealthBoard
@@ -30,6 +31,7 @@ class ListenerContext:
     app_ids: tuple[str, ...]
     conversion_apps: frozenset[str]
     clock: Callable[[], float] = time.time
+    cluster: Callable[[], dict[str, Any]] | None = None  # cluster mode: this instance's leases
 
     def app_id(self, requested: str | None, *, callback: bool = False) -> str:
         """The configured app a request names; the first app when it names none."""

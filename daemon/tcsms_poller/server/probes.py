@@ -12,7 +12,8 @@ __all__ = ["healthz", "metrics"]
 
 
 async def healthz(request: Request) -> Response:
-    """200 when every worker and sink is healthy; 503 naming what is not, and why."""
+    """200 when every worker and sink is healthy; 503 naming what is not, and why. In cluster
+    mode the body also names this instance and the leases it holds: a standby is healthy."""
     ctx: ListenerContext = request.app.state.ctx
     healthy = ctx.board.is_healthy
     body = {
@@ -20,6 +21,8 @@ async def healthz(request: Request) -> Response:
         "unhealthy": [part.name for part in ctx.board.unhealthy()],
         "parts": ctx.board.describe(),
     }
+    if ctx.cluster is not None:
+        body["cluster"] = ctx.cluster()
     return JSONResponse(body, status_code=200 if healthy else 503)
 
 

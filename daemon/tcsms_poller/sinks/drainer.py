@@ -31,6 +31,7 @@ from tcsms_poller.sinks.base import (
 )
 from tcsms_poller.sinks.deadletter import DeadLetterFile, ReplayQueue
 from tcsms_poller.state import StateError, StateStore
+from tcsms_poller.state.roles import Fence, LeaseLostError
 
 __all__ = ["Drainer"]
 
@@ -66,6 +67,8 @@ class Drainer:
         acked_seq: int,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        fence: Fence | None = None,
+        holds: Callable[[], bool] = lambda: True,
     ) -> None:
         self.name = settings.sink_name
         self._sink = sink
@@ -78,6 +81,8 @@ class Drainer:
         self._health = health
         self._metrics = metrics
         self._acked = acked_seq
+        self._fence = fence  # cluster mode: the sink's lease, checked with every ack
+        self._holds = holds  # cluster mode: whether the lease is still ours, before each send
         self._clock = clock
         self._sleep = sleep
         self._backoff = Backoff(initial=0.5, maximum=settings.max_backoff)
@@ -128,14 +133,23 @@ class Drainer:
                     self._replay_added.wait,
                 )
                 continue
+            self._check_lease()
             ack = await self._deliver(batch)
             await self._commit_ack(batch[-1].seq, ack)
+
+    def _check_lease(self) -> None:
+        """Cluster mode: send nothing once the sink's lease may have passed to another
+        instance. (An ack still pending is fenced instead: it commits if the lease stayed ours,
+        so a batch delivered during a database outage is not sent again.)"""
+        if not self._holds():
+            raise LeaseLostError(f"the lease of sink {self.name} expired here: not sending")
 
     async def _deliver_replays(self) -> None:
         """Deliver what ``dead-letter replay`` queued, batch by batch, before the outbox."""
         try:
             while queued := await anyio.to_thread.run_sync(self._replays.queued):
                 batch = queued[: self._settings.batch_size]
+                self._check_lease()
                 ack = await self._deliver(batch)
                 acknowledged = ack is not DEAD_LETTERED
                 await anyio.to_thread.run_sync(
@@ -239,8 +253,10 @@ class Drainer:
         attempt = 0
         while True:
             try:
-                await self._store.ack(self.name, seq=seq, position=ack.position)
+                await self._store.ack(self.name, seq=seq, position=ack.position, fence=self._fence)
                 break
+            except LeaseLostError:
+                raise  # another instance drains this sink now: retrying cannot help
             except StateError as error:
                 self._health.failed(str(error))
                 log.error("sink.ack_commit_failed", sink=self.name, error=str(error))

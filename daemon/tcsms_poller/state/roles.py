@@ -29,6 +29,8 @@ __all__ = [
     "CommitResult",
     "ConversionQueue",
     "ConversionReported",
+    "Fence",
+    "LeaseLostError",
     "NumberOrigin",
     "NumberPolled",
     "Outbox",
@@ -49,6 +51,21 @@ NumberOrigin = str  # "config" | "file" | "api"
 class StateError(Exception):
     """The state database failed (disk full, read-only, corrupt, unreachable); nothing was
     half-written."""
+
+
+class LeaseLostError(StateError):
+    """A write guarded by a cluster lease was refused: another instance holds the lease now
+    (``cluster/leases.py``). Nothing of the write was committed; retrying cannot help."""
+
+
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """The lease a write depends on, as this instance last held it: the write commits only if
+    the lease still names this holder and token, checked in the write's own transaction."""
+
+    lease: str
+    holder: str
+    token: int
 
 
 # -- values ------------------------------------------------------------------------------------
@@ -167,8 +184,18 @@ class SinkCursors(Protocol):
         """Up to ``limit`` records after ``after``, in seq order."""
         ...
 
-    async def ack(self, name: str, *, seq: int, position: Mapping[str, Any] | None) -> None:
-        """Advance the sink's cursor to ``seq`` (never back); ``position`` None keeps the last."""
+    async def ack(
+        self,
+        name: str,
+        *,
+        seq: int,
+        position: Mapping[str, Any] | None,
+        fence: Fence | None = None,
+    ) -> None:
+        """Advance the sink's cursor to ``seq`` (never back); ``position`` None keeps the last.
+
+        With ``fence`` (cluster mode only), ``LeaseLostError`` and no change once the lease is gone.
+        """
         ...
 
     async def forget_removed_sinks(self, sink_names: Sequence[str]) -> list[str]:

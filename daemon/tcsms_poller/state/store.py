@@ -27,6 +27,7 @@ from tcsms_poller.state.roles import (
     Change,
     CommitResult,
     ConversionReported,
+    Fence,
     NumberPolled,
     PendingConversion,
     Rejected,
@@ -240,8 +241,18 @@ class SqliteStore:
             return newest
         return await self.read(partial(outbox.read_outbox, after=after, limit=limit))
 
-    async def ack(self, name: str, *, seq: int, position: Mapping[str, Any] | None) -> None:
-        """Commit the sink's cursor (and its position) after the sink acknowledged."""
+    async def ack(
+        self,
+        name: str,
+        *,
+        seq: int,
+        position: Mapping[str, Any] | None,
+        fence: Fence | None = None,
+    ) -> None:
+        """Commit the sink's cursor (and its position) after the sink acknowledged.
+
+        ``fence`` is never set here: one daemon per SQLite file, no leases."""
+        del fence
         await self.write(
             partial(outbox.ack_sink, name=name, seq=seq, position=position, now=self._clock())
         )

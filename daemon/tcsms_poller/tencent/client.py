@@ -115,6 +115,11 @@ class TencentClient:
             clock=clock,
         )
 
+    @property
+    def limiters(self) -> RateLimiters:
+        """The process's per-action limiters."""
+        return self._limiters
+
     def rate_limit(self, action: str) -> int:
         """Requests per second allowed for ``action`` (sizes concurrent work to the limit)."""
         return self._limiters.for_action(action).rate

@@ -15,15 +15,21 @@ layers:
 
 Requests are granted in FIFO order (one ``anyio.Lock``), so no caller starves. A server-side
 ``RequestLimitExceeded`` (other clients share the account) pauses the whole action via ``pause``.
+
+In cluster mode only the holder of the ``pull`` lease calls Tencent (``cluster/leases.py``), so
+this one limiter is the cluster's; ``RateLimiters.gate`` says whether this instance still holds
+it, and a slot is refused with ``LeaseLostError`` (nothing sent) once it does not.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import anyio
 from aiolimiter import AsyncLimiter
+
+from tcsms_poller.state.roles import LeaseLostError
 
 __all__ = ["MARGIN", "ActionLimiter", "RateLimiters"]
 
@@ -36,7 +42,14 @@ MARGIN = 0.020
 class ActionLimiter:
     """At most ``rate`` request starts in any ``window`` seconds, evenly paced."""
 
-    def __init__(self, rate: int, *, window: float = 1.0, margin: float = MARGIN) -> None:
+    def __init__(
+        self,
+        rate: int,
+        *,
+        window: float = 1.0,
+        margin: float = MARGIN,
+        gate: Callable[[], bool] = lambda: True,
+    ) -> None:
         if rate < 1:
             raise ValueError("rate must be at least 1 request per window")
         self.rate = rate
@@ -47,6 +60,7 @@ class ActionLimiter:
         # aiolimiter binds to the running event loop: construct limiters inside it.
         self._bucket = AsyncLimiter(burst, burst * window / rate)
         self._paused_until = 0.0
+        self._gate = gate
 
     def pause(self, seconds: float) -> None:
         """Hold every request of this action for ``seconds`` from now (server said: too fast)."""
@@ -64,6 +78,8 @@ class ActionLimiter:
             if earliest > now:
                 await anyio.sleep(earliest - now)
                 now = anyio.current_time()
+            if not self._gate():
+                raise LeaseLostError("the pull lease passed to another instance: request not sent")
             self._starts.append(now)
         return now - started
 
@@ -75,11 +91,16 @@ class RateLimiters:
         self._limits = dict(limits)
         self._margin = margin
         self._limiters: dict[str, ActionLimiter] = {}
+        self.gate: Callable[[], bool] | None = None  # cluster mode: is the pull lease ours?
 
     def for_action(self, action: str) -> ActionLimiter:
         """The limiter of ``action``; an action without a configured limit is a bug."""
         limiter = self._limiters.get(action)
         if limiter is None:
-            limiter = ActionLimiter(self._limits[action], margin=self._margin)
+            limiter = ActionLimiter(
+                self._limits[action],
+                margin=self._margin,
+                gate=lambda: self.gate is None or self.gate(),
+            )
             self._limiters[action] = limiter
         return limiter

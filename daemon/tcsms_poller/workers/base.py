@@ -18,10 +18,12 @@ import anyio
 import structlog
 from anyio.abc import TaskStatus
 
+from tcsms_poller.cluster.leases import Lease
 from tcsms_poller.health import Health, HealthBoard
 from tcsms_poller.intake import Intake
 from tcsms_poller.metrics import Metrics
 from tcsms_poller.state import CommitResult, StateError, StateStore
+from tcsms_poller.state.roles import LeaseLostError
 from tcsms_poller.tencent.api import Action
 from tcsms_poller.tencent.client import TencentClient
 from tcsms_poller.tencent.errors import PermanentError, TencentError
@@ -54,6 +56,8 @@ class WorkerContext:
     clock: Callable[[], float] = time.time
     sleep: Callable[[float], Awaitable[None]] = anyio.sleep
     rng: random.Random = field(default_factory=random.Random)
+    # Cluster mode: the workers poll only on the holder of this lease (cluster/leases.py).
+    pull_lease: Lease = field(default_factory=lambda: Lease.solo("pull"))
 
 
 @dataclass(slots=True)
@@ -176,9 +180,25 @@ async def run_worker(
     if begin is not None:
         await begin.wait()
     while not ctx.stopping.is_set():
+        if not ctx.pull_lease.held:
+            await _standby(ctx)
+            continue
         ticker.start()
         next_cycle = await poll_cycle(worker, ctx)
         await _wait_or_stop(ctx, next_cycle.pause(ticker.remaining()))
+
+
+async def _standby(ctx: WorkerContext) -> None:
+    """Another instance holds the pull lease: wait for it (or for the daemon to stop)."""
+    async with anyio.create_task_group() as tg:
+
+        async def until_stopping() -> None:
+            await ctx.stopping.wait()
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(until_stopping)
+        await ctx.pull_lease.wait_held()
+        tg.cancel_scope.cancel()
 
 
 async def poll_cycle(worker: Worker, ctx: WorkerContext) -> NextCycle:
@@ -190,6 +210,9 @@ async def poll_cycle(worker: Worker, ctx: WorkerContext) -> NextCycle:
     next_cycle = ON_SCHEDULE
     try:
         stats = await worker.poll()
+    except LeaseLostError as error:  # another instance pulls now; whatever was pulled is committed
+        bound.info("poll.lease_lost", error=str(error))
+        return ON_SCHEDULE
     except TencentError as error:
         health.failed(error.describe())
         permanent = isinstance(error, PermanentError)

@@ -8,7 +8,7 @@ from typing import Any
 import psycopg
 from psycopg import AsyncConnection
 
-from tcsms_poller.state.postgres import numbers
+from tcsms_poller.state.postgres import leases, numbers
 from tcsms_poller.state.postgres.url import mask_url
 from tcsms_poller.state.roles import StateError
 
@@ -51,7 +51,9 @@ async def read_snapshot(url: str, *, now: float) -> dict[str, Any]:
         connection = await AsyncConnection.connect(url, connect_timeout=CONNECT_TIMEOUT)
         async with connection, connection.transaction():
             await connection.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            return await numbers.snapshot_of(connection, now=now, database=mask_url(url))
+            snapshot = await numbers.snapshot_of(connection, now=now, database=mask_url(url))
+            snapshot["cluster"] = await leases.cluster_snapshot(connection)
+            return snapshot
     except psycopg.Error as error:
         message = describe(error, url)
         raise StateError(f"cannot read state database {mask_url(url)}: {message}") from None

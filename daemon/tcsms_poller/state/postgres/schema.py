@@ -115,6 +115,30 @@ MIGRATIONS: tuple[str, ...] = (
     END
     $$;
     """,
+    # 2: cluster mode. Each daemon registers in ``instances`` and heartbeats there; ``leases``
+    # gives one instance at a time a piece of work (a sink, the Tencent pulls). Times are the
+    # database's own clock (timestamptz), never a daemon's: their clocks may differ. A lease's
+    # token grows with every change of holder, so a write fenced on a token fails once another
+    # instance took the lease (state/postgres/leases.py).
+    """
+    CREATE TABLE instances (
+        id text PRIMARY KEY,
+        started_at timestamptz NOT NULL,
+        heartbeat_at timestamptz NOT NULL,
+        version text NOT NULL,
+        healthy boolean NOT NULL DEFAULT true,
+        detail text
+    );
+
+    CREATE SEQUENCE lease_tokens;
+    CREATE TABLE leases (
+        name text PRIMARY KEY,
+        holder text NOT NULL,
+        token bigint NOT NULL,
+        acquired_at timestamptz NOT NULL,
+        expires_at timestamptz NOT NULL
+    );
+    """,
 )
 
 

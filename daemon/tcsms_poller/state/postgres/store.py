@@ -35,17 +35,17 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from tcsms_poller.records import OutboxRecord, Record
-from tcsms_poller.state.postgres import numbers
+from tcsms_poller.state.postgres import leases, numbers
 from tcsms_poller.state.postgres.connect import CONNECT_TIMEOUT, connection_settings, describe
 from tcsms_poller.state.postgres.group import GroupWriter, Work
 from tcsms_poller.state.postgres.outbox import append
-from tcsms_poller.state.postgres.owner import Ownership
 from tcsms_poller.state.postgres.schema import migrate
 from tcsms_poller.state.postgres.url import mask_url
 from tcsms_poller.state.roles import (
     Change,
     CommitResult,
     ConversionReported,
+    Fence,
     NumberOrigin,
     NumberPolled,
     PendingConversion,
@@ -65,6 +65,10 @@ PURGE_BATCH = 5_000
 # reconnecting in the background, and a call fails after this, to be retried by its caller: a
 # worker holding a page reports the failure and keeps holding it.
 POOL_WAIT = 5.0
+# A stopping instance's leases pass on this long after it left: a Tencent limit is "per
+# second", and its last requests must leave that second before another instance sends.
+HANDOVER = 1.1
+HEAD_POLL = 0.5  # seconds between reads of the outbox head while waiting for other daemons
 _HEAD = (
     "SELECT GREATEST((SELECT max(seq) FROM outbox), (SELECT max(acked_seq) FROM sink_cursors), 0)"
 )
@@ -84,7 +88,6 @@ class PostgresStore:
     ) -> None:
         self._pool = pool
         self._writer = GroupWriter(pool)
-        self._owner: Ownership | None = None
         self._database = database  # masked
         self._head = head
         self._ttl = dedupe_ttl
@@ -129,24 +132,11 @@ class PostgresStore:
         except (psycopg.Error, SchemaError) as error:
             message = describe(error, url)
             raise StateError(f"cannot open state database {database}: {message}") from None
-        store = cls(pool, database=database, head=head, dedupe_ttl=dedupe_ttl, clock=clock)
-        store._owner = Ownership(url, settings, database)
-        try:
-            await store._owner.acquire()
-        except psycopg.Error as error:
-            await pool.close()
-            message = describe(error, url)
-            raise StateError(f"cannot open state database {database}: {message}") from None
-        except StateError:
-            await pool.close()
-            raise
-        return store
+        return cls(pool, database=database, head=head, dedupe_ttl=dedupe_ttl, clock=clock)
 
     async def aclose(self) -> None:
         """Close the pool (after the calls in progress)."""
         await self._pool.close()
-        if self._owner is not None:
-            await self._owner.release()
 
     # -- transactions --------------------------------------------------------------------------
 
@@ -166,12 +156,8 @@ class PostgresStore:
         write_id = next(self._ids)
         self._writes[write_id] = time.monotonic()
         try:
-            if self._owner is not None:
-                await self._owner.confirm()
             return await self._writer.write(work, one_statement=one_statement)
         except psycopg.Error as error:
-            if self._owner is not None:
-                self._owner.suspect()
             message = describe(error, None)
             raise StateError(f"state database {self._database} write failed: {message}") from None
         finally:
@@ -231,9 +217,26 @@ class PostgresStore:
         return self._head
 
     async def wait_for_commit(self, after: int) -> None:
-        """Return once a record newer than ``after`` is committed (at once if one is)."""
+        """Return once a record newer than ``after`` is committed (at once if one is).
+
+        Other daemons on the database commit too (cluster mode): without a commit of this
+        process, the head is read again every ``HEAD_POLL`` seconds.
+        """
         while self._head <= after:
-            await self._committed.wait()
+            with anyio.move_on_after(HEAD_POLL):
+                await self._committed.wait()
+                continue
+            await self._refresh_head()
+
+    async def _refresh_head(self) -> None:
+        try:
+            async with self._read() as connection:
+                cursor = await connection.execute("SELECT max(seq) FROM outbox")
+                row = await cursor.fetchone()
+        except StateError:
+            return  # the drainer's next read reports it
+        if row is not None and row[0] is not None and int(row[0]) > self._head:
+            self._head = int(row[0])
 
     # -- sink cursors --------------------------------------------------------------------------
 
@@ -264,19 +267,72 @@ class PostgresStore:
             rows = await cursor.fetchall()
         return [OutboxRecord(seq, bytes(data)) for seq, data in rows]
 
-    async def ack(self, name: str, *, seq: int, position: Mapping[str, Any] | None) -> None:
+    async def ack(
+        self,
+        name: str,
+        *,
+        seq: int,
+        position: Mapping[str, Any] | None,
+        fence: Fence | None = None,
+    ) -> None:
         """Advance the sink's cursor to ``seq`` (never back); ``position`` None keeps the last.
 
         The same ``seq`` again only moves the position: a replayed dead letter is not in the
-        outbox, but the file sink's offset after it must be kept.
+        outbox, but the file sink's offset after it must be kept. With ``fence``, the sink's
+        lease is checked in the same transaction (``LeaseLostError``, nothing changed, if it moved).
         """
         encoded = orjson.dumps(position).decode() if position is not None else None
-        await self._execute(
-            "UPDATE sink_cursors SET acked_seq = %s, "
-            "position = COALESCE(%s::text, position), updated_at = %s "
-            "WHERE name = %s AND acked_seq <= %s",
-            (seq, encoded, self._clock(), name, seq),
+        params = (seq, encoded, self._clock(), name, seq)
+
+        async def work(connection: Connection) -> None:
+            if fence is not None:
+                await leases.check_fence(connection, fence)
+            await connection.execute(
+                "UPDATE sink_cursors SET acked_seq = %s, "
+                "position = COALESCE(%s::text, position), updated_at = %s "
+                "WHERE name = %s AND acked_seq <= %s",
+                params,
+            )
+
+        await self._write(work)
+
+    # -- cluster membership and leases (cluster/) ---------------------------------------------
+
+    async def heartbeat(
+        self, instance: str, *, version: str, healthy: bool, detail: str | None
+    ) -> None:
+        """Register this instance, or refresh its heartbeat."""
+        await self._write(
+            lambda connection: leases.heartbeat(
+                connection, instance, version=version, healthy=healthy, detail=detail
+            ),
+            one_statement=True,
         )
+
+    async def claim_leases(
+        self, instance: str, names: Sequence[str], *, ttl: float
+    ) -> dict[str, int]:
+        """Renew or take the leases of ``names`` that are ours or free: name -> token."""
+        rows = await self._write(
+            lambda connection: leases.claim(connection, instance, names, ttl=ttl),
+            one_statement=True,
+        )
+        return {row.name: row.token for row in rows}
+
+    async def release_leases(self, instance: str, names: Sequence[str]) -> None:
+        """Give up leases so another instance takes them at once."""
+        await self._write(
+            lambda connection: leases.release(connection, instance, names), one_statement=True
+        )
+
+    async def leave_cluster(self, instance: str) -> None:
+        """Hand every lease of ``instance`` over (after one limit window), leave the registry."""
+        await self._write(lambda connection: leases.leave(connection, instance, after=HANDOVER))
+
+    async def cluster_snapshot(self) -> dict[str, Any]:
+        """The instances and the leases, for ``status`` and ``/healthz``."""
+        async with self._read() as connection:
+            return await leases.cluster_snapshot(connection)
 
     async def forget_removed_sinks(self, sink_names: Sequence[str]) -> list[str]:
         """Drop the cursors of sinks not configured that have not acked for ``dedupe_ttl``."""

@@ -1,0 +1,170 @@
+"""Chaos in a cluster of three daemons on one PostgreSQL state, under live traffic: random
+``kill -9``s of random instances (each restarted), two ``SIGSTOP``s longer than the lease TTL
+followed by ``SIGCONT``, and a restart of the PostgreSQL server.
+
+At the end, against the emulator's truth: every delivery status at the webhook; no reply lost but
+those handed out just before a kill (they died with the process, and are counted); every record
+the webhook got twice is the replay of the last batch some instance sent before another took the
+sink over (sent, not acknowledged); and the emulator refused no request for its limits.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import time
+from contextlib import AsyncExitStack
+from itertools import groupby
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from tcsms_poller.emulator import EmulatorOptions, TrafficOptions, run_emulator
+from tests.e2e.conftest import expected_ids, truth, truth_reply_id
+from tests.e2e.daemon_process import DaemonProcess, running_daemon
+from tests.e2e.test_cluster import (
+    INSTANCE_HEADER,
+    SINK_LEASE,
+    cluster_config,
+    holders,
+    limit_hits,
+)
+from tests.reliability.support import Tally, batch_ids, generated_traffic, replayed_batches, settle
+from tests.support.http_receiver import http_receiver
+from tests.support.postgres import running_server
+
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+
+SEED = 20_251_207
+KILLS = 20
+PAUSES = 2
+INSTANCES = ("a", "b", "c")
+GAP = (0.5, 1.5)  # seconds between two strikes: the chaos plan, not a wait
+IN_FLIGHT = 0.25  # a reply handed out this shortly before a kill may have died with it
+TTL = 3.0
+NUMBERS = ("+8613711112222", "+8613722223333", "+8613733334444")
+TRAFFIC = TrafficOptions(
+    phone_numbers=NUMBERS,
+    heavy_numbers=0,
+    send_rate=15.0,
+    reply_rate=10.0,
+    receipt_delay_min=0.2,
+    receipt_delay_max=2.0,
+    backfill=20.0,
+)
+
+
+def plan(rng: random.Random) -> list[str]:
+    """The strikes in a seeded order: kills, pauses and one database restart."""
+    strikes = ["kill"] * KILLS + ["pause"] * PAUSES + ["restart_db"]
+    rng.shuffle(strikes)
+    return strikes
+
+
+def lost_replies(snapshot: dict[str, Any], delivered: set[str], kills: list[float]) -> list[str]:
+    """Replies not delivered that no kill explains (handed out within ``IN_FLIGHT`` before)."""
+    unexplained = []
+    for reply in snapshot["replies"]:
+        reply_id = truth_reply_id(reply)
+        at = reply["handed_out_at"]
+        if reply_id in delivered:
+            continue
+        if at is None or not any(kill - IN_FLIGHT <= at <= kill for kill in kills):
+            unexplained.append(f"{reply_id} handed out at {at}")
+    return unexplained
+
+
+@pytest.mark.timeout(300)  # typically 55 s
+async def test_kills_pauses_and_a_database_restart_lose_nothing_and_repeat_only_replays(
+    tmp_path: Path,
+) -> None:
+    rng = random.Random(SEED)
+    kills: list[float] = []
+    generation = dict.fromkeys(INSTANCES, 0)
+    running: dict[str, DaemonProcess] = {}
+    async with (
+        run_emulator(EmulatorOptions(seed=SEED)) as emulator,
+        AsyncExitStack() as stack,
+    ):
+        server = stack.enter_context(running_server())
+        url = server.create_database()
+        receiver = stack.enter_context(http_receiver())
+
+        async def start(name: str) -> None:
+            generation[name] += 1
+            config = cluster_config(
+                emulator,
+                tmp_path / name,
+                url,
+                receiver.url,
+                f"{name}.{generation[name]}",
+                app={"by_number": {"numbers": list(NUMBERS), "interval": "1s"}},
+            )
+            running[name] = await stack.enter_async_context(running_daemon(tmp_path / name, config))
+
+        async with generated_traffic(emulator, TRAFFIC, seed=SEED) as traffic:
+            for name in INSTANCES:
+                await start(name)
+            for strike in plan(rng):
+                await anyio.sleep(rng.uniform(*GAP))
+                victim = await pick(rng, url)
+                if strike == "kill":
+                    kills.append(time.time())
+                    await running[victim].kill()
+                    await start(victim)
+                elif strike == "pause":
+                    running[victim].signal(signal.SIGSTOP)
+                    await anyio.sleep(TTL + 1.5)  # longer than the lease: the point of it
+                    running[victim].signal(signal.SIGCONT)
+                else:
+                    server.stop()
+                    await anyio.sleep(2.0)  # down for a while, under traffic
+                    server.start()
+            traffic.stop()
+            snapshot = await truth(emulator)
+            must_have = expected_ids(snapshot) - {
+                truth_reply_id(reply)
+                for reply in snapshot["replies"]
+                if reply["handed_out_at"] is not None
+                and any(kill - IN_FLIGHT <= reply["handed_out_at"] <= kill for kill in kills)
+            }
+            posted = Tally(receiver)
+            await settle(lambda: posted.update() >= must_have, timeout=90)
+            for daemon in running.values():
+                await daemon.stop()
+        requests = list(receiver.accepted)
+        final = await truth(emulator)
+        refused = limit_hits(emulator)
+
+    delivered = {record_id for request in requests for record_id in batch_ids(request)}
+    expected = expected_ids(final)
+    assert delivered <= expected, f"records no one sent: {sorted(delivered - expected)[:5]}"
+    missing = [s for s in final["send_statuses"] if s["serial_no"] not in delivered]
+    assert not missing, f"{len(missing)} delivery statuses lost: {missing[:3]}"
+    unexplained = lost_replies(final, delivered, kills)
+    assert not unexplained, f"replies lost outside any kill's last {IN_FLIGHT}s: {unexplained}"
+    segments = [list(group) for _, group in groupby(requests, key=sender)]
+    replays, problems = replayed_batches(segments)
+    assert not problems, problems
+    assert refused == {}, f"requests refused for the limits: {refused}"
+    copies = sum(len(batch_ids(request)) for request in requests)
+    print(  # noqa: T201 (what the run cost is its report, shown with -s)
+        f"\n{len(kills)} kills, {PAUSES} pauses, 1 database restart; "
+        f"{len(expected - delivered)} replies lost in flight; {len(segments)} sender changes at "
+        f"the webhook, {replays} replayed batches, {copies - len(delivered)} repeated records"
+    )
+
+
+async def pick(rng: random.Random, url: str) -> str:
+    """A random instance; two times in three, the holder of a random lease (the work moves)."""
+    lease = rng.choice(["pull", SINK_LEASE, None])
+    held = await holders(url) if lease is not None else {}
+    holder = held.get(lease or "")
+    return rng.choice(INSTANCES) if holder is None else holder.partition(".")[0]
+
+
+def sender(request: Any) -> str:
+    """Which instance (and which life of it) posted a batch."""
+    return str(request.headers[INSTANCE_HEADER])
