@@ -26,6 +26,7 @@ from tests.e2e.conftest import expected_ids, truth, truth_reply_id
 from tests.e2e.daemon_process import DaemonProcess, running_daemon
 from tests.e2e.test_cluster import (
     INSTANCE_HEADER,
+    JITTER_REFUSALS,
     SINK_LEASE,
     cluster_config,
     holders,
@@ -148,7 +149,11 @@ async def test_kills_pauses_and_a_database_restart_lose_nothing_and_repeat_only_
     segments = [list(group) for _, group in groupby(requests, key=sender)]
     replays, problems = replayed_batches(segments)
     assert not problems, problems
-    assert refused == {}, f"requests refused for the limits: {refused}"
+    # Beyond the jitter of a loaded machine, a holder stopped between its limiter's grant and its
+    # write sends that one request after SIGCONT, when another instance may hold the lease:
+    # nothing can fence a request at Tencent. Overlapping pullers would be refused by the dozen.
+    allowed = JITTER_REFUSALS + PAUSES
+    assert sum(refused.values()) <= allowed, f"requests refused for the limits: {refused}"
     copies = sum(len(batch_ids(request)) for request in requests)
     print(  # noqa: T201 (what the run cost is its report, shown with -s)
         f"\n{len(kills)} kills, {PAUSES} pauses, 1 database restart; "
