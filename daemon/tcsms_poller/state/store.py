@@ -25,7 +25,7 @@ import anyio.to_thread
 
 from tcsms_poller.records import Record
 from tcsms_poller.sinks.base import OutboxRecord
-from tcsms_poller.state import conversions, integrity, numbers, outbox
+from tcsms_poller.state import conversions, integrity, messages, numbers, outbox
 from tcsms_poller.state.conversions import PendingConversion
 from tcsms_poller.state.numbers import TrackedNumber
 from tcsms_poller.state.outbox import SinkCursor
@@ -58,10 +58,12 @@ class StateError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class CommitResult:
-    """What one commit did: the records that were new, and how many were duplicates."""
+    """What one commit did: the records that were new, how many were duplicates, and the
+    tracked messages their receipts resolved."""
 
     new: tuple[Record, ...]
     duplicates: int
+    resolved: tuple[messages.Resolved, ...] = ()
 
 
 def _connect(path: Path, *, read_only: bool, synchronous: str) -> sqlite3.Connection:
@@ -186,22 +188,25 @@ class StateStore:
         all in one transaction; then wake the sink drainers."""
         now = self._clock()
 
-        def work(connection: sqlite3.Connection) -> tuple[list[Record], int]:
+        def work(
+            connection: sqlite3.Connection,
+        ) -> tuple[list[Record], list[messages.Resolved], int]:
             fresh = outbox.commit_records(
                 connection, records, seen=self._seen, now=now, ttl=self._ttl, tail=self._tail
             )
             if rejected:
                 outbox.quarantine(connection, rejected, source=source, now=now)
+            resolved = messages.resolve_messages(connection, records, now=now)  # by any path
             if also is not None:
                 also(connection)
-            return fresh, outbox.outbox_head(connection)
+            return fresh, resolved, outbox.outbox_head(connection)
 
-        fresh, head = await self.write(work)
+        fresh, resolved, head = await self.write(work)
         if head > self._head:  # the writes of one group may return in any order
             self._head = head
             self._committed.set()
             self._committed = anyio.Event()
-        return CommitResult(tuple(fresh), len(records) - len(fresh))
+        return CommitResult(tuple(fresh), len(records) - len(fresh), tuple(resolved))
 
     @property
     def head(self) -> int:

@@ -9,6 +9,7 @@ from tcsms_poller.workers.by_number import ByNumberWorker
 from tcsms_poller.workers.conversions import ConversionReporter
 from tcsms_poller.workers.queue import replies_worker, send_status_worker
 from tcsms_poller.workers.statistics import StatisticsWorker
+from tcsms_poller.workers.tracking import TrackingWorker
 
 if TYPE_CHECKING:
     from tcsms_poller.config import Config
@@ -17,6 +18,7 @@ __all__ = [
     "ByNumberWorker",
     "ConversionReporter",
     "PollStats",
+    "TrackingWorker",
     "Worker",
     "WorkerContext",
     "build_workers",
@@ -44,6 +46,8 @@ def build_workers(config: Config, ctx: WorkerContext) -> list[Worker]:
                     replies=app.by_number.replies,
                 )
             )
+        if app.tracking.enabled:
+            workers.append(TrackingWorker(ctx, app_id=app_id, settings=app.tracking))
         if app.statistics.enabled:
             workers.append(
                 StatisticsWorker(

@@ -28,6 +28,7 @@ import structlog
 from tcsms_poller.records import Record, format_received_at, reply_record, send_status_record
 from tcsms_poller.state import StateError
 from tcsms_poller.state.numbers import TrackedNumber, advance_number
+from tcsms_poller.state.writer import Transaction
 from tcsms_poller.tencent.errors import AuthError, TencentError
 from tcsms_poller.tencent.models import RejectedItem
 from tcsms_poller.workers.base import PollStats, WorkerContext
@@ -108,6 +109,7 @@ class ByNumberWorker:
         self._polling: set[str] = set()  # numbers handed to a task and not finished yet
         self._lag_logged_at = float("-inf")
         self._plans: dict[tuple[str, bool], Plan] = {}  # (phone, replies): the last sweep's plan
+        self._lag = ctx.metrics.by_number_lag.labels(app_id)
 
     async def poll(self) -> PollStats:
         """One round: poll the most overdue numbers; more rounds follow while any are due."""
@@ -115,7 +117,7 @@ class ByNumberWorker:
         oldest, numbers = await self._due()
         now = ctx.clock()
         lag = max(0.0, now - oldest) if oldest is not None else 0.0
-        ctx.metrics.by_number_lag.labels(self.app_id).set(lag)
+        self._lag.set(lag)
         self._report_lag(lag, now)
         if oldest is None:  # nothing tracked, so nothing failing: a past failure is over
             return PollStats(nothing_tracked=True)
@@ -204,20 +206,12 @@ class ByNumberWorker:
         ctx = self._ctx
         started = ctx.clock()
         key = (number.phone, replies)
-        span = span_of(now=started, lookback=self._lookback)
+        span = self._span(number, started)
         sweep = Sweep.start(span, self._plans.pop(key, ()))  # a failed sweep starts afresh
         while (window := sweep.next(ctx.clock())) is not None:
             page = await self._fetch(number.phone, window, replies)
             newest = max(page.times, default=None)
-            step = partial(
-                advance_number,
-                app_id=self.app_id,
-                phone=number.phone,
-                next_due=started + self._number_interval,
-                polled_at=started,
-                status_cursor=None if replies else newest,
-                reply_cursor=newest if replies else None,
-            )
+            step = self._step(number, started, newest, replies=replies)
             result = await ctx.intake.commit_until_durable(
                 page.records,
                 source=page.action,
@@ -230,6 +224,27 @@ class ByNumberWorker:
             if sweep.overfull and sweep.overfull[-1] == window:
                 self._report_overfull(number.phone, window, page.action)
         self._remember(key, sweep.finished_plan())
+
+    # The seams a worker with another schedule (``tracking.py``) changes: which window a poll
+    # covers, and what the commit of a page does to the number's schedule.
+
+    def _span(self, number: TrackedNumber, now: float) -> Window:
+        """The span a poll of ``number`` sweeps: its whole lookback."""
+        return span_of(now=now, lookback=self._lookback)
+
+    def _step(
+        self, number: TrackedNumber, started: float, newest: int | None, *, replies: bool
+    ) -> Transaction[None]:
+        """What the commit of a page of ``number`` also does: its cursors and next due time."""
+        return partial(
+            advance_number,
+            app_id=self.app_id,
+            phone=number.phone,
+            next_due=started + self._number_interval,
+            polled_at=started,
+            status_cursor=None if replies else newest,
+            reply_cursor=newest if replies else None,
+        )
 
     def _remember(self, key: tuple[str, bool], plan: Plan) -> None:
         """Keep a number's plan for its next poll; the least recently polled go first."""
