@@ -177,6 +177,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the order of a window's records (default: %(default)s)",
     )
 
+    receipts = parser.add_argument_group("receipts of messages sent through SendSms")
+    receipts.add_argument("--receipt-median", metavar="DURATION", help="median delay (default 5s)")
+    receipts.add_argument(
+        "--receipt-p95", metavar="DURATION", help="95 %% of receipts within (default 1m)"
+    )
+    receipts.add_argument(
+        "--receipt-late-share", metavar="FRACTION", help="receipts 1-6 h late (default 0.01)"
+    )
+    receipts.add_argument(
+        "--receipt-never-share", metavar="FRACTION", help="receipts that never come (default 0.005)"
+    )
+    receipts.add_argument(
+        "--receipt-scale",
+        metavar="FACTOR",
+        help="multiplies every delay; below 1 compresses time (default 1)",
+    )
+
     limits = parser.add_argument_group("rate limits and clock")
     limits.add_argument(
         "--rate-limit",
@@ -398,6 +415,19 @@ def _traffic(args: argparse.Namespace) -> dict[str, Any] | None:
     return traffic
 
 
+def _receipts(args: argparse.Namespace) -> dict[str, Any]:
+    receipts: dict[str, Any] = {}
+    for key in ("median", "p95"):
+        text = getattr(args, f"receipt_{key}")
+        if text is not None:
+            receipts[key] = _convert(f"--receipt-{key}", text, parse_duration)
+    for key in ("late_share", "never_share", "scale"):
+        text = getattr(args, f"receipt_{key}")
+        if text is not None:
+            receipts[key] = text
+    return receipts
+
+
 def build_options(args: argparse.Namespace) -> EmulatorOptions:
     """The options the flags and environment describe.
 
@@ -426,6 +456,7 @@ def build_options(args: argparse.Namespace) -> EmulatorOptions:
         "pending_status": args.pending_status or "empty",
         "by_number_time": args.by_number_time,
         "by_number_order": args.by_number_order,
+        "receipts": _receipts(args),
         "push": {
             "status_url": args.push_status_url,
             "reply_url": args.push_reply_url,

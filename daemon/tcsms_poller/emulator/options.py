@@ -30,6 +30,7 @@ __all__ = [
     "FaultKind",
     "PendingStatus",
     "PushOptions",
+    "ReceiptDelays",
     "StatisticsEnd",
     "TrafficOptions",
     "WindowOrder",
@@ -46,6 +47,7 @@ DEFAULT_APP_ID = "1400006666"
 DEFAULT_RATE_LIMITS: Mapping[str, int] = {
     "PullSmsReplyStatus": 100,
     "PullSmsSendStatus": 100,
+    "SendSms": 3000,
     "PullSmsSendStatusByPhoneNumber": 20,
     "PullSmsReplyStatusByPhoneNumber": 20,
     "CallbackStatusStatistics": 10,
@@ -209,6 +211,35 @@ class TrafficOptions(_Model):
         return self
 
 
+class ReceiptDelays(_Model):
+    """When the receipt of a message sent through ``SendSms`` comes (``sending.py``).
+
+    A log-normal delay with ``median`` and 95 % within ``p95``; a ``late_share`` of receipts
+    comes ``late_delay`` after the send (hours: a phone off), a ``never_share`` never comes.
+    ``scale`` multiplies every delay (0.01 makes an hour 36 s, for benchmarks). Seeded by the
+    emulator's ``seed``.
+    """
+
+    median: float = Field(default=5.0, gt=0.0)
+    p95: float = Field(default=60.0, gt=0.0)
+    late_share: float = Field(default=0.01, ge=0.0, le=1.0)
+    late_delay: tuple[float, float] = (3600.0, 6 * 3600.0)
+    never_share: float = Field(default=0.005, ge=0.0, le=1.0)
+    fail_ratio: float = Field(default=0.08, ge=0.0, le=1.0)
+    scale: float = Field(default=1.0, gt=0.0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ReceiptDelays:
+        if self.p95 < self.median:
+            raise ValueError("p95 must not be less than median")
+        if self.late_share + self.never_share > 1.0:
+            raise ValueError("late_share + never_share must be at most 1")
+        low, high = self.late_delay
+        if not 0.0 <= low <= high:
+            raise ValueError("late_delay must be (low, high) with 0 <= low <= high")
+        return self
+
+
 class PushOptions(_Model):
     """Tencent-style push callbacks; each URL is optional and off when ``None``.
 
@@ -257,6 +288,7 @@ class EmulatorOptions(_Model):
     max_skew: float = Field(default=300.0, ge=0.0)
     faults: tuple[Fault, ...] = ()
     push: PushOptions = PushOptions()
+    receipts: ReceiptDelays = ReceiptDelays()  # of messages sent through SendSms
     statistics_end: StatisticsEnd = StatisticsEnd.INCLUSIVE
     inactive: Mapping[str, str] = Field(
         default_factory=dict, description="action -> the code it is refused with"
