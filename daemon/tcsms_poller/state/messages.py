@@ -113,7 +113,8 @@ def add_messages(
 ) -> list[bool]:
     """Track ``messages``; for each, whether it is new (the same SerialNo twice is one message).
 
-    A new message makes its number due at its first poll time, unless it is due sooner.
+    A new message makes its number due at its first poll time (at once if that has passed),
+    unless it is due sooner.
     """
     created: list[bool] = []
     for message in messages:
@@ -124,7 +125,7 @@ def add_messages(
         )
         created.append(cursor.rowcount > 0)
         if cursor.rowcount:
-            due = schedule.next_poll(message.sent_at, now)
+            due = max(now, message.sent_at + schedule.first_poll)  # at once if that passed
             connection.execute(
                 "INSERT INTO message_numbers (app_id, phone, next_due) VALUES (?, ?, ?) "
                 "ON CONFLICT (app_id, phone) DO UPDATE "
@@ -143,6 +144,7 @@ def resolve_messages(
     was first committed resolves when a poll finds the receipt again.
     """
     resolved: list[Resolved] = []
+    idle: set[tuple[str, str]] = set()
     for record in records:
         if record.kind != "send_status":
             continue
@@ -153,7 +155,7 @@ def resolve_messages(
         row = connection.execute(
             "UPDATE messages SET state = ?, resolved_at = ?, report_status = ?, "
             "description = ?, user_receive_time = ? "
-            "WHERE serial_no = ? AND state = 'pending' RETURNING sent_at",
+            "WHERE serial_no = ? AND state = 'pending' RETURNING sent_at, app_id, phone",
             (
                 state,
                 now,
@@ -165,6 +167,13 @@ def resolve_messages(
         ).fetchone()
         if row is not None:
             resolved.append(Resolved(state, row[0], fields["user_receive_time"]))  # type: ignore[arg-type]
+            idle.add((row[1], row[2]))
+    for app_id, phone in idle:  # a number with nothing left pending costs nothing from now on
+        connection.execute(
+            "DELETE FROM message_numbers WHERE app_id = ? AND phone = ? AND NOT EXISTS ("
+            "SELECT 1 FROM messages WHERE app_id = ? AND phone = ? AND state = 'pending')",
+            (app_id, phone, app_id, phone),
+        )
     return resolved
 
 
