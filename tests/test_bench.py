@@ -102,3 +102,19 @@ def test_paging_reports_requests_per_poll_under_every_reading() -> None:
     assert figures["quiet_requests_per_poll"] == 1
     assert 3 <= figures["requests_per_poll"] < figures["first_poll_requests"]
     assert figures["records"] == 250
+
+
+def test_tracking_compares_tracked_messages_with_fixed_interval_polling() -> None:
+    """bench/tracking.py at a tiny size: both daemons deliver, every figure is sane."""
+    figures = _run_sweep_benchmark(
+        "tracking.py", "--messages", "120", "--numbers", "60", "--settle", "4"
+    )
+    required = {"requests_per_receipt", "baseline_requests_per_receipt", "p50_s", "p99_s"}
+    assert required | {"resolved_share", "baseline_p50_s", "baseline_p99_s"} <= figures.keys()
+    assert figures["same_sends"] is True
+    assert figures["messages"] == 120
+    assert figures["receipts_delivered"] > 0
+    assert figures["baseline_receipts_delivered"] > 0
+    assert 0 < figures["requests_per_receipt"] < 5
+    assert 0 <= figures["p50_s"] <= figures["p99_s"]
+    assert 0 < figures["resolved_share"] <= 1
