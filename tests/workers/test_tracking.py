@@ -242,3 +242,23 @@ def test_the_schedule_doubles_from_the_first_poll_up_to_its_cap() -> None:
     assert schedule.next_poll(1000, 1060) == 1120
     assert schedule.next_poll(1000, 1200) == 1240
     assert schedule.next_poll(1000, 1500) == 1600  # 1960 is more than max_gap away
+
+
+async def test_resolved_messages_are_forgotten_after_the_dedupe_ttl(
+    rig: tuple[TrackingWorker, WorkerContext, Clock, MessageStore], emulator: RunningEmulator
+) -> None:
+    """The purge drops a resolved message once ids of its age are forgotten, not a pending one."""
+    _worker, ctx, clock, store = rig
+    sent = int(clock.now)
+    await track(store, ("done", NUMBER, sent), ("waiting", OTHER, sent))
+    status = SendStatus("done", NUMBER, "86", NUMBER[3:], "SUCCESS", "DELIVRD", sent + 2, None)
+    record = send_status_record(
+        DEFAULT_APP_ID, status, source="callback", received_at=format_received_at(clock.now)
+    )
+    await ctx.intake.commit([record], source="callback")
+    await ctx.store.purge([])
+    assert await store.get("done") is not None
+    clock.now += 86_400 + 1  # the rig's dedupe_ttl
+    await ctx.store.purge([])
+    assert await store.get("done") is None
+    assert (await state_of(store, "waiting")).state == "pending"

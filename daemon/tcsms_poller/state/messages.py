@@ -38,6 +38,7 @@ __all__ = [
     "get_message",
     "mark_missing",
     "message_counts",
+    "purge_resolved",
     "resolve_messages",
 ]
 
@@ -286,3 +287,12 @@ def message_counts(connection: sqlite3.Connection) -> dict[str, int]:
         "SELECT app_id, COUNT(*) FROM messages WHERE state = 'pending' GROUP BY app_id"
     )
     return {str(app_id): int(count) for app_id, count in rows}
+
+
+def purge_resolved(connection: sqlite3.Connection, *, before: float, limit: int) -> int:
+    """Forget up to ``limit`` messages resolved before ``before``."""
+    return connection.execute(
+        "DELETE FROM messages WHERE serial_no IN (SELECT serial_no FROM messages "
+        "WHERE state != 'pending' AND resolved_at < ? LIMIT ?)",
+        (before, limit),
+    ).rowcount

@@ -245,6 +245,8 @@ class StateStore:
             purged = outbox.purge_acknowledged(connection, sink_names, limit=PURGE_BATCH)
             if purged:
                 self._tail.forget_before(outbox.oldest_seq(connection))
+            # Resolved messages answer GET /v1/messages/<serial_no> as long as ids are remembered.
+            messages.purge_resolved(connection, before=now - self._ttl, limit=PURGE_BATCH)
             return (
                 outbox.purge_expired_ids(connection, now=now, limit=PURGE_BATCH),
                 purged,
