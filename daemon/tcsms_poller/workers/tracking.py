@@ -26,7 +26,7 @@ from tcsms_poller.state.messages import Schedule
 from tcsms_poller.state.numbers import TrackedNumber
 from tcsms_poller.state.writer import Transaction
 from tcsms_poller.workers.base import PollStats, WorkerContext
-from tcsms_poller.workers.by_number import ByNumberWorker, _Fetched
+from tcsms_poller.workers.by_number import CHECK_PERIOD, ByNumberWorker, _Fetched
 from tcsms_poller.workers.windows import Window, oldest_allowed
 
 __all__ = ["TrackingWorker", "schedule_of"]
@@ -45,6 +45,8 @@ class TrackingWorker(ByNumberWorker):
     def __init__(self, ctx: WorkerContext, *, app_id: str, settings: TrackingSettings) -> None:
         super().__init__(ctx, app_id=app_id, interval=settings.max_gap, lookback=0.0, replies=False)
         self.name = f"tracking:{app_id}"
+        # Numbers fall due first_poll after a send: notice them well within that.
+        self.interval = min(CHECK_PERIOD, settings.first_poll / 4)
         self.health = ctx.board.register(self.name, "worker")
         self._settings = settings
         self._schedule = schedule_of(settings)
