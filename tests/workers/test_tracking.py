@@ -262,3 +262,20 @@ async def test_resolved_messages_are_forgotten_after_the_dedupe_ttl(
     await ctx.store.purge([])
     assert await store.get("done") is None
     assert (await state_of(store, "waiting")).state == "pending"
+
+
+async def test_the_worker_reports_its_own_health_beside_the_per_number_worker(
+    tmp_path: Path, emulator: RunningEmulator
+) -> None:
+    """``tracking:<app>`` joins the board; ``by_number:<app>`` stays the per-number worker's."""
+    async with worker_context(tmp_path, emulator) as ctx:
+        from tcsms_poller.workers import ByNumberWorker
+
+        by_number = ByNumberWorker(
+            ctx, app_id=DEFAULT_APP_ID, interval=60.0, lookback=3600.0, replies=False
+        )
+        tracking = TrackingWorker(ctx, app_id=DEFAULT_APP_ID, settings=SETTINGS)
+        by_number.health.failed("the per-number worker's own failure")
+        assert tracking.name == f"tracking:{DEFAULT_APP_ID}"
+        assert {h.name for h in ctx.board.unhealthy()} == {f"by_number:{DEFAULT_APP_ID}"}
+        assert tracking.health.is_healthy

@@ -92,9 +92,16 @@ class ByNumberWorker:
     """Polls the tracked numbers of one app; see the module docstring."""
 
     def __init__(
-        self, ctx: WorkerContext, *, app_id: str, interval: float, lookback: float, replies: bool
+        self,
+        ctx: WorkerContext,
+        *,
+        app_id: str,
+        interval: float,
+        lookback: float,
+        replies: bool,
+        name: str | None = None,
     ) -> None:
-        self.name = f"by_number:{app_id}"
+        self.name = name or f"by_number:{app_id}"
         self.action = STATUS_ACTION
         self.app_id = app_id
         self.interval = CHECK_PERIOD
@@ -109,7 +116,7 @@ class ByNumberWorker:
         self._polling: set[str] = set()  # numbers handed to a task and not finished yet
         self._lag_logged_at = float("-inf")
         self._plans: dict[tuple[str, bool], Plan] = {}  # (phone, replies): the last sweep's plan
-        self._lag = ctx.metrics.by_number_lag.labels(app_id)
+        self._lag = ctx.metrics.by_number_lag  # labelled at the first poll (tracking has its own)
 
     async def poll(self) -> PollStats:
         """One round: poll the most overdue numbers; more rounds follow while any are due."""
@@ -117,7 +124,7 @@ class ByNumberWorker:
         oldest, numbers = await self._due()
         now = ctx.clock()
         lag = max(0.0, now - oldest) if oldest is not None else 0.0
-        self._lag.set(lag)
+        self._lag.labels(self.app_id).set(lag)
         self._report_lag(lag, now)
         if oldest is None:  # nothing tracked, so nothing failing: a past failure is over
             return PollStats(nothing_tracked=True)

@@ -43,16 +43,21 @@ class TrackingWorker(ByNumberWorker):
     """Polls the numbers of one app's pending messages; see the module docstring."""
 
     def __init__(self, ctx: WorkerContext, *, app_id: str, settings: TrackingSettings) -> None:
-        super().__init__(ctx, app_id=app_id, interval=settings.max_gap, lookback=0.0, replies=False)
-        self.name = f"tracking:{app_id}"
+        super().__init__(
+            ctx,
+            app_id=app_id,
+            interval=settings.max_gap,
+            lookback=0.0,
+            replies=False,
+            name=f"tracking:{app_id}",
+        )
         # Numbers fall due first_poll after a send: notice them well within that.
         self.interval = min(CHECK_PERIOD, settings.first_poll / 4)
-        self.health = ctx.board.register(self.name, "worker")
         self._settings = settings
         self._schedule = schedule_of(settings)
         self._messages = MessageStore(ctx.store, clock=ctx.clock)
         self._oldest: dict[str, int] = {}  # phone -> oldest pending sent_at, as of its due read
-        self._lag = ctx.metrics.tracking.lag.labels(app_id)
+        self._lag = ctx.metrics.tracking.lag
         self._requests = ctx.metrics.tracking.requests.labels(app_id)
 
     async def poll(self) -> PollStats:
