@@ -2,10 +2,11 @@
 
 ``--messages`` messages to ``--numbers`` numbers (two each by default) are sent through the
 emulator's ``SendSms`` at a steady ``--rate``; their receipts follow the emulator's default
-delay distribution (median 5 s, 95 % within a minute, 1 % hours late, 0.5 % never). Two
-emulators with the same seed receive the same sends, so they hold the same receipts at the
-same moments; a real daemon (``tcsms-poller run``, per-number pulls only, queue APIs off)
-runs against each:
+delay distribution (median 5 s, 95 % within a minute, 1 % hours late, 0.5 % never). The
+run has two phases, one after the other so that they do not compete for the CPU: each starts
+a fresh emulator with the run's seed and feeds it the same sends on the same schedule, so both
+hold the same receipts at the same moments after their start, and runs one real daemon
+(``tcsms-poller run``, per-number pulls only, queue APIs off) against it:
 
 - **tracking**: every message tracked through ``POST /v1/messages`` as it is sent;
 - **baseline**: every number tracked as today, polled every ``by_number.interval`` (1 min).
@@ -20,7 +21,8 @@ never come: ``resolved_share`` counts both against the tracking daemon.
 
 Figures: ``requests_per_receipt`` (per-number requests / receipts delivered to the sink,
 target <= 1.5), ``baseline_requests_per_receipt``, ``p50_s``/``p99_s`` (from a receipt
-becoming pullable at the emulator to its record in the sink's file) and the baseline's,
+becoming pullable at the emulator to its record in the sink's file; ``pull_p50_s`` to the
+record's ``received_at``, when the daemon pulled it) and the baseline's,
 ``resolved_share`` (messages resolved by the end / messages sent).
 
     .venv/bin/python bench/tracking.py [--messages 10000] [--numbers 5000] [--rate 10]
@@ -36,6 +38,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +136,7 @@ class Side:
     port: int
     process: subprocess.Popen[bytes] | None = None
     seen: dict[str, float] = field(default_factory=dict)
+    pulled: dict[str, float] = field(default_factory=dict)  # the record's received_at
     _offset: int = 0
 
     def read_sink(self) -> None:
@@ -148,6 +152,8 @@ class Side:
         for line in data[:end].splitlines():
             record = json.loads(line)
             self.seen.setdefault(record["id"], now)
+            moment = datetime.fromisoformat(record["received_at"].replace("Z", "+00:00"))
+            self.pulled.setdefault(record["id"], moment.timestamp())
 
     def requests(self) -> int:
         stats = self.emulator.state.stats_snapshot()["actions"].get(ACTION, {})
@@ -191,6 +197,7 @@ def _stop(side: Side) -> None:
 def _figures(side: Side, available: dict[str, float], scale: float) -> dict[str, Any]:
     delivered = [s for s in available if s in side.seen]
     delays = [max(0.0, side.seen[s] - available[s]) / scale for s in delivered]
+    pulls = [max(0.0, side.pulled[s] - available[s]) / scale for s in delivered]
     requests = side.requests()
     return {
         "requests": requests,
@@ -198,26 +205,37 @@ def _figures(side: Side, available: dict[str, float], scale: float) -> dict[str,
         "requests_per_receipt": round(requests / max(1, len(delivered)), 3),
         "p50_s": round(percentile(delays, 0.50), 2) if delays else None,
         "p99_s": round(percentile(delays, 0.99), 2) if delays else None,
+        "pull_p50_s": round(percentile(pulls, 0.50), 2) if pulls else None,
     }
 
 
-async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class Phase:
+    """What one daemon did with the run's sends."""
+
+    figures: dict[str, Any]
+    serials: frozenset[str]
+    resolved: int
+    available: int
+    sending_s: float
+
+
+async def _phase(args: argparse.Namespace, workdir: Path, *, tracking: bool) -> Phase:
+    """One daemon against a fresh emulator of the run's seed, fed the run's sends."""
     scale = args.scale
     receipts = ReceiptDelays(scale=scale)
     limits = {ACTION: round(20 / scale), "SendSms": 100_000}
     options = EmulatorOptions(seed=args.seed, receipts=receipts, rate_limits=limits)
     numbers = tracked_numbers(args.numbers)
-    async with run_emulator(options) as tracked_emulator, run_emulator(options) as base_emulator:
-        tracking = Side("tracking", tracked_emulator, workdir / "tracking", _free_port())
-        baseline = Side("baseline", base_emulator, workdir / "baseline", _free_port())
-        baseline.workdir.mkdir(parents=True)
-        (baseline.workdir / "numbers.txt").write_text("\n".join(numbers) + "\n")
+    name = "tracking" if tracking else "baseline"
+    async with run_emulator(options) as emulator:
+        side = Side(name, emulator, workdir / name, _free_port())
+        side.workdir.mkdir(parents=True)
+        (side.workdir / "numbers.txt").write_text("\n".join(numbers) + "\n")
         try:
-            for side in (tracking, baseline):
-                config = _config(
-                    side.emulator, side.workdir, scale, tracking=side is tracking, port=side.port
-                )
-                await _start(side, config)
+            await _start(
+                side, _config(emulator, side.workdir, scale, tracking=tracking, port=side.port)
+            )
             started = time.time()
             real_rate = args.rate / scale
             sent = 0
@@ -229,10 +247,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                     batch = []
                     for index in range(sent, due):
                         number = numbers[index % len(numbers)]
-                        [answer] = tracked_emulator.state.outbound.send(
-                            DEFAULT_APP_ID, [number], ""
-                        )
-                        base_emulator.state.outbound.send(DEFAULT_APP_ID, [number], "")
+                        [answer] = emulator.state.outbound.send(APP, [number], "")
                         batch.append(
                             {
                                 "serial_no": answer["SerialNo"],
@@ -241,59 +256,67 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                             }
                         )
                     sent = due
-                    for start in range(0, len(batch), 1000):
+                    for first in range(0, len(batch) if tracking else 0, 1000):
                         response = await http.post(
-                            f"http://127.0.0.1:{tracking.port}/v1/messages",
-                            json=batch[start : start + 1000],
+                            f"http://127.0.0.1:{side.port}/v1/messages",
+                            json=batch[first : first + 1000],
                         )
                         response.raise_for_status()
-                    tracking.read_sink()
-                    baseline.read_sink()
+                    side.read_sink()
                     await anyio.sleep(TICK)
                 sending_s = time.time() - started
                 settle_until = time.time() + args.settle
                 while time.time() < settle_until:
-                    tracking.read_sink()
-                    baseline.read_sink()
+                    side.read_sink()
                     await anyio.sleep(TICK)
-                tracking.read_sink()
-                baseline.read_sink()
-                requests = (tracking.requests(), baseline.requests())
+                side.read_sink()
         finally:
-            for side in (tracking, baseline):
-                _stop(side)
-        messages = tracked_emulator.state.outbound.sent
+            _stop(side)
+        messages = emulator.state.outbound.sent
         available = {
             serial: message.due
             for serial, message in messages.items()
             if message.due is not None and message.due <= time.time()
         }
-        same = messages.keys() == base_emulator.state.outbound.sent.keys()
-        ours, theirs = _figures(tracking, available, scale), _figures(baseline, available, scale)
-        resolved = sum(1 for serial in messages if serial in tracking.seen)
-        return {
-            "requests_per_receipt": ours["requests_per_receipt"],
-            "baseline_requests_per_receipt": theirs["requests_per_receipt"],
-            "p50_s": ours["p50_s"],
-            "p99_s": ours["p99_s"],
-            "baseline_p50_s": theirs["p50_s"],
-            "baseline_p99_s": theirs["p99_s"],
-            "resolved_share": round(resolved / max(1, len(messages)), 4),
-            "messages": len(messages),
-            "numbers": args.numbers,
-            "receipts_available": len(available),
-            "receipts_delivered": ours["receipts"],
-            "baseline_receipts_delivered": theirs["receipts"],
-            "requests": requests[0],
-            "baseline_requests": requests[1],
-            "same_sends": same,
-            "scale": scale,
-            "sending_s": round(sending_s, 1),
-            "settle_s": args.settle,
-            "target_met": ours["requests_per_receipt"] <= 1.5,
-            "load": load_average(),
-            "machine": machine(),
-        }
+        return Phase(
+            figures=_figures(side, available, scale),
+            serials=frozenset(messages),
+            resolved=sum(1 for serial in messages if serial in side.seen),
+            available=len(available),
+            sending_s=round(sending_s, 1),
+        )
+
+
+async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """The tracking daemon, then the baseline daemon, each with the same sends."""
+    ours = await _phase(args, workdir, tracking=True)
+    theirs = await _phase(args, workdir, tracking=False)
+    return {
+        "requests_per_receipt": ours.figures["requests_per_receipt"],
+        "baseline_requests_per_receipt": theirs.figures["requests_per_receipt"],
+        "p50_s": ours.figures["p50_s"],
+        "p99_s": ours.figures["p99_s"],
+        "baseline_p50_s": theirs.figures["p50_s"],
+        "baseline_p99_s": theirs.figures["p99_s"],
+        "pull_p50_s": ours.figures["pull_p50_s"],
+        "baseline_pull_p50_s": theirs.figures["pull_p50_s"],
+        "resolved_share": round(ours.resolved / max(1, len(ours.serials)), 4),
+        "baseline_resolved_share": round(theirs.resolved / max(1, len(theirs.serials)), 4),
+        "messages": len(ours.serials),
+        "numbers": args.numbers,
+        "receipts_available": ours.available,
+        "receipts_delivered": ours.figures["receipts"],
+        "baseline_receipts_delivered": theirs.figures["receipts"],
+        "requests": ours.figures["requests"],
+        "baseline_requests": theirs.figures["requests"],
+        "same_sends": ours.serials == theirs.serials,
+        "scale": args.scale,
+        "sending_s": ours.sending_s,
+        "settle_s": args.settle,
+        "target_met": ours.figures["requests_per_receipt"] <= 1.5,
+        "load": load_average(),
+        "machine": machine(),
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> None:
