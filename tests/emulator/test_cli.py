@@ -69,6 +69,10 @@ async def test_the_command_announces_its_address_serves_and_stops_on_sigterm() -
         (["--pending-share", "1.5"], "--pending-share:"),
         (["--pending-status", "later"], "--pending-status:"),
         (["--late-share", "1.5"], "--late-share:"),
+        (["--receipt-median", "5"], "--receipt-median '5': invalid duration"),
+        (["--receipt-median", "2m", "--receipt-p95", "1m"], "--receipt-p95: p95 must not be"),
+        (["--receipt-never-share", "2"], "--receipt-never-share:"),
+        (["--receipt-scale", "0"], "--receipt-scale:"),
     ],
 )
 def test_a_bad_flag_is_one_line_and_exit_code_2(flags: list[str], message: str) -> None:
@@ -274,3 +278,16 @@ def test_a_usage_error_is_raised_not_printed() -> None:
     """build_options raises UsageError for the CLI to print (exit 2)."""
     with pytest.raises(UsageError, match="--numbers"):
         _options("--numbers", "0")
+
+
+def test_receipt_delays_come_from_flags_and_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SendSms's receipt delays: each flag, or its TCSMS_EMULATOR_* variable."""
+    assert emulator_options().receipts == EmulatorOptions().receipts
+    monkeypatch.setenv(environment_variable("receipt_never_share"), "0.25")
+    options = emulator_options(
+        *("--receipt-median", "2s", "--receipt-p95", "30s", "--receipt-late-share", "0.1"),
+        *("--receipt-scale", "0.5"),
+    )
+    delays = options.receipts
+    assert (delays.median, delays.p95, delays.late_share) == (2.0, 30.0, 0.1)
+    assert (delays.never_share, delays.scale) == (0.25, 0.5)

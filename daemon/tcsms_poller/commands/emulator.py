@@ -383,6 +383,8 @@ def _flag(location: tuple[int | str, ...]) -> str:
         return "value"
     if names[0] == "push":
         return "--push-" + names[-1].replace("_", "-")
+    if names[0] == "receipts":
+        return "--receipt-" + names[-1].replace("_", "-") if len(names) > 1 else "--receipt-p95"
     return _FLAGS.get(names[-1]) or _FLAGS.get(names[0]) or "--" + names[-1].replace("_", "-")
 
 
