@@ -46,7 +46,7 @@ def config(emulator: RunningEmulator, tmp_path: Path, port: int) -> dict[str, An
         app={
             "replies": {"enabled": False},
             "send_status": {"enabled": False},
-            "tracking": {"first_poll": "3s", "max_gap": "1s", "give_up_after": "12s"},
+            "tracking": {"first_poll": "5s", "max_gap": "1s", "give_up_after": "12s"},
         },
         server={
             "listen": f"127.0.0.1:{port}",
@@ -88,7 +88,7 @@ async def test_messages_resolve_across_a_restart_and_a_lost_one_is_reported_miss
             pending = await http.get(f"{base}/{sent[0][0]}")
             assert pending.json()["state"] == "pending"
             assert pending.json()["receipt"] is None
-            await daemon.stop()  # before the first poll (3 s after the send): all pending
+            await daemon.stop()  # before the first poll (5 s after tracking): all pending
         assert request_counts(emulator, STATUS_ACTION)[0] == 0
         async with running_daemon(tmp_path / "b", settings) as daemon:
 
