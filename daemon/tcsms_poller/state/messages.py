@@ -26,6 +26,7 @@ from typing import Literal
 from tcsms_poller.records import Record
 
 __all__ = [
+    "MessageRacedError",
     "MessageState",
     "NewMessage",
     "Resolved",
