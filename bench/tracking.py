@@ -252,7 +252,9 @@ async def _phase(args: argparse.Namespace, workdir: Path, *, tracking: bool) -> 
                             {
                                 "serial_no": answer["SerialNo"],
                                 "phone_number": number,
-                                "sent_at": int(time.time()),
+                                # Whole seconds, rounded: truncating would move every
+                                # first poll up to 10 simulated seconds earlier.
+                                "sent_at": round(time.time()),
                             }
                         )
                     sent = due

@@ -51,8 +51,9 @@ class TrackingWorker(ByNumberWorker):
             replies=False,
             name=f"tracking:{app_id}",
         )
-        # Numbers fall due first_poll after a send: notice them well within that.
-        self.interval = min(CHECK_PERIOD, settings.first_poll / 4)
+        # Numbers fall due first_poll after a send: notice them well within that (a second
+        # at the default 15 s, as the per-number worker; less for a shorter first_poll).
+        self.interval = min(CHECK_PERIOD, settings.first_poll / 15)
         self._settings = settings
         self._schedule = schedule_of(settings)
         self._messages = MessageStore(ctx.store, clock=ctx.clock)
