@@ -1,6 +1,6 @@
 # tcsms-poller as a container: the daemon as PID 1 (exec form, so SIGTERM reaches it), running as
 # an unprivileged numeric user, its state in a volume, JSON logs on stdout, a HEALTHCHECK that
-# asks the listener's /healthz. See README.md, Operations, for `docker run` and compose examples.
+# asks the listener's /healthz. See docs/operations.md for `docker run` and compose examples.
 #
 #   docker build -t tcsms-poller .
 

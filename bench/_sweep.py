@@ -49,7 +49,7 @@ from tcsms_poller.emulator.ratelimit import SlidingWindowLimiter
 from tcsms_poller.health import HealthBoard
 from tcsms_poller.intake import Intake
 from tcsms_poller.metrics import Metrics
-from tcsms_poller.state import StateStore
+from tcsms_poller.state.store import SqliteStore
 from tcsms_poller.workers import WorkerContext, build_workers, poll_cycle
 
 __all__ = [
@@ -236,7 +236,7 @@ async def sweep_with_daemon(bench: Bench, numbers: Sequence[str], workdir: Path)
     )
     outcome = SweepOutcome(numbers=len(numbers), limit=bench.limit)
     metrics = Metrics()
-    store = await StateStore.open(config.state.path, dedupe_ttl=config.state.dedupe_ttl)
+    store = await SqliteStore.open(config.state.path, dedupe_ttl=config.state.dedupe_ttl)
     client = build_client(config, metrics)
     try:
         await store.sync_numbers(APP_ID, "config", config.apps[0].by_number.numbers)
@@ -253,8 +253,8 @@ async def sweep_with_daemon(bench: Bench, numbers: Sequence[str], workdir: Path)
         before, first_admitted = await action_counts(bench.emulator), len(bench.limiter.admitted_at)
         with anyio.fail_after(outcome.ideal_s * SWEEP_BUDGET_FACTOR + 30):
             cpu_started, started = cpu_seconds(), time.monotonic()
-            # What Daemon.run_once does: poll_cycle pauses 0 while more numbers are due.
-            while await poll_cycle(worker, ctx) == 0.0:
+            # What Daemon.run_once does: poll_cycle says more is due while numbers are overdue.
+            while (await poll_cycle(worker, ctx)).more_due:
                 pass
             outcome.sweep_s = time.monotonic() - started
             outcome.cpu_s = cpu_seconds() - cpu_started
@@ -274,7 +274,7 @@ async def sweep_with_daemon(bench: Bench, numbers: Sequence[str], workdir: Path)
     return outcome
 
 
-async def _polled_numbers(store: StateStore) -> int:
+async def _polled_numbers(store: SqliteStore) -> int:
     """How many tracked numbers have been polled at least once."""
     polled = 0
     after: tuple[str, str] | None = None

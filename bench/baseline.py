@@ -9,9 +9,10 @@ after the other against the same in-process emulator (strict default limits: 20 
 2. the official SDK's synchronous ``SmsClient`` in a plain sequential loop (run in a worker
    thread, so the emulator keeps serving on the event loop): one request at a time, so each
    costs a full round trip plus the SDK's own time per call (``requests`` underneath; about
-   45 ms a call against this emulator even with no added latency, most of it waiting on the
-   socket: ``sdk_sequential_ms_per_call`` shows it). With no latency at all it is fast enough
-   to be refused now and then;
+   2 ms a call with no added latency: ``sdk_sequential_ms_per_call`` shows it). It used to be
+   about 45 ms, none of it the SDK's: the emulator's connections kept Nagle's algorithm on, so
+   each answer's body waited for the client's delayed ACK of its headers (``asgi.py`` now sets
+   ``TCP_NODELAY``). With no latency at all it is fast enough to be refused now and then;
 3. the official SDK's asyncio ``SmsClient`` (``sms_client_async``, in the installed SDK) with
    every number started at once, as ``asyncio.gather`` would (an anyio task group here) and no
    rate limiting: the only bound is the SDK's own connection pool (httpx's default, 100
@@ -22,7 +23,7 @@ Between contenders the benchmark waits ``limit_horizon`` (2 s), the longest wind
 emulator's limiter remembers, so each one starts with an empty window.
 
 A sequential sweep costs about ``numbers x (latency + overhead)``: 2,000 numbers would take over
-five minutes, so the default is 400 numbers (about 65 s sequentially, 20 s for ours), the same
+five minutes, so the default is 400 numbers (about 61 s sequentially, 20 s for ours), the same
 count for all three.
 
     .venv/bin/python bench/baseline.py [--numbers 400] [--latency-ms 150] [--dir DIR]

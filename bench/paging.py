@@ -53,7 +53,7 @@ from tcsms_poller.health import HealthBoard
 from tcsms_poller.intake import Intake
 from tcsms_poller.logs import configure_logging
 from tcsms_poller.metrics import Metrics
-from tcsms_poller.state import StateStore
+from tcsms_poller.state.store import SqliteStore
 from tcsms_poller.workers import ByNumberWorker, WorkerContext, build_workers
 
 RATE = 1000  # requests/s for both sides: far above what the polls need
@@ -139,7 +139,7 @@ async def run_number(
         )
         config = config_from_mapping(data, source="bench/paging.py", base_dir=workdir)
         metrics = Metrics()
-        store = await StateStore.open(config.state.path, dedupe_ttl=86_400 * 8, clock=clock)
+        store = await SqliteStore.open(config.state.path, dedupe_ttl=86_400 * 8, clock=clock)
         client = build_client(config, metrics)
         try:
             await store.sync_numbers(APP_ID, "config", [phone])

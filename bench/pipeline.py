@@ -10,17 +10,23 @@ SQLite file opened as the daemon opens it (``synchronous = FULL``); the file sin
 them. The clock stops once every record is committed and the sink has acknowledged the last one;
 the output is then checked (every new record once, no repeat).
 
+With ``--state postgresql`` the state is a PostgreSQL database instead, on a local server the
+benchmark starts for itself (``initdb`` into the temp dir, ``fsync = on``, every commit with
+``synchronous_commit = on``, as the daemon uses it); the server runs on every core, outside
+``--cores``. The JSON keys are the same; ``synchronous`` says which durability was measured.
+
 The whole run is repeated (three times by default, each on a fresh state and sink file) and the
 median run is reported, with every run's rate beside it: on a shared virtual machine one run can
 be 10 % off either way.
 
     .venv/bin/python bench/pipeline.py [--records 200000] [--runs 3] [--cores 1] [--dir DIR]
-                                       [--profile]
+                                       [--state sqlite|postgresql] [--profile]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import json
 import os
@@ -28,7 +34,7 @@ import pstats
 import random
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,8 +63,9 @@ from tcsms_poller.logs import configure_logging
 from tcsms_poller.metrics import Metrics
 from tcsms_poller.records import Record, format_received_at, reply_record, send_status_record
 from tcsms_poller.sinks.fleet import SinkFleet
-from tcsms_poller.state import CommitResult, StateStore
-from tcsms_poller.state.writer import Transaction
+from tcsms_poller.state import CommitResult, StateStore, open_state
+from tcsms_poller.state.roles import Change
+from tcsms_poller.tencent.api import Action
 from tcsms_poller.tencent.models import Page, RejectedItem, parse_replies, parse_send_statuses
 from tcsms_poller.workers import PollStats, WorkerContext
 from tcsms_poller.workers.queue import QueueWorker
@@ -186,7 +193,7 @@ class TimedIntake(Intake):
         *,
         source: str,
         rejected: Sequence[RejectedItem] = (),
-        also: Transaction[None] | None = None,
+        also: Change | None = None,
     ) -> CommitResult:
         started = time.perf_counter()
         result = await super().commit(records, source=source, rejected=rejected, also=also)
@@ -208,8 +215,12 @@ class Outcome:
     head: int = 0
 
 
-def bench_config(workdir: Path) -> Config:
-    """The daemon's defaults, with the state and a file sink in ``workdir``."""
+def bench_config(workdir: Path, url: str | None = None) -> Config:
+    """The daemon's defaults, with the state (or only dead letters: ``url``) and a file sink in
+    ``workdir``."""
+    state: dict[str, Any] = {"path": str(workdir / "state.db")}
+    if url is not None:
+        state["url"] = url
     return config_from_mapping(
         {
             "tencent": {
@@ -218,7 +229,7 @@ def bench_config(workdir: Path) -> Config:
                 "endpoint": "http://127.0.0.1:9",  # never called: the answers are pre-built
             },
             "apps": [{"sms_sdk_app_id": APP_ID}],
-            "state": {"path": str(workdir / "state.db")},
+            "state": state,
             "sinks": [{"type": "file", "path": str(workdir / "records.jsonl")}],
         },
         source="bench/pipeline.py",
@@ -230,7 +241,7 @@ async def run_pipeline(data: Input, config: Config, budget: float) -> Outcome:
     """Both queue workers through the whole input, then drain the sink; see the docstring."""
     outcome = Outcome()
     metrics, board = Metrics(), HealthBoard()
-    store = await StateStore.open(config.state.path, dedupe_ttl=config.state.dedupe_ttl)
+    store = await open_state(config.state)
     client = build_client(config, metrics)  # the context wants one; the pullers replace it
     try:
         intake = TimedIntake(store, metrics)
@@ -246,7 +257,7 @@ async def run_pipeline(data: Input, config: Config, budget: float) -> Outcome:
             QueueWorker(
                 ctx,
                 kind="replies",
-                action="PullSmsReplyStatus",
+                action=Action.PULL_SMS_REPLY_STATUS,
                 app_id=APP_ID,
                 interval=2.0,
                 pull=answers(data.replies, parse_replies),
@@ -255,7 +266,7 @@ async def run_pipeline(data: Input, config: Config, budget: float) -> Outcome:
             QueueWorker(
                 ctx,
                 kind="send_status",
-                action="PullSmsSendStatus",
+                action=Action.PULL_SMS_SEND_STATUS,
                 app_id=APP_ID,
                 interval=2.0,
                 pull=answers(data.statuses, parse_send_statuses),
@@ -324,8 +335,8 @@ def stage_costs(data: Input) -> dict[str, float]:
     clock = time.perf_counter
     received_at = format_received_at(time.time())
     kinds: tuple[tuple[list[bytes], Parse, Callable[..., Record], str], ...] = (
-        (data.replies, parse_replies, reply_record, "PullSmsReplyStatus"),
-        (data.statuses, parse_send_statuses, send_status_record, "PullSmsSendStatus"),
+        (data.replies, parse_replies, reply_record, Action.PULL_SMS_REPLY_STATUS),
+        (data.statuses, parse_send_statuses, send_status_record, Action.PULL_SMS_SEND_STATUS),
     )
     for bodies, parse, normalize, source in kinds:
         for body in bodies:
@@ -359,6 +370,18 @@ def pin_to_cores(count: int) -> list[int]:
     return chosen
 
 
+@contextlib.contextmanager
+def postgres_server(state: str, parent: Path | None) -> Iterator[Callable[[], str] | None]:
+    """For ``--state postgresql``: a local server; yields a maker of fresh database URLs."""
+    if state != "postgresql":
+        yield None
+        return
+    from tests.support.postgres import running_server  # the test suite's throwaway server
+
+    with running_server(fsync=True, parent=parent) as server:
+        yield server.create_database
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--records", type=int, default=200_000, help="items in (default 200000)")
@@ -367,10 +390,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3, help="repetitions; the median is reported")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--profile", action="store_true", help="cProfile the event loop thread")
+    parser.add_argument(
+        "--state", choices=("sqlite", "postgresql"), default="sqlite", help="the state backend"
+    )
     args = parser.parse_args(argv)
     if args.records < 1 or args.runs < 1:
         parser.error("--records and --runs must be at least 1")
     exit_on_sigterm()
+    with postgres_server(args.state, args.dir) as new_database:  # before pinning: free cores
+        return measure(args, new_database)
+
+
+def measure(args: argparse.Namespace, new_database: Callable[[], str] | None) -> int:
+    """The runs and the figures; see the module docstring."""
     cores = pin_to_cores(args.cores)  # before any thread exists, so all of them inherit it
     configure_logging(level="warning", fmt="json", stream=sys.stderr)
 
@@ -382,7 +414,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs: list[tuple[Outcome, list[str]]] = []
     for _ in range(args.runs):
         with temp_dir("tcsms-bench-pipeline-", args.dir) as workdir:
-            config = bench_config(workdir)
+            config = bench_config(workdir, new_database() if new_database else None)
             if profiler is not None:
                 profiler.enable()
             run = anyio.run(run_pipeline, data, config, BUDGET_S / args.runs, backend="asyncio")
@@ -427,7 +459,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "stage_us_per_record": stages,
         "input_mb": round(data.size_mb, 1),
         "rss_before_run_mb": round(rss_before_mb, 1),
-        "synchronous": "FULL",
+        "synchronous": "FULL" if new_database is None else "synchronous_commit=on",
         "sink_fsync": "batch",
         "filesystem": filesystem,
         "profiled": bool(profiler),
@@ -437,7 +469,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary = [
         f"pipeline: {data.records:,} API items ({data.distinct:,} distinct, "
         f"{data.records - data.distinct:,} repeats) in {outcome.stats.requests:,} pages, "
-        f"state and sink file on {filesystem}, {len(cores)} core(s)"
+        f"{args.state} state, sink file on {filesystem}, {len(cores)} core(s)"
         + (" [cProfile on: slower]" if profiler else ""),
         f"  end to end      {outcome.wall_s:8.2f} s  {records_per_s:10,.0f} records/s  "
         f"(target >= {TARGET_RECORDS_PER_S:,.0f}: "

@@ -1,6 +1,6 @@
 """A big state: 1,000,000 seen ids and 100,000 tracked numbers. Memory, scheduler cost, start-up.
 
-The state is built first, through the daemon's own state layer (``StateStore``, with
+The state is built first, through the daemon's own state layer (``SqliteStore``, with
 ``synchronous = OFF`` while building only): the numbers are synced from a numbers file as the
 daemon syncs them, then spread over the schedule (half of them overdue, so the per-number worker
 polls at the full rate for the whole run); the seen ids are committed as records 5,000 at a
@@ -17,7 +17,7 @@ the run. Then three figures:
   imports is timed too (``imports_s``): the part no state size changes, under the same load.
 - ``scheduler_us_per_request``: in-process, against the same file once the daemon has stopped,
   what the per-number worker spends on scheduling per number polled: each round's read of the
-  most overdue numbers (``StateStore.due_numbers``: the lag read and the pick in one
+  most overdue numbers (``SqliteStore.due_numbers``: the lag read and the pick in one
   transaction on the writer's connection, thread hops included, skipping the previous round's
   numbers as if still in flight) divided by the numbers it picked, plus the ``advance_number``
   statement that reschedules a polled number (the daemon runs it inside the page's commit). The
@@ -73,8 +73,8 @@ from tcsms_poller.emulator import (
 )
 from tcsms_poller.logs import configure_logging
 from tcsms_poller.records import Record, format_received_at, reply_record, send_status_record
-from tcsms_poller.state import StateStore
 from tcsms_poller.state.numbers import TrackedNumber, advance_number, due_numbers
+from tcsms_poller.state.store import SqliteStore
 from tcsms_poller.tencent.models import ReplyStatus, SendStatus
 from tcsms_poller.workers.by_number import STATUS_ACTION
 
@@ -160,7 +160,7 @@ class Built:
 
 
 async def build_state(path: Path, numbers_file: Path, seen: int, count: int, seed: int) -> Built:
-    """Sync ``count`` numbers, commit ``seen`` records through ``StateStore``; see the docstring."""
+    """Sync ``count`` numbers, commit ``seen`` records (``SqliteStore``); see the docstring."""
     now = time.time()
     clock = BuildClock(now)
     phones = phone_numbers(count)
@@ -169,7 +169,7 @@ async def build_state(path: Path, numbers_file: Path, seen: int, count: int, see
     due = {phone: now - INTERVAL + 2 * INTERVAL * rng.random() for phone in phones}
     built = Built(phones, sorted(phones, key=due.__getitem__)[:TRAFFIC_NUMBERS])
     # synchronous OFF only while building: a crash here just means building again.
-    store = await StateStore.open(path, dedupe_ttl=DEDUPE_TTL, synchronous="OFF", clock=clock)
+    store = await SqliteStore.open(path, dedupe_ttl=DEDUPE_TTL, synchronous="OFF", clock=clock)
     try:
         started = time.perf_counter()
         await store.sync_numbers(APP_ID, "file", phones)  # what the daemon does at start
@@ -410,7 +410,7 @@ async def time_scheduler(path: Path, picks: int) -> SchedulerCost:
     def clock() -> float:
         return time.time() + INTERVAL
 
-    store = await StateStore.open(path, dedupe_ttl=DEDUPE_TTL, clock=clock)  # synchronous FULL
+    store = await SqliteStore.open(path, dedupe_ttl=DEDUPE_TTL, clock=clock)  # synchronous FULL
 
     def pick(
         connection: sqlite3.Connection, skip: frozenset[str]

@@ -21,6 +21,9 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+pytest_plugins = ["tests.support.postgres"]  # postgres_server (one a session), postgres_url
+
+
 @pytest.fixture(
     params=[(time, order) for time in WindowTime for order in WindowOrder],
     ids=lambda reading: f"{reading[0]}-{reading[1]}",

@@ -71,3 +71,18 @@ async def test_a_busy_port_is_an_os_error() -> None:
         with pytest.raises(OSError, match="in use"):
             async with serve_asgi(app, "127.0.0.1", port):
                 pass
+
+
+async def test_a_kept_alive_connection_is_not_held_back_by_delayed_acks() -> None:
+    """Each response leaves at once: Nagle's algorithm would hold its body back ~40 ms."""
+    async with (
+        serve_asgi(make_app(anyio.Event(), anyio.Event()), "127.0.0.1", 0) as (host, port),
+        httpx.AsyncClient() as client,
+    ):
+        durations = []
+        for _ in range(11):  # one connection: all but the first reuse it
+            started = anyio.current_time()
+            response = await client.get(f"http://{host}:{port}/")
+            durations.append(anyio.current_time() - started)
+            assert response.json() == {"hello": "world"}
+    assert sorted(durations)[len(durations) // 2] < 0.02  # 40 ms and more each with Nagle on

@@ -119,3 +119,16 @@ def test_tracking_compares_tracked_messages_with_fixed_interval_polling() -> Non
     assert 0 < figures["requests_per_receipt"] < 5
     assert 0 <= figures["p50_s"] <= figures["p99_s"]
     assert 0 < figures["resolved_share"] <= 1
+
+
+def test_pipeline_runs_on_both_state_backends() -> None:
+    """bench/pipeline.py at a tiny size: verified output, the same keys for either state."""
+    sqlite = _run_sweep_benchmark("pipeline.py", "--records", "3000", "--runs", "1")
+    postgres = _run_sweep_benchmark(
+        "pipeline.py", "--records", "3000", "--runs", "1", "--state", "postgresql"
+    )
+    assert sqlite["verified"] is True
+    assert postgres["verified"] is True
+    assert sqlite.keys() == postgres.keys()
+    assert (sqlite["synchronous"], postgres["synchronous"]) == ("FULL", "synchronous_commit=on")
+    assert postgres["new"] == sqlite["new"] > 0

@@ -7,6 +7,7 @@ import os
 import pty
 import subprocess
 import sys
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,12 @@ def write(tmp_path: Path, data: object, name: str = "config.yaml") -> Path:
     path = tmp_path / name
     path.write_text(yaml.safe_dump(data))
     return path
+
+
+def test_version_is_the_installed_package_version() -> None:
+    result = run_cli("--version")
+    assert result.returncode == EX_OK
+    assert result.stdout.strip() == f"tcsms-poller {version('tcsms-poller')}"
 
 
 def test_the_config_comes_from_tcsms_poller_config_without_c(tmp_path: Path) -> None:

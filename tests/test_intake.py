@@ -10,7 +10,7 @@ import pytest
 
 from tcsms_poller.intake import Intake
 from tcsms_poller.metrics import Metrics
-from tcsms_poller.state import StateStore
+from tcsms_poller.state.store import SqliteStore
 from tcsms_poller.tencent.models import RejectedItem
 from tests.support.log_capture import captured_logs, json_lines
 
@@ -35,7 +35,7 @@ async def test_a_rejected_item_is_kept_counted_and_logged_masked(
 ) -> None:
     """The item as it came goes to the quarantine with its reason; the log line names the
     source, the reason and the number, masked."""
-    store = await StateStore.open(tmp_path / "state.db", dedupe_ttl=86_400.0)
+    store = await SqliteStore.open(tmp_path / "state.db", dedupe_ttl=86_400.0)
     metrics = Metrics()
     try:
         with captured_logs() as logs:

@@ -24,10 +24,10 @@ from hypothesis import strategies as st
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tcsms_poller.fields import SecretValue
 from tcsms_poller.logs import configure_logging, get_logger, lost_lines
 from tcsms_poller.masking import Masker
 from tcsms_poller.metrics import Metrics
+from tcsms_poller.settings_types import SecretValue
 from tests.support.log_capture import captured_logs, json_lines
 
 SECRET = "Kx9vQ2mZt7LwR4pN"  # shaped like a Tencent SecretKey

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from importlib.metadata import version
+
 __all__ = ["__version__"]
 
-__version__ = "0.1.0"
+# The one version is pyproject.toml's; the installed package metadata carries it here.
+__version__ = version("tcsms-poller")

@@ -33,7 +33,7 @@ from tcsms_poller.masking import Masker
 from tcsms_poller.metrics import Metrics
 from tcsms_poller.sdnotify import Notifier, run_watchdog
 from tcsms_poller.sinks.fleet import SinkFleet
-from tcsms_poller.state import StateStore
+from tcsms_poller.state import StateStore, open_state
 from tcsms_poller.state.lock import state_lock
 from tcsms_poller.tencent.client import Credentials, RetryPolicy, TencentClient
 from tcsms_poller.tencent.ratelimit import RateLimiters
@@ -110,9 +110,7 @@ class Daemon:
     async def _opened(self) -> AsyncIterator[tuple[StateStore, TencentClient]]:
         """The state (locked against a second daemon) and the client, open for a run."""
         with state_lock(self.config.state.path):
-            store = await StateStore.open(
-                self.config.state.path, dedupe_ttl=self.config.state.dedupe_ttl, clock=self._clock
-            )
+            store = await open_state(self.config.state, clock=self._clock)
             self._store = store
             client = build_client(self.config, self.metrics, self._clock)
             try:
@@ -182,8 +180,8 @@ class Daemon:
             )
             async with AsyncExitStack() as listener:
                 if self.config.server is not None:
-                    # Imported here: uvicorn and Starlette cost a daemon without a listener
-                    # about 50 ms of start-up.
+                    # Imported here: uvicorn and Starlette would slow the start-up of a daemon
+                    # without a listener (docs/benchmarks.md).
                     from tcsms_poller.server import serving
 
                     context = self._listener_context(self.config.server, ctx)
@@ -249,8 +247,8 @@ class Daemon:
             workers = build_workers(self.config, ctx)
 
             async def one_pass(worker: Worker) -> None:
-                # poll_cycle pauses 0 while more work is due (full pages, overdue numbers).
-                while await poll_cycle(worker, ctx) == 0.0:
+                # poll_cycle says when more work is due at once (full pages, overdue numbers).
+                while (await poll_cycle(worker, ctx)).more_due:
                     pass
 
             async with anyio.create_task_group() as passes:

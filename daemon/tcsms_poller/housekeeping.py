@@ -10,7 +10,7 @@ from tcsms_poller.metrics import Metrics
 from tcsms_poller.sdnotify import Notifier
 from tcsms_poller.sinks.fleet import SinkFleet
 from tcsms_poller.state import StateError, StateStore
-from tcsms_poller.state.store import PURGE_BATCH
+from tcsms_poller.state.store import PURGE_BATCH  # the same batch in every backend
 
 __all__ = ["Housekeeper"]
 

@@ -21,7 +21,7 @@ from tcsms_poller.health import Health
 from tcsms_poller.metrics import Metrics
 from tcsms_poller.records import Record
 from tcsms_poller.state import CommitResult, StateError, StateStore
-from tcsms_poller.state.writer import Transaction
+from tcsms_poller.state.roles import Change
 from tcsms_poller.tencent.models import RejectedItem
 
 __all__ = ["Intake"]
@@ -59,7 +59,7 @@ class Intake:
         *,
         source: str,
         rejected: Sequence[RejectedItem] = (),
-        also: Transaction[None] | None = None,
+        also: Change | None = None,
     ) -> CommitResult:
         """One attempt; raises ``StateError`` having changed nothing."""
         result = await self._store.commit(records, rejected=rejected, source=source, also=also)
@@ -77,7 +77,7 @@ class Intake:
         source: str,
         health: Health,
         rejected: Sequence[RejectedItem] = (),
-        also: Transaction[None] | None = None,
+        also: Change | None = None,
     ) -> CommitResult:
         """Commit, retrying whatever fails forever, shielded from cancellation.
 
@@ -96,7 +96,7 @@ class Intake:
         source: str,
         health: Health,
         rejected: Sequence[RejectedItem],
-        also: Transaction[None] | None,
+        also: Change | None,
     ) -> CommitResult:
         backoff = Backoff(initial=0.5, maximum=30.0)
         attempt = 0

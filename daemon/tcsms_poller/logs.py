@@ -27,9 +27,9 @@ from typing import Any, Literal, TextIO, cast
 import structlog
 from structlog.typing import EventDict, FilteringBoundLogger, Processor, WrappedLogger
 
-from tcsms_poller.fields import SecretValue
 from tcsms_poller.logthrottle import RepeatThrottle
 from tcsms_poller.masking import Masker
+from tcsms_poller.settings_types import SecretValue
 
 __all__ = ["THIRD_PARTY_LOGGERS", "configure_logging", "get_logger", "lost_lines"]
 

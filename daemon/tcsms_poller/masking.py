@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 from structlog.typing import EventDict, WrappedLogger
 
-from tcsms_poller.fields import REDACTED, SecretValue
+from tcsms_poller.settings_types import REDACTED, SecretValue
 
 __all__ = ["Masker"]
 

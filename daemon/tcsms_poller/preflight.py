@@ -33,6 +33,7 @@ from tcsms_poller.sinks.base import SinkSettings
 from tcsms_poller.sinks.file import FileSettings
 from tcsms_poller.sinks.http import HttpSettings
 from tcsms_poller.sinks.stdout import StdoutSettings
+from tcsms_poller.tencent.api import Action
 from tcsms_poller.tencent.client import Credentials, RetryPolicy, TencentClient
 from tcsms_poller.tencent.errors import (
     AuthError,
@@ -46,7 +47,7 @@ from tcsms_poller.workers.statistics import hours_back
 
 __all__ = ["Verdict", "preflight"]
 
-ACTION = "CallbackStatusStatistics"
+ACTION = Action.CALLBACK_STATUS_STATISTICS
 SKEW_WARNING = 30.0  # seconds; Tencent refuses at 300
 # What says nothing is behind the URL; any other status (405, 501 to HEAD) is an answer.
 _UNAVAILABLE = frozenset({502, 503, 504})

@@ -10,18 +10,19 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime
 from functools import cache, partial
 from importlib import resources
 from typing import Any, Literal, NamedTuple
 
 import orjson
 
+from tcsms_poller.tencent.api import Action
 from tcsms_poller.tencent.models import ReplyStatus, SendStatus
 
 __all__ = [
-    "BEIJING",
     "Kind",
+    "OutboxRecord",
     "Record",
     "conversion_record",
     "format_received_at",
@@ -35,7 +36,6 @@ __all__ = [
 ]
 
 Kind = Literal["send_status", "reply", "callback_statistics", "conversion", "receipt_missing"]
-BEIJING = timezone(timedelta(hours=8), "Asia/Shanghai")
 
 
 class Record(NamedTuple):
@@ -64,8 +64,24 @@ class Record(NamedTuple):
         return orjson.dumps(document)  # compact, UTF-8, not ASCII-escaped
 
 
-# A Record from its six values in field order, built in C: keywords cost three times as much,
-# and the two queue kinds build one per item pulled.
+class OutboxRecord(NamedTuple):
+    """One record as the outbox holds it: its position and its compact UTF-8 JSON.
+
+    A named tuple, as ``Record`` is: one is built per record per commit, and the outbox tail
+    builds them in C (``tuple.__new__``) instead of running a dataclass ``__init__`` for each.
+    """
+
+    seq: int
+    data: bytes
+
+    def as_dict(self) -> dict[str, Any]:
+        """The record parsed back into a dict (SPEC §5 shape)."""
+        parsed: dict[str, Any] = orjson.loads(self.data)
+        return parsed
+
+
+# The one way the package builds a Record: its six values in field order, built in C. Keywords
+# cost three times as much, and the two queue kinds build one per item pulled.
 _new_record = partial(tuple.__new__, Record)
 
 
@@ -157,14 +173,9 @@ def statistics_record(
 ) -> Record:
     """Receipt statistics for the hours ``begin_time``..``end_time`` (``yyyymmddhh``, both
     counted)."""
-    return Record(
-        kind="callback_statistics",
-        id=statistics_id(app_id, begin_time, end_time, counters),
-        app_id=app_id,
-        source=source,
-        received_at=received_at,
-        fields={"begin_time": begin_time, "end_time": end_time, **counters},
-    )
+    record_id = statistics_id(app_id, begin_time, end_time, counters)
+    fields = {"begin_time": begin_time, "end_time": end_time, **counters}
+    return _new_record(("callback_statistics", record_id, app_id, source, received_at, fields))
 
 
 def conversion_record(
@@ -175,21 +186,17 @@ def conversion_record(
     code: str,
     message: str,
     received_at: str,
-    source: str = "ReportConversion",
+    source: str = Action.REPORT_CONVERSION,
 ) -> Record:
     """The outcome of reporting one conversion to Tencent."""
-    return Record(
-        kind="conversion",
-        id=f"conversion:{serial_no}",
-        app_id=app_id,
-        source=source,
-        received_at=received_at,
-        fields={
-            "serial_no": serial_no,
-            "conversion_time": conversion_time,
-            "code": code,
-            "message": message,
-        },
+    fields = {
+        "serial_no": serial_no,
+        "conversion_time": conversion_time,
+        "code": code,
+        "message": message,
+    }
+    return _new_record(
+        ("conversion", f"conversion:{serial_no}", app_id, source, received_at, fields)
     )
 
 

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tcsms_poller.emulator import EmulatorOptions, StatisticsEnd, run_emulator
-from tcsms_poller.records import BEIJING
+from tcsms_poller.tencent.api import BEIJING
 from tests.e2e.conftest import read_jsonl, wait_until
 from tests.e2e.daemon_process import daemon_config, running_daemon
 

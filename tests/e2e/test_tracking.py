@@ -18,8 +18,8 @@ from tencentcloud.sms.v20210111 import models
 
 from tcsms_poller.emulator import EmulatorOptions, RunningEmulator, run_emulator
 from tcsms_poller.emulator.options import ReceiptDelays
-from tcsms_poller.state import StateStore
 from tcsms_poller.state.message_store import MessageStore
+from tcsms_poller.state.store import SqliteStore
 from tcsms_poller.workers.by_number import STATUS_ACTION
 from tests.e2e.conftest import free_port, read_jsonl, request_counts, wait_until
 from tests.e2e.daemon_process import APP, daemon_config, running_daemon
@@ -173,7 +173,7 @@ async def test_the_track_command_tracks_one_or_json_lines_and_refuses_bad_input(
     code, _, err = await track(path, "--serial-no", "5000:e", "--phone", "137")
     assert code == 2
     assert "--phone" in err
-    store = await StateStore.open(tmp_path / "state.db", dedupe_ttl=8 * 86_400.0)
+    store = await SqliteStore.open(tmp_path / "state.db", dedupe_ttl=8 * 86_400.0)
     try:
         messages = MessageStore(store)
         assert (await messages.get("5000:b")) is not None

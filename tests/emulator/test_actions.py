@@ -11,7 +11,7 @@ from tcsms_poller.emulator.actions import run_action
 from tcsms_poller.emulator.answers import ApiError
 from tcsms_poller.emulator.options import StatisticsEnd, WindowOrder, WindowTime
 from tcsms_poller.emulator.store import SEND_LEAD, Store
-from tcsms_poller.records import BEIJING
+from tcsms_poller.tencent.api import BEIJING
 from tests.emulator.support import APP, NUMBER, receipt, reply
 
 NOW = 1_700_000_000

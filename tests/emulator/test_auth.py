@@ -11,7 +11,7 @@ import pytest
 from tcsms_poller.emulator import SMS_REGIONS
 from tcsms_poller.emulator.answers import ApiError
 from tcsms_poller.emulator.auth import verify_request
-from tcsms_poller.records import BEIJING
+from tcsms_poller.tencent.api import BEIJING
 from tcsms_poller.tencent.signing import build_authorization
 from tests.emulator.support import APP, Api
 

@@ -12,12 +12,6 @@ import pytest
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from tcsms_poller.cli import build_parser
-from tcsms_poller.commands.emulator import (
-    build_options,
-    environment_variable,
-    parse_fault,
-    parse_listen,
-)
 from tcsms_poller.emulator import (
     DEFAULT_RATE_LIMITS,
     NOT_ACTIVATED_CODES,
@@ -25,8 +19,12 @@ from tcsms_poller.emulator import (
     EmulatorOptions,
     Fault,
     FaultKind,
+    PushOptions,
     StatisticsEnd,
+    TrafficOptions,
 )
+from tcsms_poller.emulator.cli import OPTIONS, build_options, environment_variable, parse_listen
+from tcsms_poller.emulator.options import Flag, ReceiptDelays, parse_fault
 from tcsms_poller.exits import UsageError
 
 COMMAND = [sys.executable, "-m", "tcsms_poller", "emulator"]
@@ -291,3 +289,19 @@ def test_receipt_delays_come_from_flags_and_variables(monkeypatch: pytest.Monkey
     delays = options.receipts
     assert (delays.median, delays.p95, delays.late_share) == (2.0, 30.0, 0.1)
     assert (delays.never_share, delays.scale) == (0.25, 0.5)
+
+
+def test_every_option_field_is_a_flag_unless_marked_otherwise() -> None:
+    """A new field of the options is a new flag (and variable) without touching the CLI."""
+    paths = {option.path for option in OPTIONS}
+    models = (
+        (EmulatorOptions, ()),
+        (TrafficOptions, ("traffic",)),
+        (PushOptions, ("push",)),
+        (ReceiptDelays, ("receipts",)),
+    )
+    for model, prefix in models:
+        for name, field in model.model_fields.items():
+            hidden = any(isinstance(item, Flag) and item.hidden for item in field.metadata)
+            nested = model is EmulatorOptions and name in ("traffic", "push", "receipts")
+            assert ((*prefix, name) in paths) is not (hidden or nested), name

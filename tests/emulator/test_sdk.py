@@ -18,7 +18,7 @@ from tcsms_poller.emulator import (
     RunningEmulator,
     run_emulator,
 )
-from tcsms_poller.records import BEIJING
+from tcsms_poller.tencent.api import BEIJING
 from tests.emulator.support import APP, NUMBER, Api, in_thread, sdk_client
 
 pytestmark = pytest.mark.anyio

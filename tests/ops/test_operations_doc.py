@@ -15,15 +15,15 @@ from tcsms_poller.exits import ConfigError
 from tcsms_poller.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[2]
-README = ROOT / "README.md"
+GUIDE = ROOT / "docs" / "operations.md"
 UNIT = ROOT / "systemd" / "tcsms-poller.service"
 CONFIG_MARK = "# /etc/tcsms-poller/config.yaml"
 _SUFFIXES = ("_total", "_bucket", "_count", "_sum", "_created")
 
 
 def guide() -> str:
-    """The README's Operations section, up to the next top-level section."""
-    return README.read_text().split("\n## Operations\n", 1)[1].split("\n## ", 1)[0]
+    """The operator's guide, ``docs/operations.md``."""
+    return GUIDE.read_text()
 
 
 def code_blocks(language: str) -> list[str]:

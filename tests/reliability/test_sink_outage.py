@@ -50,8 +50,9 @@ WARM = 20_000
 REFUSED_UNTIL = 30_000  # backlog while connections are refused; then 503s
 BACKLOG = 40_000  # backlog at which the webhook comes back
 # The 20,000 records from WARM to BACKLOG hold over 10 MiB of JSON: kept in memory, even as bytes,
-# they would break this bound.
-RSS_GROWTH_KIB = 4 * 1024
+# they would break this bound. Since the emulator answers without a delayed-ACK wait, pulls drain
+# the queues in bursts and the peak lies 3.2 to 4.8 MiB above the baseline (it was 3.2).
+RSS_GROWTH_KIB = 6 * 1024
 LONGEST_PAUSE = 5.0  # seconds without a request of a pull action, or a commit, that is a pause
 
 

@@ -16,8 +16,8 @@ from tcsms_poller.health import HealthBoard
 from tcsms_poller.intake import Intake
 from tcsms_poller.metrics import Metrics
 from tcsms_poller.server import ListenerContext, serving
-from tcsms_poller.state import StateStore
 from tcsms_poller.state.conversions import pending_conversions
+from tcsms_poller.state.store import SqliteStore
 
 TOKEN = "test-token-0123456789"
 SECRET = "callback-secret-0123456789"
@@ -31,7 +31,7 @@ class Listener:
     """The running listener and what it writes to."""
 
     client: httpx.AsyncClient
-    store: StateStore
+    store: SqliteStore
     board: HealthBoard
     metrics: Metrics
     address: tuple[str, int]
@@ -50,7 +50,7 @@ class Listener:
 @asynccontextmanager
 async def open_listener(tmp_path: Path, **settings: Any) -> AsyncIterator[Listener]:
     """A listener over a fresh database in ``tmp_path``; ``settings`` override ``server``."""
-    store = await StateStore.open(tmp_path / "state.db", dedupe_ttl=8 * 86_400, clock=lambda: NOW)
+    store = await SqliteStore.open(tmp_path / "state.db", dedupe_ttl=8 * 86_400, clock=lambda: NOW)
     metrics = Metrics()
     board = HealthBoard(clock=lambda: NOW)
     ctx = ListenerContext(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from typing import Any
 
@@ -11,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tcsms_poller import __version__
 from tests.server.conftest import SECRET, TOKEN, Listener
 from tests.server.test_callbacks import RECEIPT, REPLY
+from tests.support.log_capture import captured_logs
 
 pytestmark = pytest.mark.anyio
 AUTH = {"authorization": f"Bearer {TOKEN}"}
@@ -32,16 +34,18 @@ async def _samples(listener: Listener, name: str) -> dict[tuple[tuple[str, str],
 
 
 async def test_a_rejected_push_is_logged_with_its_reason_and_the_number_masked(
-    listener: Listener, capsys: pytest.CaptureFixture[str]
+    listener: Listener,
 ) -> None:
     """A 400 to Tencent is a lost push unless logged: ``callback.rejected`` says why."""
-    capsys.readouterr()
-    bad = {**RECEIPT, "mobile": "13711112222"}
-    response = await listener.client.post(f"/callback/{SECRET}/status", json=bad)
-    assert response.status_code == 400
-    response = await listener.client.post(f"/callback/{SECRET}/reply", json=[REPLY])
-    assert response.status_code == 400
-    output = capsys.readouterr().out
+    # Fresh logging: an identical rejection by an earlier test must not throttle these lines.
+    out = io.StringIO()
+    with captured_logs(stream=out):
+        bad = {**RECEIPT, "mobile": "13711112222"}
+        response = await listener.client.post(f"/callback/{SECRET}/status", json=bad)
+        assert response.status_code == 400
+        response = await listener.client.post(f"/callback/{SECRET}/reply", json=[REPLY])
+        assert response.status_code == 400
+    output = out.getvalue()
     rejected = _events(output, "callback.rejected")
     assert [(e["kind"], e["status"], e["reason"], e["level"]) for e in rejected] == [
         ("status", 400, "body: expected a non-empty JSON array of receipts", "warning"),

@@ -21,7 +21,7 @@ from tcsms_poller.sinks.base import (
 )
 from tcsms_poller.sinks.deadletter import DeadLetterFile, ReplayQueue, read_dead_letters
 from tcsms_poller.sinks.drainer import Drainer
-from tcsms_poller.state import StateStore
+from tcsms_poller.state.store import SqliteStore
 
 
 class Clock:
@@ -84,7 +84,7 @@ class Rig:
 
     def __init__(
         self,
-        store: StateStore,
+        store: SqliteStore,
         sink: ScriptedSink,
         drainer: Drainer,
         board: HealthBoard,
@@ -98,7 +98,7 @@ class Rig:
 async def make_rig(tmp_path: Path, sink: ScriptedSink, **settings: object) -> Rig:
     """Build a drainer for ``sink`` with a fake clock and sleep."""
     clock = Clock()
-    store = await StateStore.open(tmp_path / "state.db", dedupe_ttl=8 * 86400.0, clock=clock)
+    store = await SqliteStore.open(tmp_path / "state.db", dedupe_ttl=8 * 86400.0, clock=clock)
     config = SinkSettings.model_validate({"type": "scripted", "batch_size": 2, **settings})
     cursor = await store.sink_cursor(config.sink_name)
     board = HealthBoard(clock)

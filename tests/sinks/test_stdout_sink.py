@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tcsms_poller.sinks.base import OutboxRecord
+from tcsms_poller.records import OutboxRecord
 from tcsms_poller.sinks.stdout import render_pretty
 
 RECORD = {

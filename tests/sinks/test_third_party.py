@@ -134,3 +134,11 @@ def test_the_documentation_shows_the_example_verbatim() -> None:
     }
     for path, text in shown.items():
         assert text == (ROOT / path).read_text(), f"{path} differs from the guide"
+
+
+def test_the_former_fields_module_re_exports_the_settings_types() -> None:
+    import tcsms_poller.fields as former
+    import tcsms_poller.settings_types as current
+
+    assert former.__all__ == current.__all__
+    assert all(getattr(former, name) is getattr(current, name) for name in current.__all__)

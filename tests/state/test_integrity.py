@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tcsms_poller.state import StateError, StateStore, integrity
+from tcsms_poller.state import StateError, integrity
+from tcsms_poller.state.store import SqliteStore
 from tests.support.log_capture import captured_logs, json_lines
 from tests.support.permissions import mode, no_umask
 from tests.support.sink_rig import records
@@ -20,7 +21,7 @@ TTL = 8 * 86_400.0
 
 async def a_database_with_records(path: Path, count: int = 3) -> int:
     """A real state database with ``count`` records and a sink ``file`` at the head."""
-    store = await StateStore.open(path, dedupe_ttl=TTL)
+    store = await SqliteStore.open(path, dedupe_ttl=TTL)
     await store.commit(records(*(f"id-{n}" for n in range(count))))
     await store.sink_cursor("file")
     head = store.head
@@ -31,7 +32,7 @@ async def a_database_with_records(path: Path, count: int = 3) -> int:
 async def refused(path: Path) -> str:
     """The one-line reason ``StateStore.open`` refuses ``path`` with."""
     with pytest.raises(StateError) as caught:
-        await StateStore.open(path, dedupe_ttl=TTL)
+        await SqliteStore.open(path, dedupe_ttl=TTL)
     message = str(caught.value)
     assert "\n" not in message
     return message
@@ -108,7 +109,7 @@ async def test_quick_check_gives_up_after_its_budget_and_the_state_opens(
     await a_database_with_records(path, count=2000)
     monkeypatch.setattr(integrity, "QUICK_CHECK_BUDGET", -1.0)
     with captured_logs() as out:
-        store = await StateStore.open(path, dedupe_ttl=TTL)
+        store = await SqliteStore.open(path, dedupe_ttl=TTL)
     await store.aclose()
     assert [line["event"] for line in json_lines(out)] == ["state.quick_check_incomplete"]
 
@@ -125,7 +126,7 @@ async def test_a_new_database_is_created_whole_and_private_whatever_the_umask(
     (directory / "state.db.new").write_bytes(b"")  # a crash between create and rename
     nested = tmp_path / "deep" / "state" / "state.db"
     for target in (path, nested):
-        store = await StateStore.open(target, dedupe_ttl=TTL)
+        store = await SqliteStore.open(target, dedupe_ttl=TTL)
         await store.commit(records("a", "b"))
         assert mode(target.parent) == 0o700
         for name in ("", "-wal", "-shm"):
@@ -142,7 +143,7 @@ async def test_an_existing_world_readable_database_is_made_private(tmp_path: Pat
     path.chmod(0o644)
     os.chmod(tmp_path, 0o755)  # noqa: S103 (the loose directory under test)
     with captured_logs() as out:
-        store = await StateStore.open(path, dedupe_ttl=TTL)
+        store = await SqliteStore.open(path, dedupe_ttl=TTL)
     await store.aclose()
     assert mode(path) == 0o600
     assert mode(tmp_path) == 0o755

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tcsms_poller.state import StateStore
-from tcsms_poller.state.numbers import advance_number
+from tcsms_poller.state.roles import NumberPolled
 from tcsms_poller.state.schema import MIGRATIONS
+from tcsms_poller.state.store import SqliteStore
 
 from .test_store import FakeClock, open_store
 
@@ -18,7 +18,7 @@ APP = "1400006666"
 A, B, C = "+8613700000001", "+8613700000002", "+8613700000003"
 
 
-async def due(store: StateStore, limit: int = 10, skip: frozenset[str] = frozenset()) -> list[str]:
+async def due(store: SqliteStore, limit: int = 10, skip: frozenset[str] = frozenset()) -> list[str]:
     """Phones of the most overdue numbers, ``skip`` left out."""
     _, numbers = await store.due_numbers(APP, limit=limit, skip=skip)
     return [number.phone for number in numbers]
@@ -78,9 +78,8 @@ async def test_advance_sets_next_due_and_cursors_never_move_back(tmp_path: Path)
     store = await open_store(tmp_path / "s.db", clock)
     await store.sync_numbers(APP, "config", [A])
 
-    def advance(cursor: int) -> partial[None]:
-        return partial(
-            advance_number,
+    def advance(cursor: int) -> NumberPolled:
+        return NumberPolled(
             app_id=APP,
             phone=A,
             next_due=clock.now + 60,
@@ -102,12 +101,12 @@ async def test_a_poll_without_records_leaves_the_cursors_unset(tmp_path: Path) -
     clock = FakeClock()
     store = await open_store(tmp_path / "s.db", clock)
     await store.sync_numbers(APP, "config", [A])
-    nothing = partial(advance_number, app_id=APP, phone=A, next_due=clock.now, polled_at=clock.now)
-    await store.commit([], also=nothing)
+    nothing = partial(NumberPolled, app_id=APP, phone=A, next_due=clock.now, polled_at=clock.now)
+    await store.commit([], also=nothing())
     [number] = await store.list_numbers()
     assert (number.status_cursor, number.reply_cursor) == (None, None)
-    await store.commit([], also=partial(nothing, status_cursor=500))
-    await store.commit([], also=nothing)
+    await store.commit([], also=nothing(status_cursor=500))
+    await store.commit([], also=nothing())
     [number] = await store.list_numbers()
     assert (number.status_cursor, number.reply_cursor) == (500, None)
     await store.aclose()
@@ -136,24 +135,6 @@ async def test_configured_numbers_never_expire_even_if_tracked_by_api(tmp_path: 
     await store.track_number(APP, A, track_for=10)
     [number] = await store.list_numbers()
     assert (number.origin, number.expires_at) == ("config", None)
-    await store.aclose()
-
-
-@pytest.mark.anyio
-async def test_listing_pages_through_every_number(tmp_path: Path) -> None:
-    """Pages continue after the last (app, phone) and together list every number once."""
-    store = await open_store(tmp_path / "s.db")
-    phones = [f"+86137{i:08d}" for i in range(25)]
-    await store.sync_numbers(APP, "config", phones)
-    seen: list[str] = []
-    after: tuple[str, str] | None = None
-    while page := await store.list_numbers(after=after, limit=10):
-        seen += [n.phone for n in page]
-        after = (page[-1].app_id, page[-1].phone)
-    assert seen == sorted(phones)
-    assert await store.untrack_number(APP, phones[0])
-    assert not await store.untrack_number(APP, phones[0])
-    assert (await store.number_counts())[APP][0] == 24
     await store.aclose()
 
 

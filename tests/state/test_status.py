@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tcsms_poller.commands.status import render
-from tcsms_poller.state.numbers import advance_number
+from tcsms_poller.state.roles import NumberPolled
 from tcsms_poller.state.status import read_snapshot
 
 from .test_store import FakeClock, open_store, record
@@ -25,9 +25,9 @@ async def test_status_shows_depths_numbers_and_their_cursors(tmp_path: Path) -> 
     await store.sink_cursor("file")
     await store.commit([record("a"), record("b")])
     await store.sync_numbers(APP, "config", [A, B, C])
-    advance = partial(advance_number, app_id=APP, next_due=clock.now + 60, polled_at=clock.now)
-    await store.commit([], also=partial(advance, phone=A, status_cursor=1_700_000_000))
-    await store.commit([], also=partial(advance, phone=B, status_cursor=1_699_990_000))
+    advance = partial(NumberPolled, APP, next_due=clock.now + 60, polled_at=clock.now)
+    await store.commit([], also=advance(A, status_cursor=1_700_000_000))
+    await store.commit([], also=advance(B, status_cursor=1_699_990_000))
     await store.aclose()
     clock.now += 30
 

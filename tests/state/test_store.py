@@ -9,9 +9,10 @@ import anyio
 import pytest
 
 from tcsms_poller.records import Record
-from tcsms_poller.state import StateError, StateStore
+from tcsms_poller.state import StateError
 from tcsms_poller.state.schema import MIGRATIONS
 from tcsms_poller.state.status import read_snapshot
+from tcsms_poller.state.store import SqliteStore
 from tcsms_poller.tencent.models import RejectedItem
 from tests.e2e.conftest import wait_until
 
@@ -40,9 +41,9 @@ def record(record_id: str) -> Record:
     )
 
 
-async def open_store(path: Path, clock: FakeClock | None = None) -> StateStore:
+async def open_store(path: Path, clock: FakeClock | None = None) -> SqliteStore:
     """A store on ``path`` with the default 8-day dedupe window."""
-    return await StateStore.open(path, dedupe_ttl=8 * DAY, clock=clock or FakeClock())
+    return await SqliteStore.open(path, dedupe_ttl=8 * DAY, clock=clock or FakeClock())
 
 
 @pytest.mark.anyio
@@ -93,33 +94,6 @@ async def test_an_id_is_new_again_after_the_dedupe_window(tmp_path: Path) -> Non
     assert (await store.commit([record("a")])).duplicates == 1
     clock.now += 2
     assert [r.id for r in (await store.commit([record("a")])).new] == ["a"]
-    await store.aclose()
-
-
-@pytest.mark.anyio
-async def test_a_failing_step_rolls_back_the_whole_commit(tmp_path: Path) -> None:
-    """Records, seen ids and the extra step commit together or not at all."""
-    store = await open_store(tmp_path / "state.db")
-
-    def fail(connection: sqlite3.Connection) -> None:
-        connection.execute("INSERT INTO no_such_table VALUES (1)")
-
-    with pytest.raises(StateError, match="no_such_table"):
-        await store.commit([record("a")], also=fail)
-    assert await store.read_outbox(after=0, limit=10) == []
-    assert [r.id for r in (await store.commit([record("a")])).new] == ["a"]
-    await store.aclose()
-
-
-@pytest.mark.anyio
-async def test_cursor_step_commits_with_the_records(tmp_path: Path) -> None:
-    """A worker's cursor saved through ``also`` is there after a restart."""
-    store = await open_store(tmp_path / "state.db")
-    await store.commit([record("a")], also=store.cursor_setter("replies:1", {"page": 3}))
-    await store.aclose()
-    store = await open_store(tmp_path / "state.db")
-    assert await store.get_cursor("replies:1") == {"page": 3}
-    assert await store.get_cursor("unknown") is None
     await store.aclose()
 
 

@@ -16,8 +16,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Literal, TextIO
 
-from tcsms_poller.fields import SecretValue
 from tcsms_poller.logs import THIRD_PARTY_LOGGERS, configure_logging
+from tcsms_poller.settings_types import SecretValue
 
 __all__ = ["captured_logs", "json_lines"]
 

@@ -1,4 +1,4 @@
-"""A real outbox (SQLite ``StateStore``) and the real ``Drainer`` around any sink under test.
+"""A real outbox (SQLite ``SqliteStore``) and the real ``Drainer`` around any sink under test.
 
 Usage::
 
@@ -25,7 +25,7 @@ from tcsms_poller.records import Record
 from tcsms_poller.sinks.base import OutboxRecord, Sink, SinkSettings
 from tcsms_poller.sinks.deadletter import DeadLetterFile
 from tcsms_poller.sinks.drainer import Drainer
-from tcsms_poller.state import StateStore
+from tcsms_poller.state.store import SqliteStore
 
 __all__ = ["FakeClock", "drain", "outbox", "outbox_records", "record", "records"]
 
@@ -69,9 +69,9 @@ def outbox_records(*ids: str, first_seq: int = 1) -> list[OutboxRecord]:
 
 
 @asynccontextmanager
-async def outbox(path: Path, clock: FakeClock) -> AsyncIterator[StateStore]:
+async def outbox(path: Path, clock: FakeClock) -> AsyncIterator[SqliteStore]:
     """A state store on a real SQLite file, closed on exit."""
-    store = await StateStore.open(path, dedupe_ttl=8 * 86_400.0, clock=clock)
+    store = await SqliteStore.open(path, dedupe_ttl=8 * 86_400.0, clock=clock)
     try:
         yield store
     finally:
@@ -79,7 +79,7 @@ async def outbox(path: Path, clock: FakeClock) -> AsyncIterator[StateStore]:
 
 
 async def drain(
-    store: StateStore,
+    store: SqliteStore,
     sink: Sink,
     settings: SinkSettings,
     dead_letter_dir: Path,

@@ -23,7 +23,7 @@ from tcsms_poller.emulator import (
 from tcsms_poller.health import HealthBoard
 from tcsms_poller.intake import Intake
 from tcsms_poller.metrics import Metrics
-from tcsms_poller.state import StateStore
+from tcsms_poller.state.store import SqliteStore
 from tcsms_poller.tencent.client import Credentials, RetryPolicy, TencentClient
 from tcsms_poller.tencent.ratelimit import RateLimiters
 from tcsms_poller.workers import ByNumberWorker, WorkerContext
@@ -58,7 +58,7 @@ async def worker_context(
     """A worker context talking to ``emulator``; ``settings`` are further WorkerContext fields."""
     clock = clock or Clock()
     metrics = Metrics()
-    store = await StateStore.open(directory / "state.db", dedupe_ttl=86_400.0, clock=clock)
+    store = await SqliteStore.open(directory / "state.db", dedupe_ttl=86_400.0, clock=clock)
     client = TencentClient(
         endpoint=emulator.url,
         region="ap-guangzhou",

@@ -27,7 +27,8 @@ from tcsms_poller.health import HealthBoard
 from tcsms_poller.intake import Intake
 from tcsms_poller.metrics import Metrics
 from tcsms_poller.records import Record
-from tcsms_poller.state import CommitResult, StateStore
+from tcsms_poller.state import CommitResult
+from tcsms_poller.state.store import SqliteStore
 from tcsms_poller.tencent.client import Credentials, RetryPolicy, TencentClient
 from tcsms_poller.tencent.ratelimit import RateLimiters
 from tcsms_poller.workers import WorkerContext, poll_cycle
@@ -64,7 +65,7 @@ async def test_a_non_database_error_in_commit_keeps_the_page_and_pulls_nothing_m
     async with run_emulator(EmulatorOptions(seed=4)) as emulator:
         await inject(emulator, replies=replies(7))
         metrics = Metrics()
-        store = await StateStore.open(tmp_path / "state.db", dedupe_ttl=8 * 86_400.0)
+        store = await SqliteStore.open(tmp_path / "state.db", dedupe_ttl=8 * 86_400.0)
         intake = FaultyIntake(store, metrics, failures=2)
         client = TencentClient(
             endpoint=emulator.url,

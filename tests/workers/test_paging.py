@@ -16,8 +16,8 @@ import pytest
 from tcsms_poller.emulator import DEFAULT_APP_ID, RunningEmulator, WindowTime
 from tcsms_poller.emulator.store import ReplyRecord, SendStatusRecord
 from tcsms_poller.state import StateStore
+from tcsms_poller.tencent.api import PAGE_LIMIT
 from tcsms_poller.workers.by_number import REPLY_ACTION, STATUS_ACTION
-from tcsms_poller.workers.windows import PAGE_LIMIT
 from tests.e2e.conftest import request_counts
 from tests.support.log_capture import captured_logs, json_lines
 from tests.workers.support import INTERVAL, by_number_worker

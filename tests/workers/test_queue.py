@@ -23,7 +23,7 @@ from tcsms_poller.emulator import (
     run_emulator,
 )
 from tcsms_poller.tencent.client import RetryPolicy
-from tcsms_poller.workers import WorkerContext, poll_cycle, run_worker
+from tcsms_poller.workers import NextCycle, WorkerContext, poll_cycle, run_worker
 from tcsms_poller.workers.queue import QueueWorker, replies_worker, send_status_worker
 from tests.e2e.conftest import wait_until
 from tests.support.log_capture import captured_logs, json_lines
@@ -102,12 +102,12 @@ async def test_a_refusal_documented_for_another_cause_still_fails_the_worker(
         worker_context(tmp_path, emulator) as ctx,
     ):
         worker = replies_worker(ctx, "1400000000", interval=1.0)
-        pause = await poll_cycle(worker, ctx)
+        next_cycle = await poll_cycle(worker, ctx)
     assert not worker.health.is_healthy
     assert worker.health.reason is not None
     assert "SmsSdkAppIdVerifyFail" in worker.health.reason
     assert worker.health.note is None
-    assert pause == ctx.unhealthy_retry
+    assert next_cycle == NextCycle(wait=ctx.unhealthy_retry)
 
 
 async def test_answers_lost_in_flight_are_counted_and_everything_else_arrives_once(

@@ -23,7 +23,7 @@ from tcsms_poller.emulator import (
     StatisticsEnd,
     run_emulator,
 )
-from tcsms_poller.records import BEIJING
+from tcsms_poller.tencent.api import BEIJING
 from tcsms_poller.tencent.models import STATISTICS_FIELDS
 from tcsms_poller.workers.statistics import EQUAL_HOURS_REFUSED, StatisticsWorker
 from tests.support.log_capture import captured_logs, json_lines

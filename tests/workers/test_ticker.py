@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from tcsms_poller.workers.base import Ticker
+from tcsms_poller.workers.base import NextCycle, Ticker
 
 
 class Clock:
@@ -64,3 +64,9 @@ def test_an_overrun_starts_at_once_and_re_anchors() -> None:
 def test_the_first_cycle_starts_at_once() -> None:
     """Nothing to wait for before the first start."""
     assert Ticker(60.0).remaining() == 0.0
+
+
+def test_a_cycle_waits_for_its_schedule_unless_more_is_due_or_a_wait_is_named() -> None:
+    assert NextCycle().pause(7.5) == 7.5
+    assert NextCycle(more_due=True).pause(7.5) == 0.0
+    assert NextCycle(wait=60.0).pause(7.5) == 60.0

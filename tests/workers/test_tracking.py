@@ -16,7 +16,7 @@ from tcsms_poller.config.model import TrackingSettings
 from tcsms_poller.emulator import DEFAULT_APP_ID, RunningEmulator
 from tcsms_poller.emulator.store import SendStatusRecord
 from tcsms_poller.records import format_received_at, send_status_record
-from tcsms_poller.state.message_store import MessageStore
+from tcsms_poller.state.message_store import MessageStore, tracked_messages
 from tcsms_poller.state.messages import NewMessage, Schedule, TrackedMessage
 from tcsms_poller.tencent.models import SendStatus
 from tcsms_poller.workers import WorkerContext
@@ -46,8 +46,10 @@ async def rig(
 ) -> AsyncIterator[tuple[TrackingWorker, WorkerContext, Clock, MessageStore]]:
     clock = Clock()
     async with worker_context(tmp_path, emulator, clock=clock) as ctx:
-        worker = TrackingWorker(ctx, app_id=DEFAULT_APP_ID, settings=SETTINGS)
-        yield worker, ctx, clock, MessageStore(ctx.store, clock=clock)
+        messages = tracked_messages(ctx.store, clock=clock)
+        assert messages is not None
+        worker = TrackingWorker(ctx, app_id=DEFAULT_APP_ID, settings=SETTINGS, messages=messages)
+        yield worker, ctx, clock, messages
 
 
 def requests_of(emulator: RunningEmulator) -> int:
@@ -274,7 +276,9 @@ async def test_the_worker_reports_its_own_health_beside_the_per_number_worker(
         by_number = ByNumberWorker(
             ctx, app_id=DEFAULT_APP_ID, interval=60.0, lookback=3600.0, replies=False
         )
-        tracking = TrackingWorker(ctx, app_id=DEFAULT_APP_ID, settings=SETTINGS)
+        messages = tracked_messages(ctx.store)
+        assert messages is not None
+        tracking = TrackingWorker(ctx, app_id=DEFAULT_APP_ID, settings=SETTINGS, messages=messages)
         by_number.health.failed("the per-number worker's own failure")
         assert tracking.name == f"tracking:{DEFAULT_APP_ID}"
         assert {h.name for h in ctx.board.unhealthy()} == {f"by_number:{DEFAULT_APP_ID}"}

@@ -14,10 +14,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tcsms_poller.tencent.api import BY_NUMBER_LOOKBACK, PAGE_LIMIT
 from tcsms_poller.workers.windows import (
-    API_WINDOW,
     MERGE_BELOW,
-    PAGE_LIMIT,
     Answered,
     Plan,
     Sweep,
@@ -71,13 +70,13 @@ def test_the_span_reaches_lookback_into_the_past() -> None:
 def test_spans_never_reach_beyond_seven_days(lookback: float) -> None:
     """Whatever the lookback, BeginTime stays inside the API's 7 days."""
     span = span_of(now=NOW, lookback=lookback)
-    assert span.begin > int(NOW) - API_WINDOW
+    assert span.begin > int(NOW) - BY_NUMBER_LOOKBACK
     assert span.end == int(NOW)
 
 
 def test_a_window_aged_past_seven_days_during_a_sweep_is_cut_to_what_the_api_accepts() -> None:
     """A sweep slowed down by the rate limit never sends a BeginTime the API refuses."""
-    sweep = Sweep.start(span_of(now=NOW, lookback=API_WINDOW))
+    sweep = Sweep.start(span_of(now=NOW, lookback=BY_NUMBER_LOOKBACK))
     later = NOW + 3600
     window = sweep.next(later)
     assert window is not None
@@ -86,7 +85,7 @@ def test_a_window_aged_past_seven_days_during_a_sweep_is_cut_to_what_the_api_acc
 
 def test_a_window_entirely_past_seven_days_is_not_asked() -> None:
     """Seconds that aged out while the sweep waited cannot be pulled: they are skipped."""
-    sweep = Sweep.start(Window(int(NOW) - API_WINDOW, int(NOW) - API_WINDOW + 10))
+    sweep = Sweep.start(Window(int(NOW) - BY_NUMBER_LOOKBACK, int(NOW) - BY_NUMBER_LOOKBACK + 10))
     assert sweep.next(NOW) is None
 
 

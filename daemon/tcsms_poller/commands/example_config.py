@@ -17,12 +17,18 @@ import argparse
 import sys
 from importlib.resources import files
 
+from tcsms_poller.emulator_account import (
+    DEFAULT_APP_ID,
+    DEFAULT_LISTEN,
+    DEFAULT_SECRET_ID,
+    DEFAULT_SECRET_KEY,
+)
 from tcsms_poller.exits import EX_OK
 
 __all__ = ["EXAMPLE", "add_arguments", "example_text", "execute", "for_the_emulator"]
 
 EXAMPLE = "config.example.yaml"
-EMULATOR_URL = "http://127.0.0.1:9000"  # the emulator command's default --listen
+EMULATOR_URL = f"http://{DEFAULT_LISTEN}"  # the emulator command's default --listen
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,8 +47,6 @@ def example_text() -> str:
 
 def for_the_emulator(text: str) -> str:
     """The example with the emulator's values in place of the variables it names."""
-    from tcsms_poller.emulator.options import DEFAULT_APP_ID, DEFAULT_SECRET_ID, DEFAULT_SECRET_KEY
-
     values = {
         "${TENCENTCLOUD_SECRET_ID}": DEFAULT_SECRET_ID,
         "${TENCENTCLOUD_SECRET_KEY}": DEFAULT_SECRET_KEY,

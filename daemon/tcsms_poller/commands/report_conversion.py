@@ -24,7 +24,7 @@ from tcsms_poller.intake import Intake
 from tcsms_poller.metrics import Metrics
 from tcsms_poller.numbers_ascii import MAX_UNIX_TIME, parse_ascii_int
 from tcsms_poller.records import conversion_record, format_received_at
-from tcsms_poller.state import StateError, StateStore
+from tcsms_poller.state import StateError, open_state
 from tcsms_poller.tencent.errors import AuthError, PermanentError, TencentError
 from tcsms_poller.tencent.models import ConversionStatus
 from tcsms_poller.workers.conversions import ACTION
@@ -58,7 +58,7 @@ async def _report(
 ) -> ConversionStatus:
     """Report, then commit the outcome's record where the reporter would have."""
     metrics = Metrics()
-    store = await StateStore.open(config.state.path, dedupe_ttl=config.state.dedupe_ttl)
+    store = await open_state(config.state)
     try:
         async with build_client(config, metrics) as client:
             try:

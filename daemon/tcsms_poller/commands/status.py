@@ -7,11 +7,15 @@ import json
 import sqlite3
 import time
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
+
+import anyio
 
 from tcsms_poller.commands._common import add_config_argument
 from tcsms_poller.config import load_config
 from tcsms_poller.exits import EX_FAILURE, EX_OK
+from tcsms_poller.state import StateError
 from tcsms_poller.state.status import read_snapshot
 
 __all__ = ["add_arguments", "execute", "render"]
@@ -74,8 +78,14 @@ def render(snapshot: dict[str, Any], configured_sinks: list[str]) -> str:
 def execute(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     try:
-        snapshot = read_snapshot(config.state.path, now=time.time())
-    except (FileNotFoundError, sqlite3.Error) as error:
+        if config.state.url is not None:
+            from tcsms_poller.state.postgres.connect import read_snapshot as read_postgres
+
+            url = config.state.url.reveal()
+            snapshot = anyio.run(partial(read_postgres, url, now=time.time()))
+        else:
+            snapshot = read_snapshot(config.state.path, now=time.time())
+    except (FileNotFoundError, sqlite3.Error, StateError) as error:
         print(f"tcsms-poller: cannot read the state: {error}")
         return EX_FAILURE
     if args.json:

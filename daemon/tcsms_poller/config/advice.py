@@ -9,6 +9,7 @@ import ipaddress
 from urllib.parse import urlsplit
 
 from tcsms_poller.config.model import Config
+from tcsms_poller.emulator_account import DEFAULT_SECRET_ID, DEFAULT_SECRET_KEY
 
 __all__ = ["config_warnings"]
 
@@ -17,18 +18,15 @@ def config_warnings(config: Config) -> list[str]:
     """One line per likely mistake, naming the key."""
     found: list[str] = []
     tencent = config.tencent
-    if not _is_loopback(tencent.endpoint):
-        # Here, not at the top: the emulator package is big, and needed only in this case.
-        from tcsms_poller.emulator.options import DEFAULT_SECRET_ID, DEFAULT_SECRET_KEY
-
-        if tencent.secret_id.reveal() == DEFAULT_SECRET_ID or (
-            tencent.secret_key.reveal() == DEFAULT_SECRET_KEY
-        ):
-            found.append(
-                f"tencent: the emulator's credentials with the endpoint {tencent.endpoint}, "
-                "which is not the emulator (every request will fail with AuthFailure): "
-                "set your own secret_id and secret_key, or point endpoint at the emulator"
-            )
+    emulator_credentials = tencent.secret_id.reveal() == DEFAULT_SECRET_ID or (
+        tencent.secret_key.reveal() == DEFAULT_SECRET_KEY
+    )
+    if emulator_credentials and not _is_loopback(tencent.endpoint):
+        found.append(
+            f"tencent: the emulator's credentials with the endpoint {tencent.endpoint}, "
+            "which is not the emulator (every request will fail with AuthFailure): "
+            "set your own secret_id and secret_key, or point endpoint at the emulator"
+        )
     return found
 
 

@@ -20,7 +20,7 @@ from tcsms_poller.config.errors import describe_errors
 from tcsms_poller.config.model import Config
 from tcsms_poller.config.source import Loc, Problem, SourceText, parse_yaml
 from tcsms_poller.exits import ConfigError
-from tcsms_poller.fields import E164_PATTERN, is_e164, resolve_path
+from tcsms_poller.settings_types import E164_PATTERN, is_e164, resolve_path
 from tcsms_poller.sinks.base import SinkSettings
 from tcsms_poller.sinks.registry import load_sink_type
 from tcsms_poller.textfile import TextFileError, read_text_file

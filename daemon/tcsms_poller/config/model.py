@@ -10,11 +10,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, SerializeAsAny, field_validator
 
-from tcsms_poller.fields import (
+from tcsms_poller.settings_types import (
     E164,
     ByteSize,
     ConfigModel,
@@ -24,6 +24,12 @@ from tcsms_poller.fields import (
     SecretValue,
 )
 from tcsms_poller.sinks.base import SinkSettings
+from tcsms_poller.tencent.api import (
+    BY_NUMBER_LOOKBACK,
+    DEFAULT_RATE_LIMITS,
+    STATISTICS_RANGE,
+    Action,
+)
 
 __all__ = [
     "AppSettings",
@@ -42,8 +48,6 @@ __all__ = [
 ]
 
 DAY = 86_400.0
-MAX_LOOKBACK = 7 * DAY  # the pull-by-number APIs reject a BeginTime older than 7 days
-MAX_STATISTICS_LOOKBACK = 32 * DAY  # CallbackStatusStatistics covers at most 32 days
 _URL_SAFE = re.compile(r"^[A-Za-z0-9._~-]{16,}$")
 _PORT = re.compile(r"[0-9]{1,9}")
 _BLANK_OR_CONTROL = re.compile(r"[\x00-\x20\x7f]")
@@ -55,15 +59,21 @@ def _at_most(seconds: float, limit: float, why: str) -> float:
     return seconds
 
 
+def _rate(action: Action) -> Any:
+    """A rate limit setting: Tencent's documented default, 1 to 10,000 a second."""
+    return Field(default=DEFAULT_RATE_LIMITS[action], ge=1, le=10_000)
+
+
 class RateLimits(ConfigModel):
     """Requests per second per action, for the whole process (Tencent's documented limits)."""
 
-    PullSmsReplyStatus: int = Field(default=100, ge=1, le=10_000)
-    PullSmsSendStatus: int = Field(default=100, ge=1, le=10_000)
-    PullSmsSendStatusByPhoneNumber: int = Field(default=20, ge=1, le=10_000)
-    PullSmsReplyStatusByPhoneNumber: int = Field(default=20, ge=1, le=10_000)
-    CallbackStatusStatistics: int = Field(default=10, ge=1, le=10_000)
-    ReportConversion: int = Field(default=1000, ge=1, le=10_000)
+    PullSmsReplyStatus: int = _rate(Action.PULL_SMS_REPLY_STATUS)
+    PullSmsSendStatus: int = _rate(Action.PULL_SMS_SEND_STATUS)
+    PullSmsSendStatusByPhoneNumber: int = _rate(Action.PULL_SMS_SEND_STATUS_BY_PHONE_NUMBER)
+    PullSmsReplyStatusByPhoneNumber: int = _rate(Action.PULL_SMS_REPLY_STATUS_BY_PHONE_NUMBER)
+    CallbackStatusStatistics: int = _rate(Action.CALLBACK_STATUS_STATISTICS)
+    ReportConversion: int = _rate(Action.REPORT_CONVERSION)
+    SendSms: int = _rate(Action.SEND_SMS)  # the emulator serves it; the daemon does not send
 
 
 class RetrySettings(ConfigModel):
@@ -131,7 +141,7 @@ class ByNumberSettings(ConfigModel):
     @field_validator("lookback")
     @classmethod
     def _within_api_window(cls, value: float) -> float:
-        return _at_most(value, MAX_LOOKBACK, "the API cannot look further back")
+        return _at_most(value, BY_NUMBER_LOOKBACK, "the API cannot look further back")
 
 
 class TrackingSettings(ConfigModel):
@@ -146,7 +156,7 @@ class TrackingSettings(ConfigModel):
     @field_validator("give_up_after")
     @classmethod
     def _within_api_window(cls, value: float) -> float:
-        return _at_most(value, MAX_LOOKBACK - DAY, "a receipt must still be pullable")
+        return _at_most(value, BY_NUMBER_LOOKBACK - DAY, "a receipt must still be pullable")
 
 
 class StatisticsSettings(ConfigModel):
@@ -159,7 +169,7 @@ class StatisticsSettings(ConfigModel):
     @field_validator("lookback")
     @classmethod
     def _within_api_range(cls, value: float) -> float:
-        return _at_most(value, MAX_STATISTICS_LOOKBACK, "the API's longest range")
+        return _at_most(value, STATISTICS_RANGE, "the API's longest range")
 
 
 class ConversionSettings(ConfigModel):
@@ -187,15 +197,48 @@ class AppSettings(ConfigModel):
 
 
 class StateSettings(ConfigModel):
-    """Where durable state lives and how long delivered ids are remembered."""
+    """Where durable state lives and how long delivered ids are remembered.
+
+    ``path`` is the SQLite file (the default); ``url`` (or ``url_file``), a
+    ``postgresql://USER:PASSWORD@HOST:PORT/DATABASE`` URL, puts the state in PostgreSQL instead
+    (``path``'s directory still holds dead letters and the file sinks' default files).
+    """
 
     path: ConfigPath = Path("/var/lib/tcsms-poller/state.db")
     dedupe_ttl: Duration = 8 * DAY
+    url: Secret | None = None
+    pool_size: int = Field(default=10, ge=1, le=200)
+    statement_timeout: Duration = 30.0
+
+    @field_validator("url")
+    @classmethod
+    def _postgresql_url(cls, value: SecretValue | None) -> SecretValue | None:
+        # The message never echoes the value: it carries the password.
+        if value is None:
+            return None
+        parts = urlsplit(value.reveal())
+        if parts.scheme not in ("postgresql", "postgres") or not (parts.path or parts.query):
+            raise ValueError(
+                "must be a URL like postgresql://USER:PASSWORD@HOST:5432/DATABASE "
+                "(or postgresql:///DATABASE?host=/run/postgresql for a local socket)"
+            )
+        try:
+            parts.port  # noqa: B018 (raises on a port that is not a number)
+        except ValueError:
+            raise ValueError("the URL's port must be a number from 1 to 65535") from None
+        return value
+
+    @field_validator("statement_timeout")
+    @classmethod
+    def _positive_timeout(cls, value: float) -> float:
+        if value < 0.1:
+            raise ValueError("must be at least 100ms")
+        return value
 
     @field_validator("dedupe_ttl")
     @classmethod
     def _covers_api_window(cls, value: float) -> float:
-        if value < MAX_LOOKBACK:
+        if value < BY_NUMBER_LOOKBACK:
             raise ValueError("must be at least 7d (the API hands out records up to 7 days old)")
         return value
 
@@ -284,6 +327,8 @@ class Config(ConfigModel):
         """Every non-empty secret in the configuration, for the log masker."""
         found: list[SecretValue] = []
         _collect_secrets(self, found)
+        if self.state.url is not None:  # a driver's message may quote the password alone
+            found.append(SecretValue(unquote(urlsplit(self.state.url.reveal()).password or "")))
         return [secret for secret in found if secret]
 
 

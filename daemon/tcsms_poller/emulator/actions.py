@@ -29,17 +29,20 @@ from tcsms_poller.emulator.options import StatisticsEnd
 from tcsms_poller.emulator.params import Params
 from tcsms_poller.emulator.sending import MAX_NUMBERS
 from tcsms_poller.emulator.store import ConversionRecord, Store
+from tcsms_poller.settings_types import is_e164
+from tcsms_poller.tencent.api import (
+    BEIJING,
+    BY_NUMBER_LOOKBACK,
+    PAGE_LIMIT,
+    STATISTICS_RANGE,
+    Action,
+)
 
 if TYPE_CHECKING:
     from tcsms_poller.emulator.sending import Outbound
-from tcsms_poller.fields import is_e164
-from tcsms_poller.records import BEIJING
 
-__all__ = ["ACTION_HANDLERS", "MAX_LIMIT", "Action", "Call", "run_action"]
+__all__ = ["ACTION_HANDLERS", "Call", "Handler", "run_action"]
 
-MAX_LIMIT = 100
-SEVEN_DAYS = 7 * 86_400
-MAX_STATISTICS_RANGE = 32 * 86_400
 HOUR = 3600
 
 
@@ -53,7 +56,7 @@ class Call:
 
 
 @dataclass(frozen=True, slots=True)
-class Action:
+class Handler:
     """An action's accepted parameters and the function answering it."""
 
     params: frozenset[str]
@@ -74,9 +77,10 @@ def _app(params: Params, store: Store) -> str:
 
 def _limit(params: Params) -> int:
     limit = params.integer("Limit")
-    if not 1 <= limit <= MAX_LIMIT:
+    if not 1 <= limit <= PAGE_LIMIT:
         raise ApiError(
-            "InvalidParameterValue.LimitVerifyFail", f"Limit must be 1 to {MAX_LIMIT}, not {limit}."
+            "InvalidParameterValue.LimitVerifyFail",
+            f"Limit must be 1 to {PAGE_LIMIT}, not {limit}.",
         )
     return limit
 
@@ -121,7 +125,7 @@ def _window(params: Params, store: Store, now: float) -> _Window:
     _fixed(params, "Offset", "InvalidParameterValue.OffsetVerifyFail")
     limit = _limit(params)
     end = params.optional_integer("EndTime")
-    if begin < int(now) - SEVEN_DAYS:
+    if begin < int(now) - BY_NUMBER_LOOKBACK:
         raise ApiError(
             "InvalidParameterValue.BeginTimeVerifyFail",
             "BeginTime is more than 7 days ago; at most the last 7 days can be pulled.",
@@ -168,7 +172,7 @@ def _statistics(params: Params, store: Store, call: Call) -> dict[str, Any]:
         raise ApiError(
             "InvalidParameterValue.EndTimeVerifyFail", f"EndTime must be {rule} BeginTime."
         )
-    if end - begin > MAX_STATISTICS_RANGE:
+    if end - begin > STATISTICS_RANGE:
         raise ApiError(
             "InvalidParameterValue.EndTimeVerifyFail",
             "EndTime must be at most 32 days after BeginTime.",
@@ -218,15 +222,15 @@ def _send_sms(params: Params, store: Store, call: Call) -> dict[str, Any]:
 _QUEUE = frozenset({"SmsSdkAppId", "Limit"})
 _BY_NUMBER = frozenset({"SmsSdkAppId", "PhoneNumber", "BeginTime", "EndTime", "Offset", "Limit"})
 
-ACTION_HANDLERS: dict[str, Action] = {
-    "PullSmsReplyStatus": Action(_QUEUE, _pull_replies),
-    "PullSmsSendStatus": Action(_QUEUE, _pull_send_statuses),
-    "PullSmsSendStatusByPhoneNumber": Action(_BY_NUMBER, _send_statuses_by_number),
-    "PullSmsReplyStatusByPhoneNumber": Action(_BY_NUMBER, _replies_by_number),
-    "CallbackStatusStatistics": Action(
+ACTION_HANDLERS: dict[str, Handler] = {
+    Action.PULL_SMS_REPLY_STATUS: Handler(_QUEUE, _pull_replies),
+    Action.PULL_SMS_SEND_STATUS: Handler(_QUEUE, _pull_send_statuses),
+    Action.PULL_SMS_SEND_STATUS_BY_PHONE_NUMBER: Handler(_BY_NUMBER, _send_statuses_by_number),
+    Action.PULL_SMS_REPLY_STATUS_BY_PHONE_NUMBER: Handler(_BY_NUMBER, _replies_by_number),
+    Action.CALLBACK_STATUS_STATISTICS: Handler(
         frozenset({"SmsSdkAppId", "BeginTime", "EndTime", "Limit", "Offset"}), _statistics
     ),
-    "SendSms": Action(
+    Action.SEND_SMS: Handler(
         frozenset(
             {
                 "PhoneNumberSet",
@@ -241,7 +245,7 @@ ACTION_HANDLERS: dict[str, Action] = {
         ),
         _send_sms,
     ),
-    "ReportConversion": Action(
+    Action.REPORT_CONVERSION: Handler(
         frozenset({"SmsSdkAppId", "SerialNo", "ConversionTime"}), _report_conversion
     ),
 }
@@ -261,5 +265,7 @@ def run_action(
     Raises:
         ApiError: the request is invalid; nothing was changed.
     """
-    action = ACTION_HANDLERS[name]
-    return action.answer(Params(values, action.params), store, Call(now, statistics_end, outbound))
+    handler = ACTION_HANDLERS[name]
+    return handler.answer(
+        Params(values, handler.params), store, Call(now, statistics_end, outbound)
+    )

@@ -32,7 +32,7 @@ from tcsms_poller.emulator.numbers import split_number
 from tcsms_poller.emulator.options import Fault, check_inactive
 from tcsms_poller.emulator.state import EmulatorState
 from tcsms_poller.emulator.store import ReplyRecord, SendStatusRecord
-from tcsms_poller.fields import E164
+from tcsms_poller.settings_types import E164
 
 __all__ = ["CONTROL_ROUTES"]
 

@@ -8,13 +8,24 @@ turns traffic on unless told ``--no-traffic``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from tcsms_poller.fields import E164
+from tcsms_poller.emulator_account import DEFAULT_APP_ID, DEFAULT_SECRET_ID, DEFAULT_SECRET_KEY
+from tcsms_poller.settings_types import E164
+from tcsms_poller.tencent.api import DEFAULT_RATE_LIMITS, Action
+from tcsms_poller.units import parse_duration
 
 __all__ = [
     "ACTIONS",
@@ -24,10 +35,12 @@ __all__ = [
     "DEFAULT_SECRET_KEY",
     "LATE_DELAY",
     "NOT_ACTIVATED_CODES",
+    "NO_FLAG",
     "SMS_REGIONS",
     "EmulatorOptions",
     "Fault",
     "FaultKind",
+    "Flag",
     "PendingStatus",
     "PushOptions",
     "ReceiptDelays",
@@ -36,24 +49,11 @@ __all__ = [
     "WindowOrder",
     "WindowTime",
     "check_inactive",
+    "parse_fault",
 ]
 
-# Published fakes, not secrets: every emulator accepts them unless told otherwise.
-DEFAULT_SECRET_ID = "AKIDEMULATOR000000000000000000000000"  # noqa: S105
-DEFAULT_SECRET_KEY = "emulatorsecretkey000000000000000"  # noqa: S105
-DEFAULT_APP_ID = "1400006666"
 
-# Requests per second per action, from Tencent's API pages (see shared/seeds and TENCENT.md).
-DEFAULT_RATE_LIMITS: Mapping[str, int] = {
-    "PullSmsReplyStatus": 100,
-    "PullSmsSendStatus": 100,
-    "SendSms": 3000,
-    "PullSmsSendStatusByPhoneNumber": 20,
-    "PullSmsReplyStatusByPhoneNumber": 20,
-    "CallbackStatusStatistics": 10,
-    "ReportConversion": 1000,
-}
-ACTIONS: tuple[str, ...] = tuple(DEFAULT_RATE_LIMITS)
+ACTIONS: tuple[str, ...] = tuple(Action)
 LATE_DELAY = (600.0, 2400.0)  # seconds from send to a late receipt: a phone off for a while
 
 # X-TC-Region values the SMS API accepts: the Chinese site's region list for SMS (Beijing,
@@ -68,6 +68,35 @@ NOT_ACTIVATED_CODES: tuple[str, ...] = (
     "UnsupportedOperation",
     "UnsupportedOperation.",
 )
+
+
+@dataclass(frozen=True, slots=True)
+class Flag:
+    """How the command line (``emulator/cli.py``) offers a field, where it differs from the rule.
+
+    The rule: every field is a flag ``--field-name`` (``--push-field-name`` inside ``push``),
+    with a variable ``TCSMS_EMULATOR_FIELD_NAME``, the field's description as its help and its
+    default shown; a tuple or mapping is a repeatable flag. Put a ``Flag`` in the field's
+    ``Annotated`` metadata to say otherwise.
+    """
+
+    name: str = ""  # the flag's name when not the field's: --app-id for app_ids
+    metavar: str | None = None
+    group: str = ""  # the --help section; default: the model's
+    parse: Callable[[str], Any] | None = None  # one value (or item) from its text; ValueError
+    shown_default: str | None = None  # the default --help shows, when not the field's
+    hidden: bool = False  # not on the command line at all
+
+
+NO_FLAG = Flag(hidden=True)
+DURATION = Flag(metavar="DURATION", parse=parse_duration)
+FRACTION = Flag(metavar="FRACTION")
+TRAFFIC_GROUP = "synthetic traffic"
+WINDOWS_GROUP = "per-number actions (readings Tencent leaves open)"
+LIMITS_GROUP = "rate limits and clock"
+READINGS_GROUP = "the account and Tencent's undocumented readings"
+FAULTS_GROUP = "faults and push callbacks"
+RECEIPTS_GROUP = "receipts of messages sent through SendSms"
 
 
 def check_inactive(inactive: Mapping[str, str]) -> Mapping[str, str]:
@@ -174,6 +203,40 @@ class Fault(_Model):
         return self.seconds if self.seconds is not None else _DEFAULT_SECONDS.get(self.kind, 0.0)
 
 
+def parse_fault(text: str) -> Fault:
+    """``ACTION:KIND=PROBABILITY[@VALUE]`` -> a fault rule."""
+    target, sep, rest = text.partition(":")
+    kind, equals, chance = rest.partition("=")
+    probability, _, value = chance.partition("@")
+    if not sep or not equals:
+        raise ValueError("expected ACTION:KIND=PROBABILITY[@VALUE], like *:latency=0.1@300ms")
+    fields: dict[str, Any] = {"action": target, "kind": kind, "probability": probability}
+    if value and kind == "http_error":
+        fields["status"] = value
+    elif value and kind == "internal_error":
+        fields["code"] = value
+    elif value:
+        fields["seconds"] = parse_duration(value)
+    try:
+        return Fault.model_validate(fields)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(map(str, first["loc"]))
+        raise ValueError(f"{where}: {first['msg'].removeprefix('Value error, ')}") from None
+
+
+def _rate_limit(text: str) -> tuple[str, int]:
+    action, sep, rate = text.partition("=")
+    if not sep or not rate.isdigit():
+        raise ValueError("expected ACTION=N, like PullSmsSendStatus=100")
+    return action, int(rate)
+
+
+def _inactive(text: str) -> tuple[str, str]:
+    action, _, code = text.partition("=")
+    return action, code or NOT_ACTIVATED_CODES[0]
+
+
 class TrafficOptions(_Model):
     """Synthetic traffic: messages sent to a set of numbers, their receipts, and replies.
 
@@ -185,24 +248,52 @@ class TrafficOptions(_Model):
     off), the rest ``receipt_delay_min`` to ``_max`` after.
     """
 
-    numbers: int = Field(default=20, ge=1)
-    phone_numbers: tuple[E164, ...] = ()
-    heavy_numbers: int = Field(default=2, ge=0)
-    heavy_share: float = Field(default=0.5, ge=0.0, le=1.0)
-    send_rate: float = Field(default=5.0, ge=0.0, description="messages per second, all apps")
-    reply_rate: float = Field(default=0.2, ge=0.0, description="replies per second, all apps")
-    receipt_delay_min: float = Field(default=0.5, ge=0.0)
-    receipt_delay_max: float = Field(default=5.0, ge=0.0)
-    fail_ratio: float = Field(default=0.08, ge=0.0, le=1.0)
-    pending_share: float = Field(
+    numbers: Annotated[int, Flag(metavar="N")] = Field(
+        default=20, ge=1, description="how many made-up numbers"
+    )
+    phone_numbers: Annotated[tuple[E164, ...], Flag(name="--number", metavar="E164")] = Field(
+        default=(), description="a number to send to instead"
+    )
+    heavy_numbers: Annotated[int, Flag(metavar="N")] = Field(
+        default=2, ge=0, description="numbers that get --heavy-share of all messages"
+    )
+    heavy_share: Annotated[float, FRACTION] = Field(
+        default=0.5, ge=0.0, le=1.0, description="the share of all messages the heavy numbers get"
+    )
+    send_rate: Annotated[float, Flag(metavar="PER_SECOND")] = Field(
+        default=5.0, ge=0.0, description="messages per second, all apps"
+    )
+    reply_rate: Annotated[float, Flag(metavar="PER_SECOND")] = Field(
+        default=0.2, ge=0.0, description="replies per second, all apps"
+    )
+    receipt_delay_min: Annotated[float, DURATION] = Field(
+        default=0.5, ge=0.0, description="the shortest time from a send to its receipt"
+    )
+    receipt_delay_max: Annotated[float, DURATION] = Field(
+        default=5.0, ge=0.0, description="the longest time from a send to its receipt"
+    )
+    fail_ratio: Annotated[float, FRACTION] = Field(
+        default=0.08, ge=0.0, le=1.0, description="failed receipts"
+    )
+    pending_share: Annotated[float, FRACTION] = Field(
         default=0.0,
         ge=0.0,
         le=1.0,
-        description="receipts that show without ReportStatus from their send until final",
+        description="receipts that first show without ReportStatus, from their send until the "
+        "final one",
     )
-    late_share: float = Field(default=0.0, ge=0.0, le=1.0)
-    backfill: float = Field(default=600.0, ge=0.0, le=7 * 86_400)
-    sign_name: str = "Tencent Cloud"
+    late_share: Annotated[float, FRACTION] = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="receipts that come {:g}-{:g} min after their send".format(
+            *(seconds / 60 for seconds in LATE_DELAY)
+        ),
+    )
+    backfill: Annotated[float, DURATION] = Field(
+        default=600.0, ge=0.0, le=7 * 86_400, description="history generated at start (at most 7d)"
+    )
+    sign_name: Annotated[str, NO_FLAG] = "Tencent Cloud"
 
     @model_validator(mode="after")
     def _delays_ordered(self) -> TrafficOptions:
@@ -220,13 +311,21 @@ class ReceiptDelays(_Model):
     emulator's ``seed``.
     """
 
-    median: float = Field(default=5.0, gt=0.0)
-    p95: float = Field(default=60.0, gt=0.0)
-    late_share: float = Field(default=0.01, ge=0.0, le=1.0)
-    late_delay: tuple[float, float] = (3600.0, 6 * 3600.0)
-    never_share: float = Field(default=0.005, ge=0.0, le=1.0)
-    fail_ratio: float = Field(default=0.08, ge=0.0, le=1.0)
-    scale: float = Field(default=1.0, gt=0.0)
+    median: Annotated[float, DURATION] = Field(default=5.0, gt=0.0, description="median delay")
+    p95: Annotated[float, DURATION] = Field(
+        default=60.0, gt=0.0, description="95 % of receipts within"
+    )
+    late_share: Annotated[float, FRACTION] = Field(
+        default=0.01, ge=0.0, le=1.0, description="receipts 1-6 h late"
+    )
+    late_delay: Annotated[tuple[float, float], NO_FLAG] = (3600.0, 6 * 3600.0)
+    never_share: Annotated[float, FRACTION] = Field(
+        default=0.005, ge=0.0, le=1.0, description="receipts that never come"
+    )
+    fail_ratio: Annotated[float, NO_FLAG] = Field(default=0.08, ge=0.0, le=1.0)
+    scale: Annotated[float, Flag(metavar="FACTOR")] = Field(
+        default=1.0, gt=0.0, description="multiplies every delay; below 1 compresses time"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> ReceiptDelays:
@@ -247,12 +346,16 @@ class PushOptions(_Model):
     retried ``retries`` times, ``retry_delay`` apart, then given up (it stays pullable).
     """
 
-    status_url: str | None = None
-    reply_url: str | None = None
-    interval: float = Field(default=1.0, gt=0.0)
-    retries: int = Field(default=2, ge=0)
-    retry_delay: float = Field(default=1.0, ge=0.0)
-    timeout: float = Field(default=5.0, gt=0.0)
+    status_url: str | None = Field(default=None, description="where receipts are pushed")
+    reply_url: str | None = Field(default=None, description="where replies are pushed")
+    interval: Annotated[float, DURATION] = Field(
+        default=1.0, gt=0.0, description="how long receipts are batched"
+    )
+    retries: Annotated[int, NO_FLAG] = Field(default=2, ge=0)
+    retry_delay: Annotated[float, DURATION] = Field(
+        default=1.0, ge=0.0, description="between a failed push and its retry"
+    )
+    timeout: Annotated[float, NO_FLAG] = Field(default=5.0, gt=0.0)
 
     @field_validator("status_url", "reply_url")
     @classmethod
@@ -275,30 +378,66 @@ class EmulatorOptions(_Model):
     the order differs.
     """
 
-    host: str = "127.0.0.1"
-    port: int = Field(default=0, ge=0, le=65535)
-    secret_id: str = DEFAULT_SECRET_ID
-    secret_key: str = Field(default=DEFAULT_SECRET_KEY, repr=False)
-    app_ids: tuple[str, ...] = Field(default=(DEFAULT_APP_ID,), min_length=1)
-    seed: int | None = None
+    host: Annotated[str, NO_FLAG] = "127.0.0.1"  # the command line's --listen
+    port: Annotated[int, NO_FLAG] = Field(default=0, ge=0, le=65535)
+    secret_id: str = Field(default=DEFAULT_SECRET_ID, description="the only SecretId accepted")
+    secret_key: str = Field(default=DEFAULT_SECRET_KEY, repr=False, description="its SecretKey")
+    app_ids: Annotated[tuple[str, ...], Flag(name="--app-id", metavar="ID")] = Field(
+        default=(DEFAULT_APP_ID,), min_length=1, description="an SdkAppId of the account"
+    )
+    seed: int | None = Field(default=None, description="makes traffic repeatable")
     traffic: TrafficOptions | None = None
-    rate_limits: Mapping[str, int] = DEFAULT_RATE_LIMITS
-    slack: float = Field(default=0.010, ge=0.0, lt=1.0)
-    limit_horizon: int = Field(default=2, ge=1, le=60)
-    max_skew: float = Field(default=300.0, ge=0.0)
-    faults: tuple[Fault, ...] = ()
+    rate_limits: Annotated[
+        Mapping[str, int],
+        Flag(
+            name="--rate-limit",
+            metavar="ACTION=N",
+            group=LIMITS_GROUP,
+            parse=_rate_limit,
+            shown_default="Tencent's documented limits",
+        ),
+    ] = Field(default=DEFAULT_RATE_LIMITS, description="requests per second")
+    slack: Annotated[float, Flag(metavar="DURATION", group=LIMITS_GROUP, parse=parse_duration)] = (
+        Field(default=0.010, ge=0.0, lt=1.0, description="the limit's window is 1s minus this")
+    )
+    limit_horizon: Annotated[int, NO_FLAG] = Field(default=2, ge=1, le=60)
+    max_skew: Annotated[
+        float, Flag(metavar="DURATION", group=LIMITS_GROUP, parse=parse_duration)
+    ] = Field(default=300.0, ge=0.0, description="accepted client clock difference")
+    faults: Annotated[
+        tuple[Fault, ...],
+        Flag(name="--fault", metavar="SPEC", group=FAULTS_GROUP, parse=parse_fault),
+    ] = Field(default=(), description="ACTION:KIND=PROBABILITY[@VALUE] (see below)")
     push: PushOptions = PushOptions()
     receipts: ReceiptDelays = ReceiptDelays()  # of messages sent through SendSms
-    statistics_end: StatisticsEnd = StatisticsEnd.INCLUSIVE
-    inactive: Mapping[str, str] = Field(
-        default_factory=dict, description="action -> the code it is refused with"
+    statistics_end: Annotated[StatisticsEnd, Flag(metavar="READING", group=READINGS_GROUP)] = Field(
+        default=StatisticsEnd.INCLUSIVE,
+        description="CallbackStatusStatistics' EndTime: inclusive (EndTime >= BeginTime, the "
+        "end hour counted) or exclusive (EndTime must be after BeginTime)",
     )
-    regions: tuple[str, ...] = Field(default=SMS_REGIONS, min_length=1)
+    inactive: Annotated[
+        Mapping[str, str],
+        Flag(metavar="ACTION[=CODE]", group=READINGS_GROUP, parse=_inactive),
+    ] = Field(
+        default_factory=dict,
+        description="an action Tencent has not activated on the account; refused with CODE "
+        f"(one of {', '.join(NOT_ACTIVATED_CODES)}; default the first)",
+    )
+    regions: Annotated[
+        tuple[str, ...], Flag(name="--region", metavar="REGION", group=READINGS_GROUP)
+    ] = Field(default=SMS_REGIONS, min_length=1, description="a region the API accepts")
     # How a receipt's ReportStatus shows before the carrier reported (traffic.pending_share,
     # or injected with "pending"): "" (empty), null, or left out (absent). Not documented.
-    pending_status: PendingStatus = "empty"
-    by_number_time: WindowTime = WindowTime.RECEIVE
-    by_number_order: WindowOrder = WindowOrder.ASC
+    pending_status: Annotated[PendingStatus, Flag(metavar="FORM", group=TRAFFIC_GROUP)] = Field(
+        default="empty",
+        description="how ReportStatus shows before the carrier reported: empty, null or absent",
+    )
+    by_number_time: Annotated[WindowTime, Flag(group=WINDOWS_GROUP)] = Field(
+        default=WindowTime.RECEIVE, description="the time BeginTime/EndTime filter on"
+    )
+    by_number_order: Annotated[WindowOrder, Flag(group=WINDOWS_GROUP)] = Field(
+        default=WindowOrder.ASC, description="the order of a window's records"
+    )
 
     @field_validator("app_ids")
     @classmethod

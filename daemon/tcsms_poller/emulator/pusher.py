@@ -23,7 +23,7 @@ import structlog
 from tcsms_poller.emulator.options import PushOptions
 from tcsms_poller.emulator.outcomes import outcome_of
 from tcsms_poller.emulator.store import PlaceholderRecord, ReplyRecord, SendStatusRecord
-from tcsms_poller.records import BEIJING
+from tcsms_poller.tencent.api import BEIJING
 from tcsms_poller.tencent.push import MAX_STATUS_BATCH
 
 __all__ = ["PushStats", "Pusher", "reply_payload", "status_payload"]

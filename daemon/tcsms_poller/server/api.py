@@ -16,11 +16,11 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter,
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from tcsms_poller.fields import E164, Duration, is_e164
 from tcsms_poller.numbers_ascii import MAX_UNIX_TIME, parse_ascii_int, shorten
 from tcsms_poller.server.bodies import read_json
 from tcsms_poller.server.context import ListenerContext
 from tcsms_poller.server.errors import ApiError, FieldProblem
+from tcsms_poller.settings_types import E164, Duration, is_e164
 from tcsms_poller.state import StateError
 
 __all__ = [

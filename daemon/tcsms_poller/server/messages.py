@@ -20,7 +20,7 @@ from tcsms_poller.server.api import (
 )
 from tcsms_poller.server.context import ListenerContext
 from tcsms_poller.server.errors import ApiError
-from tcsms_poller.state.message_store import MessageStore
+from tcsms_poller.state.message_store import UNAVAILABLE, MessageStore, tracked_messages
 from tcsms_poller.state.messages import NewMessage, TrackedMessage
 from tcsms_poller.workers.tracking import schedule_of
 
@@ -68,6 +68,7 @@ async def track_messages(request: Request) -> Response:
     """``POST /v1/messages``: one message or a list of up to 1,000; 201 when any is new."""
     ctx: ListenerContext = request.app.state.ctx
     body = await _json_body(ctx, request)
+    store = _messages(ctx)
     items = _validate_items(_MESSAGE, body, limit=MAX_MESSAGES, noun="messages")
     now = ctx.clock()
     by_app: dict[str, list[tuple[int, NewMessage]]] = {}
@@ -83,7 +84,6 @@ async def track_messages(request: Request) -> Response:
             raise _invalid([{"field": f"{prefix}sent_at", "message": "in the future"}])
         message = NewMessage(app_id, item.serial_no, item.phone_number, sent_at)
         by_app.setdefault(app_id, []).append((index, message))
-    store = MessageStore(ctx.store, clock=ctx.clock)
     created = [False] * len(items)
     for app_id, messages in by_app.items():
         schedule = schedule_of(ctx.tracking[app_id])
@@ -107,7 +107,15 @@ async def get_message(request: Request) -> Response:
         raise ApiError(
             422, "invalid serial_no", fields=[{"field": "serial_no", "message": "1..128 chars"}]
         )
-    message = await _stored(ctx, MessageStore(ctx.store, clock=ctx.clock).get(serial_no))
+    message = await _stored(ctx, _messages(ctx).get(serial_no))
     if message is None:
         raise ApiError(404, "message is not tracked")
     return JSONResponse(message_view(message))
+
+
+def _messages(ctx: ListenerContext) -> MessageStore:
+    """The tracked messages of the state; 501 where its backend does not keep them."""
+    messages = tracked_messages(ctx.store, clock=ctx.clock)
+    if messages is None:
+        raise ApiError(501, UNAVAILABLE)
+    return messages

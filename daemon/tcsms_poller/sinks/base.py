@@ -27,12 +27,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, NamedTuple, Protocol
+from typing import Any, ClassVar, Protocol
 
-import orjson
 from pydantic import Field
 
-from tcsms_poller.fields import ConfigModel, Duration
+from tcsms_poller.records import OutboxRecord  # re-exported: plugins import it from here
+from tcsms_poller.settings_types import ConfigModel, Duration
 
 __all__ = [
     "Ack",
@@ -44,22 +44,6 @@ __all__ = [
     "SinkSettings",
     "SinkType",
 ]
-
-
-class OutboxRecord(NamedTuple):
-    """One record as the outbox holds it: its position and its compact UTF-8 JSON.
-
-    A named tuple, as ``Record`` is: one is built per record per commit, and the outbox tail
-    builds them in C (``tuple.__new__``) instead of running a dataclass ``__init__`` for each.
-    """
-
-    seq: int
-    data: bytes
-
-    def as_dict(self) -> dict[str, Any]:
-        """The record parsed back into a dict (SPEC §5 shape)."""
-        parsed: dict[str, Any] = orjson.loads(self.data)
-        return parsed
 
 
 @dataclass(frozen=True, slots=True)

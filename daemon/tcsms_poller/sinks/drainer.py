@@ -118,9 +118,7 @@ class Drainer:
                 self._replay_added = anyio.Event()
                 await self._deliver_replays()
             self._metrics.outbox_depth.labels(self.name).set(self.depth)
-            batch = await self._store.read_outbox(
-                after=self._acked, limit=self._settings.batch_size
-            )
+            batch = await self._read()
             if not batch:
                 if self._draining.is_set():
                     return
@@ -150,6 +148,24 @@ class Drainer:
                 )
         except OSError as error:  # the queue stays as it is, for the next start or SIGHUP
             log.error("sink.replay_failed", sink=self.name, error=str(error))
+
+    async def _read(self) -> list[OutboxRecord]:
+        """The next batch; a database that fails (a shared one restarting) is waited out."""
+        attempt = 0
+        while True:
+            try:
+                batch = await self._store.read_outbox(
+                    after=self._acked, limit=self._settings.batch_size
+                )
+            except StateError as error:
+                self._health.failed(str(error))
+                log.error("sink.outbox_read_failed", sink=self.name, error=str(error))
+                await self._sleep(self._backoff.delay(attempt))
+                attempt += 1
+            else:
+                if attempt:
+                    self._health.succeeded()
+                return batch
 
     async def _deliver(self, batch: Sequence[OutboxRecord]) -> Ack:
         """Send until acknowledged, or dead-letter; returns the ack to commit."""

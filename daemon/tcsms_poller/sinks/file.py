@@ -34,8 +34,8 @@ from typing import Any, ClassVar, Literal, TypeGuard
 import anyio.to_thread
 import structlog
 
-from tcsms_poller.fields import ConfigPath
 from tcsms_poller.permissions import SHARED, SHARED_DIRECTORY, make_dirs, restrict
+from tcsms_poller.settings_types import ConfigPath
 from tcsms_poller.sinks.base import (
     Ack,
     OutboxRecord,

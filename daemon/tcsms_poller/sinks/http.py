@@ -51,7 +51,7 @@ import httpx
 from pydantic import AnyHttpUrl, Field, field_serializer, field_validator
 
 from tcsms_poller import __version__
-from tcsms_poller.fields import REDACTED, Duration, Secret, SecretValue
+from tcsms_poller.settings_types import REDACTED, Duration, Secret, SecretValue
 from tcsms_poller.sinks.base import (
     Ack,
     OutboxRecord,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass
+
+from tcsms_poller.state.roles import PendingConversion
 
 __all__ = [
     "PendingConversion",
@@ -14,17 +15,6 @@ __all__ = [
     "lease_conversions",
     "pending_conversions",
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class PendingConversion:
-    """A conversion not yet reported (or whose report failed transiently)."""
-
-    id: int
-    app_id: str
-    serial_no: str
-    conversion_time: int | None
-    attempts: int
 
 
 def enqueue_conversions(

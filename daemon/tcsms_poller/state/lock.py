@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from tcsms_poller.permissions import PRIVATE, PRIVATE_DIRECTORY, make_dirs, restrict
-from tcsms_poller.state.store import StateError
+from tcsms_poller.state.roles import StateError
 
 __all__ = ["lock_path", "state_lock"]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
+from typing import TYPE_CHECKING
 
 from tcsms_poller.records import Record, format_received_at, receipt_missing_record
 from tcsms_poller.state.messages import (
@@ -17,21 +18,34 @@ from tcsms_poller.state.messages import (
     due_message_numbers,
     expired_messages,
     get_message,
-    mark_missing,
     message_counts,
 )
-from tcsms_poller.state.store import CommitResult, StateStore
-from tcsms_poller.state.writer import Transaction
+from tcsms_poller.state.roles import CommitResult, MessagesMissing, MessagesPolled
+from tcsms_poller.state.store import SqliteStore
 
-__all__ = ["GIVE_UP_BATCH", "MessageStore"]
+if TYPE_CHECKING:
+    from tcsms_poller.state.roles import StateStore
+
+__all__ = ["GIVE_UP_BATCH", "UNAVAILABLE", "MessageStore", "tracked_messages"]
 
 GIVE_UP_BATCH = 500  # messages given up on in one transaction
+UNAVAILABLE = (
+    "message tracking keeps its state in SQLite only: with state.url (PostgreSQL) the tracking "
+    "workers do not run and POST /v1/messages answers 501"
+)
+
+
+def tracked_messages(
+    store: StateStore, *, clock: Callable[[], float] = time.time
+) -> MessageStore | None:
+    """The tracked messages of ``store``; None where its backend does not keep them."""
+    return MessageStore(store, clock=clock) if isinstance(store, SqliteStore) else None
 
 
 class MessageStore:
     """Tracked messages in the daemon's state database."""
 
-    def __init__(self, store: StateStore, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: SqliteStore, *, clock: Callable[[], float] = time.time) -> None:
         self._store = store
         self._clock = clock
 
@@ -62,13 +76,15 @@ class MessageStore:
             partial(due_message_numbers, app_id=app_id, now=self.clock, limit=limit, skip=skip)
         )
 
-    def polled(self, app_id: str, phone: str, *, schedule: Schedule) -> Transaction[None]:
+    def polled(self, app_id: str, phone: str, *, schedule: Schedule) -> MessagesPolled:
         """A step for the commit of a page of ``phone``: reschedule it, or drop it."""
-        return partial(after_poll, app_id=app_id, phone=phone, now=self.clock, schedule=schedule)
+        return MessagesPolled(app_id, phone, polled_at=self.clock, schedule=schedule)
 
     async def reschedule(self, app_id: str, phone: str, *, schedule: Schedule) -> None:
         """A failed poll: the number is due at its messages' next poll time."""
-        await self._store.write(self.polled(app_id, phone, schedule=schedule))
+        await self._store.write(
+            partial(after_poll, app_id=app_id, phone=phone, now=self.clock, schedule=schedule)
+        )
 
     async def give_up(
         self, app_id: str, *, give_up_after: float, schedule: Schedule
@@ -93,7 +109,7 @@ class MessageStore:
             )
             for m in expired
         ]
-        step = partial(mark_missing, messages=expired, now=now, schedule=schedule)
+        step = MessagesMissing(tuple(expired), given_up_at=now, schedule=schedule)
         try:
             return await self._store.commit(records, source="tracking", also=step)
         except MessageRacedError:  # rolled back whole; the next round reads afresh

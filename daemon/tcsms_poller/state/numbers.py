@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable, Sequence
+from typing import Any
+
+from tcsms_poller.state.roles import NumberOrigin, TrackedNumber
 
 __all__ = [
+    "CURSOR_RANGES",
     "NumberOrigin",
     "TrackedNumber",
     "add_number",
@@ -24,29 +27,15 @@ __all__ = [
     "number_counts",
     "oldest_due",
     "purge_expired_numbers",
+    "ranges_from_rows",
     "remove_number",
     "reschedule_number",
     "sync_numbers",
 ]
 
-NumberOrigin = str  # "config" | "file" | "api"
 _COLUMNS = (
     "app_id, phone, origin, expires_at, status_cursor, reply_cursor, next_due, last_polled_at"
 )
-
-
-@dataclass(frozen=True, slots=True)
-class TrackedNumber:
-    """One tracked number and where its polling stands."""
-
-    app_id: str
-    phone: str
-    origin: NumberOrigin
-    expires_at: float | None
-    status_cursor: int | None
-    reply_cursor: int | None
-    next_due: float
-    last_polled_at: float | None
 
 
 def _number(row: Sequence[object]) -> TrackedNumber:
@@ -243,23 +232,32 @@ def number_counts(connection: sqlite3.Connection, *, now: float) -> dict[str, tu
     return {app: (count, max(0.0, now - oldest)) for app, count, oldest in rows}
 
 
+CURSOR_RANGES = (
+    "SELECT app_id, COUNT(status_cursor), MIN(status_cursor), MAX(status_cursor), "
+    "COUNT(reply_cursor), MIN(reply_cursor), MAX(reply_cursor) FROM numbers GROUP BY app_id"
+)
+
+
 def cursor_ranges(connection: sqlite3.Connection) -> dict[str, dict[str, tuple[int, int, int]]]:
     """Per app and kind (``status``, ``reply``): numbers with a cursor, the oldest and newest.
 
     A cursor is the time of the newest record seen for a number; the oldest one tells how long
     the quietest number has gone without one (polls cover each number's lookback regardless).
     """
-    rows = connection.execute(
-        "SELECT app_id, COUNT(status_cursor), MIN(status_cursor), MAX(status_cursor), "
-        "COUNT(reply_cursor), MIN(reply_cursor), MAX(reply_cursor) FROM numbers GROUP BY app_id"
-    )
+    return ranges_from_rows(connection.execute(CURSOR_RANGES))
+
+
+def ranges_from_rows(
+    rows: Iterable[Sequence[Any]],
+) -> dict[str, dict[str, tuple[int, int, int]]]:
+    """``cursor_ranges`` from the rows of ``CURSOR_RANGES`` (either backend's)."""
     return {
-        app: {
-            kind: (count, oldest, newest)
-            for kind, (count, oldest, newest) in (("status", row[:3]), ("reply", row[3:]))
-            if count
+        row[0]: {
+            kind: (row[at], row[at + 1], row[at + 2])
+            for kind, at in (("status", 1), ("reply", 4))
+            if row[at]
         }
-        for app, *row in rows
+        for row in rows
     }
 
 

@@ -10,15 +10,13 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from tcsms_poller.records import Record
-from tcsms_poller.sinks.base import OutboxRecord
+from tcsms_poller.records import OutboxRecord, Record
+from tcsms_poller.state.roles import Rejected, SinkCursor
 from tcsms_poller.state.rows import insert_rows
 from tcsms_poller.state.seen import SeenIds
 from tcsms_poller.state.tail import OutboxTail
-from tcsms_poller.tencent.models import RejectedItem
 
 __all__ = [
     "SinkCursor",
@@ -33,14 +31,6 @@ __all__ = [
     "read_outbox",
     "sink_cursor",
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class SinkCursor:
-    """How far a sink has acknowledged, and its own committed position (e.g. a file offset)."""
-
-    acked_seq: int
-    position: Mapping[str, Any] | None
 
 
 def commit_records(
@@ -75,7 +65,7 @@ def commit_records(
 
 
 def quarantine(
-    connection: sqlite3.Connection, items: Sequence[RejectedItem], *, source: str, now: float
+    connection: sqlite3.Connection, items: Sequence[Rejected], *, source: str, now: float
 ) -> None:
     """Keep API items we could not parse, verbatim, for an operator to inspect."""
     connection.executemany(

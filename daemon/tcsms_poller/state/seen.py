@@ -1,12 +1,11 @@
 """The dedupe set: the record ids delivered within ``dedupe_ttl``, on disk, with a bounded RAM part.
 
-Record ids are hashes and serial numbers, so they land at random places in a B-tree. Inserting each
-page's ids straight into ``seen`` dirtied about one page per id in every commit, which made the
-commit the pipeline's bottleneck (13 ms for 100 records once 180,000 ids were kept). So new ids
-are appended to ``seen_recent`` (a plain rowid table: a few pages per commit) and mirrored in RAM,
-and once ``MERGE_AT`` ids are pending they move into ``seen`` in key order in one statement,
-which touches each leaf once for many ids. RAM holds at most ``MERGE_AT`` ids; opening the state
-merges whatever a previous process left, so nothing is rebuilt at start.
+Record ids land at random places in a B-tree, so inserting each page's ids straight into ``seen``
+dirtied about one page per id and made the commit the bottleneck (figures: docs/benchmarks.md).
+So new ids are appended to ``seen_recent`` (a plain rowid table: a few pages per commit) and
+mirrored in RAM, and once ``MERGE_AT`` ids are pending they move into ``seen`` in key order in
+one statement, which touches each leaf once for many ids. RAM holds at most ``MERGE_AT`` ids;
+opening the state merges whatever a previous process left, so nothing is rebuilt at start.
 
 Every method runs on the writer's thread inside the write transaction, except ``committed``,
 which runs right after its COMMIT: the RAM mirror only ever reflects committed rows.
@@ -28,9 +27,8 @@ from tcsms_poller.state.rows import insert_rows
 
 __all__ = ["MERGE_AT", "SeenIds"]
 
-# Pending ids that trigger a merge: about 10 MiB of RAM at most. The more ids a merge carries,
-# the more of them share each leaf it rewrites: at 400,000 ids, 50,000 cost 2.5 µs a record
-# less than 20,000 (merge and commit together).
+# Pending ids that trigger a merge: the more ids a merge carries, the more of them share each
+# leaf it rewrites, within a bounded RAM (figures: docs/benchmarks.md).
 MERGE_AT = 50_000
 _CHUNK = 500  # ids per IN (...) query; far below SQLite's bound-parameter limit
 

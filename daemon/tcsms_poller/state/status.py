@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ from tcsms_poller.state.conversions import pending_conversions
 from tcsms_poller.state.numbers import cursor_ranges, number_counts
 from tcsms_poller.state.outbox import outbox_head
 
-__all__ = ["read_snapshot"]
+__all__ = ["SINKS", "WORKERS", "assemble_snapshot", "read_snapshot", "snapshot_of"]
 
 
 def read_snapshot(path: Path, *, now: float) -> dict[str, Any]:
@@ -25,15 +26,56 @@ def read_snapshot(path: Path, *, now: float) -> dict[str, Any]:
     connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
     try:
         connection.execute("BEGIN")
-        head = outbox_head(connection)
-        sinks = [
+        return snapshot_of(connection, now=now, database=str(path))
+    finally:
+        connection.close()
+
+
+def snapshot_of(connection: sqlite3.Connection, *, now: float, database: str) -> dict[str, Any]:
+    """The snapshot, read inside the transaction the caller opened."""
+    (seen,) = connection.execute("SELECT COUNT(*) FROM seen").fetchone()
+    if _has_table(connection, "seen_recent"):  # not before the daemon migrated the file
+        seen += connection.execute("SELECT COUNT(*) FROM seen_recent").fetchone()[0]
+    return assemble_snapshot(
+        database=database,
+        head=outbox_head(connection),
+        sinks=connection.execute(SINKS).fetchall(),
+        ranges=cursor_ranges(connection),
+        counts=number_counts(connection, now=now),
+        workers=connection.execute(WORKERS).fetchall(),
+        pending=pending_conversions(connection),
+        rejected=connection.execute("SELECT COUNT(*) FROM rejected").fetchone()[0],
+        seen=seen,
+    )
+
+
+# The queries both backends run as they are.
+SINKS = "SELECT name, acked_seq, updated_at FROM sink_cursors ORDER BY name"
+WORKERS = "SELECT name, healthy, last_error, last_success_at, updated_at FROM workers ORDER BY name"
+
+
+def assemble_snapshot(
+    *,
+    database: str,
+    head: int,
+    sinks: Iterable[Sequence[Any]],
+    ranges: Mapping[str, Mapping[str, tuple[int, int, int]]],
+    counts: Mapping[str, tuple[int, float]],
+    workers: Iterable[Sequence[Any]],
+    pending: int,
+    rejected: int,
+    seen: int,
+) -> dict[str, Any]:
+    """The snapshot's shape, from what either backend read (rows of ``SINKS`` and ``WORKERS``,
+    ``cursor_ranges`` and ``number_counts`` results)."""
+    return {
+        "database": database,
+        "outbox_head": head,
+        "sinks": [
             {"name": name, "acked_seq": acked, "depth": max(0, head - acked), "updated_at": at}
-            for name, acked, at in connection.execute(
-                "SELECT name, acked_seq, updated_at FROM sink_cursors ORDER BY name"
-            )
-        ]
-        ranges = cursor_ranges(connection)
-        numbers = [
+            for name, acked, at in sinks
+        ],
+        "numbers": [
             {
                 "app_id": app,
                 "tracked": count,
@@ -43,9 +85,9 @@ def read_snapshot(path: Path, *, now: float) -> dict[str, Any]:
                     for kind, (with_cursor, oldest, newest) in ranges.get(app, {}).items()
                 },
             }
-            for app, (count, lag) in sorted(number_counts(connection, now=now).items())
-        ]
-        workers = [
+            for app, (count, lag) in sorted(counts.items())
+        ],
+        "workers": [
             {
                 "name": name,
                 "healthy": bool(ok),
@@ -53,27 +95,12 @@ def read_snapshot(path: Path, *, now: float) -> dict[str, Any]:
                 "last_success_at": success,
                 "updated_at": at,
             }
-            for name, ok, error, success, at in connection.execute(
-                "SELECT name, healthy, last_error, last_success_at, updated_at "
-                "FROM workers ORDER BY name"
-            )
-        ]
-        (rejected,) = connection.execute("SELECT COUNT(*) FROM rejected").fetchone()
-        (seen,) = connection.execute("SELECT COUNT(*) FROM seen").fetchone()
-        if _has_table(connection, "seen_recent"):  # not before the daemon migrated the file
-            seen += connection.execute("SELECT COUNT(*) FROM seen_recent").fetchone()[0]
-        return {
-            "database": str(path),
-            "outbox_head": head,
-            "sinks": sinks,
-            "numbers": numbers,
-            "workers": workers,
-            "pending_conversions": pending_conversions(connection),
-            "rejected_items": rejected,
-            "seen_ids": seen,
-        }
-    finally:
-        connection.close()
+            for name, ok, error, success, at in workers
+        ],
+        "pending_conversions": pending,
+        "rejected_items": rejected,
+        "seen_ids": seen,
+    }
 
 
 def _has_table(connection: sqlite3.Connection, name: str) -> bool:

@@ -1,4 +1,4 @@
-"""The async face of the SQLite state: one writer, one reader, commit notifications.
+"""The SQLite state (the embedded default): one writer, one reader, commit notifications.
 
 SQLite calls are blocking, so they run in worker threads: all writes through one connection, one
 transaction at a time (a single writer is what SQLite wants), and reads through a second
@@ -10,11 +10,9 @@ committed everything or nothing (a queue page is never half-kept).
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,19 +21,28 @@ import anyio
 import anyio.lowlevel
 import anyio.to_thread
 
-from tcsms_poller.records import Record
-from tcsms_poller.sinks.base import OutboxRecord
+from tcsms_poller.records import OutboxRecord, Record
 from tcsms_poller.state import conversions, integrity, messages, numbers, outbox
-from tcsms_poller.state.conversions import PendingConversion
-from tcsms_poller.state.numbers import TrackedNumber
-from tcsms_poller.state.outbox import SinkCursor
+from tcsms_poller.state.roles import (
+    Change,
+    CommitResult,
+    ConversionReported,
+    MessagesMissing,
+    MessagesPolled,
+    NumberPolled,
+    PendingConversion,
+    Rejected,
+    SinkCursor,
+    StateError,
+    TrackedNumber,
+)
 from tcsms_poller.state.schema import SchemaError, migrate
 from tcsms_poller.state.seen import SeenIds
+from tcsms_poller.state.status import snapshot_of
 from tcsms_poller.state.tail import OutboxTail
 from tcsms_poller.state.writer import GroupWriter, Transaction
-from tcsms_poller.tencent.models import RejectedItem
 
-__all__ = ["CommitResult", "StateError", "StateStore"]
+__all__ = ["PURGE_BATCH", "SqliteStore", "apply_change"]
 
 T = TypeVar("T")
 PURGE_BATCH = 5_000
@@ -46,24 +53,34 @@ PURGE_BATCH = 5_000
 LOCK_WAIT = 10.0
 
 # The sqlite3 module binds int, float, str and bytearray directly, but looks up an adapter for
-# bytes through two failing attribute lookups, each raising and formatting an AttributeError:
-# about 3,000 instructions per outbox row. Finding one costs a third. (Process-wide, and the
-# identity for bytes, so no other user of sqlite3 sees a change.)
+# bytes through two failing attribute lookups, each raising and formatting an AttributeError;
+# finding one is cheaper (figures: docs/benchmarks.md). (Process-wide, and the identity for
+# bytes, so no other user of sqlite3 sees a change.)
 sqlite3.register_adapter(bytes, bytes)
 
 
-class StateError(Exception):
-    """The state database failed (disk full, read-only, corrupt); nothing was half-written."""
-
-
-@dataclass(frozen=True, slots=True)
-class CommitResult:
-    """What one commit did: the records that were new, how many were duplicates, and the
-    tracked messages their receipts resolved."""
-
-    new: tuple[Record, ...]
-    duplicates: int
-    resolved: tuple[messages.Resolved, ...] = ()
+def apply_change(connection: sqlite3.Connection, change: Change) -> None:
+    """Write the step a caller commits together with its records."""
+    if isinstance(change, NumberPolled):
+        numbers.advance_number(
+            connection,
+            change.app_id,
+            change.phone,
+            next_due=change.next_due,
+            polled_at=change.polled_at,
+            status_cursor=change.status_cursor,
+            reply_cursor=change.reply_cursor,
+        )
+    elif isinstance(change, ConversionReported):
+        conversions.finish_conversion(connection, change.conversion_id)
+    elif isinstance(change, MessagesPolled):
+        messages.after_poll(
+            connection, change.app_id, change.phone, now=change.polled_at, schedule=change.schedule
+        )
+    elif isinstance(change, MessagesMissing):
+        messages.mark_missing(
+            connection, change.messages, now=change.given_up_at, schedule=change.schedule
+        )
 
 
 def _connect(path: Path, *, read_only: bool, synchronous: str) -> sqlite3.Connection:
@@ -78,8 +95,9 @@ def _connect(path: Path, *, read_only: bool, synchronous: str) -> sqlite3.Connec
     return connection
 
 
-class StateStore:
-    """Durable state of one daemon; see the module docstring for the threading model."""
+class SqliteStore:
+    """Durable state of one daemon in one SQLite file; see the module docstring for the threading
+    model. ``write`` and ``read`` run raw transactions, for the benchmarks of this backend."""
 
     def __init__(
         self,
@@ -89,7 +107,9 @@ class StateStore:
         seen: SeenIds,
         dedupe_ttl: float,
         clock: Callable[[], float],
+        database: str = "",
     ) -> None:
+        self._database = database
         self._tail = OutboxTail()
         self._writer = GroupWriter(writer, [seen, self._tail])
         self._reader = reader
@@ -108,7 +128,7 @@ class StateStore:
         dedupe_ttl: float,
         synchronous: str = "FULL",
         clock: Callable[[], float] = time.time,
-    ) -> StateStore:
+    ) -> SqliteStore:
         """Open (creating and migrating as needed) the database at ``path``."""
 
         def connect() -> tuple[sqlite3.Connection, sqlite3.Connection, SeenIds]:
@@ -129,7 +149,9 @@ class StateStore:
             writer, reader, seen = await anyio.to_thread.run_sync(connect)
         except (sqlite3.Error, OSError, SchemaError) as error:
             raise StateError(f"cannot open state database {path}: {error}") from None
-        return cls(writer, reader, seen=seen, dedupe_ttl=dedupe_ttl, clock=clock)
+        return cls(
+            writer, reader, seen=seen, dedupe_ttl=dedupe_ttl, clock=clock, database=str(path)
+        )
 
     async def aclose(self) -> None:
         """Close both connections (after the last write)."""
@@ -180,11 +202,11 @@ class StateStore:
         self,
         records: Sequence[Record],
         *,
-        rejected: Sequence[RejectedItem] = (),
+        rejected: Sequence[Rejected] = (),
         source: str = "",
-        also: Transaction[None] | None = None,
+        also: Change | None = None,
     ) -> CommitResult:
-        """Dedupe ``records`` into the outbox, quarantine ``rejected`` items and run ``also``,
+        """Dedupe ``records`` into the outbox, quarantine ``rejected`` items and apply ``also``,
         all in one transaction; then wake the sink drainers."""
         now = self._clock()
 
@@ -198,7 +220,7 @@ class StateStore:
                 outbox.quarantine(connection, rejected, source=source, now=now)
             resolved = messages.resolve_messages(connection, records, now=now)  # by any path
             if also is not None:
-                also(connection)
+                apply_change(connection, also)
             return fresh, resolved, outbox.outbox_head(connection)
 
         fresh, resolved, head = await self.write(work)
@@ -341,6 +363,10 @@ class StateStore:
             partial(conversions.lease_conversions, now=self._clock(), limit=limit, lease=lease)
         )
 
+    async def pending_conversions(self) -> int:
+        """How many conversions wait to be reported."""
+        return await self.read(conversions.pending_conversions)
+
     async def defer_conversion(self, conversion_id: int, *, delay: float, error: str) -> None:
         """Retry a conversion after ``delay`` seconds."""
         await self.write(
@@ -352,7 +378,7 @@ class StateStore:
             )
         )
 
-    # -- worker health and cursors -----------------------------------------------------------
+    # -- worker health and status -----------------------------------------------------------
 
     async def save_worker_state(
         self, name: str, *, healthy: bool, error: str | None, last_success_at: float | None
@@ -373,26 +399,6 @@ class StateStore:
 
         await self.write(work)
 
-    async def get_cursor(self, key: str) -> Any:
-        """A worker's JSON cursor, or None."""
-
-        def work(connection: sqlite3.Connection) -> Any:
-            row = connection.execute("SELECT value FROM cursors WHERE key = ?", (key,)).fetchone()
-            return json.loads(row[0]) if row else None
-
-        return await self.read(work)
-
-    def cursor_setter(self, key: str, value: Any) -> Transaction[None]:
-        """A transaction step that saves a cursor; pass it as ``commit(also=...)``."""
-        now = self._clock()
-        encoded = json.dumps(value)
-
-        def work(connection: sqlite3.Connection) -> None:
-            connection.execute(
-                "INSERT INTO cursors (key, value, updated_at) VALUES (?, ?, ?) "
-                "ON CONFLICT (key) DO UPDATE "
-                "SET value = excluded.value, updated_at = excluded.updated_at",
-                (key, encoded, now),
-            )
-
-        return work
+    async def snapshot(self) -> dict[str, Any]:
+        """Everything ``status`` shows, read in one transaction."""
+        return await self.read(partial(snapshot_of, now=self._clock(), database=self._database))

@@ -1,8 +1,8 @@
 """The newest committed outbox rows, kept in RAM for the sinks that keep up.
 
 A sink that keeps up asks, after each commit, for the rows that commit just added. Reading them
-back through SQLite is a thread hop and a query on the reader, whose page cache every commit
-drops: in the pipeline benchmark, about a tenth of the CPU. So the writer keeps the rows of the
+back through SQLite is a thread hop and a query on a reader whose page cache every commit drops
+(its cost: docs/benchmarks.md). So the writer keeps the rows of the
 latest commits, up to ``TAIL_BYTES``, and ``read`` serves a sink from them when they reach back
 to its cursor; a sink further behind reads the database, as before.
 
@@ -19,14 +19,12 @@ import threading
 from collections.abc import Sequence
 from functools import partial
 
-from tcsms_poller.sinks.base import OutboxRecord
+from tcsms_poller.records import OutboxRecord
 
 __all__ = ["TAIL_BYTES", "OutboxTail"]
 
-# Several commits' worth (about 650 records), for sinks a batch or two behind: in the pipeline
-# benchmark a sink found its rows here 945 times in 946 reads, as with a 4 MiB tail. That one
-# raised the peak RSS by about 70 MB, this one by 3 MB: rows kept that long pin much of the
-# allocator's memory around them.
+# Several commits' worth, for sinks a batch or two behind: a larger tail served them no more
+# often and pinned much more memory (figures: docs/benchmarks.md).
 TAIL_BYTES = 256 * 2**10
 _outbox_record = partial(tuple.__new__, OutboxRecord)  # from a (seq, data) pair, in C
 

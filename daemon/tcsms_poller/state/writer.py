@@ -28,9 +28,10 @@ from typing import Any, Generic, Protocol, TypeVar
 import anyio
 import anyio.to_thread
 
-__all__ = ["MAX_GROUP", "GroupWriter", "Mirror", "Transaction"]
+__all__ = ["MAX_GROUP", "GroupWriter", "Mirror", "PendingWrite", "Transaction", "WriteQueue"]
 
 T = TypeVar("T")
+W = TypeVar("W")
 Transaction = Callable[[sqlite3.Connection], T]
 MAX_GROUP = 64  # writes per transaction: bounds how long one COMMIT keeps the others waiting
 
@@ -51,45 +52,38 @@ class Mirror(Protocol):
         """The transaction committed."""
 
 
-class _Write(Generic[T]):
+class PendingWrite(Generic[W]):
     """One caller's write: its work and, once its transaction ended, its outcome."""
 
     __slots__ = ("done", "error", "result", "taken", "work")
 
-    def __init__(self, work: Transaction[T]) -> None:
+    def __init__(self, work: W) -> None:
         self.work = work
         self.taken = False  # in the transaction now running
         self.done = False
-        self.result: T | None = None
+        self.result: Any = None
         self.error: BaseException | None = None
 
-    def outcome(self) -> T:
+    def outcome(self) -> Any:
         if self.error is not None:
             raise self.error
-        return self.result  # type: ignore[return-value]  # set when work returned
+        return self.result
 
 
-class GroupWriter:
-    """Runs write transactions on one connection, grouping those that wait; see the docstring."""
+class WriteQueue(Generic[W]):
+    """Writes that wait while a transaction runs, then run together; a subclass runs a group.
 
-    def __init__(self, connection: sqlite3.Connection, mirrors: Sequence[Mirror]) -> None:
-        self._connection = connection
-        self._mirrors = tuple(mirrors)
-        self._waiting: deque[_Write[Any]] = deque()
+    The waiting and cancellation rules of the module docstring live here, for every backend.
+    """
+
+    def __init__(self) -> None:
+        self._waiting: deque[PendingWrite[W]] = deque()
         self._running = False
         self._finished = anyio.Event()  # set (and replaced) each time a transaction ends
-        self._thread = anyio.CapacityLimiter(1)
-        self._since: float | None = None  # monotonic start of the transaction in progress
-        self.transactions = 0  # committed or not: how many times the writer ran
 
-    def running_for(self) -> float:
-        """Seconds the transaction in progress has taken so far (0 when none is running)."""
-        since = self._since
-        return 0.0 if since is None else time.monotonic() - since
-
-    async def write(self, work: Transaction[T]) -> T:
-        """Run ``work`` in a write transaction, maybe with other writes; see the docstring."""
-        write = _Write(work)
+    async def _queue(self, work: W) -> Any:
+        """Wait for ``work`` to run, alone or grouped; its result (or its exception)."""
+        write = PendingWrite(work)
         self._waiting.append(write)
         try:
             while not write.done:
@@ -106,30 +100,62 @@ class GroupWriter:
                     await self._finished.wait()
         return write.outcome()
 
-    async def aclose(self) -> None:
-        """Wait for the transaction in progress, then close the connection."""
-        async with self._thread:
-            self._connection.close()
-
     async def _run_waiting(self) -> None:
         group = [self._waiting.popleft() for _ in range(min(MAX_GROUP, len(self._waiting)))]
         for write in group:
             write.taken = True
         self._running = True
         try:
-            await anyio.to_thread.run_sync(self._transact, group, limiter=self._thread)
+            await self._run(group)
         finally:
             self._running = False
-            if not group[0].done:  # cancelled before the thread took it: it waits again
+            if not group[0].done:  # cancelled before the transaction started: it waits again
                 for write in reversed(group):
                     write.taken = False
                     self._waiting.appendleft(write)
             finished, self._finished = self._finished, anyio.Event()
             finished.set()
 
+    async def _run(self, group: Sequence[PendingWrite[W]]) -> None:
+        """Run ``group`` in one transaction; mark each write done with its outcome."""
+        raise NotImplementedError
+
+
+_Pending = PendingWrite[Transaction[Any]]
+
+
+class GroupWriter(WriteQueue[Transaction[Any]]):
+    """Runs write transactions on one connection, grouping those that wait; see the docstring."""
+
+    def __init__(self, connection: sqlite3.Connection, mirrors: Sequence[Mirror]) -> None:
+        super().__init__()
+        self._connection = connection
+        self._mirrors = tuple(mirrors)
+        self._thread = anyio.CapacityLimiter(1)
+        self._since: float | None = None  # monotonic start of the transaction in progress
+        self.transactions = 0  # committed or not: how many times the writer ran
+
+    def running_for(self) -> float:
+        """Seconds the transaction in progress has taken so far (0 when none is running)."""
+        since = self._since
+        return 0.0 if since is None else time.monotonic() - since
+
+    async def write(self, work: Transaction[T]) -> T:
+        """Run ``work`` in a write transaction, maybe with other writes; see the docstring."""
+        result: T = await self._queue(work)
+        return result
+
+    async def aclose(self) -> None:
+        """Wait for the transaction in progress, then close the connection."""
+        async with self._thread:
+            self._connection.close()
+
+    async def _run(self, group: Sequence[_Pending]) -> None:
+        await anyio.to_thread.run_sync(self._transact, group, limiter=self._thread)
+
     # -- on the writer thread -------------------------------------------------------------------
 
-    def _transact(self, group: Sequence[_Write[Any]]) -> None:
+    def _transact(self, group: Sequence[_Pending]) -> None:
         self._since = time.monotonic()
         self.transactions += 1
         try:
@@ -147,11 +173,11 @@ class GroupWriter:
                 write.done = True
             self._since = None
 
-    def _run_alone(self, write: _Write[Any]) -> None:
+    def _run_alone(self, write: _Pending) -> None:
         write.result = write.work(self._connection)
         self._commit()
 
-    def _run_grouped(self, group: Sequence[_Write[Any]]) -> None:
+    def _run_grouped(self, group: Sequence[_Pending]) -> None:
         connection = self._connection
         for write in group:
             connection.execute("SAVEPOINT write")
@@ -173,7 +199,7 @@ class GroupWriter:
         for mirror in self._mirrors:
             mirror.committed()
 
-    def _fail_all(self, group: Sequence[_Write[Any]], error: BaseException) -> None:
+    def _fail_all(self, group: Sequence[_Pending], error: BaseException) -> None:
         """Nothing of the transaction stays: every write of it gets ``error`` (or its own)."""
         if self._connection.in_transaction:
             with contextlib.suppress(sqlite3.Error):  # connection gone: the next BEGIN says so

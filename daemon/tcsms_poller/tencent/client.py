@@ -26,6 +26,7 @@ import structlog
 from tcsms_poller.backoff import Backoff
 from tcsms_poller.metrics import Metrics
 from tcsms_poller.tencent import API_VERSION, SERVICE
+from tcsms_poller.tencent.api import PAGE_LIMIT, QUEUE_ACTIONS, Action
 from tcsms_poller.tencent.errors import (
     MalformedResponseError,
     RateLimitedError,
@@ -48,13 +49,11 @@ from tcsms_poller.tencent.models import (
 from tcsms_poller.tencent.ratelimit import RateLimiters
 from tcsms_poller.tencent.signing import TC3Auth
 
-__all__ = ["QUEUE_ACTIONS", "Credentials", "RetryPolicy", "TencentClient"]
+__all__ = ["Credentials", "RetryPolicy", "TencentClient"]
+
+T = TypeVar("T")
 
 log = structlog.get_logger("tcsms_poller.tencent")
-
-PAGE_LIMIT = 100  # the API's maximum Limit for every pull action
-QUEUE_ACTIONS = frozenset({"PullSmsReplyStatus", "PullSmsSendStatus"})
-T = TypeVar("T")
 
 
 def _as_is(answer: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -138,7 +137,7 @@ class TencentClient:
     ) -> Page[ReplyStatus]:
         """Queue mode: replies not handed out before; each is handed out once only."""
         return await self.call(
-            "PullSmsReplyStatus", {"SmsSdkAppId": app_id, "Limit": limit}, parse_replies
+            Action.PULL_SMS_REPLY_STATUS, {"SmsSdkAppId": app_id, "Limit": limit}, parse_replies
         )
 
     async def pull_sms_send_status(
@@ -146,7 +145,9 @@ class TencentClient:
     ) -> Page[SendStatus]:
         """Queue mode: receipts not handed out before; each is handed out once only."""
         return await self.call(
-            "PullSmsSendStatus", {"SmsSdkAppId": app_id, "Limit": limit}, parse_send_statuses
+            Action.PULL_SMS_SEND_STATUS,
+            {"SmsSdkAppId": app_id, "Limit": limit},
+            parse_send_statuses,
         )
 
     async def pull_sms_send_status_by_phone_number(
@@ -164,7 +165,9 @@ class TencentClient:
         ``workers/windows.py``.
         """
         params = _window_params(app_id, phone_number, begin, end, limit)
-        return await self.call("PullSmsSendStatusByPhoneNumber", params, parse_send_statuses)
+        return await self.call(
+            Action.PULL_SMS_SEND_STATUS_BY_PHONE_NUMBER, params, parse_send_statuses
+        )
 
     async def pull_sms_reply_status_by_phone_number(
         self,
@@ -178,7 +181,7 @@ class TencentClient:
         """Up to ``limit`` replies of one number with ``begin <= ReplyTime <= end``, in an
         undocumented order."""
         params = _window_params(app_id, phone_number, begin, end, limit)
-        return await self.call("PullSmsReplyStatusByPhoneNumber", params, parse_replies)
+        return await self.call(Action.PULL_SMS_REPLY_STATUS_BY_PHONE_NUMBER, params, parse_replies)
 
     async def callback_status_statistics(
         self, app_id: str, *, begin_hour: str, end_hour: str
@@ -191,7 +194,7 @@ class TencentClient:
             "Limit": 0,
             "Offset": 0,
         }
-        return await self.call("CallbackStatusStatistics", params, parse_statistics)
+        return await self.call(Action.CALLBACK_STATUS_STATISTICS, params, parse_statistics)
 
     async def report_conversion(
         self, app_id: str, serial_no: str, *, conversion_time: int | None = None
@@ -200,13 +203,13 @@ class TencentClient:
         params: dict[str, Any] = {"SmsSdkAppId": app_id, "SerialNo": serial_no}
         if conversion_time is not None:
             params["ConversionTime"] = conversion_time
-        return await self.call("ReportConversion", params, parse_conversion)
+        return await self.call(Action.REPORT_CONVERSION, params, parse_conversion)
 
     # -- the generic call ----------------------------------------------------------------------
 
     async def call(
         self,
-        action: str,
+        action: Action,
         params: Mapping[str, Any],
         parse: Callable[[Mapping[str, Any]], T] = _as_is,  # type: ignore[assignment]
     ) -> T:
@@ -240,7 +243,7 @@ class TencentClient:
                 await anyio.sleep(delay)
 
     async def _attempt(
-        self, action: str, params: Mapping[str, Any], parse: Callable[[Mapping[str, Any]], T]
+        self, action: Action, params: Mapping[str, Any], parse: Callable[[Mapping[str, Any]], T]
     ) -> T:
         waited = await self._limiters.for_action(action).acquire()
         self._metrics.limiter_wait_seconds.labels(action).inc(waited)
@@ -272,7 +275,7 @@ class TencentClient:
         )
         return result
 
-    def _count_lost_answer(self, action: str, app_id: str, error: TencentError) -> None:
+    def _count_lost_answer(self, action: Action, app_id: str, error: TencentError) -> None:
         """A queue answer failed after the request was sent: whatever it held is gone."""
         self._metrics.queue_answers_lost.labels(action, app_id).inc()
         log.warning(
@@ -285,7 +288,7 @@ class TencentClient:
             note="records Tencent handed out in this answer cannot be pulled again",
         )
 
-    async def _send(self, action: str, params: Mapping[str, Any]) -> Mapping[str, Any]:
+    async def _send(self, action: Action, params: Mapping[str, Any]) -> Mapping[str, Any]:
         body = json.dumps(params, separators=(",", ":")).encode("utf-8")
         headers = {
             "Content-Type": "application/json",

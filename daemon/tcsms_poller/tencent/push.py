@@ -18,9 +18,9 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from tcsms_poller.fields import is_e164
 from tcsms_poller.numbers_ascii import MAX_UNIX_TIME, parse_ascii_int
-from tcsms_poller.records import BEIJING
+from tcsms_poller.settings_types import is_e164
+from tcsms_poller.tencent.api import BEIJING
 from tcsms_poller.tencent.models import (
     ItemError,
     Page,

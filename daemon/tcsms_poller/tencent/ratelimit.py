@@ -28,8 +28,8 @@ from aiolimiter import AsyncLimiter
 __all__ = ["MARGIN", "ActionLimiter", "RateLimiters"]
 
 # How much longer than the server's window our window is. A request leaves some time after its
-# slot (the event loop may be busy parsing a page or committing), and that delay varies: 5 ms
-# was refused now and then on a loaded 2-core machine. 20 ms costs 2 % of the limit.
+# slot (the event loop may be busy parsing a page or committing), and that delay varies on a
+# loaded machine (what was measured: docs/benchmarks.md).
 MARGIN = 0.020
 
 

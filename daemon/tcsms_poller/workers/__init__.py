@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from tcsms_poller.workers.base import PollStats, Worker, WorkerContext, poll_cycle, run_worker
+import structlog
+
+from tcsms_poller.state.message_store import UNAVAILABLE, tracked_messages
+from tcsms_poller.workers.base import (
+    NextCycle,
+    PollStats,
+    Worker,
+    WorkerContext,
+    poll_cycle,
+    run_worker,
+)
 from tcsms_poller.workers.by_number import ByNumberWorker
 from tcsms_poller.workers.conversions import ConversionReporter
 from tcsms_poller.workers.queue import replies_worker, send_status_worker
@@ -17,6 +27,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ByNumberWorker",
     "ConversionReporter",
+    "NextCycle",
     "PollStats",
     "TrackingWorker",
     "Worker",
@@ -26,10 +37,15 @@ __all__ = [
     "run_worker",
 ]
 
+log = structlog.get_logger("tcsms_poller.workers")
+
 
 def build_workers(config: Config, ctx: WorkerContext) -> list[Worker]:
     """Every worker the configuration enables, in a stable order."""
     workers: list[Worker] = []
+    messages = tracked_messages(ctx.store, clock=ctx.clock)
+    if messages is None and any(app.tracking.enabled for app in config.apps):
+        log.warning("tracking.unavailable", reason=UNAVAILABLE)
     for app in config.apps:
         app_id = app.sms_sdk_app_id
         if app.replies.enabled:
@@ -46,8 +62,10 @@ def build_workers(config: Config, ctx: WorkerContext) -> list[Worker]:
                     replies=app.by_number.replies,
                 )
             )
-        if app.tracking.enabled:
-            workers.append(TrackingWorker(ctx, app_id=app_id, settings=app.tracking))
+        if app.tracking.enabled and messages is not None:
+            workers.append(
+                TrackingWorker(ctx, app_id=app_id, settings=app.tracking, messages=messages)
+            )
         if app.statistics.enabled:
             workers.append(
                 StatisticsWorker(

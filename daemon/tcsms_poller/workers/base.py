@@ -22,10 +22,19 @@ from tcsms_poller.health import Health, HealthBoard
 from tcsms_poller.intake import Intake
 from tcsms_poller.metrics import Metrics
 from tcsms_poller.state import CommitResult, StateError, StateStore
+from tcsms_poller.tencent.api import Action
 from tcsms_poller.tencent.client import TencentClient
 from tcsms_poller.tencent.errors import PermanentError, TencentError
 
-__all__ = ["PollStats", "Ticker", "Worker", "WorkerContext", "poll_cycle", "run_worker"]
+__all__ = [
+    "NextCycle",
+    "PollStats",
+    "Ticker",
+    "Worker",
+    "WorkerContext",
+    "poll_cycle",
+    "run_worker",
+]
 
 log = structlog.get_logger("tcsms_poller.workers")
 
@@ -69,11 +78,29 @@ class PollStats:
         self.rejected += rejected
 
 
+@dataclass(frozen=True, slots=True)
+class NextCycle:
+    """When a worker's next poll cycle starts: on its ticker's schedule unless told otherwise."""
+
+    more_due: bool = False  # more work is waiting (full pages, overdue numbers): at once
+    wait: float | None = None  # after this many seconds instead (unhealthy, not activated)
+
+    def pause(self, scheduled: float) -> float:
+        """Seconds to wait, given ``scheduled``, the ticker's remaining time."""
+        if self.more_due:
+            return 0.0
+        return scheduled if self.wait is None else self.wait
+
+
+ON_SCHEDULE = NextCycle()
+AT_ONCE = NextCycle(more_due=True)
+
+
 class Worker(Protocol):
     """One source of records for one app (or the process)."""
 
     name: str
-    action: str
+    action: Action
     app_id: str
     interval: float
     health: Health
@@ -150,30 +177,30 @@ async def run_worker(
         await begin.wait()
     while not ctx.stopping.is_set():
         ticker.start()
-        pause = await poll_cycle(worker, ctx)
-        await _wait_or_stop(ctx, ticker.remaining() if pause is None else pause)
+        next_cycle = await poll_cycle(worker, ctx)
+        await _wait_or_stop(ctx, next_cycle.pause(ticker.remaining()))
 
 
-async def poll_cycle(worker: Worker, ctx: WorkerContext) -> float | None:
-    """One poll with its logging and health; returns a pause other than the ticker's, if any."""
+async def poll_cycle(worker: Worker, ctx: WorkerContext) -> NextCycle:
+    """One poll with its logging and health; returns when the next one starts."""
     health = worker.health
     bound = log.bind(worker=worker.name, action=worker.action, app_id=worker.app_id or None)
     was_healthy = health.failing_since is None
     started = anyio.current_time()
-    pause: float | None = None
+    next_cycle = ON_SCHEDULE
     try:
         stats = await worker.poll()
     except TencentError as error:
         health.failed(error.describe())
         permanent = isinstance(error, PermanentError)
         if permanent:  # retrying fast cannot help: try again slowly
-            pause = ctx.unhealthy_retry
+            next_cycle = NextCycle(wait=ctx.unhealthy_retry)
         (bound.error if permanent else bound.warning)(
             "poll.failed",
             code=error.code,
             request_id=error.request_id or None,
             error=error.describe(),
-            retry_in_s=pause,
+            retry_in_s=next_cycle.wait,
         )
     except StateError as error:
         health.failed(str(error))  # it names the state database
@@ -181,7 +208,7 @@ async def poll_cycle(worker: Worker, ctx: WorkerContext) -> float | None:
     except Exception as error:  # noqa: BLE001 (a bug in one worker must not stop the others)
         health.failed(f"internal error: {type(error).__name__}: {error}")
         bound.exception("poll.crashed")
-        pause = ctx.unhealthy_retry
+        next_cycle = NextCycle(wait=ctx.unhealthy_retry)
     else:
         # A round that sent nothing (no number was due yet) says nothing about the API: a worker
         # whose last requests failed stays unhealthy until a request succeeds.
@@ -200,13 +227,13 @@ async def poll_cycle(worker: Worker, ctx: WorkerContext) -> float | None:
             duration_s=round(anyio.current_time() - started, 3),
         )
         if stats.more_due:
-            pause = 0.0
+            next_cycle = AT_ONCE
         elif stats.pause is not None:
-            pause = stats.pause
+            next_cycle = NextCycle(wait=stats.pause)
         if not stats.requests and (was_healthy or not recovered):
-            return pause  # health unchanged: nothing to save
+            return next_cycle  # health unchanged: nothing to save
     await _save_health(ctx, worker.name, health)
-    return pause
+    return next_cycle
 
 
 async def _save_health(ctx: WorkerContext, name: str, health: Health) -> None:

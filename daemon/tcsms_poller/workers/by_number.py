@@ -20,26 +20,25 @@ directly (after a restart, its first poll finds them again).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import partial
 
 import anyio
 import structlog
 
 from tcsms_poller.records import Record, format_received_at, reply_record, send_status_record
 from tcsms_poller.state import StateError
-from tcsms_poller.state.numbers import TrackedNumber, advance_number
-from tcsms_poller.state.writer import Transaction
+from tcsms_poller.state.roles import Change, NumberPolled, TrackedNumber
+from tcsms_poller.tencent.api import PAGE_LIMIT, Action
 from tcsms_poller.tencent.errors import AuthError, TencentError
 from tcsms_poller.tencent.models import RejectedItem
 from tcsms_poller.workers.base import PollStats, WorkerContext
-from tcsms_poller.workers.windows import PAGE_LIMIT, Plan, Sweep, Window, span_of
+from tcsms_poller.workers.windows import Plan, Sweep, Window, span_of
 
 __all__ = ["ByNumberWorker"]
 
 log = structlog.get_logger("tcsms_poller.workers")
 
-STATUS_ACTION = "PullSmsSendStatusByPhoneNumber"
-REPLY_ACTION = "PullSmsReplyStatusByPhoneNumber"
+STATUS_ACTION = Action.PULL_SMS_SEND_STATUS_BY_PHONE_NUMBER
+REPLY_ACTION = Action.PULL_SMS_REPLY_STATUS_BY_PHONE_NUMBER
 CHECK_PERIOD = 1.0  # how soon a newly tracked or newly due number is noticed
 LAG_WARNING_EVERY = 60.0
 ROUND_BUDGET = 30.0  # a round that keeps finding due numbers takes no more after this long
@@ -50,7 +49,7 @@ MAX_PLANS = 10_000  # busy numbers whose windows are remembered (a few hundred b
 class _Fetched:
     """One page of one number, normalized."""
 
-    action: str
+    action: Action
     records: list[Record]
     times: list[int]
     rejected: tuple[RejectedItem, ...]
@@ -241,10 +240,9 @@ class ByNumberWorker:
 
     def _step(
         self, number: TrackedNumber, started: float, newest: int | None, *, replies: bool
-    ) -> Transaction[None]:
+    ) -> Change:
         """What the commit of a page of ``number`` also does: its cursors and next due time."""
-        return partial(
-            advance_number,
+        return NumberPolled(
             app_id=self.app_id,
             phone=number.phone,
             next_due=started + self._number_interval,
@@ -260,7 +258,7 @@ class ByNumberWorker:
             while len(self._plans) > MAX_PLANS:
                 del self._plans[next(iter(self._plans))]
 
-    def _report_overfull(self, phone: str, window: Window, action: str) -> None:
+    def _report_overfull(self, phone: str, window: Window, action: Action) -> None:
         self._ctx.metrics.by_number_overfull.labels(self.app_id, action).inc()
         log.warning(
             "by_number.window_overfull",

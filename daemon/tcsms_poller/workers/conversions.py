@@ -10,20 +10,19 @@ reporter unhealthy.
 
 from __future__ import annotations
 
-from functools import partial
-
 import anyio
 import structlog
 
 from tcsms_poller.backoff import Backoff
 from tcsms_poller.records import conversion_record, format_received_at
-from tcsms_poller.state.conversions import PendingConversion, finish_conversion
+from tcsms_poller.state.roles import ConversionReported, PendingConversion
+from tcsms_poller.tencent.api import Action
 from tcsms_poller.tencent.errors import AuthError, PermanentError, TencentError
 from tcsms_poller.workers.base import PollStats, WorkerContext
 
 __all__ = ["ACTION", "ConversionReporter"]
 
-ACTION = "ReportConversion"
+ACTION = Action.REPORT_CONVERSION
 BATCH = 200
 LEASE = 120.0
 log = structlog.get_logger("tcsms_poller.workers")
@@ -104,7 +103,7 @@ class ConversionReporter:
             [record],
             source=ACTION,
             health=self.health,
-            also=partial(finish_conversion, conversion_id=item.id),
+            also=ConversionReported(item.id),
         )
         ctx.metrics.conversions.labels(code).inc()
         stats.add(result, 1)

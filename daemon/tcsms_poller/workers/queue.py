@@ -18,10 +18,10 @@ from typing import Any
 import structlog
 
 from tcsms_poller.records import Record, format_received_at, reply_record, send_status_record
+from tcsms_poller.tencent.api import PAGE_LIMIT, Action
 from tcsms_poller.tencent.errors import PermanentError, means_not_activated
 from tcsms_poller.tencent.models import Page
 from tcsms_poller.workers.base import PollStats, WorkerContext
-from tcsms_poller.workers.windows import PAGE_LIMIT
 
 __all__ = ["QueueWorker", "replies_worker", "send_status_worker"]
 
@@ -39,7 +39,7 @@ class QueueWorker:
         ctx: WorkerContext,
         *,
         kind: str,
-        action: str,
+        action: Action,
         app_id: str,
         interval: float,
         pull: Puller,
@@ -119,7 +119,7 @@ def replies_worker(ctx: WorkerContext, app_id: str, interval: float) -> QueueWor
     return QueueWorker(
         ctx,
         kind="replies",
-        action="PullSmsReplyStatus",
+        action=Action.PULL_SMS_REPLY_STATUS,
         app_id=app_id,
         interval=interval,
         pull=ctx.client.pull_sms_reply_status,
@@ -132,7 +132,7 @@ def send_status_worker(ctx: WorkerContext, app_id: str, interval: float) -> Queu
     return QueueWorker(
         ctx,
         kind="send_status",
-        action="PullSmsSendStatus",
+        action=Action.PULL_SMS_SEND_STATUS,
         app_id=app_id,
         interval=interval,
         pull=ctx.client.pull_sms_send_status,

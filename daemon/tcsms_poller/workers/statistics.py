@@ -25,7 +25,8 @@ from datetime import datetime, timedelta
 import anyio
 import structlog
 
-from tcsms_poller.records import BEIJING, Record, format_received_at, statistics_record
+from tcsms_poller.records import Record, format_received_at, statistics_record
+from tcsms_poller.tencent.api import BEIJING, Action
 from tcsms_poller.tencent.errors import RequestError, TencentError
 from tcsms_poller.tencent.models import STATISTICS_FIELDS
 from tcsms_poller.workers.base import PollStats, WorkerContext
@@ -34,7 +35,7 @@ __all__ = ["StatisticsWorker", "hours_back"]
 
 log = structlog.get_logger("tcsms_poller.workers")
 
-ACTION = "CallbackStatusStatistics"
+ACTION = Action.CALLBACK_STATUS_STATISTICS
 EQUAL_HOURS_REFUSED = "InvalidParameterValue.EndTimeVerifyFail"
 HOUR = timedelta(hours=1)
 

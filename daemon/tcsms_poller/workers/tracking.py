@@ -23,8 +23,7 @@ from tcsms_poller.config.model import TrackingSettings
 from tcsms_poller.state import StateError
 from tcsms_poller.state.message_store import GIVE_UP_BATCH, MessageStore
 from tcsms_poller.state.messages import Schedule
-from tcsms_poller.state.numbers import TrackedNumber
-from tcsms_poller.state.writer import Transaction
+from tcsms_poller.state.roles import Change, TrackedNumber
 from tcsms_poller.workers.base import PollStats, WorkerContext
 from tcsms_poller.workers.by_number import CHECK_PERIOD, ByNumberWorker, _Fetched
 from tcsms_poller.workers.windows import Window, oldest_allowed
@@ -42,7 +41,14 @@ def schedule_of(settings: TrackingSettings) -> Schedule:
 class TrackingWorker(ByNumberWorker):
     """Polls the numbers of one app's pending messages; see the module docstring."""
 
-    def __init__(self, ctx: WorkerContext, *, app_id: str, settings: TrackingSettings) -> None:
+    def __init__(
+        self,
+        ctx: WorkerContext,
+        *,
+        app_id: str,
+        settings: TrackingSettings,
+        messages: MessageStore,
+    ) -> None:
         super().__init__(
             ctx,
             app_id=app_id,
@@ -56,7 +62,7 @@ class TrackingWorker(ByNumberWorker):
         self.interval = min(CHECK_PERIOD, settings.first_poll / 15)
         self._settings = settings
         self._schedule = schedule_of(settings)
-        self._messages = MessageStore(ctx.store, clock=ctx.clock)
+        self._messages = messages
         self._oldest: dict[str, int] = {}  # phone -> oldest pending sent_at, as of its due read
         self._lag = ctx.metrics.tracking.lag
         self._requests = ctx.metrics.tracking.requests.labels(app_id)
@@ -97,7 +103,7 @@ class TrackingWorker(ByNumberWorker):
 
     def _step(
         self, number: TrackedNumber, started: float, newest: int | None, *, replies: bool
-    ) -> Transaction[None]:
+    ) -> Change:
         return self._messages.polled(self.app_id, number.phone, schedule=self._schedule)
 
     async def _retry_later(self, number: TrackedNumber) -> None:

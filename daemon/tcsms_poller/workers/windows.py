@@ -46,10 +46,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from tcsms_poller.tencent.api import BY_NUMBER_LOOKBACK, PAGE_LIMIT
+
 __all__ = [
-    "API_WINDOW",
     "MERGE_BELOW",
-    "PAGE_LIMIT",
     "Answered",
     "Plan",
     "Sweep",
@@ -58,9 +58,7 @@ __all__ = [
     "span_of",
 ]
 
-API_WINDOW = 7 * 86_400  # the API refuses a BeginTime older than this
 WINDOW_MARGIN = 300  # stay this far inside the 7 days, so clock skew never trips the check
-PAGE_LIMIT = 100
 MERGE_BELOW = PAGE_LIMIT * 2 // 3  # leave a third of a page for records that arrive meanwhile
 
 
@@ -95,7 +93,7 @@ Plan = tuple[Answered, ...]  # the windows a sweep ended with, in time order
 
 def oldest_allowed(now: float) -> int:
     """The oldest ``BeginTime`` to send at ``now``: inside the API's 7 days, with a margin."""
-    return int(now) - API_WINDOW + WINDOW_MARGIN
+    return int(now) - BY_NUMBER_LOOKBACK + WINDOW_MARGIN
 
 
 def span_of(*, now: float, lookback: float) -> Window:

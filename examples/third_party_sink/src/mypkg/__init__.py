@@ -17,7 +17,7 @@ from typing import BinaryIO, ClassVar, Literal
 import anyio.to_thread
 from pydantic import Field
 
-from tcsms_poller.fields import ConfigPath
+from tcsms_poller.settings_types import ConfigPath
 from tcsms_poller.sinks.base import (
     Ack,
     OutboxRecord,

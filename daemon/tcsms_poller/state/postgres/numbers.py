@@ -1,0 +1,183 @@
+"""Tracked numbers, conversions, worker health and the status snapshot, in PostgreSQL.
+
+The same statements as the SQLite helpers (``state/numbers.py``, ``state/conversions.py``), in
+PostgreSQL's dialect: ``GREATEST`` ignores NULLs where SQLite's ``MAX`` returns one, which is
+exactly the "a cursor never moves back, NULL until a record was seen" rule. Every function runs
+inside the transaction its caller opened.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from typing import Any
+
+from psycopg import AsyncConnection
+
+from tcsms_poller.state.numbers import CURSOR_RANGES, ranges_from_rows
+from tcsms_poller.state.roles import NumberOrigin, NumberPolled, PendingConversion, TrackedNumber
+from tcsms_poller.state.status import SINKS, WORKERS, assemble_snapshot
+
+__all__ = [
+    "add_number",
+    "advance_number",
+    "due_numbers",
+    "list_numbers",
+    "number_counts",
+    "snapshot_of",
+    "sync_numbers",
+]
+
+Connection = AsyncConnection[tuple[Any, ...]]
+_COLUMNS = (
+    "app_id, phone, origin, expires_at, status_cursor, reply_cursor, next_due, last_polled_at"
+)
+
+
+async def sync_numbers(
+    connection: Connection,
+    app_id: str,
+    origin: NumberOrigin,
+    numbers: Sequence[str],
+    *,
+    now: float,
+) -> tuple[int, int]:
+    """Make the numbers of ``origin`` exactly ``numbers``; return (added, removed)."""
+    cursor = await connection.execute(
+        "SELECT phone FROM numbers WHERE app_id = %s AND origin = %s", (app_id, origin)
+    )
+    existing = {row[0] for row in await cursor.fetchall()}
+    wanted = set(numbers)
+    stale = sorted(existing - wanted)
+    if stale:
+        await connection.execute(
+            "DELETE FROM numbers WHERE app_id = %s AND phone = ANY(%s::text[])", (app_id, stale)
+        )
+    cursor = await connection.execute(
+        "INSERT INTO numbers (app_id, phone, origin, expires_at, next_due, added_at) "
+        "SELECT %s, phone, %s, NULL, %s, %s FROM unnest(%s::text[]) AS phone ORDER BY phone "
+        "ON CONFLICT (app_id, phone) DO UPDATE SET origin = excluded.origin, expires_at = NULL "
+        "WHERE numbers.origin = 'api'",
+        (app_id, origin, now, now, sorted(wanted - existing)),
+    )
+    return max(0, cursor.rowcount), len(stale)
+
+
+async def add_number(
+    connection: Connection, app_id: str, phone: str, *, expires_at: float, now: float
+) -> bool:
+    """Track ``phone`` until ``expires_at`` (extending an API expiry, never shortening it)."""
+    cursor = await connection.execute(
+        "SELECT 1 FROM numbers WHERE app_id = %s AND phone = %s", (app_id, phone)
+    )
+    created = await cursor.fetchone() is None
+    await connection.execute(
+        "INSERT INTO numbers (app_id, phone, origin, expires_at, next_due, added_at) "
+        "VALUES (%s, %s, 'api', %s, %s, %s) "
+        "ON CONFLICT (app_id, phone) DO UPDATE "
+        "SET expires_at = GREATEST(numbers.expires_at, excluded.expires_at) "
+        "WHERE numbers.origin = 'api'",
+        (app_id, phone, expires_at, now, now),
+    )
+    return created
+
+
+async def due_numbers(
+    connection: Connection, app_id: str, *, now: float, limit: int, skip: Collection[str]
+) -> tuple[float | None, list[TrackedNumber]]:
+    """The app's earliest ``next_due`` and its most overdue live numbers not in ``skip``."""
+    cursor = await connection.execute(
+        "SELECT next_due FROM numbers WHERE app_id = %s ORDER BY next_due LIMIT 1", (app_id,)
+    )
+    row = await cursor.fetchone()
+    oldest = float(row[0]) if row else None
+    if oldest is None or oldest > now:
+        return oldest, []
+    cursor = await connection.execute(
+        f"SELECT {_COLUMNS} FROM numbers WHERE app_id = %s AND next_due <= %s "  # noqa: S608
+        "AND (expires_at IS NULL OR expires_at > %s) ORDER BY next_due LIMIT %s",
+        (app_id, now, now, limit + len(skip)),
+    )
+    picked = [TrackedNumber(*row) for row in await cursor.fetchall() if row[1] not in skip]
+    return oldest, picked[:limit]
+
+
+async def advance_number(connection: Connection, change: NumberPolled) -> None:
+    """Record a polled page: new cursors (never moving back) and the next due time."""
+    await connection.execute(
+        "UPDATE numbers SET next_due = %s, last_polled_at = %s, "
+        "status_cursor = GREATEST(status_cursor, %s::bigint), "
+        "reply_cursor = GREATEST(reply_cursor, %s::bigint) "
+        "WHERE app_id = %s AND phone = %s",
+        (
+            change.next_due,
+            change.polled_at,
+            change.status_cursor,
+            change.reply_cursor,
+            change.app_id,
+            change.phone,
+        ),
+    )
+
+
+async def list_numbers(
+    connection: Connection, *, app_id: str | None, after: tuple[str, str] | None, limit: int
+) -> list[TrackedNumber]:
+    """A page of tracked numbers ordered by (app, phone), starting after ``after``."""
+    start_app, start_phone = after or ("", "")
+    cursor = await connection.execute(
+        f"SELECT {_COLUMNS} FROM numbers WHERE (app_id, phone) > (%s, %s) "  # noqa: S608
+        "AND (%s::text IS NULL OR app_id = %s) ORDER BY app_id, phone LIMIT %s",
+        (start_app, start_phone, app_id, app_id, limit),
+    )
+    return [TrackedNumber(*row) for row in await cursor.fetchall()]
+
+
+async def number_counts(connection: Connection, *, now: float) -> dict[str, tuple[int, float]]:
+    """Per app: tracked numbers and how overdue the most overdue one is (seconds, ≥ 0)."""
+    cursor = await connection.execute(
+        "SELECT app_id, COUNT(*), MIN(next_due) FROM numbers "
+        "WHERE expires_at IS NULL OR expires_at > %s GROUP BY app_id",
+        (now,),
+    )
+    return {app: (count, max(0.0, now - oldest)) for app, count, oldest in await cursor.fetchall()}
+
+
+async def lease_conversions(
+    connection: Connection, *, now: float, limit: int, lease: float
+) -> list[PendingConversion]:
+    """Up to ``limit`` due conversions, leased; rows another writer is leasing are skipped."""
+    cursor = await connection.execute(
+        "UPDATE conversions SET next_attempt_at = %s WHERE id IN ("
+        "  SELECT id FROM conversions WHERE next_attempt_at <= %s "
+        "  ORDER BY next_attempt_at, id LIMIT %s FOR UPDATE SKIP LOCKED"
+        ") RETURNING id, app_id, serial_no, conversion_time, attempts",
+        (now + lease, now, limit),
+    )
+    rows = await cursor.fetchall()
+    return sorted((PendingConversion(*row) for row in rows), key=lambda item: item.id)
+
+
+async def _all(connection: Connection, query: str, *params: object) -> list[tuple[Any, ...]]:
+    cursor = await connection.execute(query, params)
+    return await cursor.fetchall()
+
+
+async def snapshot_of(connection: Connection, *, now: float, database: str) -> dict[str, Any]:
+    """What ``status`` shows (``state/status.py``), read in the caller's transaction."""
+    ((outbox_max, acked_max, pending, rejected, seen),) = await _all(
+        connection,
+        "SELECT (SELECT max(seq) FROM outbox), (SELECT max(acked_seq) FROM sink_cursors), "
+        "(SELECT COUNT(*) FROM conversions), (SELECT COUNT(*) FROM rejected), "
+        "(SELECT COUNT(*) FROM seen)",
+    )
+    return assemble_snapshot(
+        database=database,
+        head=max(outbox_max or 0, acked_max or 0),
+        sinks=await _all(connection, SINKS),
+        ranges=ranges_from_rows(await _all(connection, CURSOR_RANGES)),
+        counts=await number_counts(connection, now=now),
+        workers=await _all(connection, WORKERS),
+        pending=pending,
+        rejected=rejected,
+        seen=seen,
+    )

@@ -1,0 +1,147 @@
+"""The PostgreSQL schema, as an ordered list of migrations recorded in ``tcsms_schema``.
+
+Append a migration to change the schema; never edit one that has shipped. Each runs in one
+transaction with its version bump, and the whole migration runs under an advisory lock, so two
+daemons starting at once migrate once: the second waits, then finds the schema current.
+"""
+
+from __future__ import annotations
+
+from psycopg import AsyncConnection
+
+from tcsms_poller.state.schema import SchemaError
+
+__all__ = ["MIGRATE_LOCK", "MIGRATIONS", "migrate"]
+
+# Advisory lock keys of this program (two int4 keys: the program's, then the purpose's).
+PROGRAM_KEY = 0x7C53  # "tcsms" (31827, written out in tcsms_append)
+MIGRATE_LOCK = (PROGRAM_KEY, 1)
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: the pipeline, tracked numbers, conversions, worker health. Times are Unix seconds
+    # (double precision), as in the SQLite schema, so both backends speak the same values.
+    """
+    CREATE TABLE seen (
+        id text PRIMARY KEY,
+        expires_at bigint NOT NULL
+    );
+    CREATE INDEX seen_by_expiry ON seen (expires_at);
+
+    -- An identity is never reused, so sink cursors stay meaningful after purges. Its numbers
+    -- are taken under OUTBOX_LOCK at the end of a commit (store.py), so they grow in the order
+    -- rows become visible.
+    CREATE TABLE outbox (
+        seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        data bytea NOT NULL
+    );
+
+    CREATE TABLE sink_cursors (
+        name text PRIMARY KEY,
+        acked_seq bigint NOT NULL,
+        position text,
+        updated_at double precision NOT NULL
+    );
+
+    CREATE TABLE numbers (
+        app_id text NOT NULL,
+        phone text NOT NULL,
+        origin text NOT NULL,
+        expires_at double precision,
+        status_cursor bigint,
+        reply_cursor bigint,
+        next_due double precision NOT NULL,
+        last_polled_at double precision,
+        added_at double precision NOT NULL,
+        PRIMARY KEY (app_id, phone)
+    );
+    CREATE INDEX numbers_by_due ON numbers (app_id, next_due);
+
+    CREATE TABLE conversions (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        app_id text NOT NULL,
+        serial_no text NOT NULL,
+        conversion_time bigint,
+        enqueued_at double precision NOT NULL,
+        attempts integer NOT NULL DEFAULT 0,
+        next_attempt_at double precision NOT NULL,
+        last_error text
+    );
+    CREATE INDEX conversions_by_due ON conversions (next_attempt_at);
+
+    CREATE TABLE rejected (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        at double precision NOT NULL,
+        source text NOT NULL,
+        reason text NOT NULL,
+        raw text NOT NULL
+    );
+
+    CREATE TABLE workers (
+        name text PRIMARY KEY,
+        healthy boolean NOT NULL,
+        last_error text,
+        last_success_at double precision,
+        updated_at double precision NOT NULL
+    );
+
+    -- The pipeline's write in one statement (one round trip, and alone its own transaction):
+    -- mark the ids not seen (or expired) seen, then append their records to the outbox in the
+    -- given order, numbered under the outbox lock (31827, 2), held to the end of the
+    -- transaction (store.py). p_ids are distinct; p_data[i] is the record of p_ids[i].
+    CREATE FUNCTION tcsms_append(
+        p_ids text[], p_data bytea[], p_expires_at bigint, p_now double precision,
+        OUT fresh text[], OUT last_seq bigint
+    ) LANGUAGE plpgsql AS $$
+    BEGIN
+        WITH marked AS (
+            INSERT INTO seen AS s (id, expires_at)
+            SELECT u.id, p_expires_at FROM unnest(p_ids) AS u (id) ORDER BY u.id
+            ON CONFLICT (id) DO UPDATE SET expires_at = excluded.expires_at
+            WHERE s.expires_at <= p_now
+            RETURNING s.id
+        )
+        SELECT coalesce(array_agg(marked.id), '{}') INTO fresh FROM marked;
+        last_seq := 0;
+        IF cardinality(fresh) > 0 THEN
+            PERFORM pg_advisory_xact_lock(31827, 2);
+            WITH added AS (
+                INSERT INTO outbox (data)
+                SELECT r.data FROM unnest(p_ids, p_data) WITH ORDINALITY AS r (id, data, n)
+                WHERE r.id = ANY (fresh) ORDER BY r.n
+                RETURNING outbox.seq
+            )
+            SELECT max(added.seq) INTO last_seq FROM added;
+        END IF;
+    END
+    $$;
+    """,
+)
+
+
+async def migrate(connection: AsyncConnection[tuple[object, ...]]) -> int:
+    """Bring the schema to the latest version under the migration lock; return it.
+
+    ``connection`` is in autocommit mode; the lock is a session lock, released at the end.
+    """
+    await connection.execute("SELECT pg_advisory_lock(%s, %s)", MIGRATE_LOCK)
+    try:
+        await connection.execute(
+            "CREATE TABLE IF NOT EXISTS tcsms_schema (version integer NOT NULL)"
+        )
+        cursor = await connection.execute("SELECT max(version) FROM tcsms_schema")
+        row = await cursor.fetchone()
+        version = int(row[0]) if row and row[0] is not None else 0  # type: ignore[call-overload]
+        if version > len(MIGRATIONS):
+            raise SchemaError(
+                f"state database schema version {version} is newer than this tcsms-poller "
+                f"understands ({len(MIGRATIONS)}): was it written by a newer release?"
+            )
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            async with connection.transaction():
+                await connection.execute(script)
+                await connection.execute(
+                    "INSERT INTO tcsms_schema (version) VALUES (%s)", (number,)
+                )
+    finally:
+        await connection.execute("SELECT pg_advisory_unlock(%s, %s)", MIGRATE_LOCK)
+    return len(MIGRATIONS)

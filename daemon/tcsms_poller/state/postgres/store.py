@@ -1,0 +1,443 @@
+"""The state in PostgreSQL: a pool of connections, one short transaction per call.
+
+Every write is its own transaction, committed with ``synchronous_commit = on`` before the call
+returns; PostgreSQL groups the WAL flushes of concurrent commits itself, so unlike SQLite there
+is no writer thread and no group of our own (a failing commit fails alone, by construction).
+
+Outbox order. Rows get their seq from an identity while their transaction runs, and become
+visible when it commits; with several writers (several tasks here, several daemons in a
+cluster) the two orders differ, and a drainer reading "the rows after my cursor" would step past
+a row whose transaction committed after a higher-numbered one. So a commit takes its seqs last,
+under a transaction-scoped advisory lock (``OUTBOX_LOCK``), right before COMMIT. PostgreSQL
+releases that lock only after the commit is visible, so the next writer numbers its rows after
+it: seq order is visibility order, and ``seq > cursor`` never skips a row. The lock covers only
+the outbox insert and the COMMIT; deduplication, quarantine and the caller's ``Change`` run
+before it, concurrently. (The alternative, reading only below ``pg_snapshot_xmin``, orders rows
+by transaction id instead, which would need a (xid, seq) cursor in every sink.)
+
+A database that goes away (a restart, a cut, a terminated backend) fails the calls in progress
+with ``StateError``, as a full disk does with SQLite: the callers hold what they have and retry,
+and the pool opens new connections once the server answers again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from itertools import count
+from typing import Any, LiteralString, TypeVar
+
+import anyio
+import orjson
+import psycopg
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+
+from tcsms_poller.records import OutboxRecord, Record
+from tcsms_poller.state.postgres import numbers
+from tcsms_poller.state.postgres.connect import CONNECT_TIMEOUT, connection_settings, describe
+from tcsms_poller.state.postgres.group import GroupWriter, Work
+from tcsms_poller.state.postgres.outbox import append
+from tcsms_poller.state.postgres.owner import Ownership
+from tcsms_poller.state.postgres.schema import migrate
+from tcsms_poller.state.postgres.url import mask_url
+from tcsms_poller.state.roles import (
+    Change,
+    CommitResult,
+    ConversionReported,
+    NumberOrigin,
+    NumberPolled,
+    PendingConversion,
+    Rejected,
+    SinkCursor,
+    StateError,
+    TrackedNumber,
+)
+from tcsms_poller.state.schema import SchemaError
+
+__all__ = ["PURGE_BATCH", "PostgresStore"]
+
+T = TypeVar("T")
+Connection = AsyncConnection[tuple[Any, ...]]
+PURGE_BATCH = 5_000
+# How long a call waits for a connection of the pool. While the server is down the pool keeps
+# reconnecting in the background, and a call fails after this, to be retried by its caller: a
+# worker holding a page reports the failure and keeps holding it.
+POOL_WAIT = 5.0
+_HEAD = (
+    "SELECT GREATEST((SELECT max(seq) FROM outbox), (SELECT max(acked_seq) FROM sink_cursors), 0)"
+)
+
+
+class PostgresStore:
+    """Durable state in a PostgreSQL database; see the module docstring."""
+
+    def __init__(
+        self,
+        pool: AsyncConnectionPool[Connection],
+        *,
+        database: str,
+        head: int,
+        dedupe_ttl: float,
+        clock: Callable[[], float],
+    ) -> None:
+        self._pool = pool
+        self._writer = GroupWriter(pool)
+        self._owner: Ownership | None = None
+        self._database = database  # masked
+        self._head = head
+        self._ttl = dedupe_ttl
+        self._clock = clock
+        self._committed = anyio.Event()
+        self._writes: dict[int, float] = {}  # in progress: id -> monotonic start
+        self._ids = count()
+
+    @classmethod
+    async def open(
+        cls,
+        url: str,
+        *,
+        dedupe_ttl: float,
+        pool_size: int = 10,
+        statement_timeout: float = 30.0,
+        clock: Callable[[], float] = time.time,
+    ) -> PostgresStore:
+        """Connect, create or migrate the schema (once, under a lock), and open the pool."""
+        database = mask_url(url)
+        settings = connection_settings(statement_timeout)
+        try:
+            connection = await AsyncConnection.connect(url, **settings)
+            try:
+                await migrate(connection)
+                cursor = await connection.execute(_HEAD)
+                row = await cursor.fetchone()
+                head = int(row[0]) if row else 0
+            finally:
+                await connection.close()
+            pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(
+                url,
+                min_size=1,
+                max_size=pool_size,
+                kwargs=settings,
+                open=False,
+                timeout=POOL_WAIT,
+                reconnect_timeout=float("inf"),  # a database down for long is still worth waiting
+                name="tcsms-poller-state",
+            )
+            await pool.open(wait=True, timeout=CONNECT_TIMEOUT * 2)
+        except (psycopg.Error, SchemaError) as error:
+            message = describe(error, url)
+            raise StateError(f"cannot open state database {database}: {message}") from None
+        store = cls(pool, database=database, head=head, dedupe_ttl=dedupe_ttl, clock=clock)
+        store._owner = Ownership(url, settings, database)
+        try:
+            await store._owner.acquire()
+        except psycopg.Error as error:
+            await pool.close()
+            message = describe(error, url)
+            raise StateError(f"cannot open state database {database}: {message}") from None
+        except StateError:
+            await pool.close()
+            raise
+        return store
+
+    async def aclose(self) -> None:
+        """Close the pool (after the calls in progress)."""
+        await self._pool.close()
+        if self._owner is not None:
+            await self._owner.release()
+
+    # -- transactions --------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _read(self) -> AsyncIterator[Connection]:
+        """A connection for reads, in autocommit: each statement sees what was committed when
+        it started (one round trip, where a transaction would take three)."""
+        try:
+            async with self._pool.connection() as connection:
+                yield connection
+        except psycopg.Error as error:
+            message = describe(error, None)
+            raise StateError(f"state database {self._database} read failed: {message}") from None
+
+    async def _write(self, work: Work[T], *, one_statement: bool = False) -> T:
+        """Run ``work`` in a write transaction, maybe grouped with others (``group.py``)."""
+        write_id = next(self._ids)
+        self._writes[write_id] = time.monotonic()
+        try:
+            if self._owner is not None:
+                await self._owner.confirm()
+            return await self._writer.write(work, one_statement=one_statement)
+        except psycopg.Error as error:
+            if self._owner is not None:
+                self._owner.suspect()
+            message = describe(error, None)
+            raise StateError(f"state database {self._database} write failed: {message}") from None
+        finally:
+            del self._writes[write_id]
+
+    def write_stalled_for(self) -> float:
+        """Seconds the oldest write in progress has taken so far (0 when none is running)."""
+        oldest = min(self._writes.values(), default=None)
+        return 0.0 if oldest is None else time.monotonic() - oldest
+
+    # -- the pipeline --------------------------------------------------------------------------
+
+    async def commit(
+        self,
+        records: Sequence[Record],
+        *,
+        rejected: Sequence[Rejected] = (),
+        source: str = "",
+        also: Change | None = None,
+    ) -> CommitResult:
+        """Dedupe ``records`` into the outbox, quarantine ``rejected`` and apply ``also``, in
+        one transaction; then wake the sink drainers."""
+        now = self._clock()
+        quarantined = [
+            (now, source, item.reason, orjson.dumps(item.raw).decode()) for item in rejected
+        ]
+        expires_at = int(now + self._ttl)
+
+        async def work(connection: Connection) -> tuple[list[Record], int]:
+            if quarantined:
+                async with connection.cursor() as many:
+                    await many.executemany(
+                        "INSERT INTO rejected (at, source, reason, raw) VALUES (%s, %s, %s, %s)",
+                        quarantined,
+                    )
+            if isinstance(also, NumberPolled):
+                await numbers.advance_number(connection, also)
+            elif isinstance(also, ConversionReported):
+                await connection.execute(
+                    "DELETE FROM conversions WHERE id = %s", (also.conversion_id,)
+                )
+            if not records:
+                return [], 0
+            return await append(connection, records, expires_at=expires_at, now=now)
+
+        one_statement = not quarantined and also is None
+        fresh, head = await self._write(work, one_statement=one_statement)
+        if head > self._head:  # commits may return in any order
+            self._head = head
+            self._committed.set()
+            self._committed = anyio.Event()
+        return CommitResult(tuple(fresh), len(records) - len(fresh))
+
+    @property
+    def head(self) -> int:
+        """The seq of the newest record this process committed (or found at start)."""
+        return self._head
+
+    async def wait_for_commit(self, after: int) -> None:
+        """Return once a record newer than ``after`` is committed (at once if one is)."""
+        while self._head <= after:
+            await self._committed.wait()
+
+    # -- sink cursors --------------------------------------------------------------------------
+
+    async def sink_cursor(self, name: str) -> SinkCursor:
+        """The sink's cursor (created at the current head for a new sink)."""
+
+        async def work(connection: Connection) -> tuple[Any, ...] | None:
+            await connection.execute(
+                "INSERT INTO sink_cursors (name, acked_seq, position, updated_at) "  # noqa: S608
+                f"VALUES (%s, ({_HEAD}), NULL, %s) ON CONFLICT (name) DO NOTHING",
+                (name, self._clock()),
+            )
+            cursor = await connection.execute(
+                "SELECT acked_seq, position FROM sink_cursors WHERE name = %s", (name,)
+            )
+            return await cursor.fetchone()
+
+        row = await self._write(work)
+        assert row is not None
+        return SinkCursor(int(row[0]), orjson.loads(row[1]) if row[1] else None)
+
+    async def read_outbox(self, *, after: int, limit: int) -> list[OutboxRecord]:
+        """Up to ``limit`` records after ``after``, in seq order."""
+        async with self._read() as connection:
+            cursor = await connection.execute(
+                "SELECT seq, data FROM outbox WHERE seq > %s ORDER BY seq LIMIT %s", (after, limit)
+            )
+            rows = await cursor.fetchall()
+        return [OutboxRecord(seq, bytes(data)) for seq, data in rows]
+
+    async def ack(self, name: str, *, seq: int, position: Mapping[str, Any] | None) -> None:
+        """Advance the sink's cursor to ``seq`` (never back); ``position`` None keeps the last.
+
+        The same ``seq`` again only moves the position: a replayed dead letter is not in the
+        outbox, but the file sink's offset after it must be kept.
+        """
+        encoded = orjson.dumps(position).decode() if position is not None else None
+        await self._execute(
+            "UPDATE sink_cursors SET acked_seq = %s, "
+            "position = COALESCE(%s::text, position), updated_at = %s "
+            "WHERE name = %s AND acked_seq <= %s",
+            (seq, encoded, self._clock(), name, seq),
+        )
+
+    async def forget_removed_sinks(self, sink_names: Sequence[str]) -> list[str]:
+        """Drop the cursors of sinks not configured that have not acked for ``dedupe_ttl``."""
+
+        async def work(connection: Connection) -> list[str]:
+            cursor = await connection.execute(
+                "DELETE FROM sink_cursors WHERE NOT (name = ANY(%s::text[])) AND updated_at < %s "
+                "RETURNING name",
+                (list(sink_names), self._clock() - self._ttl),
+            )
+            return sorted(row[0] for row in await cursor.fetchall())
+
+        return await self._write(work)
+
+    async def purge(self, sink_names: Sequence[str]) -> tuple[int, int, int]:
+        """Delete a batch of expired ids, fully acknowledged rows and expired numbers."""
+        now = self._clock()
+
+        async def work(connection: Connection) -> tuple[int, int, int]:
+            cursor = await connection.execute("SELECT name, acked_seq FROM sink_cursors")
+            cursors: dict[str, int] = dict(await cursor.fetchall())
+            acked = 0
+            if cursors and all(name in cursors for name in sink_names):
+                cursor = await connection.execute(
+                    "DELETE FROM outbox WHERE seq IN "
+                    "(SELECT seq FROM outbox WHERE seq <= %s ORDER BY seq LIMIT %s)",
+                    (min(cursors.values()), PURGE_BATCH),
+                )
+                acked = cursor.rowcount
+            cursor = await connection.execute(
+                "DELETE FROM seen WHERE id IN "
+                "(SELECT id FROM seen WHERE expires_at <= %s LIMIT %s)",
+                (now, PURGE_BATCH),
+            )
+            expired = cursor.rowcount
+            cursor = await connection.execute(
+                "DELETE FROM numbers WHERE expires_at IS NOT NULL AND expires_at <= %s", (now,)
+            )
+            return expired, acked, cursor.rowcount
+
+        return await self._write(work)
+
+    async def _execute(self, query: LiteralString, params: Sequence[Any]) -> int:
+        """One write statement in a transaction; the rows it changed."""
+
+        async def work(connection: Connection) -> int:
+            return (await connection.execute(query, params)).rowcount
+
+        return await self._write(work)
+
+    # -- tracked numbers -----------------------------------------------------------------------
+
+    async def sync_numbers(
+        self, app_id: str, origin: NumberOrigin, phones: Sequence[str]
+    ) -> tuple[int, int]:
+        """Make the numbers of ``origin`` (config or file) exactly ``phones``."""
+        now = self._clock()
+        return await self._write(
+            lambda connection: numbers.sync_numbers(connection, app_id, origin, phones, now=now)
+        )
+
+    async def track_number(self, app_id: str, phone: str, *, track_for: float) -> bool:
+        """Track ``phone`` for ``track_for`` seconds from now; True if newly tracked."""
+        now = self._clock()
+        return await self._write(
+            lambda connection: numbers.add_number(
+                connection, app_id, phone, expires_at=now + track_for, now=now
+            )
+        )
+
+    async def untrack_number(self, app_id: str, phone: str) -> bool:
+        """Stop tracking ``phone``; whether it was tracked."""
+        query = "DELETE FROM numbers WHERE app_id = %s AND phone = %s"
+        return await self._execute(query, (app_id, phone)) > 0
+
+    async def due_numbers(
+        self, app_id: str, *, limit: int, skip: frozenset[str] = frozenset()
+    ) -> tuple[float | None, list[TrackedNumber]]:
+        """The app's earliest due time and up to ``limit`` most overdue numbers not in ``skip``."""
+        async with self._read() as connection:
+            return await numbers.due_numbers(
+                connection, app_id, now=self._clock(), limit=limit, skip=skip
+            )
+
+    async def reschedule_number(self, app_id: str, phone: str, *, delay: float) -> None:
+        """Make a number due again ``delay`` seconds from now, cursors unchanged."""
+        await self._execute(
+            "UPDATE numbers SET next_due = %s WHERE app_id = %s AND phone = %s",
+            (self._clock() + delay, app_id, phone),
+        )
+
+    async def list_numbers(
+        self, *, app_id: str | None = None, after: tuple[str, str] | None = None, limit: int = 100
+    ) -> list[TrackedNumber]:
+        """A page of tracked numbers in (app, phone) order."""
+        async with self._read() as connection:
+            return await numbers.list_numbers(connection, app_id=app_id, after=after, limit=limit)
+
+    async def number_counts(self) -> dict[str, tuple[int, float]]:
+        """Per app: how many numbers are tracked and the largest overdue time."""
+        async with self._read() as connection:
+            return await numbers.number_counts(connection, now=self._clock())
+
+    # -- conversions ---------------------------------------------------------------------------
+
+    async def enqueue_conversions(self, items: Sequence[tuple[str, str, int | None]]) -> None:
+        """Queue ``(app_id, serial_no, conversion_time)`` items durably."""
+        now = self._clock()
+
+        async def work(connection: Connection) -> None:
+            async with connection.cursor() as many:
+                await many.executemany(
+                    "INSERT INTO conversions "
+                    "(app_id, serial_no, conversion_time, enqueued_at, next_attempt_at) "
+                    "VALUES (%s, %s, %s, %s, %s)",
+                    [(app, serial, when, now, now) for app, serial, when in items],
+                )
+
+        await self._write(work)
+
+    async def lease_conversions(self, *, limit: int, lease: float) -> list[PendingConversion]:
+        """Due conversions, leased for ``lease`` seconds."""
+        now = self._clock()
+        return await self._write(
+            lambda connection: numbers.lease_conversions(
+                connection, now=now, limit=limit, lease=lease
+            )
+        )
+
+    async def defer_conversion(self, conversion_id: int, *, delay: float, error: str) -> None:
+        """Retry a conversion after ``delay`` seconds."""
+        await self._execute(
+            "UPDATE conversions SET attempts = attempts + 1, next_attempt_at = %s, "
+            "last_error = %s WHERE id = %s",
+            (self._clock() + delay, error, conversion_id),
+        )
+
+    async def pending_conversions(self) -> int:
+        """How many conversions wait to be reported."""
+        async with self._read() as connection:
+            cursor = await connection.execute("SELECT COUNT(*) FROM conversions")
+            row = await cursor.fetchone()
+        return int(row[0]) if row else 0
+
+    # -- worker health and status --------------------------------------------------------------
+
+    async def save_worker_state(
+        self, name: str, *, healthy: bool, error: str | None, last_success_at: float | None
+    ) -> None:
+        """Persist a worker's health so ``status`` (another process) can show it."""
+        await self._execute(
+            "INSERT INTO workers (name, healthy, last_error, last_success_at, updated_at) "
+            "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (name) DO UPDATE "
+            "SET healthy = excluded.healthy, last_error = excluded.last_error, "
+            "last_success_at = COALESCE(excluded.last_success_at, workers.last_success_at), "
+            "updated_at = excluded.updated_at",
+            (name, healthy, error, last_success_at, self._clock()),
+        )
+
+    async def snapshot(self) -> dict[str, Any]:
+        """Everything ``status`` shows, read in one transaction."""
+        async with self._read() as connection, connection.transaction():
+            await connection.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            return await numbers.snapshot_of(connection, now=self._clock(), database=self._database)

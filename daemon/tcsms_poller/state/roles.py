@@ -1,0 +1,292 @@
+"""What the daemon asks of its durable state, role by role, in records and domain values.
+
+Every backend (``store.py``: SQLite, embedded, the default; ``postgres/``: shared) implements
+``StateStore``, the union of the roles below. Callers hold the whole store but speak to one role
+at a time, and never see a connection or a transaction: a step that must commit together with a
+page of records is a ``Change`` value handed to ``Outbox.commit``.
+
+The guarantees every backend gives (``tests/state/test_contract.py`` checks them on each):
+
+- ``commit`` is all or nothing: the new records, their seen ids, the quarantined items and the
+  ``Change`` are durable together when it returns, or none of them is and it raises
+  ``StateError``. Concurrent commits fail alone.
+- An id seen within ``dedupe_ttl`` is a duplicate, across commits, restarts and writers.
+- Outbox seqs grow in the order commits become visible: a reader that asks for the rows after
+  its cursor never skips one that commits later, and never gets one twice.
+- A sink's cursor never moves back; ``purge`` keeps every row some sink has not acknowledged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from tcsms_poller.records import OutboxRecord, Record
+
+if TYPE_CHECKING:
+    from tcsms_poller.state.messages import Resolved, Schedule, TrackedMessage
+
+__all__ = [
+    "Change",
+    "CommitResult",
+    "ConversionQueue",
+    "ConversionReported",
+    "MessagesMissing",
+    "MessagesPolled",
+    "NumberOrigin",
+    "NumberPolled",
+    "Outbox",
+    "PendingConversion",
+    "Rejected",
+    "SinkCursor",
+    "SinkCursors",
+    "StateError",
+    "StateStore",
+    "TrackedNumber",
+    "TrackedNumbers",
+    "WorkerStates",
+]
+
+NumberOrigin = str  # "config" | "file" | "api"
+
+
+class StateError(Exception):
+    """The state database failed (disk full, read-only, corrupt, unreachable); nothing was
+    half-written."""
+
+
+# -- values ------------------------------------------------------------------------------------
+
+
+class Rejected(Protocol):
+    """An upstream item that could not be parsed: kept verbatim, with why."""
+
+    @property
+    def raw(self) -> Any: ...
+
+    @property
+    def reason(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CommitResult:
+    """What one commit did: the records that were new, how many were duplicates, and the
+    tracked messages their receipts resolved."""
+
+    new: tuple[Record, ...]
+    duplicates: int
+    resolved: tuple[Resolved, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class NumberPolled:
+    """A number's page was polled: its next due time and cursors (a cursor never moves back;
+    None leaves it as it is)."""
+
+    app_id: str
+    phone: str
+    next_due: float
+    polled_at: float
+    status_cursor: int | None = None
+    reply_cursor: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ConversionReported:
+    """A queued conversion was reported: it leaves the queue with its outcome record."""
+
+    conversion_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class MessagesPolled:
+    """A number of tracked messages was polled: it is due again at its pending messages' next
+    poll time, or dropped when none is pending."""
+
+    app_id: str
+    phone: str
+    polled_at: float
+    schedule: Schedule
+
+
+@dataclass(frozen=True, slots=True)
+class MessagesMissing:
+    """Tracked messages given up on: marked missing with their ``receipt_missing`` records. The
+    commit fails whole (``MessageRacedError``) if one of them was resolved meanwhile."""
+
+    messages: tuple[TrackedMessage, ...]
+    given_up_at: float
+    schedule: Schedule
+
+
+Change = NumberPolled | ConversionReported | MessagesPolled | MessagesMissing
+
+
+@dataclass(frozen=True, slots=True)
+class SinkCursor:
+    """How far a sink has acknowledged, and its own committed position (e.g. a file offset)."""
+
+    acked_seq: int
+    position: Mapping[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class TrackedNumber:
+    """One tracked number and where its polling stands."""
+
+    app_id: str
+    phone: str
+    origin: NumberOrigin
+    expires_at: float | None
+    status_cursor: int | None
+    reply_cursor: int | None
+    next_due: float
+    last_polled_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class PendingConversion:
+    """A conversion not yet reported (or whose report failed transiently)."""
+
+    id: int
+    app_id: str
+    serial_no: str
+    conversion_time: int | None
+    attempts: int
+
+
+# -- roles -------------------------------------------------------------------------------------
+
+
+class Outbox(Protocol):
+    """Seen ids and the outbox: where every record enters, once."""
+
+    async def commit(
+        self,
+        records: Sequence[Record],
+        *,
+        rejected: Sequence[Rejected] = (),
+        source: str = "",
+        also: Change | None = None,
+    ) -> CommitResult:
+        """Dedupe ``records`` into the outbox, quarantine ``rejected`` and apply ``also``, in
+        one transaction; then wake the sink drainers."""
+        ...
+
+    @property
+    def head(self) -> int:
+        """The seq of the newest record this process knows committed."""
+        ...
+
+    async def wait_for_commit(self, after: int) -> None:
+        """Return once a record newer than ``after`` is committed (at once if one is)."""
+        ...
+
+
+class SinkCursors(Protocol):
+    """Each sink's acknowledged position in the outbox."""
+
+    async def sink_cursor(self, name: str) -> SinkCursor:
+        """The sink's cursor (created at the current head for a new sink)."""
+        ...
+
+    async def read_outbox(self, *, after: int, limit: int) -> list[OutboxRecord]:
+        """Up to ``limit`` records after ``after``, in seq order."""
+        ...
+
+    async def ack(self, name: str, *, seq: int, position: Mapping[str, Any] | None) -> None:
+        """Advance the sink's cursor to ``seq`` (never back); ``position`` None keeps the last."""
+        ...
+
+    async def forget_removed_sinks(self, sink_names: Sequence[str]) -> list[str]:
+        """Drop the cursors of sinks not configured that have not acked for ``dedupe_ttl``."""
+        ...
+
+
+class TrackedNumbers(Protocol):
+    """The numbers polled one by one, scheduled by their next due time."""
+
+    async def sync_numbers(
+        self, app_id: str, origin: NumberOrigin, phones: Sequence[str]
+    ) -> tuple[int, int]:
+        """Make the numbers of ``origin`` (config or file) exactly ``phones``: (added, removed)."""
+        ...
+
+    async def track_number(self, app_id: str, phone: str, *, track_for: float) -> bool:
+        """Track ``phone`` for ``track_for`` seconds from now; True if newly tracked."""
+        ...
+
+    async def untrack_number(self, app_id: str, phone: str) -> bool:
+        """Stop tracking ``phone``; whether it was tracked."""
+        ...
+
+    async def due_numbers(
+        self, app_id: str, *, limit: int, skip: frozenset[str] = frozenset()
+    ) -> tuple[float | None, list[TrackedNumber]]:
+        """The app's earliest due time and up to ``limit`` most overdue numbers not in ``skip``."""
+        ...
+
+    async def reschedule_number(self, app_id: str, phone: str, *, delay: float) -> None:
+        """Make a number due again ``delay`` seconds from now, cursors unchanged."""
+        ...
+
+    async def list_numbers(
+        self, *, app_id: str | None = None, after: tuple[str, str] | None = None, limit: int = 100
+    ) -> list[TrackedNumber]:
+        """A page of tracked numbers in (app, phone) order."""
+        ...
+
+    async def number_counts(self) -> dict[str, tuple[int, float]]:
+        """Per app: how many numbers are tracked and the largest overdue time."""
+        ...
+
+
+class ConversionQueue(Protocol):
+    """Conversions waiting to be reported to Tencent."""
+
+    async def enqueue_conversions(self, items: Sequence[tuple[str, str, int | None]]) -> None:
+        """Queue ``(app_id, serial_no, conversion_time)`` items durably."""
+        ...
+
+    async def lease_conversions(self, *, limit: int, lease: float) -> list[PendingConversion]:
+        """Due conversions, leased for ``lease`` seconds."""
+        ...
+
+    async def defer_conversion(self, conversion_id: int, *, delay: float, error: str) -> None:
+        """Retry a conversion after ``delay`` seconds."""
+        ...
+
+    async def pending_conversions(self) -> int:
+        """How many conversions wait to be reported."""
+        ...
+
+
+class WorkerStates(Protocol):
+    """Each worker's health, kept for ``status`` (another process)."""
+
+    async def save_worker_state(
+        self, name: str, *, healthy: bool, error: str | None, last_success_at: float | None
+    ) -> None:
+        """Persist a worker's health (``last_success_at`` None keeps the previous one)."""
+        ...
+
+
+class StateStore(Outbox, SinkCursors, TrackedNumbers, ConversionQueue, WorkerStates, Protocol):
+    """The whole durable state of a daemon: every role, housekeeping and the lifecycle."""
+
+    async def purge(self, sink_names: Sequence[str]) -> tuple[int, int, int]:
+        """Delete a batch of expired ids, fully acknowledged rows and expired numbers."""
+        ...
+
+    async def snapshot(self) -> dict[str, Any]:
+        """Everything ``status`` shows (see ``state/status.py``)."""
+        ...
+
+    def write_stalled_for(self) -> float:
+        """Seconds the oldest write in progress has taken so far (0 when none is running)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close the connections (after the last write)."""
+        ...

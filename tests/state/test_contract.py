@@ -1,0 +1,402 @@
+"""The contract every state backend keeps (``state/roles.py``), run on SQLite and PostgreSQL.
+
+Each test opens the backend through ``Backend.open``, as the daemon does, on a fresh SQLite file
+or a fresh PostgreSQL database of the session's server; ``open`` again is a restart.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from tcsms_poller.records import Record
+from tcsms_poller.state import StateStore
+from tcsms_poller.state.postgres import PostgresStore
+from tcsms_poller.state.roles import ConversionReported, NumberPolled
+from tcsms_poller.state.store import PURGE_BATCH, SqliteStore
+from tcsms_poller.tencent.models import RejectedItem
+
+from .test_store import FakeClock, record
+
+DAY = 86_400.0
+TTL = 8 * DAY
+APP = "1400006666"
+A, B, C = "+8613700000001", "+8613700000002", "+8613700000003"
+
+
+class Backend:
+    """Opens one state (a file or a database) as often as a test wants."""
+
+    def __init__(self, kind: str, location: Any) -> None:
+        self.kind = kind
+        self.location = location
+
+    @asynccontextmanager
+    async def open(self, clock: Callable[[], float]) -> AsyncIterator[StateStore]:
+        store: StateStore
+        if self.kind == "sqlite":
+            store = await SqliteStore.open(self.location, dedupe_ttl=TTL, clock=clock)
+        else:
+            store = await PostgresStore.open(self.location, dedupe_ttl=TTL, clock=clock)
+        try:
+            yield store
+        finally:
+            await store.aclose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    """Each backend in turn, on a state of this test's own."""
+    if request.param == "sqlite":
+        return Backend("sqlite", tmp_path / "state.db")
+    return Backend("postgresql", request.getfixturevalue("postgres_url"))
+
+
+def ids(rows: list[Any]) -> list[str]:
+    return [row.as_dict()["id"] for row in rows]
+
+
+def broken(record_id: str) -> Record:
+    """A record that fails inside the transaction: its JSON cannot be written."""
+    return record(record_id)._replace(fields={"unserializable": object()})
+
+
+# -- commit --------------------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_a_commit_that_fails_leaves_nothing(backend: Backend) -> None:
+    """Records, seen ids and the change of a failing commit are all rolled back."""
+    clock = FakeClock()
+    async with backend.open(clock) as store:
+        await store.sync_numbers(APP, "config", [A])
+        change = NumberPolled(APP, A, next_due=clock.now + 99, polled_at=clock.now)
+        item = RejectedItem(raw={"SerialNo": 5}, reason="not a string")
+        with pytest.raises(TypeError):
+            await store.commit([record("a"), broken("b")], rejected=[item], also=change)
+        assert await store.read_outbox(after=0, limit=10) == []
+        (number,) = await store.list_numbers()
+        assert number.next_due == clock.now  # the change did not stay either
+        assert (await store.snapshot())["rejected_items"] == 0
+        result = await store.commit([record("a"), record("b")])
+        assert [r.id for r in result.new] == ["a", "b"]
+
+
+@pytest.mark.anyio
+async def test_concurrent_commits_fail_alone(backend: Backend) -> None:
+    """Among commits running at once, a failing one rolls back alone; the others stay."""
+    async with backend.open(FakeClock()) as store:
+        failures: list[BaseException] = []
+
+        async def commit(index: int) -> None:
+            try:
+                extra = [broken(f"x{index}")] if index == 3 else []
+                await store.commit([record(f"r{index}"), *extra])
+            except TypeError as error:
+                failures.append(error)
+
+        async with anyio.create_task_group() as tg:
+            for index in range(8):
+                tg.start_soon(commit, index)
+        assert len(failures) == 1
+        rows = await store.read_outbox(after=0, limit=100)
+        assert sorted(ids(rows)) == sorted(f"r{i}" for i in range(8) if i != 3)
+
+
+@pytest.mark.anyio
+async def test_rejected_items_are_quarantined_with_the_records(backend: Backend) -> None:
+    """Quarantined items are counted in the snapshot once their commit returned."""
+    async with backend.open(FakeClock()) as store:
+        item = RejectedItem(raw={"SerialNo": 5}, reason="not a string")
+        await store.commit([record("a")], rejected=[item, item], source="PullSmsSendStatus")
+        assert (await store.snapshot())["rejected_items"] == 2
+
+
+# -- dedupe --------------------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_duplicates_are_dropped_within_across_commits_and_restarts(
+    backend: Backend,
+) -> None:
+    """An id seen within the window is a duplicate: in the batch, later, and after a restart."""
+    clock = FakeClock()
+    async with backend.open(clock) as store:
+        first = await store.commit([record("a"), record("b"), record("a")])
+        assert ([r.id for r in first.new], first.duplicates) == (["a", "b"], 1)
+        second = await store.commit([record("b"), record("c")])
+        assert ([r.id for r in second.new], second.duplicates) == (["c"], 1)
+    async with backend.open(clock) as store:
+        third = await store.commit([record("a"), record("d")])
+        assert [r.id for r in third.new] == ["d"]
+        assert ids(await store.read_outbox(after=0, limit=10)) == ["a", "b", "c", "d"]
+
+
+@pytest.mark.anyio
+async def test_an_id_is_new_again_once_its_window_passed_and_purge_keeps_the_others(
+    backend: Backend,
+) -> None:
+    """After ``dedupe_ttl`` an id counts as new; purging expired ids keeps the live ones."""
+    clock = FakeClock()
+    async with backend.open(clock) as store:
+        await store.commit([record("a"), record("b")])
+        clock.now += TTL - 1
+        assert (await store.commit([record("a")])).duplicates == 1
+        await store.commit([record("c")])
+        clock.now += 2
+        await store.purge([])  # the ids of a and b expired; c's did not
+        result = await store.commit([record("b"), record("c")])
+        assert ([r.id for r in result.new], result.duplicates) == (["b"], 1)
+
+
+# -- the outbox and sink cursors -----------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_a_new_sink_starts_at_the_head_and_acks_never_move_back(backend: Backend) -> None:
+    """A sink seen first starts at the head; its cursor and position only move forward."""
+    async with backend.open(FakeClock()) as store:
+        await store.commit([record("a"), record("b")])
+        cursor = await store.sink_cursor("file")
+        assert (cursor.acked_seq, cursor.position) == (store.head, None)
+        await store.commit([record("c")])
+        await store.ack("file", seq=store.head, position={"offset": 42})
+        await store.ack("file", seq=1, position={"offset": 1})  # late and stale: ignored
+        await store.ack("file", seq=store.head, position=None)
+        cursor = await store.sink_cursor("file")
+        assert (cursor.acked_seq, cursor.position) == (store.head, {"offset": 42})
+    async with backend.open(FakeClock()) as store:
+        assert (await store.sink_cursor("file")).position == {"offset": 42}
+
+
+@pytest.mark.anyio
+async def test_an_ack_at_the_same_seq_moves_only_the_position(backend: Backend) -> None:
+    """A replayed dead letter is not in the outbox: its ack keeps the seq, saves the offset."""
+    async with backend.open(FakeClock()) as store:
+        await store.sink_cursor("file")
+        await store.commit([record("a")])
+        await store.ack("file", seq=store.head, position={"offset": 10})
+        await store.ack("file", seq=store.head, position={"offset": 25})
+        cursor = await store.sink_cursor("file")
+        assert (cursor.acked_seq, cursor.position) == (store.head, {"offset": 25})
+
+
+@pytest.mark.anyio
+async def test_a_reader_never_skips_or_repeats_a_row_under_concurrent_commits(
+    backend: Backend,
+) -> None:
+    """A drainer reading after its cursor while many commits run gets each row once, in order."""
+    async with backend.open(FakeClock()) as store:
+        await store.sink_cursor("sink")
+        expected = {f"r{w}-{n}" for w in range(6) for n in range(40)}
+        got: list[str] = []
+        seqs: list[int] = []
+        done = anyio.Event()
+
+        async def writer(w: int) -> None:
+            rng = random.Random(w)
+            for n in range(0, 40, 4):
+                await store.commit([record(f"r{w}-{n + i}") for i in range(4)])
+                if rng.random() < 0.5:
+                    await anyio.lowlevel.checkpoint()
+
+        async def drainer() -> None:
+            after = 0
+            while True:
+                batch = await store.read_outbox(after=after, limit=7)
+                if not batch:
+                    if done.is_set() and store.head <= after:
+                        return
+                    with anyio.move_on_after(0.5):
+                        await store.wait_for_commit(after)
+                    continue
+                seqs.extend(row.seq for row in batch)
+                got.extend(ids(batch))
+                after = batch[-1].seq
+                await store.ack("sink", seq=after, position=None)
+
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(drainer)
+                async with anyio.create_task_group() as writers:
+                    for w in range(6):
+                        writers.start_soon(writer, w)
+                done.set()
+        assert seqs == sorted(set(seqs))
+        assert sorted(got) == sorted(expected)
+
+
+@pytest.mark.anyio
+async def test_wait_for_commit_wakes_on_new_records_only(backend: Backend) -> None:
+    """A drainer waiting past the head wakes when new records commit, not on duplicates."""
+    async with backend.open(FakeClock()) as store:
+        await store.commit([record("a")])
+        head = store.head
+        woke = anyio.Event()
+
+        async def wait() -> None:
+            await store.wait_for_commit(head)
+            woke.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(wait)
+            await store.commit([record("a")])
+            await anyio.wait_all_tasks_blocked()
+            assert not woke.is_set()
+            await store.commit([record("b")])
+            with anyio.fail_after(5):
+                await woke.wait()
+
+
+@pytest.mark.anyio
+async def test_purge_keeps_every_row_some_sink_still_needs(backend: Backend) -> None:
+    """Rows go only once every sink with a cursor acked them; no cursor yet keeps them all."""
+    async with backend.open(FakeClock()) as store:
+        await store.commit([record(c) for c in "abcde"])
+        assert (await store.purge(["file", "http"]))[1] == 0  # no cursor yet: keep all
+        await store.sink_cursor("file")
+        assert (await store.purge(["file", "http"]))[1] == 0  # http has no cursor yet
+        await store.sink_cursor("http")
+        await store.commit([record("f"), record("g")])
+        await store.ack("file", seq=store.head, position=None)
+        await store.ack("http", seq=store.head - 1, position=None)
+        _, purged, _ = await store.purge(["file", "http"])
+        assert purged == 6  # a..f are acked by both; g is not acked by http
+        assert ids(await store.read_outbox(after=0, limit=10)) == ["g"]
+        assert PURGE_BATCH >= 1000
+
+
+@pytest.mark.anyio
+async def test_a_removed_sink_keeps_its_cursor_for_the_dedupe_window(backend: Backend) -> None:
+    """A sink no longer configured is forgotten only after ``dedupe_ttl`` without an ack."""
+    clock = FakeClock()
+    async with backend.open(clock) as store:
+        await store.sink_cursor("old")
+        await store.sink_cursor("kept")
+        assert await store.forget_removed_sinks(["kept"]) == []
+        clock.now += TTL + 1
+        assert await store.forget_removed_sinks(["kept"]) == ["old"]
+        assert [s["name"] for s in (await store.snapshot())["sinks"]] == ["kept"]
+
+
+# -- tracked numbers -----------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_tracked_numbers_are_scheduled_most_overdue_first(backend: Backend) -> None:
+    """Sync adds and removes its origin's numbers; due ones come most overdue first, minus skip."""
+    clock = FakeClock()
+    async with backend.open(clock) as store:
+        assert await store.sync_numbers(APP, "config", [A, B, C]) == (3, 0)
+        assert await store.track_number(APP, "+8613799999999", track_for=60)
+        assert await store.sync_numbers(APP, "config", [A, B]) == (0, 1)
+        await store.reschedule_number(APP, A, delay=30)
+        clock.now += 10
+        _, due = await store.due_numbers(APP, limit=10, skip=frozenset({"+8613799999999"}))
+        assert [n.phone for n in due] == [B]
+        clock.now += 30
+        _, due = await store.due_numbers(APP, limit=10)
+        assert [n.phone for n in due] == [B, "+8613799999999", A]
+        oldest, none = await store.due_numbers("1400000000", limit=10)
+        assert (oldest, none) == (None, [])
+        assert (await store.number_counts())[APP][0] == 3
+
+
+@pytest.mark.anyio
+async def test_a_polled_page_moves_cursors_forward_only(backend: Backend) -> None:
+    """``NumberPolled`` commits with its page: cursors never move back, None leaves them."""
+    clock = FakeClock()
+    async with backend.open(clock) as store:
+        await store.sync_numbers(APP, "config", [A])
+        now = clock.now
+        await store.commit([], also=NumberPolled(APP, A, next_due=now + 60, polled_at=now))
+        (number,) = await store.list_numbers()
+        assert (number.status_cursor, number.reply_cursor, number.next_due) == (
+            None,
+            None,
+            now + 60,
+        )
+        await store.commit(
+            [record("a")], also=NumberPolled(APP, A, now + 60, now, status_cursor=500)
+        )
+        await store.commit([], also=NumberPolled(APP, A, now + 60, now, status_cursor=400))
+        await store.commit([], also=NumberPolled(APP, A, now + 60, now, reply_cursor=7))
+        (number,) = await store.list_numbers()
+        assert (number.status_cursor, number.reply_cursor) == (500, 7)
+
+
+@pytest.mark.anyio
+async def test_api_numbers_expire_and_configured_ones_do_not(backend: Backend) -> None:
+    """An API-tracked number is purged after its period; a configured one stays."""
+    clock = FakeClock()
+    async with backend.open(clock) as store:
+        await store.sync_numbers(APP, "config", [A])
+        await store.track_number(APP, A, track_for=10)  # configured: keeps no expiry
+        await store.track_number(APP, B, track_for=10)
+        assert not await store.track_number(APP, B, track_for=100)  # extends
+        clock.now += 50
+        assert [n.phone for n in await store.list_numbers(app_id=APP)] == [A, B]
+        clock.now += 100
+        assert (await store.purge([]))[2] == 1
+        assert [n.phone for n in await store.list_numbers()] == [A]
+        assert await store.untrack_number(APP, A)
+        assert not await store.untrack_number(APP, A)
+
+
+@pytest.mark.anyio
+async def test_listing_pages_through_every_number(backend: Backend) -> None:
+    """Pages in (app, phone) order cover every number once."""
+    async with backend.open(FakeClock()) as store:
+        phones = [f"+86137000{i:05d}" for i in range(25)]
+        await store.sync_numbers(APP, "file", phones)
+        seen: list[str] = []
+        after: tuple[str, str] | None = None
+        while page := await store.list_numbers(after=after, limit=10):
+            seen += [n.phone for n in page]
+            after = (page[-1].app_id, page[-1].phone)
+        assert seen == phones
+
+
+# -- conversions and workers ---------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_conversions_are_leased_deferred_and_finished_with_their_record(
+    backend: Backend,
+) -> None:
+    """A leased conversion is not handed out again until its lease ends; a finish commits with
+    its record."""
+    clock = FakeClock()
+    async with backend.open(clock) as store:
+        await store.enqueue_conversions([(APP, "s1", None), (APP, "s2", 1700000000)])
+        leased = await store.lease_conversions(limit=10, lease=60)
+        assert [c.serial_no for c in leased] == ["s1", "s2"]
+        assert await store.lease_conversions(limit=10, lease=60) == []
+        await store.defer_conversion(leased[0].id, delay=5, error="busy")
+        clock.now += 6
+        (again,) = await store.lease_conversions(limit=10, lease=60)
+        assert (again.serial_no, again.attempts) == ("s1", 1)
+        await store.commit([record("s1")], also=ConversionReported(again.id))
+        assert await store.pending_conversions() == 1
+        clock.now += 61
+        assert [c.serial_no for c in await store.lease_conversions(limit=10, lease=60)] == ["s2"]
+
+
+@pytest.mark.anyio
+async def test_worker_health_is_kept_for_status(backend: Backend) -> None:
+    """A failure keeps the time of the last success; the snapshot shows both."""
+    async with backend.open(FakeClock()) as store:
+        await store.save_worker_state("replies", healthy=True, error=None, last_success_at=5.0)
+        await store.save_worker_state("replies", healthy=False, error="boom", last_success_at=None)
+        (worker,) = (await store.snapshot())["workers"]
+        assert (worker["healthy"], worker["last_error"], worker["last_success_at"]) == (
+            False,
+            "boom",
+            5.0,
+        )

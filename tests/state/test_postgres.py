@@ -1,0 +1,232 @@
+"""What only the PostgreSQL backend has to prove: outbox order with several writers, migration
+by two daemons at once, a newer schema, lost connections, and masked URLs."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+import psycopg
+import pytest
+
+from tcsms_poller.records import OutboxRecord
+from tcsms_poller.state import StateError
+from tcsms_poller.state.postgres import PostgresStore, mask_url
+from tcsms_poller.state.postgres.outbox import OUTBOX_LOCK, append
+from tcsms_poller.state.postgres.schema import MIGRATIONS
+from tests.support.postgres import PASSWORD, CuttableLink, PostgresServer
+
+from .test_store import FakeClock, record
+
+pytestmark = pytest.mark.anyio
+TTL = 8 * 86_400.0
+
+
+@asynccontextmanager
+async def opened(url: str) -> AsyncIterator[PostgresStore]:
+    store = await PostgresStore.open(url, dedupe_ttl=TTL, clock=FakeClock())
+    try:
+        yield store
+    finally:
+        await store.aclose()
+
+
+async def connect(url: str) -> psycopg.AsyncConnection[tuple[object, ...]]:
+    return await psycopg.AsyncConnection.connect(url)
+
+
+async def waiting_for_outbox_lock(url: str) -> bool:
+    """Whether some session waits for ``OUTBOX_LOCK`` right now."""
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as probe:
+        cursor = await probe.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+            "AND classid = %s AND objid = %s",
+            OUTBOX_LOCK,
+        )
+        row = await cursor.fetchone()
+    return bool(row and row[0])
+
+
+def seqs(rows: list[OutboxRecord]) -> list[int]:
+    return [row.seq for row in rows]
+
+
+async def test_numbering_rows_while_the_transaction_runs_would_skip_a_late_commit(
+    postgres_url: str,
+) -> None:
+    """The hazard itself: a row numbered first but committed last lands behind a reader."""
+    async with opened(postgres_url) as store:
+        slow, fast = await connect(postgres_url), await connect(postgres_url)
+        async with slow, fast:
+            await slow.execute("INSERT INTO outbox (data) VALUES ('{}')")  # seq 1, not committed
+            await fast.execute("INSERT INTO outbox (data) VALUES ('{}')")  # seq 2
+            await fast.commit()
+            after = seqs(await store.read_outbox(after=0, limit=10))[-1]
+            await slow.commit()
+            assert after == 2
+            assert seqs(await store.read_outbox(after=after, limit=10)) == []  # seq 1: skipped
+
+
+async def test_a_commit_waits_to_number_its_rows_until_an_earlier_one_is_visible(
+    postgres_url: str,
+) -> None:
+    """Rows numbered under the outbox lock become visible in seq order: a reader never steps
+    past one still to commit."""
+    async with opened(postgres_url) as store:
+        slow = await connect(postgres_url)
+        async with slow:
+            await append(slow, [record("slow")], expires_at=2**40, now=0)  # numbered, uncommitted
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(store.commit, [record("fast")])
+                with anyio.fail_after(30):
+                    # The wait happens inside the server: polled, with a deadline.
+                    while not await waiting_for_outbox_lock(postgres_url):  # noqa: ASYNC110
+                        await anyio.sleep(0.02)
+                assert await store.read_outbox(after=0, limit=10) == []  # nothing to step past
+                await slow.commit()
+        rows = await store.read_outbox(after=0, limit=10)
+        assert [row.as_dict()["id"] for row in rows] == ["slow", "fast"]
+        assert seqs(rows) == sorted(seqs(rows))
+
+
+async def test_of_three_daemons_starting_at_once_one_runs_and_the_schema_is_made_once(
+    postgres_url: str,
+) -> None:
+    """The migration runs under an advisory lock; the daemon lock then admits one daemon, and
+    names the holder to the others; once it stops, the next one may start."""
+    stores: list[PostgresStore] = []
+    refusals: list[str] = []
+
+    async def start() -> None:
+        try:
+            stores.append(await PostgresStore.open(postgres_url, dedupe_ttl=TTL))
+        except StateError as error:
+            refusals.append(str(error))
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(3):
+            tg.start_soon(start)
+    assert len(stores) == 1
+    assert len(refusals) == 2
+    assert all("is in use by another tcsms-poller (PostgreSQL backend pid" in r for r in refusals)
+    assert all(PASSWORD not in refusal for refusal in refusals)
+    await stores[0].aclose()
+    async with opened(postgres_url):
+        pass
+    async with await connect(postgres_url) as probe:
+        cursor = await probe.execute("SELECT version FROM tcsms_schema ORDER BY version")
+        assert [row[0] for row in await cursor.fetchall()] == list(range(1, len(MIGRATIONS) + 1))
+
+
+async def test_a_newer_schema_is_refused(postgres_url: str) -> None:
+    """A database written by a newer release is not touched."""
+    async with opened(postgres_url):
+        pass
+    async with await connect(postgres_url) as connection:
+        await connection.execute("INSERT INTO tcsms_schema (version) VALUES (99)")
+        await connection.commit()
+    with pytest.raises(StateError, match="schema version 99 is newer"):
+        await PostgresStore.open(postgres_url, dedupe_ttl=TTL)
+
+
+async def test_terminated_connections_fail_one_call_and_the_pool_reconnects(
+    postgres_url: str,
+) -> None:
+    """``pg_terminate_backend`` fails the calls on those connections; retries go through."""
+    async with opened(postgres_url) as store:
+        await store.commit([record("before")])
+        async with await connect(postgres_url) as admin:
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = 'tcsms-poller' AND pid <> pg_backend_pid()"
+            )
+            await admin.commit()
+        errors: list[str] = []
+        for _ in range(5):  # each dead connection fails one call and leaves the pool
+            try:
+                await store.commit([record("after")])
+                break
+            except StateError as error:
+                errors.append(str(error))
+        assert len(errors) <= 1
+        assert all(PASSWORD not in error for error in errors)
+        rows = await store.read_outbox(after=0, limit=10)
+        assert [row.as_dict()["id"] for row in rows] == ["before", "after"]
+
+
+async def test_status_of_a_missing_database_names_it_masked() -> None:
+    """An unreachable URL fails with the URL shown, its password masked."""
+    url = f"postgresql://tcsms:{PASSWORD}@127.0.0.1:1/gone"
+    with pytest.raises(StateError) as raised:
+        await PostgresStore.open(url, dedupe_ttl=TTL)
+    assert "postgresql://tcsms:***@127.0.0.1:1/gone" in str(raised.value)
+    assert PASSWORD not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (
+            "postgresql://u:p%40ss@db:5432/x?sslmode=require",
+            "postgresql://u:***@db:5432/x?sslmode=require",
+        ),
+        ("postgresql:///x?host=/run/postgresql", "postgresql:///x?host=/run/postgresql"),
+        ("postgresql://u@db/x", "postgresql://u@db/x"),
+    ],
+)
+def test_a_url_is_shown_without_its_password(url: str, shown: str) -> None:
+    """Only the password is masked; the rest helps an operator see where the state is."""
+    assert mask_url(url) == shown
+
+
+async def test_a_daemon_that_lost_its_lock_to_another_stops_writing(postgres_url: str) -> None:
+    """A session cut off (a restart, a network cut) loses the daemon lock; if another daemon
+    took it meanwhile, the first one's writes fail instead of both draining one state."""
+    async with opened(postgres_url) as first:
+        async with await connect(postgres_url) as admin:
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = 'tcsms-poller' AND pid <> pg_backend_pid()"
+            )
+            await admin.commit()
+        async with opened(postgres_url) as second:
+            errors: list[str] = []
+            for _ in range(3):
+                try:
+                    await first.commit([record("first")])
+                except StateError as error:
+                    errors.append(str(error))
+            assert len(errors) == 3
+            assert "is in use by another tcsms-poller" in errors[-1]
+            await second.commit([record("second")])
+            rows = await second.read_outbox(after=0, limit=10)
+            assert [row.as_dict()["id"] for row in rows] == ["second"]
+
+
+async def test_a_network_cut_fails_calls_until_it_heals_and_loses_nothing(
+    postgres_server: PostgresServer,
+) -> None:
+    """Connections cut and refused: commits fail with ``StateError``; once the network is back
+    the pool reconnects, the daemon lock is taken again and nothing committed is lost."""
+    database = postgres_server.create_database().rpartition("/")[2]
+    link = CuttableLink(postgres_server)
+    async with anyio.create_task_group() as tg:
+        await tg.start(link.serve)
+        async with opened(link.url(database)) as store:
+            await store.commit([record("before")])
+            await link.cut()
+            with pytest.raises(StateError) as raised:
+                await store.commit([record("during")])
+            assert PASSWORD not in str(raised.value)
+            link.restore()
+            with anyio.fail_after(30):
+                while True:  # each failed call discards a dead connection; callers retry so
+                    try:
+                        await store.commit([record("during")])
+                        break
+                    except StateError:
+                        await anyio.sleep(0.1)
+            rows = await store.read_outbox(after=0, limit=10)
+            assert [row.as_dict()["id"] for row in rows] == ["before", "during"]
+        tg.cancel_scope.cancel()
