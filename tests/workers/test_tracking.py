@@ -16,8 +16,9 @@ from tcsms_poller.config.model import TrackingSettings
 from tcsms_poller.emulator import DEFAULT_APP_ID, RunningEmulator
 from tcsms_poller.emulator.store import SendStatusRecord
 from tcsms_poller.records import format_received_at, send_status_record
-from tcsms_poller.state.message_store import MessageStore, tracked_messages
+from tcsms_poller.state.message_store import tracked_messages
 from tcsms_poller.state.messages import NewMessage, Schedule, TrackedMessage
+from tcsms_poller.state.roles import TrackedMessages
 from tcsms_poller.tencent.models import SendStatus
 from tcsms_poller.workers import WorkerContext
 from tcsms_poller.workers.by_number import STATUS_ACTION
@@ -43,7 +44,7 @@ def emulator(emulator_per_reading: RunningEmulator) -> RunningEmulator:
 @pytest.fixture
 async def rig(
     tmp_path: Path, emulator: RunningEmulator
-) -> AsyncIterator[tuple[TrackingWorker, WorkerContext, Clock, MessageStore]]:
+) -> AsyncIterator[tuple[TrackingWorker, WorkerContext, Clock, TrackedMessages]]:
     clock = Clock()
     async with worker_context(tmp_path, emulator, clock=clock) as ctx:
         messages = tracked_messages(ctx.store, clock=clock)
@@ -73,21 +74,21 @@ def receipt(
     )
 
 
-async def track(store: MessageStore, *messages: tuple[str, str, int]) -> list[bool]:
+async def track(store: TrackedMessages, *messages: tuple[str, str, int]) -> list[bool]:
     return await store.track(
         [NewMessage(DEFAULT_APP_ID, serial, phone, sent) for serial, phone, sent in messages],
         schedule=schedule_of(SETTINGS),
     )
 
 
-async def state_of(store: MessageStore, serial: str) -> TrackedMessage:
+async def state_of(store: TrackedMessages, serial: str) -> TrackedMessage:
     message = await store.get(serial)
     assert message is not None
     return message
 
 
 async def test_a_message_resolves_at_its_first_poll_and_its_number_then_costs_nothing(
-    rig: tuple[TrackingWorker, WorkerContext, Clock, MessageStore], emulator: RunningEmulator
+    rig: tuple[TrackingWorker, WorkerContext, Clock, TrackedMessages], emulator: RunningEmulator
 ) -> None:
     """One request per receipt: polled at sent_at + first_poll, resolved, then never again."""
     worker, ctx, clock, store = rig
@@ -133,7 +134,7 @@ async def test_a_message_resolves_at_its_first_poll_and_its_number_then_costs_no
 
 
 async def test_a_pending_number_backs_off_doubling_and_resolves_late(
-    rig: tuple[TrackingWorker, WorkerContext, Clock, MessageStore], emulator: RunningEmulator
+    rig: tuple[TrackingWorker, WorkerContext, Clock, TrackedMessages], emulator: RunningEmulator
 ) -> None:
     """No receipt yet: polled at +15 s, +30 s, +60 s ...; a receipt 100 s late is found at
     the +120 s poll, with the window reaching back to the send."""
@@ -158,7 +159,7 @@ async def test_a_pending_number_backs_off_doubling_and_resolves_late(
 
 
 async def test_a_receipt_by_another_path_resolves_the_message_without_a_request(
-    rig: tuple[TrackingWorker, WorkerContext, Clock, MessageStore], emulator: RunningEmulator
+    rig: tuple[TrackingWorker, WorkerContext, Clock, TrackedMessages], emulator: RunningEmulator
 ) -> None:
     """A push or a queue pull commits the receipt: the message resolves in that commit."""
     worker, ctx, clock, store = rig
@@ -176,7 +177,7 @@ async def test_a_receipt_by_another_path_resolves_the_message_without_a_request(
 
 
 async def test_a_message_tracked_after_its_receipt_resolves_when_the_poll_finds_it_again(
-    rig: tuple[TrackingWorker, WorkerContext, Clock, MessageStore], emulator: RunningEmulator
+    rig: tuple[TrackingWorker, WorkerContext, Clock, TrackedMessages], emulator: RunningEmulator
 ) -> None:
     """The receipt was delivered before anyone tracked it: the repeat still resolves it."""
     worker, ctx, clock, store = rig
@@ -195,7 +196,7 @@ async def test_a_message_tracked_after_its_receipt_resolves_when_the_poll_finds_
 
 
 async def test_a_receipt_that_never_comes_yields_one_receipt_missing_record(
-    rig: tuple[TrackingWorker, WorkerContext, Clock, MessageStore], emulator: RunningEmulator
+    rig: tuple[TrackingWorker, WorkerContext, Clock, TrackedMessages], emulator: RunningEmulator
 ) -> None:
     """After give_up_after: a receipt_missing record and the state missing, once."""
     worker, ctx, clock, store = rig
@@ -247,7 +248,7 @@ def test_the_schedule_doubles_from_the_first_poll_up_to_its_cap() -> None:
 
 
 async def test_resolved_messages_are_forgotten_after_the_dedupe_ttl(
-    rig: tuple[TrackingWorker, WorkerContext, Clock, MessageStore], emulator: RunningEmulator
+    rig: tuple[TrackingWorker, WorkerContext, Clock, TrackedMessages], emulator: RunningEmulator
 ) -> None:
     """The purge drops a resolved message once ids of its age are forgotten, not a pending one."""
     _worker, ctx, clock, store = rig

@@ -20,8 +20,9 @@ from tcsms_poller.server.api import (
 )
 from tcsms_poller.server.context import ListenerContext
 from tcsms_poller.server.errors import ApiError
-from tcsms_poller.state.message_store import UNAVAILABLE, MessageStore, tracked_messages
+from tcsms_poller.state.message_store import UNAVAILABLE, tracked_messages
 from tcsms_poller.state.messages import NewMessage, TrackedMessage
+from tcsms_poller.state.roles import TrackedMessages
 from tcsms_poller.workers.tracking import schedule_of
 
 __all__ = ["MAX_MESSAGES", "MessageRequest", "get_message", "message_view", "track_messages"]
@@ -113,7 +114,7 @@ async def get_message(request: Request) -> Response:
     return JSONResponse(message_view(message))
 
 
-def _messages(ctx: ListenerContext) -> MessageStore:
+def _messages(ctx: ListenerContext) -> TrackedMessages:
     """The tracked messages of the state; 501 where its backend does not keep them."""
     messages = tracked_messages(ctx.store, clock=ctx.clock)
     if messages is None:

@@ -24,7 +24,7 @@ from tcsms_poller.state.roles import CommitResult, MessagesMissing, MessagesPoll
 from tcsms_poller.state.store import SqliteStore
 
 if TYPE_CHECKING:
-    from tcsms_poller.state.roles import StateStore
+    from tcsms_poller.state.roles import StateStore, TrackedMessages
 
 __all__ = ["GIVE_UP_BATCH", "UNAVAILABLE", "MessageStore", "tracked_messages"]
 
@@ -37,13 +37,13 @@ UNAVAILABLE = (
 
 def tracked_messages(
     store: StateStore, *, clock: Callable[[], float] = time.time
-) -> MessageStore | None:
+) -> TrackedMessages | None:
     """The tracked messages of ``store``; None where its backend does not keep them."""
     return MessageStore(store, clock=clock) if isinstance(store, SqliteStore) else None
 
 
 class MessageStore:
-    """Tracked messages in the daemon's state database."""
+    """Tracked messages (``roles.TrackedMessages``) in the SQLite state."""
 
     def __init__(self, store: SqliteStore, *, clock: Callable[[], float] = time.time) -> None:
         self._store = store

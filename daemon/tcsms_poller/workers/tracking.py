@@ -21,9 +21,9 @@ import structlog
 
 from tcsms_poller.config.model import TrackingSettings
 from tcsms_poller.state import StateError
-from tcsms_poller.state.message_store import GIVE_UP_BATCH, MessageStore
+from tcsms_poller.state.message_store import GIVE_UP_BATCH
 from tcsms_poller.state.messages import Schedule
-from tcsms_poller.state.roles import Change, TrackedNumber
+from tcsms_poller.state.roles import Change, TrackedMessages, TrackedNumber
 from tcsms_poller.workers.base import PollStats, WorkerContext
 from tcsms_poller.workers.by_number import CHECK_PERIOD, ByNumberWorker, _Fetched
 from tcsms_poller.workers.windows import Window, oldest_allowed
@@ -47,7 +47,7 @@ class TrackingWorker(ByNumberWorker):
         *,
         app_id: str,
         settings: TrackingSettings,
-        messages: MessageStore,
+        messages: TrackedMessages,
     ) -> None:
         super().__init__(
             ctx,
