@@ -216,6 +216,7 @@ def per_number_config(
                 "send_status": off,
                 "statistics": off,
                 "conversions": off,
+                "tracking": off,
                 "by_number": {"numbers": list(numbers), **by_number},
             }
         ],

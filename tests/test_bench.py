@@ -104,6 +104,23 @@ def test_paging_reports_requests_per_poll_under_every_reading() -> None:
     assert figures["records"] == 250
 
 
+def test_tracking_compares_tracked_messages_with_fixed_interval_polling() -> None:
+    """bench/tracking.py at a tiny size: both daemons deliver, every figure is sane."""
+    # Settling longer than the baseline's interval (6 s at this scale): it polls again.
+    figures = _run_sweep_benchmark(
+        "tracking.py", "--messages", "120", "--numbers", "60", "--settle", "8"
+    )
+    required = {"requests_per_receipt", "baseline_requests_per_receipt", "p50_s", "p99_s"}
+    assert required | {"resolved_share", "baseline_p50_s", "baseline_p99_s"} <= figures.keys()
+    assert figures["same_sends"] is True
+    assert figures["messages"] == 120
+    assert figures["receipts_delivered"] > 0
+    assert figures["baseline_receipts_delivered"] > 0
+    assert 0 < figures["requests_per_receipt"] < 5
+    assert 0 <= figures["p50_s"] <= figures["p99_s"]
+    assert 0 < figures["resolved_share"] <= 1
+
+
 def test_pipeline_runs_on_both_state_backends() -> None:
     """bench/pipeline.py at a tiny size: verified output, the same keys for either state."""
     sqlite = _run_sweep_benchmark("pipeline.py", "--records", "3000", "--runs", "1")

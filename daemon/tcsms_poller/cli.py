@@ -92,6 +92,13 @@ COMMANDS: dict[str, Command] = {
         "reporter does; the answer on stdout, logs on stderr.",
         f"tcsms-poller report-conversion -c {CONFIG} --serial-no 2019:-1234567890",
     ),
+    "track": Command(
+        "track",
+        "track sent messages until their receipt (or a receipt_missing record)",
+        "As POST /v1/messages: one message from the options, or JSON Lines on stdin "
+        '({"serial_no": …, "phone_number": …, "sent_at": …}); prints one JSON line each.',
+        f"tcsms-poller track -c {CONFIG} --serial-no 2019:-1234567890 --phone +8613711112222",
+    ),
     "dead-letter": Command(
         "dead_letter",
         "list dead-lettered batches, or replay them into their sink",

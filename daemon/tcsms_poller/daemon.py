@@ -276,6 +276,7 @@ class Daemon:
             conversion_apps=frozenset(
                 app.sms_sdk_app_id for app in self.config.apps if app.conversions.enabled
             ),
+            tracking={app.sms_sdk_app_id: app.tracking for app in self.config.apps},
             clock=self._clock,
             cluster=None if self.membership is None else self.membership.describe,
         )

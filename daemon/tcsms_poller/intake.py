@@ -8,6 +8,7 @@ returned; nothing downstream can lose one after it did.
 from __future__ import annotations
 
 import random
+import time
 from collections import Counter
 from collections.abc import Sequence
 from operator import attrgetter
@@ -129,3 +130,11 @@ class Intake:
                 self._metrics.records.labels(kind, source, "duplicate").inc(total - new[kind])
         if rejected:
             self._metrics.rejected_items.labels(source).inc(rejected)
+        if result.resolved:
+            tracking, now = self._metrics.tracking, time.time()
+            for message in result.resolved:
+                tracking.resolved.labels(message.state).inc()
+                tracking.latency.labels("receipt").observe(
+                    max(0, message.user_receive_time - message.sent_at)
+                )
+                tracking.latency.labels("committed").observe(max(0.0, now - message.sent_at))

@@ -22,7 +22,7 @@ from prometheus_client.registry import Collector
 from tcsms_poller import __version__
 from tcsms_poller.logs import lost_lines
 
-__all__ = ["Metrics"]
+__all__ = ["Metrics", "TrackingMetrics"]
 
 _PREFIX = "tcsms_poller"
 
@@ -174,6 +174,49 @@ class Metrics:
             f"{_PREFIX}_conversions_reported",
             "Conversions reported to Tencent by result code",
             ["code"],
+            registry=r,
+        )
+        self.tracking = TrackingMetrics(r)
+
+
+# sent_at -> receipt, and -> its commit: most within a minute, a few hours late.
+_LATENCY_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 24 * 3600)
+
+
+class TrackingMetrics:
+    """Tracked messages (``POST /v1/messages``): pending, resolved, latency, cost."""
+
+    def __init__(self, r: CollectorRegistry) -> None:
+        self.pending = Gauge(
+            f"{_PREFIX}_messages_pending",
+            "Tracked messages without a receipt yet",
+            ["app_id"],
+            registry=r,
+        )
+        self.resolved = Counter(
+            f"{_PREFIX}_messages_resolved",
+            "Tracked messages resolved, by outcome: delivered, failed, missing",
+            ["outcome"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            f"{_PREFIX}_receipt_latency_seconds",
+            "Seconds from a tracked message's sent_at to its receipt (stage=receipt: "
+            "UserReceiveTime) and to the receipt's commit (stage=committed)",
+            ["stage"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.requests = Counter(
+            f"{_PREFIX}_tracking_requests",
+            "Per-number requests made for tracked messages (divide by messages_resolved_total)",
+            ["app_id"],
+            registry=r,
+        )
+        self.lag = Gauge(
+            f"{_PREFIX}_tracking_lag_seconds",
+            "How far past its due time the most overdue number with pending messages is",
+            ["app_id"],
             registry=r,
         )
 

@@ -1,4 +1,4 @@
-"""The four record kinds every sink receives (SPEC §5), and how each source maps onto them.
+"""The record kinds every sink receives (SPEC §5), and how each source maps onto them.
 
 Pulled and pushed copies of one event normalize to the same ``id``, which is what lets the
 deduper deliver a receipt once whether it arrived by pull, by push, or both. The shape is a public
@@ -26,6 +26,7 @@ __all__ = [
     "Record",
     "conversion_record",
     "format_received_at",
+    "receipt_missing_record",
     "record_schema",
     "reply_id",
     "reply_record",
@@ -34,7 +35,7 @@ __all__ = [
     "statistics_record",
 ]
 
-Kind = Literal["send_status", "reply", "callback_statistics", "conversion"]
+Kind = Literal["send_status", "reply", "callback_statistics", "conversion", "receipt_missing"]
 
 
 class Record(NamedTuple):
@@ -196,6 +197,20 @@ def conversion_record(
     }
     return _new_record(
         ("conversion", f"conversion:{serial_no}", app_id, source, received_at, fields)
+    )
+
+
+def receipt_missing_record(
+    app_id: str, *, serial_no: str, phone_number: str, sent_at: int, received_at: str
+) -> Record:
+    """A tracked message whose receipt never came within ``give_up_after`` of its send."""
+    return Record(
+        kind="receipt_missing",
+        id=f"missing:{serial_no}",
+        app_id=app_id,
+        source="tracking",
+        received_at=received_at,
+        fields={"serial_no": serial_no, "phone_number": phone_number, "sent_at": sent_at},
     )
 
 

@@ -81,6 +81,16 @@ CASES = [
         "6: apps[0].by_number.lookback: must be at most 7d (the API cannot look further back)",
     ),
     (
+        "tracking give-up beyond what the API keeps",
+        GOOD_HEAD + "    tracking: {give_up_after: 7d}\n",
+        "6: apps[0].tracking.give_up_after: must be at most 6d (a receipt must still be pullable)",
+    ),
+    (
+        "tracking first poll of zero",
+        GOOD_HEAD + "    tracking: {first_poll: 0s}\n",
+        "6: apps[0].tracking.first_poll: invalid duration '0s': must be greater than zero",
+    ),
+    (
         "statistics lookback over 32 days",
         GOOD_HEAD + "    statistics: {lookback: 33d}\n",
         "6: apps[0].statistics.lookback: must be at most 32d (the API's longest range)",

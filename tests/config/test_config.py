@@ -47,6 +47,7 @@ def test_defaults_are_the_documented_ones(tmp_path: Path) -> None:
         "PullSmsReplyStatusByPhoneNumber": 20,
         "CallbackStatusStatistics": 10,
         "ReportConversion": 1000,
+        "SendSms": 3000,
     }
     app = config.apps[0]
     assert app.sms_sdk_app_id == "1400006666"  # an unquoted YAML number is read as the digits

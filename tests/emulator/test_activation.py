@@ -38,7 +38,10 @@ async def test_activation_changes_live(api: Api, code: str) -> None:
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        ({"inactive": {"SendSms": "UnsupportedOperation"}}, "unknown action 'SendSms'"),
+        (
+            {"inactive": {"DescribeSmsSignList": "UnsupportedOperation"}},
+            "unknown action 'DescribeSmsSignList'",
+        ),
         ({"inactive": {"PullSmsSendStatus": "InvalidParameter"}}, "code 'InvalidParameter'"),
         ({"inactive": []}, "inactive"),
         ({}, "inactive"),

@@ -166,7 +166,7 @@ def test_five_minutes_of_skew_is_still_fine(skew: int) -> None:
     [
         ({"X-TC-Version": "2019-07-11"}, "NoSuchVersion"),
         ({"X-TC-Version": ""}, "MissingParameter"),
-        ({"X-TC-Action": "SendSms"}, "InvalidAction"),
+        ({"X-TC-Action": "DescribeSmsSignList"}, "InvalidAction"),
         ({"X-TC-Action": ""}, "MissingParameter"),
         ({"X-TC-Region": ""}, "MissingParameter"),
         ({"X-TC-Region": "ap-shanghai"}, "UnsupportedRegion"),

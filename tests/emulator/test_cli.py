@@ -24,7 +24,7 @@ from tcsms_poller.emulator import (
     TrafficOptions,
 )
 from tcsms_poller.emulator.cli import OPTIONS, build_options, environment_variable, parse_listen
-from tcsms_poller.emulator.options import Flag, parse_fault
+from tcsms_poller.emulator.options import Flag, ReceiptDelays, parse_fault
 from tcsms_poller.exits import UsageError
 
 COMMAND = [sys.executable, "-m", "tcsms_poller", "emulator"]
@@ -56,17 +56,21 @@ async def test_the_command_announces_its_address_serves_and_stops_on_sigterm() -
         (["--listen", "localhost"], "--listen 'localhost': expected HOST:PORT"),
         (["--seed", "x"], "--seed:"),
         (["--send-rate", "-1"], "--send-rate:"),
-        (["--rate-limit", "SendSms=5"], "--rate-limit:"),
+        (["--rate-limit", "DescribeSmsSignList=5"], "--rate-limit:"),
         (["--fault", "*:explode=1"], "--fault '*:explode=1':"),
         (["--slack", "10"], "--slack '10': invalid duration"),
         (["--app-id", "my-app"], "--app-id:"),
         (["--push-status-url", "ftp://x"], "--push-status-url:"),
         (["--statistics-end", "both"], "--statistics-end:"),
-        (["--inactive", "SendSms"], "--inactive:"),
+        (["--inactive", "DescribeSmsSignList"], "--inactive:"),
         (["--inactive", "PullSmsSendStatus=Nope"], "--inactive:"),
         (["--pending-share", "1.5"], "--pending-share:"),
         (["--pending-status", "later"], "--pending-status:"),
         (["--late-share", "1.5"], "--late-share:"),
+        (["--receipt-median", "5"], "--receipt-median '5': invalid duration"),
+        (["--receipt-median", "2m", "--receipt-p95", "1m"], "--receipt-p95: p95 must not be"),
+        (["--receipt-never-share", "2"], "--receipt-never-share:"),
+        (["--receipt-scale", "0"], "--receipt-scale:"),
     ],
 )
 def test_a_bad_flag_is_one_line_and_exit_code_2(flags: list[str], message: str) -> None:
@@ -274,12 +278,30 @@ def test_a_usage_error_is_raised_not_printed() -> None:
         _options("--numbers", "0")
 
 
+def test_receipt_delays_come_from_flags_and_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SendSms's receipt delays: each flag, or its TCSMS_EMULATOR_* variable."""
+    assert emulator_options().receipts == EmulatorOptions().receipts
+    monkeypatch.setenv(environment_variable("receipt_never_share"), "0.25")
+    options = emulator_options(
+        *("--receipt-median", "2s", "--receipt-p95", "30s", "--receipt-late-share", "0.1"),
+        *("--receipt-scale", "0.5"),
+    )
+    delays = options.receipts
+    assert (delays.median, delays.p95, delays.late_share) == (2.0, 30.0, 0.1)
+    assert (delays.never_share, delays.scale) == (0.25, 0.5)
+
+
 def test_every_option_field_is_a_flag_unless_marked_otherwise() -> None:
     """A new field of the options is a new flag (and variable) without touching the CLI."""
     paths = {option.path for option in OPTIONS}
-    models = ((EmulatorOptions, ()), (TrafficOptions, ("traffic",)), (PushOptions, ("push",)))
+    models = (
+        (EmulatorOptions, ()),
+        (TrafficOptions, ("traffic",)),
+        (PushOptions, ("push",)),
+        (ReceiptDelays, ("receipts",)),
+    )
     for model, prefix in models:
         for name, field in model.model_fields.items():
             hidden = any(isinstance(item, Flag) and item.hidden for item in field.metadata)
-            nested = model is EmulatorOptions and name in ("traffic", "push")
+            nested = model is EmulatorOptions and name in ("traffic", "push", "receipts")
             assert ((*prefix, name) in paths) is not (hidden or nested), name

@@ -216,7 +216,7 @@ async def test_bad_fault_rules_are_refused_and_change_nothing(api: Api) -> None:
     """An unknown action or kind answers 422 and the rules in force stay."""
     await set_faults(api, {"kind": "malformed", "probability": 0.5})
     bad_bodies: list[dict[str, Any]] = [
-        {"faults": [{"action": "SendSms", "kind": "latency"}]},
+        {"faults": [{"action": "DescribeSmsSignList", "kind": "latency"}]},
         {"faults": [{"kind": "explode"}]},
         {"faults": [{"kind": "latency", "probability": 2}]},
         {"rules": []},

@@ -15,12 +15,14 @@ from typing import Any
 import anyio
 import pytest
 
-from tcsms_poller.records import Record
+from tcsms_poller.records import Record, format_received_at, send_status_record
 from tcsms_poller.state import StateStore
+from tcsms_poller.state.message_store import tracked_messages
+from tcsms_poller.state.messages import NewMessage, Schedule
 from tcsms_poller.state.postgres import PostgresStore
 from tcsms_poller.state.roles import ConversionReported, NumberPolled
 from tcsms_poller.state.store import PURGE_BATCH, SqliteStore
-from tcsms_poller.tencent.models import RejectedItem
+from tcsms_poller.tencent.models import RejectedItem, SendStatus
 
 from .test_store import FakeClock, record
 
@@ -400,3 +402,44 @@ async def test_worker_health_is_kept_for_status(backend: Backend) -> None:
             "boom",
             5.0,
         )
+
+
+# -- tracked messages ----------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_tracked_messages_resolve_in_the_receipts_commit_or_are_absent(
+    backend: Backend,
+) -> None:
+    """Where a backend keeps tracked messages, a committed receipt resolves its message in that
+    commit and a give-up commits one ``receipt_missing`` per expired message, once; PostgreSQL
+    does not keep them yet, and says so by having none (``docs/tracking.md``)."""
+    clock = FakeClock()
+    schedule = Schedule(first_poll=15.0, max_gap=3600.0)
+    async with backend.open(clock) as store:
+        messages = tracked_messages(store, clock=clock)
+        if backend.kind == "postgresql":
+            assert messages is None
+            return
+        assert messages is not None
+        sent = int(clock.now)
+        new = [NewMessage(APP, serial, A, sent) for serial in ("m:1", "m:2")]
+        assert await messages.track(new, schedule=schedule) == [True, True]
+        assert await messages.track(new[:1], schedule=schedule) == [False]
+        status = SendStatus("m:1", A, "86", A[3:], "SUCCESS", "DELIVRD", sent + 2, None)
+        receipt = send_status_record(
+            APP, status, source="callback", received_at=format_received_at(clock.now)
+        )
+        result = await store.commit([receipt], source="callback")
+        assert [r.state for r in result.resolved] == ["delivered"]
+        assert await messages.pending_counts() == {APP: 1}
+        clock.now += 4 * DAY
+        given_up = await messages.give_up(APP, give_up_after=3 * DAY, schedule=schedule)
+        assert given_up is not None
+        assert [r.fields["serial_no"] for r in given_up.new] == ["m:2"]
+        assert await messages.give_up(APP, give_up_after=3 * DAY, schedule=schedule) is None
+    async with backend.open(clock) as store:  # a restart keeps every state
+        messages = tracked_messages(store, clock=clock)
+        assert messages is not None
+        assert [(await messages.get(s)).state for s in ("m:1", "m:2")] == ["delivered", "missing"]  # type: ignore[union-attr]
+        assert await messages.pending_counts() == {}

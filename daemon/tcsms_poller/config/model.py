@@ -44,6 +44,7 @@ __all__ = [
     "StateSettings",
     "StatisticsSettings",
     "TencentSettings",
+    "TrackingSettings",
 ]
 
 DAY = 86_400.0
@@ -72,6 +73,7 @@ class RateLimits(ConfigModel):
     PullSmsReplyStatusByPhoneNumber: int = _rate(Action.PULL_SMS_REPLY_STATUS_BY_PHONE_NUMBER)
     CallbackStatusStatistics: int = _rate(Action.CALLBACK_STATUS_STATISTICS)
     ReportConversion: int = _rate(Action.REPORT_CONVERSION)
+    SendSms: int = _rate(Action.SEND_SMS)  # the emulator serves it; the daemon does not send
 
 
 class RetrySettings(ConfigModel):
@@ -142,6 +144,21 @@ class ByNumberSettings(ConfigModel):
         return _at_most(value, BY_NUMBER_LOOKBACK, "the API cannot look further back")
 
 
+class TrackingSettings(ConfigModel):
+    """Tracked messages (``POST /v1/messages``): polled per number until their receipt."""
+
+    enabled: bool = True
+    first_poll: Duration = Field(default=15.0, gt=0)
+    max_gap: Duration = Field(default=3600.0, gt=0)
+    margin: Duration = 60.0
+    give_up_after: Duration = 3 * DAY
+
+    @field_validator("give_up_after")
+    @classmethod
+    def _within_api_window(cls, value: float) -> float:
+        return _at_most(value, BY_NUMBER_LOOKBACK - DAY, "a receipt must still be pullable")
+
+
 class StatisticsSettings(ConfigModel):
     """Hourly callback statistics."""
 
@@ -168,6 +185,7 @@ class AppSettings(ConfigModel):
     replies: PollSettings = PollSettings()
     send_status: PollSettings = PollSettings(enabled=False)
     by_number: ByNumberSettings = ByNumberSettings()
+    tracking: TrackingSettings = TrackingSettings()
     statistics: StatisticsSettings = StatisticsSettings()
     conversions: ConversionSettings = ConversionSettings()
 

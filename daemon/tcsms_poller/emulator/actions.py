@@ -1,4 +1,4 @@
-"""The six SMS actions: their parameters, checks, error codes and answers.
+"""The SMS actions: their parameters, checks, error codes and answers.
 
 Error codes come from the seeds (Tencent's API pages). Where a page is silent the choice is ours,
 documented here and in the report of the emulator's issue:
@@ -22,11 +22,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tcsms_poller.emulator.answers import ApiError
 from tcsms_poller.emulator.options import StatisticsEnd
 from tcsms_poller.emulator.params import Params
+from tcsms_poller.emulator.sending import MAX_NUMBERS
 from tcsms_poller.emulator.store import ConversionRecord, Store
 from tcsms_poller.settings_types import is_e164
 from tcsms_poller.tencent.api import (
@@ -36,6 +37,9 @@ from tcsms_poller.tencent.api import (
     STATISTICS_RANGE,
     Action,
 )
+
+if TYPE_CHECKING:
+    from tcsms_poller.emulator.sending import Outbound
 
 __all__ = ["ACTION_HANDLERS", "Call", "Handler", "run_action"]
 
@@ -48,6 +52,7 @@ class Call:
 
     now: float
     statistics_end: StatisticsEnd = StatisticsEnd.INCLUSIVE
+    outbound: Outbound | None = None  # where SendSms sends
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +193,32 @@ def _report_conversion(params: Params, store: Store, call: Call) -> dict[str, An
     return {"ReportConversionStatus": {"Code": "ok", "Message": "report success"}}
 
 
+def _strings(params: Params, name: str, *, required: bool) -> list[str]:
+    value = params.optional(name, required=required)
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ApiError("InvalidParameter", f"The parameter `{name}` must be an Array of String.")
+    return value
+
+
+def _send_sms(params: Params, store: Store, call: Call) -> dict[str, Any]:
+    app_id = _app(params, store)
+    numbers = _strings(params, "PhoneNumberSet", required=True)
+    if not 1 <= len(numbers) <= MAX_NUMBERS:
+        raise ApiError(
+            "LimitExceeded.PhoneNumberCountLimit",
+            f"PhoneNumberSet holds 1 to {MAX_NUMBERS} numbers, not {len(numbers)}.",
+        )
+    params.string("TemplateId")
+    _strings(params, "TemplateParamSet", required=False)
+    for name in ("SignName", "ExtendCode", "SenderId"):
+        params.optional_string(name)
+    context = params.optional_string("SessionContext") or ""
+    assert call.outbound is not None  # every running emulator has one
+    return {"SendStatusSet": call.outbound.send(app_id, numbers, context)}
+
+
 _QUEUE = frozenset({"SmsSdkAppId", "Limit"})
 _BY_NUMBER = frozenset({"SmsSdkAppId", "PhoneNumber", "BeginTime", "EndTime", "Offset", "Limit"})
 
@@ -198,6 +229,21 @@ ACTION_HANDLERS: dict[str, Handler] = {
     Action.PULL_SMS_REPLY_STATUS_BY_PHONE_NUMBER: Handler(_BY_NUMBER, _replies_by_number),
     Action.CALLBACK_STATUS_STATISTICS: Handler(
         frozenset({"SmsSdkAppId", "BeginTime", "EndTime", "Limit", "Offset"}), _statistics
+    ),
+    Action.SEND_SMS: Handler(
+        frozenset(
+            {
+                "PhoneNumberSet",
+                "SmsSdkAppId",
+                "TemplateId",
+                "SignName",
+                "TemplateParamSet",
+                "ExtendCode",
+                "SessionContext",
+                "SenderId",
+            }
+        ),
+        _send_sms,
     ),
     Action.REPORT_CONVERSION: Handler(
         frozenset({"SmsSdkAppId", "SerialNo", "ConversionTime"}), _report_conversion
@@ -212,6 +258,7 @@ def run_action(
     now: float,
     *,
     statistics_end: StatisticsEnd = StatisticsEnd.INCLUSIVE,
+    outbound: Outbound | None = None,
 ) -> dict[str, Any]:
     """Answer one request of action ``name`` (one of ``ACTION_HANDLERS``) at wall time ``now``.
 
@@ -219,4 +266,6 @@ def run_action(
         ApiError: the request is invalid; nothing was changed.
     """
     handler = ACTION_HANDLERS[name]
-    return handler.answer(Params(values, handler.params), store, Call(now, statistics_end))
+    return handler.answer(
+        Params(values, handler.params), store, Call(now, statistics_end, outbound)
+    )

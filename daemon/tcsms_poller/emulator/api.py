@@ -100,12 +100,14 @@ async def _answer(request: Request, state: EmulatorState, request_id: str) -> Re
     refusal = state.inactive.get(action)
     if refusal is not None:
         raise ApiError(refusal, f"{action} is not activated for this account; contact SMS Helper.")
+    state.outbound.release()  # every receipt due by now is pullable
     payload = run_action(
         action,
         parse_body(body),
         state.store,
         state.clock(),
         statistics_end=state.options.statistics_end,
+        outbound=state.outbound,
     )
     stats.ok += 1
     if fault is None:

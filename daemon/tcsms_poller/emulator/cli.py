@@ -1,8 +1,9 @@
 """The emulator's command line, derived from its options model.
 
-Every field of ``EmulatorOptions`` (and of ``TrafficOptions`` and ``PushOptions`` inside it) is a
-flag and a ``TCSMS_EMULATOR_*`` variable unless its ``Flag`` marker says otherwise (``options.py``
-states the rule), so a new option is one field. Values are checked here rather than by argparse,
+Every field of ``EmulatorOptions`` (and of ``TrafficOptions``, ``PushOptions`` and
+``ReceiptDelays`` inside it) is a flag and a ``TCSMS_EMULATOR_*`` variable unless its ``Flag``
+marker says otherwise (``options.py`` states the rule), so a new option is one field. Values are
+checked here rather than by argparse,
 so that a bad one is a single line naming the flag. A few flags are the command's own and map to
 no single field: ``--listen`` (host and port), ``--no-traffic`` and ``--log-level``.
 """
@@ -23,10 +24,12 @@ from pydantic.fields import FieldInfo
 
 from tcsms_poller.emulator.options import (
     FAULTS_GROUP,
+    RECEIPTS_GROUP,
     TRAFFIC_GROUP,
     EmulatorOptions,
     Flag,
     PushOptions,
+    ReceiptDelays,
     TrafficOptions,
 )
 from tcsms_poller.emulator_account import (
@@ -87,11 +90,13 @@ _MODELS: tuple[tuple[type[BaseModel], tuple[str, ...], str, str], ...] = (
     (EmulatorOptions, (), "", ""),
     (TrafficOptions, ("traffic",), "", TRAFFIC_GROUP),
     (PushOptions, ("push",), "push_", FAULTS_GROUP),
+    (ReceiptDelays, ("receipts",), "receipt_", RECEIPTS_GROUP),
 )
 _GROUPS = (
     TRAFFIC_GROUP,
     "per-number actions (readings Tencent leaves open)",
     "rate limits and clock",
+    RECEIPTS_GROUP,
     "the account and Tencent's undocumented readings",
     FAULTS_GROUP,
 )
@@ -189,6 +194,7 @@ OPTIONS: tuple[_Option, ...] = tuple(_options())
 _BY_PATH = {option.path: option.flag for option in OPTIONS} | {
     ("host",): "--listen",
     ("port",): "--listen",
+    ("receipts",): "--receipt-p95",  # the delays' consistency: p95 against median, and shares
 }
 _REPEATABLE = frozenset(option.dest for option in OPTIONS if option.repeatable)
 
@@ -331,7 +337,7 @@ def build_options(args: argparse.Namespace) -> EmulatorOptions:
         UsageError: a value is malformed or out of range (one line naming the flag).
     """
     host, port = _convert("--listen", args.listen, parse_listen)
-    fields: dict[str, Any] = {"host": host, "port": port, "traffic": {}, "push": {}}
+    fields: dict[str, Any] = {"host": host, "port": port, "traffic": {}, "push": {}, "receipts": {}}
     for option in OPTIONS:
         value = _value(args, option)
         if value is not None:

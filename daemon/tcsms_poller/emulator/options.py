@@ -43,6 +43,7 @@ __all__ = [
     "Flag",
     "PendingStatus",
     "PushOptions",
+    "ReceiptDelays",
     "StatisticsEnd",
     "TrafficOptions",
     "WindowOrder",
@@ -95,6 +96,7 @@ WINDOWS_GROUP = "per-number actions (readings Tencent leaves open)"
 LIMITS_GROUP = "rate limits and clock"
 READINGS_GROUP = "the account and Tencent's undocumented readings"
 FAULTS_GROUP = "faults and push callbacks"
+RECEIPTS_GROUP = "receipts of messages sent through SendSms"
 
 
 def check_inactive(inactive: Mapping[str, str]) -> Mapping[str, str]:
@@ -300,6 +302,43 @@ class TrafficOptions(_Model):
         return self
 
 
+class ReceiptDelays(_Model):
+    """When the receipt of a message sent through ``SendSms`` comes (``sending.py``).
+
+    A log-normal delay with ``median`` and 95 % within ``p95``; a ``late_share`` of receipts
+    comes ``late_delay`` after the send (hours: a phone off), a ``never_share`` never comes.
+    ``scale`` multiplies every delay (0.01 makes an hour 36 s, for benchmarks). Seeded by the
+    emulator's ``seed``.
+    """
+
+    median: Annotated[float, DURATION] = Field(default=5.0, gt=0.0, description="median delay")
+    p95: Annotated[float, DURATION] = Field(
+        default=60.0, gt=0.0, description="95 % of receipts within"
+    )
+    late_share: Annotated[float, FRACTION] = Field(
+        default=0.01, ge=0.0, le=1.0, description="receipts 1-6 h late"
+    )
+    late_delay: Annotated[tuple[float, float], NO_FLAG] = (3600.0, 6 * 3600.0)
+    never_share: Annotated[float, FRACTION] = Field(
+        default=0.005, ge=0.0, le=1.0, description="receipts that never come"
+    )
+    fail_ratio: Annotated[float, NO_FLAG] = Field(default=0.08, ge=0.0, le=1.0)
+    scale: Annotated[float, Flag(metavar="FACTOR")] = Field(
+        default=1.0, gt=0.0, description="multiplies every delay; below 1 compresses time"
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ReceiptDelays:
+        if self.p95 < self.median:
+            raise ValueError("p95 must not be less than median")
+        if self.late_share + self.never_share > 1.0:
+            raise ValueError("late_share + never_share must be at most 1")
+        low, high = self.late_delay
+        if not 0.0 <= low <= high:
+            raise ValueError("late_delay must be (low, high) with 0 <= low <= high")
+        return self
+
+
 class PushOptions(_Model):
     """Tencent-style push callbacks; each URL is optional and off when ``None``.
 
@@ -370,6 +409,7 @@ class EmulatorOptions(_Model):
         Flag(name="--fault", metavar="SPEC", group=FAULTS_GROUP, parse=parse_fault),
     ] = Field(default=(), description="ACTION:KIND=PROBABILITY[@VALUE] (see below)")
     push: PushOptions = PushOptions()
+    receipts: ReceiptDelays = ReceiptDelays()  # of messages sent through SendSms
     statistics_end: Annotated[StatisticsEnd, Flag(metavar="READING", group=READINGS_GROUP)] = Field(
         default=StatisticsEnd.INCLUSIVE,
         description="CallbackStatusStatistics' EndTime: inclusive (EndTime >= BeginTime, the "

@@ -51,6 +51,17 @@ class Params:
             raise ApiError("InvalidParameter", f"The parameter `{name}` must be a String.")
         return value
 
+    def optional(self, name: str, *, required: bool = False) -> Any:
+        """A parameter of any JSON type, None when absent."""
+        return self._get(name, required)
+
+    def optional_string(self, name: str) -> str | None:
+        """A String parameter that may be absent."""
+        value = self._get(name, required=False)
+        if value is not None and not isinstance(value, str):
+            raise ApiError("InvalidParameter", f"The parameter `{name}` must be a String.")
+        return value
+
     def integer(self, name: str) -> int:
         """A required Integer parameter."""
         value = self.optional_integer(name, required=True)

@@ -60,6 +60,7 @@ async def run_emulator(
     ):
         if state.pusher is not None:
             tg.start_soon(state.pusher.run)
+        tg.start_soon(state.outbound.run)
         if traffic is not None:
             tg.start_soon(traffic.run)
         try:

@@ -18,6 +18,7 @@ from tcsms_poller.emulator.faults import FaultInjector
 from tcsms_poller.emulator.options import EmulatorOptions
 from tcsms_poller.emulator.pusher import Pusher
 from tcsms_poller.emulator.ratelimit import SlidingWindowLimiter
+from tcsms_poller.emulator.sending import Outbound
 from tcsms_poller.emulator.stats import RequestStats
 from tcsms_poller.emulator.store import PlaceholderRecord, ReplyRecord, SendStatusRecord, Store
 
@@ -54,6 +55,9 @@ class EmulatorState:
         self.pusher = Pusher(options.push) if options.push.enabled else None
         self.closing = anyio.Event()  # set when the emulator stops: held connections let go
         self._serials = random.Random(f"serials:{self.seed}")
+        self.outbound = Outbound(
+            options.receipts, self, clock, random.Random(f"receipts:{self.seed}")
+        )
 
     def make_serial(self) -> str:
         """A fresh SerialNo shaped like Tencent's (``5000:1045710669157053657849499619``)."""

@@ -19,6 +19,7 @@ from tcsms_poller.server.errors import (
     api_error_response,
     http_exception_response,
 )
+from tcsms_poller.server.messages import get_message, track_messages
 from tcsms_poller.server.observed import RequestCounter
 from tcsms_poller.server.probes import healthz, metrics
 
@@ -37,6 +38,8 @@ def build_routes() -> list[Route]:
         Route("/v1/numbers", _numbers, methods=["GET", "POST"]),
         Route("/v1/numbers/{phone}", untrack_number, methods=["DELETE"]),
         Route("/v1/conversions", add_conversions, methods=["POST"]),
+        Route("/v1/messages", track_messages, methods=["POST"]),
+        Route("/v1/messages/{serial_no}", get_message, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
     ]

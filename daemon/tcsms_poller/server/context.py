@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from tcsms_poller.config import ServerSettings
+from tcsms_poller.config.model import TrackingSettings
 from tcsms_poller.health import Health, HealthBoard
 from tcsms_poller.intake import Intake
 from tcsms_poller.metrics import Metrics
@@ -30,6 +31,7 @@ class ListenerContext:
     health: Health
     app_ids: tuple[str, ...]
     conversion_apps: frozenset[str]
+    tracking: Mapping[str, TrackingSettings] = field(default_factory=dict)  # per app
     clock: Callable[[], float] = time.time
     cluster: Callable[[], dict[str, Any]] | None = None  # cluster mode: this instance's leases
 

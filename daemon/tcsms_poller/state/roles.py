@@ -20,9 +20,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tcsms_poller.records import OutboxRecord, Record
+
+if TYPE_CHECKING:
+    from tcsms_poller.state.messages import NewMessage, Resolved, Schedule, TrackedMessage
 
 __all__ = [
     "Change",
@@ -31,6 +34,8 @@ __all__ = [
     "ConversionReported",
     "Fence",
     "LeaseLostError",
+    "MessagesMissing",
+    "MessagesPolled",
     "NumberOrigin",
     "NumberPolled",
     "Outbox",
@@ -40,6 +45,7 @@ __all__ = [
     "SinkCursors",
     "StateError",
     "StateStore",
+    "TrackedMessages",
     "TrackedNumber",
     "TrackedNumbers",
     "WorkerStates",
@@ -83,10 +89,12 @@ class Rejected(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class CommitResult:
-    """What one commit did: the records that were new, and how many were duplicates."""
+    """What one commit did: the records that were new, how many were duplicates, and the
+    tracked messages their receipts resolved."""
 
     new: tuple[Record, ...]
     duplicates: int
+    resolved: tuple[Resolved, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +117,28 @@ class ConversionReported:
     conversion_id: int
 
 
-Change = NumberPolled | ConversionReported
+@dataclass(frozen=True, slots=True)
+class MessagesPolled:
+    """A number of tracked messages was polled: it is due again at its pending messages' next
+    poll time, or dropped when none is pending."""
+
+    app_id: str
+    phone: str
+    polled_at: float
+    schedule: Schedule
+
+
+@dataclass(frozen=True, slots=True)
+class MessagesMissing:
+    """Tracked messages given up on: marked missing with their ``receipt_missing`` records. The
+    commit fails whole (``MessageRacedError``) if one of them was resolved meanwhile."""
+
+    messages: tuple[TrackedMessage, ...]
+    given_up_at: float
+    schedule: Schedule
+
+
+Change = NumberPolled | ConversionReported | MessagesPolled | MessagesMissing
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,6 +297,49 @@ class WorkerStates(Protocol):
         self, name: str, *, healthy: bool, error: str | None, last_success_at: float | None
     ) -> None:
         """Persist a worker's health (``last_success_at`` None keeps the previous one)."""
+        ...
+
+
+class TrackedMessages(Protocol):
+    """Sent messages tracked until their receipt (``docs/tracking.md``).
+
+    A message resolves inside the ``Outbox.commit`` that brings its receipt, by any path (the
+    ``resolved`` of its ``CommitResult``); ``give_up`` commits the ``receipt_missing`` records of
+    expired messages in the transaction that marks them missing, exactly once. Kept by the SQLite
+    backend only: ``state.message_store.tracked_messages`` gives None on another.
+    """
+
+    async def track(self, messages: Sequence[NewMessage], *, schedule: Schedule) -> list[bool]:
+        """Track ``messages`` (idempotent); for each, whether it was new."""
+        ...
+
+    async def get(self, serial_no: str) -> TrackedMessage | None:
+        """One tracked message by SerialNo, or None."""
+        ...
+
+    async def pending_counts(self) -> dict[str, int]:
+        """Pending messages per app."""
+        ...
+
+    async def due(
+        self, app_id: str, *, limit: int, skip: frozenset[str]
+    ) -> tuple[float | None, list[tuple[str, float, int]]]:
+        """The app's earliest due time and its due numbers: (phone, next_due, oldest sent_at)."""
+        ...
+
+    def polled(self, app_id: str, phone: str, *, schedule: Schedule) -> MessagesPolled:
+        """The ``Change`` for the commit of a page of ``phone``: reschedule it, or drop it."""
+        ...
+
+    async def reschedule(self, app_id: str, phone: str, *, schedule: Schedule) -> None:
+        """A failed poll: the number is due at its messages' next poll time."""
+        ...
+
+    async def give_up(
+        self, app_id: str, *, give_up_after: float, schedule: Schedule
+    ) -> CommitResult | None:
+        """Commit ``receipt_missing`` for a batch of expired messages; None when none expired
+        (or one resolved meanwhile: try again)."""
         ...
 
 

@@ -112,6 +112,33 @@ MIGRATIONS: tuple[str, ...] = (
     UPDATE numbers SET status_cursor = NULL WHERE status_cursor = 0;
     UPDATE numbers SET reply_cursor = NULL WHERE reply_cursor = 0;
     """,
+    # 5: tracked messages until their receipt (state/messages.py), and the numbers they keep due.
+    """
+    CREATE TABLE messages (
+        serial_no TEXT PRIMARY KEY,
+        app_id TEXT NOT NULL,
+        phone TEXT NOT NULL,
+        sent_at INTEGER NOT NULL,
+        state TEXT NOT NULL,             -- pending | delivered | failed | missing
+        tracked_at REAL NOT NULL,
+        resolved_at REAL,
+        report_status TEXT,
+        description TEXT,
+        user_receive_time INTEGER
+    ) WITHOUT ROWID;
+    CREATE INDEX messages_pending_by_number ON messages (app_id, phone, sent_at)
+        WHERE state = 'pending';
+    CREATE INDEX messages_pending_by_sent ON messages (app_id, sent_at) WHERE state = 'pending';
+    CREATE INDEX messages_resolved ON messages (resolved_at) WHERE state != 'pending';
+
+    CREATE TABLE message_numbers (
+        app_id TEXT NOT NULL,
+        phone TEXT NOT NULL,
+        next_due REAL NOT NULL,
+        PRIMARY KEY (app_id, phone)
+    ) WITHOUT ROWID;
+    CREATE INDEX message_numbers_by_due ON message_numbers (app_id, next_due);
+    """,
 )
 
 

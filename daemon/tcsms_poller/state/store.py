@@ -22,12 +22,14 @@ import anyio.lowlevel
 import anyio.to_thread
 
 from tcsms_poller.records import OutboxRecord, Record
-from tcsms_poller.state import conversions, integrity, numbers, outbox
+from tcsms_poller.state import conversions, integrity, messages, numbers, outbox
 from tcsms_poller.state.roles import (
     Change,
     CommitResult,
     ConversionReported,
     Fence,
+    MessagesMissing,
+    MessagesPolled,
     NumberPolled,
     PendingConversion,
     Rejected,
@@ -72,6 +74,14 @@ def apply_change(connection: sqlite3.Connection, change: Change) -> None:
         )
     elif isinstance(change, ConversionReported):
         conversions.finish_conversion(connection, change.conversion_id)
+    elif isinstance(change, MessagesPolled):
+        messages.after_poll(
+            connection, change.app_id, change.phone, now=change.polled_at, schedule=change.schedule
+        )
+    elif isinstance(change, MessagesMissing):
+        messages.mark_missing(
+            connection, change.messages, now=change.given_up_at, schedule=change.schedule
+        )
 
 
 def _connect(path: Path, *, read_only: bool, synchronous: str) -> sqlite3.Connection:
@@ -201,22 +211,25 @@ class SqliteStore:
         all in one transaction; then wake the sink drainers."""
         now = self._clock()
 
-        def work(connection: sqlite3.Connection) -> tuple[list[Record], int]:
+        def work(
+            connection: sqlite3.Connection,
+        ) -> tuple[list[Record], list[messages.Resolved], int]:
             fresh = outbox.commit_records(
                 connection, records, seen=self._seen, now=now, ttl=self._ttl, tail=self._tail
             )
             if rejected:
                 outbox.quarantine(connection, rejected, source=source, now=now)
+            resolved = messages.resolve_messages(connection, records, now=now)  # by any path
             if also is not None:
                 apply_change(connection, also)
-            return fresh, outbox.outbox_head(connection)
+            return fresh, resolved, outbox.outbox_head(connection)
 
-        fresh, head = await self.write(work)
+        fresh, resolved, head = await self.write(work)
         if head > self._head:  # the writes of one group may return in any order
             self._head = head
             self._committed.set()
             self._committed = anyio.Event()
-        return CommitResult(tuple(fresh), len(records) - len(fresh))
+        return CommitResult(tuple(fresh), len(records) - len(fresh), tuple(resolved))
 
     @property
     def head(self) -> int:
@@ -265,6 +278,8 @@ class SqliteStore:
             purged = outbox.purge_acknowledged(connection, sink_names, limit=PURGE_BATCH)
             if purged:
                 self._tail.forget_before(outbox.oldest_seq(connection))
+            # Resolved messages answer GET /v1/messages/<serial_no> as long as ids are remembered.
+            messages.purge_resolved(connection, before=now - self._ttl, limit=PURGE_BATCH)
             return (
                 outbox.purge_expired_ids(connection, now=now, limit=PURGE_BATCH),
                 purged,

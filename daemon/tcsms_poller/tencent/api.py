@@ -33,6 +33,7 @@ class Action(StrEnum):
     PULL_SMS_REPLY_STATUS_BY_PHONE_NUMBER = "PullSmsReplyStatusByPhoneNumber"
     CALLBACK_STATUS_STATISTICS = "CallbackStatusStatistics"
     REPORT_CONVERSION = "ReportConversion"
+    SEND_SMS = "SendSms"
 
 
 # Queue mode: each record is handed out once, so an answer lost in flight loses its records.
@@ -46,6 +47,7 @@ DEFAULT_RATE_LIMITS: Mapping[str, int] = {
     Action.PULL_SMS_REPLY_STATUS_BY_PHONE_NUMBER: 20,
     Action.CALLBACK_STATUS_STATISTICS: 10,
     Action.REPORT_CONVERSION: 1000,
+    Action.SEND_SMS: 3000,
 }
 
 PAGE_LIMIT = 100  # the largest Limit of every pull action

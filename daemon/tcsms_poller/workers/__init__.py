@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import structlog
+
+from tcsms_poller.state.message_store import UNAVAILABLE, tracked_messages
 from tcsms_poller.workers.base import (
     NextCycle,
     PollStats,
@@ -16,6 +19,7 @@ from tcsms_poller.workers.by_number import ByNumberWorker
 from tcsms_poller.workers.conversions import ConversionReporter
 from tcsms_poller.workers.queue import replies_worker, send_status_worker
 from tcsms_poller.workers.statistics import StatisticsWorker
+from tcsms_poller.workers.tracking import TrackingWorker
 
 if TYPE_CHECKING:
     from tcsms_poller.config import Config
@@ -25,6 +29,7 @@ __all__ = [
     "ConversionReporter",
     "NextCycle",
     "PollStats",
+    "TrackingWorker",
     "Worker",
     "WorkerContext",
     "build_workers",
@@ -32,10 +37,15 @@ __all__ = [
     "run_worker",
 ]
 
+log = structlog.get_logger("tcsms_poller.workers")
+
 
 def build_workers(config: Config, ctx: WorkerContext) -> list[Worker]:
     """Every worker the configuration enables, in a stable order."""
     workers: list[Worker] = []
+    messages = tracked_messages(ctx.store, clock=ctx.clock)
+    if messages is None and any(app.tracking.enabled for app in config.apps):
+        log.warning("tracking.unavailable", reason=UNAVAILABLE)
     for app in config.apps:
         app_id = app.sms_sdk_app_id
         if app.replies.enabled:
@@ -51,6 +61,10 @@ def build_workers(config: Config, ctx: WorkerContext) -> list[Worker]:
                     lookback=app.by_number.lookback,
                     replies=app.by_number.replies,
                 )
+            )
+        if app.tracking.enabled and messages is not None:
+            workers.append(
+                TrackingWorker(ctx, app_id=app_id, settings=app.tracking, messages=messages)
             )
         if app.statistics.enabled:
             workers.append(

@@ -26,7 +26,7 @@ import structlog
 
 from tcsms_poller.records import Record, format_received_at, reply_record, send_status_record
 from tcsms_poller.state import StateError
-from tcsms_poller.state.roles import NumberPolled, TrackedNumber
+from tcsms_poller.state.roles import Change, NumberPolled, TrackedNumber
 from tcsms_poller.tencent.api import PAGE_LIMIT, Action
 from tcsms_poller.tencent.errors import AuthError, TencentError
 from tcsms_poller.tencent.models import RejectedItem
@@ -91,9 +91,16 @@ class ByNumberWorker:
     """Polls the tracked numbers of one app; see the module docstring."""
 
     def __init__(
-        self, ctx: WorkerContext, *, app_id: str, interval: float, lookback: float, replies: bool
+        self,
+        ctx: WorkerContext,
+        *,
+        app_id: str,
+        interval: float,
+        lookback: float,
+        replies: bool,
+        name: str | None = None,
     ) -> None:
-        self.name = f"by_number:{app_id}"
+        self.name = name or f"by_number:{app_id}"
         self.action = STATUS_ACTION
         self.app_id = app_id
         self.interval = CHECK_PERIOD
@@ -108,6 +115,7 @@ class ByNumberWorker:
         self._polling: set[str] = set()  # numbers handed to a task and not finished yet
         self._lag_logged_at = float("-inf")
         self._plans: dict[tuple[str, bool], Plan] = {}  # (phone, replies): the last sweep's plan
+        self._lag = ctx.metrics.by_number_lag  # labelled at the first poll (tracking has its own)
 
     async def poll(self) -> PollStats:
         """One round: poll the most overdue numbers; more rounds follow while any are due."""
@@ -115,7 +123,7 @@ class ByNumberWorker:
         oldest, numbers = await self._due()
         now = ctx.clock()
         lag = max(0.0, now - oldest) if oldest is not None else 0.0
-        ctx.metrics.by_number_lag.labels(self.app_id).set(lag)
+        self._lag.labels(self.app_id).set(lag)
         self._report_lag(lag, now)
         if oldest is None:  # nothing tracked, so nothing failing: a past failure is over
             return PollStats(nothing_tracked=True)
@@ -204,19 +212,12 @@ class ByNumberWorker:
         ctx = self._ctx
         started = ctx.clock()
         key = (number.phone, replies)
-        span = span_of(now=started, lookback=self._lookback)
+        span = self._span(number, started)
         sweep = Sweep.start(span, self._plans.pop(key, ()))  # a failed sweep starts afresh
         while (window := sweep.next(ctx.clock())) is not None:
             page = await self._fetch(number.phone, window, replies)
             newest = max(page.times, default=None)
-            step = NumberPolled(
-                app_id=self.app_id,
-                phone=number.phone,
-                next_due=started + self._number_interval,
-                polled_at=started,
-                status_cursor=None if replies else newest,
-                reply_cursor=newest if replies else None,
-            )
+            step = self._step(number, started, newest, replies=replies)
             result = await ctx.intake.commit_until_durable(
                 page.records,
                 source=page.action,
@@ -229,6 +230,26 @@ class ByNumberWorker:
             if sweep.overfull and sweep.overfull[-1] == window:
                 self._report_overfull(number.phone, window, page.action)
         self._remember(key, sweep.finished_plan())
+
+    # The seams a worker with another schedule (``tracking.py``) changes: which window a poll
+    # covers, and what the commit of a page does to the number's schedule.
+
+    def _span(self, number: TrackedNumber, now: float) -> Window:
+        """The span a poll of ``number`` sweeps: its whole lookback."""
+        return span_of(now=now, lookback=self._lookback)
+
+    def _step(
+        self, number: TrackedNumber, started: float, newest: int | None, *, replies: bool
+    ) -> Change:
+        """What the commit of a page of ``number`` also does: its cursors and next due time."""
+        return NumberPolled(
+            app_id=self.app_id,
+            phone=number.phone,
+            next_due=started + self._number_interval,
+            polled_at=started,
+            status_cursor=None if replies else newest,
+            reply_cursor=newest if replies else None,
+        )
 
     def _remember(self, key: tuple[str, bool], plan: Plan) -> None:
         """Keep a number's plan for its next poll; the least recently polled go first."""
