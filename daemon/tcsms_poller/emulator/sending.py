@@ -22,14 +22,13 @@ import anyio
 
 from tcsms_poller.emulator.numbers import split_number
 from tcsms_poller.emulator.options import ReceiptDelays
-from tcsms_poller.emulator.outcomes import FAILURES, SUCCESS
+from tcsms_poller.emulator.receipts import draw_outcome, make_receipt
 from tcsms_poller.emulator.store import SendStatusRecord
-from tcsms_poller.fields import is_e164
+from tcsms_poller.settings_types import is_e164
 
 __all__ = ["MAX_NUMBERS", "Outbound", "Sent"]
 
 MAX_NUMBERS = 200  # numbers of one SendSms request (Tencent's limit)
-_FAILURE_WEIGHTS = [outcome.weight for outcome in FAILURES]
 _Z95 = 1.6448536269514722  # the 95th percentile of the standard normal distribution
 _ISO = {"86": "CN", "852": "HK", "853": "MO", "886": "TW", "1": "US", "65": "SG", "44": "GB"}
 
@@ -113,23 +112,9 @@ class Outbound:
     def _receipt(
         self, app_id: str, serial_no: str, number: str, sent_at: float, due: float, context: str
     ) -> SendStatusRecord:
-        rng = self.rng
-        if rng.random() < self.delays.fail_ratio:
-            outcome = rng.choices(FAILURES, weights=_FAILURE_WEIGHTS)[0]
-        else:
-            outcome = SUCCESS
-        country_code, subscriber = split_number(number)
-        return SendStatusRecord(
-            app_id=app_id,
-            serial_no=serial_no,
-            phone_number=number,
-            country_code=country_code,
-            subscriber_number=subscriber,
-            report_status=outcome.report_status,
-            description=outcome.code,
-            user_receive_time=int(due),
-            session_context=context or None,
-            send_time=int(sent_at),
+        outcome = draw_outcome(self.rng, self.delays.fail_ratio)
+        return make_receipt(
+            app_id, serial_no, number, outcome, due=due, sent_at=sent_at, context=context or None
         )
 
     def release(self) -> None:

@@ -24,13 +24,12 @@ import anyio
 
 from tcsms_poller.emulator.numbers import make_mainland_numbers, split_number
 from tcsms_poller.emulator.options import LATE_DELAY, TrafficOptions
-from tcsms_poller.emulator.outcomes import FAILURES, SUCCESS
+from tcsms_poller.emulator.receipts import draw_outcome, make_receipt
 from tcsms_poller.emulator.store import ReplyRecord, SendStatusRecord
 
 __all__ = ["REPLY_TEXTS", "TrafficGenerator", "TrafficSink"]
 
 REPLY_TEXTS = ("Y", "N", "1", "2", "TD", "好的", "收到", "退订", "谢谢", "Stop")
-_FAILURE_WEIGHTS = [outcome.weight for outcome in FAILURES]
 
 
 class TrafficSink(Protocol):
@@ -136,23 +135,10 @@ class TrafficGenerator:
             due = at + rng.uniform(*LATE_DELAY)
         else:
             due = at + rng.uniform(options.receipt_delay_min, options.receipt_delay_max)
-        if rng.random() < options.fail_ratio:
-            outcome = rng.choices(FAILURES, weights=_FAILURE_WEIGHTS)[0]
-        else:
-            outcome = SUCCESS
+        outcome = draw_outcome(rng, options.fail_ratio)
         context = f"order-{rng.randrange(10**6):06d}" if rng.random() < 0.3 else None
-        country_code, subscriber = split_number(number)
-        receipt = SendStatusRecord(
-            app_id=app_id,
-            serial_no=serial_no,
-            phone_number=number,
-            country_code=country_code,
-            subscriber_number=subscriber,
-            report_status=outcome.report_status,
-            description=outcome.code,
-            user_receive_time=int(due),
-            session_context=context,
-            send_time=int(at),
+        receipt = make_receipt(
+            app_id, serial_no, number, outcome, due=due, sent_at=at, context=context
         )
         heapq.heappush(self._pending, (due, next(self._order), receipt))
         # Drawn only when asked for, so that the same seed gives the same traffic without it.
