@@ -19,8 +19,7 @@ from tests.e2e.conftest import (
     truth,
     wait_until,
 )
-from tests.e2e.daemon_process import APP, daemon_config, running_daemon
-from tests.e2e.test_listener import TOKEN
+from tests.e2e.daemon_process import daemon_config, running_daemon
 from tests.e2e.test_listener import server as server_settings
 from tests.e2e.test_pipeline import NUMBER, inject, receipts, replies
 from tests.e2e.test_sinks import posted_ids
@@ -164,40 +163,3 @@ async def test_a_database_restart_under_live_traffic_loses_nothing(
     assert Counter(ids).most_common(1)[0][1] == 1
     assert set(ids) == expected
     assert len(expected) > 600
-
-
-async def test_tracking_is_unavailable_on_postgresql_and_says_so(
-    tmp_path: Path, emulator: RunningEmulator, postgres_url: str
-) -> None:
-    """Tracked messages keep their state in SQLite only: on PostgreSQL the daemon starts without
-    its tracking workers and one ``tracking.unavailable`` warning, ``/v1/messages`` answers 501
-    and ``track`` refuses in one line; nothing is tracked half-way."""
-    port = free_port()
-    config = postgres_config(emulator, tmp_path, postgres_url)
-    config["server"] = server_settings(port)
-    message = {"serial_no": "9000:a", "phone_number": NUMBER}
-    async with (
-        running_daemon(tmp_path, config) as daemon,
-        httpx.AsyncClient(headers={"Authorization": f"Bearer {TOKEN}"}) as http,
-    ):
-        posted = await http.post(f"http://127.0.0.1:{port}/v1/messages", json=message)
-        read = await http.get(f"http://127.0.0.1:{port}/v1/messages/9000:a")
-        unauthorized = await http.post(
-            f"http://127.0.0.1:{port}/v1/messages", json=message, headers={"Authorization": "x"}
-        )
-        await daemon.stop()
-    assert (posted.status_code, read.status_code) == (501, 501)
-    assert "PostgreSQL" in posted.json()["error"]
-    assert unauthorized.status_code == 401  # the token is checked first, as on every route
-    warnings = daemon.events("tracking.unavailable")
-    assert len(warnings) == 1
-    assert "state.url" in warnings[0]["reason"]
-    (ready,) = daemon.events("daemon.ready")
-    assert not [name for name in ready["workers"] if name.startswith("tracking:")]
-    assert f"by_number:{APP}" in ready["workers"]
-    tracked = cli("track", tmp_path / "config.yaml", "--serial-no", "9000:b", "--phone", NUMBER)
-    assert tracked.returncode == 1
-    errors = [line for line in tracked.stderr.splitlines() if '"level":"error"' in line]
-    assert len(errors) == 1
-    assert "state.url" in errors[0]
-    assert "Traceback" not in tracked.stderr

@@ -18,9 +18,14 @@ import pytest
 from tcsms_poller.records import Record, format_received_at, send_status_record
 from tcsms_poller.state import StateStore
 from tcsms_poller.state.message_store import tracked_messages
-from tcsms_poller.state.messages import NewMessage, Schedule
+from tcsms_poller.state.messages import MessageRacedError, NewMessage, Schedule
 from tcsms_poller.state.postgres import PostgresStore
-from tcsms_poller.state.roles import ConversionReported, NumberPolled
+from tcsms_poller.state.roles import (
+    ConversionReported,
+    MessagesMissing,
+    NumberPolled,
+    TrackedMessages,
+)
 from tcsms_poller.state.store import PURGE_BATCH, SqliteStore
 from tcsms_poller.tencent.models import RejectedItem, SendStatus
 
@@ -406,40 +411,267 @@ async def test_worker_health_is_kept_for_status(backend: Backend) -> None:
 
 # -- tracked messages ----------------------------------------------------------------------------
 
+SCHEDULE = Schedule(first_poll=15.0, max_gap=3600.0)
+
+
+def receipt(serial_no: str, phone: str, *, at: int, status: str = "SUCCESS", source: str) -> Record:
+    """A final (or, with ``status`` another value, pending) receipt as ``source`` brings it."""
+    description = {"SUCCESS": "DELIVRD", "FAIL": "UNDELIV"}.get(status, "")
+    item = SendStatus(serial_no, phone, "86", phone[3:], status, description, at, None)
+    return send_status_record(APP, item, source=source, received_at=format_received_at(at))
+
+
+async def track(messages: TrackedMessages, *items: tuple[str, str, int]) -> list[bool]:
+    """Track ``(serial_no, phone, sent_at)`` items of the app."""
+    new = [NewMessage(APP, serial_no, phone, sent) for serial_no, phone, sent in items]
+    return await messages.track(new, schedule=SCHEDULE)
+
+
+async def states(messages: TrackedMessages, *serial_nos: str) -> list[str | None]:
+    found = [await messages.get(serial_no) for serial_no in serial_nos]
+    return [None if message is None else message.state for message in found]
+
 
 @pytest.mark.anyio
-async def test_tracked_messages_resolve_in_the_receipts_commit_or_are_absent(
-    backend: Backend,
-) -> None:
-    """Where a backend keeps tracked messages, a committed receipt resolves its message in that
-    commit and a give-up commits one ``receipt_missing`` per expired message, once; PostgreSQL
-    does not keep them yet, and says so by having none (``docs/tracking.md``)."""
+async def test_tracking_a_message_is_idempotent(backend: Backend) -> None:
+    """The same SerialNo twice, in one call or two, is one message, kept as first tracked."""
     clock = FakeClock()
-    schedule = Schedule(first_poll=15.0, max_gap=3600.0)
     async with backend.open(clock) as store:
         messages = tracked_messages(store, clock=clock)
-        if backend.kind == "postgresql":
-            assert messages is None
-            return
-        assert messages is not None
         sent = int(clock.now)
-        new = [NewMessage(APP, serial, A, sent) for serial in ("m:1", "m:2")]
-        assert await messages.track(new, schedule=schedule) == [True, True]
-        assert await messages.track(new[:1], schedule=schedule) == [False]
-        status = SendStatus("m:1", A, "86", A[3:], "SUCCESS", "DELIVRD", sent + 2, None)
-        receipt = send_status_record(
-            APP, status, source="callback", received_at=format_received_at(clock.now)
+        assert await track(messages, ("m:1", A, sent), ("m:2", B, sent), ("m:1", A, sent)) == [
+            True,
+            True,
+            False,
+        ]
+        assert await track(messages, ("m:1", C, sent - 60)) == [False]
+        message = await messages.get("m:1")
+        assert message is not None
+        assert (message.app_id, message.phone, message.sent_at, message.state) == (
+            APP,
+            A,
+            sent,
+            "pending",
         )
-        result = await store.commit([receipt], source="callback")
-        assert [r.state for r in result.resolved] == ["delivered"]
-        assert await messages.pending_counts() == {APP: 1}
-        clock.now += 4 * DAY
-        given_up = await messages.give_up(APP, give_up_after=3 * DAY, schedule=schedule)
-        assert given_up is not None
-        assert [r.fields["serial_no"] for r in given_up.new] == ["m:2"]
-        assert await messages.give_up(APP, give_up_after=3 * DAY, schedule=schedule) is None
-    async with backend.open(clock) as store:  # a restart keeps every state
+        assert (message.resolved_at, message.report_status, message.user_receive_time) == (
+            None,
+            None,
+            None,
+        )
+        assert await messages.get("m:3") is None
+        assert await messages.pending_counts() == {APP: 2}
+
+
+@pytest.mark.anyio
+async def test_a_receipt_resolves_its_message_by_every_path_in_its_commit(
+    backend: Backend,
+) -> None:
+    """Pushed, pulled from the queue, pulled per number, or a repeat of a receipt committed
+    before the message was tracked: the commit that brings it resolves the message, once."""
+    clock = FakeClock()
+    async with backend.open(clock) as store:
         messages = tracked_messages(store, clock=clock)
-        assert messages is not None
-        assert [(await messages.get(s)).state for s in ("m:1", "m:2")] == ["delivered", "missing"]  # type: ignore[union-attr]
-        assert await messages.pending_counts() == {}
+        sent = int(clock.now)
+        early = receipt("m:early", C, at=sent + 1, source="PullSmsSendStatus")
+        await store.commit([early])  # its receipt came before it was tracked
+        await track(
+            messages,
+            ("m:push", A, sent),
+            ("m:queue", A, sent),
+            ("m:number", B, sent),
+            ("m:early", C, sent),
+            ("m:later", B, sent),
+        )
+        pushed = await store.commit([receipt("m:push", A, at=sent + 2, source="callback")])
+        assert [(r.state, r.sent_at, r.user_receive_time) for r in pushed.resolved] == [
+            ("delivered", sent, sent + 2)
+        ]
+        queue = [
+            receipt("m:queue", A, at=sent + 3, status="FAIL", source="PullSmsSendStatus"),
+            receipt("m:other", A, at=sent + 3, source="PullSmsSendStatus"),  # not tracked
+            receipt("m:later", B, at=sent + 3, status="", source="PullSmsSendStatus"),  # not final
+        ]
+        assert [r.state for r in (await store.commit(queue)).resolved] == ["failed"]
+        step = messages.polled(APP, B, schedule=SCHEDULE)
+        by_number = receipt("m:number", B, at=sent + 4, source="PullSmsSendStatusByPhoneNumber")
+        assert [r.state for r in (await store.commit([by_number], also=step)).resolved] == [
+            "delivered"
+        ]
+        again = await store.commit([early])  # a repeat: not new, and it resolves its message
+        assert (again.new, again.duplicates, [r.state for r in again.resolved]) == (
+            (),
+            1,
+            ["delivered"],
+        )
+        assert (await store.commit([early])).resolved == ()  # resolved once only
+        assert await states(messages, "m:push", "m:queue", "m:number", "m:early", "m:later") == [
+            "delivered",
+            "failed",
+            "delivered",
+            "delivered",
+            "pending",
+        ]
+        failed = await messages.get("m:queue")
+        assert failed is not None
+        assert (failed.report_status, failed.description, failed.user_receive_time) == (
+            "FAIL",
+            "UNDELIV",
+            sent + 3,
+        )
+        assert failed.resolved_at == clock.now
+        assert await messages.pending_counts() == {APP: 1}
+
+
+@pytest.mark.anyio
+async def test_a_failed_commit_resolves_nothing(backend: Backend) -> None:
+    """A commit that rolls back leaves its receipts' messages pending."""
+    clock = FakeClock()
+    async with backend.open(clock) as store:
+        messages = tracked_messages(store, clock=clock)
+        await track(messages, ("m:1", A, int(clock.now)))
+        with pytest.raises(TypeError):
+            await store.commit(
+                [receipt("m:1", A, at=int(clock.now), source="callback"), broken("x")]
+            )
+        assert await states(messages, "m:1") == ["pending"]
+
+
+@pytest.mark.anyio
+async def test_due_numbers_follow_their_pending_messages_with_doubling_gaps(
+    backend: Backend,
+) -> None:
+    """A number is due first_poll after its oldest pending send, then at doubling gaps after
+    each polled page; a failed poll reschedules it; once nothing is pending it is never due."""
+    clock = FakeClock()
+    start = int(clock.now)
+    async with backend.open(clock) as store:
+        messages = tracked_messages(store, clock=clock)
+        await track(messages, ("a:1", A, start), ("b:1", B, start + 5), ("a:2", A, start + 10))
+        assert await messages.due(APP, limit=10, skip=frozenset()) == (start + 15.0, [])
+        clock.now = start + 30
+        first, due = await messages.due(APP, limit=10, skip=frozenset())
+        assert (first, due) == (
+            start + 15.0,
+            [(A, start + 15.0, start), (B, start + 20.0, start + 5)],
+        )
+        assert (await messages.due(APP, limit=1, skip=frozenset({A})))[1] == [
+            (B, start + 20.0, start + 5)
+        ]
+        assert await messages.due("1400000000", limit=10, skip=frozenset()) == (None, [])
+        # A's page at +30: a:1 (age 30) next at +60, a:2 (age 20) at +40: the nearer wins.
+        await store.commit([], also=messages.polled(APP, A, schedule=SCHEDULE))
+        await messages.reschedule(APP, B, schedule=SCHEDULE)  # b:1 (age 25) next at +35
+        assert await messages.due(APP, limit=10, skip=frozenset()) == (start + 35.0, [])
+        clock.now = start + 40
+        _, due = await messages.due(APP, limit=10, skip=frozenset())
+        assert due == [(B, start + 35.0, start + 5), (A, start + 40.0, start)]
+        # B's last message resolves with its page: B is dropped; A's page at +40 moves it on.
+        b_receipt = receipt("b:1", B, at=start + 7, source="PullSmsSendStatusByPhoneNumber")
+        await store.commit([b_receipt], also=messages.polled(APP, B, schedule=SCHEDULE))
+        await store.commit([], also=messages.polled(APP, A, schedule=SCHEDULE))
+        clock.now = start + 3 * 3600
+        _, due = await messages.due(APP, limit=10, skip=frozenset())
+        assert [phone for phone, _, _ in due] == [A]
+        # Resolving A's messages by a push drops A too, without a poll.
+        pushes = [receipt(s, A, at=start + 9, source="callback") for s in ("a:1", "a:2")]
+        assert len((await store.commit(pushes)).resolved) == 2
+        assert await messages.due(APP, limit=10, skip=frozenset()) == (None, [])
+
+
+@pytest.mark.anyio
+async def test_a_poll_gap_is_capped_at_max_gap(backend: Backend) -> None:
+    """However old the pending message, its number is due again at most max_gap after a poll,
+    and never sooner than a second."""
+    clock = FakeClock()
+    start = int(clock.now)
+    async with backend.open(clock) as store:
+        messages = tracked_messages(store, clock=clock)
+        await track(messages, ("m:1", A, start))
+        clock.now = start + 2 * 86_400.0
+        await store.commit([], also=messages.polled(APP, A, schedule=SCHEDULE))
+        assert (await messages.due(APP, limit=10, skip=frozenset()))[0] == clock.now + 3600.0
+        quick = Schedule(first_poll=0.1, max_gap=0.2)
+        await store.commit([], also=messages.polled(APP, A, schedule=quick))
+        assert (await messages.due(APP, limit=10, skip=frozenset()))[0] == clock.now + 1.0
+
+
+@pytest.mark.anyio
+async def test_a_give_up_commits_receipt_missing_with_the_messages_once(backend: Backend) -> None:
+    """Messages still pending give_up_after their send become missing, in the transaction of
+    their receipt_missing records, exactly once; their number is dropped; a late receipt then
+    leaves them missing."""
+    clock = FakeClock()
+    sent = int(clock.now)
+    async with backend.open(clock) as store:
+        messages = tracked_messages(store, clock=clock)
+        await track(messages, ("m:1", A, sent), ("m:2", A, sent + 3600), ("m:3", B, sent))
+        clock.now = sent + 3 * DAY - 1
+        assert await messages.give_up(APP, give_up_after=3 * DAY, schedule=SCHEDULE) is None
+        clock.now = sent + 3 * DAY + 1
+        given_up = await messages.give_up(APP, give_up_after=3 * DAY, schedule=SCHEDULE)
+        assert given_up is not None
+        assert sorted(r.id for r in given_up.new) == ["missing:m:1", "missing:m:3"]
+        missing = {r.fields["serial_no"]: r for r in given_up.new}
+        assert missing["m:1"].kind == "receipt_missing"
+        assert (missing["m:1"].fields["phone_number"], missing["m:1"].fields["sent_at"]) == (
+            A,
+            sent,
+        )
+        assert await messages.give_up(APP, give_up_after=3 * DAY, schedule=SCHEDULE) is None
+        assert await states(messages, "m:1", "m:2", "m:3") == ["missing", "pending", "missing"]
+        first, _ = await messages.due(APP, limit=10, skip=frozenset())
+        assert first is not None
+        clock.now = first
+        _, due = await messages.due(APP, limit=10, skip=frozenset())
+        assert [phone for phone, _, _ in due] == [A]  # B has nothing pending left
+        late = await store.commit([receipt("m:1", A, at=sent + 10, source="callback")])
+        assert ([r.id for r in late.new], late.resolved) == (["m:1"], ())
+        assert await states(messages, "m:1") == ["missing"]
+        rows = await store.read_outbox(after=0, limit=10)
+        assert sorted(ids(rows)) == ["m:1", "missing:m:1", "missing:m:3"]
+
+
+@pytest.mark.anyio
+async def test_a_give_up_raced_by_a_receipt_commits_nothing(backend: Backend) -> None:
+    """A give-up whose message was resolved after it was read fails whole: no receipt_missing
+    record, no message marked missing."""
+    clock = FakeClock()
+    sent = int(clock.now)
+    async with backend.open(clock) as store:
+        messages = tracked_messages(store, clock=clock)
+        await track(messages, ("m:1", A, sent), ("m:2", A, sent))
+        read = tuple([m for s in ("m:1", "m:2") if (m := await messages.get(s)) is not None])
+        assert len(read) == 2
+        await store.commit([receipt("m:1", A, at=sent + 2, source="callback")])  # meanwhile
+        step = MessagesMissing(read, given_up_at=clock.now, schedule=SCHEDULE)
+        missing = [record(f"missing:{serial_no}") for serial_no in ("m:1", "m:2")]
+        with pytest.raises(MessageRacedError):
+            await store.commit(missing, source="tracking", also=step)
+        assert ids(await store.read_outbox(after=0, limit=10)) == ["m:1"]
+        assert await states(messages, "m:1", "m:2") == ["delivered", "pending"]
+
+
+@pytest.mark.anyio
+async def test_pending_messages_and_their_schedule_survive_a_restart(backend: Backend) -> None:
+    """After a restart every message keeps its state and a pending one's number stays due;
+    resolved messages are forgotten with the dedupe window."""
+    clock = FakeClock()
+    sent = int(clock.now)
+    async with backend.open(clock) as store:
+        messages = tracked_messages(store, clock=clock)
+        await track(messages, ("m:1", A, sent), ("m:2", B, sent))
+        await store.commit([receipt("m:1", A, at=sent + 2, source="callback")])
+    clock.now = sent + 20
+    async with backend.open(clock) as store:
+        messages = tracked_messages(store, clock=clock)
+        assert await states(messages, "m:1", "m:2") == ["delivered", "pending"]
+        assert await messages.pending_counts() == {APP: 1}
+        assert await messages.due(APP, limit=10, skip=frozenset()) == (
+            sent + 15.0,
+            [(B, sent + 15.0, sent)],
+        )
+        snapshot = await store.snapshot()
+        assert snapshot["messages"] == [{"app_id": APP, "pending": 1, "oldest_pending_age_s": 20.0}]
+        clock.now = sent + TTL + 60
+        await store.purge([])
+        assert await states(messages, "m:1", "m:2") == [None, "pending"]

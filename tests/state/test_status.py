@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from tcsms_poller.commands.status import render
+from tcsms_poller.state.message_store import tracked_messages
+from tcsms_poller.state.messages import NewMessage, Schedule
 from tcsms_poller.state.roles import NumberPolled
 from tcsms_poller.state.status import read_snapshot
 
@@ -46,3 +48,24 @@ async def test_status_shows_depths_numbers_and_their_cursors(tmp_path: Path) -> 
         "    status cursors: 2 numbers, newest record 2023-11-14 22:13:20Z, "
         "stalest number's 2023-11-14 19:26:40Z"
     ) in text
+
+
+@pytest.mark.anyio
+async def test_status_shows_pending_tracked_messages_and_the_oldest_age(tmp_path: Path) -> None:
+    """Per app the messages still waiting for their receipt and how long ago the oldest went."""
+    clock = FakeClock()
+    store = await open_store(tmp_path / "state.db", clock)
+    empty = render(read_snapshot(tmp_path / "state.db", now=clock.now), [])
+    assert "tracked messages:\n  none pending" in empty
+    messages = tracked_messages(store, clock=clock)
+    sent = int(clock.now)
+    new = [NewMessage(APP, "m:1", A, sent - 90), NewMessage(APP, "m:2", B, sent)]
+    await messages.track(new, schedule=Schedule(first_poll=15.0, max_gap=3600.0))
+    await store.aclose()
+    clock.now += 10
+
+    snapshot = read_snapshot(tmp_path / "state.db", now=clock.now)
+    assert snapshot["messages"] == [{"app_id": APP, "pending": 2, "oldest_pending_age_s": 100.0}]
+    assert f"tracked messages:\n  {APP}: 2 pending, the oldest sent 100.0s ago" in render(
+        snapshot, []
+    )

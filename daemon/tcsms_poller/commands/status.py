@@ -61,6 +61,13 @@ def render(snapshot: dict[str, Any], configured_sinks: list[str]) -> str:
             )
     if not snapshot["numbers"]:
         lines.append("  none")
+    lines.append("tracked messages:")
+    lines.extend(
+        f"  {m['app_id']}: {m['pending']} pending, the oldest sent {m['oldest_pending_age_s']}s ago"
+        for m in snapshot.get("messages", [])
+    )
+    if not snapshot.get("messages"):
+        lines.append("  none pending")
     lines.append("workers:")
     for worker in snapshot["workers"]:
         state = "healthy" if worker["healthy"] else f"UNHEALTHY: {worker['last_error']}"

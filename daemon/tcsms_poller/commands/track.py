@@ -22,8 +22,8 @@ from tcsms_poller.config import Config
 from tcsms_poller.exits import EX_OK, UsageError
 from tcsms_poller.numbers_ascii import shorten
 from tcsms_poller.server.messages import FUTURE_SKEW, MAX_MESSAGES, MessageRequest
-from tcsms_poller.state import StateError, open_state
-from tcsms_poller.state.message_store import UNAVAILABLE, tracked_messages
+from tcsms_poller.state import open_state
+from tcsms_poller.state.message_store import tracked_messages
 from tcsms_poller.state.messages import NewMessage
 from tcsms_poller.workers.tracking import schedule_of
 
@@ -100,8 +100,6 @@ async def _track(config: Config, by_app: dict[str, list[NewMessage]]) -> list[tu
     answers: list[tuple[str, bool]] = []
     try:
         messages = tracked_messages(store)
-        if messages is None:
-            raise StateError(UNAVAILABLE)
         for app_id, items in by_app.items():
             for start in range(0, len(items), MAX_MESSAGES):
                 batch = items[start : start + MAX_MESSAGES]

@@ -20,7 +20,7 @@ from tcsms_poller.server.api import (
 )
 from tcsms_poller.server.context import ListenerContext
 from tcsms_poller.server.errors import ApiError
-from tcsms_poller.state.message_store import UNAVAILABLE, tracked_messages
+from tcsms_poller.state.message_store import tracked_messages
 from tcsms_poller.state.messages import NewMessage, TrackedMessage
 from tcsms_poller.state.roles import TrackedMessages
 from tcsms_poller.workers.tracking import schedule_of
@@ -115,8 +115,5 @@ async def get_message(request: Request) -> Response:
 
 
 def _messages(ctx: ListenerContext) -> TrackedMessages:
-    """The tracked messages of the state; 501 where its backend does not keep them."""
-    messages = tracked_messages(ctx.store, clock=ctx.clock)
-    if messages is None:
-        raise ApiError(501, UNAVAILABLE)
-    return messages
+    """The tracked messages of the state."""
+    return tracked_messages(ctx.store, clock=ctx.clock)

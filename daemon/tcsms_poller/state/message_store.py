@@ -1,11 +1,16 @@
-"""The async face of tracked messages (``messages.py``) over a ``StateStore``."""
+"""The async face of tracked messages (``roles.TrackedMessages``) over any ``StateStore``.
+
+A backend supplies its ``MessageTables`` (SQLite: ``SqliteMessages`` here, over
+``messages.py``; PostgreSQL: ``postgres/messages.py``); ``MessageStore`` adds the clock and the
+give-up, which commits ``receipt_missing`` records through the store's own ``commit``.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from tcsms_poller.records import Record, format_received_at, receipt_missing_record
 from tcsms_poller.state.messages import (
@@ -21,32 +26,85 @@ from tcsms_poller.state.messages import (
     message_counts,
 )
 from tcsms_poller.state.roles import CommitResult, MessagesMissing, MessagesPolled
-from tcsms_poller.state.store import SqliteStore
 
 if TYPE_CHECKING:
-    from tcsms_poller.state.roles import StateStore, TrackedMessages
+    from tcsms_poller.state.roles import MessageTables, StateStore, TrackedMessages
+    from tcsms_poller.state.writer import Transaction
 
-__all__ = ["GIVE_UP_BATCH", "UNAVAILABLE", "MessageStore", "tracked_messages"]
+__all__ = ["GIVE_UP_BATCH", "MessageStore", "SqliteMessages", "tracked_messages"]
 
+T = TypeVar("T")
 GIVE_UP_BATCH = 500  # messages given up on in one transaction
-UNAVAILABLE = (
-    "message tracking keeps its state in SQLite only: with state.url (PostgreSQL) the tracking "
-    "workers do not run and POST /v1/messages answers 501"
-)
 
 
 def tracked_messages(
     store: StateStore, *, clock: Callable[[], float] = time.time
-) -> TrackedMessages | None:
-    """The tracked messages of ``store``; None where its backend does not keep them."""
-    return MessageStore(store, clock=clock) if isinstance(store, SqliteStore) else None
+) -> TrackedMessages:
+    """The tracked messages of ``store``."""
+    return MessageStore(store, clock=clock)
+
+
+class Runner(Protocol):
+    """Runs a transaction of ``messages.py`` (``SqliteStore.write`` or ``read``)."""
+
+    def __call__(self, work: Transaction[T]) -> Awaitable[T]: ...
+
+
+class SqliteMessages:
+    """The message tables (``roles.MessageTables``) of a ``SqliteStore``."""
+
+    def __init__(self, write: Runner, read: Runner) -> None:
+        self._write = write
+        self._read = read
+
+    async def add_messages(
+        self, messages: Sequence[NewMessage], *, now: float, schedule: Schedule
+    ) -> list[bool]:
+        """Track ``messages`` (idempotent); for each, whether it was new."""
+        return await self._write(
+            partial(add_messages, messages=messages, now=now, schedule=schedule)
+        )
+
+    async def get_message(self, serial_no: str) -> TrackedMessage | None:
+        """One tracked message by SerialNo, or None."""
+        return await self._read(partial(get_message, serial_no=serial_no))
+
+    async def message_counts(self) -> dict[str, int]:
+        """Pending messages per app."""
+        return await self._read(message_counts)
+
+    async def due_message_numbers(
+        self, app_id: str, *, now: float, limit: int, skip: frozenset[str]
+    ) -> tuple[float | None, list[tuple[str, float, int]]]:
+        """The app's earliest due time and its due numbers (on the writer's connection, whose
+        page cache survives commits, as ``SqliteStore.due_numbers``)."""
+        return await self._write(
+            partial(due_message_numbers, app_id=app_id, now=now, limit=limit, skip=skip)
+        )
+
+    async def reschedule_message_number(
+        self, app_id: str, phone: str, *, now: float, schedule: Schedule
+    ) -> None:
+        """The number is due at its pending messages' next poll time (or dropped)."""
+        await self._write(
+            partial(after_poll, app_id=app_id, phone=phone, now=now, schedule=schedule)
+        )
+
+    async def expired_messages(
+        self, app_id: str, *, sent_before: float, limit: int
+    ) -> list[TrackedMessage]:
+        """Up to ``limit`` pending messages of the app sent before ``sent_before``."""
+        return await self._read(
+            partial(expired_messages, app_id=app_id, sent_before=sent_before, limit=limit)
+        )
 
 
 class MessageStore:
-    """Tracked messages (``roles.TrackedMessages``) in the SQLite state."""
+    """Tracked messages (``roles.TrackedMessages``) in a store's ``MessageTables``."""
 
-    def __init__(self, store: SqliteStore, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: StateStore, *, clock: Callable[[], float] = time.time) -> None:
         self._store = store
+        self._tables: MessageTables = store.message_tables()
         self._clock = clock
 
     @property
@@ -56,24 +114,26 @@ class MessageStore:
 
     async def track(self, messages: Sequence[NewMessage], *, schedule: Schedule) -> list[bool]:
         """Track ``messages`` (idempotent); for each, whether it was new."""
-        return await self._store.write(
-            partial(add_messages, messages=messages, now=self.clock, schedule=schedule)
-        )
+        return await self._tables.add_messages(messages, now=self.clock, schedule=schedule)
 
     async def get(self, serial_no: str) -> TrackedMessage | None:
         """One tracked message by SerialNo, or None."""
-        return await self._store.read(partial(get_message, serial_no=serial_no))
+        return await self._tables.get_message(serial_no)
 
     async def pending_counts(self) -> dict[str, int]:
         """Pending messages per app."""
-        return await self._store.read(message_counts)
+        return await self._tables.message_counts()
 
     async def due(
         self, app_id: str, *, limit: int, skip: frozenset[str]
     ) -> tuple[float | None, list[tuple[str, float, int]]]:
-        """The app's earliest due time and its due numbers: (phone, next_due, oldest sent_at)."""
-        return await self._store.write(
-            partial(due_message_numbers, app_id=app_id, now=self.clock, limit=limit, skip=skip)
+        """The app's earliest due time and its due numbers: (phone, next_due, oldest sent_at).
+
+        The one place a worker learns which numbers to poll: a per-number claim for a cluster
+        belongs in the backend's ``due_message_numbers``.
+        """
+        return await self._tables.due_message_numbers(
+            app_id, now=self.clock, limit=limit, skip=skip
         )
 
     def polled(self, app_id: str, phone: str, *, schedule: Schedule) -> MessagesPolled:
@@ -82,8 +142,8 @@ class MessageStore:
 
     async def reschedule(self, app_id: str, phone: str, *, schedule: Schedule) -> None:
         """A failed poll: the number is due at its messages' next poll time."""
-        await self._store.write(
-            partial(after_poll, app_id=app_id, phone=phone, now=self.clock, schedule=schedule)
+        await self._tables.reschedule_message_number(
+            app_id, phone, now=self.clock, schedule=schedule
         )
 
     async def give_up(
@@ -92,9 +152,8 @@ class MessageStore:
         """Commit ``receipt_missing`` for a batch of expired messages, marking them missing in
         the same transaction; None when none expired (or one resolved meanwhile: try again)."""
         now = self.clock
-        sent_before = now - give_up_after
-        expired = await self._store.read(
-            partial(expired_messages, app_id=app_id, sent_before=sent_before, limit=GIVE_UP_BATCH)
+        expired = await self._tables.expired_messages(
+            app_id, sent_before=now - give_up_after, limit=GIVE_UP_BATCH
         )
         if not expired:
             return None

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import math
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from tcsms_poller.records import Record
 
 __all__ = [
+    "FinalReceipt",
     "MessageRacedError",
     "MessageState",
     "NewMessage",
@@ -36,15 +37,18 @@ __all__ = [
     "after_poll",
     "due_message_numbers",
     "expired_messages",
+    "final_receipts",
+    "first_due",
     "get_message",
     "mark_missing",
     "message_counts",
+    "next_due",
     "purge_resolved",
     "resolve_messages",
 ]
 
 MessageState = Literal["pending", "delivered", "failed", "missing"]
-_FINAL = {"SUCCESS": "delivered", "FAIL": "failed"}
+_FINAL: dict[str, MessageState] = {"SUCCESS": "delivered", "FAIL": "failed"}
 MIN_GAP = 1.0  # a number is never due again sooner than this after a poll
 
 
@@ -106,6 +110,49 @@ _COLUMNS = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class FinalReceipt:
+    """What a final receipt writes into its message."""
+
+    serial_no: str
+    state: MessageState
+    report_status: str
+    description: str | None
+    user_receive_time: int
+
+
+def final_receipts(records: Sequence[Record]) -> list[FinalReceipt]:
+    """The final receipts among ``records``, the first of each SerialNo, ordered by SerialNo
+    (the order both backends lock messages in)."""
+    found: dict[str, FinalReceipt] = {}
+    for record in records:
+        if record.kind != "send_status":
+            continue
+        fields = record.fields
+        state = _FINAL.get(fields["report_status"])
+        if state is not None and fields["serial_no"] not in found:
+            found[fields["serial_no"]] = FinalReceipt(
+                fields["serial_no"],
+                state,
+                fields["report_status"],
+                fields["description"],
+                fields["user_receive_time"],
+            )
+    return [found[serial_no] for serial_no in sorted(found)]
+
+
+def first_due(sent_at: int, *, now: float, schedule: Schedule) -> float:
+    """When a newly tracked message wants its number polled: its first poll, at once if that
+    has passed."""
+    return max(now, sent_at + schedule.first_poll)
+
+
+def next_due(sent_ats: Iterable[int], *, now: float, schedule: Schedule) -> float:
+    """When a number just polled is due again: the nearest next poll of its pending messages,
+    never sooner than ``MIN_GAP``."""
+    return max(now + MIN_GAP, min(schedule.next_poll(sent_at, now) for sent_at in sent_ats))
+
+
 def add_messages(
     connection: sqlite3.Connection,
     messages: Sequence[NewMessage],
@@ -127,7 +174,7 @@ def add_messages(
         )
         created.append(cursor.rowcount > 0)
         if cursor.rowcount:
-            due = max(now, message.sent_at + schedule.first_poll)  # at once if that passed
+            due = first_due(message.sent_at, now=now, schedule=schedule)
             connection.execute(
                 "INSERT INTO message_numbers (app_id, phone, next_due) VALUES (?, ?, ?) "
                 "ON CONFLICT (app_id, phone) DO UPDATE "
@@ -147,28 +194,22 @@ def resolve_messages(
     """
     resolved: list[Resolved] = []
     idle: set[tuple[str, str]] = set()
-    for record in records:
-        if record.kind != "send_status":
-            continue
-        fields = record.fields
-        state = _FINAL.get(fields["report_status"])
-        if state is None:
-            continue
+    for receipt in final_receipts(records):
         row = connection.execute(
             "UPDATE messages SET state = ?, resolved_at = ?, report_status = ?, "
             "description = ?, user_receive_time = ? "
             "WHERE serial_no = ? AND state = 'pending' RETURNING sent_at, app_id, phone",
             (
-                state,
+                receipt.state,
                 now,
-                fields["report_status"],
-                fields["description"],
-                fields["user_receive_time"],
-                fields["serial_no"],
+                receipt.report_status,
+                receipt.description,
+                receipt.user_receive_time,
+                receipt.serial_no,
             ),
         ).fetchone()
         if row is not None:
-            resolved.append(Resolved(state, row[0], fields["user_receive_time"]))  # type: ignore[arg-type]
+            resolved.append(Resolved(receipt.state, row[0], receipt.user_receive_time))
             idle.add((row[1], row[2]))
     for app_id, phone in idle:  # a number with nothing left pending costs nothing from now on
         connection.execute(
@@ -192,7 +233,7 @@ def after_poll(
             "DELETE FROM message_numbers WHERE app_id = ? AND phone = ?", (app_id, phone)
         )
         return
-    due = max(now + MIN_GAP, min(schedule.next_poll(sent_at, now) for (sent_at,) in rows))
+    due = next_due((sent_at for (sent_at,) in rows), now=now, schedule=schedule)
     connection.execute(
         "UPDATE message_numbers SET next_due = ? WHERE app_id = ? AND phone = ?",
         (due, app_id, phone),

@@ -34,6 +34,7 @@ __all__ = [
     "ConversionReported",
     "Fence",
     "LeaseLostError",
+    "MessageTables",
     "MessagesMissing",
     "MessagesPolled",
     "NumberOrigin",
@@ -305,8 +306,9 @@ class TrackedMessages(Protocol):
 
     A message resolves inside the ``Outbox.commit`` that brings its receipt, by any path (the
     ``resolved`` of its ``CommitResult``); ``give_up`` commits the ``receipt_missing`` records of
-    expired messages in the transaction that marks them missing, exactly once. Kept by the SQLite
-    backend only: ``state.message_store.tracked_messages`` gives None on another.
+    expired messages in the transaction that marks them missing, exactly once. Every backend
+    keeps them: ``state.message_store.tracked_messages`` makes this role of a store's
+    ``MessageTables``.
     """
 
     async def track(self, messages: Sequence[NewMessage], *, schedule: Schedule) -> list[bool]:
@@ -343,8 +345,51 @@ class TrackedMessages(Protocol):
         ...
 
 
+class MessageTables(Protocol):
+    """A backend's tables of tracked messages, each call one transaction (or one read);
+    ``message_store.MessageStore`` makes the ``TrackedMessages`` role of them, with the clock.
+    Resolving, rescheduling after a page and giving up run inside ``Outbox.commit`` (the
+    ``resolved`` of its result; ``MessagesPolled``, ``MessagesMissing``)."""
+
+    async def add_messages(
+        self, messages: Sequence[NewMessage], *, now: float, schedule: Schedule
+    ) -> list[bool]:
+        """Track ``messages`` (idempotent); for each, whether it was new."""
+        ...
+
+    async def get_message(self, serial_no: str) -> TrackedMessage | None:
+        """One tracked message by SerialNo, or None."""
+        ...
+
+    async def message_counts(self) -> dict[str, int]:
+        """Pending messages per app."""
+        ...
+
+    async def due_message_numbers(
+        self, app_id: str, *, now: float, limit: int, skip: frozenset[str]
+    ) -> tuple[float | None, list[tuple[str, float, int]]]:
+        """The app's earliest due time and its due numbers: (phone, next_due, oldest sent_at)."""
+        ...
+
+    async def reschedule_message_number(
+        self, app_id: str, phone: str, *, now: float, schedule: Schedule
+    ) -> None:
+        """The number is due at its pending messages' next poll time (or dropped)."""
+        ...
+
+    async def expired_messages(
+        self, app_id: str, *, sent_before: float, limit: int
+    ) -> list[TrackedMessage]:
+        """Up to ``limit`` pending messages of the app sent before ``sent_before``."""
+        ...
+
+
 class StateStore(Outbox, SinkCursors, TrackedNumbers, ConversionQueue, WorkerStates, Protocol):
     """The whole durable state of a daemon: every role, housekeeping and the lifecycle."""
+
+    def message_tables(self) -> MessageTables:
+        """The tables of tracked messages (``TrackedMessages`` is made of them)."""
+        ...
 
     async def purge(self, sink_names: Sequence[str]) -> tuple[int, int, int]:
         """Delete a batch of expired ids, fully acknowledged rows and expired numbers."""

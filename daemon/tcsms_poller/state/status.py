@@ -11,7 +11,14 @@ from tcsms_poller.state.conversions import pending_conversions
 from tcsms_poller.state.numbers import cursor_ranges, number_counts
 from tcsms_poller.state.outbox import outbox_head
 
-__all__ = ["SINKS", "WORKERS", "assemble_snapshot", "read_snapshot", "snapshot_of"]
+__all__ = [
+    "PENDING_MESSAGES",
+    "SINKS",
+    "WORKERS",
+    "assemble_snapshot",
+    "read_snapshot",
+    "snapshot_of",
+]
 
 
 def read_snapshot(path: Path, *, now: float) -> dict[str, Any]:
@@ -36,7 +43,11 @@ def snapshot_of(connection: sqlite3.Connection, *, now: float, database: str) ->
     (seen,) = connection.execute("SELECT COUNT(*) FROM seen").fetchone()
     if _has_table(connection, "seen_recent"):  # not before the daemon migrated the file
         seen += connection.execute("SELECT COUNT(*) FROM seen_recent").fetchone()[0]
+    pending_messages = []
+    if _has_table(connection, "messages"):  # not before the daemon migrated the file
+        pending_messages = connection.execute(PENDING_MESSAGES).fetchall()
     return assemble_snapshot(
+        now=now,
         database=database,
         head=outbox_head(connection),
         sinks=connection.execute(SINKS).fetchall(),
@@ -46,16 +57,22 @@ def snapshot_of(connection: sqlite3.Connection, *, now: float, database: str) ->
         pending=pending_conversions(connection),
         rejected=connection.execute("SELECT COUNT(*) FROM rejected").fetchone()[0],
         seen=seen,
+        messages=pending_messages,
     )
 
 
 # The queries both backends run as they are.
 SINKS = "SELECT name, acked_seq, updated_at FROM sink_cursors ORDER BY name"
 WORKERS = "SELECT name, healthy, last_error, last_success_at, updated_at FROM workers ORDER BY name"
+PENDING_MESSAGES = (
+    "SELECT app_id, COUNT(*), MIN(sent_at) FROM messages WHERE state = 'pending' "
+    "GROUP BY app_id ORDER BY app_id"
+)
 
 
 def assemble_snapshot(
     *,
+    now: float,
     database: str,
     head: int,
     sinks: Iterable[Sequence[Any]],
@@ -65,9 +82,10 @@ def assemble_snapshot(
     pending: int,
     rejected: int,
     seen: int,
+    messages: Iterable[Sequence[Any]],
 ) -> dict[str, Any]:
-    """The snapshot's shape, from what either backend read (rows of ``SINKS`` and ``WORKERS``,
-    ``cursor_ranges`` and ``number_counts`` results)."""
+    """The snapshot's shape, from what either backend read (rows of ``SINKS``, ``WORKERS`` and
+    ``PENDING_MESSAGES``, ``cursor_ranges`` and ``number_counts`` results)."""
     return {
         "database": database,
         "outbox_head": head,
@@ -96,6 +114,14 @@ def assemble_snapshot(
                 "updated_at": at,
             }
             for name, ok, error, success, at in workers
+        ],
+        "messages": [
+            {
+                "app_id": app,
+                "pending": count,
+                "oldest_pending_age_s": round(max(0.0, now - float(oldest)), 1),
+            }
+            for app, count, oldest in messages
         ],
         "pending_conversions": pending,
         "rejected_items": rejected,

@@ -23,6 +23,7 @@ import anyio.to_thread
 
 from tcsms_poller.records import OutboxRecord, Record
 from tcsms_poller.state import conversions, integrity, messages, numbers, outbox
+from tcsms_poller.state.message_store import SqliteMessages
 from tcsms_poller.state.roles import (
     Change,
     CommitResult,
@@ -30,6 +31,7 @@ from tcsms_poller.state.roles import (
     Fence,
     MessagesMissing,
     MessagesPolled,
+    MessageTables,
     NumberPolled,
     PendingConversion,
     Rejected,
@@ -298,7 +300,11 @@ class SqliteStore:
             )
         )
 
-    # -- tracked numbers -------------------------------------------------------------------
+    # -- tracked numbers and messages --------------------------------------------------------
+
+    def message_tables(self) -> MessageTables:
+        """The tables of tracked messages, in this database."""
+        return SqliteMessages(self.write, self.read)
 
     async def sync_numbers(
         self, app_id: str, origin: str, phones: Sequence[str]

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import structlog
-
-from tcsms_poller.state.message_store import UNAVAILABLE, tracked_messages
+from tcsms_poller.state.message_store import tracked_messages
 from tcsms_poller.workers.base import (
     NextCycle,
     PollStats,
@@ -37,15 +35,11 @@ __all__ = [
     "run_worker",
 ]
 
-log = structlog.get_logger("tcsms_poller.workers")
-
 
 def build_workers(config: Config, ctx: WorkerContext) -> list[Worker]:
     """Every worker the configuration enables, in a stable order."""
     workers: list[Worker] = []
     messages = tracked_messages(ctx.store, clock=ctx.clock)
-    if messages is None and any(app.tracking.enabled for app in config.apps):
-        log.warning("tracking.unavailable", reason=UNAVAILABLE)
     for app in config.apps:
         app_id = app.sms_sdk_app_id
         if app.replies.enabled:
@@ -62,7 +56,7 @@ def build_workers(config: Config, ctx: WorkerContext) -> list[Worker]:
                     replies=app.by_number.replies,
                 )
             )
-        if app.tracking.enabled and messages is not None:
+        if app.tracking.enabled:
             workers.append(
                 TrackingWorker(ctx, app_id=app_id, settings=app.tracking, messages=messages)
             )

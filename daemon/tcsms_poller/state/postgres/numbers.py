@@ -15,7 +15,7 @@ from psycopg import AsyncConnection
 
 from tcsms_poller.state.numbers import CURSOR_RANGES, ranges_from_rows
 from tcsms_poller.state.roles import NumberOrigin, NumberPolled, PendingConversion, TrackedNumber
-from tcsms_poller.state.status import SINKS, WORKERS, assemble_snapshot
+from tcsms_poller.state.status import PENDING_MESSAGES, SINKS, WORKERS, assemble_snapshot
 
 __all__ = [
     "add_number",
@@ -164,13 +164,16 @@ async def _all(connection: Connection, query: str, *params: object) -> list[tupl
 
 async def snapshot_of(connection: Connection, *, now: float, database: str) -> dict[str, Any]:
     """What ``status`` shows (``state/status.py``), read in the caller's transaction."""
-    ((outbox_max, acked_max, pending, rejected, seen),) = await _all(
+    ((outbox_max, acked_max, pending, rejected, seen, tracking),) = await _all(
         connection,
         "SELECT (SELECT max(seq) FROM outbox), (SELECT max(acked_seq) FROM sink_cursors), "
         "(SELECT COUNT(*) FROM conversions), (SELECT COUNT(*) FROM rejected), "
-        "(SELECT COUNT(*) FROM seen)",
+        "(SELECT COUNT(*) FROM seen), to_regclass('messages') IS NOT NULL",
     )
+    # Beside a daemon of an older release, the schema may not have tracked messages yet.
+    messages = await _all(connection, PENDING_MESSAGES) if tracking else []
     return assemble_snapshot(
+        now=now,
         database=database,
         head=max(outbox_max or 0, acked_max or 0),
         sinks=await _all(connection, SINKS),
@@ -180,4 +183,5 @@ async def snapshot_of(connection: Connection, *, now: float, database: str) -> d
         pending=pending,
         rejected=rejected,
         seen=seen,
+        messages=messages,
     )

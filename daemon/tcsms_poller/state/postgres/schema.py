@@ -139,6 +139,34 @@ MIGRATIONS: tuple[str, ...] = (
         expires_at timestamptz NOT NULL
     );
     """,
+    # 3: tracked messages until their receipt, and the numbers they keep due (state/postgres/
+    # messages.py), as SQLite's migration 5.
+    """
+    CREATE TABLE messages (
+        serial_no text PRIMARY KEY,
+        app_id text NOT NULL,
+        phone text NOT NULL,
+        sent_at bigint NOT NULL,
+        state text NOT NULL,             -- pending | delivered | failed | missing
+        tracked_at double precision NOT NULL,
+        resolved_at double precision,
+        report_status text,
+        description text,
+        user_receive_time bigint
+    );
+    CREATE INDEX messages_pending_by_number ON messages (app_id, phone, sent_at)
+        WHERE state = 'pending';
+    CREATE INDEX messages_pending_by_sent ON messages (app_id, sent_at) WHERE state = 'pending';
+    CREATE INDEX messages_resolved ON messages (resolved_at) WHERE state <> 'pending';
+
+    CREATE TABLE message_numbers (
+        app_id text NOT NULL,
+        phone text NOT NULL,
+        next_due double precision NOT NULL,
+        PRIMARY KEY (app_id, phone)
+    );
+    CREATE INDEX message_numbers_by_due ON message_numbers (app_id, next_due);
+    """,
 )
 
 

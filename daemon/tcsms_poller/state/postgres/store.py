@@ -35,9 +35,11 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from tcsms_poller.records import OutboxRecord, Record
-from tcsms_poller.state.postgres import leases, numbers
+from tcsms_poller.state.messages import Resolved, final_receipts
+from tcsms_poller.state.postgres import leases, messages, numbers
 from tcsms_poller.state.postgres.connect import CONNECT_TIMEOUT, connection_settings, describe
 from tcsms_poller.state.postgres.group import GroupWriter, Work
+from tcsms_poller.state.postgres.messages import PostgresMessages
 from tcsms_poller.state.postgres.outbox import append
 from tcsms_poller.state.postgres.schema import migrate
 from tcsms_poller.state.postgres.url import mask_url
@@ -46,6 +48,9 @@ from tcsms_poller.state.roles import (
     CommitResult,
     ConversionReported,
     Fence,
+    MessagesMissing,
+    MessagesPolled,
+    MessageTables,
     NumberOrigin,
     NumberPolled,
     PendingConversion,
@@ -72,6 +77,22 @@ HEAD_POLL = 0.5  # seconds between reads of the outbox head while waiting for ot
 _HEAD = (
     "SELECT GREATEST((SELECT max(seq) FROM outbox), (SELECT max(acked_seq) FROM sink_cursors), 0)"
 )
+
+
+async def _apply_change(connection: Connection, change: Change) -> None:
+    """Write the step a caller commits together with its records."""
+    if isinstance(change, NumberPolled):
+        await numbers.advance_number(connection, change)
+    elif isinstance(change, ConversionReported):
+        await connection.execute("DELETE FROM conversions WHERE id = %s", (change.conversion_id,))
+    elif isinstance(change, MessagesPolled):
+        await messages.after_poll(
+            connection, change.app_id, change.phone, now=change.polled_at, schedule=change.schedule
+        )
+    elif isinstance(change, MessagesMissing):
+        await messages.mark_missing(
+            connection, change.messages, now=change.given_up_at, schedule=change.schedule
+        )
 
 
 class PostgresStore:
@@ -186,30 +207,35 @@ class PostgresStore:
         ]
         expires_at = int(now + self._ttl)
 
-        async def work(connection: Connection) -> tuple[list[Record], int]:
+        # Receipts resolve their tracked messages in this transaction, whatever brought them.
+        resolving = bool(final_receipts(records))
+
+        async def work(
+            connection: Connection,
+        ) -> tuple[list[Record], int, list[Resolved]]:
             if quarantined:
                 async with connection.cursor() as many:
                     await many.executemany(
                         "INSERT INTO rejected (at, source, reason, raw) VALUES (%s, %s, %s, %s)",
                         quarantined,
                     )
-            if isinstance(also, NumberPolled):
-                await numbers.advance_number(connection, also)
-            elif isinstance(also, ConversionReported):
-                await connection.execute(
-                    "DELETE FROM conversions WHERE id = %s", (also.conversion_id,)
-                )
+            resolved = (
+                await messages.resolve_messages(connection, records, now=now) if resolving else []
+            )
+            if also is not None:
+                await _apply_change(connection, also)
             if not records:
-                return [], 0
-            return await append(connection, records, expires_at=expires_at, now=now)
+                return [], 0, resolved
+            fresh, head = await append(connection, records, expires_at=expires_at, now=now)
+            return fresh, head, resolved  # the append last: it holds the outbox lock to COMMIT
 
-        one_statement = not quarantined and also is None
-        fresh, head = await self._write(work, one_statement=one_statement)
+        one_statement = not quarantined and also is None and not resolving
+        fresh, head, resolved = await self._write(work, one_statement=one_statement)
         if head > self._head:  # commits may return in any order
             self._head = head
             self._committed.set()
             self._committed = anyio.Event()
-        return CommitResult(tuple(fresh), len(records) - len(fresh))
+        return CommitResult(tuple(fresh), len(records) - len(fresh), tuple(resolved))
 
     @property
     def head(self) -> int:
@@ -368,6 +394,8 @@ class PostgresStore:
                 (now, PURGE_BATCH),
             )
             expired = cursor.rowcount
+            # Resolved messages answer GET /v1/messages/<serial_no> as long as ids are remembered.
+            await messages.purge_resolved(connection, before=now - self._ttl, limit=PURGE_BATCH)
             cursor = await connection.execute(
                 "DELETE FROM numbers WHERE expires_at IS NOT NULL AND expires_at <= %s", (now,)
             )
@@ -383,7 +411,11 @@ class PostgresStore:
 
         return await self._write(work)
 
-    # -- tracked numbers -----------------------------------------------------------------------
+    # -- tracked numbers and messages ----------------------------------------------------------
+
+    def message_tables(self) -> MessageTables:
+        """The tables of tracked messages, in this database (``messages.py``)."""
+        return PostgresMessages(self._write, self._read)
 
     async def sync_numbers(
         self, app_id: str, origin: NumberOrigin, phones: Sequence[str]
