@@ -1,12 +1,14 @@
 """Tracked messages end to end: sent through the emulator with the official SDK, tracked over
-``POST /v1/messages`` or ``track``, resolved across a restart, and one never receipted."""
+``POST /v1/messages`` or ``track``, resolved across a restart, and one never receipted; with
+the state in SQLite and in PostgreSQL alike."""
 
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +20,15 @@ from tencentcloud.sms.v20210111 import models
 
 from tcsms_poller.emulator import EmulatorOptions, RunningEmulator, run_emulator
 from tcsms_poller.emulator.options import ReceiptDelays
-from tcsms_poller.state.message_store import MessageStore
+from tcsms_poller.state import StateStore
+from tcsms_poller.state.message_store import tracked_messages
+from tcsms_poller.state.postgres import PostgresStore
 from tcsms_poller.state.store import SqliteStore
 from tcsms_poller.workers.by_number import STATUS_ACTION
-from tests.e2e.conftest import free_port, read_jsonl, request_counts, wait_until
+from tests.e2e.conftest import free_port, request_counts, wait_until
 from tests.e2e.daemon_process import APP, daemon_config, running_daemon
 from tests.emulator.support import in_thread, sdk_client
+from tests.support.http_receiver import Receiver, http_receiver
 
 pytestmark = pytest.mark.anyio
 
@@ -39,8 +44,27 @@ async def emulator() -> AsyncIterator[RunningEmulator]:
         yield running
 
 
-def config(emulator: RunningEmulator, tmp_path: Path, port: int) -> dict[str, Any]:
-    return daemon_config(
+@pytest.fixture(params=["sqlite", "postgresql"])
+def state_url(request: pytest.FixtureRequest) -> str | None:
+    """Each backend in turn: None for SQLite (``state.path``), else a fresh database's URL."""
+    return None if request.param == "sqlite" else str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+def webhook() -> Iterator[Receiver]:
+    """Where the daemon posts its records (a file sink cannot share a PostgreSQL state)."""
+    with http_receiver() as receiver:
+        yield receiver
+
+
+def config(
+    emulator: RunningEmulator,
+    tmp_path: Path,
+    port: int,
+    state_url: str | None = None,
+    hook: str | None = None,
+) -> dict[str, Any]:
+    settings = daemon_config(
         emulator.url,
         tmp_path,
         app={
@@ -53,7 +77,35 @@ def config(emulator: RunningEmulator, tmp_path: Path, port: int) -> dict[str, An
             "token": TOKEN,
             "callback_secret": "callback-secret-0123456789",
         },
+        sinks=None if hook is None else [{"type": "http", "url": hook, "batch_size": 50}],
     )
+    if state_url is not None:
+        settings["state"]["url"] = state_url
+    return settings
+
+
+def posted(receiver: Receiver) -> list[dict[str, Any]]:
+    """Every record the webhook received."""
+    return [r for request in receiver.requests for r in json.loads(request.body)["records"]]
+
+
+async def open_state(tmp_path: Path, state_url: str | None) -> StateStore:
+    """The daemon's state, as ``config`` placed it."""
+    if state_url is None:
+        return await SqliteStore.open(tmp_path / "state.db", dedupe_ttl=8 * 86_400.0)
+    return await PostgresStore.open(state_url, dedupe_ttl=8 * 86_400.0)
+
+
+def status(config_path: Path) -> str:
+    """``tcsms-poller status``'s output."""
+    done = subprocess.run(
+        [sys.executable, "-m", "tcsms_poller", "status", "-c", str(config_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return done.stdout
 
 
 async def send(emulator: RunningEmulator) -> list[tuple[str, str]]:
@@ -68,12 +120,13 @@ async def send(emulator: RunningEmulator) -> list[tuple[str, str]]:
 
 
 async def test_messages_resolve_across_a_restart_and_a_lost_one_is_reported_missing(
-    tmp_path: Path, emulator: RunningEmulator
+    tmp_path: Path, emulator: RunningEmulator, state_url: str | None, webhook: Receiver
 ) -> None:
-    """Pending messages survive a restart; each receipt resolves its message once; the one
-    without a receipt becomes one receipt_missing record; the queue APIs are never asked."""
+    """Pending messages survive a restart (``status`` shows them meanwhile); each receipt
+    resolves its message once; the one without a receipt becomes one receipt_missing record;
+    the queue APIs are never asked."""
     port = free_port()
-    settings = config(emulator, tmp_path, port)
+    settings = config(emulator, tmp_path, port, state_url, webhook.url)
     sent = await send(emulator)
     body = [{"serial_no": s, "phone_number": n} for s, n in [*sent, NEVER]]
     headers = {"Authorization": f"Bearer {TOKEN}"}
@@ -90,6 +143,7 @@ async def test_messages_resolve_across_a_restart_and_a_lost_one_is_reported_miss
             assert pending.json()["receipt"] is None
             await daemon.stop()  # before the first poll (5 s after tracking): all pending
         assert request_counts(emulator, STATUS_ACTION)[0] == 0
+        assert f"tracked messages:\n  {APP}: 4 pending" in status(tmp_path / "a" / "config.yaml")
         async with running_daemon(tmp_path / "b", settings) as daemon:
 
             async def states() -> list[str]:
@@ -104,11 +158,11 @@ async def test_messages_resolve_across_a_restart_and_a_lost_one_is_reported_miss
             assert delivered["receipt"]["description"] == "DELIVRD"
             unknown = await http.get(f"{base}/5000:unknown")
             assert unknown.status_code == 404
-            records = tmp_path / "records.jsonl"
-            await wait_until(lambda: records.exists() and len(read_jsonl(records)) >= 4)
+            await wait_until(lambda: len(posted(webhook)) >= 4, what="the records")
             metrics = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
             await daemon.stop()
-    kinds = sorted((r["kind"], r["id"]) for r in read_jsonl(records))
+    assert "tracked messages:\n  none pending" in status(tmp_path / "b" / "config.yaml")
+    kinds = sorted((r["kind"], r["id"]) for r in posted(webhook))
     assert kinds == sorted(
         [("send_status", s) for s, _ in sent] + [("receipt_missing", f"missing:{NEVER[0]}")]
     )
@@ -150,11 +204,12 @@ async def track(config_path: Path, *args: str, stdin: bytes = b"") -> tuple[int,
 
 
 async def test_the_track_command_tracks_one_or_json_lines_and_refuses_bad_input(
-    tmp_path: Path, emulator: RunningEmulator
+    tmp_path: Path, emulator: RunningEmulator, state_url: str | None
 ) -> None:
     """Options or JSON Lines; a bad line is one line on stderr, exit 2, nothing tracked."""
     path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(config(emulator, tmp_path, 0)))
+    hook = None if state_url is None else "http://127.0.0.1:9/records"  # never started
+    path.write_text(yaml.safe_dump(config(emulator, tmp_path, 0, state_url, hook)))
     code, out, _ = await track(path, "--serial-no", "5000:a", "--phone", NUMBERS[0])
     assert (code, json.loads(out)) == (0, {"serial_no": "5000:a", "created": True})
     lines = b"".join(
@@ -173,9 +228,9 @@ async def test_the_track_command_tracks_one_or_json_lines_and_refuses_bad_input(
     code, _, err = await track(path, "--serial-no", "5000:e", "--phone", "137")
     assert code == 2
     assert "--phone" in err
-    store = await SqliteStore.open(tmp_path / "state.db", dedupe_ttl=8 * 86_400.0)
+    store = await open_state(tmp_path, state_url)
     try:
-        messages = MessageStore(store)
+        messages = tracked_messages(store)
         assert (await messages.get("5000:b")) is not None
         assert (await messages.get("5000:b")).sent_at == 1764000000  # type: ignore[union-attr]
         assert await messages.get("5000:c") is None
