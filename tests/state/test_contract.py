@@ -675,3 +675,48 @@ async def test_pending_messages_and_their_schedule_survive_a_restart(backend: Ba
         clock.now = sent + TTL + 60
         await store.purge([])
         assert await states(messages, "m:1", "m:2") == [None, "pending"]
+
+
+@pytest.mark.anyio
+async def test_concurrent_receipts_give_ups_and_new_messages_stay_consistent(
+    backend: Backend,
+) -> None:
+    """Receipts, give-ups and new messages of the same numbers at once: each message ends
+    delivered or missing (with its one receipt_missing record), never both, and a number
+    with a message pending stays scheduled."""
+    clock = FakeClock()
+    sent = int(clock.now)
+    phones = [f"+86137100{i:05d}" for i in range(24)]
+    async with backend.open(clock) as store:
+        messages = tracked_messages(store, clock=clock)
+        await track(messages, *[(f"old:{i}", phone, sent) for i, phone in enumerate(phones)])
+        clock.now = sent + 3 * DAY + 1
+
+        async def receive(i: int) -> None:
+            await store.commit([receipt(f"old:{i}", phones[i], at=sent + 5, source="callback")])
+
+        async def follow_up(i: int) -> None:
+            await track(messages, (f"new:{i}", phones[i], int(clock.now)))
+
+        async def give_up() -> None:
+            for _ in range(10):
+                await messages.give_up(APP, give_up_after=3 * DAY, schedule=SCHEDULE)
+                await anyio.lowlevel.checkpoint()
+
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(give_up)
+                for i in range(len(phones)):
+                    tg.start_soon(receive, i)
+                    tg.start_soon(follow_up, i)
+        olds = await states(messages, *[f"old:{i}" for i in range(len(phones))])
+        assert set(olds) <= {"delivered", "missing"}
+        rows = await store.read_outbox(after=0, limit=1000)
+        missing_records = sorted(r for r in ids(rows) if r.startswith("missing:"))
+        assert missing_records == sorted(
+            f"missing:old:{i}" for i, state in enumerate(olds) if state == "missing"
+        )
+        assert await messages.pending_counts() == {APP: len(phones)}
+        clock.now += 3600
+        _, due = await messages.due(APP, limit=100, skip=frozenset())
+        assert sorted(phone for phone, _, _ in due) == phones

@@ -12,15 +12,20 @@ import pytest
 
 from tcsms_poller.records import OutboxRecord
 from tcsms_poller.state import StateError
+from tcsms_poller.state.message_store import tracked_messages
+from tcsms_poller.state.messages import NewMessage, Schedule
 from tcsms_poller.state.postgres import PostgresStore, mask_url
+from tcsms_poller.state.postgres import messages as postgres_messages
 from tcsms_poller.state.postgres.outbox import OUTBOX_LOCK, append
 from tcsms_poller.state.postgres.schema import MIGRATIONS
 from tests.support.postgres import PASSWORD, CuttableLink, PostgresServer
 
+from .test_contract import APP, receipt
 from .test_store import FakeClock, record
 
 pytestmark = pytest.mark.anyio
 TTL = 8 * 86_400.0
+NUMBER = "+8613700000001"
 
 
 @asynccontextmanager
@@ -198,3 +203,54 @@ async def test_a_network_cut_fails_calls_until_it_heals_and_loses_nothing(
             rows = await store.read_outbox(after=0, limit=10)
             assert [row.as_dict()["id"] for row in rows] == ["before", "during"]
         tg.cancel_scope.cancel()
+
+
+async def lock_waiters(url: str) -> int:
+    """How many sessions of the database wait for a lock right now."""
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as probe:
+        cursor = await probe.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+            "AND datname = current_database()"
+        )
+        row = await cursor.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def test_a_message_tracked_while_its_numbers_last_one_resolves_keeps_it_scheduled(
+    postgres_url: str,
+) -> None:
+    """A receipt resolving a number's last pending message waits for a transaction tracking a
+    new one on that number, then sees it: the number stays scheduled (without the row lock it
+    would be dropped from the schedule, as the deletion would judge by its older snapshot)."""
+    clock = FakeClock()
+    sent = int(clock.now)
+    schedule = Schedule(first_poll=15.0, max_gap=3600.0)
+    async with opened(postgres_url) as store:
+        messages = tracked_messages(store, clock=clock)
+        await messages.track([NewMessage(APP, "old", NUMBER, sent)], schedule=schedule)
+    tracker, resolver = await connect(postgres_url), await connect(postgres_url)
+    async with tracker, resolver:
+        new = [NewMessage(APP, "new", NUMBER, sent + 5)]
+        await postgres_messages.add_messages(tracker, new, now=clock.now, schedule=schedule)
+
+        async def resolve() -> None:
+            old = receipt("old", NUMBER, at=sent + 2, source="callback")
+            await postgres_messages.resolve_messages(resolver, [old], now=clock.now)
+            await resolver.commit()
+
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(resolve)
+                # Another session's wait shows only in the server's views: poll them.
+                while not await lock_waiters(postgres_url):  # noqa: ASYNC110
+                    await anyio.sleep(0.05)
+                await tracker.commit()
+    async with opened(postgres_url) as store:
+        messages = tracked_messages(store, clock=clock)
+        assert [(await messages.get(s)).state for s in ("old", "new")] == [  # type: ignore[union-attr]
+            "delivered",
+            "pending",
+        ]
+        clock.now = sent + 60
+        _, due = await messages.due(APP, limit=10, skip=frozenset())
+        assert due == [(NUMBER, sent + 15.0, sent + 5)]  # as the old message had it
