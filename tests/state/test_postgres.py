@@ -13,7 +13,7 @@ import pytest
 from tcsms_poller.records import OutboxRecord
 from tcsms_poller.state import StateError
 from tcsms_poller.state.message_store import tracked_messages
-from tcsms_poller.state.messages import NewMessage, Schedule
+from tcsms_poller.state.messages import NewMessage, Schedule, final_receipts
 from tcsms_poller.state.postgres import PostgresStore, mask_url
 from tcsms_poller.state.postgres import messages as postgres_messages
 from tcsms_poller.state.postgres.outbox import OUTBOX_LOCK, append
@@ -235,7 +235,8 @@ async def test_a_message_tracked_while_its_numbers_last_one_resolves_keeps_it_sc
 
         async def resolve() -> None:
             old = receipt("old", NUMBER, at=sent + 2, source="callback")
-            await postgres_messages.resolve_messages(resolver, [old], now=clock.now)
+            receipts = final_receipts([old])
+            await postgres_messages.resolve_messages(resolver, receipts, now=clock.now)
             await resolver.commit()
 
         with anyio.fail_after(30):

@@ -23,14 +23,13 @@ from typing import Any, Protocol, TypeVar
 
 from psycopg import AsyncConnection
 
-from tcsms_poller.records import Record
 from tcsms_poller.state.messages import (
+    FinalReceipt,
     MessageRacedError,
     NewMessage,
     Resolved,
     Schedule,
     TrackedMessage,
-    final_receipts,
     first_due,
     next_due,
 )
@@ -116,11 +115,10 @@ async def _lock_pending(connection: Connection, serial_nos: Sequence[str]) -> se
 
 
 async def resolve_messages(
-    connection: Connection, records: Sequence[Record], *, now: float
+    connection: Connection, receipts: Sequence[FinalReceipt], *, now: float
 ) -> list[Resolved]:
-    """Resolve the pending messages that ``records`` hold a final receipt of (new records or
-    repeats alike); drop the numbers left with nothing pending."""
-    receipts = final_receipts(records)
+    """Resolve the pending messages of ``receipts`` (``final_receipts`` of a commit's records,
+    new or repeats alike); drop the numbers left with nothing pending."""
     if not receipts or not await _lock_pending(connection, [r.serial_no for r in receipts]):
         return []
     cursor = await connection.execute(

@@ -208,7 +208,7 @@ class PostgresStore:
         expires_at = int(now + self._ttl)
 
         # Receipts resolve their tracked messages in this transaction, whatever brought them.
-        resolving = bool(final_receipts(records))
+        receipts = final_receipts(records)
 
         async def work(
             connection: Connection,
@@ -219,9 +219,7 @@ class PostgresStore:
                         "INSERT INTO rejected (at, source, reason, raw) VALUES (%s, %s, %s, %s)",
                         quarantined,
                     )
-            resolved = (
-                await messages.resolve_messages(connection, records, now=now) if resolving else []
-            )
+            resolved = await messages.resolve_messages(connection, receipts, now=now)
             if also is not None:
                 await _apply_change(connection, also)
             if not records:
@@ -229,7 +227,7 @@ class PostgresStore:
             fresh, head = await append(connection, records, expires_at=expires_at, now=now)
             return fresh, head, resolved  # the append last: it holds the outbox lock to COMMIT
 
-        one_statement = not quarantined and also is None and not resolving
+        one_statement = not quarantined and also is None and not receipts
         fresh, head, resolved = await self._write(work, one_statement=one_statement)
         if head > self._head:  # commits may return in any order
             self._head = head
