@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +28,14 @@ from tcsms_poller.state.store import SqliteStore
 from tcsms_poller.workers.by_number import STATUS_ACTION
 from tests.e2e.conftest import free_port, request_counts, wait_until
 from tests.e2e.daemon_process import APP, daemon_config, running_daemon
+from tests.e2e.test_cluster import cluster_config, wait_for_holder
 from tests.emulator.support import in_thread, sdk_client
 from tests.support.http_receiver import Receiver, http_receiver
 
 pytestmark = pytest.mark.anyio
 
 TOKEN = "tracking-token-0123456789"
+HEADERS = {"Authorization": f"Bearer {TOKEN}"}
 NUMBERS = ["+8613711110001", "+8613711110002", "+8613711110003"]
 NEVER = ("5000:never-receipted", "+8613711110009")
 FAST = ReceiptDelays(median=0.3, p95=1.0, late_share=0, never_share=0, fail_ratio=0)
@@ -129,9 +132,8 @@ async def test_messages_resolve_across_a_restart_and_a_lost_one_is_reported_miss
     settings = config(emulator, tmp_path, port, state_url, webhook.url)
     sent = await send(emulator)
     body = [{"serial_no": s, "phone_number": n} for s, n in [*sent, NEVER]]
-    headers = {"Authorization": f"Bearer {TOKEN}"}
     base = f"http://127.0.0.1:{port}/v1/messages"
-    async with httpx.AsyncClient(headers=headers) as http:
+    async with httpx.AsyncClient(headers=HEADERS) as http:
         async with running_daemon(tmp_path / "a", settings) as daemon:
             answer = await http.post(base, json=body)
             assert answer.status_code == 201
@@ -180,7 +182,7 @@ async def test_bad_bodies_are_refused_and_track_nothing(
     base = f"http://127.0.0.1:{port}/v1/messages"
     async with (
         running_daemon(tmp_path, config(emulator, tmp_path, port)) as daemon,
-        httpx.AsyncClient(headers={"Authorization": f"Bearer {TOKEN}"}) as http,
+        httpx.AsyncClient(headers=HEADERS) as http,
     ):
         good = {"serial_no": "5000:1", "phone_number": NUMBERS[0]}
         bad_phone = await http.post(base, json=[good, {"serial_no": "5000:2", "phone_number": "1"}])
@@ -238,3 +240,52 @@ async def test_the_track_command_tracks_one_or_json_lines_and_refuses_bad_input(
         assert await messages.pending_counts() == {APP: 2}
     finally:
         await store.aclose()
+
+
+async def test_in_a_cluster_the_pull_holder_alone_polls_messages_tracked_on_any_instance(
+    tmp_path: Path, emulator: RunningEmulator, postgres_url: str, webhook: Receiver
+) -> None:
+    """Two daemons on one PostgreSQL state: messages tracked through either listener resolve,
+    polled by the holder of the pull lease only (the tracking worker is a pull worker)."""
+    sent = await send(emulator)
+    ports = {"a": free_port(), "b": free_port()}
+    configs: dict[str, dict[str, Any]] = {}
+    for name, port in ports.items():
+        app = {
+            "replies": {"enabled": False},
+            "send_status": {"enabled": False},
+            "tracking": {"first_poll": "2s", "max_gap": "1s", "give_up_after": "1h"},
+        }
+        configs[name] = cluster_config(
+            emulator, tmp_path / name, postgres_url, webhook.url, name, app=app
+        )
+        configs[name]["server"] = config(emulator, tmp_path, port)["server"]
+    async with AsyncExitStack() as stack, httpx.AsyncClient(headers=HEADERS) as http:
+        first = await stack.enter_async_context(running_daemon(tmp_path / "a", configs["a"]))
+        await wait_for_holder(postgres_url, "pull", ["a"], 30)
+        second = await stack.enter_async_context(running_daemon(tmp_path / "b", configs["b"]))
+        for (serial_no, number), name in zip(sent, ["a", "b", "b"], strict=True):
+            item = {"serial_no": serial_no, "phone_number": number}
+            answer = await http.post(f"http://127.0.0.1:{ports[name]}/v1/messages", json=item)
+            assert answer.status_code == 201
+
+        async def states() -> list[str]:
+            base = f"http://127.0.0.1:{ports['b']}/v1/messages"
+            return [(await http.get(f"{base}/{s}")).json()["state"] for s, _ in sent]
+
+        with anyio.fail_after(60):
+            while await states() != ["delivered"] * 3:
+                await anyio.sleep(0.2)
+        await second.stop()
+        await first.stop()
+    polls = {
+        name: sum(
+            event["requests"]
+            for event in daemon.events("poll.completed")
+            if event["worker"] == f"tracking:{APP}"
+        )
+        for name, daemon in (("a", first), ("b", second))
+    }
+    assert polls["a"] >= 1
+    assert polls["b"] == 0
+    assert sorted(r["id"] for r in posted(webhook)) == sorted(s for s, _ in sent)
