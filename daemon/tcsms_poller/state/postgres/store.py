@@ -11,9 +11,10 @@ a row whose transaction committed after a higher-numbered one. So a commit takes
 under a transaction-scoped advisory lock (``OUTBOX_LOCK``), right before COMMIT. PostgreSQL
 releases that lock only after the commit is visible, so the next writer numbers its rows after
 it: seq order is visibility order, and ``seq > cursor`` never skips a row. The lock covers only
-the outbox insert and the COMMIT; deduplication, quarantine and the caller's ``Change`` run
-before it, concurrently. (The alternative, reading only below ``pg_snapshot_xmin``, orders rows
-by transaction id instead, which would need a (xid, seq) cursor in every sink.)
+the outbox insert and the COMMIT; deduplication, quarantine, the resolution of tracked messages
+(``messages.py``) and the caller's ``Change`` run before it, concurrently. (The alternative,
+reading only below ``pg_snapshot_xmin``, orders rows by transaction id instead, which would
+need a (xid, seq) cursor in every sink.)
 
 A database that goes away (a restart, a cut, a terminated backend) fails the calls in progress
 with ``StateError``, as a full disk does with SQLite: the callers hold what they have and retry,
