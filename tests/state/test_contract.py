@@ -439,7 +439,7 @@ async def test_tracking_a_message_is_idempotent(backend: Backend) -> None:
     async with backend.open(clock) as store:
         messages = tracked_messages(store, clock=clock)
         sent = int(clock.now)
-        assert await track(messages, ("m:1", A, sent), ("m:2", B, sent), ("m:1", A, sent)) == [
+        assert await track(messages, ("m:1", A, sent), ("m:2", B, sent), ("m:1", B, sent)) == [
             True,
             True,
             False,

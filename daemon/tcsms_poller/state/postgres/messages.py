@@ -62,13 +62,16 @@ async def add_messages(
 
     A new message makes its number due at its first poll time unless it is due sooner.
     """
+    first_of: dict[str, NewMessage] = {}
+    for message in messages:  # the first of a batch is the one tracked, as with SQLite
+        first_of.setdefault(message.serial_no, message)
     cursor = await connection.execute(
         "INSERT INTO messages (app_id, serial_no, phone, sent_at, state, tracked_at) "
         "SELECT app_id, serial_no, phone, sent_at, 'pending', %s "
         "FROM unnest(%s::text[], %s::text[], %s::text[], %s::bigint[]) "
         "AS m (app_id, serial_no, phone, sent_at) ORDER BY serial_no "
         "ON CONFLICT (serial_no) DO NOTHING RETURNING serial_no",
-        (now, *_columns(messages, "app_id", "serial_no", "phone", "sent_at")),
+        (now, *_columns(list(first_of.values()), "app_id", "serial_no", "phone", "sent_at")),
     )
     inserted = {row[0] for row in await cursor.fetchall()}
     created: list[bool] = []
