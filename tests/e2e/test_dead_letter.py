@@ -12,10 +12,12 @@ import pytest
 import yaml
 
 from tcsms_poller.emulator import RunningEmulator
-from tests.e2e.conftest import expected_ids, read_jsonl, truth, wait_until
-from tests.e2e.daemon_process import daemon_config, running_daemon
 from tests.e2e.test_pipeline import inject, receipts
+from tests.support.daemon_process import daemon_config, running_daemon
+from tests.support.emulator import expected_ids, truth
 from tests.support.http_receiver import Reply, http_receiver
+from tests.support.jsonl import read_jsonl
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.anyio
 

@@ -12,16 +12,10 @@ import httpx
 import pytest
 
 from tcsms_poller.emulator import RunningEmulator
-from tests.e2e.conftest import (
-    expected_ids,
-    ids_in,
-    read_jsonl,
-    request_counts,
-    truth,
-    truth_reply_id,
-    wait_until,
-)
-from tests.e2e.daemon_process import daemon_config, running_daemon
+from tests.support.daemon_process import daemon_config, running_daemon
+from tests.support.emulator import expected_ids, request_counts, truth, truth_reply_id
+from tests.support.jsonl import ids_in, read_jsonl
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.anyio
 

@@ -12,21 +12,17 @@ import httpx
 import pytest
 
 from tcsms_poller.emulator import RunningEmulator, TrafficOptions
-from tests.e2e.conftest import (
-    expected_ids,
-    free_port,
-    request_counts,
-    truth,
-    wait_until,
-)
-from tests.e2e.daemon_process import APP, daemon_config, running_daemon
 from tests.e2e.test_listener import TOKEN
 from tests.e2e.test_listener import server as server_settings
 from tests.e2e.test_pipeline import NUMBER, inject, receipts, replies
 from tests.e2e.test_sinks import posted_ids
-from tests.reliability.support import generated_traffic
+from tests.support.daemon_process import APP, daemon_config, running_daemon
+from tests.support.emulator import expected_ids, request_counts, truth
 from tests.support.http_receiver import http_receiver
+from tests.support.ports import free_port
 from tests.support.postgres import PASSWORD, running_server
+from tests.support.reliability import generated_traffic
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.anyio
 

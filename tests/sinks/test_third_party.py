@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 
 from tcsms_poller.sinks.registry import ENTRY_POINT_GROUP, known_sink_types
+from tests.support.records import record
 from tests.support.sink_driver import ROOT, run_sink_driver
-from tests.support.sink_rig import record
 
 EXAMPLE = ROOT / "examples" / "third_party_sink"
 DOC = ROOT / "docs" / "third-party-sink.md"

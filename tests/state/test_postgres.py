@@ -16,8 +16,7 @@ from tcsms_poller.state.postgres import PostgresStore, mask_url
 from tcsms_poller.state.postgres.outbox import OUTBOX_LOCK, append
 from tcsms_poller.state.postgres.schema import MIGRATIONS
 from tests.support.postgres import PASSWORD, CuttableLink, PostgresServer
-
-from .test_store import FakeClock, record
+from tests.support.records import FakeClock, record
 
 pytestmark = pytest.mark.anyio
 TTL = 8 * 86_400.0

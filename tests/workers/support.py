@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import httpx
 import orjson
 
 from tcsms_poller.backoff import Backoff
@@ -29,7 +28,7 @@ from tcsms_poller.tencent.ratelimit import RateLimiters
 from tcsms_poller.workers import ByNumberWorker, WorkerContext
 from tcsms_poller.workers.by_number import STATUS_ACTION
 
-__all__ = ["INTERVAL", "Clock", "by_number_worker", "committed", "control", "worker_context"]
+__all__ = ["INTERVAL", "Clock", "by_number_worker", "committed", "worker_context"]
 
 INTERVAL = 60.0
 
@@ -110,14 +109,3 @@ async def committed(ctx: WorkerContext) -> list[dict[str, Any]]:
     """Every record committed to the outbox so far, oldest first."""
     rows = await ctx.store.read_outbox(after=0, limit=100_000)
     return [orjson.loads(row.data) for row in rows]
-
-
-async def control(
-    emulator: RunningEmulator, path: str, body: Mapping[str, Any] | None = None
-) -> Any:
-    """POST (with ``body``) or GET a control endpoint of the emulator."""
-    async with httpx.AsyncClient() as http:
-        url = f"{emulator.url}/_emulator/{path}"
-        response = await (http.get(url) if body is None else http.post(url, json=body))
-        response.raise_for_status()
-        return response.json()

@@ -19,12 +19,11 @@ from tcsms_poller.emulator import (
     Fault,
     FaultKind,
     RunningEmulator,
-    run_emulator,
 )
 from tcsms_poller.state import StateStore
 from tcsms_poller.workers import ByNumberWorker, WorkerContext, poll_cycle, run_worker
 from tcsms_poller.workers.by_number import STATUS_ACTION
-from tests.e2e.conftest import request_counts
+from tests.support.emulator import request_counts
 from tests.support.log_capture import captured_logs, json_lines
 from tests.workers.support import INTERVAL, Clock, by_number_worker
 
@@ -35,9 +34,9 @@ OUTAGE = Fault(action=STATUS_ACTION, kind=FaultKind.HTTP_ERROR)
 
 
 @pytest.fixture
-async def emulator() -> AsyncIterator[RunningEmulator]:
-    async with run_emulator(EmulatorOptions(seed=3)) as running:
-        yield running
+def emulator_options() -> EmulatorOptions:
+    """The emulator's options: no traffic."""
+    return EmulatorOptions(seed=3)
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from tcsms_poller.emulator.store import ReplyRecord, SendStatusRecord
 from tcsms_poller.state import StateStore
 from tcsms_poller.tencent.api import PAGE_LIMIT
 from tcsms_poller.workers.by_number import REPLY_ACTION, STATUS_ACTION
-from tests.e2e.conftest import request_counts
+from tests.support.emulator import request_counts
 from tests.support.log_capture import captured_logs, json_lines
 from tests.workers.support import INTERVAL, by_number_worker
 

@@ -23,7 +23,7 @@ from tcsms_poller.tencent.models import SendStatus
 from tcsms_poller.workers import WorkerContext
 from tcsms_poller.workers.by_number import STATUS_ACTION
 from tcsms_poller.workers.tracking import TrackingWorker, schedule_of
-from tests.e2e.conftest import request_counts
+from tests.support.emulator import request_counts
 from tests.workers.support import Clock, committed, worker_context
 
 pytestmark = pytest.mark.anyio
