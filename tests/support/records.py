@@ -10,7 +10,7 @@ __all__ = ["FakeClock", "record", "records"]
 
 
 class FakeClock:
-    """Wall-clock time that only the test or ``sleep`` moves; every sleep is remembered."""
+    """Time (wall or monotonic) that only the test or ``sleep`` moves; every sleep is remembered."""
 
     def __init__(self, now: float = 1_700_000_000.0) -> None:
         self.now = now

@@ -27,20 +27,18 @@ from tcsms_poller.tencent.client import Credentials, RetryPolicy, TencentClient
 from tcsms_poller.tencent.ratelimit import RateLimiters
 from tcsms_poller.workers import ByNumberWorker, WorkerContext
 from tcsms_poller.workers.by_number import STATUS_ACTION
+from tests.support.records import FakeClock
 
 __all__ = ["INTERVAL", "Clock", "by_number_worker", "committed", "worker_context"]
 
 INTERVAL = 60.0
 
 
-class Clock:
-    """Wall time that moves only when the test says so."""
+class Clock(FakeClock):
+    """Wall time that moves only when the test says so, starting now unless told otherwise."""
 
     def __init__(self, now: float | None = None) -> None:
-        self.now = time.time() if now is None else now
-
-    def __call__(self) -> float:
-        return self.now
+        super().__init__(time.time() if now is None else now)
 
 
 @asynccontextmanager
