@@ -12,9 +12,8 @@ from typing import Any
 import pytest
 
 from tcsms_poller.emulator import RunningEmulator
-from tests.e2e.test_pipeline import NUMBER, inject, receipts
 from tests.support.daemon_process import daemon_config, running_daemon
-from tests.support.emulator import expected_ids, truth
+from tests.support.emulator import NUMBER, expected_ids, inject, receipts, truth
 from tests.support.jsonl import ids_in
 from tests.support.waiting import wait_until
 

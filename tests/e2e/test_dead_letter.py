@@ -12,9 +12,8 @@ import pytest
 import yaml
 
 from tcsms_poller.emulator import RunningEmulator
-from tests.e2e.test_pipeline import inject, receipts
 from tests.support.daemon_process import daemon_config, running_daemon
-from tests.support.emulator import expected_ids, truth
+from tests.support.emulator import expected_ids, inject, receipts, truth
 from tests.support.http_receiver import Reply, http_receiver
 from tests.support.jsonl import read_jsonl
 from tests.support.waiting import wait_until

@@ -10,8 +10,8 @@ import pytest
 
 from tcsms_poller.emulator import RunningEmulator
 from tcsms_poller.health import REASON_LIMIT
-from tests.e2e.test_pipeline import inject, receipts
 from tests.support.daemon_process import daemon_config, running_daemon
+from tests.support.emulator import inject, receipts
 from tests.support.http_receiver import Reply, http_receiver
 from tests.support.jsonl import ids_in
 from tests.support.ports import free_port

@@ -14,9 +14,9 @@ import httpx
 import pytest
 
 from tcsms_poller.emulator import RunningEmulator
-from tests.e2e.test_pipeline import inject, receipts
 from tests.server.test_callbacks import RECEIPT
 from tests.support.daemon_process import daemon_config, running_daemon
+from tests.support.emulator import inject, receipts
 from tests.support.jsonl import ids_in
 from tests.support.ports import free_port
 from tests.support.waiting import wait_until

@@ -14,9 +14,17 @@ from tcsms_poller.emulator import RunningEmulator
 from tcsms_poller.emulator.pusher import reply_payload, status_payload
 from tcsms_poller.emulator.store import ReplyRecord, SendStatusRecord
 from tests.e2e.conftest import CALLBACK
-from tests.e2e.test_pipeline import inject, receipts, replies
 from tests.support.daemon_process import APP, SECRET_ID, SECRET_KEY, daemon_config, running_daemon
-from tests.support.emulator import expected_ids, request_counts, set_faults, truth, truth_reply_id
+from tests.support.emulator import (
+    expected_ids,
+    inject,
+    receipts,
+    replies,
+    request_counts,
+    set_faults,
+    truth,
+    truth_reply_id,
+)
 from tests.support.jsonl import ids_in, read_jsonl
 from tests.support.waiting import wait_until
 

@@ -19,9 +19,8 @@ from tcsms_poller.emulator.pusher import status_payload
 from tcsms_poller.emulator.store import SendStatusRecord
 from tcsms_poller.records import record_schema
 from tests.e2e.test_listener import server
-from tests.e2e.test_pipeline import NUMBER, inject
 from tests.support.daemon_process import daemon_config, running_daemon
-from tests.support.emulator import expected_ids, truth
+from tests.support.emulator import NUMBER, expected_ids, inject, truth
 from tests.support.jsonl import read_jsonl
 from tests.support.waiting import wait_until
 

@@ -31,6 +31,7 @@ from tcsms_poller.tencent.models import ReplyStatus
 from tests.support.emulator_api import Api
 
 __all__ = [
+    "NUMBER",
     "api",
     "control",
     "emulator",
@@ -39,6 +40,9 @@ __all__ = [
     "emulator_per_reading",
     "emulator_truth",
     "expected_ids",
+    "inject",
+    "receipts",
+    "replies",
     "request_counts",
     "set_faults",
     "truth",
@@ -130,3 +134,30 @@ def truth_reply_id(reply: dict[str, Any]) -> str:
     """The record id a reply of ``/_emulator/truth`` arrives under."""
     fields = {key: value for key, value in reply.items() if key not in ("app_id", "handed_out_at")}
     return reply_id(reply["app_id"], ReplyStatus(**fields))
+
+
+# -- records to inject (``POST /_emulator/records``) ----------------------------------------------
+
+NUMBER = "+8613711112222"
+
+
+async def inject(emulator: RunningEmulator, **records: Any) -> dict[str, Any]:
+    """Add exact records to the emulator (not pushed unless ``push=True``); returns them."""
+    return dict(await control(emulator, "records", {"push": False, **records}))
+
+
+def receipts(count: int, *, number: str = NUMBER, at: int | None = None) -> list[dict[str, Any]]:
+    """``count`` receipts for ``number``, several sharing each second."""
+    start = at or int(time.time()) - 3600
+    return [
+        {"phone_number": number, "user_receive_time": start + index // 3} for index in range(count)
+    ]
+
+
+def replies(count: int, *, number: str = NUMBER, saying: str = "reply") -> list[dict[str, Any]]:
+    """``count`` replies from ``number``; another ``saying`` keeps them apart from earlier ones."""
+    start = int(time.time()) - 600
+    return [
+        {"phone_number": number, "reply_content": f"{saying} {index}", "reply_time": start + index}
+        for index in range(count)
+    ]
