@@ -11,11 +11,11 @@ import pytest
 
 from tcsms_poller.emulator import RunningEmulator
 from tcsms_poller.sinks.http import verify_signature
-from tests.sinks.test_third_party import install_example
 from tests.support.daemon_process import daemon_config, running_daemon
 from tests.support.emulator import expected_ids, inject, receipts, replies, truth
 from tests.support.http_receiver import Reply, http_receiver
 from tests.support.jsonl import ids_in, read_jsonl
+from tests.support.third_party import install_example
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.anyio
