@@ -14,7 +14,6 @@ import pytest
 from tcsms_poller.emulator import RunningEmulator, TrafficOptions
 from tests.e2e.test_listener import TOKEN
 from tests.e2e.test_listener import server as server_settings
-from tests.e2e.test_sinks import posted_ids
 from tests.support.daemon_process import APP, daemon_config, running_daemon
 from tests.support.emulator import (
     NUMBER,
@@ -25,7 +24,7 @@ from tests.support.emulator import (
     request_counts,
     truth,
 )
-from tests.support.http_receiver import http_receiver
+from tests.support.http_receiver import http_receiver, posted_ids
 from tests.support.ports import free_port
 from tests.support.postgres import PASSWORD, running_server
 from tests.support.reliability import generated_traffic

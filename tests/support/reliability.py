@@ -10,7 +10,6 @@ their own.
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -23,7 +22,7 @@ import httpx
 
 from tcsms_poller.emulator import RunningEmulator, TrafficOptions
 from tcsms_poller.emulator.traffic import TrafficGenerator
-from tests.support.http_receiver import Received, Receiver
+from tests.support.http_receiver import Received, Receiver, posted_ids
 
 __all__ = [
     "HealthProbe",
@@ -217,7 +216,7 @@ class Tally:
 
 def batch_ids(request: Received) -> list[str]:
     """The record ids of one ``{"records": [...]}`` batch the HTTP sink posted, in order."""
-    return [record["id"] for record in json.loads(request.body)["records"]]
+    return posted_ids([request.body])
 
 
 def replayed_batches(segments: Sequence[Sequence[Received]]) -> tuple[int, list[str]]:

@@ -27,9 +27,10 @@ from tcsms_poller.tencent.client import Credentials, RetryPolicy, TencentClient
 from tcsms_poller.tencent.ratelimit import RateLimiters
 from tcsms_poller.workers import ByNumberWorker, WorkerContext
 from tcsms_poller.workers.by_number import STATUS_ACTION
+from tests.support.emulator import request_counts
 from tests.support.records import FakeClock
 
-__all__ = ["INTERVAL", "Clock", "by_number_worker", "committed", "worker_context"]
+__all__ = ["INTERVAL", "Clock", "by_number_worker", "committed", "requests_of", "worker_context"]
 
 INTERVAL = 60.0
 
@@ -107,3 +108,8 @@ async def committed(ctx: WorkerContext) -> list[dict[str, Any]]:
     """Every record committed to the outbox so far, oldest first."""
     rows = await ctx.store.read_outbox(after=0, limit=100_000)
     return [orjson.loads(row.data) for row in rows]
+
+
+def requests_of(emulator: RunningEmulator, action: str = STATUS_ACTION) -> int:
+    """How many requests of ``action`` the emulator has seen so far."""
+    return request_counts(emulator, action)[0]

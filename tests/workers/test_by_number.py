@@ -23,9 +23,8 @@ from tcsms_poller.emulator import (
 from tcsms_poller.state import StateStore
 from tcsms_poller.workers import ByNumberWorker, WorkerContext, poll_cycle, run_worker
 from tcsms_poller.workers.by_number import STATUS_ACTION
-from tests.support.emulator import request_counts
 from tests.support.log_capture import captured_logs, json_lines
-from tests.workers.support import INTERVAL, Clock, by_number_worker
+from tests.workers.support import INTERVAL, Clock, by_number_worker, requests_of
 
 pytestmark = pytest.mark.anyio
 
@@ -47,10 +46,6 @@ async def worker(
     rate = DEFAULT_RATE_LIMITS[STATUS_ACTION]
     async with by_number_worker(tmp_path, emulator, [NUMBER], rate=rate) as running:
         yield running
-
-
-def requests_of(emulator: RunningEmulator) -> int:
-    return request_counts(emulator, STATUS_ACTION)[0]
 
 
 async def a_failed_round(
