@@ -1,18 +1,12 @@
-"""Suite-wide fixtures: the anyio plugin runs every async test on asyncio (aiolimiter needs it)."""
+"""Suite-wide fixtures: the anyio plugin runs every async test on asyncio (aiolimiter needs it).
+
+Shared helpers live in ``tests/support/`` (one module per topic); the fixtures several folders
+use are registered here from its plugin modules, under the same names everywhere.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
-
-from tcsms_poller.emulator import (
-    EmulatorOptions,
-    RunningEmulator,
-    WindowOrder,
-    WindowTime,
-    run_emulator,
-)
 
 
 @pytest.fixture
@@ -21,16 +15,7 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-pytest_plugins = ["tests.support.postgres"]  # postgres_server (one a session), postgres_url
-
-
-@pytest.fixture(
-    params=[(time, order) for time in WindowTime for order in WindowOrder],
-    ids=lambda reading: f"{reading[0]}-{reading[1]}",
-)
-async def emulator_per_reading(request: pytest.FixtureRequest) -> AsyncIterator[RunningEmulator]:
-    """An emulator without traffic under each reading of the per-number window in turn."""
-    time, order = request.param
-    options = EmulatorOptions(seed=7, by_number_time=time, by_number_order=order)
-    async with run_emulator(options) as running:
-        yield running
+pytest_plugins = [
+    "tests.support.postgres",  # postgres_server (one a session), postgres_url
+    "tests.support.emulator",  # emulator (from emulator_options), emulator_per_reading
+]

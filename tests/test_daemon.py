@@ -12,7 +12,7 @@ import yaml
 from tcsms_poller.config import load_config
 from tcsms_poller.daemon import Daemon
 from tcsms_poller.emulator import EmulatorOptions, run_emulator
-from tests.e2e.daemon_process import daemon_config
+from tests.support.daemon_process import daemon_config
 from tests.support.log_capture import captured_logs, json_lines
 
 pytestmark = pytest.mark.anyio

@@ -12,19 +12,12 @@ import structlog
 from tcsms_poller.logs import get_logger
 from tcsms_poller.logthrottle import RepeatThrottle
 from tests.support.log_capture import captured_logs, json_lines
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.records import FakeClock
 
 
 def test_repeats_within_the_interval_are_dropped_and_counted_on_the_next_line() -> None:
     """1,000 identical lines in one interval write one; the first after it says 999 were held."""
-    clock = Clock()
+    clock = FakeClock(100.0)
     throttle = RepeatThrottle(10.0, clock=clock)
     line = {"event": "listener.connections_full", "level": "warning", "limit": 200}
     written = []
@@ -41,14 +34,14 @@ def test_repeats_within_the_interval_are_dropped_and_counted_on_the_next_line() 
 
 def test_lines_that_differ_in_any_value_are_all_written() -> None:
     """Only lines equal in every key but the time stamp count as repeats."""
-    throttle = RepeatThrottle(10.0, clock=Clock())
+    throttle = RepeatThrottle(10.0, clock=FakeClock(100.0))
     for index in range(50):
         throttle(None, "warning", {"event": "poll.failed", "level": "warning", "attempt": index})
 
 
 def test_lines_below_warning_are_never_held_back() -> None:
     """Two reloads in a row are two events, logged twice."""
-    throttle = RepeatThrottle(10.0, clock=Clock())
+    throttle = RepeatThrottle(10.0, clock=FakeClock(100.0))
     for _ in range(3):
         throttle(None, "info", {"event": "daemon.reloaded", "level": "info"})
 
@@ -65,7 +58,7 @@ def test_a_stdlib_flood_reaches_the_log_as_one_line() -> None:
 
 @pytest.mark.parametrize("value", [{1: object()}, [{"a"}, {1}]])
 def test_values_that_cannot_be_compared_are_written(value: object) -> None:
-    throttle = RepeatThrottle(10.0, clock=Clock())
+    throttle = RepeatThrottle(10.0, clock=FakeClock(100.0))
     event: dict[Any, Any] = {"event": "x", "level": "error", "value": value, 1: "mixed keys"}
     assert throttle(None, "info", dict(event)) == event
     assert throttle(None, "info", dict(event)) == event

@@ -15,7 +15,7 @@ from tcsms_poller.state import StateError
 from tcsms_poller.state.postgres import PostgresStore
 from tcsms_poller.state.roles import Fence, LeaseLostError
 from tests.state.test_postgres import opened
-from tests.state.test_store import record
+from tests.support.records import record
 
 pytestmark = pytest.mark.anyio
 

@@ -1,16 +1,14 @@
-"""The real emulator, for the commands that talk to Tencent."""
+"""The real emulator, for the commands that talk to Tencent (``emulator`` comes from
+tests/support/emulator.py)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 
-from tcsms_poller.emulator import EmulatorOptions, RunningEmulator, run_emulator
+from tcsms_poller.emulator import EmulatorOptions
 
 
 @pytest.fixture
-async def emulator() -> AsyncIterator[RunningEmulator]:
-    """An emulator on a free loopback port, without traffic: tests inject what they need."""
-    async with run_emulator(EmulatorOptions(seed=11)) as running:
-        yield running
+def emulator_options() -> EmulatorOptions:
+    """An emulator without traffic: tests inject what they need."""
+    return EmulatorOptions(seed=11)

@@ -16,8 +16,8 @@ import yaml
 
 from tcsms_poller.exits import EX_CONFIG, EX_FAILURE
 from tcsms_poller.state.lock import state_lock
-from tests.e2e.daemon_process import running_daemon
 from tests.support.cli import run_cli
+from tests.support.daemon_process import running_daemon
 
 
 def base_config(tmp_path: Path) -> dict[str, Any]:

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tcsms_poller.emulator import EmulatorOptions, RunningEmulator, run_emulator
-from tests.e2e.conftest import free_port, ids_in, wait_until
-from tests.e2e.daemon_process import APP, daemon_config, running_daemon
+from tcsms_poller.emulator import EmulatorOptions, RunningEmulator
+from tests.support.daemon_process import APP, daemon_config, running_daemon
+from tests.support.jsonl import ids_in
+from tests.support.ports import free_port
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -20,12 +21,9 @@ ACTION = "PullSmsReplyStatus"
 
 
 @pytest.fixture
-async def emulator() -> AsyncIterator[RunningEmulator]:
-    """An emulator whose account has every action but ``PullSmsReplyStatus`` activated."""
-    async with run_emulator(
-        EmulatorOptions(seed=7, inactive={ACTION: "UnsupportedOperation"})
-    ) as e:
-        yield e
+def emulator_options() -> EmulatorOptions:
+    """An account with every action but ``PullSmsReplyStatus`` activated."""
+    return EmulatorOptions(seed=7, inactive={ACTION: "UnsupportedOperation"})
 
 
 def refused(emulator: RunningEmulator) -> int:

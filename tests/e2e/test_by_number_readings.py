@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 
 from tcsms_poller.emulator import RunningEmulator
-from tests.e2e.conftest import expected_ids, ids_in, truth, wait_until
-from tests.e2e.daemon_process import daemon_config, running_daemon
-from tests.e2e.test_pipeline import NUMBER, inject, receipts
+from tests.support.daemon_process import daemon_config, running_daemon
+from tests.support.emulator import NUMBER, expected_ids, inject, receipts, truth
+from tests.support.jsonl import ids_in
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.anyio
 

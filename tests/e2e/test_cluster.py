@@ -19,12 +19,12 @@ import pytest
 
 from tcsms_poller.emulator import RunningEmulator
 from tcsms_poller.state.postgres import PostgresStore
-from tests.e2e.conftest import expected_ids, free_port, truth, wait_until
-from tests.e2e.daemon_process import DaemonProcess, daemon_config, running_daemon
 from tests.e2e.test_listener import server as server_settings
-from tests.e2e.test_pipeline import NUMBER, inject, receipts, replies
-from tests.e2e.test_sinks import posted_ids
-from tests.support.http_receiver import Receiver, http_receiver
+from tests.support.daemon_process import DaemonProcess, daemon_config, running_daemon
+from tests.support.emulator import NUMBER, expected_ids, inject, receipts, replies, truth
+from tests.support.http_receiver import Receiver, http_receiver, posted_ids
+from tests.support.ports import free_port
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.anyio
 

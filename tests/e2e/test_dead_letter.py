@@ -12,10 +12,11 @@ import pytest
 import yaml
 
 from tcsms_poller.emulator import RunningEmulator
-from tests.e2e.conftest import expected_ids, read_jsonl, truth, wait_until
-from tests.e2e.daemon_process import daemon_config, running_daemon
-from tests.e2e.test_pipeline import inject, receipts
-from tests.support.http_receiver import Reply, http_receiver
+from tests.support.daemon_process import daemon_config, running_daemon
+from tests.support.emulator import expected_ids, inject, receipts, truth
+from tests.support.http_receiver import Reply, http_receiver, posted_ids
+from tests.support.jsonl import read_jsonl
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -26,10 +27,6 @@ async def cli(config: Path, *args: str) -> tuple[int, str, str]:
     with anyio.fail_after(60):
         done = await anyio.run_process(command, check=False)
     return done.returncode, done.stdout.decode(), done.stderr.decode()
-
-
-def posted_ids(bodies: list[bytes]) -> list[str]:
-    return [record["id"] for body in bodies for record in json.loads(body)["records"]]
 
 
 async def test_dead_letters_are_replayed_into_their_sink_once(

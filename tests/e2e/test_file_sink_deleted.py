@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from tcsms_poller.emulator import RunningEmulator
-from tests.e2e.conftest import ids_in, wait_until
-from tests.e2e.daemon_process import daemon_config, running_daemon
-from tests.e2e.test_pipeline import inject, receipts
+from tests.support.daemon_process import daemon_config, running_daemon
+from tests.support.emulator import inject, receipts
+from tests.support.jsonl import ids_in
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.anyio
 

@@ -10,10 +10,12 @@ import pytest
 
 from tcsms_poller.emulator import RunningEmulator
 from tcsms_poller.health import REASON_LIMIT
-from tests.e2e.conftest import free_port, ids_in, wait_until
-from tests.e2e.daemon_process import daemon_config, running_daemon
-from tests.e2e.test_pipeline import inject, receipts
+from tests.support.daemon_process import daemon_config, running_daemon
+from tests.support.emulator import inject, receipts
 from tests.support.http_receiver import Reply, http_receiver
+from tests.support.jsonl import ids_in
+from tests.support.ports import free_port
+from tests.support.waiting import wait_until
 
 TOKEN = "listener-token-0123456789"
 CALLBACK = "callback-secret-0123456789"

@@ -13,18 +13,20 @@ import pytest
 from tcsms_poller.emulator import RunningEmulator
 from tcsms_poller.emulator.pusher import reply_payload, status_payload
 from tcsms_poller.emulator.store import ReplyRecord, SendStatusRecord
-from tests.e2e.conftest import (
-    CALLBACK,
+from tests.e2e.conftest import CALLBACK
+from tests.support.daemon_process import APP, SECRET_ID, SECRET_KEY, daemon_config, running_daemon
+from tests.support.emulator import (
     expected_ids,
-    ids_in,
-    read_jsonl,
+    inject,
+    receipts,
+    replies,
     request_counts,
+    set_faults,
     truth,
     truth_reply_id,
-    wait_until,
 )
-from tests.e2e.daemon_process import APP, SECRET_ID, SECRET_KEY, daemon_config, running_daemon
-from tests.e2e.test_pipeline import inject, receipts, replies
+from tests.support.jsonl import ids_in, read_jsonl
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.anyio
 TOKEN = "listener-token-0123456789"
@@ -33,12 +35,6 @@ PULLS = ("PullSmsSendStatus", "PullSmsReplyStatus")
 
 def server(port: int) -> dict[str, Any]:
     return {"listen": f"127.0.0.1:{port}", "token": TOKEN, "callback_secret": CALLBACK}
-
-
-async def set_faults(emulator: RunningEmulator, faults: list[dict[str, Any]]) -> None:
-    async with httpx.AsyncClient() as client:
-        response = await client.post(f"{emulator.url}/_emulator/faults", json={"faults": faults})
-        response.raise_for_status()
 
 
 def handed_out(emulator: RunningEmulator, ids: set[str]) -> bool:

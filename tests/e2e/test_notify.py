@@ -14,9 +14,10 @@ import anyio
 import pytest
 
 from tcsms_poller.emulator import RunningEmulator
-from tests.e2e.conftest import free_port, wait_until
-from tests.e2e.daemon_process import READY_TIMEOUT, daemon_config, running_daemon
+from tests.support.daemon_process import READY_TIMEOUT, daemon_config, running_daemon
 from tests.support.notify_socket import NotifySocket
+from tests.support.ports import free_port
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.anyio
 

@@ -8,51 +8,21 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from tcsms_poller.emulator import RunningEmulator
-from tests.e2e.conftest import (
-    expected_ids,
-    ids_in,
-    read_jsonl,
-    request_counts,
-    truth,
-    truth_reply_id,
-    wait_until,
-)
-from tests.e2e.daemon_process import daemon_config, running_daemon
+from tests.support.daemon_process import daemon_config, running_daemon
+
+# Re-exported for the tests that import them from here; the home is tests/support/emulator.py.
+from tests.support.emulator import NUMBER as NUMBER
+from tests.support.emulator import expected_ids, request_counts, truth, truth_reply_id
+from tests.support.emulator import inject as inject
+from tests.support.emulator import receipts as receipts
+from tests.support.emulator import replies as replies
+from tests.support.jsonl import ids_in, read_jsonl
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.anyio
-
-NUMBER = "+8613711112222"
-
-
-async def inject(emulator: RunningEmulator, **records: Any) -> dict[str, Any]:
-    """Add exact records to the emulator (not pushed unless ``push=True``); returns them."""
-    async with httpx.AsyncClient() as client:
-        response = await client.post(
-            f"{emulator.url}/_emulator/records", json={"push": False, **records}
-        )
-        response.raise_for_status()
-        return dict(response.json())
-
-
-def receipts(count: int, *, number: str = NUMBER, at: int | None = None) -> list[dict[str, Any]]:
-    """``count`` receipts for ``number``, several sharing each second."""
-    start = at or int(time.time()) - 3600
-    return [
-        {"phone_number": number, "user_receive_time": start + index // 3} for index in range(count)
-    ]
-
-
-def replies(count: int, *, number: str = NUMBER, saying: str = "reply") -> list[dict[str, Any]]:
-    """``count`` replies from ``number``; another ``saying`` keeps them apart from earlier ones."""
-    start = int(time.time()) - 600
-    return [
-        {"phone_number": number, "reply_content": f"{saying} {index}", "reply_time": start + index}
-        for index in range(count)
-    ]
 
 
 def by_number_config(

@@ -12,20 +12,22 @@ import httpx
 import pytest
 
 from tcsms_poller.emulator import RunningEmulator, TrafficOptions
-from tests.e2e.conftest import (
+from tests.e2e.test_listener import server as server_settings
+from tests.support.daemon_process import daemon_config, running_daemon
+from tests.support.emulator import (
+    NUMBER,
     expected_ids,
-    free_port,
+    inject,
+    receipts,
+    replies,
     request_counts,
     truth,
-    wait_until,
 )
-from tests.e2e.daemon_process import daemon_config, running_daemon
-from tests.e2e.test_listener import server as server_settings
-from tests.e2e.test_pipeline import NUMBER, inject, receipts, replies
-from tests.e2e.test_sinks import posted_ids
-from tests.reliability.support import generated_traffic
-from tests.support.http_receiver import http_receiver
+from tests.support.http_receiver import http_receiver, posted_ids
+from tests.support.ports import free_port
 from tests.support.postgres import PASSWORD, running_server
+from tests.support.reliability import generated_traffic
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.anyio
 

@@ -18,10 +18,11 @@ from tcsms_poller.emulator import RunningEmulator
 from tcsms_poller.emulator.pusher import status_payload
 from tcsms_poller.emulator.store import SendStatusRecord
 from tcsms_poller.records import record_schema
-from tests.e2e.conftest import expected_ids, read_jsonl, truth, wait_until
-from tests.e2e.daemon_process import daemon_config, running_daemon
 from tests.e2e.test_listener import server
-from tests.e2e.test_pipeline import NUMBER, inject
+from tests.support.daemon_process import daemon_config, running_daemon
+from tests.support.emulator import NUMBER, expected_ids, inject, truth
+from tests.support.jsonl import read_jsonl
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.anyio
 STATUS_PULLS = ("PullSmsSendStatus", "PullSmsSendStatusByPhoneNumber")

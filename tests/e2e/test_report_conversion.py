@@ -13,9 +13,8 @@ import yaml
 
 from tcsms_poller.emulator import RunningEmulator
 from tcsms_poller.records import conversion_record
-from tests.e2e.conftest import truth
-from tests.e2e.daemon_process import APP, daemon_config
-from tests.e2e.test_pipeline import inject, receipts
+from tests.support.daemon_process import APP, daemon_config
+from tests.support.emulator import inject, receipts, truth
 
 pytestmark = pytest.mark.anyio
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from tcsms_poller.emulator import RunningEmulator
-from tests.e2e.conftest import wait_until
-from tests.e2e.daemon_process import daemon_config, running_daemon
-from tests.e2e.test_pipeline import inject, replies
+from tests.support.daemon_process import daemon_config, running_daemon
+from tests.support.emulator import inject, replies
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.anyio
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import signal
 from pathlib import Path
 from typing import Any
@@ -11,18 +10,18 @@ import pytest
 
 from tcsms_poller.emulator import RunningEmulator
 from tcsms_poller.sinks.http import verify_signature
-from tests.e2e.conftest import expected_ids, ids_in, read_jsonl, truth, wait_until
-from tests.e2e.daemon_process import daemon_config, running_daemon
-from tests.e2e.test_pipeline import inject, receipts, replies
-from tests.sinks.test_third_party import install_example
+from tests.support.daemon_process import daemon_config, running_daemon
+from tests.support.emulator import expected_ids, inject, receipts, replies, truth
 from tests.support.http_receiver import Reply, http_receiver
+
+# Re-exported for the tests that import it from here; the home is tests/support/http_receiver.py.
+from tests.support.http_receiver import posted_ids as posted_ids
+from tests.support.jsonl import ids_in, read_jsonl
+from tests.support.third_party import install_example
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.anyio
 HOOK_SECRET = "hook-secret-0123456789"
-
-
-def posted_ids(bodies: list[bytes]) -> list[str]:
-    return [record["id"] for body in bodies for record in json.loads(body)["records"]]
 
 
 async def test_a_failing_webhook_gets_everything_once_it_recovers(

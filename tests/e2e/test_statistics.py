@@ -12,8 +12,9 @@ import pytest
 
 from tcsms_poller.emulator import EmulatorOptions, StatisticsEnd, run_emulator
 from tcsms_poller.tencent.api import BEIJING
-from tests.e2e.conftest import read_jsonl, wait_until
-from tests.e2e.daemon_process import daemon_config, running_daemon
+from tests.support.daemon_process import daemon_config, running_daemon
+from tests.support.jsonl import read_jsonl
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.anyio
 

@@ -8,7 +8,7 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -19,18 +19,20 @@ import pytest
 import yaml
 from tencentcloud.sms.v20210111 import models
 
-from tcsms_poller.emulator import EmulatorOptions, RunningEmulator, run_emulator
+from tcsms_poller.emulator import EmulatorOptions, RunningEmulator
 from tcsms_poller.emulator.options import ReceiptDelays
 from tcsms_poller.state import StateStore
 from tcsms_poller.state.message_store import tracked_messages
 from tcsms_poller.state.postgres import PostgresStore
 from tcsms_poller.state.store import SqliteStore
 from tcsms_poller.workers.by_number import STATUS_ACTION
-from tests.e2e.conftest import free_port, request_counts, wait_until
-from tests.e2e.daemon_process import APP, daemon_config, running_daemon
 from tests.e2e.test_cluster import cluster_config, wait_for_holder
-from tests.emulator.support import in_thread, sdk_client
+from tests.support.daemon_process import APP, daemon_config, running_daemon
+from tests.support.emulator import request_counts
+from tests.support.emulator_api import in_thread, sdk_client
 from tests.support.http_receiver import Receiver, http_receiver
+from tests.support.ports import free_port
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -42,9 +44,9 @@ FAST = ReceiptDelays(median=0.3, p95=1.0, late_share=0, never_share=0, fail_rati
 
 
 @pytest.fixture
-async def emulator() -> AsyncIterator[RunningEmulator]:
-    async with run_emulator(EmulatorOptions(seed=5, receipts=FAST)) as running:
-        yield running
+def emulator_options() -> EmulatorOptions:
+    """Receipts follow sent messages quickly, and every message gets one."""
+    return EmulatorOptions(seed=5, receipts=FAST)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -1,14 +1,13 @@
-"""A running emulator per test (options overridable per module) and a raw signed caller."""
+"""The emulator's options for this folder: a module overrides ``options`` to change them.
+
+``emulator`` and ``api`` come from tests/support/emulator.py.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import httpx
 import pytest
 
-from tcsms_poller.emulator import EmulatorOptions, RunningEmulator, run_emulator
-from tests.emulator.support import Api
+from tcsms_poller.emulator import EmulatorOptions
 
 
 @pytest.fixture
@@ -18,14 +17,6 @@ def options() -> EmulatorOptions:
 
 
 @pytest.fixture
-async def emulator(options: EmulatorOptions) -> AsyncIterator[RunningEmulator]:
-    """An emulator serving on a free loopback port for the test's duration."""
-    async with run_emulator(options) as running:
-        yield running
-
-
-@pytest.fixture
-async def api(emulator: RunningEmulator) -> AsyncIterator[Api]:
-    """Raw signed calls to the test's emulator."""
-    async with httpx.AsyncClient() as http:
-        yield Api(emulator, http)
+def emulator_options(options: EmulatorOptions) -> EmulatorOptions:
+    """The ``emulator`` fixture (tests/support/emulator.py) serves ``options``."""
+    return options

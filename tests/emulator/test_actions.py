@@ -12,7 +12,7 @@ from tcsms_poller.emulator.answers import ApiError
 from tcsms_poller.emulator.options import StatisticsEnd, WindowOrder, WindowTime
 from tcsms_poller.emulator.store import SEND_LEAD, Store
 from tcsms_poller.tencent.api import BEIJING
-from tests.emulator.support import APP, NUMBER, receipt, reply
+from tests.support.emulator_api import APP, NUMBER, receipt, reply
 
 NOW = 1_700_000_000
 DAY = 86_400

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tcsms_poller.emulator import NOT_ACTIVATED_CODES, EmulatorOptions
-from tests.emulator.support import APP, Api
+from tests.support.emulator_api import APP, Api
 
 pytestmark = pytest.mark.anyio
 

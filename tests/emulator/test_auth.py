@@ -13,7 +13,7 @@ from tcsms_poller.emulator.answers import ApiError
 from tcsms_poller.emulator.auth import verify_request
 from tcsms_poller.tencent.api import BEIJING
 from tcsms_poller.tencent.signing import build_authorization
-from tests.emulator.support import APP, Api
+from tests.support.emulator_api import APP, Api
 
 ID, KEY = "AKIDtest", "secret-key"
 NOW = 1_700_000_000

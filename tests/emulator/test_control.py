@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.emulator.support import NUMBER, Api
+from tests.support.emulator_api import NUMBER, Api
 
 pytestmark = pytest.mark.anyio
 

@@ -13,18 +13,13 @@ import pytest
 
 from tcsms_poller.emulator import Fault, FaultKind
 from tcsms_poller.emulator.faults import INTERNAL_ERRORS, FaultInjector
-from tests.emulator.support import APP, NUMBER, Api
+from tests.support.emulator import set_faults
+from tests.support.emulator_api import APP, NUMBER, Api
 
 pytestmark = pytest.mark.anyio
 
 ACTION = "PullSmsSendStatus"
 PULL = {"SmsSdkAppId": APP, "Limit": 100}
-
-
-async def set_faults(api: Api, *rules: dict[str, Any]) -> None:
-    """Replace the emulator's fault rules."""
-    answer = await api.control("POST", "faults", {"faults": list(rules)})
-    assert len(answer["faults"]) == len(rules)
 
 
 @pytest.fixture
@@ -41,14 +36,14 @@ async def assert_still_queued(api: Api, serials: list[str]) -> None:
     """Nothing was handed out, and a clean pull now gets everything."""
     truth = await api.control("GET", "truth")
     assert [entry["handed_out_at"] for entry in truth["send_statuses"]] == [None] * len(serials)
-    await set_faults(api)
+    await set_faults(api.emulator, [])
     answer = await api.call(ACTION, PULL)
     assert [item["SerialNo"] for item in answer["PullSmsSendStatusSet"]] == serials
 
 
 async def test_latency_delays_a_normal_answer(api: Api, queued: list[str]) -> None:
     """The answer comes late but complete."""
-    await set_faults(api, {"action": ACTION, "kind": "latency", "seconds": 0.3})
+    await set_faults(api.emulator, [{"action": ACTION, "kind": "latency", "seconds": 0.3}])
     started = anyio.current_time()
     answer = await api.call(ACTION, PULL)
     assert anyio.current_time() - started >= 0.3
@@ -59,7 +54,7 @@ async def test_latency_delays_a_normal_answer(api: Api, queued: list[str]) -> No
 
 async def test_a_timeout_holds_the_line_and_loses_nothing(api: Api, queued: list[str]) -> None:
     """The client times out; the records are still queued."""
-    await set_faults(api, {"action": ACTION, "kind": "timeout", "seconds": 30})
+    await set_faults(api.emulator, [{"action": ACTION, "kind": "timeout", "seconds": 30}])
     with pytest.raises(httpx.ReadTimeout):
         await api.post(ACTION, PULL, read_timeout=0.3)
     await assert_still_queued(api, queued)
@@ -67,13 +62,13 @@ async def test_a_timeout_holds_the_line_and_loses_nothing(api: Api, queued: list
 
 async def test_a_held_line_is_answered_when_the_hold_ends(api: Api) -> None:
     """A short hold ends in InternalError.SendAndRecvFail."""
-    await set_faults(api, {"action": ACTION, "kind": "timeout", "seconds": 0.2})
+    await set_faults(api.emulator, [{"action": ACTION, "kind": "timeout", "seconds": 0.2}])
     assert await api.error_code(ACTION, PULL) == "InternalError.SendAndRecvFail"
 
 
 async def test_an_http_error_is_an_html_page(api: Api, queued: list[str]) -> None:
     """HTTP 502 with a text/html body."""
-    await set_faults(api, {"action": ACTION, "kind": "http_error", "status": 502})
+    await set_faults(api.emulator, [{"action": ACTION, "kind": "http_error", "status": 502}])
     response = await api.post(ACTION, PULL)
     assert response.status_code == 502
     assert response.headers["content-type"].startswith("text/html")
@@ -82,7 +77,7 @@ async def test_an_http_error_is_an_html_page(api: Api, queued: list[str]) -> Non
 
 async def test_a_malformed_answer_is_not_json(api: Api, queued: list[str]) -> None:
     """HTTP 200, application/json, and a body that does not parse."""
-    await set_faults(api, {"action": ACTION, "kind": "malformed"})
+    await set_faults(api.emulator, [{"action": ACTION, "kind": "malformed"}])
     response = await api.post(ACTION, PULL)
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/json"
@@ -93,7 +88,7 @@ async def test_a_malformed_answer_is_not_json(api: Api, queued: list[str]) -> No
 
 async def half_an_answer(api: Api, kind: str) -> bytes:
     """The body of a pull struck by ``kind``: HTTP 200, well framed, JSON that stops halfway."""
-    await set_faults(api, {"action": ACTION, "kind": kind})
+    await set_faults(api.emulator, [{"action": ACTION, "kind": kind}])
     response = await api.post(ACTION, PULL)
     assert response.status_code == 200
     with pytest.raises(json.JSONDecodeError):
@@ -121,7 +116,7 @@ async def test_a_lost_truncated_answer_hands_the_records_out_then_breaks(
     assert await handed_out(api) == [True] * len(queued)
     stats = (await api.control("GET", "stats"))["actions"][ACTION]
     assert (stats["faults"], stats["lost_items"]) == ({"lost_truncated": 1}, len(queued))
-    await set_faults(api)
+    await set_faults(api.emulator, [])
     assert (await api.call(ACTION, PULL))["PullSmsSendStatusSet"] is None
 
 
@@ -129,7 +124,7 @@ async def test_a_lost_timeout_hands_the_records_out_and_answers_too_late(
     api: Api, queued: list[str]
 ) -> None:
     """The client gives up waiting; the records were handed out all the same."""
-    await set_faults(api, {"action": ACTION, "kind": "lost_timeout", "seconds": 30})
+    await set_faults(api.emulator, [{"action": ACTION, "kind": "lost_timeout", "seconds": 30}])
     with pytest.raises(httpx.ReadTimeout):
         await api.post(ACTION, PULL, read_timeout=0.3)
     assert await handed_out(api) == [True] * len(queued)
@@ -141,7 +136,7 @@ async def test_a_short_lost_timeout_sends_the_whole_answer_late(
     api: Api, queued: list[str]
 ) -> None:
     """A client patient enough gets the late answer whole."""
-    await set_faults(api, {"action": ACTION, "kind": "lost_timeout", "seconds": 0.2})
+    await set_faults(api.emulator, [{"action": ACTION, "kind": "lost_timeout", "seconds": 0.2}])
     answer = await api.call(ACTION, PULL)
     assert [item["SerialNo"] for item in answer["PullSmsSendStatusSet"]] == queued
 
@@ -151,10 +146,11 @@ async def test_an_internal_error_has_the_chosen_or_a_documented_code(
 ) -> None:
     """InternalError.* answers: the configured code, else one of the documented ones."""
     await set_faults(
-        api, {"action": ACTION, "kind": "internal_error", "code": "InternalError.Timeout"}
+        api.emulator,
+        [{"action": ACTION, "kind": "internal_error", "code": "InternalError.Timeout"}],
     )
     assert await api.error_code(ACTION, PULL) == "InternalError.Timeout"
-    await set_faults(api, {"kind": "internal_error"})
+    await set_faults(api.emulator, [{"kind": "internal_error"}])
     assert await api.error_code(ACTION, PULL) in INTERNAL_ERRORS
     stats = await api.control("GET", "stats")
     assert sum(stats["actions"][ACTION]["errors"].values()) == 2
@@ -165,10 +161,12 @@ async def test_a_rate_limit_burst_refuses_the_action_for_a_while(
     api: Api, queued: list[str]
 ) -> None:
     """One strike starts a burst of RequestLimitExceeded; other actions are not affected."""
-    await set_faults(api, {"action": ACTION, "kind": "rate_limit", "probability": 1, "seconds": 60})
+    await set_faults(
+        api.emulator, [{"action": ACTION, "kind": "rate_limit", "probability": 1, "seconds": 60}]
+    )
     assert await api.error_code(ACTION, PULL) == "RequestLimitExceeded"
     await set_faults(
-        api, {"action": ACTION, "kind": "latency", "probability": 0, "seconds": 0}
+        api.emulator, [{"action": ACTION, "kind": "latency", "probability": 0, "seconds": 0}]
     )  # replacing the rules ends the burst
     answer = await api.call("PullSmsReplyStatus", PULL)
     assert answer["PullSmsReplyStatusSet"] is None
@@ -214,7 +212,7 @@ def test_latencies_add_up_before_another_fault() -> None:
 
 async def test_bad_fault_rules_are_refused_and_change_nothing(api: Api) -> None:
     """An unknown action or kind answers 422 and the rules in force stay."""
-    await set_faults(api, {"kind": "malformed", "probability": 0.5})
+    await set_faults(api.emulator, [{"kind": "malformed", "probability": 0.5}])
     bad_bodies: list[dict[str, Any]] = [
         {"faults": [{"action": "DescribeSmsSignList", "kind": "latency"}]},
         {"faults": [{"kind": "explode"}]},

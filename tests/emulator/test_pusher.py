@@ -21,7 +21,8 @@ from tcsms_poller.emulator import EmulatorOptions, PushOptions, RunningEmulator,
 from tcsms_poller.emulator.pusher import status_payload
 from tcsms_poller.tencent.models import parse_replies, parse_send_statuses
 from tcsms_poller.tencent.push import parse_reply_push, parse_status_push
-from tests.emulator.support import APP, NUMBER, Api, eventually, receipt
+from tests.support.emulator_api import APP, NUMBER, Api, receipt
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -133,7 +134,7 @@ async def test_a_failed_push_is_retried_twice() -> None:
         await receiver.wait_until(lambda: len(receiver.bodies["reply"]) == 1)
         pusher = emulator.state.pusher
         assert pusher is not None
-        await eventually(lambda: pusher.reply_stats.delivered == 1)
+        await wait_until(lambda: pusher.reply_stats.delivered == 1, timeout=10.0, interval=0.01)
         stats = (await api.control("GET", "stats"))["push"]["reply"]
     assert receiver.attempts["reply"] == 3
     assert stats == {"pushes": 1, "items": 1, "attempts": 3, "delivered": 1, "given_up": 0}
@@ -148,7 +149,7 @@ async def test_a_push_failing_three_times_is_given_up_but_still_pullable() -> No
         await receiver.wait_until(lambda: receiver.attempts["status"] == 3)
         pusher = emulator.state.pusher
         assert pusher is not None
-        await eventually(lambda: pusher.status_stats.given_up == 1)
+        await wait_until(lambda: pusher.status_stats.given_up == 1, timeout=10.0, interval=0.01)
         answer = await api.call("PullSmsSendStatus", {"SmsSdkAppId": APP, "Limit": 10})
     assert receiver.bodies["status"] == []
     assert [item["SerialNo"] for item in answer["PullSmsSendStatusSet"]] == [

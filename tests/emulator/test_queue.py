@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tcsms_poller.emulator.store import Store
-from tests.emulator.support import APP, NUMBER, Api, receipt, reply
+from tests.support.emulator_api import APP, NUMBER, Api, receipt, reply
 
 Operation = tuple[str, int]
 operations = st.lists(

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from tcsms_poller.emulator import EmulatorOptions
 from tcsms_poller.emulator.ratelimit import SlidingWindowLimiter
-from tests.emulator.support import APP, Api
+from tests.support.emulator_api import APP, Api
 
 RATES = [1, 10, 20, 100, 1000]
 

@@ -19,7 +19,7 @@ from tcsms_poller.emulator import (
     run_emulator,
 )
 from tcsms_poller.tencent.api import BEIJING
-from tests.emulator.support import APP, NUMBER, Api, in_thread, sdk_client
+from tests.support.emulator_api import APP, NUMBER, Api, in_thread, sdk_client
 
 pytestmark = pytest.mark.anyio
 

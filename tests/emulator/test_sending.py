@@ -16,7 +16,8 @@ from tencentcloud.sms.v20210111 import models
 from tcsms_poller.emulator import EmulatorOptions, RunningEmulator, run_emulator
 from tcsms_poller.emulator.options import ReceiptDelays
 from tcsms_poller.emulator.sending import Outbound
-from tests.emulator.support import APP, NUMBER, Api, eventually, in_thread, sdk_client
+from tests.support.emulator_api import APP, NUMBER, Api, in_thread, sdk_client
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -119,4 +120,4 @@ async def test_the_sdk_sees_an_error_for_an_unknown_app(emulator: RunningEmulato
     with pytest.raises(TencentCloudSDKException) as raised:
         await in_thread(lambda: client.SendSms(_send_request(params)))
     assert raised.value.code == "UnauthorizedOperation.SmsSdkAppIdVerifyFail"
-    await eventually(lambda: emulator.state.outbound.sent == {})
+    await wait_until(lambda: emulator.state.outbound.sent == {}, timeout=10.0, interval=0.01)

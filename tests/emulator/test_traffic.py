@@ -16,7 +16,8 @@ from tcsms_poller.emulator.pusher import status_payload
 from tcsms_poller.emulator.state import EmulatorState
 from tcsms_poller.emulator.traffic import TrafficGenerator
 from tcsms_poller.tencent.models import STATISTICS_FIELDS
-from tests.emulator.support import APP, Api, eventually, receipt
+from tests.support.emulator_api import APP, Api, receipt
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -111,11 +112,13 @@ async def test_live_traffic_reaches_the_api() -> None:
     )
     started = int(time.time())
     async with run_emulator(EmulatorOptions(seed=2, traffic=traffic)) as emulator:
-        await eventually(
+        await wait_until(
             lambda: (
                 len(emulator.state.truth()["send_statuses"]) >= 20
                 and len(emulator.state.truth()["replies"]) >= 2
-            )
+            ),
+            timeout=10.0,
+            interval=0.01,
         )
         async with httpx.AsyncClient() as http:
             answer = await Api(emulator, http).call(

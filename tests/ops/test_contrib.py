@@ -13,8 +13,8 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from tcsms_poller.emulator import EmulatorOptions, run_emulator
-from tests.e2e.conftest import free_port
-from tests.e2e.daemon_process import daemon_config, running_daemon
+from tests.support.daemon_process import daemon_config, running_daemon
+from tests.support.ports import free_port
 
 CONTRIB = Path(__file__).parents[2] / "contrib"
 ALERTS = CONTRIB / "prometheus" / "alerts.yaml"

@@ -17,8 +17,8 @@ from tcsms_poller.commands.healthcheck import healthz_url
 from tcsms_poller.config import ServerSettings
 from tcsms_poller.exits import EX_CONFIG, EX_FAILURE, EX_OK, EX_USAGE
 from tcsms_poller.healthfile import HEALTH_URL_FILE
-from tests.e2e.daemon_process import daemon_config, running_daemon
 from tests.support.cli import run_cli
+from tests.support.daemon_process import daemon_config, running_daemon
 from tests.support.http_receiver import Receiver, Reply, http_receiver
 
 HEALTHY = {"healthy": True, "unhealthy": [], "parts": {"replies:1400006666": {"healthy": True}}}

@@ -15,17 +15,12 @@ import httpx
 import pytest
 
 from tcsms_poller.emulator import EmulatorOptions, Fault, FaultKind, RunningEmulator, run_emulator
-from tests.e2e.conftest import free_port, ids_in, wait_until
-from tests.e2e.daemon_process import APP, daemon_config, running_daemon
-from tests.reliability.support import (
-    NUMBERS,
-    HealthProbe,
-    emulator_truth,
-    listener,
-    live_traffic,
-    reason_of,
-    set_faults,
-)
+from tests.support.daemon_process import APP, daemon_config, running_daemon
+from tests.support.emulator import emulator_truth, set_faults
+from tests.support.jsonl import ids_in
+from tests.support.ports import free_port
+from tests.support.reliability import NUMBERS, HealthProbe, listener, live_traffic, reason_of
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 

@@ -21,16 +21,12 @@ import anyio
 import pytest
 
 from tcsms_poller.emulator import EmulatorOptions, RunningEmulator, TrafficOptions, run_emulator
-from tests.e2e.conftest import expected_ids, ids_in, truth, truth_reply_id
-from tests.e2e.daemon_process import DaemonProcess, daemon_config, running_daemon
-from tests.reliability.support import (
-    Tally,
-    batch_ids,
-    generated_traffic,
-    replayed_batches,
-    settle,
-)
+from tests.support.daemon_process import DaemonProcess, daemon_config, running_daemon
+from tests.support.emulator import expected_ids, truth, truth_reply_id
 from tests.support.http_receiver import Receiver, http_receiver
+from tests.support.jsonl import ids_in
+from tests.support.reliability import Tally, batch_ids, generated_traffic, replayed_batches
+from tests.support.waiting import settle
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 

@@ -12,23 +12,19 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
 import httpx
 import pytest
 
-from tcsms_poller.emulator import EmulatorOptions, RunningEmulator, run_emulator
-from tests.e2e.conftest import free_port, ids_in, wait_until
-from tests.e2e.daemon_process import APP, daemon_config, running_daemon
-from tests.reliability.support import (
-    HealthProbe,
-    emulator_truth,
-    listener,
-    live_traffic,
-    reason_of,
-)
+from tcsms_poller.emulator import EmulatorOptions, RunningEmulator
+from tests.support.daemon_process import APP, daemon_config, running_daemon
+from tests.support.emulator import emulator_truth
+from tests.support.jsonl import ids_in
+from tests.support.ports import free_port
+from tests.support.reliability import HealthProbe, listener, live_traffic, reason_of
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -54,10 +50,14 @@ def clock() -> SkewableClock:
 
 
 @pytest.fixture
-async def emulator(clock: SkewableClock) -> AsyncIterator[RunningEmulator]:
-    """An emulator on the skewable clock."""
-    async with run_emulator(EmulatorOptions(seed=13), clock=clock) as running:
-        yield running
+def emulator_options() -> EmulatorOptions:
+    return EmulatorOptions(seed=13)
+
+
+@pytest.fixture
+def emulator_clock(clock: SkewableClock) -> SkewableClock:
+    """The emulator runs on the skewable clock."""
+    return clock
 
 
 async def status_text(config_path: Path) -> str:

@@ -22,8 +22,6 @@ import anyio
 import pytest
 
 from tcsms_poller.emulator import EmulatorOptions, TrafficOptions, run_emulator
-from tests.e2e.conftest import expected_ids, truth, truth_reply_id
-from tests.e2e.daemon_process import DaemonProcess, running_daemon
 from tests.e2e.test_cluster import (
     INSTANCE_HEADER,
     JITTER_REFUSALS,
@@ -32,9 +30,12 @@ from tests.e2e.test_cluster import (
     holders,
     limit_hits,
 )
-from tests.reliability.support import Tally, batch_ids, generated_traffic, replayed_batches, settle
+from tests.support.daemon_process import DaemonProcess, running_daemon
+from tests.support.emulator import expected_ids, truth, truth_reply_id
 from tests.support.http_receiver import http_receiver
 from tests.support.postgres import running_server
+from tests.support.reliability import Tally, batch_ids, generated_traffic, replayed_batches
+from tests.support.waiting import settle
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 

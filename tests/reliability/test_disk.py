@@ -29,17 +29,14 @@ import httpx
 import pytest
 import yaml
 
-from tcsms_poller.emulator import EmulatorOptions, RunningEmulator, run_emulator
-from tests.e2e.conftest import free_port, ids_in, request_counts, wait_until
-from tests.e2e.daemon_process import APP, DaemonProcess, daemon_config
-from tests.reliability.support import (
-    HealthProbe,
-    emulator_truth,
-    listener,
-    live_traffic,
-    reason_of,
-)
+from tcsms_poller.emulator import EmulatorOptions, RunningEmulator
+from tests.support.daemon_process import APP, DaemonProcess, daemon_config
+from tests.support.emulator import emulator_truth, request_counts
+from tests.support.jsonl import ids_in
 from tests.support.notify_socket import notify_socket
+from tests.support.ports import free_port
+from tests.support.reliability import HealthProbe, listener, live_traffic, reason_of
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -127,10 +124,9 @@ def holds_a_page(daemon: PipedDaemon, worker: str) -> bool:
 
 
 @pytest.fixture
-async def emulator() -> AsyncIterator[RunningEmulator]:
+def emulator_options() -> EmulatorOptions:
     """An emulator without faults: the trouble in this file is on the daemon's side."""
-    async with run_emulator(EmulatorOptions(seed=5)) as running:
-        yield running
+    return EmulatorOptions(seed=5)
 
 
 async def test_a_full_disk_holds_the_page_in_hand_and_loses_nothing(

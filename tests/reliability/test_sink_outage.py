@@ -17,17 +17,12 @@ import pytest
 
 from tcsms_poller.emulator import EmulatorOptions, RunningEmulator, TrafficOptions, run_emulator
 from tcsms_poller.state.status import read_snapshot
-from tests.e2e.conftest import expected_ids, free_port, request_counts, truth, wait_until
-from tests.e2e.daemon_process import DaemonProcess, daemon_config, running_daemon
-from tests.reliability.support import (
-    Tally,
-    batch_ids,
-    generated_traffic,
-    replayed_batches,
-    rss_kib,
-    settle,
-)
+from tests.support.daemon_process import DaemonProcess, daemon_config, running_daemon
+from tests.support.emulator import expected_ids, request_counts, truth
 from tests.support.http_receiver import Reply, http_receiver
+from tests.support.ports import free_port
+from tests.support.reliability import Tally, batch_ids, generated_traffic, replayed_batches, rss_kib
+from tests.support.waiting import settle, wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 

@@ -11,7 +11,6 @@ import pytest
 
 from tcsms_poller.health import HealthBoard
 from tcsms_poller.metrics import Metrics
-from tcsms_poller.records import Record
 from tcsms_poller.sinks.base import (
     Ack,
     OutboxRecord,
@@ -22,22 +21,7 @@ from tcsms_poller.sinks.base import (
 from tcsms_poller.sinks.deadletter import DeadLetterFile, ReplayQueue, read_dead_letters
 from tcsms_poller.sinks.drainer import Drainer
 from tcsms_poller.state.store import SqliteStore
-
-
-class Clock:
-    """A clock that only the fake sleep moves."""
-
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-        await anyio.lowlevel.checkpoint()
+from tests.support.records import FakeClock, record
 
 
 class ScriptedSink:
@@ -67,18 +51,6 @@ class ScriptedSink:
         self.closed = True
 
 
-def record(record_id: str) -> Record:
-    """A conversion record with the given id."""
-    return Record(
-        kind="conversion",
-        id=record_id,
-        app_id="1",
-        source="ReportConversion",
-        received_at="2026-11-25T08:00:00.000Z",
-        fields={"serial_no": record_id, "conversion_time": None, "code": "ok", "message": ""},
-    )
-
-
 class Rig:
     """A store, a sink and its drainer on real files."""
 
@@ -89,7 +61,7 @@ class Rig:
         drainer: Drainer,
         board: HealthBoard,
         dead: Path,
-        clock: Clock,
+        clock: FakeClock,
     ) -> None:
         self.store, self.sink, self.drainer = store, sink, drainer
         self.board, self.dead, self.clock = board, dead, clock
@@ -97,7 +69,7 @@ class Rig:
 
 async def make_rig(tmp_path: Path, sink: ScriptedSink, **settings: object) -> Rig:
     """Build a drainer for ``sink`` with a fake clock and sleep."""
-    clock = Clock()
+    clock = FakeClock()
     store = await SqliteStore.open(tmp_path / "state.db", dedupe_ttl=8 * 86400.0, clock=clock)
     config = SinkSettings.model_validate({"type": "scripted", "batch_size": 2, **settings})
     cursor = await store.sink_cursor(config.sink_name)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -14,8 +13,10 @@ import pytest
 
 from tcsms_poller.sinks.base import RetryableSinkError, SinkContext
 from tcsms_poller.sinks.file import FileSettings, FileSink
+from tests.support.jsonl import ids_in
+from tests.support.records import FakeClock, record, records
 from tests.support.sink_driver import run_sink_driver
-from tests.support.sink_rig import FakeClock, drain, outbox, outbox_records, record, records
+from tests.support.sink_rig import drain, outbox, outbox_records
 
 
 def settings(path: Path, **extra: Any) -> FileSettings:
@@ -32,11 +33,6 @@ def make_sink(path: Path, position: Mapping[str, Any] | None = None, **extra: An
 def lines(*ids: str) -> bytes:
     """What the file holds after records ``ids`` were written."""
     return b"".join(record(i).to_json() + b"\n" for i in ids)
-
-
-def ids_in(path: Path) -> list[str]:
-    """The record ids in a JSON Lines file, in order."""
-    return [json.loads(line)["id"] for line in path.read_text().splitlines()]
 
 
 @pytest.mark.anyio

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import time
 from collections.abc import Iterator
 from email.utils import formatdate
@@ -18,7 +17,9 @@ from tcsms_poller.sinks.base import RejectedBatchError, RetryableSinkError, Sink
 from tcsms_poller.sinks.http import HttpSettings, HttpSink, sign, verify_signature
 from tcsms_poller.sinks.retry_after import parse_retry_after
 from tests.support.http_receiver import Received, Receiver, Reply, http_receiver
-from tests.support.sink_rig import FakeClock, drain, outbox, outbox_records, record, records
+from tests.support.ports import free_port
+from tests.support.records import FakeClock, record, records
+from tests.support.sink_rig import drain, outbox, outbox_records
 
 HMAC_SECRET = "hook-secret-3f9a1c"
 TOKEN = "token-7d2e40b1"
@@ -47,14 +48,6 @@ async def send_once(sink: HttpSink, *ids: str) -> Any:
             return await sink.send(outbox_records(*ids))
     finally:
         await sink.aclose()
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 # -- what is sent --------------------------------------------------------------------------------

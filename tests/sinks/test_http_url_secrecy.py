@@ -12,7 +12,7 @@ import yaml
 from tcsms_poller.config import load_config
 from tcsms_poller.logs import get_logger
 from tcsms_poller.sinks.http import redact_url
-from tests.e2e.daemon_process import daemon_config
+from tests.support.daemon_process import daemon_config
 from tests.support.log_capture import captured_logs, json_lines
 
 PASSWORD = "hook-password-4711"

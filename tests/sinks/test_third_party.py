@@ -11,39 +11,19 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tcsms_poller.sinks.registry import ENTRY_POINT_GROUP, known_sink_types
+from tests.support.records import record
 from tests.support.sink_driver import ROOT, run_sink_driver
-from tests.support.sink_rig import record
+from tests.support.third_party import EXAMPLE, install_example
 
-EXAMPLE = ROOT / "examples" / "third_party_sink"
 DOC = ROOT / "docs" / "third-party-sink.md"
-
-
-def install_example(site: Path) -> dict[str, Any]:
-    """Lay the example out in ``site`` as an installed distribution; its ``[project]`` table."""
-    project: dict[str, Any] = tomllib.loads((EXAMPLE / "pyproject.toml").read_text())["project"]
-    shutil.copytree(EXAMPLE / "src" / "mypkg", site / "mypkg")
-    dist_name = re.sub(r"[-_.]+", "_", project["name"]).lower()
-    dist_info = site / f"{dist_name}-{project['version']}.dist-info"
-    dist_info.mkdir()
-    (dist_info / "METADATA").write_text(
-        f"Metadata-Version: 2.1\nName: {project['name']}\nVersion: {project['version']}\n"
-    )
-    entry_points = "".join(
-        f"[{group}]\n" + "".join(f"{name} = {target}\n" for name, target in targets.items())
-        for group, targets in project["entry-points"].items()
-    )
-    (dist_info / "entry_points.txt").write_text(entry_points)
-    return project
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from tcsms_poller.state import StateError, integrity
 from tcsms_poller.state.store import SqliteStore
 from tests.support.log_capture import captured_logs, json_lines
 from tests.support.permissions import mode, no_umask
-from tests.support.sink_rig import records
+from tests.support.records import records
 
 pytestmark = pytest.mark.anyio
 __all__ = ["no_umask"]  # a fixture

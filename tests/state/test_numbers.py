@@ -11,8 +11,8 @@ import pytest
 from tcsms_poller.state.roles import NumberPolled
 from tcsms_poller.state.schema import MIGRATIONS
 from tcsms_poller.state.store import SqliteStore
-
-from .test_store import FakeClock, open_store
+from tests.support.records import FakeClock
+from tests.support.state import open_store
 
 APP = "1400006666"
 A, B, C = "+8613700000001", "+8613700000002", "+8613700000003"

@@ -22,8 +22,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from tcsms_poller.state import outbox
 from tcsms_poller.state.schema import migrate
 from tcsms_poller.state.seen import SeenIds
-
-from .test_store import record
+from tests.support.records import record
 
 T = TypeVar("T")
 SINKS = ("file", "http")

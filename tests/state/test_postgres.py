@@ -19,9 +19,9 @@ from tcsms_poller.state.postgres import messages as postgres_messages
 from tcsms_poller.state.postgres.outbox import OUTBOX_LOCK, append
 from tcsms_poller.state.postgres.schema import MIGRATIONS
 from tests.support.postgres import PASSWORD, CuttableLink, PostgresServer
+from tests.support.records import FakeClock, record
 
 from .test_contract import APP, receipt
-from .test_store import FakeClock, record
 
 pytestmark = pytest.mark.anyio
 TTL = 8 * 86_400.0

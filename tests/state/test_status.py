@@ -12,8 +12,8 @@ from tcsms_poller.state.message_store import tracked_messages
 from tcsms_poller.state.messages import NewMessage, Schedule
 from tcsms_poller.state.roles import NumberPolled
 from tcsms_poller.state.status import read_snapshot
-
-from .test_store import FakeClock, open_store, record
+from tests.support.records import FakeClock, record
+from tests.support.state import open_store
 
 APP = "1400006666"
 A, B, C = "+8613700000001", "+8613700000002", "+8613700000003"

@@ -8,42 +8,17 @@ from pathlib import Path
 import anyio
 import pytest
 
-from tcsms_poller.records import Record
 from tcsms_poller.state import StateError
 from tcsms_poller.state.schema import MIGRATIONS
 from tcsms_poller.state.status import read_snapshot
-from tcsms_poller.state.store import SqliteStore
 from tcsms_poller.tencent.models import RejectedItem
-from tests.e2e.conftest import wait_until
 
-DAY = 86_400.0
-
-
-class FakeClock:
-    """Wall time the test moves by hand."""
-
-    def __init__(self, now: float = 1_700_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def record(record_id: str) -> Record:
-    """A minimal record with the given id."""
-    return Record(
-        kind="conversion",
-        id=record_id,
-        app_id="1400006666",
-        source="ReportConversion",
-        received_at="2026-11-25T08:00:00.000Z",
-        fields={"serial_no": record_id, "conversion_time": None, "code": "ok", "message": ""},
-    )
-
-
-async def open_store(path: Path, clock: FakeClock | None = None) -> SqliteStore:
-    """A store on ``path`` with the default 8-day dedupe window."""
-    return await SqliteStore.open(path, dedupe_ttl=8 * DAY, clock=clock or FakeClock())
+# Re-exported for the state tests that import them from here; the home is tests/support.
+from tests.support.records import FakeClock as FakeClock
+from tests.support.records import record as record
+from tests.support.state import DAY as DAY
+from tests.support.state import open_store as open_store
+from tests.support.waiting import wait_until
 
 
 @pytest.mark.anyio

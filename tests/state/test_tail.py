@@ -9,7 +9,8 @@ import pytest
 
 from tcsms_poller.state import StateStore
 from tcsms_poller.state.tail import OutboxTail
-from tests.state.test_store import open_store, record
+from tests.support.records import record
+from tests.support.state import open_store
 
 
 async def everything(store: StateStore) -> list[int]:

@@ -16,17 +16,18 @@ go away (connections refused) and come back at the same URL.
 
 from __future__ import annotations
 
+import json
 import socket
 import sys
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-__all__ = ["Received", "Receiver", "Reply", "http_receiver"]
+__all__ = ["Received", "Receiver", "Reply", "http_receiver", "posted_ids"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,3 +170,8 @@ def http_receiver(port: int = 0) -> Iterator[Receiver]:
     finally:
         receiver.close()
         thread.join(timeout=10)
+
+
+def posted_ids(bodies: Iterable[bytes]) -> list[str]:
+    """The record ids of the HTTP sink's ``{"records": [...]}`` batches, in order."""
+    return [record["id"] for body in bodies for record in json.loads(body)["records"]]

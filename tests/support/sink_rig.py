@@ -17,50 +17,17 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
-import anyio.lowlevel
 
 from tcsms_poller.health import HealthBoard
 from tcsms_poller.metrics import Metrics
-from tcsms_poller.records import Record
 from tcsms_poller.sinks.base import OutboxRecord, Sink, SinkSettings
 from tcsms_poller.sinks.deadletter import DeadLetterFile
 from tcsms_poller.sinks.drainer import Drainer
 from tcsms_poller.state.store import SqliteStore
+from tests.support.records import FakeClock, record
+from tests.support.state import open_store
 
-__all__ = ["FakeClock", "drain", "outbox", "outbox_records", "record", "records"]
-
-
-class FakeClock:
-    """Wall-clock time that only ``sleep`` moves; every sleep is remembered."""
-
-    def __init__(self, now: float = 1_700_000_000.0) -> None:
-        self.now = now
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-        await anyio.lowlevel.checkpoint()
-
-
-def record(record_id: str) -> Record:
-    """A conversion record with the given id (the smallest valid kind)."""
-    return Record(
-        kind="conversion",
-        id=record_id,
-        app_id="1400006666",
-        source="ReportConversion",
-        received_at="2026-11-25T08:00:00.000Z",
-        fields={"serial_no": record_id, "conversion_time": None, "code": "Ok", "message": ""},
-    )
-
-
-def records(*ids: str) -> list[Record]:
-    """One record per id, in order."""
-    return [record(i) for i in ids]
+__all__ = ["drain", "outbox", "outbox_records"]
 
 
 def outbox_records(*ids: str, first_seq: int = 1) -> list[OutboxRecord]:
@@ -71,7 +38,7 @@ def outbox_records(*ids: str, first_seq: int = 1) -> list[OutboxRecord]:
 @asynccontextmanager
 async def outbox(path: Path, clock: FakeClock) -> AsyncIterator[SqliteStore]:
     """A state store on a real SQLite file, closed on exit."""
-    store = await SqliteStore.open(path, dedupe_ttl=8 * 86_400.0, clock=clock)
+    store = await open_store(path, clock)
     try:
         yield store
     finally:

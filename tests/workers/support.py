@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import httpx
 import orjson
 
 from tcsms_poller.backoff import Backoff
@@ -28,20 +27,19 @@ from tcsms_poller.tencent.client import Credentials, RetryPolicy, TencentClient
 from tcsms_poller.tencent.ratelimit import RateLimiters
 from tcsms_poller.workers import ByNumberWorker, WorkerContext
 from tcsms_poller.workers.by_number import STATUS_ACTION
+from tests.support.emulator import request_counts
+from tests.support.records import FakeClock
 
-__all__ = ["INTERVAL", "Clock", "by_number_worker", "committed", "control", "worker_context"]
+__all__ = ["INTERVAL", "Clock", "by_number_worker", "committed", "requests_of", "worker_context"]
 
 INTERVAL = 60.0
 
 
-class Clock:
-    """Wall time that moves only when the test says so."""
+class Clock(FakeClock):
+    """Wall time that moves only when the test says so, starting now unless told otherwise."""
 
     def __init__(self, now: float | None = None) -> None:
-        self.now = time.time() if now is None else now
-
-    def __call__(self) -> float:
-        return self.now
+        super().__init__(time.time() if now is None else now)
 
 
 @asynccontextmanager
@@ -112,12 +110,6 @@ async def committed(ctx: WorkerContext) -> list[dict[str, Any]]:
     return [orjson.loads(row.data) for row in rows]
 
 
-async def control(
-    emulator: RunningEmulator, path: str, body: Mapping[str, Any] | None = None
-) -> Any:
-    """POST (with ``body``) or GET a control endpoint of the emulator."""
-    async with httpx.AsyncClient() as http:
-        url = f"{emulator.url}/_emulator/{path}"
-        response = await (http.get(url) if body is None else http.post(url, json=body))
-        response.raise_for_status()
-        return response.json()
+def requests_of(emulator: RunningEmulator, action: str = STATUS_ACTION) -> int:
+    """How many requests of ``action`` the emulator has seen so far."""
+    return request_counts(emulator, action)[0]

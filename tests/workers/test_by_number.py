@@ -19,14 +19,12 @@ from tcsms_poller.emulator import (
     Fault,
     FaultKind,
     RunningEmulator,
-    run_emulator,
 )
 from tcsms_poller.state import StateStore
 from tcsms_poller.workers import ByNumberWorker, WorkerContext, poll_cycle, run_worker
 from tcsms_poller.workers.by_number import STATUS_ACTION
-from tests.e2e.conftest import request_counts
 from tests.support.log_capture import captured_logs, json_lines
-from tests.workers.support import INTERVAL, Clock, by_number_worker
+from tests.workers.support import INTERVAL, Clock, by_number_worker, requests_of
 
 pytestmark = pytest.mark.anyio
 
@@ -35,9 +33,9 @@ OUTAGE = Fault(action=STATUS_ACTION, kind=FaultKind.HTTP_ERROR)
 
 
 @pytest.fixture
-async def emulator() -> AsyncIterator[RunningEmulator]:
-    async with run_emulator(EmulatorOptions(seed=3)) as running:
-        yield running
+def emulator_options() -> EmulatorOptions:
+    """The emulator's options: no traffic."""
+    return EmulatorOptions(seed=3)
 
 
 @pytest.fixture
@@ -48,10 +46,6 @@ async def worker(
     rate = DEFAULT_RATE_LIMITS[STATUS_ACTION]
     async with by_number_worker(tmp_path, emulator, [NUMBER], rate=rate) as running:
         yield running
-
-
-def requests_of(emulator: RunningEmulator) -> int:
-    return request_counts(emulator, STATUS_ACTION)[0]
 
 
 async def a_failed_round(

@@ -33,8 +33,7 @@ from tcsms_poller.tencent.client import Credentials, RetryPolicy, TencentClient
 from tcsms_poller.tencent.ratelimit import RateLimiters
 from tcsms_poller.workers import WorkerContext, poll_cycle
 from tcsms_poller.workers.queue import replies_worker
-from tests.e2e.conftest import request_counts
-from tests.e2e.test_pipeline import inject, replies
+from tests.support.emulator import inject, replies, request_counts
 from tests.support.log_capture import captured_logs, json_lines
 
 pytestmark = pytest.mark.anyio

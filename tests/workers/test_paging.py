@@ -18,9 +18,8 @@ from tcsms_poller.emulator.store import ReplyRecord, SendStatusRecord
 from tcsms_poller.state import StateStore
 from tcsms_poller.tencent.api import PAGE_LIMIT
 from tcsms_poller.workers.by_number import REPLY_ACTION, STATUS_ACTION
-from tests.e2e.conftest import request_counts
 from tests.support.log_capture import captured_logs, json_lines
-from tests.workers.support import INTERVAL, by_number_worker
+from tests.workers.support import INTERVAL, by_number_worker, requests_of
 
 pytestmark = pytest.mark.anyio
 
@@ -77,10 +76,6 @@ async def delivered_ids(store: StateStore) -> list[str]:
     """The ids of every record in the outbox, in order, repeats included."""
     rows = await store.read_outbox(after=0, limit=100_000)
     return [str(row.as_dict()["id"]) for row in rows]
-
-
-def requests_of(emulator: RunningEmulator, action: str = STATUS_ACTION) -> int:
-    return request_counts(emulator, action)[0]
 
 
 async def test_late_receipts_and_a_busy_number_are_delivered_once_each(

@@ -25,9 +25,10 @@ from tcsms_poller.emulator import (
 from tcsms_poller.tencent.client import RetryPolicy
 from tcsms_poller.workers import NextCycle, WorkerContext, poll_cycle, run_worker
 from tcsms_poller.workers.queue import QueueWorker, replies_worker, send_status_worker
-from tests.e2e.conftest import wait_until
+from tests.support.emulator import control
 from tests.support.log_capture import captured_logs, json_lines
-from tests.workers.support import committed, control, worker_context
+from tests.support.waiting import wait_until
+from tests.workers.support import committed, worker_context
 
 pytestmark = pytest.mark.anyio
 

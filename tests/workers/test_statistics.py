@@ -26,8 +26,9 @@ from tcsms_poller.emulator import (
 from tcsms_poller.tencent.api import BEIJING
 from tcsms_poller.tencent.models import STATISTICS_FIELDS
 from tcsms_poller.workers.statistics import EQUAL_HOURS_REFUSED, StatisticsWorker
+from tests.support.emulator import control
 from tests.support.log_capture import captured_logs, json_lines
-from tests.workers.support import Clock, committed, control, worker_context
+from tests.workers.support import Clock, committed, worker_context
 
 pytestmark = pytest.mark.anyio
 

@@ -7,21 +7,12 @@ import random
 import pytest
 
 from tcsms_poller.workers.base import NextCycle, Ticker
-
-
-class Clock:
-    """Monotonic time the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1_000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.records import FakeClock
 
 
 def test_work_and_late_wake_ups_do_not_shift_the_schedule() -> None:
     """Cycles of 0.5 s woken 50 ms late still start on the 2 s grid, after 100 of them."""
-    clock = Clock()
+    clock = FakeClock(1_000.0)
     ticker = Ticker(2.0, jitter=0.0, clock=clock)
     first = clock.now
     for cycle in range(100):
@@ -33,7 +24,7 @@ def test_work_and_late_wake_ups_do_not_shift_the_schedule() -> None:
 
 def test_jitter_stays_within_ten_percent_and_never_accumulates() -> None:
     """Each start is within ±10 % of its tick, however many ticks have passed."""
-    clock = Clock()
+    clock = FakeClock(1_000.0)
     ticker = Ticker(10.0, clock=clock, rng=random.Random(1))
     first = clock.now
     offsets = []
@@ -47,7 +38,7 @@ def test_jitter_stays_within_ten_percent_and_never_accumulates() -> None:
 
 def test_an_overrun_starts_at_once_and_re_anchors() -> None:
     """A cycle longer than the interval is followed at once, then every interval from there."""
-    clock = Clock()
+    clock = FakeClock(1_000.0)
     ticker = Ticker(2.0, jitter=0.0, clock=clock)
     ticker.start()
     clock.now += 5.0  # missed two ticks

@@ -21,10 +21,8 @@ from tcsms_poller.state.messages import NewMessage, Schedule, TrackedMessage
 from tcsms_poller.state.roles import TrackedMessages
 from tcsms_poller.tencent.models import SendStatus
 from tcsms_poller.workers import WorkerContext
-from tcsms_poller.workers.by_number import STATUS_ACTION
 from tcsms_poller.workers.tracking import TrackingWorker, schedule_of
-from tests.e2e.conftest import request_counts
-from tests.workers.support import Clock, committed, worker_context
+from tests.workers.support import Clock, committed, requests_of, worker_context
 
 pytestmark = pytest.mark.anyio
 
@@ -51,10 +49,6 @@ async def rig(
         assert messages is not None
         worker = TrackingWorker(ctx, app_id=DEFAULT_APP_ID, settings=SETTINGS, messages=messages)
         yield worker, ctx, clock, messages
-
-
-def requests_of(emulator: RunningEmulator) -> int:
-    return request_counts(emulator, STATUS_ACTION)[0]
 
 
 def receipt(

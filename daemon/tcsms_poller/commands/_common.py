@@ -90,6 +90,15 @@ def duration_argument(text: str) -> float:
     return seconds
 
 
+def add_duration_argument(
+    parser: argparse.ArgumentParser, flag: str, *, default: float, help: str
+) -> None:
+    """An option taking a duration (``20``, ``500ms``, ``2m``; see ``duration_argument``)."""
+    parser.add_argument(
+        flag, type=duration_argument, default=default, metavar="DURATION", help=help
+    )
+
+
 def run_reporting(func: Callable[[], Awaitable[T]], *, event: str) -> T:
     """``anyio.run(func)``; a failure is one ``event`` line at error, never a traceback.
 

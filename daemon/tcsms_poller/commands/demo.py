@@ -28,7 +28,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from tcsms_poller.commands._common import duration_argument
+from tcsms_poller.commands._common import add_duration_argument
 from tcsms_poller.commands.run import serve_until_signalled
 from tcsms_poller.config import Config, config_from_mapping
 from tcsms_poller.daemon import Daemon
@@ -54,11 +54,10 @@ KINDS = ("send_status", "reply", "callback_statistics")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
+    add_duration_argument(
+        parser,
         "--duration",
-        type=duration_argument,
         default=20.0,
-        metavar="DURATION",
         help="how long to run (default 20s; Ctrl-C stops earlier)",
     )
     parser.add_argument("--seed", type=int, default=1, help="traffic seed (default 1)")

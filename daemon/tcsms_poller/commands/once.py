@@ -14,7 +14,7 @@ import structlog
 
 from tcsms_poller.commands._common import (
     add_config_argument,
-    duration_argument,
+    add_duration_argument,
     load_and_configure,
     run_reporting,
 )
@@ -28,11 +28,10 @@ log = structlog.get_logger("tcsms_poller.daemon")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_argument(parser, logs=True)
-    parser.add_argument(
+    add_duration_argument(
+        parser,
         "--drain-timeout",
-        type=duration_argument,
         default=60.0,
-        metavar="DURATION",
         help="how long the sinks may take to deliver (default 60s)",
     )
 

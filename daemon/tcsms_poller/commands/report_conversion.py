@@ -94,7 +94,7 @@ def execute(args: argparse.Namespace) -> int:
             _report, config, app_id, args.serial_no, args.conversion_time, backend="asyncio"
         )
     except TencentError as error:
-        log.error("conversion.failed", code=error.code, request_id=error.request_id or None)
+        log.error("conversion.failed", **error.log_fields)
         status = ConversionStatus(code=error.code, message=error.message)
     except StateError as error:
         log.error("conversion.not_recorded", error=str(error))

@@ -14,7 +14,7 @@ import structlog
 
 from tcsms_poller.commands._common import (
     add_config_argument,
-    duration_argument,
+    add_duration_argument,
     load_and_configure,
     run_reporting,
 )
@@ -31,11 +31,10 @@ log = structlog.get_logger("tcsms_poller.daemon")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_argument(parser, logs=True)
-    parser.add_argument(
+    add_duration_argument(
+        parser,
         "--drain-grace",
-        type=duration_argument,
         default=SINK_GRACE,
-        metavar="DURATION",
         help="at a stop, how long the sinks may take to deliver what is committed "
         f"(default {format_duration(SINK_GRACE)}); keep the stop timeout of systemd or "
         "Docker above it plus tencent.timeout",

@@ -20,6 +20,7 @@ A bad body answers 422 ``{"error": "..."}`` and changes nothing.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Literal, TypeVar
 
@@ -213,6 +214,34 @@ def _fault_rules(state: EmulatorState) -> Response:
     return JSONResponse({"faults": [rule.model_dump(mode="json") for rule in state.faults.rules]})
 
 
+def _activation(state: EmulatorState) -> Response:
+    return JSONResponse({"inactive": dict(state.inactive)})
+
+
+async def _replace(
+    request: Request,
+    model: type[M],
+    apply: Callable[[EmulatorState, M], None],
+    answer: Callable[[EmulatorState], Response],
+) -> Response:
+    """A POST that replaces a setting whole: read ``model``, ``apply`` it, answer the new value."""
+    state = _state(request)
+    try:
+        given = await _read(request, model)
+    except _BadInputError as error:
+        return _unprocessable(str(error))
+    apply(state, given)
+    return answer(state)
+
+
+def _set_faults(state: EmulatorState, given: FaultRules) -> None:
+    state.faults.replace(given.faults)
+
+
+def _set_inactive(state: EmulatorState, given: Activation) -> None:
+    state.inactive = dict(given.inactive)
+
+
 async def get_faults(request: Request) -> Response:
     """The fault rules in force."""
     return _fault_rules(_state(request))
@@ -220,17 +249,7 @@ async def get_faults(request: Request) -> Response:
 
 async def post_faults(request: Request) -> Response:
     """Replace every fault rule."""
-    state = _state(request)
-    try:
-        rules = await _read(request, FaultRules)
-    except _BadInputError as error:
-        return _unprocessable(str(error))
-    state.faults.replace(rules.faults)
-    return _fault_rules(state)
-
-
-def _activation(state: EmulatorState) -> Response:
-    return JSONResponse({"inactive": dict(state.inactive)})
+    return await _replace(request, FaultRules, _set_faults, _fault_rules)
 
 
 async def get_activation(request: Request) -> Response:
@@ -240,13 +259,7 @@ async def get_activation(request: Request) -> Response:
 
 async def post_activation(request: Request) -> Response:
     """Replace the set of actions not activated (``{}`` activates everything)."""
-    state = _state(request)
-    try:
-        given = await _read(request, Activation)
-    except _BadInputError as error:
-        return _unprocessable(str(error))
-    state.inactive = dict(given.inactive)
-    return _activation(state)
+    return await _replace(request, Activation, _set_inactive, _activation)
 
 
 CONTROL_ROUTES = [

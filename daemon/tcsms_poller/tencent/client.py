@@ -239,8 +239,7 @@ class TencentClient:
                 log.warning(
                     "tencent.retry_scheduled",
                     action=action,
-                    code=error.code,
-                    request_id=error.request_id or None,
+                    **error.log_fields,
                     attempt=attempt,
                     delay_s=round(delay, 3),
                     error=error.message,
@@ -261,8 +260,7 @@ class TencentClient:
             log.debug(
                 "tencent.request_failed",
                 action=action,
-                code=error.code,
-                request_id=error.request_id or None,
+                **error.log_fields,
             )
             if error.answer_lost and action in QUEUE_ACTIONS:
                 self._count_lost_answer(action, str(params.get("SmsSdkAppId", "")), error)
@@ -287,8 +285,7 @@ class TencentClient:
             "tencent.queue_answer_lost",
             action=action,
             app_id=app_id,
-            code=error.code,
-            request_id=error.request_id or None,
+            **error.log_fields,
             error=error.message,
             note="records Tencent handed out in this answer cannot be pulled again",
         )

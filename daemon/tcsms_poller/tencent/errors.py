@@ -77,6 +77,11 @@ class TencentError(Exception):
         """Whether retrying the same request may succeed."""
         return isinstance(self, TransientError)
 
+    @property
+    def log_fields(self) -> dict[str, str | None]:
+        """``code`` and ``request_id`` (None when Tencent gave none) for a log line's key/values."""
+        return {"code": self.code, "request_id": self.request_id or None}
+
 
 class TransientError(TencentError):
     """Retrying may succeed."""

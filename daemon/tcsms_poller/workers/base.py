@@ -114,6 +114,20 @@ class Worker(Protocol):
         ...
 
 
+class WorkerBase:
+    """What every worker holds: its name, action, app, interval, health part and context."""
+
+    def __init__(
+        self, ctx: WorkerContext, *, name: str, action: Action, app_id: str, interval: float
+    ) -> None:
+        self.name = name
+        self.action = action
+        self.app_id = app_id
+        self.interval = interval
+        self.health = ctx.board.register(name, "worker")
+        self._ctx = ctx
+
+
 class Ticker:
     """Waits until the next tick of a fixed schedule: every ``interval``, jittered, no drift.
 
@@ -220,8 +234,7 @@ async def poll_cycle(worker: Worker, ctx: WorkerContext) -> NextCycle:
             next_cycle = NextCycle(wait=ctx.unhealthy_retry)
         (bound.error if permanent else bound.warning)(
             "poll.failed",
-            code=error.code,
-            request_id=error.request_id or None,
+            **error.log_fields,
             error=error.describe(),
             retry_in_s=next_cycle.wait,
         )

@@ -19,7 +19,9 @@ directly (after a restart, its first poll finds them again).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import anyio
 import structlog
@@ -29,8 +31,8 @@ from tcsms_poller.state import StateError
 from tcsms_poller.state.roles import Change, NumberPolled, TrackedNumber
 from tcsms_poller.tencent.api import PAGE_LIMIT, Action
 from tcsms_poller.tencent.errors import AuthError, TencentError
-from tcsms_poller.tencent.models import RejectedItem
-from tcsms_poller.workers.base import PollStats, WorkerContext
+from tcsms_poller.tencent.models import Page, RejectedItem
+from tcsms_poller.workers.base import PollStats, WorkerBase, WorkerContext
 from tcsms_poller.workers.windows import Plan, Sweep, Window, span_of
 
 __all__ = ["ByNumberWorker"]
@@ -54,6 +56,21 @@ class _Fetched:
     times: list[int]
     rejected: tuple[RejectedItem, ...]
     size: int  # every item the answer held, rejected and pending ones included: 100 is full
+
+
+def _fetched(
+    app_id: str,
+    action: Action,
+    page: Page[Any],
+    normalize: Callable[..., Record],
+    times: list[int],
+    received_at: str,
+) -> _Fetched:
+    """A page of ``action`` normalized into records, each received at ``received_at``."""
+    records = [
+        normalize(app_id, item, source=action, received_at=received_at) for item in page.items
+    ]
+    return _Fetched(action, records, times, page.rejected, page.size)
 
 
 @dataclass(slots=True)
@@ -87,7 +104,7 @@ class _Round:
         return next((e for e in self.errors if isinstance(e, AuthError)), None)
 
 
-class ByNumberWorker:
+class ByNumberWorker(WorkerBase):
     """Polls the tracked numbers of one app; see the module docstring."""
 
     def __init__(
@@ -100,12 +117,13 @@ class ByNumberWorker:
         replies: bool,
         name: str | None = None,
     ) -> None:
-        self.name = name or f"by_number:{app_id}"
-        self.action = STATUS_ACTION
-        self.app_id = app_id
-        self.interval = CHECK_PERIOD
-        self.health = ctx.board.register(self.name, "worker")
-        self._ctx = ctx
+        super().__init__(
+            ctx,
+            name=name or f"by_number:{app_id}",
+            action=STATUS_ACTION,
+            app_id=app_id,
+            interval=CHECK_PERIOD,
+        )
         self._number_interval = interval
         self._lookback = lookback
         self._replies = replies
@@ -193,8 +211,7 @@ class ByNumberWorker:
                     "by_number.number_failed",
                     worker=self.name,
                     number=number.phone,
-                    code=error.code,
-                    request_id=error.request_id or None,
+                    **error.log_fields,
                     error=error.message,
                 )
 
@@ -277,26 +294,10 @@ class ByNumberWorker:
             reply_page = await client.pull_sms_reply_status_by_phone_number(
                 self.app_id, phone, begin=window.begin, end=window.end
             )
-            return _Fetched(
-                action=REPLY_ACTION,
-                records=[
-                    reply_record(self.app_id, r, source=REPLY_ACTION, received_at=received_at)
-                    for r in reply_page.items
-                ],
-                times=[r.reply_time for r in reply_page.items],
-                rejected=reply_page.rejected,
-                size=reply_page.size,
-            )
+            times = [r.reply_time for r in reply_page.items]
+            return _fetched(self.app_id, REPLY_ACTION, reply_page, reply_record, times, received_at)
         page = await client.pull_sms_send_status_by_phone_number(
             self.app_id, phone, begin=window.begin, end=window.end
         )
-        return _Fetched(
-            action=STATUS_ACTION,
-            records=[
-                send_status_record(self.app_id, s, source=STATUS_ACTION, received_at=received_at)
-                for s in page.items
-            ],
-            times=[s.user_receive_time for s in page.items],
-            rejected=page.rejected,
-            size=page.size,
-        )
+        times = [s.user_receive_time for s in page.items]
+        return _fetched(self.app_id, STATUS_ACTION, page, send_status_record, times, received_at)

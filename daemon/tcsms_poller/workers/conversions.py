@@ -18,7 +18,7 @@ from tcsms_poller.records import conversion_record, format_received_at
 from tcsms_poller.state.roles import ConversionReported, PendingConversion
 from tcsms_poller.tencent.api import Action
 from tcsms_poller.tencent.errors import AuthError, PermanentError, TencentError
-from tcsms_poller.workers.base import PollStats, WorkerContext
+from tcsms_poller.workers.base import PollStats, WorkerBase, WorkerContext
 
 __all__ = ["ACTION", "ConversionReporter"]
 
@@ -28,16 +28,11 @@ LEASE = 120.0
 log = structlog.get_logger("tcsms_poller.workers")
 
 
-class ConversionReporter:
+class ConversionReporter(WorkerBase):
     """Reports queued conversions of every app, checking the queue every ``interval``."""
 
     def __init__(self, ctx: WorkerContext, *, interval: float = 1.0) -> None:
-        self.name = "conversions"
-        self.action = ACTION
-        self.app_id = ""
-        self.interval = interval
-        self.health = ctx.board.register(self.name, "worker")
-        self._ctx = ctx
+        super().__init__(ctx, name="conversions", action=ACTION, app_id="", interval=interval)
         self._backoff = Backoff(initial=2.0, maximum=600.0)
         self._in_flight = anyio.CapacityLimiter(max(1, min(200, ctx.client.rate_limit(ACTION))))
 
@@ -86,8 +81,7 @@ class ConversionReporter:
                 "conversion.deferred",
                 serial_no=item.serial_no,
                 app_id=item.app_id,
-                code=error.code,
-                request_id=error.request_id or None,
+                **error.log_fields,
                 retry_in_s=round(delay, 1),
             )
             return error

@@ -21,7 +21,7 @@ from tcsms_poller.records import Record, format_received_at, reply_record, send_
 from tcsms_poller.tencent.api import PAGE_LIMIT, Action
 from tcsms_poller.tencent.errors import PermanentError, means_not_activated
 from tcsms_poller.tencent.models import Page
-from tcsms_poller.workers.base import PollStats, WorkerContext
+from tcsms_poller.workers.base import PollStats, WorkerBase, WorkerContext
 
 __all__ = ["QueueWorker", "replies_worker", "send_status_worker"]
 
@@ -31,7 +31,7 @@ Puller = Callable[[str], Awaitable[Page[Any]]]
 Normalizer = Callable[..., Record]
 
 
-class QueueWorker:
+class QueueWorker(WorkerBase):
     """Drains one queue-mode action for one app."""
 
     def __init__(
@@ -45,12 +45,9 @@ class QueueWorker:
         pull: Puller,
         normalize: Normalizer,
     ) -> None:
-        self.name = f"{kind}:{app_id}"
-        self.action = action
-        self.app_id = app_id
-        self.interval = interval
-        self.health = ctx.board.register(self.name, "worker")
-        self._ctx = ctx
+        super().__init__(
+            ctx, name=f"{kind}:{app_id}", action=action, app_id=app_id, interval=interval
+        )
         self._pull = pull
         self._normalize = normalize
         self._kind = kind
@@ -96,8 +93,7 @@ class QueueWorker:
             self._ctx.metrics.worker_not_activated.labels(self.name).set(1)
             bound.warning(
                 "queue.not_activated",
-                code=error.code,
-                request_id=error.request_id or None,
+                **error.log_fields,
                 recheck_in_s=recheck,
                 fix=f"ask Tencent's SMS Helper to activate {self.action} for this app, or set "
                 f"{self._kind}.enabled: false for it",

@@ -29,7 +29,7 @@ from tcsms_poller.records import Record, format_received_at, statistics_record
 from tcsms_poller.tencent.api import BEIJING, Action
 from tcsms_poller.tencent.errors import RequestError, TencentError
 from tcsms_poller.tencent.models import STATISTICS_FIELDS
-from tcsms_poller.workers.base import PollStats, WorkerContext
+from tcsms_poller.workers.base import PollStats, WorkerBase, WorkerContext
 
 __all__ = ["StatisticsWorker", "hours_back"]
 
@@ -51,16 +51,13 @@ def _hour(moment: datetime) -> str:
     return moment.strftime("%Y%m%d%H")
 
 
-class StatisticsWorker:
+class StatisticsWorker(WorkerBase):
     """Collects the receipt statistics of one app every ``interval``."""
 
     def __init__(self, ctx: WorkerContext, *, app_id: str, interval: float, lookback: float):
-        self.name = f"statistics:{app_id}"
-        self.action = ACTION
-        self.app_id = app_id
-        self.interval = interval
-        self.health = ctx.board.register(self.name, "worker")
-        self._ctx = ctx
+        super().__init__(
+            ctx, name=f"statistics:{app_id}", action=ACTION, app_id=app_id, interval=interval
+        )
         self._lookback = lookback
         self._in_flight = anyio.CapacityLimiter(max(1, ctx.client.rate_limit(ACTION)))
         self._end_exclusive = False  # this app's API refused [h, h]: ask [h, h+1]
@@ -140,8 +137,7 @@ class StatisticsWorker:
             "statistics.end_hour_exclusive",
             worker=self.name,
             app_id=self.app_id,
-            code=error.code,
-            request_id=error.request_id or None,
+            **error.log_fields,
             note="the API refused EndTime equal to BeginTime: asking each hour as [h, h+1], "
             "read as hour h alone",
         )

@@ -12,8 +12,8 @@ from tcsms_poller.housekeeping import Housekeeper
 from tcsms_poller.metrics import Metrics
 from tcsms_poller.sdnotify import Notifier
 from tcsms_poller.sinks.fleet import SinkFleet
-
-from .test_store import open_store, record
+from tests.support.records import record
+from tests.support.state import open_store
 
 
 def state_part(board: HealthBoard) -> dict[str, object]:

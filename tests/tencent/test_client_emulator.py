@@ -23,7 +23,7 @@ from tcsms_poller.metrics import Metrics
 from tcsms_poller.tencent.client import Credentials, RetryPolicy, TencentClient
 from tcsms_poller.tencent.errors import AuthError, RequestError, ServerError
 from tcsms_poller.tencent.ratelimit import RateLimiters
-from tests.emulator.support import APP, NUMBER, Api
+from tests.support.emulator_api import APP, NUMBER, Api
 
 pytestmark = pytest.mark.anyio
 
@@ -99,7 +99,7 @@ async def test_injected_internal_errors_are_retried(client: TencentClient, api: 
 
 
 @pytest.fixture
-def options() -> EmulatorOptions:
+def emulator_options() -> EmulatorOptions:
     """The documented limits, but CallbackStatusStatistics at 20 per second for a short test."""
     return EmulatorOptions(rate_limits={"CallbackStatusStatistics": 20})
 
