@@ -57,10 +57,10 @@ BACKLOG = 40_000  # backlog at which the webhook comes back
 # first merge. Its dict doubles its table at 21,845 ids (a 1 MiB step in every run); with the id
 # strings it grows 2.4 MiB over the watch. It is counted out of the growth (``dedupe_ram``).
 ID_BYTES = 88  # a SerialNo string in pymalloc; replies' ids are longer, but one record in 40
-# Beyond the dedupe set the peak lay 1.1 to 3.4 MiB above the baseline (allocator noise, the last
-# of SQLite's cache) in 17 runs, idle or beside two busy processes. The 20,000 records from WARM
+# Beyond the dedupe set the peak lay 0.8 to 3.4 MiB above the baseline (allocator noise, the last
+# of SQLite's cache) in 28 runs, idle or beside two busy processes. The 20,000 records from WARM
 # to BACKLOG hold about 10 MiB as outbox rows: the backlog kept in memory (an outbox tail without
-# a bound) measured 13.3 MiB beyond the dedupe set.
+# a bound) measured 13 MiB beyond the dedupe set, twice.
 RSS_GROWTH_KIB = 6 * 1024
 LONGEST_PAUSE = 5.0  # seconds without a request of a pull action, or a commit, that is a pause
 
