@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tracemalloc
 from typing import Any
 
 import jsonschema
@@ -241,3 +242,16 @@ def test_statistics_id_changes_only_with_the_counters() -> None:
 def test_received_at_is_rfc3339_utc_milliseconds() -> None:
     """Times are UTC with exactly three fractional digits and a Z."""
     assert format_received_at(1764057600.5) == "2025-11-25T08:00:00.500Z"
+
+
+def test_an_outbox_row_holds_no_more_memory_than_its_bytes() -> None:
+    """The outbox tail keeps rows for a while: each must cost about its length, not a buffer."""
+    record = send_status_record(APP, STATUS, source="pull", received_at=AT)
+    tracemalloc.start()
+    try:
+        rows = [record.to_json() for _ in range(100)]
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    per_row = held / len(rows)
+    assert per_row < len(rows[0]) + 200, f"{per_row:.0f} bytes a row of {len(rows[0])}"

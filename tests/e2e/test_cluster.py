@@ -31,8 +31,14 @@ pytestmark = pytest.mark.anyio
 TTL = 3.0  # seconds: the shortest lease_ttl the configuration allows, for quick failovers
 # A loaded 2-core machine can delay one request past the limiter's 20 ms margin between its grant
 # and the emulator's arrival stamp, as for a single daemon (tests/test_bench.py): the emulator
-# then refuses it and it is retried. Two instances pulling at once would be refused by the dozen.
-JITTER_REFUSALS = 2
+# then refuses it and it is retried. In about 170 requests of the sweep below, 0 or 1 were refused
+# on an idle machine and 1 to 4 beside two busy processes (3 daemons, PostgreSQL and the emulator
+# share the 2 cores). Two instances pulling at once would be refused by the dozen each second.
+JITTER_REFUSALS = 6
+# The sweep's rate over 8 s: 97 to 98 % of the limit on an idle machine, 95.5 to 98 % beside two
+# busy processes (a request sent late moves the slots after it; the count's ends are one request
+# either way). A limit split three ways, or a sweep stalled by its lease, shows far less.
+UTILIZATION = 0.9
 BATCH = 50
 SINK_LEASE = "sink:http"
 LIMITED = "PullSmsSendStatusByPhoneNumber"
@@ -193,10 +199,13 @@ async def test_three_instances_keep_the_limits_and_fail_over_after_kill_9(
             await anyio.sleep(8.0)
             rate = (request_count(emulator) - before) / (anyio.current_time() - started)
             limit = 20
-            assert rate >= 0.95 * limit, f"{rate:.2f} requests/s of {limit}"
-            assert sum(limit_hits(emulator).values()) <= JITTER_REFUSALS
+            assert rate >= UTILIZATION * limit, f"{rate:.2f} requests/s of {limit}"
+            refused = sum(limit_hits(emulator).values())
+            assert refused <= JITTER_REFUSALS
+            # The emulator's window counts the requests it refused too (emulator/stats.py): each
+            # refusal above lifts it one past the limit.
             stats = emulator.state.stats_snapshot()["actions"]
-            assert stats[LIMITED]["max_in_window"] <= limit
+            assert stats[LIMITED]["max_in_window"] <= limit + refused
 
             now_held = await holders(postgres_url)
             victims = {now_held["pull"], now_held[SINK_LEASE]}  # one instance or two
