@@ -21,7 +21,8 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-pytest_plugins = ["tests.support.postgres"]  # postgres_server (one a session), postgres_url
+# postgres_server (one a session), postgres_url; backend (each state backend in turn)
+pytest_plugins = ["tests.support.postgres", "tests.support.backends"]
 
 
 @pytest.fixture(
