@@ -255,3 +255,99 @@ async def test_a_message_tracked_while_its_numbers_last_one_resolves_keeps_it_sc
         clock.now = sent + 60
         _, due = await messages.due(APP, limit=10, skip=frozenset())
         assert due == [(NUMBER, sent + 15.0, sent + 5)]  # as the old message had it
+
+
+async def test_two_daemons_tracking_the_same_batch_at_once_track_each_message_once(
+    postgres_url: str,
+) -> None:
+    """Two instances receive the same batch (in different orders) at the same moment: each
+    message is tracked once, by exactly one of them, and its number once."""
+    clock = FakeClock()
+    sent = int(clock.now)
+    schedule = Schedule(first_poll=15.0, max_gap=3600.0)
+    batch = [NewMessage(APP, f"m:{i:03}", f"+86137000{i % 7:05}", sent) for i in range(60)]
+    async with opened(postgres_url) as one, opened(postgres_url) as two:
+        outcomes: list[list[bool]] = []
+
+        async def track(store: PostgresStore, items: list[NewMessage]) -> None:
+            created = await tracked_messages(store, clock=clock).track(items, schedule=schedule)
+            outcomes.append([created[items.index(m)] for m in batch])
+
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                for _ in range(3):
+                    tg.start_soon(track, one, batch)
+                    tg.start_soon(track, two, batch[::-1])
+        assert [sum(column) for column in zip(*outcomes, strict=True)] == [1] * len(batch)
+        messages = tracked_messages(one, clock=clock)
+        assert await messages.pending_counts() == {APP: len(batch)}
+        clock.now = sent + 60
+        _, due = await messages.due(APP, limit=100, skip=frozenset())
+        assert sorted(phone for phone, _, _ in due) == sorted({m.phone for m in batch})
+
+
+async def blocked_on(url: str, gate: psycopg.AsyncConnection[tuple[object, ...]]) -> int:
+    """How many sessions of the database wait for ``gate``'s transaction to end."""
+    row = await (await gate.execute("SELECT pg_current_xact_id()::text")).fetchone()
+    assert row is not None
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as probe:
+        cursor = await probe.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'transactionid' AND NOT granted "
+            "AND transactionid::text = %s",
+            (row[0],),
+        )
+        found = await cursor.fetchone()
+    return int(found[0]) if found else 0
+
+
+async def test_grouped_writes_of_two_daemons_taking_rows_in_opposite_orders_both_commit(
+    postgres_url: str,
+) -> None:
+    """Each daemon groups the writes that wait into one transaction, so the rows its writes
+    take add up in arrival order, whatever order each write keeps: two daemons can deadlock.
+    PostgreSQL then fails one write; it is run again and both daemons' writes commit.
+
+    Staged with two gates (rows another session inserts and holds): daemon one groups
+    ``track a`` then ``track gate2, b``, daemon two ``track b`` then ``track gate2, a``; both
+    groups take their first row and wait at gate 2; opening it closes the cycle."""
+    clock = FakeClock()
+    sent = int(clock.now)
+    schedule = Schedule(first_poll=15.0, max_gap=3600.0)
+    phones = {"0gate1": "+8613700000091", "0gate2": "+8613700000092"}
+    phones |= {"a": NUMBER, "b": "+8613700000002"}  # a number each, or they queue on its row
+
+    def batch(*serial_nos: str) -> list[NewMessage]:
+        return [NewMessage(APP, serial_no, phones[serial_no], sent) for serial_no in serial_nos]
+
+    gate1, gate2 = await connect(postgres_url), await connect(postgres_url)
+    async with opened(postgres_url) as one, opened(postgres_url) as two, gate1, gate2:
+        for gate, serial_no in ((gate1, "0gate1"), (gate2, "0gate2")):
+            await postgres_messages.add_messages(
+                gate, batch(serial_no), now=clock.now, schedule=schedule
+            )
+        created: dict[str, list[bool]] = {}
+
+        async def track(store: PostgresStore, name: str, *serial_nos: str) -> None:
+            messages = tracked_messages(store, clock=clock)
+            created[name] = await messages.track(batch(*serial_nos), schedule=schedule)
+
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(track, one, "one:gate1", "0gate1")  # holds daemon one's writer
+                tg.start_soon(track, two, "two:gate1", "0gate1")
+                while await blocked_on(postgres_url, gate1) < 2:  # noqa: ASYNC110
+                    await anyio.sleep(0.05)  # another session's wait shows only in its views
+                tg.start_soon(track, one, "one:a", "a")
+                tg.start_soon(track, one, "one:b", "0gate2", "b")
+                tg.start_soon(track, two, "two:b", "b")
+                tg.start_soon(track, two, "two:a", "0gate2", "a")
+                await anyio.wait_all_tasks_blocked()  # all four wait in their daemon's queue
+                await gate1.rollback()
+                while await blocked_on(postgres_url, gate2) < 2:  # noqa: ASYNC110
+                    await anyio.sleep(0.05)
+                await gate2.rollback()
+        assert created["one:a"] == created["two:b"] == [True]
+        assert sorted([created["one:gate1"], created["two:gate1"]]) == [[False], [True]]
+        assert sorted([created["one:b"], created["two:a"]]) == [[False, False], [True, False]]
+        messages = tracked_messages(one, clock=clock)
+        assert await messages.pending_counts() == {APP: 4}
