@@ -647,12 +647,16 @@ async def test_pending_messages_and_their_schedule_survive_a_restart(backend: Ba
 
 
 @pytest.mark.anyio
-async def test_concurrent_receipts_give_ups_and_new_messages_stay_consistent(
+async def test_interleaved_receipts_give_ups_and_new_messages_stay_consistent(
     backend: Backend,
 ) -> None:
-    """Receipts, give-ups and new messages of the same numbers at once: each message ends
-    delivered or missing (with its one receipt_missing record), never both, and a number
-    with a message pending stays scheduled."""
+    """Receipts, give-ups and new messages of the same numbers from many tasks: each message
+    ends delivered or missing (with its one receipt_missing record), never both, and a number
+    with a message pending stays scheduled.
+
+    One store runs its writes one transaction at a time (grouped, on either backend), so the
+    writes interleave here without overlapping; transactions of two daemons really in flight
+    at once are ``test_postgres.py``'s (``..._in_flight_at_once_resolve_each_once``)."""
     clock = FakeClock()
     sent = int(clock.now)
     phones = [f"+86137100{i:05d}" for i in range(24)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import anyio
 import psycopg
@@ -351,3 +352,79 @@ async def test_grouped_writes_of_two_daemons_taking_rows_in_opposite_orders_both
         assert sorted([created["one:b"], created["two:a"]]) == [[False, False], [True, False]]
         messages = tracked_messages(one, clock=clock)
         assert await messages.pending_counts() == {APP: 4}
+
+
+@pytest.mark.parametrize("first", ["give_up", "receipts"])
+async def test_a_give_up_and_receipts_of_the_same_messages_in_flight_at_once_resolve_each_once(
+    postgres_url: str, first: str
+) -> None:
+    """One daemon gives up on expired messages while another commits their receipts: both
+    transactions are running at once (held at a gate on the messages' rows until both wait).
+    Whichever takes the rows first wins for all of them, the other changes none: each message
+    ends delivered (no receipt_missing) or missing (one receipt_missing, its receipt kept as
+    a record and resolving nothing), never both, never neither."""
+    clock = FakeClock()
+    sent = int(clock.now)
+    schedule = Schedule(first_poll=15.0, max_gap=3600.0)
+    phones = [f"+86137000{i:05}" for i in range(6)]
+    serial_nos = [f"m:{i}" for i in range(len(phones))]
+    async with opened(postgres_url) as one, opened(postgres_url) as two:
+        giver = tracked_messages(one, clock=clock)
+        await giver.track(
+            [NewMessage(APP, s, phone, sent) for s, phone in zip(serial_nos, phones, strict=True)]
+            + [NewMessage(APP, "m:silent", phones[0], sent)],  # no receipt ever
+            schedule=schedule,
+        )
+        clock.now = sent + 3 * 86_400.0 + 1
+        receipts = [
+            receipt(s, phone, at=sent + 5, source="callback")
+            for s, phone in zip(serial_nos, phones, strict=True)
+        ]
+        outcome: dict[str, Any] = {}
+
+        async def give_up() -> None:
+            outcome["give_up"] = await giver.give_up(
+                APP, give_up_after=3 * 86_400.0, schedule=schedule
+            )
+
+        async def receive() -> None:
+            outcome["receipts"] = await two.commit(receipts, source="callback")
+
+        steps = {"give_up": give_up, "receipts": receive}
+        gate = await connect(postgres_url)
+        async with gate:
+            await gate.execute("SELECT 1 FROM messages ORDER BY serial_no FOR UPDATE")
+            with anyio.fail_after(30):
+                async with anyio.create_task_group() as tg:
+                    for waiting, name in enumerate([first, *(set(steps) - {first})], start=1):
+                        tg.start_soon(steps[name])
+                        while await lock_waiters(postgres_url) < waiting:  # noqa: ASYNC110
+                            await anyio.sleep(0.05)  # another session's wait: in its views only
+                    await gate.rollback()
+        resolved = [r.state for r in outcome["receipts"].resolved]
+        if first == "give_up":
+            assert outcome["give_up"] is not None
+            assert sorted(r.id for r in outcome["give_up"].new) == sorted(
+                f"missing:{s}" for s in [*serial_nos, "m:silent"]
+            )
+            assert resolved == []  # the receipts came, and found their messages missing
+        else:
+            assert outcome["give_up"] is None  # raced: rolled back whole, to be read again
+            assert resolved == ["delivered"] * len(serial_nos)
+            assert await giver.give_up(APP, give_up_after=3 * 86_400.0, schedule=schedule)
+        states = {s: (await giver.get(s)).state for s in [*serial_nos, "m:silent"]}  # type: ignore[union-attr]
+        rows = await one.read_outbox(after=0, limit=100)
+        missing = sorted(
+            r.as_dict()["id"] for r in rows if r.as_dict()["kind"] == "receipt_missing"
+        )
+        assert missing == sorted(
+            f"missing:{s}" for s, state in states.items() if state == "missing"
+        )
+        assert states["m:silent"] == "missing"
+        expected = "missing" if first == "give_up" else "delivered"
+        assert [states[s] for s in serial_nos] == [expected] * len(serial_nos)
+        assert sorted(r.as_dict()["id"] for r in rows if r.as_dict()["kind"] == "send_status") == (
+            sorted(serial_nos)
+        )
+        assert await giver.pending_counts() == {}
+        assert await giver.due(APP, limit=10, skip=frozenset()) == (None, [])
