@@ -3,8 +3,9 @@ by two daemons at once, a newer schema, lost connections, and masked URLs."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import anyio
@@ -19,6 +20,7 @@ from tcsms_poller.state.postgres import PostgresStore, mask_url
 from tcsms_poller.state.postgres import messages as postgres_messages
 from tcsms_poller.state.postgres.outbox import OUTBOX_LOCK, append
 from tcsms_poller.state.postgres.schema import MIGRATIONS
+from tcsms_poller.state.roles import TrackedMessages
 from tests.support.postgres import PASSWORD, CuttableLink, PostgresServer
 
 from .test_contract import APP, receipt
@@ -354,6 +356,22 @@ async def test_grouped_writes_of_two_daemons_taking_rows_in_opposite_orders_both
         assert await messages.pending_counts() == {APP: 4}
 
 
+async def in_flight_at_once(url: str, *steps: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run ``steps`` (each a transaction on the messages) so that all are in flight at once:
+    a gate session locks every message; each step starts once the ones before it wait for
+    it, in that order (which is the order PostgreSQL lets them through); then it opens."""
+    gate = await connect(url)
+    async with gate:
+        await gate.execute("SELECT 1 FROM messages ORDER BY serial_no FOR UPDATE")
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                for waiting, step in enumerate(steps, start=1):
+                    tg.start_soon(step)
+                    while await lock_waiters(url) < waiting:  # noqa: ASYNC110
+                        await anyio.sleep(0.05)  # another session's wait: in its views only
+                await gate.rollback()
+
+
 @pytest.mark.parametrize("first", ["give_up", "receipts"])
 async def test_a_give_up_and_receipts_of_the_same_messages_in_flight_at_once_resolve_each_once(
     postgres_url: str, first: str
@@ -391,16 +409,9 @@ async def test_a_give_up_and_receipts_of_the_same_messages_in_flight_at_once_res
             outcome["receipts"] = await two.commit(receipts, source="callback")
 
         steps = {"give_up": give_up, "receipts": receive}
-        gate = await connect(postgres_url)
-        async with gate:
-            await gate.execute("SELECT 1 FROM messages ORDER BY serial_no FOR UPDATE")
-            with anyio.fail_after(30):
-                async with anyio.create_task_group() as tg:
-                    for waiting, name in enumerate([first, *(set(steps) - {first})], start=1):
-                        tg.start_soon(steps[name])
-                        while await lock_waiters(postgres_url) < waiting:  # noqa: ASYNC110
-                            await anyio.sleep(0.05)  # another session's wait: in its views only
-                    await gate.rollback()
+        await in_flight_at_once(
+            postgres_url, steps[first], *(f for n, f in steps.items() if n != first)
+        )
         resolved = [r.state for r in outcome["receipts"].resolved]
         if first == "give_up":
             assert outcome["give_up"] is not None
@@ -428,3 +439,46 @@ async def test_a_give_up_and_receipts_of_the_same_messages_in_flight_at_once_res
         )
         assert await giver.pending_counts() == {}
         assert await giver.due(APP, limit=10, skip=frozenset()) == (None, [])
+
+
+async def test_the_same_receipts_and_give_ups_on_two_daemons_at_once_resolve_each_once(
+    postgres_url: str,
+) -> None:
+    """A push retried to the other daemon while the first still commits it, and two daemons
+    giving up at once (a worker's handover): each message resolves once in all, one
+    receipt_missing each, and the receipt's record once."""
+    clock = FakeClock()
+    sent = int(clock.now)
+    schedule = Schedule(first_poll=15.0, max_gap=3600.0)
+    async with opened(postgres_url) as one, opened(postgres_url) as two:
+        daemons = [tracked_messages(store, clock=clock) for store in (one, two)]
+        items = [("pushed", NUMBER), ("silent", "+8613700000002")]
+        await daemons[0].track([NewMessage(APP, s, p, sent) for s, p in items], schedule=schedule)
+        push = [receipt("pushed", NUMBER, at=sent + 5, source="callback")]
+        results: list[Any] = []
+
+        async def receive(store: PostgresStore) -> None:
+            results.append(await store.commit(push, source="callback"))
+
+        await in_flight_at_once(postgres_url, partial(receive, one), partial(receive, two))
+        assert sorted(len(r.resolved) for r in results) == [0, 1]
+        assert sorted(len(r.new) for r in results) == [0, 1]
+        clock.now = sent + 3 * 86_400.0 + 1
+        given_up: list[Any] = []
+
+        async def give_up(daemon: TrackedMessages) -> None:
+            given_up.append(
+                await daemon.give_up(APP, give_up_after=3 * 86_400.0, schedule=schedule)
+            )
+
+        await in_flight_at_once(postgres_url, *(partial(give_up, d) for d in daemons))
+        assert sorted([r is None for r in given_up]) == [False, True]  # one raced, rolled back
+        [won] = [r for r in given_up if r is not None]
+        assert [r.id for r in won.new] == ["missing:silent"]
+        rows = await one.read_outbox(after=0, limit=100)
+        assert sorted(r.as_dict()["id"] for r in rows) == ["missing:silent", "pushed"]
+        assert [(await daemons[1].get(s)).state for s, _ in items] == [  # type: ignore[union-attr]
+            "delivered",
+            "missing",
+        ]
+        assert await daemons[1].give_up(APP, give_up_after=3 * 86_400.0, schedule=schedule) is None
