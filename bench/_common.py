@@ -14,7 +14,7 @@ import signal
 import sqlite3
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
@@ -27,6 +27,7 @@ __all__ = [
     "load_average",
     "machine",
     "percentile",
+    "postgres_server",
     "print_result",
     "proc_status_mb",
     "self_peak_rss_mb",
@@ -44,6 +45,19 @@ def temp_dir(prefix: str, base: Path | None = None) -> Iterator[Path]:
     """A fresh directory, removed on the way out however the block ends."""
     with tempfile.TemporaryDirectory(prefix=prefix, dir=base, ignore_cleanup_errors=True) as name:
         yield Path(name)
+
+
+@contextmanager
+def postgres_server(state: str, parent: Path | None) -> Iterator[Callable[[], str] | None]:
+    """For ``--state postgresql``: a local server (``initdb`` into a temp dir under ``parent``,
+    ``fsync = on``); yields a maker of fresh database URLs, or None for ``sqlite``."""
+    if state != "postgresql":
+        yield None
+        return
+    from tests.support.postgres import running_server  # the test suite's throwaway server
+
+    with running_server(fsync=True, parent=parent) as server:
+        yield server.create_database
 
 
 def exit_on_sigterm() -> None:

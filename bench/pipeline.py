@@ -26,7 +26,6 @@ be 10 % off either way.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import cProfile
 import json
 import os
@@ -34,7 +33,7 @@ import pstats
 import random
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +50,7 @@ from bench._common import (
     filesystem_of,
     machine,
     percentile,
+    postgres_server,
     print_result,
     self_peak_rss_mb,
     temp_dir,
@@ -372,18 +372,6 @@ def pin_to_cores(count: int) -> list[int]:
     chosen = available[:count]
     os.sched_setaffinity(0, chosen)
     return chosen
-
-
-@contextlib.contextmanager
-def postgres_server(state: str, parent: Path | None) -> Iterator[Callable[[], str] | None]:
-    """For ``--state postgresql``: a local server; yields a maker of fresh database URLs."""
-    if state != "postgresql":
-        yield None
-        return
-    from tests.support.postgres import running_server  # the test suite's throwaway server
-
-    with running_server(fsync=True, parent=parent) as server:
-        yield server.create_database
 
 
 def main(argv: Sequence[str] | None = None) -> int:

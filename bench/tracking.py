@@ -19,6 +19,11 @@ compressed, so they count ten times over at the default scale: the figures are p
 Receipts hours late fall beyond the run (``--settle`` after the last send), as do those that
 never come: ``resolved_share`` counts both against the tracking daemon.
 
+With ``--state postgresql`` each daemon keeps its state in a fresh database of a local
+PostgreSQL server the benchmark starts for itself (as ``bench/pipeline.py`` does; ``fsync = on``)
+and delivers to a stdout sink (a daemon with ``state.url`` refuses a file sink), whose output
+the benchmark reads as it reads the file sink's with SQLite. ``state`` says which was measured.
+
 Figures: ``requests_per_receipt`` (per-number requests / receipts delivered to the sink,
 target <= 1.5), ``baseline_requests_per_receipt``, ``p50_s``/``p99_s`` (from a receipt
 becoming pullable at the emulator to its record in the sink's file; ``pull_p50_s`` to the
@@ -26,6 +31,7 @@ record's ``received_at``, when the daemon pulled it) and the baseline's,
 ``resolved_share`` (messages resolved by the end / messages sent).
 
     .venv/bin/python bench/tracking.py [--messages 10000] [--numbers 5000] [--rate 10]
+                                       [--state sqlite|postgresql]
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -48,7 +54,15 @@ import anyio
 import httpx
 import yaml
 
-from bench._common import exit_on_sigterm, load_average, machine, percentile, print_result, temp_dir
+from bench._common import (
+    exit_on_sigterm,
+    load_average,
+    machine,
+    percentile,
+    postgres_server,
+    print_result,
+    temp_dir,
+)
 from bench._sweep import tracked_numbers
 from tcsms_poller.emulator import (
     DEFAULT_APP_ID,
@@ -65,6 +79,7 @@ APP = DEFAULT_APP_ID
 TOKEN = "bench-token-0123456789abcdef"  # noqa: S105 (the bench's own daemons)
 TICK = 0.05  # seconds between send batches and between reads of the sinks' files
 READY_TIMEOUT = 120.0
+RECORDS = "records.jsonl"  # what the sink delivered, in the daemon's directory
 
 
 def _free_port() -> int:
@@ -77,7 +92,13 @@ def _free_port() -> int:
 
 
 def _config(
-    emulator: RunningEmulator, workdir: Path, scale: float, *, tracking: bool, port: int
+    emulator: RunningEmulator,
+    workdir: Path,
+    scale: float,
+    *,
+    tracking: bool,
+    port: int,
+    url: str | None,
 ) -> dict[str, Any]:
 
     def seconds(value: float) -> str:
@@ -115,7 +136,7 @@ def _config(
         },
         "apps": [app],
         "state": {"path": str(workdir / "state.db")},
-        "sinks": [{"type": "file", "path": str(workdir / "records.jsonl"), "fsync": "never"}],
+        "sinks": [{"type": "file", "path": str(workdir / RECORDS), "fsync": "never"}],
         "log": {"level": "warning", "format": "json"},
         "server": {
             "listen": f"127.0.0.1:{port}",
@@ -123,6 +144,9 @@ def _config(
             "callback_secret": "bench-callback-0123456789",
         },
     }
+    if url is not None:  # the records on stdout, which _start sends to the same file
+        config["state"]["url"] = url
+        config["sinks"] = [{"type": "stdout", "format": "json"}]
     return config
 
 
@@ -140,7 +164,7 @@ class Side:
     _offset: int = 0
 
     def read_sink(self) -> None:
-        path = self.workdir / "records.jsonl"
+        path = self.workdir / RECORDS
         if not path.exists():
             return
         now = time.time()
@@ -165,10 +189,11 @@ async def _start(side: Side, config: dict[str, Any]) -> None:
     path = side.workdir / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     log = (side.workdir / "daemon.log").open("ab")
+    stdout_sink = config["sinks"][0]["type"] == "stdout"  # its logs then go to stderr
     side.process = subprocess.Popen(  # noqa: ASYNC220 (started once, not awaited)
         [sys.executable, "-m", "tcsms_poller", "run", "-c", str(path)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
+        stdout=(side.workdir / RECORDS).open("ab") if stdout_sink else log,
+        stderr=log if stdout_sink else subprocess.STDOUT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     async with httpx.AsyncClient() as http:
@@ -220,7 +245,9 @@ class Phase:
     sending_s: float
 
 
-async def _phase(args: argparse.Namespace, workdir: Path, *, tracking: bool) -> Phase:
+async def _phase(
+    args: argparse.Namespace, workdir: Path, *, tracking: bool, url: str | None
+) -> Phase:
     """One daemon against a fresh emulator of the run's seed, fed the run's sends."""
     scale = args.scale
     receipts = ReceiptDelays(scale=scale)
@@ -234,7 +261,8 @@ async def _phase(args: argparse.Namespace, workdir: Path, *, tracking: bool) -> 
         (side.workdir / "numbers.txt").write_text("\n".join(numbers) + "\n")
         try:
             await _start(
-                side, _config(emulator, side.workdir, scale, tracking=tracking, port=side.port)
+                side,
+                _config(emulator, side.workdir, scale, tracking=tracking, port=side.port, url=url),
             )
             started = time.time()
             real_rate = args.rate / scale
@@ -289,10 +317,13 @@ async def _phase(args: argparse.Namespace, workdir: Path, *, tracking: bool) -> 
         )
 
 
-async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    """The tracking daemon, then the baseline daemon, each with the same sends."""
-    ours = await _phase(args, workdir, tracking=True)
-    theirs = await _phase(args, workdir, tracking=False)
+async def run(
+    args: argparse.Namespace, workdir: Path, new_database: Callable[[], str] | None
+) -> dict[str, Any]:
+    """The tracking daemon, then the baseline daemon, each with the same sends (and, with
+    PostgreSQL, a fresh database each)."""
+    ours = await _phase(args, workdir, tracking=True, url=new_database and new_database())
+    theirs = await _phase(args, workdir, tracking=False, url=new_database and new_database())
     return {
         "requests_per_receipt": ours.figures["requests_per_receipt"],
         "baseline_requests_per_receipt": theirs.figures["requests_per_receipt"],
@@ -313,6 +344,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "baseline_requests": theirs.figures["requests"],
         "same_sends": ours.serials == theirs.serials,
         "scale": args.scale,
+        "state": args.state,
         "sending_s": ours.sending_s,
         "settle_s": args.settle,
         "target_met": ours.figures["requests_per_receipt"] <= 1.5,
@@ -331,13 +363,20 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--settle", type=float, default=30.0, help="real seconds after the last send"
     )
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument(
+        "--state", choices=("sqlite", "postgresql"), default="sqlite", help="the state backend"
+    )
     args = parser.parse_args(argv)
     exit_on_sigterm()
-    with temp_dir("tcsms-bench-tracking-") as workdir:
-        figures = anyio.run(run, args, workdir, backend="asyncio")
+    with (
+        temp_dir("tcsms-bench-tracking-") as workdir,
+        postgres_server(args.state, None) as new_database,
+    ):
+        figures = anyio.run(run, args, workdir, new_database, backend="asyncio")
     print_result(
         [
-            f"{figures['messages']} messages to {figures['numbers']} numbers, scale {args.scale}",
+            f"{figures['messages']} messages to {figures['numbers']} numbers, "
+            f"scale {args.scale}, {args.state} state",
             f"tracking: {figures['requests_per_receipt']} requests/receipt, "
             f"p50 {figures['p50_s']} s, p99 {figures['p99_s']} s, "
             f"resolved {figures['resolved_share']:.2%}",

@@ -18,4 +18,5 @@ def anyio_backend() -> str:
 pytest_plugins = [
     "tests.support.postgres",  # postgres_server (one a session), postgres_url
     "tests.support.emulator",  # emulator (from emulator_options), emulator_per_reading
+    "tests.support.backends",  # backend (each state backend in turn)
 ]

@@ -1,68 +1,37 @@
 """The contract every state backend keeps (``state/roles.py``), run on SQLite and PostgreSQL.
 
-Each test opens the backend through ``Backend.open``, as the daemon does, on a fresh SQLite file
-or a fresh PostgreSQL database of the session's server; ``open`` again is a restart.
+Each test opens the backend through ``Backend.open`` (``tests/support/backends.py``), as the
+daemon does, on a fresh SQLite file or a fresh PostgreSQL database of the session's server;
+``open`` again is a restart.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 
 from tcsms_poller.records import Record, format_received_at, send_status_record
-from tcsms_poller.state import StateStore
 from tcsms_poller.state.message_store import tracked_messages
 from tcsms_poller.state.messages import MessageRacedError, NewMessage, Schedule
-from tcsms_poller.state.postgres import PostgresStore
 from tcsms_poller.state.roles import (
     ConversionReported,
     MessagesMissing,
     NumberPolled,
     TrackedMessages,
 )
-from tcsms_poller.state.store import PURGE_BATCH, SqliteStore
+from tcsms_poller.state.store import PURGE_BATCH
 from tcsms_poller.tencent.models import RejectedItem, SendStatus
+from tests.support.backends import Backend
 
 from .test_store import FakeClock, record
 
 DAY = 86_400.0
-TTL = 8 * DAY
+TTL = 8 * DAY  # Backend.open's dedupe window
 APP = "1400006666"
 A, B, C = "+8613700000001", "+8613700000002", "+8613700000003"
-
-
-class Backend:
-    """Opens one state (a file or a database) as often as a test wants."""
-
-    def __init__(self, kind: str, location: Any) -> None:
-        self.kind = kind
-        self.location = location
-
-    @asynccontextmanager
-    async def open(self, clock: Callable[[], float]) -> AsyncIterator[StateStore]:
-        store: StateStore
-        if self.kind == "sqlite":
-            store = await SqliteStore.open(self.location, dedupe_ttl=TTL, clock=clock)
-        else:
-            store = await PostgresStore.open(self.location, dedupe_ttl=TTL, clock=clock)
-        try:
-            yield store
-        finally:
-            await store.aclose()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
-    """Each backend in turn, on a state of this test's own."""
-    if request.param == "sqlite":
-        return Backend("sqlite", tmp_path / "state.db")
-    return Backend("postgresql", request.getfixturevalue("postgres_url"))
 
 
 def ids(rows: list[Any]) -> list[str]:
@@ -678,12 +647,16 @@ async def test_pending_messages_and_their_schedule_survive_a_restart(backend: Ba
 
 
 @pytest.mark.anyio
-async def test_concurrent_receipts_give_ups_and_new_messages_stay_consistent(
+async def test_interleaved_receipts_give_ups_and_new_messages_stay_consistent(
     backend: Backend,
 ) -> None:
-    """Receipts, give-ups and new messages of the same numbers at once: each message ends
-    delivered or missing (with its one receipt_missing record), never both, and a number
-    with a message pending stays scheduled."""
+    """Receipts, give-ups and new messages of the same numbers from many tasks: each message
+    ends delivered or missing (with its one receipt_missing record), never both, and a number
+    with a message pending stays scheduled.
+
+    One store runs its writes one transaction at a time (grouped, on either backend), so the
+    writes interleave here without overlapping; transactions of two daemons really in flight
+    at once are ``test_postgres.py``'s (``..._in_flight_at_once_resolve_each_once``)."""
     clock = FakeClock()
     sent = int(clock.now)
     phones = [f"+86137100{i:05d}" for i in range(24)]

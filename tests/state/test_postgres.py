@@ -3,8 +3,10 @@ by two daemons at once, a newer schema, lost connections, and masked URLs."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any
 
 import anyio
 import psycopg
@@ -18,6 +20,7 @@ from tcsms_poller.state.postgres import PostgresStore, mask_url
 from tcsms_poller.state.postgres import messages as postgres_messages
 from tcsms_poller.state.postgres.outbox import OUTBOX_LOCK, append
 from tcsms_poller.state.postgres.schema import MIGRATIONS
+from tcsms_poller.state.roles import TrackedMessages
 from tests.support.postgres import PASSWORD, CuttableLink, PostgresServer
 from tests.support.records import FakeClock, record
 
@@ -255,3 +258,227 @@ async def test_a_message_tracked_while_its_numbers_last_one_resolves_keeps_it_sc
         clock.now = sent + 60
         _, due = await messages.due(APP, limit=10, skip=frozenset())
         assert due == [(NUMBER, sent + 15.0, sent + 5)]  # as the old message had it
+
+
+async def test_two_daemons_tracking_the_same_batch_at_once_track_each_message_once(
+    postgres_url: str,
+) -> None:
+    """Two instances receive the same batch (in different orders) at the same moment: each
+    message is tracked once, by exactly one of them, and its number once."""
+    clock = FakeClock()
+    sent = int(clock.now)
+    schedule = Schedule(first_poll=15.0, max_gap=3600.0)
+    batch = [NewMessage(APP, f"m:{i:03}", f"+86137000{i % 7:05}", sent) for i in range(60)]
+    async with opened(postgres_url) as one, opened(postgres_url) as two:
+        outcomes: list[list[bool]] = []
+
+        async def track(store: PostgresStore, items: list[NewMessage]) -> None:
+            created = await tracked_messages(store, clock=clock).track(items, schedule=schedule)
+            outcomes.append([created[items.index(m)] for m in batch])
+
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                for _ in range(3):
+                    tg.start_soon(track, one, batch)
+                    tg.start_soon(track, two, batch[::-1])
+        assert [sum(column) for column in zip(*outcomes, strict=True)] == [1] * len(batch)
+        messages = tracked_messages(one, clock=clock)
+        assert await messages.pending_counts() == {APP: len(batch)}
+        clock.now = sent + 60
+        _, due = await messages.due(APP, limit=100, skip=frozenset())
+        assert sorted(phone for phone, _, _ in due) == sorted({m.phone for m in batch})
+
+
+async def blocked_on(url: str, gate: psycopg.AsyncConnection[tuple[object, ...]]) -> int:
+    """How many sessions of the database wait for ``gate``'s transaction to end."""
+    row = await (await gate.execute("SELECT pg_current_xact_id()::text")).fetchone()
+    assert row is not None
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as probe:
+        cursor = await probe.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'transactionid' AND NOT granted "
+            "AND transactionid::text = %s",
+            (row[0],),
+        )
+        found = await cursor.fetchone()
+    return int(found[0]) if found else 0
+
+
+async def test_grouped_writes_of_two_daemons_taking_rows_in_opposite_orders_both_commit(
+    postgres_url: str,
+) -> None:
+    """Each daemon groups the writes that wait into one transaction, so the rows its writes
+    take add up in arrival order, whatever order each write keeps: two daemons can deadlock.
+    PostgreSQL then fails one write; it is run again and both daemons' writes commit.
+
+    Staged with two gates (rows another session inserts and holds): daemon one groups
+    ``track a`` then ``track gate2, b``, daemon two ``track b`` then ``track gate2, a``; both
+    groups take their first row and wait at gate 2; opening it closes the cycle."""
+    clock = FakeClock()
+    sent = int(clock.now)
+    schedule = Schedule(first_poll=15.0, max_gap=3600.0)
+    phones = {"0gate1": "+8613700000091", "0gate2": "+8613700000092"}
+    phones |= {"a": NUMBER, "b": "+8613700000002"}  # a number each, or they queue on its row
+
+    def batch(*serial_nos: str) -> list[NewMessage]:
+        return [NewMessage(APP, serial_no, phones[serial_no], sent) for serial_no in serial_nos]
+
+    gate1, gate2 = await connect(postgres_url), await connect(postgres_url)
+    async with opened(postgres_url) as one, opened(postgres_url) as two, gate1, gate2:
+        for gate, serial_no in ((gate1, "0gate1"), (gate2, "0gate2")):
+            await postgres_messages.add_messages(
+                gate, batch(serial_no), now=clock.now, schedule=schedule
+            )
+        created: dict[str, list[bool]] = {}
+
+        async def track(store: PostgresStore, name: str, *serial_nos: str) -> None:
+            messages = tracked_messages(store, clock=clock)
+            created[name] = await messages.track(batch(*serial_nos), schedule=schedule)
+
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(track, one, "one:gate1", "0gate1")  # holds daemon one's writer
+                tg.start_soon(track, two, "two:gate1", "0gate1")
+                while await blocked_on(postgres_url, gate1) < 2:  # noqa: ASYNC110
+                    await anyio.sleep(0.05)  # another session's wait shows only in its views
+                tg.start_soon(track, one, "one:a", "a")
+                tg.start_soon(track, one, "one:b", "0gate2", "b")
+                tg.start_soon(track, two, "two:b", "b")
+                tg.start_soon(track, two, "two:a", "0gate2", "a")
+                await anyio.wait_all_tasks_blocked()  # all four wait in their daemon's queue
+                await gate1.rollback()
+                while await blocked_on(postgres_url, gate2) < 2:  # noqa: ASYNC110
+                    await anyio.sleep(0.05)
+                await gate2.rollback()
+        assert created["one:a"] == created["two:b"] == [True]
+        assert sorted([created["one:gate1"], created["two:gate1"]]) == [[False], [True]]
+        assert sorted([created["one:b"], created["two:a"]]) == [[False, False], [True, False]]
+        messages = tracked_messages(one, clock=clock)
+        assert await messages.pending_counts() == {APP: 4}
+
+
+async def in_flight_at_once(url: str, *steps: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run ``steps`` (each a transaction on the messages) so that all are in flight at once:
+    a gate session locks every message; each step starts once the ones before it wait for
+    it, in that order (which is the order PostgreSQL lets them through); then it opens."""
+    gate = await connect(url)
+    async with gate:
+        await gate.execute("SELECT 1 FROM messages ORDER BY serial_no FOR UPDATE")
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                for waiting, step in enumerate(steps, start=1):
+                    tg.start_soon(step)
+                    while await lock_waiters(url) < waiting:  # noqa: ASYNC110
+                        await anyio.sleep(0.05)  # another session's wait: in its views only
+                await gate.rollback()
+
+
+@pytest.mark.parametrize("first", ["give_up", "receipts"])
+async def test_a_give_up_and_receipts_of_the_same_messages_in_flight_at_once_resolve_each_once(
+    postgres_url: str, first: str
+) -> None:
+    """One daemon gives up on expired messages while another commits their receipts: both
+    transactions are running at once (held at a gate on the messages' rows until both wait).
+    Whichever takes the rows first wins for all of them, the other changes none: each message
+    ends delivered (no receipt_missing) or missing (one receipt_missing, its receipt kept as
+    a record and resolving nothing), never both, never neither."""
+    clock = FakeClock()
+    sent = int(clock.now)
+    schedule = Schedule(first_poll=15.0, max_gap=3600.0)
+    phones = [f"+86137000{i:05}" for i in range(6)]
+    serial_nos = [f"m:{i}" for i in range(len(phones))]
+    async with opened(postgres_url) as one, opened(postgres_url) as two:
+        giver = tracked_messages(one, clock=clock)
+        await giver.track(
+            [NewMessage(APP, s, phone, sent) for s, phone in zip(serial_nos, phones, strict=True)]
+            + [NewMessage(APP, "m:silent", phones[0], sent)],  # no receipt ever
+            schedule=schedule,
+        )
+        clock.now = sent + 3 * 86_400.0 + 1
+        receipts = [
+            receipt(s, phone, at=sent + 5, source="callback")
+            for s, phone in zip(serial_nos, phones, strict=True)
+        ]
+        outcome: dict[str, Any] = {}
+
+        async def give_up() -> None:
+            outcome["give_up"] = await giver.give_up(
+                APP, give_up_after=3 * 86_400.0, schedule=schedule
+            )
+
+        async def receive() -> None:
+            outcome["receipts"] = await two.commit(receipts, source="callback")
+
+        steps = {"give_up": give_up, "receipts": receive}
+        await in_flight_at_once(
+            postgres_url, steps[first], *(f for n, f in steps.items() if n != first)
+        )
+        resolved = [r.state for r in outcome["receipts"].resolved]
+        if first == "give_up":
+            assert outcome["give_up"] is not None
+            assert sorted(r.id for r in outcome["give_up"].new) == sorted(
+                f"missing:{s}" for s in [*serial_nos, "m:silent"]
+            )
+            assert resolved == []  # the receipts came, and found their messages missing
+        else:
+            assert outcome["give_up"] is None  # raced: rolled back whole, to be read again
+            assert resolved == ["delivered"] * len(serial_nos)
+            assert await giver.give_up(APP, give_up_after=3 * 86_400.0, schedule=schedule)
+        states = {s: (await giver.get(s)).state for s in [*serial_nos, "m:silent"]}  # type: ignore[union-attr]
+        rows = await one.read_outbox(after=0, limit=100)
+        missing = sorted(
+            r.as_dict()["id"] for r in rows if r.as_dict()["kind"] == "receipt_missing"
+        )
+        assert missing == sorted(
+            f"missing:{s}" for s, state in states.items() if state == "missing"
+        )
+        assert states["m:silent"] == "missing"
+        expected = "missing" if first == "give_up" else "delivered"
+        assert [states[s] for s in serial_nos] == [expected] * len(serial_nos)
+        assert sorted(r.as_dict()["id"] for r in rows if r.as_dict()["kind"] == "send_status") == (
+            sorted(serial_nos)
+        )
+        assert await giver.pending_counts() == {}
+        assert await giver.due(APP, limit=10, skip=frozenset()) == (None, [])
+
+
+async def test_the_same_receipts_and_give_ups_on_two_daemons_at_once_resolve_each_once(
+    postgres_url: str,
+) -> None:
+    """A push retried to the other daemon while the first still commits it, and two daemons
+    giving up at once (a worker's handover): each message resolves once in all, one
+    receipt_missing each, and the receipt's record once."""
+    clock = FakeClock()
+    sent = int(clock.now)
+    schedule = Schedule(first_poll=15.0, max_gap=3600.0)
+    async with opened(postgres_url) as one, opened(postgres_url) as two:
+        daemons = [tracked_messages(store, clock=clock) for store in (one, two)]
+        items = [("pushed", NUMBER), ("silent", "+8613700000002")]
+        await daemons[0].track([NewMessage(APP, s, p, sent) for s, p in items], schedule=schedule)
+        push = [receipt("pushed", NUMBER, at=sent + 5, source="callback")]
+        results: list[Any] = []
+
+        async def receive(store: PostgresStore) -> None:
+            results.append(await store.commit(push, source="callback"))
+
+        await in_flight_at_once(postgres_url, partial(receive, one), partial(receive, two))
+        assert sorted(len(r.resolved) for r in results) == [0, 1]
+        assert sorted(len(r.new) for r in results) == [0, 1]
+        clock.now = sent + 3 * 86_400.0 + 1
+        given_up: list[Any] = []
+
+        async def give_up(daemon: TrackedMessages) -> None:
+            given_up.append(
+                await daemon.give_up(APP, give_up_after=3 * 86_400.0, schedule=schedule)
+            )
+
+        await in_flight_at_once(postgres_url, *(partial(give_up, d) for d in daemons))
+        assert sorted([r is None for r in given_up]) == [False, True]  # one raced, rolled back
+        [won] = [r for r in given_up if r is not None]
+        assert [r.id for r in won.new] == ["missing:silent"]
+        rows = await one.read_outbox(after=0, limit=100)
+        assert sorted(r.as_dict()["id"] for r in rows) == ["missing:silent", "pushed"]
+        assert [(await daemons[1].get(s)).state for s, _ in items] == [  # type: ignore[union-attr]
+            "delivered",
+            "missing",
+        ]
+        assert await daemons[1].give_up(APP, give_up_after=3 * 86_400.0, schedule=schedule) is None

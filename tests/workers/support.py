@@ -1,4 +1,5 @@
-"""Workers wired to real parts: the emulator over loopback, our client, SQLite in a temp dir."""
+"""Workers wired to real parts: the emulator over loopback, our client, SQLite in a temp dir (or
+another state backend, ``tests/support/backends.py``)."""
 
 from __future__ import annotations
 
@@ -22,11 +23,11 @@ from tcsms_poller.emulator import (
 from tcsms_poller.health import HealthBoard
 from tcsms_poller.intake import Intake
 from tcsms_poller.metrics import Metrics
-from tcsms_poller.state.store import SqliteStore
 from tcsms_poller.tencent.client import Credentials, RetryPolicy, TencentClient
 from tcsms_poller.tencent.ratelimit import RateLimiters
 from tcsms_poller.workers import ByNumberWorker, WorkerContext
 from tcsms_poller.workers.by_number import STATUS_ACTION
+from tests.support.backends import Backend
 from tests.support.emulator import request_counts
 from tests.support.records import FakeClock
 
@@ -51,12 +52,14 @@ async def worker_context(
     retry: RetryPolicy | None = None,
     queue_timeout: float = 60.0,
     rate_limits: Mapping[str, int] | None = None,
+    backend: Backend | None = None,
     **settings: Any,
 ) -> AsyncIterator[WorkerContext]:
-    """A worker context talking to ``emulator``; ``settings`` are further WorkerContext fields."""
+    """A worker context talking to ``emulator``, its state on ``backend`` (default: SQLite in
+    ``directory``); ``settings`` are further WorkerContext fields."""
     clock = clock or Clock()
     metrics = Metrics()
-    store = await SqliteStore.open(directory / "state.db", dedupe_ttl=86_400.0, clock=clock)
+    backend = backend or Backend("sqlite", directory / "state.db")
     client = TencentClient(
         endpoint=emulator.url,
         region="ap-guangzhou",
@@ -66,20 +69,17 @@ async def worker_context(
         retry=retry or RetryPolicy(max_attempts=1, backoff=Backoff(initial=0.01, maximum=0.01)),
         queue_timeout=queue_timeout,
     )
-    try:
-        async with client:
-            yield WorkerContext(
-                client=client,
-                store=store,
-                intake=Intake(store, metrics),
-                metrics=metrics,
-                board=HealthBoard(clock=clock),
-                stopping=anyio.Event(),
-                clock=clock,
-                **settings,
-            )
-    finally:
-        await store.aclose()
+    async with backend.open(clock, dedupe_ttl=86_400.0) as store, client:
+        yield WorkerContext(
+            client=client,
+            store=store,
+            intake=Intake(store, metrics),
+            metrics=metrics,
+            board=HealthBoard(clock=clock),
+            stopping=anyio.Event(),
+            clock=clock,
+            **settings,
+        )
 
 
 @asynccontextmanager

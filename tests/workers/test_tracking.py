@@ -1,8 +1,9 @@
 """Tracked messages: polled only while pending, resolved by any path, given up exactly once.
 
 Real parts: the emulator over loopback under each reading of the per-number window, our
-client, SQLite in a temp dir. The worker's clock is the test's, so schedules and the give-up
-are exact without waiting.
+client, and each state backend (a SQLite file in a temp dir, a database of the session's
+PostgreSQL server). The worker's clock is the test's, so schedules and the give-up are exact
+without waiting.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from tcsms_poller.state.roles import TrackedMessages
 from tcsms_poller.tencent.models import SendStatus
 from tcsms_poller.workers import WorkerContext
 from tcsms_poller.workers.tracking import TrackingWorker, schedule_of
+from tests.support.backends import Backend
 from tests.workers.support import Clock, committed, requests_of, worker_context
 
 pytestmark = pytest.mark.anyio
@@ -41,10 +43,11 @@ def emulator(emulator_per_reading: RunningEmulator) -> RunningEmulator:
 
 @pytest.fixture
 async def rig(
-    tmp_path: Path, emulator: RunningEmulator
+    tmp_path: Path, emulator: RunningEmulator, backend: Backend
 ) -> AsyncIterator[tuple[TrackingWorker, WorkerContext, Clock, TrackedMessages]]:
+    """The tracking worker of the emulator's app, its state on each backend in turn."""
     clock = Clock()
-    async with worker_context(tmp_path, emulator, clock=clock) as ctx:
+    async with worker_context(tmp_path, emulator, clock=clock, backend=backend) as ctx:
         messages = tracked_messages(ctx.store, clock=clock)
         assert messages is not None
         worker = TrackingWorker(ctx, app_id=DEFAULT_APP_ID, settings=SETTINGS, messages=messages)
@@ -262,10 +265,10 @@ async def test_resolved_messages_are_forgotten_after_the_dedupe_ttl(
 
 
 async def test_the_worker_reports_its_own_health_beside_the_per_number_worker(
-    tmp_path: Path, emulator: RunningEmulator
+    tmp_path: Path, emulator: RunningEmulator, backend: Backend
 ) -> None:
     """``tracking:<app>`` joins the board; ``by_number:<app>`` stays the per-number worker's."""
-    async with worker_context(tmp_path, emulator) as ctx:
+    async with worker_context(tmp_path, emulator, backend=backend) as ctx:
         from tcsms_poller.workers import ByNumberWorker
 
         by_number = ByNumberWorker(

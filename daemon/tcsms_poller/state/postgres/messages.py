@@ -9,8 +9,11 @@ listener, the workers, ``track`` and other daemons of a cluster write at once, s
 - a number's row is locked (``FOR UPDATE``) before its pending messages are read to reschedule
   or drop it: a message tracked meanwhile either committed before the lock (the read, a
   statement of its own, sees it) or upserts the row after this commit (and recreates it);
-- messages are locked in SerialNo order and numbers in (app, phone) order, so two commits
-  resolving or giving up the same messages wait for each other instead of deadlocking.
+- messages are locked in SerialNo order and numbers in (app, phone) order, messages first, so
+  two writes resolving, giving up or tracking the same messages wait for each other instead of
+  deadlocking. (Writes grouped in one transaction, ``group.py``, still add up their rows in
+  arrival order; the deadlock that can make between two daemons fails one write, which
+  ``store.py`` runs again.)
 
 Every function runs inside the transaction its caller opened.
 """

@@ -1,8 +1,8 @@
 """The state in PostgreSQL: a pool of connections, one short transaction per call.
 
-Every write is its own transaction, committed with ``synchronous_commit = on`` before the call
-returns; PostgreSQL groups the WAL flushes of concurrent commits itself, so unlike SQLite there
-is no writer thread and no group of our own (a failing commit fails alone, by construction).
+Every write is committed with ``synchronous_commit = on`` before the call returns; writes that
+wait for a running one share the next transaction, each in a savepoint (``group.py``: a failing
+write fails alone).
 
 Outbox order. Rows get their seq from an identity while their transaction runs, and become
 visible when it commits; with several writers (several tasks here, several daemons in a
@@ -15,6 +15,13 @@ the outbox insert and the COMMIT; deduplication, quarantine, the resolution of t
 (``messages.py``) and the caller's ``Change`` run before it, concurrently. (The alternative,
 reading only below ``pg_snapshot_xmin``, orders rows by transaction id instead, which would
 need a (xid, seq) cursor in every sink.)
+
+Deadlocks. Each write takes its rows in one order (``messages.py``), but writes that wait share
+a transaction (``group.py``), whose rows add up in arrival order: two daemons whose groups take
+two rows in opposite orders deadlock. PostgreSQL breaks the cycle by failing one statement,
+which rolls back that write alone (its savepoint, or its transaction); it runs again, in a later
+transaction, up to ``DEADLOCK_ATTEMPTS`` times in all. Every write is safe to run again: nothing
+of a rolled-back one is left.
 
 A database that goes away (a restart, a cut, a terminated backend) fails the calls in progress
 with ``StateError``, as a full disk does with SQLite: the callers hold what they have and retry,
@@ -74,6 +81,7 @@ POOL_WAIT = 5.0
 # A stopping instance's leases pass on this long after it left: a Tencent limit is "per
 # second", and its last requests must leave that second before another instance sends.
 HANDOVER = 1.1
+DEADLOCK_ATTEMPTS = 5  # runs of a write that PostgreSQL keeps failing to break deadlocks
 HEAD_POLL = 0.5  # seconds between reads of the outbox head while waiting for other daemons
 _HEAD = (
     "SELECT GREATEST((SELECT max(seq) FROM outbox), (SELECT max(acked_seq) FROM sink_cursors), 0)"
@@ -177,8 +185,15 @@ class PostgresStore:
         """Run ``work`` in a write transaction, maybe grouped with others (``group.py``)."""
         write_id = next(self._ids)
         self._writes[write_id] = time.monotonic()
+        attempts = 1
         try:
-            return await self._writer.write(work, one_statement=one_statement)
+            while True:
+                try:
+                    return await self._writer.write(work, one_statement=one_statement)
+                except psycopg.errors.DeadlockDetected:
+                    if attempts == DEADLOCK_ATTEMPTS:
+                        raise
+                    attempts += 1  # rolled back alone: run it again (module docstring)
         except psycopg.Error as error:
             message = describe(error, None)
             raise StateError(f"state database {self._database} write failed: {message}") from None
