@@ -20,6 +20,7 @@ from tcsms_poller.emulator import (
     run_emulator,
 )
 from tcsms_poller.metrics import Metrics
+from tcsms_poller.tencent.api import Action
 from tcsms_poller.tencent.client import Credentials, RetryPolicy, TencentClient
 from tcsms_poller.tencent.errors import AuthError, RequestError, ServerError
 from tcsms_poller.tencent.ratelimit import RateLimiters
@@ -78,6 +79,17 @@ async def test_every_action_works_with_our_client(client: TencentClient, api: Ap
     assert statistics.counters["callback_count"] == 3
     conversion = await client.report_conversion(APP, serials[0], conversion_time=now)
     assert conversion.is_ok
+
+
+async def test_a_request_counts_against_the_limit_from_when_its_body_was_written(
+    client: TencentClient,
+) -> None:
+    """The client marks each slot when its request has been written (the limiter's window runs
+    from then), not when the slot was granted."""
+    limiter = client.limiters.for_action(Action.PULL_SMS_SEND_STATUS_BY_PHONE_NUMBER)
+    await client.pull_sms_send_status_by_phone_number(APP, NUMBER, begin=int(time.time()) - 60)
+    [slot] = limiter.recent()
+    assert slot.at > slot.granted
 
 
 async def test_errors_are_classified(emulator: RunningEmulator, client: TencentClient) -> None:

@@ -84,6 +84,19 @@ async def test_pause_holds_every_request() -> None:
     assert waited >= 0.29
 
 
+@pytest.mark.anyio
+async def test_a_request_that_left_late_counts_from_when_it_left() -> None:
+    """A request written 0.3 s after its grant holds the next one back a whole window from its
+    departure: counted from the grant, the next would reach the server 0.3 s too early."""
+    limiter = ActionLimiter(1)
+    first = await limiter.slot()
+    await anyio.sleep(0.3)
+    first.sent()
+    second = await limiter.slot()
+    assert first.at >= first.granted + 0.3
+    assert second.granted - first.at >= 1.0
+
+
 def test_zero_rate_is_rejected() -> None:
     """A limit below one request per window cannot be honoured."""
     with pytest.raises(ValueError, match="at least 1"):

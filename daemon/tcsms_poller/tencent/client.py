@@ -46,7 +46,7 @@ from tcsms_poller.tencent.models import (
     parse_send_statuses,
     parse_statistics,
 )
-from tcsms_poller.tencent.ratelimit import RateLimiters
+from tcsms_poller.tencent.ratelimit import RateLimiters, Slot
 from tcsms_poller.tencent.signing import TC3Auth
 
 __all__ = ["Credentials", "RetryPolicy", "TencentClient"]
@@ -249,11 +249,11 @@ class TencentClient:
     async def _attempt(
         self, action: Action, params: Mapping[str, Any], parse: Callable[[Mapping[str, Any]], T]
     ) -> T:
-        waited = await self._limiters.for_action(action).acquire()
-        self._metrics.limiter_wait_seconds.labels(action).inc(waited)
+        slot = await self._limiters.for_action(action).slot()
+        self._metrics.limiter_wait_seconds.labels(action).inc(slot.waited)
         started = anyio.current_time()
         try:
-            answer = await self._send(action, params)
+            answer = await self._send(action, params, slot)
             result = _parse_with_context(action, answer, parse)
         except TencentError as error:
             self._metrics.requests.labels(action, error.code).inc()
@@ -290,7 +290,9 @@ class TencentClient:
             note="records Tencent handed out in this answer cannot be pulled again",
         )
 
-    async def _send(self, action: Action, params: Mapping[str, Any]) -> Mapping[str, Any]:
+    async def _send(
+        self, action: Action, params: Mapping[str, Any], slot: Slot
+    ) -> Mapping[str, Any]:
         body = json.dumps(params, separators=(",", ":")).encode("utf-8")
         headers = {
             "Content-Type": "application/json",
@@ -299,9 +301,20 @@ class TencentClient:
             "X-TC-Region": self._region,
         }
         timeout = self._queue_timeout if action in QUEUE_ACTIONS else httpx.USE_CLIENT_DEFAULT
+
+        async def trace(event: str, info: Mapping[str, Any]) -> None:
+            # The request counts against the limit from the moment its body is written.
+            if event.endswith("send_request_body.complete"):
+                slot.sent()
+
         try:
             response = await self._http.post(
-                self._url, content=body, headers=headers, auth=self._auth, timeout=timeout
+                self._url,
+                content=body,
+                headers=headers,
+                auth=self._auth,
+                timeout=timeout,
+                extensions={"trace": trace},
             )
         except httpx.TimeoutException as error:
             raise TransportError(
