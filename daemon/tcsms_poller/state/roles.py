@@ -36,6 +36,8 @@ __all__ = [
     "LeaseLostError",
     "MessagesMissing",
     "MessagesPolled",
+    "NumberClaim",
+    "NumberClaims",
     "NumberOrigin",
     "NumberPolled",
     "Outbox",
@@ -74,6 +76,18 @@ class Fence:
     token: int
 
 
+@dataclass(frozen=True, slots=True)
+class NumberClaim:
+    """One poller's claim on a phone number of an app (cluster mode): granted by the database to
+    ``holder`` with ``token``; a commit that carries it succeeds only while the claim is still
+    this one (``NumberClaims``)."""
+
+    app_id: str
+    phone: str
+    holder: str
+    token: int
+
+
 # -- values ------------------------------------------------------------------------------------
 
 
@@ -108,6 +122,7 @@ class NumberPolled:
     polled_at: float
     status_cursor: int | None = None
     reply_cursor: int | None = None
+    claim: NumberClaim | None = None  # cluster mode: the commit is fenced by it
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +141,7 @@ class MessagesPolled:
     phone: str
     polled_at: float
     schedule: Schedule
+    claim: NumberClaim | None = None  # cluster mode: the commit is fenced by it
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,6 +356,37 @@ class TrackedMessages(Protocol):
     ) -> CommitResult | None:
         """Commit ``receipt_missing`` for a batch of expired messages; None when none expired
         (or one resolved meanwhile: try again)."""
+        ...
+
+
+class NumberClaims(Protocol):
+    """One poller at a time per phone number of an app, whatever worker polls it (cluster mode:
+    several daemons on one PostgreSQL state; a SQLite state has one daemon and no claims).
+
+    A claim is a row keyed by ``(app_id, phone)`` with a holder, a token and an expiry on the
+    database's clock. ``claim_numbers`` takes the numbers that are free or whose claim expired
+    (never one held by anyone, the claimer included); ``renew_numbers`` extends the claims still
+    held as granted; ``release_numbers`` ends them when the poll is over. A ``Change`` carrying
+    a claim (``NumberPolled.claim``, ``MessagesPolled.claim``) commits only while the number is
+    still claimed with that holder and token, checked in the commit's own transaction:
+    otherwise ``LeaseLostError`` and nothing of the commit is written. The claimer must stop
+    sending before the claim can expire (``cluster/claims.py`` keeps that local deadline).
+    """
+
+    async def claim_numbers(
+        self, app_id: str, phones: Sequence[str], *, holder: str, ttl: float
+    ) -> list[NumberClaim]:
+        """Claim each free (or expired) number of ``phones`` for ``ttl`` seconds; those won."""
+        ...
+
+    async def renew_numbers(
+        self, claims: Sequence[NumberClaim], *, ttl: float
+    ) -> list[NumberClaim]:
+        """Extend the claims still held as granted for ``ttl`` seconds; those extended."""
+        ...
+
+    async def release_numbers(self, claims: Sequence[NumberClaim]) -> None:
+        """End claims (their polls are over); one that passed on is left alone."""
         ...
 
 

@@ -15,6 +15,11 @@ Each poll of a number sweeps its whole span, splitting full windows: ``windows.p
 that is correct whatever time the API's window reads and whatever order it answers in. The
 windows a sweep ended with are kept in memory, so the next poll of a busy number asks those
 directly (after a restart, its first poll finds them again).
+
+In a cluster each number is polled under a claim (``cluster/claims.py``): taken right before its
+first request, kept through a long sweep, carried by every commit of its pages (a commit of a
+claim that passed to another instance is refused and changes nothing), released at the end. The
+rounds are sized to this instance's share of the action's limit.
 """
 
 from __future__ import annotations
@@ -24,12 +29,14 @@ from dataclasses import dataclass, field
 import anyio
 import structlog
 
+from tcsms_poller.cluster.claims import Claimed
 from tcsms_poller.records import Record, format_received_at, reply_record, send_status_record
 from tcsms_poller.state import StateError
-from tcsms_poller.state.roles import Change, NumberPolled, TrackedNumber
+from tcsms_poller.state.roles import Change, LeaseLostError, NumberPolled, TrackedNumber
 from tcsms_poller.tencent.api import PAGE_LIMIT, Action
 from tcsms_poller.tencent.errors import AuthError, TencentError
 from tcsms_poller.tencent.models import RejectedItem
+from tcsms_poller.tencent.ratelimit import REQUEST_GATE
 from tcsms_poller.workers.base import PollStats, WorkerContext
 from tcsms_poller.workers.windows import Plan, Sweep, Window, span_of
 
@@ -109,17 +116,26 @@ class ByNumberWorker:
         self._number_interval = interval
         self._lookback = lookback
         self._replies = replies
-        rate = ctx.client.rate_limit(STATUS_ACTION)
-        self._round_size = max(1, 2 * rate)  # about two seconds of work at the full rate
-        self._in_flight = anyio.CapacityLimiter(max(1, 2 * rate))
+        self._round_size = 1
+        self._in_flight = anyio.CapacityLimiter(1)
+        self._size_rounds()
         self._polling: set[str] = set()  # numbers handed to a task and not finished yet
         self._lag_logged_at = float("-inf")
         self._plans: dict[tuple[str, bool], Plan] = {}  # (phone, replies): the last sweep's plan
         self._lag = ctx.metrics.by_number_lag  # labelled at the first poll (tracking has its own)
 
+    def _size_rounds(self) -> None:
+        """About two seconds of work at the rate this instance may use (all of it alone, its
+        share in a cluster); in a cluster at most a second's worth waits in flight, so a claim
+        is not held long before its request."""
+        rate = max(1, self._ctx.client.current_rate(STATUS_ACTION))
+        self._round_size = 2 * rate
+        self._in_flight.total_tokens = max(2, rate) if self._ctx.claimer.shared else 2 * rate
+
     async def poll(self) -> PollStats:
         """One round: poll the most overdue numbers; more rounds follow while any are due."""
         ctx = self._ctx
+        self._size_rounds()
         oldest, numbers = await self._due()
         now = ctx.clock()
         lag = max(0.0, now - oldest) if oldest is not None else 0.0
@@ -175,16 +191,35 @@ class ByNumberWorker:
             async with self._in_flight:
                 if self._ctx.stopping.is_set():
                     return  # not polled: still due, at the next start
-                await self._poll_number(number, current)
+                await self._poll_claimed(number, current)
         finally:
             self._polling.discard(number.phone)
             current.finished()
 
-    async def _poll_number(self, number: TrackedNumber, current: _Round) -> None:
+    async def _poll_claimed(self, number: TrackedNumber, current: _Round) -> None:
+        """Poll ``number`` under its claim (cluster mode), if this instance gets it."""
+        claimer = self._ctx.claimer
         try:
-            await self._poll_kind(number, current.stats, replies=False)
+            won = await claimer.claim(self.app_id, [number.phone])
+        except StateError as error:  # still due: the next round tries it again
+            log.error("state.write_failed", worker=self.name, error=str(error))
+            return
+        if not won:
+            return  # another instance polls it
+        (claimed,) = won
+        REQUEST_GATE.set(lambda: claimed.held)  # this task's requests only
+        try:
+            await self._poll_number(number, current, claimed)
+        except LeaseLostError as error:  # paused or cut off past the claim: the next holder's
+            log.info("by_number.claim_lost", worker=self.name, error=str(error))
+        finally:
+            await claimer.release([claimed])
+
+    async def _poll_number(self, number: TrackedNumber, current: _Round, claimed: Claimed) -> None:
+        try:
+            await self._poll_kind(number, current.stats, claimed, replies=False)
             if self._replies:
-                await self._poll_kind(number, current.stats, replies=True)
+                await self._poll_kind(number, current.stats, claimed, replies=True)
         except TencentError as error:
             await self._retry_later(number)
             current.errors.append(error)
@@ -207,7 +242,9 @@ class ByNumberWorker:
         except StateError as error:  # still due: the next round tries it again
             log.error("state.write_failed", worker=self.name, error=str(error))
 
-    async def _poll_kind(self, number: TrackedNumber, stats: PollStats, *, replies: bool) -> None:
+    async def _poll_kind(
+        self, number: TrackedNumber, stats: PollStats, claimed: Claimed, *, replies: bool
+    ) -> None:
         """Sweep the number's span (see ``windows.py``): every window until none is full."""
         ctx = self._ctx
         started = ctx.clock()
@@ -215,9 +252,11 @@ class ByNumberWorker:
         span = self._span(number, started)
         sweep = Sweep.start(span, self._plans.pop(key, ()))  # a failed sweep starts afresh
         while (window := sweep.next(ctx.clock())) is not None:
+            if not await ctx.claimer.keep(claimed):
+                raise LeaseLostError("the number's claim passed to another instance")
             page = await self._fetch(number.phone, window, replies)
             newest = max(page.times, default=None)
-            step = self._step(number, started, newest, replies=replies)
+            step = self._step(number, started, newest, replies=replies, claimed=claimed)
             result = await ctx.intake.commit_until_durable(
                 page.records,
                 source=page.action,
@@ -239,9 +278,16 @@ class ByNumberWorker:
         return span_of(now=now, lookback=self._lookback)
 
     def _step(
-        self, number: TrackedNumber, started: float, newest: int | None, *, replies: bool
+        self,
+        number: TrackedNumber,
+        started: float,
+        newest: int | None,
+        *,
+        replies: bool,
+        claimed: Claimed,
     ) -> Change:
-        """What the commit of a page of ``number`` also does: its cursors and next due time."""
+        """What the commit of a page of ``number`` also does: its cursors and next due time,
+        fenced by its claim."""
         return NumberPolled(
             app_id=self.app_id,
             phone=number.phone,
@@ -249,6 +295,7 @@ class ByNumberWorker:
             polled_at=started,
             status_cursor=None if replies else newest,
             reply_cursor=newest if replies else None,
+            claim=claimed.claim,
         )
 
     def _remember(self, key: tuple[str, bool], plan: Plan) -> None:

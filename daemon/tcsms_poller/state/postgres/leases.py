@@ -20,6 +20,7 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
+from tcsms_poller.state.postgres.cluster import claims_by_holder, shares_snapshot
 from tcsms_poller.state.roles import Fence, LeaseLostError
 
 __all__ = [
@@ -116,7 +117,8 @@ async def check_fence(connection: Connection, fence: Fence) -> None:
 
 
 async def cluster_snapshot(connection: Connection) -> dict[str, Any]:
-    """The instances (heartbeat age by the database's clock) and who holds which lease."""
+    """The instances (heartbeat age by the database's clock), who holds which lease, the rate
+    shares in force and the live number claims per instance."""
     cursor = await connection.execute(
         "SELECT id, extract(epoch FROM clock_timestamp() - heartbeat_at), "
         "extract(epoch FROM started_at), version, healthy, detail FROM instances ORDER BY id"
@@ -145,4 +147,9 @@ async def cluster_snapshot(connection: Connection) -> dict[str, Any]:
         }
         for row in await cursor.fetchall()
     ]
-    return {"instances": instances, "leases": leases}
+    return {
+        "instances": instances,
+        "leases": leases,
+        "rate_shares": await shares_snapshot(connection),
+        "number_claims": await claims_by_holder(connection),
+    }
