@@ -99,6 +99,11 @@ class ActionLimiter:
         """Whether a caller waits for a slot now."""
         return self._waiting > 0
 
+    @property
+    def paused_for(self) -> float:
+        """Seconds the action stays paused (0 when it is not)."""
+        return max(0.0, self._paused_until - anyio.current_time())
+
     def share(self, rate: int, until: float) -> None:
         """Cluster mode: ``rate`` requests per window are this process's until ``until``
         (monotonic); a lower rate applies at once, to every slot granted from now on."""
