@@ -73,6 +73,7 @@ class SharedLimits:
         self._wake = anyio.Event()
         self._gauge: Gauge | None = None
         limiters.announce = self._announce
+        limiters.starving = self._wake.set
 
     def export(self, gauge: Gauge) -> None:
         """Publish each action's share as ``gauge{instance, action}`` (read at scrape time)."""
@@ -95,6 +96,7 @@ class SharedLimits:
             with anyio.move_on_after(PAUSE_POLL):
                 await self._wake.wait()
             self._wake = anyio.Event()
+            self._limiters.starving = self._wake.set
 
     def _starving(self) -> bool:
         """A caller waits for a slot of an action this instance has no share of."""

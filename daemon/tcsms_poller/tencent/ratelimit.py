@@ -65,6 +65,7 @@ class ActionLimiter:
         margin: float = MARGIN,
         shared: bool = False,
         announce: Callable[[float], None] | None = None,
+        starving: Callable[[], None] = lambda: None,
     ) -> None:
         if rate < 1:
             raise ValueError("rate must be at least 1 request per window")
@@ -79,6 +80,7 @@ class ActionLimiter:
         self._paused_until = 0.0
         self._changed = anyio.Event()
         self._announce = announce
+        self._starving = starving
         self._waiting = 0
         self.wanted_at = -math.inf  # when a caller last asked for a slot (cluster demand)
 
@@ -110,8 +112,9 @@ class ActionLimiter:
         if rate != self._rate and rate > 0:
             self._bucket = self._pacer(rate)
         self._rate, self._until = rate, until
-        self._changed.set()
-        self._changed = anyio.Event()
+        if rate > 0:  # a caller waiting for a share, or for a slot, looks again
+            self._changed.set()
+            self._changed = anyio.Event()
 
     def pause(self, seconds: float, *, announce: bool = True) -> None:
         """Hold every request of this action for ``seconds`` from now (server said: too fast);
@@ -140,7 +143,8 @@ class ActionLimiter:
         paced = False
         while True:
             rate = self.rate
-            if rate == 0:  # no share (yet, or any more): wait for a grant
+            if rate == 0:  # no share (yet, or any more): ask for one, wait for a grant
+                self._starving()
                 await self._changed.wait()
                 continue
             if not paced:
@@ -174,6 +178,7 @@ class RateLimiters:
         self._limiters: dict[str, ActionLimiter] = {}
         self.shared = shared
         self.announce: Callable[[str, float], None] | None = None
+        self.starving: Callable[[], None] = lambda: None  # a caller waits with no share
 
     def for_action(self, action: str) -> ActionLimiter:
         """The limiter of ``action``; an action without a configured limit is a bug."""
@@ -184,6 +189,7 @@ class RateLimiters:
                 margin=self._margin,
                 shared=self.shared,
                 announce=lambda seconds: self._announced(action, seconds),
+                starving=lambda: self.starving(),
             )
             self._limiters[action] = limiter
         return limiter
