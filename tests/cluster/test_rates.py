@@ -98,3 +98,25 @@ async def test_two_instances_share_the_limit_and_a_pause(postgres_url: str) -> N
                 while b.paused_for <= 1.0:  # noqa: ASYNC110
                     await anyio.sleep(0.05)
             tg.cancel_scope.cancel()
+
+
+async def test_a_leaving_instance_hands_its_share_over_within_a_second(postgres_url: str) -> None:
+    """A graceful stop gives the share up one window later (its last requests still count at
+    Tencent), not after the share's TTL, and ends its number claims."""
+    async with opened(postgres_url) as store:
+        long = 30.0
+        granted = await store.share_rates("a", {ACTION: LIMIT}, {}, ttl=long, window=1.0)
+        assert granted == {ACTION: LIMIT}
+        await store.claim_numbers("1400006666", ["+8613711112222"], holder="a", ttl=long)
+        await store.leave_cluster("a")
+        left = anyio.current_time()
+        assert await store.share_rates("b", {ACTION: LIMIT}, {}, ttl=long, window=1.0) == {
+            ACTION: 0
+        }
+        with anyio.fail_after(10):
+            while (  # noqa: ASYNC110
+                await store.share_rates("b", {ACTION: LIMIT}, {}, ttl=long, window=1.0)
+            )[ACTION] < LIMIT:
+                await anyio.sleep(0.05)
+        assert 0.5 < anyio.current_time() - left < 5.0
+        assert (await store.cluster_snapshot())["number_claims"] == {}

@@ -64,14 +64,24 @@ async def heartbeat(
 
 
 async def leave(connection: Connection, instance: str, *, after: float) -> None:
-    """The instance stops: its leases expire ``after`` seconds from now (the requests it sent
-    in the last second still count against the account's limits), and it leaves the
-    registry."""
+    """The instance stops: its leases and its shares of the limits expire ``after`` seconds from
+    now (the requests it sent in the last second still count against the account's limits), its
+    number claims end, and it leaves the registry."""
     await connection.execute(
         "UPDATE leases SET expires_at = LEAST(expires_at, "
         "clock_timestamp() + make_interval(secs => %s)) WHERE holder = %s",
         (after, instance),
     )
+    # Its shares of the limits pass on as its leases do (it sends nothing any more; its last
+    # requests stay in Tencent's window until then), its number claims at once.
+    await connection.execute(
+        "UPDATE rate_shares SET held_rate = GREATEST(rate, CASE WHEN held_until > "
+        "clock_timestamp() THEN held_rate ELSE 0 END), "
+        "held_until = clock_timestamp() + make_interval(secs => %s), rate = 0, "
+        "expires_at = clock_timestamp() - interval '1 hour' WHERE instance = %s",
+        (after, instance),
+    )
+    await connection.execute("DELETE FROM number_claims WHERE holder = %s", (instance,))
     await connection.execute("DELETE FROM instances WHERE id = %s", (instance,))
 
 
