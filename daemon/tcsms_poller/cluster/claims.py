@@ -55,6 +55,11 @@ class NumberClaimer:
         self.held_count = 0  # claims granted and not released (some may have expired)
 
     @property
+    def hold_for(self) -> float:
+        """How long a claim is held here after it was sent (``math.inf`` alone)."""
+        return math.inf if self._store is None else self._ttl - self._safety
+
+    @property
     def shared(self) -> bool:
         """Whether claims are taken in a shared database (cluster mode)."""
         return self._store is not None

@@ -126,11 +126,13 @@ class ByNumberWorker:
 
     def _size_rounds(self) -> None:
         """About two seconds of work at the rate this instance may use (all of it alone, its
-        share in a cluster); in a cluster at most a second's worth waits in flight, so a claim
-        is not held long before its request."""
+        share in a cluster). A number is claimed once it is in flight: with claims held for
+        less than 4 s (a short ``lease_ttl``) only a second's worth waits in flight, so a claim
+        does not run out waiting for the limiter."""
         rate = max(1, self._ctx.client.current_rate(STATUS_ACTION))
         self._round_size = 2 * rate
-        self._in_flight.total_tokens = max(2, rate) if self._ctx.claimer.shared else 2 * rate
+        seconds = 2 if self._ctx.claimer.hold_for >= 4 else 1
+        self._in_flight.total_tokens = max(2, seconds * rate)
 
     async def poll(self) -> PollStats:
         """One round: poll the most overdue numbers; more rounds follow while any are due."""
