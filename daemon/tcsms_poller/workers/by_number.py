@@ -163,6 +163,7 @@ class ByNumberWorker:
                 await current.wait_until_at_most(self._round_size // 2)
                 if current.auth_failed or ctx.stopping.is_set():
                     break
+                self._size_rounds()  # a share granted or changed meanwhile (cluster mode)
                 _, numbers = await self._due()
         auth = current.auth_failed
         if auth is not None:
