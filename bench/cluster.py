@@ -216,7 +216,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"1 instance:  sweep {one['sweep_s']} s = {one['sweep_ratio']} x ideal, CPU {one['cpu_s']}",
         f"3 instances: sweep {three['sweep_s']} s = {three['sweep_ratio']} x ideal, "
         f"CPU {three['cpu_s']}, per-number requests {three['requests']}",
-        f"limit errors: {limit_errors}",
+        f"limit errors: {limit_errors} ({one['limit_errors']} with 1 instance, "
+        f"{three['limit_errors']} with 3)",
         f"failover after kill -9 of {three['killed']}: {three['failover_s']} s "
         f"(target <= {2 * args.ttl:g} s)",
     ]
@@ -233,6 +234,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "sweep_ratio_1": one["sweep_ratio"],
             "sweep_ratio_3": three["sweep_ratio"],
             "limit_errors": limit_errors,
+            "limit_errors_1": one["limit_errors"],
+            "limit_errors_3": three["limit_errors"],
             "failover_s": three["failover_s"],
         },
     )

@@ -1,10 +1,11 @@
 """The account's limits, shared by the instances of a cluster: each action's rate is granted by
 the database in shares, and a ``RequestLimitExceeded`` pauses the action everywhere.
 
-Every ``ttl / 3`` (and at once when a limiter waits without a share) ``SharedLimits`` tells the
-database which actions this instance calls (those asked for a slot in the last ``ttl``, or
-waiting) and which rate each limiter applies now; the database splits each action's limit between
-the instances that call it and returns this one's share (``state/postgres/cluster.py`` says how
+Every ``ttl / 3`` (and at once when a limiter waits without a share, when another instance waits
+for a share of an action this one holds, and right after a decrease, to report it applied)
+``SharedLimits`` tells the database which actions this instance calls (those asked for a slot in
+the last ``ttl``, or waiting) and which rate each limiter applies now; the database splits each
+action's limit between the instances that call it and returns this one's share (``state/postgres/cluster.py`` says how
 the shares in force never add up to more than the limit, on the database's clock). A share holds
 until a local monotonic deadline, ``ttl - safety`` after the request was *sent*: an instance that
 is paused or cut off from the database stops sending before its share can pass to another.
@@ -51,6 +52,8 @@ class RateCoordinator(Protocol):
 
     async def paused_actions(self) -> dict[str, float]: ...
 
+    async def starved_actions(self, instance: str) -> set[str]: ...
+
 
 class SharedLimits:
     """This instance's shares of the account's limits; see the module docstring."""
@@ -72,6 +75,8 @@ class SharedLimits:
         self._announced: dict[str, float] = {}
         self._wake = anyio.Event()
         self._gauge: Gauge | None = None
+        self._confirm = False  # a decrease was applied: report it at once (frees it sooner)
+        self._starved: set[str] = set()  # actions another instance waits for a share of
         limiters.announce = self._announce
         limiters.starving = self._wake.set
 
@@ -90,7 +95,12 @@ class SharedLimits:
         while True:
             await self._spread_pauses()
             now = anyio.current_time()
-            if now - shared_at >= self._ttl / 3 or self._starving():
+            if (
+                now - shared_at >= self._ttl / 3
+                or self._starving()
+                or self._confirm
+                or (self._starved & self._holding() and now - shared_at >= PAUSE_POLL)
+            ):
                 shared_at = now
                 await self._share()
             with anyio.move_on_after(PAUSE_POLL):
@@ -101,6 +111,10 @@ class SharedLimits:
     def _starving(self) -> bool:
         """A caller waits for a slot of an action this instance has no share of."""
         return any(limiter.waiting and limiter.rate == 0 for limiter in self._used().values())
+
+    def _holding(self) -> set[str]:
+        """The actions this instance has a share of now."""
+        return {action for action, limiter in self._used().items() if limiter.rate > 0}
 
     def _used(self) -> dict[str, ActionLimiter]:
         return self._limiters.created()
@@ -114,6 +128,7 @@ class SharedLimits:
             if limiter.waiting or limiter.wanted_at > sent - self._ttl
         }
         applied = {action: limiter.rate for action, limiter in used.items()}
+        self._confirm = False
         window = max((limiter.window for limiter in used.values()), default=1.0)
         try:
             granted = await self._store.share_rates(
@@ -129,6 +144,7 @@ class SharedLimits:
             limiter = self._limiters.for_action(action)
             if rate != limiter.rate:
                 log.info("cluster.rate_shared", action=action, rate=rate, limit=limiter.limit)
+            self._confirm |= rate < applied.get(action, 0)
             limiter.share(rate, deadline)
             if self._gauge is not None:
                 self._gauge.labels(self.instance, action).set_function(
@@ -142,6 +158,7 @@ class SharedLimits:
                 await self._store.pause_action(action, seconds)
                 log.info("cluster.action_paused", action=action, seconds=round(seconds, 3))
             paused = await self._store.paused_actions()
+            self._starved = await self._store.starved_actions(self.instance)
         except StateError as error:
             log.warning("cluster.pause_failed", error=str(error))
             return

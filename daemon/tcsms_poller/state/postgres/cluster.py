@@ -48,6 +48,7 @@ __all__ = [
     "renew_numbers",
     "share_rates",
     "shares_snapshot",
+    "starved_actions",
 ]
 
 Connection = AsyncConnection[tuple[Any, ...]]
@@ -147,6 +148,16 @@ async def paused_actions(connection: Connection) -> dict[str, float]:
         "WHERE until > clock_timestamp()"
     )
     return {str(action): float(left) for action, left in await cursor.fetchall()}
+
+
+async def starved_actions(connection: Connection, instance: str) -> set[str]:
+    """The actions another live instance wants and has no share of yet."""
+    cursor = await connection.execute(
+        "SELECT DISTINCT action FROM rate_shares WHERE instance <> %s AND rate = 0 "
+        "AND expires_at > clock_timestamp()",
+        (instance,),
+    )
+    return {str(row[0]) for row in await cursor.fetchall()}
 
 
 async def claim_numbers(

@@ -369,6 +369,11 @@ class PostgresStore:
         async with self._read() as connection:
             return await cluster.paused_actions(connection)
 
+    async def starved_actions(self, instance: str) -> set[str]:
+        """The actions another instance waits for a share of."""
+        async with self._read() as connection:
+            return await cluster.starved_actions(connection, instance)
+
     async def claim_numbers(
         self, app_id: str, phones: Sequence[str], *, holder: str, ttl: float
     ) -> list[NumberClaim]:
