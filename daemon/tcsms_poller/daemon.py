@@ -186,6 +186,7 @@ class Daemon:
             await root.start(self.membership.run)
         if self.shared_limits is not None:
             await root.start(self.shared_limits.run)
+            await root.start(self.claimer.run)
         fleet = self._fleet = SinkFleet(
             store=store,
             metrics=self.metrics,

@@ -5,8 +5,9 @@ Every ``ttl / 3`` (and at once when a limiter waits without a share, when anothe
 for a share of an action this one holds, and right after a decrease, to report it applied)
 ``SharedLimits`` tells the database which actions this instance calls (those asked for a slot in
 the last ``ttl``, or waiting) and which rate each limiter applies now; the database splits each
-action's limit between the instances that call it and returns this one's share (``state/postgres/cluster.py`` says how
-the shares in force never add up to more than the limit, on the database's clock). A share holds
+action's limit between the instances that call it and returns this one's share
+(``state/postgres/cluster.py`` says how the shares in force never add up to more than the limit,
+on the database's clock). A share holds
 until a local monotonic deadline, ``ttl - safety`` after the request was *sent*: an instance that
 is paused or cut off from the database stops sending before its share can pass to another.
 

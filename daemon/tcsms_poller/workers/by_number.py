@@ -126,13 +126,11 @@ class ByNumberWorker:
 
     def _size_rounds(self) -> None:
         """About two seconds of work at the rate this instance may use (all of it alone, its
-        share in a cluster). A number is claimed once it is in flight: with claims held for
-        less than 4 s (a short ``lease_ttl``) only a second's worth waits in flight, so a claim
-        does not run out waiting for the limiter."""
+        share in a cluster). In a cluster a number is claimed once it is in flight; the claims
+        of the numbers waiting for the limiter are renewed with the others (``NumberClaimer``)."""
         rate = max(1, self._ctx.client.current_rate(STATUS_ACTION))
         self._round_size = 2 * rate
-        seconds = 2 if self._ctx.claimer.hold_for >= 4 else 1
-        self._in_flight.total_tokens = max(2, seconds * rate)
+        self._in_flight.total_tokens = 2 * rate
 
     async def poll(self) -> PollStats:
         """One round: poll the most overdue numbers; more rounds follow while any are due."""
