@@ -9,9 +9,10 @@ per-number source (every number due once), the receipts queue and a stdout sink.
 For 1 and for 3 instances, on a fresh database: the sweep's time from the first admitted request
 to the N-th, over the ideal N / limit (``sweep_ratio_1``, ``sweep_ratio_3``); the requests the
 emulator refused for the limit, over both runs (``limit_errors``); the CPU seconds of each
-instance. Then, with 3: ``kill -9`` of the holder of the ``pull`` lease (the queue, the
-per-number polls) and of the sink's lease, and the seconds until survivors hold both
-(``failover_s``; the target is at most 2 x ``lease_ttl``).
+instance and, with 3, the per-number requests each made (they share the numbers under claims and
+the limit under rate shares). Then, with 3: ``kill -9`` of the holder of the receipts queue's
+lease and of the sink's lease, and the seconds until survivors hold both (``failover_s``; the
+target is at most 2 x ``lease_ttl``).
 
     python bench/cluster.py [--numbers 2000] [--latency-ms 150] [--ttl 10] [--dir DIR]
 """
@@ -19,6 +20,7 @@ per-number polls) and of the sink's lease, and the seconds until survivors hold 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -45,6 +47,7 @@ from bench._sweep import (
 from tcsms_poller.emulator import DEFAULT_SECRET_ID, DEFAULT_SECRET_KEY
 
 SINK = "out"
+QUEUE_LEASE = f"pull:{APP_ID}:PullSmsSendStatus"
 SWEEP_BUDGET = 3.0  # a sweep slower than three times the ideal is a failure, not a figure
 
 
@@ -97,6 +100,15 @@ def cpu_of(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def by_number_requests(workdir: Path) -> int:
+    """The per-number requests an instance made so far, from its ``poll.completed`` lines."""
+    total = 0
+    for line in (workdir / "daemon.log").read_text().splitlines():
+        if '"poll.completed"' in line and '"by_number:' in line:
+            total += int(json.loads(line).get("requests", 0))
+    return total
+
+
 async def holders(url: str) -> dict[str, str]:
     async with await psycopg.AsyncConnection.connect(url) as connection:
         cursor = await connection.execute(
@@ -136,9 +148,10 @@ async def sweep(
         result["sweep_s"] = round(sweep_s, 2)
         result["sweep_ratio"] = round(sweep_s / ideal, 3)
         result["cpu_s"] = {name: round(cpu_of(p.pid), 2) for name, p in processes.items()}
+        result["requests"] = {name: by_number_requests(workdir / name) for name in names}
         if instances > 1:
             held = await holders(state_url)
-            victims = {held["pull"], held[f"sink:{SINK}"]}
+            victims = {held[QUEUE_LEASE], held[f"sink:{SINK}"]}
             for victim in victims:
                 processes[victim].send_signal(signal.SIGKILL)
             killed = time.monotonic()
@@ -146,7 +159,7 @@ async def sweep(
             with anyio.fail_after(ttl * 4):
                 while True:
                     held = await holders(state_url)
-                    if held.get("pull") in survivors and held.get(f"sink:{SINK}") in survivors:
+                    if {held.get(QUEUE_LEASE), held.get(f"sink:{SINK}")} <= survivors:
                         break
                     await anyio.sleep(0.05)
             result["failover_s"] = round(time.monotonic() - killed, 2)
@@ -202,8 +215,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"lease_ttl {args.ttl:g} s",
         f"1 instance:  sweep {one['sweep_s']} s = {one['sweep_ratio']} x ideal, CPU {one['cpu_s']}",
         f"3 instances: sweep {three['sweep_s']} s = {three['sweep_ratio']} x ideal, "
-        f"CPU {three['cpu_s']}",
-        f"limit errors: {limit_errors}",
+        f"CPU {three['cpu_s']}, per-number requests {three['requests']}",
+        f"limit errors: {limit_errors} ({one['limit_errors']} with 1 instance, "
+        f"{three['limit_errors']} with 3)",
         f"failover after kill -9 of {three['killed']}: {three['failover_s']} s "
         f"(target <= {2 * args.ttl:g} s)",
     ]
@@ -215,10 +229,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             "lease_ttl_s": args.ttl,
             "cpu_s_1": one["cpu_s"],
             "cpu_s_3": three["cpu_s"],
+            "requests_3": three["requests"],
             "machine": machine(),
             "sweep_ratio_1": one["sweep_ratio"],
             "sweep_ratio_3": three["sweep_ratio"],
             "limit_errors": limit_errors,
+            "limit_errors_1": one["limit_errors"],
+            "limit_errors_3": three["limit_errors"],
             "failover_s": three["failover_s"],
         },
     )

@@ -21,7 +21,7 @@ from contextlib import (
 )
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 import structlog
@@ -29,8 +29,10 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from tcsms_poller import __version__
 from tcsms_poller.backoff import Backoff
+from tcsms_poller.cluster.claims import NumberClaimer
 from tcsms_poller.cluster.instances import instance_id
-from tcsms_poller.cluster.leases import PULL_LEASE, Coordinator, Membership
+from tcsms_poller.cluster.leases import Coordinator, Membership, pull_lease
+from tcsms_poller.cluster.rates import RateCoordinator, SharedLimits
 from tcsms_poller.config import Config, ServerSettings, load_config, read_numbers_file
 from tcsms_poller.exits import ConfigError
 from tcsms_poller.health import HealthBoard
@@ -43,6 +45,8 @@ from tcsms_poller.sdnotify import Notifier, run_watchdog
 from tcsms_poller.sinks.fleet import SinkFleet
 from tcsms_poller.state import StateStore, open_state
 from tcsms_poller.state.lock import state_lock
+from tcsms_poller.state.roles import NumberClaims
+from tcsms_poller.tencent.api import Action
 from tcsms_poller.tencent.client import Credentials, RetryPolicy, TencentClient
 from tcsms_poller.tencent.ratelimit import RateLimiters
 from tcsms_poller.workers import Worker, WorkerContext, build_workers, poll_cycle, run_worker
@@ -68,7 +72,10 @@ def build_client(
         credentials=Credentials(
             tencent.secret_id.reveal(), tencent.secret_key.reveal(), tencent.token.reveal()
         ),
-        limiters=RateLimiters(tencent.rate_limits.model_dump()),
+        # In a cluster each instance uses the share of every limit the database grants it.
+        limiters=RateLimiters(
+            tencent.rate_limits.model_dump(), shared=config.state.url is not None
+        ),
         metrics=metrics,
         timeout=tencent.timeout,
         queue_timeout=tencent.queue_timeout,
@@ -105,6 +112,8 @@ class Daemon:
         self._store: StateStore | None = None
         self._fleet: SinkFleet | None = None
         self.membership: Membership | None = None  # cluster mode (state.url)
+        self.shared_limits: SharedLimits | None = None
+        self.claimer = NumberClaimer()  # alone: every number is this daemon's
         self.context: WorkerContext | None = None
         self.listen_address: tuple[str, int] | None = None
 
@@ -130,9 +139,24 @@ class Daemon:
                     ttl=self.config.state.lease_ttl,
                     healthy=self._health_summary,
                 )
-                pull = self.membership.lease(PULL_LEASE)
-                client.limiters.gate = lambda: pull.held
-                self.membership.export(self.metrics.cluster_lease_held)
+                membership = self.membership
+                for name in _pull_leases(self.config):
+                    membership.lease(name)
+                membership.export(self.metrics.cluster_lease_held)
+                self.shared_limits = SharedLimits(
+                    cast(RateCoordinator, store),
+                    membership.instance,
+                    client.limiters,
+                    ttl=membership.ttl,
+                    safety=membership.safety,
+                )
+                self.shared_limits.export(self.metrics.cluster_rate_share)
+                self.claimer = NumberClaimer(
+                    cast(NumberClaims, store), membership.instance, ttl=membership.ttl
+                )
+                self.metrics.cluster_number_claims.labels(membership.instance).set_function(
+                    lambda: self.claimer.held_count
+                )
             try:
                 await self._sync_numbers(self.config)
                 yield store, client
@@ -160,6 +184,9 @@ class Daemon:
         share."""
         if self.membership is not None:
             await root.start(self.membership.run)
+        if self.shared_limits is not None:
+            await root.start(self.shared_limits.run)
+            await root.start(self.claimer.run)
         fleet = self._fleet = SinkFleet(
             store=store,
             metrics=self.metrics,
@@ -180,7 +207,8 @@ class Daemon:
             clock=self._clock,
         )
         if self.membership is not None:
-            ctx.pull_lease = self.membership.lease(PULL_LEASE)
+            ctx.leases = self.membership.lease
+        ctx.claimer = self.claimer
         return fleet, ctx
 
     async def serve(
@@ -278,8 +306,18 @@ class Daemon:
             ),
             tracking={app.sms_sdk_app_id: app.tracking for app in self.config.apps},
             clock=self._clock,
-            cluster=None if self.membership is None else self.membership.describe,
+            cluster=None if self.membership is None else self._describe_cluster,
         )
+
+    def _describe_cluster(self) -> dict[str, Any]:
+        """``/healthz``'s cluster detail: the leases held here, the number claims, the shares."""
+        assert self.membership is not None
+        detail = self.membership.describe()
+        detail["number_claims"] = self.claimer.held_count
+        if self.context is not None:
+            limiters = self.context.client.limiters.created()
+            detail["rate_shares"] = {action: one.rate for action, one in sorted(limiters.items())}
+        return detail
 
     async def run_once(self, *, drain_timeout: float) -> bool:
         """One pass of every worker, then drain every sink; True if all of it succeeded."""
@@ -379,3 +417,18 @@ class Daemon:
             added, removed = await self._store.sync_numbers(app.sms_sdk_app_id, "file", from_file)
             if added or removed:
                 log.info("numbers.synced", app_id=app.sms_sdk_app_id, added=added, removed=removed)
+
+
+def _pull_leases(config: Config) -> list[str]:
+    """The leases of the configured queue and statistics workers (wanted from the start)."""
+    names = []
+    for app in config.apps:
+        for enabled, action in (
+            (app.replies.enabled, Action.PULL_SMS_REPLY_STATUS),
+            (app.send_status.enabled, Action.PULL_SMS_SEND_STATUS),
+            (app.statistics.enabled, Action.CALLBACK_STATUS_STATISTICS),
+        ):
+            name = pull_lease(app.sms_sdk_app_id, action)
+            if enabled and name is not None:
+                names.append(name)
+    return names

@@ -21,7 +21,7 @@ from tcsms_poller.health import Health
 from tcsms_poller.metrics import Metrics
 from tcsms_poller.records import Record
 from tcsms_poller.state import CommitResult, StateError, StateStore
-from tcsms_poller.state.roles import Change
+from tcsms_poller.state.roles import Change, LeaseLostError
 from tcsms_poller.tencent.models import RejectedItem
 
 __all__ = ["Intake"]
@@ -103,6 +103,8 @@ class Intake:
         while True:
             try:
                 return await self.commit(records, source=source, rejected=rejected, also=also)
+            except LeaseLostError:  # fenced: another instance holds the work now; retrying
+                raise  # cannot help (a queue page carries no fence: it is always committed)
             except Exception as error:  # whatever it is, the page exists nowhere else: keep it
                 database = isinstance(error, StateError)  # it names the state database
                 cause = str(error) if database else f"internal error in commit: {error!r}"

@@ -123,8 +123,22 @@ class Metrics:
         )
         self.cluster_lease_held = Gauge(
             f"{_PREFIX}_cluster_lease_held",
-            "Cluster mode: 1 while this instance holds the lease (a sink, the Tencent pulls)",
+            "Cluster mode: 1 while this instance holds the lease (a sink, a queue or statistics "
+            "pull of an app)",
             ["instance", "lease"],
+            registry=r,
+        )
+        self.cluster_rate_share = Gauge(
+            f"{_PREFIX}_cluster_rate_share",
+            "Cluster mode: requests per second of the action this instance may send now (its "
+            "share of the account's limit, granted by the database)",
+            ["instance", "action"],
+            registry=r,
+        )
+        self.cluster_number_claims = Gauge(
+            f"{_PREFIX}_cluster_number_claims",
+            "Cluster mode: phone numbers this instance holds a claim on (polls in progress)",
+            ["instance"],
             registry=r,
         )
         self.worker_not_activated = Gauge(

@@ -110,3 +110,51 @@ async def test_one_limiter_per_action_for_the_process() -> None:
     assert limiters.for_action("A") is limiters.for_action("A")
     assert limiters.for_action("B").rate == 7
     assert limiters.for_action("A") is not limiters.for_action("B")
+
+
+@pytest.mark.anyio
+async def test_a_shared_limiter_sends_only_within_its_share_and_its_deadline() -> None:
+    """Cluster mode: no slot before a share; at most the share in any window while it holds;
+    none after its deadline until the next grant; a lower share applies at once; a caller
+    waiting without a share asks for one; a pause is announced to the cluster."""
+    asked: list[str] = []
+    paused: list[float] = []
+    limiter = ActionLimiter(
+        20,
+        window=0.5,
+        margin=0.0,
+        shared=True,
+        announce=paused.append,
+        starving=lambda: asked.append("share"),
+    )
+    times: list[float] = []
+
+    async def caller() -> None:
+        while True:
+            await limiter.acquire()
+            times.append(anyio.current_time())
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(caller)
+        await anyio.sleep(0.2)
+        assert times == []
+        assert asked  # it asked for a share
+        granted_at = anyio.current_time()
+        limiter.share(4, granted_at + 1.2)
+        await anyio.sleep(1.5)
+        assert max_in_any_window(times, 0.5) <= 4
+        assert len(times) >= 8  # the share is used
+        assert max(times) < granted_at + 1.2  # nothing after the deadline
+        assert limiter.rate == 0
+        count = len(times)
+        limiter.share(2, anyio.current_time() + 1.0)
+        await anyio.sleep(0.9)
+        later = times[count:]
+        assert 1 <= len(later) <= 4  # 2 per half second
+        assert max_in_any_window(later, 0.5) <= 2
+        tg.cancel_scope.cancel()
+    limiter.pause(1.0)
+    assert paused == [1.0]
+    limiter.pause(1.0, announce=False)  # a pause read from the cluster is not sent back
+    assert paused == [1.0]
+    assert limiter.paused_for > 0.5

@@ -1,10 +1,10 @@
 """The leases this instance wants, kept renewed; each one held until a local deadline.
 
 In cluster mode (``state.url``) every piece of work that must run on one instance at a time has
-a lease: each sink (``sink:NAME``, one drainer cluster-wide) and the Tencent pulls (``pull``: every
-pull worker and the conversion reporter run on its holder, so the account's limits are kept by
-one limiter and a ``RequestLimitExceeded`` pause holds for the whole cluster). The database
-grants them (``state/postgres/leases.py``) with an expiry on its own clock.
+a lease: each sink (``sink:NAME``, one drainer cluster-wide) and each (app, action) pulled from a
+queue or asked for statistics (``pull:APP:ACTION``). The per-number work is shared under number
+claims (``claims.py``) and the account's limits under rate shares (``rates.py``). The database
+grants leases (``state/postgres/leases.py``) with an expiry on its own clock.
 
 ``Membership.run`` claims every wanted lease at once every ``ttl / 3``: renewing those it holds,
 taking those that are free or expired. A lease counts as held here until a local monotonic
@@ -31,17 +31,29 @@ from prometheus_client import Gauge
 
 from tcsms_poller import __version__
 from tcsms_poller.state.roles import Fence, StateError
+from tcsms_poller.tencent.api import Action
 
-__all__ = ["PULL_LEASE", "Coordinator", "Lease", "Membership", "sink_lease"]
+__all__ = ["Coordinator", "Lease", "Membership", "pull_lease", "sink_lease"]
 
 log = structlog.get_logger("tcsms_poller.cluster")
 
-PULL_LEASE = "pull"
+# The actions pulled under a lease per (app, action): a queue hands each record out once, and
+# one hourly statistics poller per app is enough. The per-number actions run under number claims.
+LEASED_ACTIONS = frozenset(
+    {Action.PULL_SMS_REPLY_STATUS, Action.PULL_SMS_SEND_STATUS, Action.CALLBACK_STATUS_STATISTICS}
+)
 
 
 def sink_lease(name: str) -> str:
     """The lease of one sink."""
     return f"sink:{name}"
+
+
+def pull_lease(app_id: str, action: str) -> str | None:
+    """The lease a worker of ``action`` for ``app_id`` runs under (None: it needs none)."""
+    if action not in LEASED_ACTIONS:
+        return None
+    return f"pull:{app_id}:{action}"
 
 
 class Coordinator(Protocol):
@@ -185,6 +197,11 @@ class Membership:
     def _export(self, lease: Lease) -> None:
         if self._gauge is not None:
             self._gauge.labels(self.instance, lease.name).set_function(lambda: int(lease.held))
+
+    @property
+    def safety(self) -> float:
+        """How long before the database's expiry a lease (or share, or claim) stops here."""
+        return self._safety
 
     def describe(self) -> dict[str, Any]:
         """This instance and the leases it holds, for ``/healthz``."""

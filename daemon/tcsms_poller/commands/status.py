@@ -85,7 +85,8 @@ def render(snapshot: dict[str, Any], configured_sinks: list[str]) -> str:
 
 
 def _render_cluster(cluster: dict[str, Any]) -> list[str]:
-    """The instances sharing a PostgreSQL state and who holds which lease."""
+    """The instances sharing a PostgreSQL state, who holds which lease, the rate shares and how
+    many numbers each instance is polling."""
     lines = ["cluster instances:"]
     for one in cluster["instances"]:
         state = "healthy" if one["healthy"] else f"UNHEALTHY: {one['detail']}"
@@ -103,6 +104,19 @@ def _render_cluster(cluster: dict[str, Any]) -> list[str]:
     )
     if not cluster["leases"]:
         lines.append("  none held")
+    lines.append("cluster rate shares (requests per second):")
+    lines.extend(
+        f"  {share['action']}: {share['instance']} {share['rate']} "
+        f"(expires in {share['expires_in_s']}s)"
+        for share in cluster.get("rate_shares", [])
+    )
+    if not cluster.get("rate_shares"):
+        lines.append("  none granted")
+    claims = cluster.get("number_claims", {})
+    lines.append("cluster number claims (polls in progress):")
+    lines.extend(f"  {holder}: {count}" for holder, count in sorted(claims.items()))
+    if not claims:
+        lines.append("  none")
     return lines
 
 

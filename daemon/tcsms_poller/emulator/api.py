@@ -101,14 +101,17 @@ async def _answer(request: Request, state: EmulatorState, request_id: str) -> Re
     if refusal is not None:
         raise ApiError(refusal, f"{action} is not activated for this account; contact SMS Helper.")
     state.outbound.release()  # every receipt due by now is pullable
+    params = parse_body(body)
     payload = run_action(
         action,
-        parse_body(body),
+        params,
         state.store,
         state.clock(),
         statistics_end=state.options.statistics_end,
         outbound=state.outbound,
     )
+    if state.number_log is not None and "PhoneNumber" in params:
+        state.number_log.append((str(params["PhoneNumber"]), arrival, state.monotonic()))
     stats.ok += 1
     if fault is None:
         return json_answer(success_body(payload, request_id))

@@ -50,6 +50,9 @@ class EmulatorState:
             for action, rate in options.rate_limits.items()
         }
         self.stats = RequestStats(window=1.0 - options.slack)
+        # When a test sets a list here: (phone, arrival, answered) of every per-number request
+        # answered, monotonic, to check that no two polls of one number overlapped.
+        self.number_log: list[tuple[str, float, float]] | None = None
         self.faults = FaultInjector(options.faults, random.Random(f"faults:{self.seed}"))
         self.inactive = dict(options.inactive)  # action -> refusal code; changed at runtime
         self.pusher = Pusher(options.push) if options.push.enabled else None

@@ -37,6 +37,8 @@ __all__ = [
     "MessageTables",
     "MessagesMissing",
     "MessagesPolled",
+    "NumberClaim",
+    "NumberClaims",
     "NumberOrigin",
     "NumberPolled",
     "Outbox",
@@ -75,6 +77,18 @@ class Fence:
     token: int
 
 
+@dataclass(frozen=True, slots=True)
+class NumberClaim:
+    """One poller's claim on a phone number of an app (cluster mode): granted by the database to
+    ``holder`` with ``token``; a commit that carries it succeeds only while the claim is still
+    this one (``NumberClaims``)."""
+
+    app_id: str
+    phone: str
+    holder: str
+    token: int
+
+
 # -- values ------------------------------------------------------------------------------------
 
 
@@ -109,6 +123,7 @@ class NumberPolled:
     polled_at: float
     status_cursor: int | None = None
     reply_cursor: int | None = None
+    claim: NumberClaim | None = None  # cluster mode: the commit is fenced by it
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +142,7 @@ class MessagesPolled:
     phone: str
     polled_at: float
     schedule: Schedule
+    claim: NumberClaim | None = None  # cluster mode: the commit is fenced by it
 
 
 @dataclass(frozen=True, slots=True)
@@ -381,6 +397,37 @@ class MessageTables(Protocol):
         self, app_id: str, *, sent_before: float, limit: int
     ) -> list[TrackedMessage]:
         """Up to ``limit`` pending messages of the app sent before ``sent_before``."""
+        ...
+
+
+class NumberClaims(Protocol):
+    """One poller at a time per phone number of an app, whatever worker polls it (cluster mode:
+    several daemons on one PostgreSQL state; a SQLite state has one daemon and no claims).
+
+    A claim is a row keyed by ``(app_id, phone)`` with a holder, a token and an expiry on the
+    database's clock. ``claim_numbers`` takes the numbers that are free or whose claim expired
+    (never one held by anyone, the claimer included); ``renew_numbers`` extends the claims still
+    held as granted; ``release_numbers`` ends them when the poll is over. A ``Change`` carrying
+    a claim (``NumberPolled.claim``, ``MessagesPolled.claim``) commits only while the number is
+    still claimed with that holder and token, checked in the commit's own transaction:
+    otherwise ``LeaseLostError`` and nothing of the commit is written. The claimer must stop
+    sending before the claim can expire (``cluster/claims.py`` keeps that local deadline).
+    """
+
+    async def claim_numbers(
+        self, app_id: str, phones: Sequence[str], *, holder: str, ttl: float
+    ) -> list[NumberClaim]:
+        """Claim each free (or expired) number of ``phones`` for ``ttl`` seconds; those won."""
+        ...
+
+    async def renew_numbers(
+        self, claims: Sequence[NumberClaim], *, ttl: float
+    ) -> list[NumberClaim]:
+        """Extend the claims still held as granted for ``ttl`` seconds; those extended."""
+        ...
+
+    async def release_numbers(self, claims: Sequence[NumberClaim]) -> None:
+        """End claims (their polls are over); one that passed on is left alone."""
         ...
 
 

@@ -121,7 +121,12 @@ class TencentClient:
         return self._limiters
 
     def rate_limit(self, action: str) -> int:
-        """Requests per second allowed for ``action`` (sizes concurrent work to the limit)."""
+        """Requests per second allowed for ``action`` on the account."""
+        return self._limiters.for_action(action).limit
+
+    def current_rate(self, action: str) -> int:
+        """Requests per second this process may send of ``action`` now: the limit, or its share
+        in a cluster (sizes concurrent work to what can be sent)."""
         return self._limiters.for_action(action).rate
 
     async def aclose(self) -> None:

@@ -19,15 +19,21 @@ layers:
 Requests are granted in FIFO order (one ``anyio.Lock``), so no caller starves. A server-side
 ``RequestLimitExceeded`` (other clients share the account) pauses the whole action via ``pause``.
 
-In cluster mode only the holder of the ``pull`` lease calls Tencent (``cluster/leases.py``), so
-this one limiter is the cluster's; ``RateLimiters.gate`` says whether this instance still holds
-it, and a slot is refused with ``LeaseLostError`` (nothing sent) once it does not.
+In cluster mode (``cluster/rates.py``) the database grants each instance a share of each action's
+limit, until a local deadline: ``ActionLimiter.share`` sets it, and the limiter enforces that
+share (none once the deadline passed: requests wait for the next grant). The shares in force never
+add up to more than the limit, so the account's promise holds for the cluster. A request made on
+behalf of a lease or a claim is refused with ``LeaseLostError`` (nothing sent) when its gate
+(``REQUEST_GATE``, set by the worker for its task) says the lease or claim is no longer held once
+the slot is granted.
 """
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import anyio
@@ -35,7 +41,11 @@ from aiolimiter import AsyncLimiter
 
 from tcsms_poller.state.roles import LeaseLostError
 
-__all__ = ["MARGIN", "ActionLimiter", "RateLimiters", "Slot"]
+__all__ = ["MARGIN", "REQUEST_GATE", "ActionLimiter", "RateLimiters", "Slot"]
+
+# Whether the requests of the current task may still be sent (the lease or claim they depend on
+# is held): checked once the limiter granted a slot, right before the request leaves.
+REQUEST_GATE: ContextVar[Callable[[], bool] | None] = ContextVar("request_gate", default=None)
 
 # How much longer than the server's window our window is. A request leaves some time after its
 # slot (the event loop may be busy parsing a page or committing), and that delay varies on a
@@ -60,7 +70,12 @@ class Slot:
 
 
 class ActionLimiter:
-    """At most ``rate`` request starts in any ``window`` seconds, evenly paced."""
+    """At most ``rate`` request starts in any ``window`` seconds, evenly paced.
+
+    ``limit`` is the account's limit of the action; ``rate`` is what this process may use of it:
+    all of it alone, its share in a cluster (0 until the first grant, and once a grant's local
+    deadline passed).
+    """
 
     def __init__(
         self,
@@ -68,26 +83,68 @@ class ActionLimiter:
         *,
         window: float = 1.0,
         margin: float = MARGIN,
-        gate: Callable[[], bool] = lambda: True,
+        shared: bool = False,
+        announce: Callable[[float], None] | None = None,
+        starving: Callable[[], None] = lambda: None,
     ) -> None:
         if rate < 1:
             raise ValueError("rate must be at least 1 request per window")
-        self.rate = rate
-        self._window = window + margin
-        self._starts: deque[Slot] = deque(maxlen=rate)
+        self.limit = rate
+        self.window = window + margin
+        self._unit = window
+        self._rate = 0 if shared else rate
+        self._until = -math.inf if shared else math.inf
+        self._starts: deque[Slot] = deque()
         self._lock = anyio.Lock()
+        self._bucket = self._pacer(self._rate)
+        self._paused_until = 0.0
+        self._changed = anyio.Event()
+        self._announce = announce
+        self._starving = starving
+        self._waiting = 0
+        self.wanted_at = -math.inf  # when a caller last asked for a slot (cluster demand)
+
+    def _pacer(self, rate: int) -> AsyncLimiter:
         burst = max(1, rate // 10)
         # aiolimiter binds to the running event loop: construct limiters inside it.
-        self._bucket = AsyncLimiter(burst, burst * window / rate)
-        self._paused_until = 0.0
-        self._gate = gate
+        return AsyncLimiter(burst, burst * self._unit / max(1, rate))
 
-    def pause(self, seconds: float) -> None:
-        """Hold every request of this action for ``seconds`` from now (server said: too fast)."""
+    @property
+    def rate(self) -> int:
+        """The requests per window this process may start now."""
+        if self._until == math.inf:
+            return self._rate
+        return self._rate if anyio.current_time() < self._until else 0
+
+    @property
+    def waiting(self) -> bool:
+        """Whether a caller waits for a slot now."""
+        return self._waiting > 0
+
+    @property
+    def paused_for(self) -> float:
+        """Seconds the action stays paused (0 when it is not)."""
+        return max(0.0, self._paused_until - anyio.current_time())
+
+    def share(self, rate: int, until: float) -> None:
+        """Cluster mode: ``rate`` requests per window are this process's until ``until``
+        (monotonic); a lower rate applies at once, to every slot granted from now on."""
+        if rate != self._rate and rate > 0:
+            self._bucket = self._pacer(rate)
+        self._rate, self._until = rate, until
+        if rate > 0:  # a caller waiting for a share, or for a slot, looks again
+            self._changed.set()
+            self._changed = anyio.Event()
+
+    def pause(self, seconds: float, *, announce: bool = True) -> None:
+        """Hold every request of this action for ``seconds`` from now (server said: too fast);
+        in a cluster, ``announce`` pauses the other instances too."""
         self._paused_until = max(self._paused_until, anyio.current_time() + seconds)
+        if announce and self._announce is not None:
+            self._announce(seconds)
 
     def recent(self) -> tuple[Slot, ...]:
-        """The last ``rate`` slots granted, oldest first."""
+        """The slots granted that may still count against the window, oldest first."""
         return tuple(self._starts)
 
     async def acquire(self) -> float:
@@ -96,31 +153,61 @@ class ActionLimiter:
 
     async def slot(self) -> Slot:
         """Wait for a slot; call its ``sent`` once the request has been written."""
-        started = anyio.current_time()
-        async with self._lock:
-            await self._bucket.acquire()
-            now = anyio.current_time()
-            earliest = self._paused_until
-            if len(self._starts) == self.rate:
-                earliest = max(earliest, self._starts[0].at + self._window)
-            if earliest > now:
-                await anyio.sleep(earliest - now)
-                now = anyio.current_time()
-            if not self._gate():
-                raise LeaseLostError("the pull lease passed to another instance: request not sent")
-            slot = Slot(granted=now, waited=now - started)
-            self._starts.append(slot)
+        started = self.wanted_at = anyio.current_time()
+        self._waiting += 1
+        try:
+            async with self._lock:
+                now = await self._slot()
+                gate = REQUEST_GATE.get()
+                if gate is not None and not gate():
+                    raise LeaseLostError("the lease or claim passed to another instance: not sent")
+                slot = Slot(granted=now, waited=now - started)
+                self._starts.append(slot)
+        finally:
+            self._waiting -= 1
         return slot
+
+    async def _slot(self) -> float:
+        """Wait until a start is allowed; the time it is."""
+        paced = False
+        while True:
+            rate = self.rate
+            if rate == 0:  # no share (yet, or any more): ask for one, wait for a grant
+                self._starving()
+                await self._changed.wait()
+                continue
+            if not paced:
+                await self._bucket.acquire()
+                paced = True
+                continue
+            now = anyio.current_time()
+            while self._starts and self._starts[0].at <= now - self.window:
+                self._starts.popleft()
+            earliest = self._paused_until
+            if len(self._starts) >= rate:
+                earliest = max(earliest, self._starts[-rate].at + self.window)
+            if earliest <= now:
+                return now
+            with anyio.move_on_after(earliest - now):  # a new share is looked at again
+                await self._changed.wait()
 
 
 class RateLimiters:
-    """One ``ActionLimiter`` per action for the whole process, created on first use."""
+    """One ``ActionLimiter`` per action for the whole process, created on first use.
 
-    def __init__(self, limits: Mapping[str, int], *, margin: float = MARGIN) -> None:
+    ``shared`` (cluster mode): each limiter waits for its share (``cluster/rates.py``), and a
+    pause it takes is passed to ``announce(action, seconds)``.
+    """
+
+    def __init__(
+        self, limits: Mapping[str, int], *, margin: float = MARGIN, shared: bool = False
+    ) -> None:
         self._limits = dict(limits)
         self._margin = margin
         self._limiters: dict[str, ActionLimiter] = {}
-        self.gate: Callable[[], bool] | None = None  # cluster mode: is the pull lease ours?
+        self.shared = shared
+        self.announce: Callable[[str, float], None] | None = None
+        self.starving: Callable[[], None] = lambda: None  # a caller waits with no share
 
     def for_action(self, action: str) -> ActionLimiter:
         """The limiter of ``action``; an action without a configured limit is a bug."""
@@ -129,7 +216,17 @@ class RateLimiters:
             limiter = ActionLimiter(
                 self._limits[action],
                 margin=self._margin,
-                gate=lambda: self.gate is None or self.gate(),
+                shared=self.shared,
+                announce=lambda seconds: self._announced(action, seconds),
+                starving=lambda: self.starving(),
             )
             self._limiters[action] = limiter
         return limiter
+
+    def _announced(self, action: str, seconds: float) -> None:
+        if self.announce is not None:
+            self.announce(action, seconds)
+
+    def created(self) -> dict[str, ActionLimiter]:
+        """The limiters used so far, by action."""
+        return dict(self._limiters)

@@ -18,7 +18,8 @@ import anyio
 import structlog
 from anyio.abc import TaskStatus
 
-from tcsms_poller.cluster.leases import Lease
+from tcsms_poller.cluster.claims import NumberClaimer
+from tcsms_poller.cluster.leases import Lease, pull_lease
 from tcsms_poller.health import Health, HealthBoard
 from tcsms_poller.intake import Intake
 from tcsms_poller.metrics import Metrics
@@ -27,6 +28,7 @@ from tcsms_poller.state.roles import LeaseLostError
 from tcsms_poller.tencent.api import Action
 from tcsms_poller.tencent.client import TencentClient
 from tcsms_poller.tencent.errors import PermanentError, TencentError
+from tcsms_poller.tencent.ratelimit import REQUEST_GATE
 
 __all__ = [
     "NextCycle",
@@ -56,8 +58,15 @@ class WorkerContext:
     clock: Callable[[], float] = time.time
     sleep: Callable[[float], Awaitable[None]] = anyio.sleep
     rng: random.Random = field(default_factory=random.Random)
-    # Cluster mode: the workers poll only on the holder of this lease (cluster/leases.py).
-    pull_lease: Lease = field(default_factory=lambda: Lease.solo("pull"))
+    # Cluster mode: a queue or statistics worker polls only while this instance holds the lease
+    # of its (app, action) (cluster/leases.py); a number is polled under a claim (claims.py).
+    leases: Callable[[str], Lease] = Lease.solo
+    claimer: NumberClaimer = field(default_factory=NumberClaimer)
+
+    def lease_of(self, worker: Worker) -> Lease | None:
+        """The lease ``worker`` polls under, or None."""
+        name = pull_lease(worker.app_id, worker.action)
+        return None if name is None else self.leases(name)
 
 
 @dataclass(slots=True)
@@ -193,17 +202,20 @@ async def run_worker(
     task_status.started()
     if begin is not None:
         await begin.wait()
+    lease = ctx.lease_of(worker)
+    if lease is not None:  # no request leaves once the lease is not ours (a pause, a cut)
+        REQUEST_GATE.set(lambda: lease.held)
     while not ctx.stopping.is_set():
-        if not ctx.pull_lease.held:
-            await _standby(ctx)
+        if lease is not None and not lease.held:
+            await _standby(ctx, lease)
             continue
         ticker.start()
         next_cycle = await poll_cycle(worker, ctx)
         await _wait_or_stop(ctx, next_cycle.pause(ticker.remaining()))
 
 
-async def _standby(ctx: WorkerContext) -> None:
-    """Another instance holds the pull lease: wait for it (or for the daemon to stop)."""
+async def _standby(ctx: WorkerContext, lease: Lease) -> None:
+    """Another instance holds the worker's lease: wait for it (or for the daemon to stop)."""
     async with anyio.create_task_group() as tg:
 
         async def until_stopping() -> None:
@@ -211,7 +223,7 @@ async def _standby(ctx: WorkerContext) -> None:
             tg.cancel_scope.cancel()
 
         tg.start_soon(until_stopping)
-        await ctx.pull_lease.wait_held()
+        await lease.wait_held()
         tg.cancel_scope.cancel()
 
 
@@ -219,6 +231,10 @@ async def poll_cycle(worker: Worker, ctx: WorkerContext) -> NextCycle:
     """One poll with its logging and health; returns when the next one starts."""
     health = worker.health
     bound = log.bind(worker=worker.name, action=worker.action, app_id=worker.app_id or None)
+    lease = ctx.lease_of(worker)
+    if lease is not None and not lease.held:  # ``once`` while another instance holds it
+        bound.info("poll.skipped", reason="another instance holds the lease", lease=lease.name)
+        return ON_SCHEDULE
     was_healthy = health.failing_since is None
     started = anyio.current_time()
     next_cycle = ON_SCHEDULE

@@ -15,6 +15,11 @@ Each poll of a number sweeps its whole span, splitting full windows: ``windows.p
 that is correct whatever time the API's window reads and whatever order it answers in. The
 windows a sweep ended with are kept in memory, so the next poll of a busy number asks those
 directly (after a restart, its first poll finds them again).
+
+In a cluster each number is polled under a claim (``cluster/claims.py``): taken right before its
+first request, kept through a long sweep, carried by every commit of its pages (a commit of a
+claim that passed to another instance is refused and changes nothing), released at the end. The
+rounds are sized to this instance's share of the action's limit.
 """
 
 from __future__ import annotations
@@ -26,12 +31,14 @@ from typing import Any
 import anyio
 import structlog
 
+from tcsms_poller.cluster.claims import Claimed
 from tcsms_poller.records import Record, format_received_at, reply_record, send_status_record
 from tcsms_poller.state import StateError
-from tcsms_poller.state.roles import Change, NumberPolled, TrackedNumber
+from tcsms_poller.state.roles import Change, LeaseLostError, NumberPolled, TrackedNumber
 from tcsms_poller.tencent.api import PAGE_LIMIT, Action
 from tcsms_poller.tencent.errors import AuthError, TencentError
 from tcsms_poller.tencent.models import Page, RejectedItem
+from tcsms_poller.tencent.ratelimit import REQUEST_GATE
 from tcsms_poller.workers.base import PollStats, WorkerBase, WorkerContext
 from tcsms_poller.workers.windows import Plan, Sweep, Window, span_of
 
@@ -127,17 +134,26 @@ class ByNumberWorker(WorkerBase):
         self._number_interval = interval
         self._lookback = lookback
         self._replies = replies
-        rate = ctx.client.rate_limit(STATUS_ACTION)
-        self._round_size = max(1, 2 * rate)  # about two seconds of work at the full rate
-        self._in_flight = anyio.CapacityLimiter(max(1, 2 * rate))
+        self._round_size = 1
+        self._in_flight = anyio.CapacityLimiter(1)
+        self._size_rounds()
         self._polling: set[str] = set()  # numbers handed to a task and not finished yet
         self._lag_logged_at = float("-inf")
         self._plans: dict[tuple[str, bool], Plan] = {}  # (phone, replies): the last sweep's plan
         self._lag = ctx.metrics.by_number_lag  # labelled at the first poll (tracking has its own)
 
+    def _size_rounds(self) -> None:
+        """About two seconds of work at the rate this instance may use (all of it alone, its
+        share in a cluster). In a cluster a number is claimed once it is in flight; the claims
+        of the numbers waiting for the limiter are renewed with the others (``NumberClaimer``)."""
+        rate = max(1, self._ctx.client.current_rate(STATUS_ACTION))
+        self._round_size = 2 * rate
+        self._in_flight.total_tokens = 2 * rate
+
     async def poll(self) -> PollStats:
         """One round: poll the most overdue numbers; more rounds follow while any are due."""
         ctx = self._ctx
+        self._size_rounds()
         oldest, numbers = await self._due()
         now = ctx.clock()
         lag = max(0.0, now - oldest) if oldest is not None else 0.0
@@ -163,6 +179,7 @@ class ByNumberWorker(WorkerBase):
                 await current.wait_until_at_most(self._round_size // 2)
                 if current.auth_failed or ctx.stopping.is_set():
                     break
+                self._size_rounds()  # a share granted or changed meanwhile (cluster mode)
                 _, numbers = await self._due()
         auth = current.auth_failed
         if auth is not None:
@@ -193,16 +210,35 @@ class ByNumberWorker(WorkerBase):
             async with self._in_flight:
                 if self._ctx.stopping.is_set():
                     return  # not polled: still due, at the next start
-                await self._poll_number(number, current)
+                await self._poll_claimed(number, current)
         finally:
             self._polling.discard(number.phone)
             current.finished()
 
-    async def _poll_number(self, number: TrackedNumber, current: _Round) -> None:
+    async def _poll_claimed(self, number: TrackedNumber, current: _Round) -> None:
+        """Poll ``number`` under its claim (cluster mode), if this instance gets it."""
+        claimer = self._ctx.claimer
         try:
-            await self._poll_kind(number, current.stats, replies=False)
+            won = await claimer.claim(self.app_id, [number.phone])
+        except StateError as error:  # still due: the next round tries it again
+            log.error("state.write_failed", worker=self.name, error=str(error))
+            return
+        if not won:
+            return  # another instance polls it
+        (claimed,) = won
+        REQUEST_GATE.set(lambda: claimed.held)  # this task's requests only
+        try:
+            await self._poll_number(number, current, claimed)
+        except LeaseLostError as error:  # paused or cut off past the claim: the next holder's
+            log.info("by_number.claim_lost", worker=self.name, error=str(error))
+        finally:
+            await claimer.release([claimed])
+
+    async def _poll_number(self, number: TrackedNumber, current: _Round, claimed: Claimed) -> None:
+        try:
+            await self._poll_kind(number, current.stats, claimed, replies=False)
             if self._replies:
-                await self._poll_kind(number, current.stats, replies=True)
+                await self._poll_kind(number, current.stats, claimed, replies=True)
         except TencentError as error:
             await self._retry_later(number)
             current.errors.append(error)
@@ -224,7 +260,9 @@ class ByNumberWorker(WorkerBase):
         except StateError as error:  # still due: the next round tries it again
             log.error("state.write_failed", worker=self.name, error=str(error))
 
-    async def _poll_kind(self, number: TrackedNumber, stats: PollStats, *, replies: bool) -> None:
+    async def _poll_kind(
+        self, number: TrackedNumber, stats: PollStats, claimed: Claimed, *, replies: bool
+    ) -> None:
         """Sweep the number's span (see ``windows.py``): every window until none is full."""
         ctx = self._ctx
         started = ctx.clock()
@@ -232,9 +270,11 @@ class ByNumberWorker(WorkerBase):
         span = self._span(number, started)
         sweep = Sweep.start(span, self._plans.pop(key, ()))  # a failed sweep starts afresh
         while (window := sweep.next(ctx.clock())) is not None:
+            if not await ctx.claimer.keep(claimed):
+                raise LeaseLostError("the number's claim passed to another instance")
             page = await self._fetch(number.phone, window, replies)
             newest = max(page.times, default=None)
-            step = self._step(number, started, newest, replies=replies)
+            step = self._step(number, started, newest, replies=replies, claimed=claimed)
             result = await ctx.intake.commit_until_durable(
                 page.records,
                 source=page.action,
@@ -256,9 +296,16 @@ class ByNumberWorker(WorkerBase):
         return span_of(now=now, lookback=self._lookback)
 
     def _step(
-        self, number: TrackedNumber, started: float, newest: int | None, *, replies: bool
+        self,
+        number: TrackedNumber,
+        started: float,
+        newest: int | None,
+        *,
+        replies: bool,
+        claimed: Claimed,
     ) -> Change:
-        """What the commit of a page of ``number`` also does: its cursors and next due time."""
+        """What the commit of a page of ``number`` also does: its cursors and next due time,
+        fenced by its claim."""
         return NumberPolled(
             app_id=self.app_id,
             phone=number.phone,
@@ -266,6 +313,7 @@ class ByNumberWorker(WorkerBase):
             polled_at=started,
             status_cursor=None if replies else newest,
             reply_cursor=newest if replies else None,
+            claim=claimed.claim,
         )
 
     def _remember(self, key: tuple[str, bool], plan: Plan) -> None:

@@ -17,8 +17,11 @@ commit in the same transaction that marks them missing, exactly once.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import structlog
 
+from tcsms_poller.cluster.claims import Claimed
 from tcsms_poller.config.model import TrackingSettings
 from tcsms_poller.state import StateError
 from tcsms_poller.state.message_store import GIVE_UP_BATCH
@@ -102,9 +105,16 @@ class TrackingWorker(ByNumberWorker):
         return Window(begin=max(begin, oldest_allowed(now)), end=int(now))
 
     def _step(
-        self, number: TrackedNumber, started: float, newest: int | None, *, replies: bool
+        self,
+        number: TrackedNumber,
+        started: float,
+        newest: int | None,
+        *,
+        replies: bool,
+        claimed: Claimed,
     ) -> Change:
-        return self._messages.polled(self.app_id, number.phone, schedule=self._schedule)
+        polled = self._messages.polled(self.app_id, number.phone, schedule=self._schedule)
+        return replace(polled, claim=claimed.claim)  # fenced by the number's claim
 
     async def _retry_later(self, number: TrackedNumber) -> None:
         try:

@@ -20,6 +20,7 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
+from tcsms_poller.state.postgres.cluster import claims_by_holder, shares_snapshot
 from tcsms_poller.state.roles import Fence, LeaseLostError
 
 __all__ = [
@@ -63,14 +64,24 @@ async def heartbeat(
 
 
 async def leave(connection: Connection, instance: str, *, after: float) -> None:
-    """The instance stops: its leases expire ``after`` seconds from now (the requests it sent
-    in the last second still count against the account's limits), and it leaves the
-    registry."""
+    """The instance stops: its leases and its shares of the limits expire ``after`` seconds from
+    now (the requests it sent in the last second still count against the account's limits), its
+    number claims end, and it leaves the registry."""
     await connection.execute(
         "UPDATE leases SET expires_at = LEAST(expires_at, "
         "clock_timestamp() + make_interval(secs => %s)) WHERE holder = %s",
         (after, instance),
     )
+    # Its shares of the limits pass on as its leases do (it sends nothing any more; its last
+    # requests stay in Tencent's window until then), its number claims at once.
+    await connection.execute(
+        "UPDATE rate_shares SET held_rate = GREATEST(rate, CASE WHEN held_until > "
+        "clock_timestamp() THEN held_rate ELSE 0 END), "
+        "held_until = clock_timestamp() + make_interval(secs => %s), rate = 0, "
+        "expires_at = clock_timestamp() - interval '1 hour' WHERE instance = %s",
+        (after, instance),
+    )
+    await connection.execute("DELETE FROM number_claims WHERE holder = %s", (instance,))
     await connection.execute("DELETE FROM instances WHERE id = %s", (instance,))
 
 
@@ -116,7 +127,8 @@ async def check_fence(connection: Connection, fence: Fence) -> None:
 
 
 async def cluster_snapshot(connection: Connection) -> dict[str, Any]:
-    """The instances (heartbeat age by the database's clock) and who holds which lease."""
+    """The instances (heartbeat age by the database's clock), who holds which lease, the rate
+    shares in force and the live number claims per instance."""
     cursor = await connection.execute(
         "SELECT id, extract(epoch FROM clock_timestamp() - heartbeat_at), "
         "extract(epoch FROM started_at), version, healthy, detail FROM instances ORDER BY id"
@@ -145,4 +157,9 @@ async def cluster_snapshot(connection: Connection) -> dict[str, Any]:
         }
         for row in await cursor.fetchall()
     ]
-    return {"instances": instances, "leases": leases}
+    return {
+        "instances": instances,
+        "leases": leases,
+        "rate_shares": await shares_snapshot(connection),
+        "number_claims": await claims_by_holder(connection),
+    }

@@ -181,10 +181,9 @@ async def due_message_numbers(
     connection: Connection, app_id: str, *, now: float, limit: int, skip: Collection[str]
 ) -> tuple[float | None, list[tuple[str, float, int]]]:
     """The app's earliest ``next_due`` (None: nothing pending) and up to ``limit`` due numbers
-    not in ``skip``, most overdue first: ``(phone, next_due, oldest pending sent_at)``.
-
-    (Per-number claims for a cluster would take the picked rows here, ``FOR UPDATE SKIP
-    LOCKED`` or a claim column, in place of the caller's in-memory ``skip``.)
+    not in ``skip``, most overdue first: ``(phone, next_due, oldest pending sent_at)``. A number
+    another instance is polling (a live row in ``number_claims``) is not due: the worker claims a
+    number before polling it (``cluster/claims.py``), whichever worker polls it.
     """
     cursor = await connection.execute(
         "SELECT min(next_due) FROM message_numbers WHERE app_id = %s", (app_id,)
@@ -197,6 +196,8 @@ async def due_message_numbers(
         "SELECT n.phone, n.next_due, (SELECT min(m.sent_at) FROM messages m "
         "WHERE m.app_id = n.app_id AND m.phone = n.phone AND m.state = 'pending') "
         "FROM message_numbers n WHERE n.app_id = %s AND n.next_due <= %s "
+        "AND NOT EXISTS (SELECT 1 FROM number_claims c WHERE c.app_id = n.app_id "
+        "AND c.phone = n.phone AND c.expires_at > clock_timestamp()) "
         "ORDER BY n.next_due LIMIT %s",
         (app_id, now, limit + len(skip)),
     )

@@ -92,9 +92,13 @@ async def due_numbers(
     oldest = float(row[0]) if row else None
     if oldest is None or oldest > now:
         return oldest, []
+    # A number claimed by a poller (this instance's or another's: state/postgres/cluster.py) is
+    # being polled: not due for anyone else.
     cursor = await connection.execute(
         f"SELECT {_COLUMNS} FROM numbers WHERE app_id = %s AND next_due <= %s "  # noqa: S608
-        "AND (expires_at IS NULL OR expires_at > %s) ORDER BY next_due LIMIT %s",
+        "AND (expires_at IS NULL OR expires_at > %s) AND NOT EXISTS (SELECT 1 FROM number_claims "
+        "AS c WHERE c.app_id = numbers.app_id AND c.phone = numbers.phone "
+        "AND c.expires_at > clock_timestamp()) ORDER BY next_due LIMIT %s",
         (app_id, now, now, limit + len(skip)),
     )
     picked = [TrackedNumber(*row) for row in await cursor.fetchall() if row[1] not in skip]

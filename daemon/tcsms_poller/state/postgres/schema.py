@@ -11,11 +11,12 @@ from psycopg import AsyncConnection
 
 from tcsms_poller.state.schema import SchemaError
 
-__all__ = ["MIGRATE_LOCK", "MIGRATIONS", "migrate"]
+__all__ = ["MIGRATE_LOCK", "MIGRATIONS", "SHARES_LOCK", "migrate"]
 
 # Advisory lock keys of this program (two int4 keys: the program's, then the purpose's).
 PROGRAM_KEY = 0x7C53  # "tcsms" (31827, written out in tcsms_append)
 MIGRATE_LOCK = (PROGRAM_KEY, 1)
+SHARES_LOCK = (PROGRAM_KEY, 3)  # one instance at a time divides the rates (cluster.py)
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: the pipeline, tracked numbers, conversions, worker health. Times are Unix seconds
@@ -166,6 +167,38 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (app_id, phone)
     );
     CREATE INDEX message_numbers_by_due ON message_numbers (app_id, next_due);
+    """,
+    # 4: the cluster shares the account's limits and the per-number work. ``rate_shares``: the
+    # requests per second of an action the database granted an instance, until ``expires_at``;
+    # after a decrease the old rate stays counted (``held_rate``) until ``held_until``, since
+    # requests sent under it are still in Tencent's window. ``rate_pauses``: an action paused
+    # cluster-wide after a ``RequestLimitExceeded``. ``number_claims``: one poller at a time for
+    # a phone number of an app, whatever worker polls it (state/postgres/cluster.py).
+    """
+    CREATE TABLE rate_shares (
+        action text NOT NULL,
+        instance text NOT NULL,
+        rate integer NOT NULL,
+        expires_at timestamptz NOT NULL,
+        held_rate integer NOT NULL DEFAULT 0,
+        held_until timestamptz NOT NULL DEFAULT '-infinity',
+        PRIMARY KEY (action, instance)
+    );
+
+    CREATE TABLE rate_pauses (
+        action text PRIMARY KEY,
+        until timestamptz NOT NULL
+    );
+
+    CREATE TABLE number_claims (
+        app_id text NOT NULL,
+        phone text NOT NULL,
+        holder text NOT NULL,
+        token bigint NOT NULL,
+        expires_at timestamptz NOT NULL,
+        PRIMARY KEY (app_id, phone)
+    );
+    CREATE INDEX number_claims_by_holder ON number_claims (holder);
     """,
 )
 

@@ -44,7 +44,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from tcsms_poller.records import OutboxRecord, Record
 from tcsms_poller.state.messages import Resolved, final_receipts
-from tcsms_poller.state.postgres import leases, messages, numbers
+from tcsms_poller.state.postgres import cluster, leases, messages, numbers
 from tcsms_poller.state.postgres.connect import CONNECT_TIMEOUT, connection_settings, describe
 from tcsms_poller.state.postgres.group import GroupWriter, Work
 from tcsms_poller.state.postgres.messages import PostgresMessages
@@ -59,6 +59,7 @@ from tcsms_poller.state.roles import (
     MessagesMissing,
     MessagesPolled,
     MessageTables,
+    NumberClaim,
     NumberOrigin,
     NumberPolled,
     PendingConversion,
@@ -235,6 +236,8 @@ class PostgresStore:
                         "INSERT INTO rejected (at, source, reason, raw) VALUES (%s, %s, %s, %s)",
                         quarantined,
                     )
+            if isinstance(also, NumberPolled | MessagesPolled) and also.claim is not None:
+                await cluster.check_claim(connection, also.claim)  # fencing: see NumberClaims
             resolved = await messages.resolve_messages(connection, receipts, now=now)
             if also is not None:
                 await _apply_change(connection, also)
@@ -370,9 +373,69 @@ class PostgresStore:
         await self._write(lambda connection: leases.leave(connection, instance, after=HANDOVER))
 
     async def cluster_snapshot(self) -> dict[str, Any]:
-        """The instances and the leases, for ``status`` and ``/healthz``."""
+        """The instances, the leases, the rate shares and the number claims per instance, for
+        ``status``."""
         async with self._read() as connection:
             return await leases.cluster_snapshot(connection)
+
+    # -- the account's rates and the number claims, shared (cluster/) -------------------------
+
+    async def share_rates(
+        self,
+        instance: str,
+        wanted: Mapping[str, int],
+        applied: Mapping[str, int],
+        *,
+        ttl: float,
+        window: float,
+    ) -> dict[str, int]:
+        """This instance's shares of the actions' limits: action -> requests per window."""
+        return await self._write(
+            lambda connection: cluster.share_rates(
+                connection, instance, wanted, applied, ttl=ttl, window=window
+            )
+        )
+
+    async def pause_action(self, action: str, seconds: float) -> None:
+        """Pause ``action`` on every instance for ``seconds`` (the database's clock)."""
+        await self._write(
+            lambda connection: cluster.pause_action(connection, action, seconds),
+            one_statement=True,
+        )
+
+    async def paused_actions(self) -> dict[str, float]:
+        """The actions paused now, with the seconds left."""
+        async with self._read() as connection:
+            return await cluster.paused_actions(connection)
+
+    async def starved_actions(self, instance: str) -> set[str]:
+        """The actions another instance waits for a share of."""
+        async with self._read() as connection:
+            return await cluster.starved_actions(connection, instance)
+
+    async def claim_numbers(
+        self, app_id: str, phones: Sequence[str], *, holder: str, ttl: float
+    ) -> list[NumberClaim]:
+        """Claim each free (or expired) number of ``phones`` for ``ttl`` seconds; those won."""
+        return await self._write(
+            lambda connection: cluster.claim_numbers(connection, holder, app_id, phones, ttl=ttl),
+            one_statement=True,
+        )
+
+    async def renew_numbers(
+        self, claims: Sequence[NumberClaim], *, ttl: float
+    ) -> list[NumberClaim]:
+        """Extend the claims still held as granted; those extended."""
+        return await self._write(
+            lambda connection: cluster.renew_numbers(connection, claims, ttl=ttl),
+            one_statement=True,
+        )
+
+    async def release_numbers(self, claims: Sequence[NumberClaim]) -> None:
+        """End claims whose polls are over."""
+        await self._write(
+            lambda connection: cluster.release_numbers(connection, claims), one_statement=True
+        )
 
     async def forget_removed_sinks(self, sink_names: Sequence[str]) -> list[str]:
         """Drop the cursors of sinks not configured that have not acked for ``dedupe_ttl``."""
