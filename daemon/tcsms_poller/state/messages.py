@@ -184,6 +184,9 @@ def add_messages(
     return created
 
 
+_ANY_PENDING = "SELECT 1 FROM messages WHERE state = 'pending' LIMIT 1"
+
+
 def resolve_messages(
     connection: sqlite3.Connection, records: Sequence[Record], *, now: float
 ) -> list[Resolved]:
@@ -193,6 +196,10 @@ def resolve_messages(
     was first committed resolves when a poll finds the receipt again.
     """
     resolved: list[Resolved] = []
+    # Most commits hold receipts of messages nobody tracks: one look at the pending messages'
+    # index spares a statement per receipt (about a tenth of a commit's cost) when none is pending.
+    if connection.execute(_ANY_PENDING).fetchone() is None:
+        return resolved
     idle: set[tuple[str, str]] = set()
     for receipt in final_receipts(records):
         row = connection.execute(
