@@ -25,7 +25,7 @@ rounds are sized to this instance's share of the action's limit.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import anyio
@@ -34,7 +34,7 @@ import structlog
 from tcsms_poller.cluster.claims import Claimed
 from tcsms_poller.records import Record, format_received_at, reply_record, send_status_record
 from tcsms_poller.state import StateError
-from tcsms_poller.state.roles import Change, LeaseLostError, NumberPolled, TrackedNumber
+from tcsms_poller.state.roles import LeaseLostError, MessagesPolled, NumberPolled, TrackedNumber
 from tcsms_poller.tencent.api import PAGE_LIMIT, Action
 from tcsms_poller.tencent.errors import AuthError, TencentError
 from tcsms_poller.tencent.models import Page, RejectedItem
@@ -52,6 +52,8 @@ CHECK_PERIOD = 1.0  # how soon a newly tracked or newly due number is noticed
 LAG_WARNING_EVERY = 60.0
 ROUND_BUDGET = 30.0  # a round that keeps finding due numbers takes no more after this long
 MAX_PLANS = 10_000  # busy numbers whose windows are remembered (a few hundred bytes each)
+
+NumberStep = NumberPolled | MessagesPolled  # what a page's commit does to its number's schedule
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,7 +276,8 @@ class ByNumberWorker(WorkerBase):
                 raise LeaseLostError("the number's claim passed to another instance")
             page = await self._fetch(number.phone, window, replies)
             newest = max(page.times, default=None)
-            step = self._step(number, started, newest, replies=replies, claimed=claimed)
+            step = self._step(number, started, newest, replies=replies)
+            step = replace(step, claim=claimed.claim)  # fenced by the number's claim
             result = await ctx.intake.commit_until_durable(
                 page.records,
                 source=page.action,
@@ -296,16 +299,10 @@ class ByNumberWorker(WorkerBase):
         return span_of(now=now, lookback=self._lookback)
 
     def _step(
-        self,
-        number: TrackedNumber,
-        started: float,
-        newest: int | None,
-        *,
-        replies: bool,
-        claimed: Claimed,
-    ) -> Change:
-        """What the commit of a page of ``number`` also does: its cursors and next due time,
-        fenced by its claim."""
+        self, number: TrackedNumber, started: float, newest: int | None, *, replies: bool
+    ) -> NumberStep:
+        """What the commit of a page of ``number`` also does: its cursors and next due time
+        (the poll fences it by the number's claim)."""
         return NumberPolled(
             app_id=self.app_id,
             phone=number.phone,
@@ -313,7 +310,6 @@ class ByNumberWorker(WorkerBase):
             polled_at=started,
             status_cursor=None if replies else newest,
             reply_cursor=newest if replies else None,
-            claim=claimed.claim,
         )
 
     def _remember(self, key: tuple[str, bool], plan: Plan) -> None:

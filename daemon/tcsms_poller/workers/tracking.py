@@ -17,18 +17,15 @@ commit in the same transaction that marks them missing, exactly once.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import structlog
 
-from tcsms_poller.cluster.claims import Claimed
 from tcsms_poller.config.model import TrackingSettings
 from tcsms_poller.state import StateError
 from tcsms_poller.state.message_store import GIVE_UP_BATCH
 from tcsms_poller.state.messages import Schedule
-from tcsms_poller.state.roles import Change, TrackedMessages, TrackedNumber
+from tcsms_poller.state.roles import TrackedMessages, TrackedNumber
 from tcsms_poller.workers.base import PollStats, WorkerContext
-from tcsms_poller.workers.by_number import CHECK_PERIOD, ByNumberWorker, _Fetched
+from tcsms_poller.workers.by_number import CHECK_PERIOD, ByNumberWorker, NumberStep, _Fetched
 from tcsms_poller.workers.windows import Window, oldest_allowed
 
 __all__ = ["TrackingWorker", "schedule_of"]
@@ -105,16 +102,9 @@ class TrackingWorker(ByNumberWorker):
         return Window(begin=max(begin, oldest_allowed(now)), end=int(now))
 
     def _step(
-        self,
-        number: TrackedNumber,
-        started: float,
-        newest: int | None,
-        *,
-        replies: bool,
-        claimed: Claimed,
-    ) -> Change:
-        polled = self._messages.polled(self.app_id, number.phone, schedule=self._schedule)
-        return replace(polled, claim=claimed.claim)  # fenced by the number's claim
+        self, number: TrackedNumber, started: float, newest: int | None, *, replies: bool
+    ) -> NumberStep:
+        return self._messages.polled(self.app_id, number.phone, schedule=self._schedule)
 
     async def _retry_later(self, number: TrackedNumber) -> None:
         try:
