@@ -26,6 +26,7 @@ from typing import Literal
 from tcsms_poller.records import Record
 
 __all__ = [
+    "COLUMNS",
     "FinalReceipt",
     "MessageRacedError",
     "MessageState",
@@ -43,6 +44,7 @@ __all__ = [
     "mark_missing",
     "message_counts",
     "next_due",
+    "numbers_of",
     "purge_resolved",
     "resolve_messages",
 ]
@@ -104,7 +106,7 @@ class Resolved:
     user_receive_time: int
 
 
-_COLUMNS = (
+COLUMNS = (  # a ``TrackedMessage``'s columns, in its fields' order
     "app_id, serial_no, phone, sent_at, state, tracked_at, resolved_at, "
     "report_status, description, user_receive_time"
 )
@@ -151,6 +153,12 @@ def next_due(sent_ats: Iterable[int], *, now: float, schedule: Schedule) -> floa
     """When a number just polled is due again: the nearest next poll of its pending messages,
     never sooner than ``MIN_GAP``."""
     return max(now + MIN_GAP, min(schedule.next_poll(sent_at, now) for sent_at in sent_ats))
+
+
+def numbers_of(messages: Iterable[TrackedMessage]) -> list[tuple[str, str]]:
+    """The numbers ``(app_id, phone)`` of ``messages``, once each, in the order both backends
+    lock numbers in."""
+    return sorted({(m.app_id, m.phone) for m in messages})
 
 
 def add_messages(
@@ -286,7 +294,7 @@ def expired_messages(
 ) -> list[TrackedMessage]:
     """Up to ``limit`` pending messages of the app sent before ``sent_before``."""
     rows = connection.execute(
-        f"SELECT {_COLUMNS} FROM messages WHERE state = 'pending' AND sent_at < ? "  # noqa: S608
+        f"SELECT {COLUMNS} FROM messages WHERE state = 'pending' AND sent_at < ? "  # noqa: S608
         "AND app_id = ? ORDER BY sent_at LIMIT ?",
         (sent_before, app_id, limit),
     ).fetchall()
@@ -317,14 +325,14 @@ def mark_missing(
         )
         if cursor.rowcount == 0:
             raise MessageRacedError(message.serial_no)
-    for app_id, phone in {(m.app_id, m.phone) for m in messages}:
+    for app_id, phone in numbers_of(messages):
         after_poll(connection, app_id, phone, now=now, schedule=schedule)
 
 
 def get_message(connection: sqlite3.Connection, serial_no: str) -> TrackedMessage | None:
     """One tracked message, or None."""
     row = connection.execute(
-        f"SELECT {_COLUMNS} FROM messages WHERE serial_no = ?",  # noqa: S608
+        f"SELECT {COLUMNS} FROM messages WHERE serial_no = ?",  # noqa: S608
         (serial_no,),
     ).fetchone()
     return None if row is None else TrackedMessage(*row)

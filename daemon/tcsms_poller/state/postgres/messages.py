@@ -27,6 +27,7 @@ from typing import Any, Protocol, TypeVar
 from psycopg import AsyncConnection
 
 from tcsms_poller.state.messages import (
+    COLUMNS,
     FinalReceipt,
     MessageRacedError,
     NewMessage,
@@ -35,6 +36,7 @@ from tcsms_poller.state.messages import (
     TrackedMessage,
     first_due,
     next_due,
+    numbers_of,
 )
 
 __all__ = [
@@ -47,10 +49,6 @@ __all__ = [
 
 T = TypeVar("T")
 Connection = AsyncConnection[tuple[Any, ...]]
-_COLUMNS = (
-    "app_id, serial_no, phone, sent_at, state, tracked_at, resolved_at, "
-    "report_status, description, user_receive_time"
-)
 
 
 def _columns(items: Sequence[object], *names: str) -> list[list[Any]]:
@@ -214,7 +212,7 @@ async def expired_messages(
 ) -> list[TrackedMessage]:
     """Up to ``limit`` pending messages of the app sent before ``sent_before``."""
     cursor = await connection.execute(
-        f"SELECT {_COLUMNS} FROM messages WHERE state = 'pending' AND sent_at < %s "  # noqa: S608
+        f"SELECT {COLUMNS} FROM messages WHERE state = 'pending' AND sent_at < %s "  # noqa: S608
         "AND app_id = %s ORDER BY sent_at LIMIT %s",
         (sent_before, app_id, limit),
     )
@@ -228,11 +226,7 @@ async def mark_missing(
     now: float,
     schedule: Schedule,
 ) -> None:
-    """Mark ``messages`` missing, beside their committed ``receipt_missing`` records.
-
-    Raises:
-        MessageRacedError: one of them is no longer pending (its receipt came after the read).
-    """
+    """As ``state.messages.mark_missing``, the messages locked first (in SerialNo order)."""
     serial_nos = [m.serial_no for m in messages]
     pending = await _lock_pending(connection, serial_nos)
     if raced := sorted(set(serial_nos) - pending):
@@ -242,7 +236,7 @@ async def mark_missing(
         "WHERE serial_no = ANY(%s::text[]) AND state = 'pending'",
         (now, serial_nos),
     )
-    for app_id, phone in sorted({(m.app_id, m.phone) for m in messages}):
+    for app_id, phone in numbers_of(messages):
         await after_poll(connection, app_id, phone, now=now, schedule=schedule)
 
 
@@ -284,7 +278,7 @@ class PostgresMessages:
         """One tracked message, or None."""
         async with self._read() as connection:
             cursor = await connection.execute(
-                f"SELECT {_COLUMNS} FROM messages WHERE serial_no = %s",  # noqa: S608
+                f"SELECT {COLUMNS} FROM messages WHERE serial_no = %s",  # noqa: S608
                 (serial_no,),
             )
             row = await cursor.fetchone()
