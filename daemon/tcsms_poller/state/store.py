@@ -23,6 +23,7 @@ import anyio.to_thread
 
 from tcsms_poller.records import OutboxRecord, Record
 from tcsms_poller.state import conversions, integrity, messages, numbers, outbox
+from tcsms_poller.state.head import CommitHead
 from tcsms_poller.state.message_store import SqliteMessages
 from tcsms_poller.state.roles import (
     Change,
@@ -120,8 +121,7 @@ class SqliteStore:
         self._ttl = dedupe_ttl
         self._clock = clock
         self._read_lock = anyio.CapacityLimiter(1)
-        self._head = outbox.outbox_head(writer)
-        self._committed = anyio.Event()
+        self._head = CommitHead(outbox.outbox_head(writer))
 
     @classmethod
     async def open(
@@ -227,21 +227,17 @@ class SqliteStore:
             return fresh, resolved, outbox.outbox_head(connection)
 
         fresh, resolved, head = await self.write(work)
-        if head > self._head:  # the writes of one group may return in any order
-            self._head = head
-            self._committed.set()
-            self._committed = anyio.Event()
+        self._head.advance(head)
         return CommitResult(tuple(fresh), len(records) - len(fresh), tuple(resolved))
 
     @property
     def head(self) -> int:
         """The seq of the newest committed record."""
-        return self._head
+        return self._head.seq
 
     async def wait_for_commit(self, after: int) -> None:
         """Return once a record newer than ``after`` is committed (at once if one is)."""
-        while self._head <= after:
-            await self._committed.wait()
+        await self._head.wait_past(after)
 
     async def sink_cursor(self, name: str) -> SinkCursor:
         """The sink's cursor (created at the current head for a new sink)."""

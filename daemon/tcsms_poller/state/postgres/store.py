@@ -43,6 +43,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from tcsms_poller.records import OutboxRecord, Record
+from tcsms_poller.state.head import CommitHead
 from tcsms_poller.state.messages import Resolved, final_receipts
 from tcsms_poller.state.postgres import cluster, leases, messages, numbers
 from tcsms_poller.state.postgres.connect import CONNECT_TIMEOUT, connection_settings, describe
@@ -120,10 +121,9 @@ class PostgresStore:
         self._pool = pool
         self._writer = GroupWriter(pool)
         self._database = database  # masked
-        self._head = head
+        self._head = CommitHead(head)
         self._ttl = dedupe_ttl
         self._clock = clock
-        self._committed = anyio.Event()
         self._writes: dict[int, float] = {}  # in progress: id -> monotonic start
         self._ids = count()
 
@@ -248,16 +248,13 @@ class PostgresStore:
 
         one_statement = not quarantined and also is None and not receipts
         fresh, head, resolved = await self._write(work, one_statement=one_statement)
-        if head > self._head:  # commits may return in any order
-            self._head = head
-            self._committed.set()
-            self._committed = anyio.Event()
+        self._head.advance(head)
         return CommitResult(tuple(fresh), len(records) - len(fresh), tuple(resolved))
 
     @property
     def head(self) -> int:
         """The seq of the newest record this process committed (or found at start)."""
-        return self._head
+        return self._head.seq
 
     async def wait_for_commit(self, after: int) -> None:
         """Return once a record newer than ``after`` is committed (at once if one is).
@@ -265,9 +262,9 @@ class PostgresStore:
         Other daemons on the database commit too (cluster mode): without a commit of this
         process, the head is read again every ``HEAD_POLL`` seconds.
         """
-        while self._head <= after:
+        while self._head.seq <= after:
             with anyio.move_on_after(HEAD_POLL):
-                await self._committed.wait()
+                await self._head.wait_past(after)
                 continue
             await self._refresh_head()
 
@@ -278,8 +275,8 @@ class PostgresStore:
                 row = await cursor.fetchone()
         except StateError:
             return  # the drainer's next read reports it
-        if row is not None and row[0] is not None and int(row[0]) > self._head:
-            self._head = int(row[0])
+        if row is not None and row[0] is not None and int(row[0]) > self._head.seq:
+            self._head.seq = int(row[0])  # the loop of wait_for_commit looks at it
 
     # -- sink cursors --------------------------------------------------------------------------
 
