@@ -37,11 +37,6 @@ STATUS_LEASE = f"pull:{APP}:PullSmsSendStatus"
 LEASES = (SINK_LEASE, REPLIES_LEASE, STATUS_LEASE)
 LIMITED = "PullSmsSendStatusByPhoneNumber"
 LIMIT = 20  # the emulator's (and Tencent's) limit of LIMITED
-# The instances' shares never add up to more than the limit, so a refusal is not two instances
-# pulling too fast (those would be refused by the dozen): it is a loaded 2-core machine delaying
-# one request past its limiter's 20 ms margin between the grant and the emulator's arrival stamp
-# (the emulator runs in the test's own process), as for a single daemon (tests/test_bench.py).
-JITTER_REFUSALS = 1
 INSTANCE_HEADER = "X-Instance"  # which instance posted a batch (a configured sink header)
 
 
@@ -203,12 +198,12 @@ async def test_three_instances_share_the_numbers_and_the_limit_and_fail_over_aft
             await anyio.sleep(8.0)
             rate = (request_count(emulator) - before) / (anyio.current_time() - started)
             assert rate >= 0.95 * LIMIT, f"{rate:.2f} requests/s of {LIMIT}"
-            refused = sum(limit_hits(emulator).values())
-            assert refused <= JITTER_REFUSALS
-            # The emulator's window counts the requests it refused too (emulator/stats.py): each
-            # refusal above lifts it one past the limit.
+            # The shares never add up to more than the limit, and each instance counts a request
+            # from when it was written, so even a loaded machine's late request lets no later one
+            # in early: not one refusal (two instances pulling at once are refused by the dozen).
+            assert limit_hits(emulator) == {}
             stats = emulator.state.stats_snapshot()["actions"]
-            assert stats[LIMITED]["max_in_window"] <= LIMIT + refused
+            assert stats[LIMITED]["max_in_window"] <= LIMIT
             assert overlapping_polls(emulator.state.number_log) == []
             shares = {name: by_number_requests(running[name]) for name in running}
             total = sum(shares.values())
@@ -230,7 +225,7 @@ async def test_three_instances_share_the_numbers_and_the_limit_and_fail_over_aft
             await inject(emulator, replies=replies(40, saying="after the kill"))
             expected = expected_ids(await truth(emulator))
             await wait_until(lambda: set(delivered(receiver)) >= expected, what="after failover")
-            assert sum(limit_hits(emulator).values()) <= JITTER_REFUSALS
+            assert limit_hits(emulator) == {}
             assert overlapping_polls(emulator.state.number_log) == []
             config_file = configs[new][0] / "config.yaml"
             status = await anyio.run_process(

@@ -24,7 +24,6 @@ import pytest
 from tcsms_poller.emulator import EmulatorOptions, TrafficOptions, run_emulator
 from tests.e2e.test_cluster import (
     INSTANCE_HEADER,
-    JITTER_REFUSALS,
     REPLIES_LEASE,
     SINK_LEASE,
     cluster_config,
@@ -179,8 +178,7 @@ async def test_kills_pauses_and_a_database_restart_lose_nothing_and_repeat_only_
     # before SIGSTOP leaves after SIGCONT, when its share and its number may have passed to
     # another instance. Nothing can fence a request at Tencent; the instance checks its share
     # and claim once the slot is granted, so at most the request in hand leaves late.
-    allowed = JITTER_REFUSALS + PAUSES
-    assert sum(refused.values()) <= allowed, f"requests refused for the limits: {refused}"
+    assert sum(refused.values()) <= PAUSES, f"requests refused for the limits: {refused}"
     assert len(overlaps) <= PAUSES, f"numbers polled by two instances at once: {overlaps[:5]}"
     copies = sum(len(batch_ids(request)) for request in requests)
     print(  # noqa: T201 (what the run cost is its report, shown with -s)
