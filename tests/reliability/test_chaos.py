@@ -20,11 +20,13 @@ from typing import Any
 import anyio
 import pytest
 
-from tcsms_poller.emulator import EmulatorOptions, RunningEmulator, TrafficOptions, run_emulator
+from tcsms_poller.emulator import EmulatorOptions, RunningEmulator, run_emulator
 from tests.support.daemon_process import DaemonProcess, daemon_config, running_daemon
 from tests.support.emulator import expected_ids, truth, truth_reply_id
 from tests.support.http_receiver import Receiver, http_receiver
 from tests.support.jsonl import ids_in
+from tests.support.reliability import CHAOS_NUMBERS as NUMBERS
+from tests.support.reliability import CHAOS_TRAFFIC as TRAFFIC
 from tests.support.reliability import Tally, batch_ids, generated_traffic, replayed_batches
 from tests.support.waiting import settle
 
@@ -35,16 +37,6 @@ KILLS = 20
 RUN_FOR = (0.3, 1.5)  # seconds after READY=1 until the kill: long enough to be mid-work
 IN_FLIGHT = 0.25  # a reply handed out this shortly before a kill may have died with the daemon
 RUN_HEADER = "X-Daemon-Run"  # which daemon process posted a batch (a configured sink header)
-NUMBERS = ("+8613711112222", "+8613722223333", "+8613733334444")
-TRAFFIC = TrafficOptions(
-    phone_numbers=NUMBERS,
-    heavy_numbers=0,
-    send_rate=15.0,
-    reply_rate=10.0,
-    receipt_delay_min=0.2,
-    receipt_delay_max=2.0,
-    backfill=20.0,
-)
 
 
 @dataclass(slots=True)

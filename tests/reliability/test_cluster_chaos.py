@@ -21,7 +21,7 @@ from typing import Any
 import anyio
 import pytest
 
-from tcsms_poller.emulator import EmulatorOptions, TrafficOptions, run_emulator
+from tcsms_poller.emulator import EmulatorOptions, run_emulator
 from tests.e2e.test_cluster import (
     INSTANCE_HEADER,
     REPLIES_LEASE,
@@ -35,6 +35,8 @@ from tests.support.daemon_process import DaemonProcess, running_daemon
 from tests.support.emulator import expected_ids, truth, truth_reply_id
 from tests.support.http_receiver import http_receiver
 from tests.support.postgres import running_server
+from tests.support.reliability import CHAOS_NUMBERS as NUMBERS
+from tests.support.reliability import CHAOS_TRAFFIC as TRAFFIC
 from tests.support.reliability import Tally, batch_ids, generated_traffic, replayed_batches
 from tests.support.waiting import settle
 
@@ -50,16 +52,6 @@ IN_FLIGHT = 0.25  # a reply handed out this shortly before a kill may have died 
 # 1 s, 2 s, 4 s...): a kill before that commit succeeds takes the page with it too.
 COMMIT_RETRY = 8.0
 TTL = 3.0
-NUMBERS = ("+8613711112222", "+8613722223333", "+8613733334444")
-TRAFFIC = TrafficOptions(
-    phone_numbers=NUMBERS,
-    heavy_numbers=0,
-    send_rate=15.0,
-    reply_rate=10.0,
-    receipt_delay_min=0.2,
-    receipt_delay_max=2.0,
-    backfill=20.0,
-)
 
 
 def plan(rng: random.Random) -> list[str]:

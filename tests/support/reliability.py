@@ -24,7 +24,22 @@ from tcsms_poller.emulator import RunningEmulator, TrafficOptions
 from tcsms_poller.emulator.traffic import TrafficGenerator
 from tests.support.http_receiver import Received, Receiver, posted_ids
 
+# The live traffic both chaos tests (one daemon, a cluster) run under: three numbers, steady sends
+# and replies, receipts within two seconds.
+CHAOS_NUMBERS = ("+8613711112222", "+8613722223333", "+8613733334444")
+CHAOS_TRAFFIC = TrafficOptions(
+    phone_numbers=CHAOS_NUMBERS,
+    heavy_numbers=0,
+    send_rate=15.0,
+    reply_rate=10.0,
+    receipt_delay_min=0.2,
+    receipt_delay_max=2.0,
+    backfill=20.0,
+)
+
 __all__ = [
+    "CHAOS_NUMBERS",
+    "CHAOS_TRAFFIC",
     "HealthProbe",
     "LiveTraffic",
     "RunningTraffic",
