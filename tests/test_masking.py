@@ -153,11 +153,43 @@ def test_secret_values_from_the_config_are_accepted() -> None:
     assert SECRET not in output(out)
 
 
-def test_short_and_empty_secrets_are_ignored() -> None:
-    """An empty or 3-character secret would mask half of every line, so it is not used."""
+def test_a_short_secret_is_masked_as_a_whole_token_only() -> None:
+    """An empty secret is no secret; a 3-character one is masked where it stands alone (a
+    value, a URL's password, ``key=value``), never inside another word."""
     with captured_logs(secrets=["", "abc"]) as out:
-        log.info("poll.completed", note="abcdef")
-    assert json_lines(out)[0]["note"] == "abcdef"
+        log.info("poll.completed", note="abcdef", key="abc", url="postgresql://u:abc@db/x")
+    [line] = json_lines(out)
+    assert (line["note"], line["key"], line["url"]) == ("abcdef", "***", "postgresql://u:***@db/x")
+
+
+def test_a_one_character_password_leaves_the_words_around_it_alone() -> None:
+    """A PostgreSQL password ``p`` is masked in the URL and in ``password=p``, and ``port``,
+    ``postgresql`` and ``-p`` read as they were written."""
+    message = 'connection to server at "127.0.0.1", port 1 failed for postgresql://u:p@db/x'
+    masked = Masker(["p"]).text(f"{message} (password=p, p, -p, p_q, pé)")
+    assert masked == (
+        'connection to server at "127.0.0.1", port 1 failed for postgresql://u:***@db/x'
+        " (password=***, ***, -***, p_q, pé)"
+    )
+
+
+def test_a_secret_shorter_than_eight_characters_is_not_masked_inside_words() -> None:
+    """``pass`` as a secret leaves ``password`` readable; from 8 characters on, a secret is
+    masked even inside a longer word (a secret glued to text is still that secret)."""
+    assert Masker(["pass"]).text("password: pass") == "password: ***"
+    assert Masker(["passw0rd"]).text("passw0rds passw0rd") == "***s ***"
+
+
+@pytest.mark.parametrize(
+    ("secret", "text", "masked"),
+    [("/h", "https://x/h", "https://x***"), ("h/", "x/h/y", "x/***y"), ("@", "u@db", "u***db")],
+)
+def test_a_short_secret_with_a_non_word_edge_is_masked_beside_words(
+    secret: str, text: str, masked: str
+) -> None:
+    """The whole-token rule looks only at the secret's edges that are letters, digits or ``_``:
+    a secret path ``/h`` right after a host name is still masked."""
+    assert Masker([secret]).text(text) == masked
 
 
 def test_escaped_forms_of_a_secret_are_masked() -> None:
@@ -269,13 +301,28 @@ def test_masking_hides_at_least_four_digits_and_keeps_at_most_the_last_four(
 
 
 @given(
-    secrets=st.lists(st.text(min_size=4).filter(lambda s: "*" not in s), max_size=4), text=st.text()
+    secrets=st.lists(st.text(min_size=8).filter(lambda s: "*" not in s), max_size=4), text=st.text()
 )
 def test_secrets_never_survive_in_any_text(secrets: list[str], text: str) -> None:
     """Every configured secret, wherever it sits among others, is gone from the masked text."""
     masked = Masker(secrets).text(text.join(secrets) + text)
     for secret in secrets:
         assert secret not in masked
+
+
+SEPARATORS = st.text(alphabet=" :@/=&?\"'(),;\n", min_size=1)
+
+
+@given(
+    secrets=st.lists(
+        st.text(min_size=1, max_size=7).filter(lambda s: "*" not in s), min_size=1, max_size=4
+    ),
+    separator=SEPARATORS,
+)
+def test_short_secrets_standing_alone_never_survive(secrets: list[str], separator: str) -> None:
+    """A short secret between separators (a URL's parts, ``key=value``, quotes) is masked."""
+    masked = Masker(secrets).text(separator + separator.join(secrets) + separator)
+    assert masked.strip(" :@/=&?\"'(),;\n*") == ""
 
 
 @given(text=st.text().filter(lambda s: "+" not in s), secret=SECRETS)

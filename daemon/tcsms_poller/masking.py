@@ -2,6 +2,12 @@
 
 Secrets are replaced wherever they appear (values, nested structures, exception text), since a
 secret reaches a log line most often inside something else: a URL, an error message, a repr.
+A secret of 8 characters or more is masked even inside a longer word. A shorter one is masked
+only where it stands as a whole token: an edge of it that is a letter, digit or ``_`` must not
+touch another one. So a PostgreSQL password ``p`` is masked in ``postgresql://u:***@db/x``, in
+``password=***`` and as a value of its own, while ``port`` stays ``port``: masked everywhere, a
+1-character secret would garble every line. A secret's edge that is punctuation (a secret path
+``/h``) needs no separator. Empty secrets are no secrets.
 Phone numbers keep their country code and last four digits (``+86137****2222``) so an operator
 can still tell numbers apart without the log becoming personal data. In free text a number is
 recognised by its ``+``, or, without one, by the shape of a mainland mobile number; under a
@@ -22,7 +28,7 @@ from tcsms_poller.settings_types import REDACTED, SecretValue
 
 __all__ = ["Masker"]
 
-_MIN_SECRET_LENGTH = 4  # shorter "secrets" would mask half of every line
+_MIN_ANYWHERE = 8  # shorter secrets are masked as whole tokens only (module docstring)
 _MAX_DEPTH = 16  # deeper (or cyclic) values are shown by their masked repr
 _KEY_CACHE_SIZE = 4096
 _STARS = "****"
@@ -36,6 +42,7 @@ _BARE_MOBILE = re.compile(
     r"(?<![0-9A-Za-z+])((?:0086|86)?)(1[3-9][0-9])[0-9]{4}([0-9]{4})(?![0-9A-Za-z])"
 )
 _DIGIT = re.compile(r"[0-9]")
+_WORD = re.compile(r"\w")
 # Keys (lower case, no underscores) whose values are numbers written without "+"; this also
 # covers Tencent's own spelling (``Mobile``, ``SubscriberNumber``).
 _PHONE_KEYS = frozenset(
@@ -73,6 +80,14 @@ def _mask_subscriber(value: str) -> str:
     return _mask_digits(digits)
 
 
+def _token(form: str) -> str:
+    """The pattern of a short secret's form masked only as a whole token: a letter, digit or
+    ``_`` at its edge must not continue a word."""
+    before = r"(?<!\w)" if _WORD.match(form[0]) else ""
+    after = r"(?!\w)" if _WORD.match(form[-1]) else ""
+    return before + re.escape(form) + after
+
+
 def _safe_repr(value: object) -> str:
     try:
         return repr(value)
@@ -91,15 +106,17 @@ class Masker:
     __slots__ = ("_keys", "_secrets")
 
     def __init__(self, secrets: Iterable[str | SecretValue] = ()) -> None:
-        forms: set[str] = set()
+        forms: dict[str, bool] = {}  # form -> whether it is masked anywhere, not as a token only
         for secret in secrets:
             raw = secret.reveal() if isinstance(secret, SecretValue) else secret
-            if len(raw) >= _MIN_SECRET_LENGTH:
-                # Also the forms a secret takes once escaped in a repr, a JSON body or a URL.
-                forms.update((raw, repr(raw)[1:-1], json.dumps(raw)[1:-1], quote(raw, safe="")))
+            # Also the forms a secret takes once escaped in a repr, a JSON body or a URL.
+            for form in (raw, repr(raw)[1:-1], json.dumps(raw)[1:-1], quote(raw, safe="")):
+                if form:
+                    forms[form] = forms.get(form, False) or len(raw) >= _MIN_ANYWHERE
         # Longest first, so a secret that contains another is masked whole.
         ordered = sorted(forms, key=len, reverse=True)
-        self._secrets = re.compile("|".join(map(re.escape, ordered))) if ordered else None
+        patterns = [re.escape(form) if forms[form] else _token(form) for form in ordered]
+        self._secrets = re.compile("|".join(patterns)) if patterns else None
         self._keys: dict[str, tuple[str, bool]] = {}
 
     def __call__(self, logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:

@@ -244,6 +244,17 @@ async def test_secrets_never_appear_in_errors_or_reprs(receiver: Receiver) -> No
         assert HMAC_SECRET not in text
 
 
+@pytest.mark.anyio
+async def test_a_one_character_header_secret_leaves_the_answer_readable(
+    receiver: Receiver,
+) -> None:
+    """A header value ``k`` echoed back is masked where it stands alone, not in every word."""
+    receiver.script(Reply(400, body=b"unknown key k; check your keys"))
+    with pytest.raises(RejectedBatchError) as raised:
+        await send_once(make_sink(receiver.url, headers={"X-Api-Key": "k"}), "a")
+    assert str(raised.value) == "HTTP 400: unknown key ***; check your keys"
+
+
 # -- through the drainer and a real outbox -------------------------------------------------------
 
 

@@ -92,3 +92,18 @@ def test_url_secrets_are_masked_in_log_lines(tmp_path: Path) -> None:
     [line] = json_lines(out)
     assert line["error"] == "POST http://***@h.example***?***"
     assert not [secret for secret in CLEAR if secret in str(line)]
+
+
+def test_short_url_secrets_are_masked_inside_the_url_only(tmp_path: Path) -> None:
+    """A password ``p`` and a query value ``2`` are masked in the URL (its user info, its
+    ``key=value``), and the other ``p`` and ``2`` of a line are left as written."""
+    sinks = [{"type": "http", "url": "http://u:p@h.example/x?v=2&k=ab"}]
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(daemon_config("http://x:9", tmp_path, sinks=sinks)))
+    config = load_config(config_path)
+    with captured_logs(secrets=config.secrets()) as out:
+        get_logger("tests").error(
+            "sink.failed", error="POST http://u:p@h.example/x?v=2&k=ab: attempt 2, p 2, v=2"
+        )
+    [line] = json_lines(out)
+    assert line["error"] == "POST http://***@h.example/x?***: attempt 2, p 2, ***"

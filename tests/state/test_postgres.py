@@ -164,6 +164,15 @@ async def test_status_of_a_missing_database_names_it_masked() -> None:
     assert PASSWORD not in str(raised.value)
 
 
+async def test_a_one_character_password_leaves_the_error_readable() -> None:
+    """Password ``p``: the driver's "port 1 failed" reads as written, not "***ort 1"."""
+    with pytest.raises(StateError) as raised:
+        await PostgresStore.open("postgresql://tcsms:p@127.0.0.1:1/gone", dedupe_ttl=TTL)
+    assert "postgresql://tcsms:***@127.0.0.1:1/gone" in str(raised.value)
+    assert "port 1 failed" in str(raised.value)
+    assert "***ort" not in str(raised.value)
+
+
 @pytest.mark.parametrize(
     ("url", "shown"),
     [

@@ -51,6 +51,7 @@ import httpx
 from pydantic import AnyHttpUrl, Field, field_serializer, field_validator
 
 from tcsms_poller import __version__
+from tcsms_poller.masking import Masker
 from tcsms_poller.settings_types import REDACTED, Duration, Secret, SecretValue
 from tcsms_poller.sinks.base import (
     Ack,
@@ -117,17 +118,23 @@ def redact_url(url: str, *, path: bool = False) -> str:
 
 
 def url_secrets(url: str, *, path: bool = False) -> list[str]:
-    """The secret parts of ``url`` as they may appear in text, raw and decoded; parts shorter
-    than four characters are left out (masking them would garble every line, as in the log)."""
+    """The secret parts of ``url`` as they may appear in text, raw and decoded: the user info,
+    the query and each of its ``key=value`` items, the path with ``path``; and on their own the
+    user, the password and each query value of four characters or more. A shorter one is masked
+    within its user info or item: on its own (a ``v=2``'s ``2``) it would garble every line."""
     parts = urlsplit(url)
     user_info, at, _ = parts.netloc.rpartition("@")
-    found = [user_info, *user_info.split(":", 1)] if at else []
+    within = [user_info] if at else []
+    alone = user_info.split(":", 1) if at else []
     if parts.query:
-        found.append(parts.query)
-        found.extend(item.partition("=")[2] for item in parts.query.split("&"))
+        items = parts.query.split("&")
+        within += [parts.query, *items]
+        alone += [item.partition("=")[2] for item in items]
     if path and parts.path not in ("", "/"):
-        found.append(parts.path)
-    return sorted({form for part in found for form in (part, unquote(part)) if len(form) >= 4})
+        within.append(parts.path)
+    forms = {form for part in within for form in (part, unquote(part))}
+    forms |= {form for part in alone for form in (part, unquote(part)) if len(form) >= 4}
+    return sorted(form for form in forms if form)
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
@@ -175,9 +182,9 @@ class HttpSink:
         self._url = str(config.url)
         self._clock = clock
         self._client: httpx.AsyncClient | None = None
-        # Revealed values, to scrub from anything the downstream echoes back into our errors.
+        # To scrub from anything the downstream echoes back into our errors, as the logs do.
         secrets = (config.hmac_secret, *config.headers.values(), *config.hidden_secrets())
-        self._secrets = sorted((s.reveal() for s in secrets if s), key=len, reverse=True)
+        self._masker = Masker(secret for secret in secrets if secret)
 
     async def open(self) -> None:
         self._client = self._new_client()
@@ -196,7 +203,8 @@ class HttpSink:
         except (TimeoutError, httpx.TimeoutException):
             raise RetryableSinkError(f"no answer within {self._config.timeout:g}s") from None
         except httpx.HTTPError as error:
-            raise RetryableSinkError(self._scrub(f"{type(error).__name__}: {error}")) from None
+            message = self._masker.text(f"{type(error).__name__}: {error}")
+            raise RetryableSinkError(message) from None
         return self._judge(response, start)
 
     async def reopen(self) -> None:
@@ -248,14 +256,9 @@ class HttpSink:
             raise RetryableSinkError(reason, retry_after=retry_after)
         raise RejectedBatchError(reason)
 
-    def _scrub(self, text: str) -> str:
-        for secret in self._secrets:  # longest first: a secret containing another goes whole
-            text = text.replace(secret, REDACTED)
-        return text
-
     def _excerpt(self, raw: bytes) -> str:
         """One short, safe line of what the downstream said: secrets scrubbed, no control chars."""
-        text = self._scrub(raw.decode("utf-8", "replace"))
+        text = self._masker.text(raw.decode("utf-8", "replace"))
         text = " ".join("".join(c if c.isprintable() else " " for c in text).split())
         return text if len(text) <= _EXCERPT_CHARS else text[: _EXCERPT_CHARS - 1] + "…"
 

@@ -8,6 +8,7 @@ from typing import Any
 import psycopg
 from psycopg import AsyncConnection
 
+from tcsms_poller.masking import Masker
 from tcsms_poller.state.postgres import leases, numbers
 from tcsms_poller.state.postgres.url import mask_url
 from tcsms_poller.state.roles import StateError
@@ -36,12 +37,13 @@ def connection_settings(statement_timeout: float) -> dict[str, Any]:
 
 
 def describe(error: BaseException, url: str | None) -> str:
-    """The error's first line, without the URL's password should a driver quote it."""
+    """The error's first line, without the URL's password should a driver quote it (masked as
+    the logs mask it: a short password only where it stands alone, see ``masking.py``)."""
     message = (str(error).strip() or type(error).__name__).splitlines()[0]
     if url is not None:
         password = psycopg.conninfo.conninfo_to_dict(url).get("password")
         if password:
-            message = message.replace(str(password), "***")
+            message = Masker([str(password)]).text(message)
     return message
 
 
