@@ -39,6 +39,7 @@ from tcsms_poller.health import HealthBoard
 from tcsms_poller.healthfile import write_health_url
 from tcsms_poller.housekeeping import Housekeeper
 from tcsms_poller.intake import Intake
+from tcsms_poller.logs import report_held_lines
 from tcsms_poller.masking import Masker
 from tcsms_poller.metrics import Metrics
 from tcsms_poller.sdnotify import Notifier, run_watchdog
@@ -237,6 +238,7 @@ class Daemon:
                 notifier=self._notifier,
             )
             root.start_soon(housekeeper.run)
+            root.start_soon(report_held_lines)  # a burst's count even if silence follows
             # Pings come from the event loop, so a blocked loop stops them; so does a write
             # pending for longer than systemd would wait for a ping (a hung disk), which no
             # retry inside the process can cure.

@@ -6,6 +6,7 @@ Every line, from our structlog loggers or from stdlib ``logging`` (uvicorn, http
     logging record ─ root handler ─ contextvars, level, logger name ─────────────┤
         ts (not under journald), stack, exception text, Masker, repeats throttled
         (logthrottle.py), JSON or console ──────────────────────────────────────┴─> one line
+    report_held_lines() (a daemon task): the counts a burst left, every 10 s and at stop ──┘
 
 Events are dotted snake_case (``poll.completed``) with data in keys (``app_id``, ``worker``,
 ``action``, ``sink``, ``request_id``); lines start with ``ts``, ``level``, ``event``, ``logger``.
@@ -31,7 +32,13 @@ from tcsms_poller.logthrottle import RepeatThrottle
 from tcsms_poller.masking import Masker
 from tcsms_poller.settings_types import SecretValue
 
-__all__ = ["THIRD_PARTY_LOGGERS", "configure_logging", "get_logger", "lost_lines"]
+__all__ = [
+    "THIRD_PARTY_LOGGERS",
+    "configure_logging",
+    "get_logger",
+    "lost_lines",
+    "report_held_lines",
+]
 
 _PRIORITIES = {"critical": "<2>", "error": "<3>", "warning": "<4>", "info": "<6>", "debug": "<7>"}
 _LEVELS = {name: logging.getLevelNamesMapping()[name.upper()] for name in _PRIORITIES}
@@ -150,7 +157,7 @@ def _tail(masker: Masker, *, console: bool, journald: bool, colors: bool) -> lis
         structlog.processors.StackInfoRenderer(),
         structlog.processors.format_exc_info,
         masker,
-        RepeatThrottle(),  # after the masker: it compares plain values, never calls a repr
+        _THROTTLE,  # after the masker: it compares plain values, never calls a repr
         _with_priority(render) if journald else render,
     ]
 
@@ -185,6 +192,7 @@ def _set_level(level: int) -> None:
 
 _BoundLogger = type("BoundLogger", (structlog.BoundLoggerBase,), {})
 _OUTPUT = _Output()
+_THROTTLE = RepeatThrottle()  # one for the process: a reload releases what it holds
 _HANDLER = _Handler()
 # One list for the life of the process, edited in place: loggers hold a reference to it.
 _PROCESSORS: list[Processor] = []
@@ -239,6 +247,7 @@ def configure_logging(
         raise ValueError(f"unknown log format {fmt!r}: use auto, json or console")
     environ = os.environ if environ is None else environ
     target = sys.stdout if stream is None else stream
+    _write_held(_THROTTLE.release(final=True))  # counts held under the old settings
     tty = _is_tty(target)
     tail = _tail(
         Masker(secrets),
@@ -263,6 +272,23 @@ def configure_logging(
     for name in THIRD_PARTY_LOGGERS:
         logging.getLogger(name).setLevel(libraries)
     logging.getLogger("httpcore").setLevel(max(libraries, logging.INFO))
+
+
+async def report_held_lines() -> None:
+    """Until cancelled, write the counts of repeats the throttle held back when no identical
+    line follows to carry them (``logthrottle.py``); when cancelled (at stop), all of them."""
+    await _THROTTLE.report(lambda line: _write_held([line]))
+
+
+def _write_held(lines: list[EventDict]) -> None:
+    """Write lines the throttle released through the processors after it (the renderer)."""
+    after = _PROCESSORS[_PROCESSORS.index(_THROTTLE) + 1 :]
+    for line in lines:
+        rendered: Any = line
+        level = str(line.get("level", "warning"))
+        for processor in after:
+            rendered = processor(_NamedWriter(line.get("logger")), level, rendered)
+        _OUTPUT.write_line(str(rendered))
 
 
 def get_logger(name: str) -> FilteringBoundLogger:
