@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from functools import partial
 from pathlib import Path
 
@@ -39,3 +40,25 @@ async def test_overlapping_reloads_start_an_added_sink_once(tmp_path: Path) -> N
     started = [e["sink"] for e in events if e["event"] == "sink.started"]
     assert started == ["file", "second"]
     assert [e["sinks"] for e in events if e["event"] == "daemon.reloaded"] == [["second"]] * 2
+
+
+async def test_a_burst_of_identical_errors_is_counted_by_the_stop_at_the_latest(
+    tmp_path: Path,
+) -> None:
+    """A library's error logged 100 times at once, then quiet: the daemon writes the count of
+    the 99 held back before it says it stopped, with no further line to carry it."""
+    config_path = tmp_path / "config.yaml"
+    async with run_emulator(EmulatorOptions(seed=7)) as emulator:
+        config_path.write_text(yaml.safe_dump(daemon_config(emulator.url, tmp_path)))
+        daemon = Daemon(load_config(config_path), config_path=config_path)
+        stop = anyio.Event()
+        with captured_logs() as out, anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+                await tg.start(partial(daemon.serve, stop.wait))
+                for _ in range(100):
+                    logging.getLogger("asyncio").error("socket.accept() out of system resource")
+                stop.set()
+            events = [(e["event"], e.get("repeated")) for e in json_lines(out)]
+    accept_failed = [event for event in events if event[0].startswith("socket.accept()")]
+    assert [count for _, count in accept_failed] == [None, 99]
+    assert events.index(accept_failed[1]) < events.index(("daemon.stopped", None))
