@@ -31,7 +31,7 @@ from tcsms_poller.config import Config
 from tcsms_poller.metrics import Metrics
 from tcsms_poller.sinks.base import SinkSettings
 from tcsms_poller.sinks.file import FileSettings
-from tcsms_poller.sinks.http import HttpSettings
+from tcsms_poller.sinks.http import HttpSettings, redact_url
 from tcsms_poller.sinks.stdout import StdoutSettings
 from tcsms_poller.tencent.api import Action
 from tcsms_poller.tencent.client import Credentials, RetryPolicy, TencentClient
@@ -173,11 +173,11 @@ async def _probe_directory(target: str, directory: Path) -> Verdict:
 
 
 async def _probe_url(target: str, sink: HttpSettings) -> Verdict:
-    url = str(sink.url)
     headers = {name: value.reveal() for name, value in sink.headers.items()}
+    url = redact_url(str(sink.url), path=sink.secret_path)  # as check-config prints it
     try:
         async with httpx.AsyncClient(timeout=sink.timeout) as http:
-            response = await http.head(url, headers=headers)
+            response = await http.head(str(sink.url), headers=headers)
     except httpx.HTTPError as error:
         reason = " ".join((str(error) or type(error).__name__).split())
         return Verdict(target, False, f"{url} does not answer: {reason}")

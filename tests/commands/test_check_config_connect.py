@@ -163,6 +163,20 @@ async def test_sinks_are_probed(tmp_path: Path, emulator: RunningEmulator) -> No
     ]
 
 
+async def test_a_webhook_url_is_probed_and_shown_without_its_secrets(tmp_path: Path) -> None:
+    """The URL in the verdict, like the printed configuration, is safe to paste into a ticket."""
+    config = config_for("http://127.0.0.1:9", tmp_path)
+    config["sinks"] = [
+        {"type": "http", "url": "http://hooker:hook-password-4711@127.0.0.1:9/h?token=t0k3n"}
+    ]
+    _, lines = await check_connect(tmp_path, config)
+    [sink] = [line for line in lines if line.startswith("# sink")]
+    shown = "http://***@127.0.0.1:9/h?token=***"
+    assert sink.startswith(f"# sink http: FAILED: {shown} does not answer")
+    assert "hook-password-4711" not in sink
+    assert "t0k3n" not in sink
+
+
 async def test_the_examples_emulator_variant_connects(
     tmp_path: Path, emulator: RunningEmulator
 ) -> None:

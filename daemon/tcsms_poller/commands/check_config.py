@@ -17,6 +17,7 @@ from tcsms_poller.commands._common import add_config_argument
 from tcsms_poller.config import load_config, render_config
 from tcsms_poller.config.advice import config_warnings
 from tcsms_poller.exits import EX_FAILURE, EX_OK
+from tcsms_poller.masking import Masker
 
 __all__ = ["add_arguments", "execute"]
 
@@ -46,7 +47,8 @@ def execute(args: argparse.Namespace) -> int:
     from tcsms_poller.preflight import preflight  # here: httpx and the client only for this
 
     verdicts = anyio.run(preflight, config, backend="asyncio")
+    masker = Masker(config.secrets())  # whatever a library's error quotes
     for verdict in verdicts:
         if not (args.quiet and verdict.ok):
-            print(f"# {verdict.line()}", flush=True)
+            print(f"# {masker.text(verdict.line())}", flush=True)
     return EX_OK if all(verdict.ok for verdict in verdicts) else EX_FAILURE
