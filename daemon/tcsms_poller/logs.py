@@ -286,8 +286,11 @@ def _write_held(lines: list[EventDict]) -> None:
     for line in lines:
         rendered: Any = line
         level = str(line.get("level", "warning"))
-        for processor in after:
-            rendered = processor(_NamedWriter(line.get("logger")), level, rendered)
+        try:
+            for processor in after:
+                rendered = processor(_NamedWriter(line.get("logger")), level, rendered)
+        except Exception:  # noqa: BLE001 (a line must never stop the task that writes it)
+            rendered = json.dumps({"level": level, "event": "log.unformattable"})
         _OUTPUT.write_line(str(rendered))
 
 
