@@ -30,7 +30,9 @@ from tests.support.backends import Backend
 from tests.support.cli import run_cli
 from tests.support.daemon_process import daemon_config
 from tests.support.log_capture import captured_logs
+from tests.support.postgres import PostgresServer
 from tests.support.records import FakeClock, record
+from tests.support.waiting import wait_until
 
 from .test_drainer import ScriptedSink
 
@@ -210,6 +212,33 @@ async def test_an_instance_whose_lease_passed_on_writes_no_dead_letters(postgres
         assert ids(await dead.letters()) == ["a"]
         assert ids(await dead.queued()) == ["a"]
         assert await dead.replayed_ids() == set()
+    finally:
+        await store.aclose()
+
+
+async def test_the_cursor_moves_past_a_refused_batch_only_once_its_dead_letters_committed(
+    postgres_url: str, postgres_server: PostgresServer
+) -> None:
+    """A database that refuses the dead-letter write keeps the batch in the outbox: the write
+    is retried, and the cursor moves only after it committed."""
+    database = postgres_url.rsplit("/", 1)[1]
+    clock = FakeClock()
+    store = await PostgresStore.open(postgres_url, dedupe_ttl=8 * 86_400.0, clock=clock)
+    try:
+        sink = ScriptedSink([REFUSED])
+        drainer = await make_drainer(store, sink, clock)
+        await store.commit([record("a")])
+        postgres_server.execute("REVOKE INSERT ON dead_letters FROM tcsms", database)
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                await tg.start(drainer.run)
+                await wait_until(lambda: len(clock.sleeps) >= 3, what="retried writes")
+                assert (await store.sink_cursor(SINK)).acked_seq == 0
+                assert await store.dead_letters(SINK).letters() == []
+                postgres_server.execute("GRANT INSERT ON dead_letters TO tcsms", database)
+                drainer.drain_and_stop()
+        assert ids(await store.dead_letters(SINK).letters()) == ["a"]
+        assert (await store.sink_cursor(SINK)).acked_seq == 1
     finally:
         await store.aclose()
 
