@@ -52,11 +52,11 @@ def dead_letter_path(state_dir: Path, sink: str) -> Path:
 
 class DeadLetterFile:
     """The dead letters of one sink in the file ``path`` and its replay queue beside it
-    (``DeadLetters``); ``sink`` defaults to the file's name, as ``dead_letter_path`` makes it."""
+    (``DeadLetters``); the sink is named by the file, as ``dead_letter_path`` makes it."""
 
-    def __init__(self, path: Path, *, sink: str | None = None) -> None:
+    def __init__(self, path: Path) -> None:
         self.path = path
-        self.sink = sink if sink is not None else path.name.removesuffix(".jsonl")
+        self.sink = path.name.removesuffix(".jsonl")
         self._replays = ReplayQueue(path)
 
     @property
@@ -73,7 +73,8 @@ class DeadLetterFile:
         fence: Fence | None = None,  # one daemon per SQLite state: nothing to fence
         sink: str | None = None,
     ) -> None:
-        """Append every record of ``batch`` with the reason, durably."""
+        """Append every record of ``batch`` with the reason, durably (``sink`` names another
+        sink than the file's)."""
         sink = sink if sink is not None else self.sink
         prefix = (
             '{"dead_lettered_at":'
