@@ -16,9 +16,11 @@ from tests.support.daemon_process import daemon_config, running_daemon
 from tests.support.emulator import expected_ids, inject, receipts, truth
 from tests.support.http_receiver import Reply, http_receiver, posted_ids
 from tests.support.jsonl import read_jsonl
+from tests.support.ports import free_port
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.anyio
+SECRET = "pw-not-in-logs-7e2"
 
 
 async def cli(config: Path, *args: str) -> tuple[int, str, str]:
@@ -124,3 +126,20 @@ async def test_a_running_daemon_delivers_a_replay_on_sighup(
                 what="the replayed records",
             )
             await daemon.stop()
+
+
+async def test_an_unreachable_postgresql_state_fails_in_one_line_without_its_password(
+    tmp_path: Path,
+) -> None:
+    """With ``state.url`` the dead letters are in the database: one that does not answer is
+    one error event (exit 1), the URL's password masked, no traceback."""
+    config = tmp_path / "config.yaml"
+    settings = daemon_config("http://127.0.0.1:9", tmp_path, sinks=[{"type": "stdout"}])
+    settings["state"]["url"] = f"postgresql://tcsms:{SECRET}@127.0.0.1:{free_port()}/tcsms"
+    config.write_text(yaml.safe_dump(settings))
+    code, out, err = await cli(config, "dead-letter", "list")
+    assert (code, out) == (1, "")
+    [failed] = [json.loads(line) for line in err.splitlines() if "dead_letter.failed" in line]
+    assert failed["error"].startswith("cannot open state database postgresql://tcsms:***@")
+    assert "Traceback" not in err
+    assert SECRET not in err

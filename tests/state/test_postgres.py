@@ -119,6 +119,32 @@ async def test_three_daemons_starting_at_once_all_open_and_the_schema_is_made_on
         assert [row[0] for row in await cursor.fetchall()] == list(range(1, len(MIGRATIONS) + 1))
 
 
+async def test_a_database_of_schema_4_gains_the_dead_letter_tables_and_keeps_its_rows(
+    postgres_url: str,
+) -> None:
+    """Migration 5 on a database an earlier release wrote: its outbox and cursors stay, and
+    the sinks' dead letters are kept in it from then on."""
+    async with await connect(postgres_url) as connection:
+        await connection.execute("CREATE TABLE tcsms_schema (version integer NOT NULL)")
+        for number, script in enumerate(MIGRATIONS[:4], start=1):
+            await connection.execute(script.encode())
+            await connection.execute("INSERT INTO tcsms_schema (version) VALUES (%s)", (number,))
+        await connection.execute("INSERT INTO outbox (data) VALUES (%s)", (record("a").to_json(),))
+        await connection.execute(
+            "INSERT INTO sink_cursors (name, acked_seq, updated_at) VALUES ('file', 0, 0)"
+        )
+        await connection.commit()
+    async with opened(postgres_url) as store:
+        assert [row.as_dict()["id"] for row in await store.read_outbox(after=0, limit=10)] == ["a"]
+        assert (await store.sink_cursor("file")).acked_seq == 0
+        dead = store.dead_letters("file")
+        await dead.write(await store.read_outbox(after=0, limit=10), reason="refused", now=0.0)
+        assert [letter.record_id for letter in await dead.letters()] == ["a"]
+    async with await connect(postgres_url) as probe:
+        cursor = await probe.execute("SELECT max(version) FROM tcsms_schema")
+        assert await cursor.fetchone() == (len(MIGRATIONS),)
+
+
 async def test_a_newer_schema_is_refused(postgres_url: str) -> None:
     """A database written by a newer release is not touched."""
     async with opened(postgres_url):

@@ -2,25 +2,31 @@
 
 ``list`` shows the batches each sink dead-lettered: when, why, how many records, and how many of
 them a replay has since delivered or still queues. ``replay`` queues a sink's dead-lettered
-records again, in front of its outbox (``sinks/deadletter.py``), leaving out those a replay
-already delivered or queued; the daemon delivers them when it starts (``run`` or ``once``), or
-at once when a running daemon gets SIGHUP. The dead-letter file itself is never changed.
+records again, in front of its outbox, leaving out those a replay already delivered or queued;
+the daemon delivers them when it starts (``run`` or ``once``), or at once when a running daemon
+gets SIGHUP. The dead letters themselves are never changed.
+
+Where they are (``DeadLetters``): files beside a SQLite state (``sinks/deadletter.py``), read
+without opening the database; the tables of a PostgreSQL state, which any instance reads and
+writes, whose sink's lease holder delivers a replay within seconds, SIGHUP or not. The output
+is the same either way.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-from tcsms_poller.commands._common import add_config_argument, load_and_configure
+from tcsms_poller.commands._common import add_config_argument, load_and_configure, run_reporting
 from tcsms_poller.config import Config
 from tcsms_poller.exits import EX_OK, UsageError
 from tcsms_poller.records import format_received_at
-from tcsms_poller.sinks.deadletter import DeadLetter, ReplayQueue, read_dead_letters
+from tcsms_poller.sinks.deadletter import DeadLetterFile, dead_letter_path
+from tcsms_poller.state.roles import DeadLetter, DeadLetters
 from tcsms_poller.units import parse_duration
 
 __all__ = ["add_arguments", "execute"]
@@ -62,9 +68,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             action.add_argument("--json", action="store_true", help="one JSON object a line")
 
 
-def _dead_letter_file(config: Config, sink: str) -> Path:
-    # The fleet's layout (sinks/fleet.py): <state dir>/dead-letter/<sink name>.jsonl.
-    return config.state.path.parent / "dead-letter" / f"{sink}.jsonl"
+@asynccontextmanager
+async def _dead_letters(config: Config) -> AsyncIterator[Callable[[str], DeadLetters]]:
+    """Sink name -> its dead letters, where the daemon keeps them."""
+    if config.state.url is None:  # the files beside the database, which stays closed
+        yield lambda sink: DeadLetterFile(dead_letter_path(config.state.path.parent, sink))
+        return
+    from tcsms_poller.state import open_state  # psycopg only when the state is PostgreSQL
+
+    store = await open_state(config.state)
+    try:
+        yield store.dead_letters
+    finally:
+        await store.aclose()
 
 
 def _sink_names(config: Config, requested: str | None) -> list[str]:
@@ -95,11 +111,9 @@ class Batch:
         }
 
 
-def _batches(path: Path, sink: str, since: datetime | None) -> Iterator[Batch]:
+def _batches(letters: Sequence[DeadLetter], sink: str) -> Iterator[Batch]:
     current: list[DeadLetter] = []
-    for letter in read_dead_letters(path):
-        if since is not None and letter.dead_lettered_at < since:
-            continue
+    for letter in letters:
         if current and (letter.dead_lettered_at, letter.reason) != (
             current[0].dead_lettered_at,
             current[0].reason,
@@ -111,33 +125,39 @@ def _batches(path: Path, sink: str, since: datetime | None) -> Iterator[Batch]:
         yield Batch(sink, current)
 
 
-def _list(config: Config, args: argparse.Namespace) -> int:
-    shown = 0
-    for sink in _sink_names(config, args.sink):
-        path = _dead_letter_file(config, sink)
-        replays = ReplayQueue(path)
-        delivered = replays.acknowledged_ids()
-        queued = {record.as_dict()["id"] for record in replays.queued()}
-        for batch in _batches(path, sink, args.since):
-            row = batch.describe(delivered, queued)
-            shown += 1
-            if args.json:
-                print(json.dumps(row, ensure_ascii=False))
-            else:
-                print(
-                    f"{row['dead_lettered_at']}  {sink}  {row['records']} records  "
-                    f"{row['replayed']} replayed  {row['queued']} queued  {row['reason']}"
-                )
-    if not shown and not args.json:
+async def _rows(
+    dead_letters: DeadLetters, sink: str, since: datetime | None
+) -> list[dict[str, object]]:
+    """The dead-lettered batches of one sink, as ``list`` shows them."""
+    letters = await dead_letters.letters(since=since)
+    delivered = await dead_letters.replayed_ids()
+    queued = {record.as_dict()["id"] for record in await dead_letters.queued()}
+    return [batch.describe(delivered, queued) for batch in _batches(letters, sink)]
+
+
+async def _list(config: Config, sinks: Sequence[str], args: argparse.Namespace) -> int:
+    async with _dead_letters(config) as dead_letters_of:
+        rows = [
+            row for sink in sinks for row in await _rows(dead_letters_of(sink), sink, args.since)
+        ]
+    for row in rows:
+        if args.json:
+            print(json.dumps(row, ensure_ascii=False))
+        else:
+            print(
+                f"{row['dead_lettered_at']}  {row['sink']}  {row['records']} records  "
+                f"{row['replayed']} replayed  {row['queued']} queued  {row['reason']}"
+            )
+    if not rows and not args.json:
         print("no dead-lettered batches")
     return EX_OK
 
 
-def _replay(config: Config, args: argparse.Namespace) -> int:
-    [sink] = _sink_names(config, args.sink)
-    path = _dead_letter_file(config, sink)
-    letters = [letter for batch in _batches(path, sink, args.since) for letter in batch.letters]
-    queued, skipped = ReplayQueue(path).enqueue(letters)
+async def _replay(config: Config, sinks: Sequence[str], args: argparse.Namespace) -> int:
+    [sink] = sinks
+    async with _dead_letters(config) as dead_letters_of:
+        dead_letters = dead_letters_of(sink)
+        queued, skipped = await dead_letters.enqueue(await dead_letters.letters(since=args.since))
     print(
         f"queued {queued} dead-lettered records for sink {sink}"
         f" ({skipped} skipped: already replayed, queued, or listed twice);"
@@ -148,4 +168,6 @@ def _replay(config: Config, args: argparse.Namespace) -> int:
 
 def execute(args: argparse.Namespace) -> int:
     config = load_and_configure(args, prints_result=True)
-    return _list(config, args) if args.action == "list" else _replay(config, args)
+    sinks = _sink_names(config, args.sink)  # a wrong --sink is a usage error, before any I/O
+    action = _list if args.action == "list" else _replay
+    return run_reporting(lambda: action(config, sinks, args), event="dead_letter.failed")

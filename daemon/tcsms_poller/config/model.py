@@ -201,7 +201,7 @@ class StateSettings(ConfigModel):
 
     ``path`` is the SQLite file (the default); ``url`` (or ``url_file``), a
     ``postgresql://USER:PASSWORD@HOST:PORT/DATABASE`` URL, puts the state in PostgreSQL instead
-    (``path``'s directory still holds dead letters and the file sinks' default files).
+    (``path``'s directory still holds ``healthz.url``; the dead letters go to the database).
     """
 
     path: ConfigPath = Path("/var/lib/tcsms-poller/state.db")

@@ -1,5 +1,7 @@
 """The dead-letter file, where a batch goes when its sink refuses it for good, and the replay
-queue that puts dead-lettered records back in front of that sink.
+queue that puts dead-lettered records back in front of that sink: the ``DeadLetters`` role
+(``state/roles.py``) of a SQLite state, one daemon's. (A PostgreSQL state keeps them in its
+tables instead, for every instance of a cluster: ``state/postgres/deadletters.py``.)
 
 Per sink, under ``<state dir>/dead-letter/``:
 
@@ -19,32 +21,61 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 
+import anyio
 import anyio.to_thread
 import orjson
 
 from tcsms_poller.permissions import SHARED, SHARED_DIRECTORY, make_dirs, restrict
 from tcsms_poller.records import format_received_at
 from tcsms_poller.sinks.base import OutboxRecord
+from tcsms_poller.state.roles import DeadLetter, Fence
 
-__all__ = ["DeadLetter", "DeadLetterFile", "ReplayQueue", "read_dead_letters"]
+__all__ = [
+    "DeadLetter",
+    "DeadLetterFile",
+    "ReplayQueue",
+    "dead_letter_path",
+    "read_dead_letters",
+]
+
+
+def dead_letter_path(state_dir: Path, sink: str) -> Path:
+    """Where the dead letters of ``sink`` go beside a SQLite state in ``state_dir``."""
+    return state_dir / "dead-letter" / f"{sink}.jsonl"
 
 
 class DeadLetterFile:
-    """Appends dead-lettered batches of one sink to ``path``."""
+    """The dead letters of one sink in the file ``path`` and its replay queue beside it
+    (``DeadLetters``); the sink is named by the file, as ``dead_letter_path`` makes it."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.sink = path.name.removesuffix(".jsonl")
+        self._replays = ReplayQueue(path)
+
+    @property
+    def log_fields(self) -> Mapping[str, str]:
+        """The file's path, for log events."""
+        return {"path": str(self.path)}
 
     async def write(
-        self, batch: Sequence[OutboxRecord], *, sink: str, reason: str, now: float
+        self,
+        batch: Sequence[OutboxRecord],
+        *,
+        reason: str,
+        now: float,
+        fence: Fence | None = None,  # one daemon per SQLite state: nothing to fence
+        sink: str | None = None,
     ) -> None:
-        """Append every record of ``batch`` with the reason, durably."""
+        """Append every record of ``batch`` with the reason, durably (``sink`` names another
+        sink than the file's)."""
+        sink = sink if sink is not None else self.sink
         prefix = (
             '{"dead_lettered_at":'
             + json.dumps(format_received_at(now))
@@ -57,6 +88,42 @@ class DeadLetterFile:
         payload = b"".join(prefix + record.data + b"}\n" for record in batch)
         await anyio.to_thread.run_sync(_append, self.path, payload)
 
+    async def letters(self, *, since: datetime | None = None) -> list[DeadLetter]:
+        """The lines of the file, oldest first; with ``since``, those written since then."""
+
+        def read() -> list[DeadLetter]:
+            return [
+                letter
+                for letter in read_dead_letters(self.path)
+                if since is None or letter.dead_lettered_at >= since
+            ]
+
+        return await anyio.to_thread.run_sync(read)
+
+    async def replayed_ids(self) -> set[str]:
+        """Ids of replayed records the sink acknowledged."""
+        return await anyio.to_thread.run_sync(self._replays.acknowledged_ids)
+
+    async def queued(self, *, limit: int | None = None) -> list[OutboxRecord]:
+        """The records queued for replay, in order."""
+        return (await anyio.to_thread.run_sync(self._replays.queued))[:limit]
+
+    async def enqueue(self, letters: Sequence[DeadLetter]) -> tuple[int, int]:
+        """Queue ``letters`` not acknowledged or queued already; (queued, skipped)."""
+        return await anyio.to_thread.run_sync(self._replays.enqueue, letters)
+
+    async def finish(
+        self, batch: Sequence[OutboxRecord], *, acknowledged: bool, fence: Fence | None = None
+    ) -> None:
+        """Drop ``batch`` from the head of the queue; remember its ids if ``acknowledged``."""
+        await anyio.to_thread.run_sync(
+            partial(self._replays.finish, batch, acknowledged=acknowledged)
+        )
+
+    async def wait_for_replay(self) -> None:
+        """Never returns: a running daemon hears of a replay by SIGHUP (``Drainer.reopen``)."""
+        await anyio.sleep_forever()
+
 
 def _append(path: Path, payload: bytes) -> None:
     make_dirs(path.parent, SHARED_DIRECTORY)
@@ -66,16 +133,6 @@ def _append(path: Path, payload: bytes) -> None:
         file.write(payload)
         file.flush()
         os.fsync(fd)
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    """One line of a dead-letter file."""
-
-    dead_lettered_at: datetime
-    reason: str
-    record_id: str
-    data: bytes  # the record, compact JSON as the outbox held it
 
 
 def read_dead_letters(path: Path) -> Iterator[DeadLetter]:

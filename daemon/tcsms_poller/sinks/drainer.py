@@ -1,20 +1,23 @@
 """One drainer task per sink: from the sink's cursor, in order, in batches, until acknowledged.
 
 The drainer is what makes the ``Sink`` contract (``base.py``) true: one call at a time, retries
-with capped exponential backoff and jitter (honouring ``retry_after``), the dead-letter file for
-batches refused for good or retried past ``max_retry_duration``, and the cursor committed only on
-an ack. It wakes on commits, never on a timer, and a slow sink delays only itself: its backlog
-stays in the outbox on disk.
+with capped exponential backoff and jitter (honouring ``retry_after``), the sink's dead letters
+(``DeadLetters``: files, or the shared database) for batches refused for good or retried past
+``max_retry_duration``, and the cursor committed only on an ack. It wakes on commits, never on a
+timer, and a slow sink delays only itself: its backlog stays in the outbox on disk.
+
+Records queued for replay (``dead-letter replay``) go before the outbox: at start, on SIGHUP
+(``reopen``), and whenever the dead letters report a replay queued by another process (a
+PostgreSQL state, which any instance of a cluster replays into).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from functools import partial
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any
 
 import anyio
-import anyio.to_thread
 import structlog
 from anyio.abc import TaskStatus
 
@@ -29,9 +32,8 @@ from tcsms_poller.sinks.base import (
     Sink,
     SinkSettings,
 )
-from tcsms_poller.sinks.deadletter import DeadLetterFile, ReplayQueue
 from tcsms_poller.state import StateError, StateStore
-from tcsms_poller.state.roles import Fence, LeaseLostError
+from tcsms_poller.state.roles import DeadLetters, Fence, LeaseLostError
 
 __all__ = ["Drainer"]
 
@@ -52,6 +54,23 @@ async def _first_of(*waits: Callable[[], Awaitable[None]]) -> None:
             tg.start_soon(wait, one)
 
 
+async def _beside(
+    main: Callable[[], Awaitable[None]], helper: Callable[[], Coroutine[Any, Any, None]]
+) -> None:
+    """Run ``main`` with ``helper`` in the background until ``main`` ends; ``main``'s exception
+    comes out as it is, not in an exception group (``SinkFleet`` catches ``LeaseLostError``)."""
+    failure: list[Exception] = []
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(helper)
+        try:
+            await main()
+        except Exception as error:  # noqa: BLE001 (raised again below, unwrapped)
+            failure.append(error)
+        tg.cancel_scope.cancel()
+    if failure:
+        raise failure[0]
+
+
 class Drainer:
     """Delivers the outbox to one sink; see the module docstring."""
 
@@ -61,7 +80,7 @@ class Drainer:
         sink: Sink,
         settings: SinkSettings,
         store: StateStore,
-        dead_letters: DeadLetterFile,
+        dead_letters: DeadLetters,
         health: Health,
         metrics: Metrics,
         acked_seq: int,
@@ -75,9 +94,9 @@ class Drainer:
         self._settings = settings
         self._store = store
         self._dead_letters = dead_letters
-        self._replays = ReplayQueue(dead_letters.path)
-        self._replay_due = True  # look at the replay queue at start, and after reopen()
+        self._replay_due = True  # look at the replay queue at start, and when asked to
         self._replay_added = anyio.Event()
+        self._replay_pass = anyio.Event()  # set when the next look at the queue is over
         self._health = health
         self._metrics = metrics
         self._acked = acked_seq
@@ -103,15 +122,26 @@ class Drainer:
         async with self._lock:
             await self._sink.reopen()
         # ``dead-letter replay`` tells a running daemon about its queue this way (SIGHUP).
+        self._request_replays()
+
+    def _request_replays(self) -> anyio.Event:
+        """Look at the replay queue before the next batch; the event is set once that is over."""
         self._replay_due = True
         self._replay_added.set()
+        return self._replay_pass
+
+    async def _watch_replays(self) -> None:
+        """Deliver what another process queues for replay (the dead letters say when)."""
+        while True:
+            await self._dead_letters.wait_for_replay()
+            await self._request_replays().wait()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Open the sink, report started, and deliver until drained after ``drain_and_stop``."""
         await self._sink.open()
         task_status.started()
         try:
-            await self._deliver_forever()
+            await _beside(self._deliver_forever, self._watch_replays)
         finally:
             with anyio.move_on_after(5, shield=True):
                 await self._sink.aclose()
@@ -121,7 +151,9 @@ class Drainer:
             if self._replay_due:
                 self._replay_due = False
                 self._replay_added = anyio.Event()
+                looked, self._replay_pass = self._replay_pass, anyio.Event()
                 await self._deliver_replays()
+                looked.set()
             self._metrics.outbox_depth.labels(self.name).set(self.depth)
             batch = await self._read()
             if not batch:
@@ -146,21 +178,22 @@ class Drainer:
 
     async def _deliver_replays(self) -> None:
         """Deliver what ``dead-letter replay`` queued, batch by batch, before the outbox."""
+        limit = self._settings.batch_size
         try:
-            while queued := await anyio.to_thread.run_sync(self._replays.queued):
-                batch = queued[: self._settings.batch_size]
+            while batch := await self._dead_letters.queued(limit=limit):
                 self._check_lease()
                 ack = await self._deliver(batch)
                 acknowledged = ack is not DEAD_LETTERED
-                await anyio.to_thread.run_sync(
-                    partial(self._replays.finish, batch, acknowledged=acknowledged)
-                )
+                await self._dead_letters.finish(batch, acknowledged=acknowledged, fence=self._fence)
                 if ack.position is not None:  # the file sink's offset moved: keep it
                     await self._commit_ack(self._acked, ack)
                 log.info(
                     "sink.replayed", sink=self.name, records=len(batch), acknowledged=acknowledged
                 )
-        except OSError as error:  # the queue stays as it is, for the next start or SIGHUP
+        except LeaseLostError:
+            raise  # another instance drains this sink now, replays included
+        except (OSError, StateError) as error:
+            # The queue stays as it is, for the next start, SIGHUP or look (wait_for_replay).
             log.error("sink.replay_failed", sink=self.name, error=str(error))
 
     async def _read(self) -> list[OutboxRecord]:
@@ -224,16 +257,19 @@ class Drainer:
                 return ack
 
     async def _dead_letter(self, batch: Sequence[OutboxRecord], reason: str) -> Ack:
-        """Write the batch to the dead-letter file, retrying until the disk takes it."""
+        """Write the batch to the dead letters, retrying until the disk (or database) takes it."""
         attempt = 0
         while True:
             try:
                 await self._dead_letters.write(
-                    batch, sink=self.name, reason=reason, now=self._clock()
+                    batch, reason=reason, now=self._clock(), fence=self._fence
                 )
                 break
-            except OSError as error:
-                self._health.failed(f"dead-letter file: {error}")
+            except LeaseLostError:
+                raise  # the new holder meets the batch itself, from the cursor
+            except (OSError, StateError) as error:
+                failed = f"dead-letter file: {error}" if isinstance(error, OSError) else str(error)
+                self._health.failed(failed)
                 log.error("sink.dead_letter_failed", sink=self.name, error=str(error))
                 await self._sleep(self._backoff.delay(attempt))
                 attempt += 1
@@ -243,7 +279,7 @@ class Drainer:
             sink=self.name,
             records=len(batch),
             reason=reason,
-            path=str(self._dead_letters.path),
+            **self._dead_letters.log_fields,
         )
         self._health.succeeded()
         return DEAD_LETTERED

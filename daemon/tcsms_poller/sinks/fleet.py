@@ -26,7 +26,6 @@ from tcsms_poller.cluster.leases import Lease, Membership, sink_lease
 from tcsms_poller.health import HealthBoard
 from tcsms_poller.metrics import Metrics
 from tcsms_poller.sinks.base import SinkContext, SinkSettings
-from tcsms_poller.sinks.deadletter import DeadLetterFile
 from tcsms_poller.sinks.drainer import Drainer
 from tcsms_poller.sinks.registry import LoadedSinkType, load_sink_type
 from tcsms_poller.state import StateStore
@@ -135,7 +134,7 @@ class SinkFleet:
             sink=loaded.factory(settings, context),
             settings=settings,
             store=self._store,
-            dead_letters=DeadLetterFile(self._state_dir / "dead-letter" / f"{name}.jsonl"),
+            dead_letters=self._store.dead_letters(name),
             health=self._board.register(f"sink:{name}", "sink"),
             metrics=self._metrics,
             acked_seq=cursor.acked_seq,

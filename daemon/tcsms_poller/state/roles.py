@@ -14,12 +14,15 @@ The guarantees every backend gives (``tests/state/test_contract.py`` checks them
 - Outbox seqs grow in the order commits become visible: a reader that asks for the rows after
   its cursor never skips one that commits later, and never gets one twice.
 - A sink's cursor never moves back; ``purge`` keeps every row some sink has not acknowledged.
+- A sink's dead letters are durable when ``DeadLetters.write`` returns, before the cursor moves
+  past them; ``tests/sinks/test_dead_letters.py`` checks both kinds (files, the database).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from tcsms_poller.records import OutboxRecord, Record
@@ -32,6 +35,8 @@ __all__ = [
     "CommitResult",
     "ConversionQueue",
     "ConversionReported",
+    "DeadLetter",
+    "DeadLetters",
     "Fence",
     "LeaseLostError",
     "MessageTables",
@@ -189,6 +194,16 @@ class PendingConversion:
     serial_no: str
     conversion_time: int | None
     attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """One record a sink refused for good: when, why, and the record."""
+
+    dead_lettered_at: datetime  # to the millisecond, UTC
+    reason: str
+    record_id: str
+    data: bytes  # the record, compact JSON as the outbox held it
 
 
 # -- roles -------------------------------------------------------------------------------------
@@ -431,11 +446,76 @@ class NumberClaims(Protocol):
         ...
 
 
+class DeadLetters(Protocol):
+    """The dead letters of one sink, its replay queue, and the ids of replays it acknowledged.
+
+    Two kinds: files beside a SQLite state (``sinks/deadletter.py``), one daemon's; tables of a
+    PostgreSQL state (``state/postgres/deadletters.py``), which any instance of a cluster lists
+    and replays, and whose sink's lease holder delivers. Either way:
+
+    - ``write`` is durable when it returns, so the drainer moves the cursor past a dead-lettered
+      batch only after it; with ``fence`` (cluster mode) it writes nothing once the sink's lease
+      passed on (``LeaseLostError``).
+    - ``enqueue`` queues only records neither queued nor acknowledged as replayed, so replaying
+      twice queues nothing twice; ``finish`` takes a delivered (or refused again) batch out of
+      the queue, remembering its ids if acknowledged.
+    - Failures raise ``OSError`` (files) or ``StateError`` (database), nothing half-written.
+    """
+
+    @property
+    def log_fields(self) -> Mapping[str, str]:
+        """Where they are kept, for log events (a path, or a table)."""
+        ...
+
+    async def write(
+        self,
+        batch: Sequence[OutboxRecord],
+        *,
+        reason: str,
+        now: float,
+        fence: Fence | None = None,
+    ) -> None:
+        """Keep every record of ``batch`` with ``reason``, durably."""
+        ...
+
+    async def letters(self, *, since: datetime | None = None) -> list[DeadLetter]:
+        """The dead letters, oldest first; with ``since``, those dead-lettered since then."""
+        ...
+
+    async def replayed_ids(self) -> set[str]:
+        """Ids of replayed records the sink acknowledged."""
+        ...
+
+    async def queued(self, *, limit: int | None = None) -> list[OutboxRecord]:
+        """The records queued for replay, in order (``seq`` 0: they are not in the outbox)."""
+        ...
+
+    async def enqueue(self, letters: Sequence[DeadLetter]) -> tuple[int, int]:
+        """Queue ``letters`` not acknowledged or queued already; (queued, skipped)."""
+        ...
+
+    async def finish(
+        self, batch: Sequence[OutboxRecord], *, acknowledged: bool, fence: Fence | None = None
+    ) -> None:
+        """Take ``batch`` (the head of the queue) out of the queue; remember its ids if
+        ``acknowledged`` (a batch refused again was written as dead letters once more)."""
+        ...
+
+    async def wait_for_replay(self) -> None:
+        """Return once another process may have queued records (the files: never, a running
+        daemon hears of a replay by SIGHUP; the database: when its queue is not empty)."""
+        ...
+
+
 class StateStore(Outbox, SinkCursors, TrackedNumbers, ConversionQueue, WorkerStates, Protocol):
     """The whole durable state of a daemon: every role, housekeeping and the lifecycle."""
 
     def message_tables(self) -> MessageTables:
         """The tables of tracked messages (``TrackedMessages`` is made of them)."""
+        ...
+
+    def dead_letters(self, sink: str) -> DeadLetters:
+        """The dead letters of ``sink``: files beside a SQLite state, tables of a shared one."""
         ...
 
     async def purge(self, sink_names: Sequence[str]) -> tuple[int, int, int]:

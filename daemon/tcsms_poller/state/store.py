@@ -22,6 +22,7 @@ import anyio.lowlevel
 import anyio.to_thread
 
 from tcsms_poller.records import OutboxRecord, Record
+from tcsms_poller.sinks.deadletter import DeadLetterFile, dead_letter_path
 from tcsms_poller.state import conversions, integrity, messages, numbers, outbox
 from tcsms_poller.state.head import CommitHead
 from tcsms_poller.state.message_store import SqliteMessages
@@ -29,6 +30,7 @@ from tcsms_poller.state.roles import (
     Change,
     CommitResult,
     ConversionReported,
+    DeadLetters,
     Fence,
     MessagesMissing,
     MessagesPolled,
@@ -301,6 +303,10 @@ class SqliteStore:
     def message_tables(self) -> MessageTables:
         """The tables of tracked messages, in this database."""
         return SqliteMessages(self.write, self.read)
+
+    def dead_letters(self, sink: str) -> DeadLetters:
+        """The dead-letter files of ``sink``, beside this database (one daemon's)."""
+        return DeadLetterFile(dead_letter_path(Path(self._database).parent, sink))
 
     async def sync_numbers(
         self, app_id: str, origin: str, phones: Sequence[str]

@@ -11,12 +11,13 @@ from psycopg import AsyncConnection
 
 from tcsms_poller.state.schema import SchemaError
 
-__all__ = ["MIGRATE_LOCK", "MIGRATIONS", "SHARES_LOCK", "migrate"]
+__all__ = ["MIGRATE_LOCK", "MIGRATIONS", "REPLAY_LOCK", "SHARES_LOCK", "migrate"]
 
 # Advisory lock keys of this program (two int4 keys: the program's, then the purpose's).
 PROGRAM_KEY = 0x7C53  # "tcsms" (31827, written out in tcsms_append)
 MIGRATE_LOCK = (PROGRAM_KEY, 1)
 SHARES_LOCK = (PROGRAM_KEY, 3)  # one instance at a time divides the rates (cluster.py)
+REPLAY_LOCK = (PROGRAM_KEY, 4)  # a replay queued while one is taken out (deadletters.py)
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: the pipeline, tracked numbers, conversions, worker health. Times are Unix seconds
@@ -199,6 +200,36 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (app_id, phone)
     );
     CREATE INDEX number_claims_by_holder ON number_claims (holder);
+    """,
+    # 5: the dead letters of each sink, in the database so that any instance of a cluster lists
+    # and replays them, whichever instance dead-lettered them (state/postgres/deadletters.py;
+    # a SQLite state keeps the files of sinks/deadletter.py). ``dead_letters``: the records a
+    # sink refused for good, never changed; ``dead_letter_replays``: records queued again, in
+    # ``id`` order; ``dead_letters_replayed``: the ids of replays the sink acknowledged.
+    """
+    CREATE TABLE dead_letters (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        sink text NOT NULL,
+        dead_lettered_at double precision NOT NULL,
+        reason text NOT NULL,
+        record_id text NOT NULL,
+        data bytea NOT NULL
+    );
+    CREATE INDEX dead_letters_by_sink ON dead_letters (sink, id);
+
+    CREATE TABLE dead_letter_replays (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        sink text NOT NULL,
+        record_id text NOT NULL,
+        data bytea NOT NULL,
+        UNIQUE (sink, record_id)
+    );
+
+    CREATE TABLE dead_letters_replayed (
+        sink text NOT NULL,
+        record_id text NOT NULL,
+        PRIMARY KEY (sink, record_id)
+    );
     """,
 )
 

@@ -47,6 +47,7 @@ from tcsms_poller.state.head import CommitHead
 from tcsms_poller.state.messages import Resolved, final_receipts
 from tcsms_poller.state.postgres import cluster, leases, messages, numbers
 from tcsms_poller.state.postgres.connect import CONNECT_TIMEOUT, connection_settings, describe
+from tcsms_poller.state.postgres.deadletters import PostgresDeadLetters
 from tcsms_poller.state.postgres.group import GroupWriter, Work
 from tcsms_poller.state.postgres.messages import PostgresMessages
 from tcsms_poller.state.postgres.outbox import append
@@ -56,6 +57,7 @@ from tcsms_poller.state.roles import (
     Change,
     CommitResult,
     ConversionReported,
+    DeadLetters,
     Fence,
     MessagesMissing,
     MessagesPolled,
@@ -490,6 +492,11 @@ class PostgresStore:
     def message_tables(self) -> MessageTables:
         """The tables of tracked messages, in this database (``messages.py``)."""
         return PostgresMessages(self._write, self._read)
+
+    def dead_letters(self, sink: str) -> DeadLetters:
+        """The dead letters of ``sink``, in this database, for every instance
+        (``deadletters.py``)."""
+        return PostgresDeadLetters(sink, self._write, self._read)
 
     async def sync_numbers(
         self, app_id: str, origin: NumberOrigin, phones: Sequence[str]

@@ -1,0 +1,314 @@
+"""The dead letters of a sink (``roles.DeadLetters``) on both kinds, the files beside a SQLite
+state and the tables of a PostgreSQL one, through the store as the daemon gets them; and the
+cluster case: what an instance that is gone dead-lettered is listed and replayed from another."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from collections.abc import Sequence
+from datetime import datetime
+from functools import partial
+from pathlib import Path
+
+import anyio
+import anyio.to_thread
+import pytest
+import yaml
+
+from tcsms_poller.cluster.leases import sink_lease
+from tcsms_poller.health import HealthBoard
+from tcsms_poller.metrics import Metrics
+from tcsms_poller.records import OutboxRecord, Record, format_received_at
+from tcsms_poller.sinks.base import RejectedBatchError, SinkSettings
+from tcsms_poller.sinks.drainer import Drainer
+from tcsms_poller.state import StateStore
+from tcsms_poller.state.postgres import PostgresStore
+from tcsms_poller.state.roles import DeadLetter, Fence, LeaseLostError
+from tests.support.backends import Backend
+from tests.support.cli import run_cli
+from tests.support.daemon_process import daemon_config
+from tests.support.log_capture import captured_logs
+from tests.support.postgres import PostgresServer
+from tests.support.records import FakeClock, record
+from tests.support.waiting import wait_until
+
+from .test_drainer import ScriptedSink
+
+pytestmark = pytest.mark.anyio
+SINK = "webhook"
+LEASE = sink_lease(SINK)
+PHONE = "+8613711112222"
+REFUSED = RejectedBatchError("HTTP 400: bad")
+
+
+def outbox(*ids: str) -> list[OutboxRecord]:
+    return [OutboxRecord(n + 1, record(i).to_json()) for n, i in enumerate(ids)]
+
+
+def ids(items: Sequence[OutboxRecord | DeadLetter]) -> list[str]:
+    return [
+        item.record_id if isinstance(item, DeadLetter) else item.as_dict()["id"] for item in items
+    ]
+
+
+def receipt(record_id: str) -> Record:
+    """A record that carries a phone number, as receipts and replies do."""
+    plain = record(record_id)
+    return plain._replace(fields={**plain.fields, "phone_number": PHONE})
+
+
+async def drain(
+    store: StateStore,
+    sink: ScriptedSink,
+    clock: FakeClock,
+    *,
+    commit: Sequence[Record] = (),
+    fence: Fence | None = None,
+) -> Drainer:
+    """Commit ``commit``, then run a drainer of ``SINK`` until it emptied the outbox."""
+    drainer = await make_drainer(store, sink, clock, fence=fence)
+    await store.commit(commit)
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            await tg.start(drainer.run)
+            drainer.drain_and_stop()
+    return drainer
+
+
+async def make_drainer(
+    store: StateStore, sink: ScriptedSink, clock: FakeClock, *, fence: Fence | None = None
+) -> Drainer:
+    """A drainer of ``SINK`` (batches of 2) from its cursor, its dead letters the store's."""
+    settings = SinkSettings.model_validate({"type": "scripted", "name": SINK, "batch_size": 2})
+    cursor = await store.sink_cursor(SINK)
+    return Drainer(
+        sink=sink,
+        settings=settings,
+        store=store,
+        dead_letters=store.dead_letters(SINK),
+        health=HealthBoard(clock).register(f"sink:{SINK}", "sink"),
+        metrics=Metrics(),
+        acked_seq=cursor.acked_seq,
+        clock=clock,
+        sleep=clock.sleep,
+        fence=fence,
+    )
+
+
+# -- the contract, on both kinds ---------------------------------------------------------------
+
+
+async def test_dead_letters_are_kept_in_order_with_their_reason_and_time(backend: Backend) -> None:
+    """What ``write`` returned from is there after a restart, oldest first, per sink."""
+    clock = FakeClock(1_700_000_000.1234)
+    async with backend.open(clock) as store:
+        dead = store.dead_letters(SINK)
+        await dead.write(outbox("a", "b"), reason="rejected: HTTP 400: bad", now=clock.now)
+        await dead.write(outbox("c"), reason="gave up after 60s: down", now=clock.now + 60)
+    async with backend.open(clock) as store:
+        dead = store.dead_letters(SINK)
+        letters = await dead.letters()
+        assert [(one.record_id, one.reason) for one in letters] == [
+            ("a", "rejected: HTTP 400: bad"),
+            ("b", "rejected: HTTP 400: bad"),
+            ("c", "gave up after 60s: down"),
+        ]
+        assert letters[0].dead_lettered_at == datetime.fromisoformat("2023-11-14T22:13:20.123Z")
+        assert letters[0].data == record("a").to_json()
+        later = datetime.fromisoformat(format_received_at(clock.now + 60))
+        assert ids(await dead.letters(since=later)) == ["c"]
+        assert await store.dead_letters("other").letters() == []
+
+
+async def test_replaying_twice_queues_nothing_twice(backend: Backend) -> None:
+    """Queued or acknowledged ids are skipped; a batch refused again may be queued again."""
+    async with backend.open(FakeClock()) as store:
+        dead = store.dead_letters(SINK)
+        await dead.write(outbox("a", "b", "c"), reason="rejected", now=0.0)
+        letters = await dead.letters()
+        assert await dead.enqueue([*letters, letters[0]]) == (3, 1)
+        assert ids(await dead.queued()) == ["a", "b", "c"]
+        assert [record.seq for record in await dead.queued()] == [0, 0, 0]
+        assert await dead.enqueue(letters) == (0, 3)
+
+        head = await dead.queued(limit=2)
+        assert ids(head) == ["a", "b"]
+        await dead.finish(head, acknowledged=True)
+        assert ids(await dead.queued()) == ["c"]
+        assert await dead.replayed_ids() == {"a", "b"}
+        assert await dead.enqueue(letters) == (0, 3)
+
+        await dead.finish(await dead.queued(), acknowledged=False)
+        assert await dead.queued() == []
+        assert await dead.replayed_ids() == {"a", "b"}
+        assert await dead.enqueue(letters) == (1, 2)
+        assert ids(await dead.queued()) == ["c"]
+
+
+async def test_a_replay_is_delivered_once_before_the_outbox(backend: Backend) -> None:
+    """The drainer dead-letters a refused batch, moves on, then delivers its replay first."""
+    clock = FakeClock()
+    async with backend.open(clock) as store:
+        first = ScriptedSink([REFUSED])
+        await drain(store, first, clock, commit=[record(i) for i in "abc"])
+        dead = store.dead_letters(SINK)
+        assert ids(await dead.letters()) == ["a", "b"]
+        assert (await store.sink_cursor(SINK)).acked_seq == 3
+        assert first.received == [["c"]]
+
+        assert await dead.enqueue(await dead.letters()) == (2, 0)
+        second = ScriptedSink()
+        await drain(store, second, clock, commit=[record("d")])
+        assert second.received == [["a", "b"], ["d"]]
+        assert await dead.queued() == []
+        assert await dead.replayed_ids() == {"a", "b"}
+        assert await dead.enqueue(await dead.letters()) == (0, 2)
+
+
+async def test_a_replay_refused_again_goes_back_to_the_dead_letters(backend: Backend) -> None:
+    """Nothing is remembered as delivered, the queue is empty, the records are dead letters
+    once more; nothing of them reaches the logs unmasked."""
+    clock = FakeClock()
+    async with backend.open(clock) as store:
+        logs = io.StringIO()
+        with captured_logs(level="debug", stream=logs):
+            await drain(store, ScriptedSink([REFUSED]), clock, commit=[receipt("a")])
+            dead = store.dead_letters(SINK)
+            await dead.enqueue(await dead.letters())
+            again = RejectedBatchError("HTTP 400: still bad")
+            await drain(store, ScriptedSink([again]), clock)
+        assert [(one.record_id, one.reason) for one in await dead.letters()] == [
+            ("a", "rejected: HTTP 400: bad"),
+            ("a", "rejected: HTTP 400: still bad"),
+        ]
+        assert await dead.queued() == []
+        assert await dead.replayed_ids() == set()
+    events = [json.loads(line)["event"] for line in logs.getvalue().splitlines()]
+    assert events.count("sink.dead_lettered") == 2
+    assert "sink.replayed" in events
+    assert PHONE[-8:] not in logs.getvalue()
+
+
+# -- PostgreSQL: fenced by the sink's lease, shared by the cluster -------------------------------
+
+
+async def test_an_instance_whose_lease_passed_on_writes_no_dead_letters(postgres_url: str) -> None:
+    """A dead-letter write or a replay's finish fenced on a lost lease changes nothing."""
+    store = await PostgresStore.open(postgres_url, dedupe_ttl=8 * 86_400.0)
+    try:
+        token = (await store.claim_leases("a", [LEASE], ttl=30.0))[LEASE]
+        stale = Fence(LEASE, "a", token)
+        dead = store.dead_letters(SINK)
+        await dead.write(outbox("a"), reason="rejected", now=0.0, fence=stale)
+        await dead.enqueue(await dead.letters())
+        await store.release_leases("a", [LEASE])
+        assert await store.claim_leases("b", [LEASE], ttl=30.0)
+        with pytest.raises(LeaseLostError):
+            await dead.write(outbox("b"), reason="rejected", now=0.0, fence=stale)
+        with pytest.raises(LeaseLostError):
+            await dead.finish(await dead.queued(), acknowledged=True, fence=stale)
+        assert ids(await dead.letters()) == ["a"]
+        assert ids(await dead.queued()) == ["a"]
+        assert await dead.replayed_ids() == set()
+    finally:
+        await store.aclose()
+
+
+async def test_the_cursor_moves_past_a_refused_batch_only_once_its_dead_letters_committed(
+    postgres_url: str, postgres_server: PostgresServer
+) -> None:
+    """A database that refuses the dead-letter write keeps the batch in the outbox: the write
+    is retried, and the cursor moves only after it committed."""
+    database = postgres_url.rsplit("/", 1)[1]
+    clock = FakeClock()
+    store = await PostgresStore.open(postgres_url, dedupe_ttl=8 * 86_400.0, clock=clock)
+    try:
+        sink = ScriptedSink([REFUSED])
+        drainer = await make_drainer(store, sink, clock)
+        await store.commit([record("a")])
+        postgres_server.execute("REVOKE INSERT ON dead_letters FROM tcsms", database)
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                await tg.start(drainer.run)
+                await wait_until(lambda: len(clock.sleeps) >= 3, what="retried writes")
+                assert (await store.sink_cursor(SINK)).acked_seq == 0
+                assert await store.dead_letters(SINK).letters() == []
+                postgres_server.execute("GRANT INSERT ON dead_letters TO tcsms", database)
+                drainer.drain_and_stop()
+        assert ids(await store.dead_letters(SINK).letters()) == ["a"]
+        assert (await store.sink_cursor(SINK)).acked_seq == 1
+    finally:
+        await store.aclose()
+
+
+async def test_dead_letters_of_a_gone_instance_are_listed_and_replayed_from_another(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """A dead-letters while it holds the sink, then dies with its state directory; on B,
+    ``dead-letter list`` shows the batch and ``replay`` queues it (another process), and B's
+    drainer, holding the sink now, delivers it without a SIGHUP, once."""
+    clock = FakeClock()
+    a_dir, b_dir = tmp_path / "a", tmp_path / "b"
+    a_dir.mkdir()
+    a = await PostgresStore.open(postgres_url, dedupe_ttl=8 * 86_400.0, clock=clock)
+    try:
+        token = (await a.claim_leases("a", [LEASE], ttl=1.0))[LEASE]
+        await drain(
+            a,
+            ScriptedSink([REFUSED]),
+            clock,
+            commit=[record(i) for i in "abc"],
+            fence=Fence(LEASE, "a", token),
+        )
+    finally:
+        await a.aclose()
+    assert not (a_dir / "dead-letter").exists()
+    shutil.rmtree(a_dir)
+
+    sinks = [{"type": "http", "name": SINK, "url": "http://127.0.0.1:9/"}]
+    config = daemon_config("http://127.0.0.1:9", b_dir, sinks=sinks)
+    config["state"]["url"] = postgres_url
+    b_dir.mkdir()
+    (b_dir / "config.yaml").write_text(yaml.safe_dump(config))
+
+    async def cli(*args: str) -> str:
+        done = await anyio.to_thread.run_sync(
+            partial(run_cli, "dead-letter", *args, "-c", str(b_dir / "config.yaml"))
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    [listed] = [json.loads(line) for line in (await cli("list", "--json")).splitlines()]
+    assert (listed["sink"], listed["records"], listed["replayed"], listed["queued"]) == (
+        SINK,
+        2,
+        0,
+        0,
+    )
+    assert listed["reason"] == "rejected: HTTP 400: bad"
+
+    b = await PostgresStore.open(postgres_url, dedupe_ttl=8 * 86_400.0, clock=clock)
+    try:
+        claimed: dict[str, int] = {}
+        with anyio.fail_after(30):
+            while not claimed:  # A's lease expires a second after its last renewal
+                claimed = await b.claim_leases("b", [LEASE], ttl=30.0)
+                await anyio.sleep(0.1)
+        sink = ScriptedSink()
+        drainer = await make_drainer(b, sink, clock, fence=Fence(LEASE, "b", claimed[LEASE]))
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                await tg.start(drainer.run)
+                replayed = await cli("replay", "--sink", SINK)
+                assert replayed.startswith(f"queued 2 dead-lettered records for sink {SINK} (0 ")
+                await sink.delivered.wait()
+                replayed = await cli("replay", "--sink", SINK)
+                assert replayed.startswith(f"queued 0 dead-lettered records for sink {SINK} (2 ")
+                drainer.drain_and_stop()
+        assert sink.received == [["a", "b"]]
+        listing = await cli("list")
+        assert f"  {SINK}  2 records  2 replayed  0 queued  rejected: HTTP 400: bad" in listing
+    finally:
+        await b.aclose()
