@@ -1,8 +1,9 @@
 """The async face of tracked messages (``roles.TrackedMessages``) over any ``StateStore``.
 
 A backend supplies its ``MessageTables`` (SQLite: ``SqliteMessages`` here, over
-``messages.py``; PostgreSQL: ``postgres/messages.py``); ``MessageStore`` adds the clock and the
-give-up, which commits ``receipt_missing`` records through the store's own ``commit``.
+``messages.py``; PostgreSQL: ``postgres/messages.py``); ``MessageStore`` adds the clock, the
+reschedule of a failed poll and the give-up, which commit (the give-up its ``receipt_missing``
+records) through the store's own ``commit``, where a cluster's claims fence them.
 """
 
 from __future__ import annotations

@@ -95,7 +95,7 @@ class TrackingWorker(ByNumberWorker):
         gives up only the messages of the numbers it won, with the commit fenced by those
         claims, and releases them. A claim is what says who works on a number now: while
         another instance polls one (its page may hold the receipt), this one cannot claim it,
-        and leaves its messages to a later round, by then resolved or still missing; an
+        and leaves its messages to a later round (by then resolved, or given up then); an
         instance paused between the read and the commit finds its claims gone and commits
         nothing (``LeaseLostError``). A lease of the app's give-up would keep two give-ups
         apart but not a give-up and a poll of another instance. Whatever the claims, the
@@ -113,7 +113,7 @@ class TrackingWorker(ByNumberWorker):
             return await self._messages.give_up(
                 [m for m in expired if m.phone in held], schedule=self._schedule, claims=claims
             )
-        except LeaseLostError as error:  # paused past the claims: the numbers' new holders'
+        except LeaseLostError as error:  # paused past a claim: that number is another's now
             log.info("by_number.claim_lost", worker=self.name, error=str(error))
             return None
         finally:
