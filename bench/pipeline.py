@@ -64,7 +64,7 @@ from tcsms_poller.metrics import Metrics
 from tcsms_poller.records import Record, format_received_at, reply_record, send_status_record
 from tcsms_poller.sinks.fleet import SinkFleet
 from tcsms_poller.state import CommitResult, StateStore, open_state
-from tcsms_poller.state.roles import Change
+from tcsms_poller.state.roles import Change, Fence
 from tcsms_poller.tencent.api import Action
 from tcsms_poller.tencent.models import Page, RejectedItem, parse_replies, parse_send_statuses
 from tcsms_poller.workers import PollStats, WorkerContext
@@ -194,9 +194,12 @@ class TimedIntake(Intake):
         source: str,
         rejected: Sequence[RejectedItem] = (),
         also: Change | None = None,
+        fence: Fence | None = None,
     ) -> CommitResult:
         started = time.perf_counter()
-        result = await super().commit(records, source=source, rejected=rejected, also=also)
+        result = await super().commit(
+            records, source=source, rejected=rejected, also=also, fence=fence
+        )
         self.seconds.append(time.perf_counter() - started)
         return result
 

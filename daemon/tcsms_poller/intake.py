@@ -21,7 +21,7 @@ from tcsms_poller.health import Health
 from tcsms_poller.metrics import Metrics
 from tcsms_poller.records import Record
 from tcsms_poller.state import CommitResult, StateError, StateStore
-from tcsms_poller.state.roles import Change, LeaseLostError
+from tcsms_poller.state.roles import Change, Fence, LeaseLostError
 from tcsms_poller.tencent.models import RejectedItem
 
 __all__ = ["Intake"]
@@ -60,9 +60,13 @@ class Intake:
         source: str,
         rejected: Sequence[RejectedItem] = (),
         also: Change | None = None,
+        fence: Fence | None = None,
     ) -> CommitResult:
-        """One attempt; raises ``StateError`` having changed nothing."""
-        result = await self._store.commit(records, rejected=rejected, source=source, also=also)
+        """One attempt; raises ``StateError`` having changed nothing (``LeaseLostError`` once
+        ``fence``, a lease, or the claim in ``also`` passed to another instance)."""
+        result = await self._store.commit(
+            records, rejected=rejected, source=source, also=also, fence=fence
+        )
         self._count(records, result, source, len(rejected))
         for item in rejected:  # kept in the state's quarantine: say so, the number masked
             log.warning(
@@ -78,16 +82,19 @@ class Intake:
         health: Health,
         rejected: Sequence[RejectedItem] = (),
         also: Change | None = None,
+        fence: Fence | None = None,
     ) -> CommitResult:
         """Commit, retrying whatever fails forever, shielded from cancellation.
 
         What a queue pull returned exists nowhere else: if the disk fails, or anything else in
         the commit path does (an overflow, a bug), we hold the page and retry (reporting the
         worker unhealthy with the cause) rather than pull again, and a shutdown waits for the
-        commit.
+        commit. A fenced commit (``fence``, or a claim in ``also``) that finds its lease or
+        claim gone raises ``LeaseLostError`` at once, nothing of it written: the records can
+        be read again, by the new holder. A queue page carries no fence.
         """
         with anyio.CancelScope(shield=True):
-            return await self._retry_commit(records, source, health, rejected, also)
+            return await self._retry_commit(records, source, health, rejected, also, fence)
         raise AssertionError("a shielded scope never swallows the return")  # for type checkers
 
     async def _retry_commit(
@@ -97,12 +104,15 @@ class Intake:
         health: Health,
         rejected: Sequence[RejectedItem],
         also: Change | None,
+        fence: Fence | None,
     ) -> CommitResult:
         backoff = Backoff(initial=0.5, maximum=30.0)
         attempt = 0
         while True:
             try:
-                return await self.commit(records, source=source, rejected=rejected, also=also)
+                return await self.commit(
+                    records, source=source, rejected=rejected, also=also, fence=fence
+                )
             except LeaseLostError:  # fenced: another instance holds the work now; retrying
                 raise  # cannot help (a queue page carries no fence: it is always committed)
             except Exception as error:  # whatever it is, the page exists nowhere else: keep it

@@ -1,6 +1,7 @@
 """Claims on phone numbers in PostgreSQL (the ``NumberClaims`` role): one poller at a time per
 (app, phone), takeover only after the claim expired on the database's clock, fencing of a stale
-claimer's commits, and the local deadline of ``NumberClaimer``."""
+claimer's writes (page commits, reschedules, give-ups), and the local deadline of
+``NumberClaimer``."""
 
 from __future__ import annotations
 
@@ -10,10 +11,13 @@ import anyio
 import pytest
 
 from tcsms_poller.cluster.claims import NumberClaimer
+from tcsms_poller.state.message_store import tracked_messages
+from tcsms_poller.state.messages import NewMessage, Schedule
 from tcsms_poller.state.postgres import PostgresStore
 from tcsms_poller.state.roles import LeaseLostError, NumberClaim, NumberPolled
 from tests.state.test_postgres import opened
 from tests.state.test_store import record
+from tests.support.records import FakeClock
 
 pytestmark = pytest.mark.anyio
 
@@ -139,3 +143,73 @@ async def test_the_claimer_stops_before_the_database_could_give_the_number_away(
     assert mine.claim is None
     assert mine.held
     assert await alone.keep(mine)
+
+
+async def test_a_stale_claimer_reschedules_nothing_after_its_claim_passed_on(
+    postgres_url: str,
+) -> None:
+    """Fencing of a failed poll's reschedule, of a tracked number and of a tracked message's
+    number: instance a, paused past its claim, reschedules after b claimed the number; each
+    write is refused whole (the due times stay as they were), b's goes through."""
+    clock = FakeClock()
+    schedule = Schedule(first_poll=15.0, max_gap=3600.0)
+    async with opened(postgres_url) as store:
+        messages = tracked_messages(store, clock=clock)
+        await store.sync_numbers(APP, "config", [PHONE])
+        sent = int(clock.now)
+        await messages.track([NewMessage(APP, "m:1", PHONE, sent)], schedule=schedule)
+        (number,) = await store.list_numbers(app_id=APP)
+        first_due, _ = await messages.due(APP, limit=10, skip=frozenset())
+        assert first_due == sent + 15.0
+        stale = await wait_for_claim(store, "a", PHONE, 1.0)
+        fresh = await wait_for_claim(store, "b", PHONE, 1.0)
+        clock.now += 100  # a reschedule now would move both due times
+        with pytest.raises(LeaseLostError, match="passed to b"):
+            await store.reschedule_number(APP, PHONE, delay=600.0, claim=stale)
+        with pytest.raises(LeaseLostError, match="passed to b"):
+            await messages.reschedule(APP, PHONE, schedule=schedule, claim=stale)
+        assert (await store.list_numbers(app_id=APP))[0].next_due == number.next_due
+        assert (await messages.due(APP, limit=10, skip=frozenset()))[0] == first_due
+        await store.reschedule_number(APP, PHONE, delay=600.0, claim=fresh)
+        await messages.reschedule(APP, PHONE, schedule=schedule, claim=fresh)
+        assert (await store.list_numbers(app_id=APP))[0].next_due != number.next_due
+        assert (await messages.due(APP, limit=10, skip=frozenset()))[0] == schedule.next_poll(
+            sent, clock.now
+        )
+
+
+async def test_a_stale_give_up_marks_nothing_missing_after_a_claim_passed_on(
+    postgres_url: str,
+) -> None:
+    """Fencing of a give-up: instance a read the expired messages of two numbers and claimed
+    both, then paused; b claimed one of them meanwhile. a's give-up is refused whole: no
+    receipt_missing record, every message still pending, the schedule unchanged. Given up under
+    live claims, each message then gets its one receipt_missing."""
+    clock = FakeClock()
+    schedule = Schedule(first_poll=15.0, max_gap=3600.0)
+    sent = int(clock.now)
+    async with opened(postgres_url) as store:
+        messages = tracked_messages(store, clock=clock)
+        await messages.track(
+            [NewMessage(APP, "m:1", PHONE, sent), NewMessage(APP, "m:2", SECOND, sent)],
+            schedule=schedule,
+        )
+        clock.now = sent + 3 * 86_400.0 + 1
+        expired = await messages.expired(APP, give_up_after=3 * 86_400.0)
+        assert sorted(m.serial_no for m in expired) == ["m:1", "m:2"]
+        due_before = await messages.due(APP, limit=10, skip=frozenset())
+        stale = await store.claim_numbers(APP, [PHONE, SECOND], holder="a", ttl=1.0)
+        assert len(stale) == 2
+        taken = await wait_for_claim(store, "b", SECOND, 1.0)
+        with pytest.raises(LeaseLostError, match="passed to b"):
+            await messages.give_up(expired, schedule=schedule, claims=stale)
+        assert await store.read_outbox(after=0, limit=10) == []
+        assert [(await messages.get(s)).state for s in ("m:1", "m:2")] == ["pending"] * 2  # type: ignore[union-attr]
+        first, due = await messages.due(APP, limit=10, skip=frozenset())  # b's number not due
+        assert (first, set(due) <= set(due_before[1])) == (due_before[0], True)
+        mine = await wait_for_claim(store, "b", PHONE, 1.0)
+        given_up = await messages.give_up(expired, schedule=schedule, claims=[mine, taken])
+        assert given_up is not None
+        assert sorted(r.id for r in given_up.new) == ["missing:m:1", "missing:m:2"]
+        assert await messages.give_up(expired, schedule=schedule, claims=[mine, taken]) is None
+        assert len(await store.read_outbox(after=0, limit=10)) == 2

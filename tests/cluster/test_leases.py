@@ -10,14 +10,19 @@ import anyio
 import psycopg
 import pytest
 
-from tcsms_poller.cluster.leases import Membership
+from tcsms_poller.cluster.leases import Membership, pull_lease
+from tcsms_poller.records import Record, statistics_record
 from tcsms_poller.state import StateError
 from tcsms_poller.state.postgres import PostgresStore
 from tcsms_poller.state.roles import Fence, LeaseLostError
+from tcsms_poller.tencent.api import Action
+from tcsms_poller.tencent.models import STATISTICS_FIELDS
 from tests.state.test_postgres import opened
 from tests.support.records import record
 
 pytestmark = pytest.mark.anyio
+
+APP = "1400006666"
 
 
 async def wait_for_lease(store: PostgresStore, instance: str, name: str, ttl: float) -> int:
@@ -69,6 +74,43 @@ async def test_a_stale_holder_cannot_move_the_cursor_after_its_lease_passed_on(
         assert (cursor.acked_seq, cursor.position) == (2, None)
         await store.ack("hook", seq=3, position=None, fence=fresh)
         assert (await store.sink_cursor("hook")).acked_seq == 3
+
+
+def statistics(hour: str, callbacks: int) -> Record:
+    """The statistics record of one hour with ``callbacks`` receipts (all other counters 0)."""
+    counters = {name: 0 for name, _ in STATISTICS_FIELDS} | {"callback_count": callbacks}
+    return statistics_record(
+        APP,
+        begin_time=hour,
+        end_time=hour,
+        counters=counters,
+        source=Action.CALLBACK_STATUS_STATISTICS,
+        received_at="2026-12-07T08:00:00.000Z",
+    )
+
+
+async def test_a_stale_holder_commits_no_statistics_after_its_lease_passed_on(
+    postgres_url: str,
+) -> None:
+    """Fencing of the statistics commit: instance a (paused past its TTL) commits the hours it
+    asked for after b took the app's statistics lease over; the commit is refused in its own
+    transaction (no record, no seen id: b's later commit of the same hours is new). A queue
+    page carries no fence and is committed whoever holds the lease."""
+    name = pull_lease(APP, Action.CALLBACK_STATUS_STATISTICS)
+    assert name is not None
+    async with opened(postgres_url) as store:
+        stale = Fence(name, "a", await wait_for_lease(store, "a", name, 1.0))
+        first = await store.commit([statistics("2026120708", 3)], fence=stale)  # while held
+        assert len(first.new) == 1
+        fresh = Fence(name, "b", await wait_for_lease(store, "b", name, 1.0))
+        hours = [statistics("2026120709", 5), statistics("2026120710", 2)]
+        with pytest.raises(LeaseLostError, match="passed from a to b"):
+            await store.commit(hours, source=Action.CALLBACK_STATUS_STATISTICS, fence=stale)
+        assert [r.seq for r in await store.read_outbox(after=0, limit=10)] == [1]
+        assert len((await store.commit(hours, fence=fresh)).new) == 2
+        page = await store.commit([record("queued")], source=Action.PULL_SMS_REPLY_STATUS)
+        assert len(page.new) == 1  # no fence: a queue page is always committed
+        assert len(await store.read_outbox(after=0, limit=10)) == 4
 
 
 class FailingAfterFirst:

@@ -17,6 +17,7 @@ from tcsms_poller.records import Record, format_received_at, send_status_record
 from tcsms_poller.state.message_store import tracked_messages
 from tcsms_poller.state.messages import MessageRacedError, NewMessage, Schedule
 from tcsms_poller.state.roles import (
+    CommitResult,
     ConversionReported,
     MessagesMissing,
     NumberPolled,
@@ -396,6 +397,12 @@ async def track(messages: TrackedMessages, *items: tuple[str, str, int]) -> list
     return await messages.track(new, schedule=SCHEDULE)
 
 
+async def give_up_expired(messages: TrackedMessages) -> CommitResult | None:
+    """Give up on the app's messages pending three days after their send."""
+    expired = await messages.expired(APP, give_up_after=3 * DAY)
+    return await messages.give_up(expired, schedule=SCHEDULE)
+
+
 async def states(messages: TrackedMessages, *serial_nos: str) -> list[str | None]:
     found = [await messages.get(serial_no) for serial_no in serial_nos]
     return [None if message is None else message.state for message in found]
@@ -575,9 +582,9 @@ async def test_a_give_up_commits_receipt_missing_with_the_messages_once(backend:
         messages = tracked_messages(store, clock=clock)
         await track(messages, ("m:1", A, sent), ("m:2", A, sent + 3600), ("m:3", B, sent))
         clock.now = sent + 3 * DAY - 1
-        assert await messages.give_up(APP, give_up_after=3 * DAY, schedule=SCHEDULE) is None
+        assert await give_up_expired(messages) is None
         clock.now = sent + 3 * DAY + 1
-        given_up = await messages.give_up(APP, give_up_after=3 * DAY, schedule=SCHEDULE)
+        given_up = await give_up_expired(messages)
         assert given_up is not None
         assert sorted(r.id for r in given_up.new) == ["missing:m:1", "missing:m:3"]
         missing = {r.fields["serial_no"]: r for r in given_up.new}
@@ -586,7 +593,7 @@ async def test_a_give_up_commits_receipt_missing_with_the_messages_once(backend:
             A,
             sent,
         )
-        assert await messages.give_up(APP, give_up_after=3 * DAY, schedule=SCHEDULE) is None
+        assert await give_up_expired(messages) is None
         assert await states(messages, "m:1", "m:2", "m:3") == ["missing", "pending", "missing"]
         first, _ = await messages.due(APP, limit=10, skip=frozenset())
         assert first is not None
@@ -673,7 +680,7 @@ async def test_interleaved_receipts_give_ups_and_new_messages_stay_consistent(
 
         async def give_up() -> None:
             for _ in range(10):
-                await messages.give_up(APP, give_up_after=3 * DAY, schedule=SCHEDULE)
+                await give_up_expired(messages)
                 await anyio.lowlevel.checkpoint()
 
         with anyio.fail_after(60):

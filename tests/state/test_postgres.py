@@ -437,7 +437,7 @@ async def test_a_give_up_and_receipts_of_the_same_messages_in_flight_at_once_res
 
         async def give_up() -> None:
             outcome["give_up"] = await giver.give_up(
-                APP, give_up_after=3 * 86_400.0, schedule=schedule
+                await giver.expired(APP, give_up_after=3 * 86_400.0), schedule=schedule
             )
 
         async def receive() -> None:
@@ -457,7 +457,9 @@ async def test_a_give_up_and_receipts_of_the_same_messages_in_flight_at_once_res
         else:
             assert outcome["give_up"] is None  # raced: rolled back whole, to be read again
             assert resolved == ["delivered"] * len(serial_nos)
-            assert await giver.give_up(APP, give_up_after=3 * 86_400.0, schedule=schedule)
+            assert await giver.give_up(
+                await giver.expired(APP, give_up_after=3 * 86_400.0), schedule=schedule
+            )
         states = {s: (await giver.get(s)).state for s in [*serial_nos, "m:silent"]}  # type: ignore[union-attr]
         rows = await one.read_outbox(after=0, limit=100)
         missing = sorted(
@@ -503,7 +505,9 @@ async def test_the_same_receipts_and_give_ups_on_two_daemons_at_once_resolve_eac
 
         async def give_up(daemon: TrackedMessages) -> None:
             given_up.append(
-                await daemon.give_up(APP, give_up_after=3 * 86_400.0, schedule=schedule)
+                await daemon.give_up(
+                    await daemon.expired(APP, give_up_after=3 * 86_400.0), schedule=schedule
+                )
             )
 
         await in_flight_at_once(postgres_url, *(partial(give_up, d) for d in daemons))
@@ -516,4 +520,9 @@ async def test_the_same_receipts_and_give_ups_on_two_daemons_at_once_resolve_eac
             "delivered",
             "missing",
         ]
-        assert await daemons[1].give_up(APP, give_up_after=3 * 86_400.0, schedule=schedule) is None
+        assert (
+            await daemons[1].give_up(
+                await daemons[1].expired(APP, give_up_after=3 * 86_400.0), schedule=schedule
+            )
+            is None
+        )

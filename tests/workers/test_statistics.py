@@ -1,12 +1,14 @@
 """The statistics worker against both readings of ``EndTime``: one record an hour, no overlap.
 
 Real parts: the emulator over loopback (playing each reading), our client, the SQLite state in
-a temp dir. The worker's clock is fixed, so its hours are exact; the expected counters are
-worked out here from the receipts injected, not asked of the emulator.
+a temp dir (PostgreSQL for the fenced commit of cluster mode). The worker's clock is fixed, so
+its hours are exact; the expected counters are worked out here from the receipts injected, not
+asked of the emulator.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -14,8 +16,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
+from tcsms_poller.cluster.leases import Lease, pull_lease
 from tcsms_poller.emulator import (
     DEFAULT_APP_ID,
     EmulatorOptions,
@@ -23,9 +27,13 @@ from tcsms_poller.emulator import (
     StatisticsEnd,
     run_emulator,
 )
-from tcsms_poller.tencent.api import BEIJING
+from tcsms_poller.tencent.api import BEIJING, Action
 from tcsms_poller.tencent.models import STATISTICS_FIELDS
+from tcsms_poller.workers import poll_cycle
 from tcsms_poller.workers.statistics import EQUAL_HOURS_REFUSED, StatisticsWorker
+from tests.cluster.test_leases import wait_for_lease
+from tests.state.test_postgres import opened
+from tests.support.backends import Backend
 from tests.support.emulator import control
 from tests.support.log_capture import captured_logs, json_lines
 from tests.workers.support import Clock, committed, worker_context
@@ -181,3 +189,37 @@ async def test_a_changed_hour_is_emitted_again_under_the_same_id_whatever_the_re
     assert again["id"].startswith(
         f"stats:{DEFAULT_APP_ID}:{again['begin_time']}-{again['end_time']}:"
     )
+
+
+async def test_an_instance_that_lost_the_lease_meanwhile_commits_no_statistics(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """Cluster mode: instance a asks for its hours under the app's statistics lease, which
+    passed to b meanwhile (a paused past its TTL, still believing it holds it): the commit is
+    fenced, the cycle ends in ``poll.lease_lost`` with nothing committed and the worker healthy;
+    b's poll then commits every hour."""
+    name = pull_lease(DEFAULT_APP_ID, Action.CALLBACK_STATUS_STATISTICS)
+    assert name is not None
+    backend = Backend("postgresql", postgres_url)
+    async with (
+        run_emulator(EmulatorOptions(seed=5)) as emulator,
+        opened(postgres_url) as cluster,
+        worker_context(tmp_path, emulator, clock=Clock(NOW), backend=backend) as ctx,
+    ):
+        await inject(emulator, RECEIPTS)
+        paused = Lease(name, "a")
+        paused.granted(await wait_for_lease(cluster, "a", name, 1.0), anyio.current_time() + 3600)
+        successor = Lease(name, "b")
+        successor.granted(await wait_for_lease(cluster, "b", name, 1.0), math.inf)
+        ctx.leases = lambda _: paused
+        worker = StatisticsWorker(ctx, app_id=DEFAULT_APP_ID, interval=300, lookback=LOOKBACK)
+        with captured_logs() as out:
+            await poll_cycle(worker, ctx)
+        assert [e["event"] for e in json_lines(out) if e["event"].startswith("poll.")] == [
+            "poll.lease_lost"
+        ]
+        assert await committed(ctx) == []
+        assert worker.health.is_healthy
+        ctx.leases = lambda _: successor
+        assert (await worker.poll()).new == 4
+        assert len(await committed(ctx)) == 4

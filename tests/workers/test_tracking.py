@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from tcsms_poller.cluster.claims import NumberClaimer
 from tcsms_poller.config.model import TrackingSettings
-from tcsms_poller.emulator import DEFAULT_APP_ID, RunningEmulator
+from tcsms_poller.emulator import DEFAULT_APP_ID, EmulatorOptions, RunningEmulator, run_emulator
 from tcsms_poller.emulator.store import SendStatusRecord
 from tcsms_poller.records import format_received_at, send_status_record
 from tcsms_poller.state.message_store import tracked_messages
@@ -23,6 +24,7 @@ from tcsms_poller.state.roles import TrackedMessages
 from tcsms_poller.tencent.models import SendStatus
 from tcsms_poller.workers import WorkerContext
 from tcsms_poller.workers.tracking import TrackingWorker, schedule_of
+from tests.state.test_postgres import opened
 from tests.support.backends import Backend
 from tests.workers.support import Clock, committed, requests_of, worker_context
 
@@ -281,3 +283,38 @@ async def test_the_worker_reports_its_own_health_beside_the_per_number_worker(
         assert tracking.name == f"tracking:{DEFAULT_APP_ID}"
         assert {h.name for h in ctx.board.unhealthy()} == {f"by_number:{DEFAULT_APP_ID}"}
         assert tracking.health.is_healthy
+
+
+async def test_a_give_up_leaves_the_messages_of_a_number_another_instance_claims(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """Cluster mode: the give-up claims the numbers of the expired messages first and gives up
+    only those of the numbers it won; a number another instance is polling (its live claim)
+    keeps its message pending until that claim ends, then it too gets its one receipt_missing.
+    The give-up's claims are released when it is done."""
+    backend = Backend("postgresql", postgres_url)
+    clock = Clock()
+    sent = int(clock.now)
+    async with (
+        run_emulator(EmulatorOptions(seed=7)) as emulator,
+        opened(postgres_url) as cluster,
+        worker_context(tmp_path, emulator, clock=clock, backend=backend) as ctx,
+    ):
+        ctx.claimer = NumberClaimer(cluster, "a", ttl=30.0)
+        messages = tracked_messages(ctx.store, clock=clock)
+        worker = TrackingWorker(ctx, app_id=DEFAULT_APP_ID, settings=SETTINGS, messages=messages)
+        await track(messages, ("free", NUMBER, sent), ("busy", OTHER, sent))
+        (polling,) = await cluster.claim_numbers(DEFAULT_APP_ID, [OTHER], holder="b", ttl=60.0)
+        clock.now = sent + SETTINGS.give_up_after + 1
+        await worker.poll()
+        assert [(await state_of(messages, s)).state for s in ("free", "busy")] == [
+            "missing",
+            "pending",
+        ]
+        assert [r["id"] for r in await committed(ctx)] == ["missing:free"]
+        assert (await cluster.cluster_snapshot())["number_claims"] == {"b": 1}
+        await cluster.release_numbers([polling])
+        await worker.poll()
+        assert (await state_of(messages, "busy")).state == "missing"
+        assert sorted(r["id"] for r in await committed(ctx)) == ["missing:busy", "missing:free"]
+        assert ctx.claimer.held_count == 0

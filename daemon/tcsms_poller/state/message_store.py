@@ -1,8 +1,9 @@
 """The async face of tracked messages (``roles.TrackedMessages``) over any ``StateStore``.
 
 A backend supplies its ``MessageTables`` (SQLite: ``SqliteMessages`` here, over
-``messages.py``; PostgreSQL: ``postgres/messages.py``); ``MessageStore`` adds the clock and the
-give-up, which commits ``receipt_missing`` records through the store's own ``commit``.
+``messages.py``; PostgreSQL: ``postgres/messages.py``); ``MessageStore`` adds the clock, the
+reschedule of a failed poll and the give-up, which commit (the give-up its ``receipt_missing``
+records) through the store's own ``commit``, where a cluster's claims fence them.
 """
 
 from __future__ import annotations
@@ -19,13 +20,12 @@ from tcsms_poller.state.messages import (
     Schedule,
     TrackedMessage,
     add_messages,
-    after_poll,
     due_message_numbers,
     expired_messages,
     get_message,
     message_counts,
 )
-from tcsms_poller.state.roles import CommitResult, MessagesMissing, MessagesPolled
+from tcsms_poller.state.roles import CommitResult, MessagesMissing, MessagesPolled, NumberClaim
 
 if TYPE_CHECKING:
     from tcsms_poller.state.roles import MessageTables, StateStore, TrackedMessages
@@ -82,14 +82,6 @@ class SqliteMessages:
             partial(due_message_numbers, app_id=app_id, now=now, limit=limit, skip=skip)
         )
 
-    async def reschedule_message_number(
-        self, app_id: str, phone: str, *, now: float, schedule: Schedule
-    ) -> None:
-        """The number is due at its pending messages' next poll time (or dropped)."""
-        await self._write(
-            partial(after_poll, app_id=app_id, phone=phone, now=now, schedule=schedule)
-        )
-
     async def expired_messages(
         self, app_id: str, *, sent_before: float, limit: int
     ) -> list[TrackedMessage]:
@@ -140,23 +132,34 @@ class MessageStore:
         """A step for the commit of a page of ``phone``: reschedule it, or drop it."""
         return MessagesPolled(app_id, phone, polled_at=self.clock, schedule=schedule)
 
-    async def reschedule(self, app_id: str, phone: str, *, schedule: Schedule) -> None:
-        """A failed poll: the number is due at its messages' next poll time."""
-        await self._tables.reschedule_message_number(
-            app_id, phone, now=self.clock, schedule=schedule
+    async def reschedule(
+        self, app_id: str, phone: str, *, schedule: Schedule, claim: NumberClaim | None = None
+    ) -> None:
+        """A failed poll: the number is due at its messages' next poll time. It commits what a
+        page's commit does to the number (``polled``), fenced by ``claim`` (cluster mode)."""
+        step = MessagesPolled(app_id, phone, polled_at=self.clock, schedule=schedule, claim=claim)
+        await self._store.commit([], source="tracking", also=step)
+
+    async def expired(self, app_id: str, *, give_up_after: float) -> list[TrackedMessage]:
+        """Up to ``GIVE_UP_BATCH`` messages of the app still pending ``give_up_after`` their
+        send, oldest first."""
+        return await self._tables.expired_messages(
+            app_id, sent_before=self.clock - give_up_after, limit=GIVE_UP_BATCH
         )
 
     async def give_up(
-        self, app_id: str, *, give_up_after: float, schedule: Schedule
+        self,
+        messages: Sequence[TrackedMessage],
+        *,
+        schedule: Schedule,
+        claims: Sequence[NumberClaim] = (),
     ) -> CommitResult | None:
-        """Commit ``receipt_missing`` for a batch of expired messages, marking them missing in
-        the same transaction; None when none expired (or one resolved meanwhile: try again)."""
-        now = self.clock
-        expired = await self._tables.expired_messages(
-            app_id, sent_before=now - give_up_after, limit=GIVE_UP_BATCH
-        )
-        if not expired:
+        """Commit ``receipt_missing`` for ``messages`` (read by ``expired``), marking them
+        missing in the same transaction, fenced by ``claims`` (cluster mode: the claims on their
+        numbers); None when there are none, or one resolved meanwhile (read them again)."""
+        if not messages:
             return None
+        now = self.clock
         received_at = format_received_at(now)
         records: list[Record] = [
             receipt_missing_record(
@@ -166,9 +169,11 @@ class MessageStore:
                 sent_at=m.sent_at,
                 received_at=received_at,
             )
-            for m in expired
+            for m in messages
         ]
-        step = MessagesMissing(tuple(expired), given_up_at=now, schedule=schedule)
+        step = MessagesMissing(
+            tuple(messages), given_up_at=now, schedule=schedule, claims=tuple(claims)
+        )
         try:
             return await self._store.commit(records, source="tracking", also=step)
         except MessageRacedError:  # rolled back whole; the next round reads afresh

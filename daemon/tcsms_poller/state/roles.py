@@ -158,6 +158,7 @@ class MessagesMissing:
     messages: tuple[TrackedMessage, ...]
     given_up_at: float
     schedule: Schedule
+    claims: tuple[NumberClaim, ...] = ()  # cluster mode: their numbers', fencing the commit
 
 
 Change = NumberPolled | ConversionReported | MessagesPolled | MessagesMissing
@@ -219,9 +220,15 @@ class Outbox(Protocol):
         rejected: Sequence[Rejected] = (),
         source: str = "",
         also: Change | None = None,
+        fence: Fence | None = None,
     ) -> CommitResult:
         """Dedupe ``records`` into the outbox, quarantine ``rejected`` and apply ``also``, in
-        one transaction; then wake the sink drainers."""
+        one transaction; then wake the sink drainers.
+
+        With ``fence`` (cluster mode only: records re-read under a lease, the hourly
+        statistics), ``LeaseLostError`` and nothing committed once the lease is gone. A queue
+        page carries none: Tencent hands it out once, so it is always committed.
+        """
         ...
 
     @property
@@ -287,8 +294,11 @@ class TrackedNumbers(Protocol):
         """The app's earliest due time and up to ``limit`` most overdue numbers not in ``skip``."""
         ...
 
-    async def reschedule_number(self, app_id: str, phone: str, *, delay: float) -> None:
-        """Make a number due again ``delay`` seconds from now, cursors unchanged."""
+    async def reschedule_number(
+        self, app_id: str, phone: str, *, delay: float, claim: NumberClaim | None = None
+    ) -> None:
+        """Make a number due again ``delay`` seconds from now, cursors unchanged (fenced by
+        ``claim``, the failed poll's, in cluster mode)."""
         ...
 
     async def list_numbers(
@@ -337,7 +347,8 @@ class TrackedMessages(Protocol):
 
     A message resolves inside the ``Outbox.commit`` that brings its receipt, by any path (the
     ``resolved`` of its ``CommitResult``); ``give_up`` commits the ``receipt_missing`` records of
-    expired messages in the transaction that marks them missing, exactly once. Every backend
+    expired messages in the transaction that marks them missing, exactly once. In a cluster a
+    write about a number is fenced by the claim on it (``NumberClaims``). Every backend
     keeps them: ``state.message_store.tracked_messages`` makes this role of a store's
     ``MessageTables``.
     """
@@ -364,23 +375,36 @@ class TrackedMessages(Protocol):
         """The ``Change`` for the commit of a page of ``phone``: reschedule it, or drop it."""
         ...
 
-    async def reschedule(self, app_id: str, phone: str, *, schedule: Schedule) -> None:
-        """A failed poll: the number is due at its messages' next poll time."""
+    async def reschedule(
+        self, app_id: str, phone: str, *, schedule: Schedule, claim: NumberClaim | None = None
+    ) -> None:
+        """A failed poll: the number is due at its messages' next poll time (fenced by
+        ``claim``, the poll's, in cluster mode)."""
+        ...
+
+    async def expired(self, app_id: str, *, give_up_after: float) -> list[TrackedMessage]:
+        """A batch of the app's messages still pending ``give_up_after`` their send."""
         ...
 
     async def give_up(
-        self, app_id: str, *, give_up_after: float, schedule: Schedule
+        self,
+        messages: Sequence[TrackedMessage],
+        *,
+        schedule: Schedule,
+        claims: Sequence[NumberClaim] = (),
     ) -> CommitResult | None:
-        """Commit ``receipt_missing`` for a batch of expired messages; None when none expired
-        (or one resolved meanwhile: try again)."""
+        """Commit ``receipt_missing`` for ``messages`` (of ``expired``), fenced by ``claims``
+        (cluster mode: those of their numbers); None when there are none (or one resolved
+        meanwhile: read them again)."""
         ...
 
 
 class MessageTables(Protocol):
     """A backend's tables of tracked messages, each call one transaction (or one read);
     ``message_store.MessageStore`` makes the ``TrackedMessages`` role of them, with the clock.
-    Resolving, rescheduling after a page and giving up run inside ``Outbox.commit`` (the
-    ``resolved`` of its result; ``MessagesPolled``, ``MessagesMissing``)."""
+    Resolving, rescheduling (after a page or a failed poll) and giving up run inside
+    ``Outbox.commit`` (the ``resolved`` of its result; ``MessagesPolled``, ``MessagesMissing``),
+    where a cluster's claims fence them."""
 
     async def add_messages(
         self, messages: Sequence[NewMessage], *, now: float, schedule: Schedule
@@ -400,12 +424,6 @@ class MessageTables(Protocol):
         self, app_id: str, *, now: float, limit: int, skip: frozenset[str]
     ) -> tuple[float | None, list[tuple[str, float, int]]]:
         """The app's earliest due time and its due numbers: (phone, next_due, oldest sent_at)."""
-        ...
-
-    async def reschedule_message_number(
-        self, app_id: str, phone: str, *, now: float, schedule: Schedule
-    ) -> None:
-        """The number is due at its pending messages' next poll time (or dropped)."""
         ...
 
     async def expired_messages(

@@ -35,6 +35,7 @@ from tcsms_poller.state.roles import (
     MessagesMissing,
     MessagesPolled,
     MessageTables,
+    NumberClaim,
     NumberPolled,
     PendingConversion,
     Rejected,
@@ -210,9 +211,13 @@ class SqliteStore:
         rejected: Sequence[Rejected] = (),
         source: str = "",
         also: Change | None = None,
+        fence: Fence | None = None,
     ) -> CommitResult:
         """Dedupe ``records`` into the outbox, quarantine ``rejected`` items and apply ``also``,
-        all in one transaction; then wake the sink drainers."""
+        all in one transaction; then wake the sink drainers.
+
+        ``fence`` is never set here: one daemon per SQLite file, no leases."""
+        del fence
         now = self._clock()
 
         def work(
@@ -347,8 +352,13 @@ class SqliteStore:
             partial(numbers.due_numbers, app_id=app_id, now=self._clock(), limit=limit, skip=skip)
         )
 
-    async def reschedule_number(self, app_id: str, phone: str, *, delay: float) -> None:
-        """Make a number due again ``delay`` seconds from now, cursors unchanged."""
+    async def reschedule_number(
+        self, app_id: str, phone: str, *, delay: float, claim: NumberClaim | None = None
+    ) -> None:
+        """Make a number due again ``delay`` seconds from now, cursors unchanged.
+
+        ``claim`` is never set here: one daemon per SQLite file, no claims."""
+        del claim
         await self.write(
             partial(
                 numbers.reschedule_number,

@@ -17,9 +17,10 @@ windows a sweep ended with are kept in memory, so the next poll of a busy number
 directly (after a restart, its first poll finds them again).
 
 In a cluster each number is polled under a claim (``cluster/claims.py``): taken right before its
-first request, kept through a long sweep, carried by every commit of its pages (a commit of a
-claim that passed to another instance is refused and changes nothing), released at the end. The
-rounds are sized to this instance's share of the action's limit.
+first request, kept through a long sweep, carried by every commit of its pages and by the
+reschedule of a failed poll (a write under a claim that passed to another instance is refused
+and changes nothing), released at the end. The rounds are sized to this instance's share of the
+action's limit.
 """
 
 from __future__ import annotations
@@ -34,7 +35,13 @@ import structlog
 from tcsms_poller.cluster.claims import Claimed
 from tcsms_poller.records import Record, format_received_at, reply_record, send_status_record
 from tcsms_poller.state import StateError
-from tcsms_poller.state.roles import LeaseLostError, MessagesPolled, NumberPolled, TrackedNumber
+from tcsms_poller.state.roles import (
+    LeaseLostError,
+    MessagesPolled,
+    NumberClaim,
+    NumberPolled,
+    TrackedNumber,
+)
 from tcsms_poller.tencent.api import PAGE_LIMIT, Action
 from tcsms_poller.tencent.errors import AuthError, TencentError
 from tcsms_poller.tencent.models import Page, RejectedItem
@@ -242,7 +249,6 @@ class ByNumberWorker(WorkerBase):
             if self._replies:
                 await self._poll_kind(number, current.stats, claimed, replies=True)
         except TencentError as error:
-            await self._retry_later(number)
             current.errors.append(error)
             if not isinstance(error, AuthError):  # the worker reports that one, once
                 log.warning(
@@ -252,15 +258,19 @@ class ByNumberWorker(WorkerBase):
                     **error.log_fields,
                     error=error.message,
                 )
+            try:
+                await self._retry_later(number, claimed.claim)
+            except LeaseLostError:
+                raise  # the claim passed on: the new holder schedules the number
+            except StateError as error:  # still due: the next round tries it again
+                log.error("state.write_failed", worker=self.name, error=str(error))
 
-    async def _retry_later(self, number: TrackedNumber) -> None:
-        """A failed number is due again after its interval, not at once (which would spin)."""
-        try:
-            await self._ctx.store.reschedule_number(
-                self.app_id, number.phone, delay=self._number_interval
-            )
-        except StateError as error:  # still due: the next round tries it again
-            log.error("state.write_failed", worker=self.name, error=str(error))
+    async def _retry_later(self, number: TrackedNumber, claim: NumberClaim | None) -> None:
+        """A failed number is due again after its interval, not at once (which would spin);
+        the write is fenced by the poll's claim."""
+        await self._ctx.store.reschedule_number(
+            self.app_id, number.phone, delay=self._number_interval, claim=claim
+        )
 
     async def _poll_kind(
         self, number: TrackedNumber, stats: PollStats, claimed: Claimed, *, replies: bool

@@ -74,6 +74,8 @@ class QueueWorker(WorkerBase):
                 self._normalize(self.app_id, item, source=self.action, received_at=received_at)
                 for item in page.items
             ]
+            # No fence, though the queue is pulled under a lease: a page exists nowhere else
+            # once pulled, so it is committed even if the lease passed on meanwhile.
             result = await self._ctx.intake.commit_until_durable(
                 records, source=self.action, health=self.health, rejected=page.rejected
             )

@@ -64,7 +64,14 @@ class StatisticsWorker(WorkerBase):
         self._reading_known = False  # an answer has shown which of the two this app's API takes
 
     async def poll(self) -> PollStats:
-        """Ask for every hour of the lookback, then commit all hours in one transaction."""
+        """Ask for every hour of the lookback, then commit all hours in one transaction.
+
+        In a cluster the commit is fenced by the worker's lease as it was held when the poll
+        began: statistics can be asked for again, so an instance that lost the lease meanwhile
+        (paused past it) commits none of them (``LeaseLostError``); the new holder asks.
+        """
+        lease = self._ctx.lease_of(self)
+        fence = None if lease is None else lease.fence
         hours = hours_back(self._ctx.clock(), self._lookback)
         received_at = format_received_at(self._ctx.clock())
         records: dict[str, Record] = {}
@@ -97,7 +104,7 @@ class StatisticsWorker(WorkerBase):
             raise failures[0]
         ordered = [records[key] for key in sorted(records)]
         result = await self._ctx.intake.commit_until_durable(
-            ordered, source=ACTION, health=self.health
+            ordered, source=ACTION, health=self.health, fence=fence
         )
         self._publish(ordered)
         requests = stats.requests

@@ -10,9 +10,11 @@ send time is the tracked ``sent_at`` (the margin absorbs the difference between 
 clock and Tencent's).
 
 A message resolves in the commit of its receipt, whichever path brought it; the commit of each
-page also reschedules the number (or drops it once nothing is pending). Each round then gives
-up on messages still pending ``give_up_after`` their send: their ``receipt_missing`` records
-commit in the same transaction that marks them missing, exactly once.
+page also reschedules the number (or drops it once nothing is pending), as does a failed poll.
+Each round then gives up on messages still pending ``give_up_after`` their send: their
+``receipt_missing`` records commit in the same transaction that marks them missing, exactly
+once. In a cluster every one of these writes is fenced by the claim on the number
+(``cluster/claims.py``): the poll's, or for a give-up the claims it takes (``_give_up``).
 """
 
 from __future__ import annotations
@@ -20,10 +22,10 @@ from __future__ import annotations
 import structlog
 
 from tcsms_poller.config.model import TrackingSettings
-from tcsms_poller.state import StateError
+from tcsms_poller.state import CommitResult
 from tcsms_poller.state.message_store import GIVE_UP_BATCH
-from tcsms_poller.state.messages import Schedule
-from tcsms_poller.state.roles import TrackedMessages, TrackedNumber
+from tcsms_poller.state.messages import Schedule, TrackedMessage
+from tcsms_poller.state.roles import LeaseLostError, NumberClaim, TrackedMessages, TrackedNumber
 from tcsms_poller.workers.base import PollStats, WorkerContext
 from tcsms_poller.workers.by_number import CHECK_PERIOD, ByNumberWorker, NumberStep, _Fetched
 from tcsms_poller.workers.windows import Window, oldest_allowed
@@ -71,18 +73,51 @@ class TrackingWorker(ByNumberWorker):
         """Poll the due numbers, then give up on messages whose time is over."""
         stats = await super().poll()
         while True:
-            result = await self._messages.give_up(
-                self.app_id, give_up_after=self._settings.give_up_after, schedule=self._schedule
+            expired = await self._messages.expired(
+                self.app_id, give_up_after=self._settings.give_up_after
             )
+            result = await self._give_up(expired)
             if result is None:
                 break
             self._ctx.metrics.tracking.resolved.labels("missing").inc(len(result.new))
             stats.new += len(result.new)
-            if len(result.new) + result.duplicates < GIVE_UP_BATCH:
+            if len(expired) < GIVE_UP_BATCH:
                 break
         pending = await self._messages.pending_counts()
         self._ctx.metrics.tracking.pending.labels(self.app_id).set(pending.get(self.app_id, 0))
         return stats
+
+    async def _give_up(self, expired: list[TrackedMessage]) -> CommitResult | None:
+        """Give up on the ``expired`` messages whose numbers this instance claims; None when
+        it gave up on none.
+
+        A give-up covers many numbers, so it claims them as a poll does (``NumberClaimer``),
+        gives up only the messages of the numbers it won, with the commit fenced by those
+        claims, and releases them. A claim is what says who works on a number now: while
+        another instance polls one (its page may hold the receipt), this one cannot claim it,
+        and leaves its messages to a later round (by then resolved, or given up then); an
+        instance paused between the read and the commit finds its claims gone and commits
+        nothing (``LeaseLostError``). A lease of the app's give-up would keep two give-ups
+        apart but not a give-up and a poll of another instance. Whatever the claims, the
+        messages' rows keep the give-up exactly once (``MessageRacedError``): one resolved
+        meanwhile, by any path, fails the commit whole, and never gets a ``receipt_missing``.
+        Alone (SQLite) every number is held and nothing is claimed.
+        """
+        if not expired:
+            return None
+        claimer = self._ctx.claimer
+        won = await claimer.claim(self.app_id, sorted({m.phone for m in expired}))
+        try:
+            held = {one.phone for one in won}
+            claims = [one.claim for one in won if one.claim is not None]
+            return await self._messages.give_up(
+                [m for m in expired if m.phone in held], schedule=self._schedule, claims=claims
+            )
+        except LeaseLostError as error:  # paused past a claim: that number is another's now
+            log.info("by_number.claim_lost", worker=self.name, error=str(error))
+            return None
+        finally:
+            await claimer.release(won)
 
     async def _due(self) -> tuple[float | None, list[TrackedNumber]]:
         oldest, due = await self._messages.due(
@@ -106,11 +141,10 @@ class TrackingWorker(ByNumberWorker):
     ) -> NumberStep:
         return self._messages.polled(self.app_id, number.phone, schedule=self._schedule)
 
-    async def _retry_later(self, number: TrackedNumber) -> None:
-        try:
-            await self._messages.reschedule(self.app_id, number.phone, schedule=self._schedule)
-        except StateError as error:  # still due: the next round tries it again
-            log.error("state.write_failed", worker=self.name, error=str(error))
+    async def _retry_later(self, number: TrackedNumber, claim: NumberClaim | None) -> None:
+        await self._messages.reschedule(
+            self.app_id, number.phone, schedule=self._schedule, claim=claim
+        )
 
     async def _fetch(self, phone: str, window: Window, replies: bool) -> _Fetched:
         self._requests.inc()

@@ -25,7 +25,7 @@ per claimed ``(app_id, phone)`` with a holder, a token and an expiry. A claim is
 the number is free or its claim expired (never shared, not even by two workers of one instance),
 renewed by its holder with the same token, and deleted when the poll ends. A commit that depends
 on a claim locks its row ``FOR SHARE`` and fails with ``LeaseLostError`` when it names another
-holder or token (``check_claim``).
+holder or token (``check_claims``).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from tcsms_poller.state.postgres.schema import SHARES_LOCK
 from tcsms_poller.state.roles import LeaseLostError, NumberClaim
 
 __all__ = [
-    "check_claim",
+    "check_claims",
     "claim_numbers",
     "claims_by_holder",
     "pause_action",
@@ -218,20 +218,31 @@ async def release_numbers(connection: Connection, claims: Sequence[NumberClaim])
     )
 
 
-async def check_claim(connection: Connection, claim: NumberClaim) -> None:
-    """In the caller's transaction: ``LeaseLostError`` unless the number is still claimed as
-    ``claim`` says (the row is locked ``FOR SHARE``: a takeover waits for the commit)."""
+async def check_claims(connection: Connection, claims: Sequence[NumberClaim]) -> None:
+    """In the caller's transaction: ``LeaseLostError`` unless every number is still claimed as
+    its claim says (the rows are locked ``FOR SHARE``, in (app, phone) order as claims take
+    them: a takeover waits for the commit)."""
+    if not claims:
+        return
+    keys = sorted({(claim.app_id, claim.phone) for claim in claims})
     cursor = await connection.execute(
-        "SELECT holder, token FROM number_claims WHERE app_id = %s AND phone = %s FOR SHARE",
-        (claim.app_id, claim.phone),
+        "SELECT c.app_id, c.phone, c.holder, c.token FROM number_claims c "
+        "JOIN unnest(%s::text[], %s::text[]) AS k (app_id, phone) USING (app_id, phone) "
+        "ORDER BY c.app_id, c.phone FOR SHARE OF c",
+        ([app for app, _ in keys], [phone for _, phone in keys]),
     )
-    row = await cursor.fetchone()
-    if row is None or row[0] != claim.holder or int(row[1]) != claim.token:
-        holder = "nobody" if row is None else str(row[0])
-        raise LeaseLostError(
-            f"the claim of {claim.holder} on a number of app {claim.app_id} passed to {holder}: "
-            "write refused"
-        )
+    held = {
+        (str(app), str(phone)): (str(holder), int(token))
+        for app, phone, holder, token in await cursor.fetchall()
+    }
+    for claim in claims:
+        now = held.get((claim.app_id, claim.phone))
+        if now != (claim.holder, claim.token):
+            holder = "nobody" if now is None else now[0]
+            raise LeaseLostError(
+                f"the claim of {claim.holder} on a number of app {claim.app_id} passed to "
+                f"{holder}: write refused"
+            )
 
 
 async def claims_by_holder(connection: Connection) -> dict[str, int]:

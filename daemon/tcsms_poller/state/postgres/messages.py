@@ -299,14 +299,6 @@ class PostgresMessages:
         async with self._read() as connection:
             return await due_message_numbers(connection, app_id, now=now, limit=limit, skip=skip)
 
-    async def reschedule_message_number(
-        self, app_id: str, phone: str, *, now: float, schedule: Schedule
-    ) -> None:
-        """A failed poll: the number is due at its messages' next poll time."""
-        await self._write(
-            lambda connection: after_poll(connection, app_id, phone, now=now, schedule=schedule)
-        )
-
     async def expired_messages(
         self, app_id: str, *, sent_before: float, limit: int
     ) -> list[TrackedMessage]:

@@ -108,6 +108,15 @@ async def _apply_change(connection: Connection, change: Change) -> None:
         )
 
 
+def _claims_of(change: Change | None) -> tuple[NumberClaim, ...]:
+    """The number claims that fence ``change`` (cluster mode; none with no claim)."""
+    if isinstance(change, NumberPolled | MessagesPolled):
+        return () if change.claim is None else (change.claim,)
+    if isinstance(change, MessagesMissing):
+        return change.claims
+    return ()
+
+
 class PostgresStore:
     """Durable state in a PostgreSQL database; see the module docstring."""
 
@@ -217,9 +226,12 @@ class PostgresStore:
         rejected: Sequence[Rejected] = (),
         source: str = "",
         also: Change | None = None,
+        fence: Fence | None = None,
     ) -> CommitResult:
         """Dedupe ``records`` into the outbox, quarantine ``rejected`` and apply ``also``, in
-        one transaction; then wake the sink drainers."""
+        one transaction; then wake the sink drainers. A ``fence`` (a lease) or the claim of
+        ``also`` (a number) is checked first in the same transaction: ``LeaseLostError`` and
+        nothing written once it passed to another instance."""
         now = self._clock()
         quarantined = [
             (now, source, item.reason, orjson.dumps(item.raw).decode()) for item in rejected
@@ -238,8 +250,9 @@ class PostgresStore:
                         "INSERT INTO rejected (at, source, reason, raw) VALUES (%s, %s, %s, %s)",
                         quarantined,
                     )
-            if isinstance(also, NumberPolled | MessagesPolled) and also.claim is not None:
-                await cluster.check_claim(connection, also.claim)  # fencing: see NumberClaims
+            if fence is not None:
+                await leases.check_fence(connection, fence)  # fencing: see Outbox.commit
+            await cluster.check_claims(connection, _claims_of(also))  # fencing: NumberClaims
             resolved = await messages.resolve_messages(connection, receipts, now=now)
             if also is not None:
                 await _apply_change(connection, also)
@@ -248,7 +261,7 @@ class PostgresStore:
             fresh, head = await append(connection, records, expires_at=expires_at, now=now)
             return fresh, head, resolved  # the append last: it holds the outbox lock to COMMIT
 
-        one_statement = not quarantined and also is None and not receipts
+        one_statement = not quarantined and also is None and not receipts and fence is None
         fresh, head, resolved = await self._write(work, one_statement=one_statement)
         self._head.advance(head)
         return CommitResult(tuple(fresh), len(records) - len(fresh), tuple(resolved))
@@ -530,12 +543,20 @@ class PostgresStore:
                 connection, app_id, now=self._clock(), limit=limit, skip=skip
             )
 
-    async def reschedule_number(self, app_id: str, phone: str, *, delay: float) -> None:
-        """Make a number due again ``delay`` seconds from now, cursors unchanged."""
-        await self._execute(
-            "UPDATE numbers SET next_due = %s WHERE app_id = %s AND phone = %s",
-            (self._clock() + delay, app_id, phone),
-        )
+    async def reschedule_number(
+        self, app_id: str, phone: str, *, delay: float, claim: NumberClaim | None = None
+    ) -> None:
+        """Make a number due again ``delay`` seconds from now, cursors unchanged; fenced by
+        ``claim`` (``LeaseLostError``, nothing changed, once it passed to another instance)."""
+        params = (self._clock() + delay, app_id, phone)
+
+        async def work(connection: Connection) -> None:
+            await cluster.check_claims(connection, () if claim is None else (claim,))
+            await connection.execute(
+                "UPDATE numbers SET next_due = %s WHERE app_id = %s AND phone = %s", params
+            )
+
+        await self._write(work, one_statement=claim is None)
 
     async def list_numbers(
         self, *, app_id: str | None = None, after: tuple[str, str] | None = None, limit: int = 100
