@@ -14,6 +14,7 @@ from tcsms_poller.metrics import Metrics
 from tcsms_poller.sinks.base import SinkSettings
 from tcsms_poller.sinks.file import FileSettings
 from tcsms_poller.sinks.fleet import SinkFleet, SinkReloadError
+from tcsms_poller.sinks.registry import load_sink_type
 from tcsms_poller.state.store import SqliteStore
 from tests.support.jsonl import ids_in
 from tests.support.log_capture import captured_logs, json_lines
@@ -26,6 +27,52 @@ pytestmark = pytest.mark.anyio
 
 def file_sink(name: str, path: Path, *, batch_size: int = 500) -> FileSettings:
     return FileSettings(type="file", name=name, path=path, batch_size=batch_size)
+
+
+PROBE = """
+from tcsms_poller.sinks.base import Ack, SinkSettings
+
+
+class ProbeSettings(SinkSettings):
+    type: str = "probe"
+    refuse: bool = False
+
+
+class ProbeSink:
+    Config = ProbeSettings
+
+    def __init__(self, config, context):
+        if config.refuse:
+            raise RuntimeError("probe refused to be built")
+
+    async def open(self):
+        pass
+
+    async def send(self, batch):
+        return Ack()
+
+    async def reopen(self):
+        pass
+
+    async def aclose(self):
+        pass
+"""
+
+
+@pytest.fixture
+def probe_sink(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> type[SinkSettings]:
+    """A plugin sink type ``probe`` whose construction fails with ``refuse: true``."""
+    site = tmp_path / "site"
+    (site / "tcsms_reload_probe-1.0.dist-info").mkdir(parents=True)
+    (site / "tcsms_reload_probe.py").write_text(PROBE)
+    (site / "tcsms_reload_probe-1.0.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: tcsms-reload-probe\nVersion: 1.0\n"
+    )
+    (site / "tcsms_reload_probe-1.0.dist-info" / "entry_points.txt").write_text(
+        "[tcsms_poller.sinks]\nprobe = tcsms_reload_probe:ProbeSink\n"
+    )
+    monkeypatch.syspath_prepend(str(site))
+    return load_sink_type("probe").factory.Config
 
 
 def unopenable(tmp_path: Path) -> Path:
@@ -117,3 +164,22 @@ async def test_a_changed_sink_that_cannot_open_restarts_the_stopped_sinks_as_the
         await store.commit(records("after"))
         await delivered(a2, ["after"], "the record after the good reload in a's new file")
         await delivered(b, [*ids, "late", "after"], "the record after the good reload in b")
+
+
+async def test_a_changed_sink_that_cannot_be_built_fails_the_reload_before_any_sink_stops(
+    tmp_path: Path, probe_sink: type[SinkSettings]
+) -> None:
+    """A changed plugin sink is built once before anything stops: its error stops nothing."""
+    old, new = tmp_path / "a.jsonl", tmp_path / "a2.jsonl"
+    probe = probe_sink(type="probe", name="p")
+    async with running_fleet(tmp_path, [file_sink("a", old), probe]) as (fleet, store):
+        refusing = probe_sink.model_validate({"type": "probe", "name": "p", "refuse": True})
+        with captured_logs() as out, pytest.raises(SinkReloadError) as failed:
+            await fleet.reload([file_sink("a", new), refusing])
+        assert str(failed.value) == "RuntimeError: probe refused to be built"
+        assert failed.value.restored == []
+        assert not [e for e in json_lines(out) if e["event"] == "sink.stopped"]
+
+        await store.commit(records("r1"))
+        await delivered(old, ["r1"], "r1 in the old file")
+        assert not new.exists()
