@@ -64,6 +64,7 @@ class _Running:
     drainer: Drainer | None  # None while a standby waits for the sink's lease
     scope: anyio.CancelScope
     done: anyio.Event
+    stopping: bool = False  # cluster mode: take no new turn with the lease
 
 
 class SinkFleet:
@@ -198,7 +199,7 @@ class SinkFleet:
     ) -> None:
         """Cluster mode: drain while this instance holds the sink's lease, wait while not."""
         name = running.settings.sink_name
-        while not self._draining.is_set():
+        while not (self._draining.is_set() or running.stopping):
             async with anyio.create_task_group() as waiting:
 
                 async def stop_waiting_at_drain() -> None:
@@ -208,7 +209,7 @@ class SinkFleet:
                 waiting.start_soon(stop_waiting_at_drain)
                 await lease.wait_held()
                 waiting.cancel_scope.cancel()
-            if self._draining.is_set():
+            if self._draining.is_set() or running.stopping:
                 return
             try:
                 running.drainer = await self._drainer(running.settings, loaded, lease)
@@ -223,6 +224,7 @@ class SinkFleet:
     async def _stop(self, running: _Running) -> None:
         """Stop one sink; its cursor stays, so it resumes from there if started again."""
         name = running.settings.sink_name
+        running.stopping = True
         if running.drainer is not None and not await running.drainer.stop(STOP_GRACE):
             log.warning("sink.stop_timeout", sink=name, grace_s=STOP_GRACE)
         running.scope.cancel()
