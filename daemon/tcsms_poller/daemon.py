@@ -421,7 +421,11 @@ class Daemon:
             await self._sync_numbers(config, from_files)
         except Exception:
             if self._fleet is not None:
-                await self._fleet.reload(self.config.sinks)
+                try:
+                    await self._fleet.reload(self.config.sinks)
+                except SinkReloadError as undo:  # the numbers' error is the one to report
+                    names = [one.sink_name for one in self.config.sinks]
+                    log.error("sink.restore_failed", sinks=names, error=str(undo))
             raise
         self.config = config
 

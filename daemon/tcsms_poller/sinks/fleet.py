@@ -4,6 +4,9 @@ Each drainer runs in its own cancel scope inside the fleet's task group, so a re
 removed sink, restart a changed one and merely ``reopen()`` an unchanged one, while records keep
 flowing to the others. A removed sink's cursor stays in the state, and holds its backlog in the
 outbox, for ``state.dedupe_ttl``: it resumes where it left off if it comes back within that.
+A reload is all or nothing (``SinkFleet.reload``), and a sink stops between two batches, never
+between a send and its ack (unless that takes over ``STOP_GRACE``), so one restarted from its
+cursor sends nothing twice.
 
 In cluster mode (a ``Membership``) each sink drains only while this instance holds its lease:
 the drainer starts from the shared cursor when the lease is gained, sends nothing once the
