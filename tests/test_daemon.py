@@ -63,6 +63,10 @@ async def test_a_reload_that_fails_changes_neither_the_configuration_nor_the_num
             app = {**config["apps"][0], "by_number": {"enabled": False, "numbers": [number]}}
             return {**config, "sinks": [*config["sinks"], second], "apps": [app]}
 
+        def reload_successful() -> float | None:
+            registry = daemon.metrics.registry
+            return registry.get_sample_value("tcsms_poller_config_last_reload_successful")
+
         async def tracked() -> list[str]:
             assert daemon.context is not None
             return [n.phone for n in await daemon.context.store.list_numbers(app_id=APP)]
@@ -74,11 +78,13 @@ async def test_a_reload_that_fails_changes_neither_the_configuration_nor_the_num
                 await daemon.reload()
                 assert daemon.config is before
                 assert await tracked() == []
+                assert reload_successful() == 0
                 failed = json_lines(out)
                 config_path.write_text(yaml.safe_dump(with_second_sink(tmp_path)))
                 await daemon.reload()
                 assert [s.sink_name for s in daemon.config.sinks] == ["file", "second"]
                 assert await tracked() == [number]
+                assert reload_successful() == 1
                 stop.set()
     [line] = [e for e in failed if e["event"] in ("daemon.reloaded", "daemon.reload_failed")]
     assert (line["event"], line["level"]) == ("daemon.reload_failed", "error")

@@ -382,7 +382,7 @@ class Daemon:
         try:
             await self._apply(self._reread())
         except ConfigError as error:
-            log.error("daemon.reload_failed", error=str(error), hint=_UNCHANGED)
+            self._reload_failed(str(error), hint=_UNCHANGED)
         except SinkReloadError as error:
             details: dict[str, Any] = {"hint": _UNCHANGED}
             if error.restored:
@@ -390,15 +390,19 @@ class Daemon:
             if error.unrestored:
                 details["unrestored"] = error.unrestored
                 details["hint"] += "; not restarted: see sink.restore_failed"
-            log.error("daemon.reload_failed", error=str(error), **details)
+            self._reload_failed(str(error), **details)
         except Exception as error:  # noqa: BLE001 - no file, however broken, stops the daemon
-            log.error(
-                "daemon.reload_failed", error=f"{type(error).__name__}: {error}", hint=_UNCHANGED
-            )
+            self._reload_failed(f"{type(error).__name__}: {error}", hint=_UNCHANGED)
         else:
+            self.metrics.reload_successful.set(1)
             log.info("daemon.reloaded", sinks=self._fleet.names if self._fleet else [])
         finally:
             self._notifier.ready()
+
+    def _reload_failed(self, error: str, **details: Any) -> None:
+        """The one line a failed reload logs; the metric that shows it until the next one."""
+        self.metrics.reload_successful.set(0)
+        log.error("daemon.reload_failed", error=error, **details)
 
     def _reread(self) -> Config:
         """The running configuration with the file's ``sinks`` and ``apps``."""
