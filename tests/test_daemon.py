@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -13,7 +14,7 @@ import yaml
 from tcsms_poller.config import load_config
 from tcsms_poller.daemon import Daemon
 from tcsms_poller.emulator import EmulatorOptions, run_emulator
-from tests.support.daemon_process import daemon_config
+from tests.support.daemon_process import APP, daemon_config
 from tests.support.log_capture import captured_logs, json_lines
 
 pytestmark = pytest.mark.anyio
@@ -62,3 +63,54 @@ async def test_a_burst_of_identical_errors_is_counted_by_the_stop_at_the_latest(
     accept_failed = [event for event in events if event[0].startswith("socket.accept()")]
     assert [count for _, count in accept_failed] == [None, 99]
     assert events.index(accept_failed[1]) < events.index(("daemon.stopped", None))
+
+
+async def test_a_reload_that_fails_changes_neither_the_configuration_nor_the_numbers(
+    tmp_path: Path,
+) -> None:
+    """One ``daemon.reload_failed`` line, the old sinks, numbers and configuration stay; a good
+    reload later applies all of it."""
+    config_path = tmp_path / "config.yaml"
+    number = "+8613700000001"
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")  # a sink under a regular file cannot open, not even as root
+    async with run_emulator(EmulatorOptions(seed=7)) as emulator:
+        config = daemon_config(emulator.url, tmp_path)
+        config_path.write_text(yaml.safe_dump(config))
+        daemon = Daemon(load_config(config_path), config_path=config_path)
+        before = daemon.config
+        stop = anyio.Event()
+
+        def with_second_sink(directory: Path) -> dict[str, Any]:
+            second = {"type": "file", "name": "second", "path": str(directory / "2.jsonl")}
+            app = {**config["apps"][0], "by_number": {"enabled": False, "numbers": [number]}}
+            return {**config, "sinks": [*config["sinks"], second], "apps": [app]}
+
+        def reload_successful() -> float | None:
+            registry = daemon.metrics.registry
+            return registry.get_sample_value("tcsms_poller_config_last_reload_successful")
+
+        async def tracked() -> list[str]:
+            assert daemon.context is not None
+            return [n.phone for n in await daemon.context.store.list_numbers(app_id=APP)]
+
+        with captured_logs() as out, anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+                await tg.start(partial(daemon.serve, stop.wait))
+                config_path.write_text(yaml.safe_dump(with_second_sink(blocker)))
+                await daemon.reload()
+                assert daemon.config is before
+                assert await tracked() == []
+                assert reload_successful() == 0
+                failed = json_lines(out)
+                config_path.write_text(yaml.safe_dump(with_second_sink(tmp_path)))
+                await daemon.reload()
+                assert [s.sink_name for s in daemon.config.sinks] == ["file", "second"]
+                assert await tracked() == [number]
+                assert reload_successful() == 1
+                stop.set()
+    [line] = [e for e in failed if e["event"] in ("daemon.reloaded", "daemon.reload_failed")]
+    assert (line["event"], line["level"]) == ("daemon.reload_failed", "error")
+    assert "cannot open" in line["error"]
+    assert line["hint"] == "the previous configuration stays"
+    assert not [e for e in failed if e["event"] == "sink.stopped"]  # "file" ran on throughout

@@ -43,7 +43,7 @@ from tcsms_poller.logs import report_held_lines
 from tcsms_poller.masking import Masker
 from tcsms_poller.metrics import Metrics
 from tcsms_poller.sdnotify import Notifier, run_watchdog
-from tcsms_poller.sinks.fleet import SinkFleet
+from tcsms_poller.sinks.fleet import SinkFleet, SinkReloadError
 from tcsms_poller.state import StateStore, open_state
 from tcsms_poller.state.lock import state_lock
 from tcsms_poller.state.roles import NumberClaims
@@ -59,6 +59,8 @@ __all__ = ["Daemon", "build_client"]
 
 log = structlog.get_logger("tcsms_poller.daemon")
 
+_UNCHANGED = "the previous configuration stays"
+_RESTORED = "the previous configuration stays: its stopped sinks were restarted from their cursors"
 SINK_GRACE = 10.0  # seconds the sinks get to deliver at shutdown, unless run --drain-grace
 
 
@@ -159,7 +161,7 @@ class Daemon:
                     lambda: self.claimer.held_count
                 )
             try:
-                await self._sync_numbers(self.config)
+                await self._sync_numbers(self.config, await self._read_numbers_files(self.config))
                 yield store, client
             finally:
                 with anyio.move_on_after(5, shield=True):
@@ -375,26 +377,63 @@ class Daemon:
             await self._reload()
 
     async def _reload(self) -> None:
+        """All or nothing: a reload that fails leaves the configuration and the sinks as they
+        were, and says so in one ``daemon.reload_failed`` line."""
         self._notifier.reloading()
         log.info("daemon.reloading")
         try:
-            if self._config_path is not None:
-                new = load_config(self._config_path)
-                self._warn_restart_needed(new)
-                self.config = self.config.model_copy(update={"sinks": new.sinks, "apps": new.apps})
-            await self._sync_numbers(self.config)
-            if self._fleet is not None:
-                await self._fleet.reload(self.config.sinks)
+            await self._apply(self._reread())
         except ConfigError as error:
-            log.error(
-                "daemon.reload_failed", error=str(error), hint="the previous configuration stays"
-            )
+            self._reload_failed(str(error), hint=_UNCHANGED)
+        except SinkReloadError as error:
+            details: dict[str, Any] = {"hint": _UNCHANGED}
+            if error.restored:
+                details = {"restored": error.restored, "hint": _RESTORED}
+            if error.unrestored:
+                details["unrestored"] = error.unrestored
+                details["hint"] += "; not restarted: see sink.restore_failed"
+            self._reload_failed(str(error), **details)
         except Exception as error:  # noqa: BLE001 - no file, however broken, stops the daemon
-            log.error("daemon.reload_failed", error=f"{type(error).__name__}: {error}")
+            self._reload_failed(f"{type(error).__name__}: {error}", hint=_UNCHANGED)
         else:
+            self.metrics.reload_successful.set(1)
             log.info("daemon.reloaded", sinks=self._fleet.names if self._fleet else [])
         finally:
             self._notifier.ready()
+
+    def _reload_failed(self, error: str, **details: Any) -> None:
+        """The one line a failed reload logs; the metric that shows it until the next one."""
+        self.metrics.reload_successful.set(0)
+        log.error("daemon.reload_failed", error=error, **details)
+
+    def _reread(self) -> Config:
+        """The running configuration with the file's ``sinks`` and ``apps``."""
+        if self._config_path is None:
+            return self.config
+        new = load_config(self._config_path)
+        self._warn_restart_needed(new)
+        return self.config.model_copy(update={"sinks": new.sinks, "apps": new.apps})
+
+    async def _apply(self, config: Config) -> None:
+        """Switch to ``config``; ``self.config`` changes only once all of it runs."""
+        # 1. Read every numbers file: one that cannot be read fails before anything changed.
+        from_files = await self._read_numbers_files(config)
+        # 2. The sinks, all or nothing (``SinkFleet.reload``).
+        if self._fleet is not None:
+            await self._fleet.reload(config.sinks)
+        # 3. The tracked numbers: only a failing database can stop them now; then the sinks
+        #    go back as well (the numbers synced so far stay, the next reload completes them).
+        try:
+            await self._sync_numbers(config, from_files)
+        except Exception:
+            if self._fleet is not None:
+                try:
+                    await self._fleet.reload(self.config.sinks)
+                except SinkReloadError as undo:  # the numbers' error is the one to report
+                    names = [one.sink_name for one in self.config.sinks]
+                    log.error("sink.restore_failed", sinks=names, error=str(undo))
+            raise
+        self.config = config
 
     def _warn_restart_needed(self, new: Config) -> None:
         for section in ("tencent", "state", "server", "log"):
@@ -405,20 +444,26 @@ class Daemon:
                     hint="only numbers and sinks change on reload",
                 )
 
-    async def _sync_numbers(self, config: Config) -> None:
-        """Make the tracked numbers of each app match its ``numbers`` and ``numbers_file``."""
+    async def _read_numbers_files(self, config: Config) -> dict[str, tuple[str, ...]]:
+        """Each app's numbers from its ``numbers_file`` (none without one), by app id."""
+        from_files: dict[str, tuple[str, ...]] = {}
+        for app in config.apps:
+            from_files[app.sms_sdk_app_id] = ()
+            if app.by_number.numbers_file is not None:
+                from_files[app.sms_sdk_app_id] = await anyio.to_thread.run_sync(
+                    read_numbers_file, app.by_number.numbers_file
+                )
+        return from_files
+
+    async def _sync_numbers(self, config: Config, from_files: dict[str, tuple[str, ...]]) -> None:
+        """Make the tracked numbers of each app match its ``numbers`` and its file's."""
         assert self._store is not None
         for app in config.apps:
-            by_number = app.by_number
-            await self._store.sync_numbers(app.sms_sdk_app_id, "config", by_number.numbers)
-            from_file: tuple[str, ...] = ()
-            if by_number.numbers_file is not None:
-                from_file = await anyio.to_thread.run_sync(
-                    read_numbers_file, by_number.numbers_file
-                )
-            added, removed = await self._store.sync_numbers(app.sms_sdk_app_id, "file", from_file)
+            app_id = app.sms_sdk_app_id
+            await self._store.sync_numbers(app_id, "config", app.by_number.numbers)
+            added, removed = await self._store.sync_numbers(app_id, "file", from_files[app_id])
             if added or removed:
-                log.info("numbers.synced", app_id=app.sms_sdk_app_id, added=added, removed=removed)
+                log.info("numbers.synced", app_id=app_id, added=added, removed=removed)
 
 
 def _pull_leases(config: Config) -> list[str]:

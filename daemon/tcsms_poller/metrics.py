@@ -184,6 +184,12 @@ class Metrics:
             registry=r,
         )
         self.build_info.labels(__version__).set(1)
+        self.reload_successful = Gauge(
+            f"{_PREFIX}_config_last_reload_successful",
+            "1 unless the last reload (SIGHUP) failed and changed nothing",
+            registry=r,
+        )
+        self.reload_successful.set(1)
         self.conversions = Counter(
             f"{_PREFIX}_conversions_reported",
             "Conversions reported to Tencent by result code",

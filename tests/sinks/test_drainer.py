@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import anyio
@@ -67,8 +67,14 @@ class Rig:
         self.board, self.dead, self.clock = board, dead, clock
 
 
-async def make_rig(tmp_path: Path, sink: ScriptedSink, **settings: object) -> Rig:
-    """Build a drainer for ``sink`` with a fake clock and sleep."""
+async def make_rig(
+    tmp_path: Path,
+    sink: ScriptedSink,
+    *,
+    sleep: Callable[[float], Awaitable[None]] | None = None,
+    **settings: object,
+) -> Rig:
+    """Build a drainer for ``sink`` with a fake clock and (unless given) sleep."""
     clock = FakeClock()
     store = await SqliteStore.open(tmp_path / "state.db", dedupe_ttl=8 * 86400.0, clock=clock)
     config = SinkSettings.model_validate({"type": "scripted", "batch_size": 2, **settings})
@@ -84,7 +90,7 @@ async def make_rig(tmp_path: Path, sink: ScriptedSink, **settings: object) -> Ri
         metrics=Metrics(),
         acked_seq=cursor.acked_seq,
         clock=clock,
-        sleep=clock.sleep,
+        sleep=sleep or clock.sleep,
     )
     return Rig(store, sink, drainer, board, dead, clock)
 
@@ -263,3 +269,58 @@ async def test_a_retryable_sink_error_is_reported_by_its_message_alone(tmp_path:
     rig.drainer._sleep = observing_sleep
     await drain(rig, ["a"])
     assert reasons == ["HTTP 503"]
+
+
+class HeldSink(ScriptedSink):
+    """A sink whose send waits until the test releases it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered, self.release = anyio.Event(), anyio.Event()
+
+    async def send(self, batch: Sequence[OutboxRecord]) -> Ack:
+        self.entered.set()
+        await self.release.wait()
+        return await super().send(batch)
+
+
+@pytest.mark.anyio
+async def test_stop_lets_the_batch_in_hand_be_acknowledged_first(tmp_path: Path) -> None:
+    """A stop during a send waits for its ack to be committed: restarted, nothing comes twice."""
+    rig = await make_rig(tmp_path, HeldSink())
+    assert isinstance(rig.sink, HeldSink)
+    await rig.store.commit([record("a"), record("b"), record("c")])
+    stopped: list[bool] = []
+
+    async def stop() -> None:
+        stopped.append(await rig.drainer.stop(30))
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(rig.drainer.run)
+            await rig.sink.entered.wait()
+            tg.start_soon(stop)
+            await anyio.wait_all_tasks_blocked()
+            assert stopped == []  # the send is in hand
+            rig.sink.release.set()
+    assert stopped == [True]
+    assert rig.sink.received == [["a", "b"]]  # not the next batch
+    assert (await rig.store.sink_cursor("scripted")).acked_seq == 2
+    assert rig.sink.closed
+
+
+@pytest.mark.anyio
+async def test_stop_abandons_the_wait_before_a_retry(tmp_path: Path) -> None:
+    """A sink waiting to retry stops at once; the batch stays in the outbox."""
+    rig = await make_rig(
+        tmp_path, ScriptedSink([RetryableSinkError("down")]), sleep=lambda _: anyio.sleep(3600)
+    )
+    await rig.store.commit([record("a")])
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(rig.drainer.run)
+            await anyio.wait_all_tasks_blocked()  # failed once, waiting for the retry
+            assert await rig.drainer.stop(30)
+    assert rig.sink.received == []
+    assert (await rig.store.sink_cursor("scripted")).acked_seq == 0
+    assert rig.sink.closed

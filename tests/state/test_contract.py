@@ -262,6 +262,22 @@ async def test_a_removed_sink_keeps_its_cursor_for_the_dedupe_window(backend: Ba
         assert [s["name"] for s in (await store.snapshot())["sinks"]] == ["kept"]
 
 
+@pytest.mark.anyio
+async def test_a_cursor_says_whether_it_was_created_and_can_be_forgotten_at_once(
+    backend: Backend,
+) -> None:
+    """Only the first read creates a cursor; a forgotten one is created anew, at the new head."""
+    async with backend.open(FakeClock()) as store:
+        await store.commit([record("a")])
+        assert (await store.sink_cursor("added")).created
+        assert not (await store.sink_cursor("added")).created
+        await store.commit([record("b")])
+        await store.forget_sink("added")
+        assert [s["name"] for s in (await store.snapshot())["sinks"]] == []
+        again = await store.sink_cursor("added")
+        assert (again.created, again.acked_seq) == (True, store.head)
+
+
 # -- tracked numbers -----------------------------------------------------------------------------
 
 

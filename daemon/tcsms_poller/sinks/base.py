@@ -6,6 +6,10 @@ Guarantees the daemon gives a sink (one drainer task per sink enforces them):
 - ``send()`` and ``reopen()`` are never called concurrently on one sink: one call at a time.
 - Batches arrive in outbox order; after a failed ``send()`` the same records come again, first.
 - ``aclose()`` is awaited once, after the last ``send()`` returned; nothing is called after it.
+- A sink may be built and dropped without ``open()`` (a reload checks a changed sink this way
+  before it stops the running one), or opened and closed without a ``send()`` (a reload that
+  failed): the constructor only checks and keeps its settings; files and connections wait for
+  ``open()``.
 
 Guarantees a sink gives the daemon:
 

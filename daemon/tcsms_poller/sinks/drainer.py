@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from functools import partial
 from typing import Any
 
 import anyio
@@ -40,6 +41,10 @@ __all__ = ["Drainer"]
 DEAD_LETTERED = Ack()  # what _deliver returns for a batch it dead-lettered (compared by identity)
 
 log = structlog.get_logger("tcsms_poller.sinks")
+
+
+class _StopRequestedError(Exception):
+    """stop() was called while the drainer waited to try again."""
 
 
 async def _first_of(*waits: Callable[[], Awaitable[None]]) -> None:
@@ -106,6 +111,8 @@ class Drainer:
         self._sleep = sleep
         self._backoff = Backoff(initial=0.5, maximum=settings.max_backoff)
         self._draining = anyio.Event()
+        self._stopping = anyio.Event()  # stop()
+        self._stopped = anyio.Event()  # run() returned
         self._lock = anyio.Lock()  # never two calls into the sink at once (send vs reopen)
 
     @property
@@ -116,6 +123,18 @@ class Drainer:
     def drain_and_stop(self) -> None:
         """Finish what is in the outbox, then return from ``run`` (shutdown)."""
         self._draining.set()
+
+    async def stop(self, grace: float) -> bool:
+        """Stop at the next safe point, within ``grace`` seconds; False if that passed.
+
+        A safe point is any moment but between a send and the commit of its ack: a batch in
+        hand is acknowledged first, a retry's wait is abandoned (nothing counts as delivered).
+        A sink started again from its cursor then sends nothing twice. After ``grace`` the
+        caller can only cancel ``run``: a batch sent then may come again (at-least-once)."""
+        self._stopping.set()
+        with anyio.move_on_after(grace):
+            await self._stopped.wait()
+        return self._stopped.is_set()
 
     async def reopen(self) -> None:
         """Reopen the sink's files or connections between two sends (SIGHUP)."""
@@ -136,18 +155,39 @@ class Drainer:
             await self._dead_letters.wait_for_replay()
             await self._request_replays().wait()
 
-    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Open the sink, report started, and deliver until drained after ``drain_and_stop``."""
-        await self._sink.open()
-        task_status.started()
+    async def run(
+        self,
+        *,
+        begin: anyio.Event | None = None,
+        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Open the sink, report started, and deliver until drained after ``drain_and_stop``.
+
+        With ``begin`` the open sink sends nothing until it is set (a reload opens every new
+        sink before it switches to them, and may drop them unused)."""
         try:
-            await _beside(self._deliver_forever, self._watch_replays)
+            await self._sink.open()
+            task_status.started()
+            try:
+                if begin is not None:
+                    await _first_of(begin.wait, self._stopping.wait)
+                await _beside(self._deliver_forever, self._watch_replays)
+            except _StopRequestedError:
+                pass
+            finally:
+                with anyio.move_on_after(5, shield=True):
+                    await self._sink.aclose()
         finally:
-            with anyio.move_on_after(5, shield=True):
-                await self._sink.aclose()
+            self._stopped.set()
+
+    async def _wait(self, seconds: float) -> None:
+        """Sleep between two tries; a stop() ends it (nothing is in flight then)."""
+        await _first_of(partial(self._sleep, seconds), self._stopping.wait)
+        if self._stopping.is_set():
+            raise _StopRequestedError
 
     async def _deliver_forever(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             if self._replay_due:
                 self._replay_due = False
                 self._replay_added = anyio.Event()
@@ -162,9 +202,12 @@ class Drainer:
                 await _first_of(
                     lambda: self._store.wait_for_commit(self._acked),
                     self._draining.wait,
+                    self._stopping.wait,
                     self._replay_added.wait,
                 )
                 continue
+            if self._stopping.is_set():
+                return
             self._check_lease()
             ack = await self._deliver(batch)
             await self._commit_ack(batch[-1].seq, ack)
@@ -207,7 +250,7 @@ class Drainer:
             except StateError as error:
                 self._health.failed(str(error))
                 log.error("sink.outbox_read_failed", sink=self.name, error=str(error))
-                await self._sleep(self._backoff.delay(attempt))
+                await self._wait(self._backoff.delay(attempt))
                 attempt += 1
             else:
                 if attempt:
@@ -250,7 +293,7 @@ class Drainer:
                     error=reason,
                     records=len(batch),
                 )
-                await self._sleep(delay)
+                await self._wait(delay)
             else:
                 self._health.succeeded()
                 self._metrics.sink_delivered.labels(self.name).inc(len(batch))
@@ -271,7 +314,7 @@ class Drainer:
                 failed = f"dead-letter file: {error}" if isinstance(error, OSError) else str(error)
                 self._health.failed(failed)
                 log.error("sink.dead_letter_failed", sink=self.name, error=str(error))
-                await self._sleep(self._backoff.delay(attempt))
+                await self._wait(self._backoff.delay(attempt))
                 attempt += 1
         self._metrics.dead_lettered.labels(self.name).inc(len(batch))
         log.error(

@@ -4,6 +4,9 @@ Each drainer runs in its own cancel scope inside the fleet's task group, so a re
 removed sink, restart a changed one and merely ``reopen()`` an unchanged one, while records keep
 flowing to the others. A removed sink's cursor stays in the state, and holds its backlog in the
 outbox, for ``state.dedupe_ttl``: it resumes where it left off if it comes back within that.
+A reload is all or nothing (``SinkFleet.reload``), and a sink stops between two batches, never
+between a send and its ack (unless that takes over ``STOP_GRACE``), so one restarted from its
+cursor sends nothing twice.
 
 In cluster mode (a ``Membership``) each sink drains only while this instance holds its lease:
 the drainer starts from the shared cursor when the lease is gained, sends nothing once the
@@ -25,15 +28,36 @@ from anyio.abc import TaskGroup, TaskStatus
 from tcsms_poller.cluster.leases import Lease, Membership, sink_lease
 from tcsms_poller.health import HealthBoard
 from tcsms_poller.metrics import Metrics
-from tcsms_poller.sinks.base import SinkContext, SinkSettings
+from tcsms_poller.sinks.base import Sink, SinkContext, SinkSettings
 from tcsms_poller.sinks.drainer import Drainer
 from tcsms_poller.sinks.registry import LoadedSinkType, load_sink_type
 from tcsms_poller.state import StateStore
-from tcsms_poller.state.roles import LeaseLostError
+from tcsms_poller.state.roles import LeaseLostError, SinkCursor
 
-__all__ = ["SinkFleet"]
+__all__ = ["SinkFleet", "SinkReloadError"]
 
 log = structlog.get_logger("tcsms_poller.sinks")
+
+STOP_GRACE = 10.0  # seconds a sink stopped by a reload gets to finish the batch in hand
+
+
+class SinkReloadError(Exception):
+    """A reload of the sinks failed; the sinks run as before it (see ``SinkFleet.reload``)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        restored: Sequence[str] = (),
+        unrestored: Sequence[str] = (),
+    ) -> None:
+        super().__init__(message)
+        self.restored = list(restored)
+        self.unrestored = list(unrestored)
+
+
+def _describe(error: Exception) -> str:
+    return f"{type(error).__name__}: {error}"
 
 
 @dataclass(slots=True)
@@ -42,6 +66,7 @@ class _Running:
     drainer: Drainer | None  # None while a standby waits for the sink's lease
     scope: anyio.CancelScope
     done: anyio.Event
+    stopping: bool = False  # cluster mode: take no new turn with the lease
 
 
 class SinkFleet:
@@ -91,15 +116,21 @@ class SinkFleet:
         async with anyio.create_task_group() as tg:
             self._tg = tg
             for one in settings:
-                await self._start(one)
+                self._running[one.sink_name] = await self._start(one)
             task_status.started()
             await self._finished.wait()
             tg.cancel_scope.cancel()
 
-    async def _start(self, settings: SinkSettings) -> None:
+    async def _start(
+        self,
+        settings: SinkSettings,
+        loaded: LoadedSinkType | None = None,
+        begin: anyio.Event | None = None,
+    ) -> _Running:
+        """Open the sink from its cursor; with ``begin`` it delivers once that is set."""
         assert self._tg is not None
         name = settings.sink_name
-        loaded = load_sink_type(settings.type)
+        loaded = loaded or load_sink_type(settings.type)
         running = _Running(settings, None, anyio.CancelScope(), anyio.Event())
         membership = self._membership
 
@@ -108,20 +139,33 @@ class SinkFleet:
                 with running.scope:
                     if membership is None:
                         running.drainer = await self._drainer(settings, loaded, None)
-                        await running.drainer.run(task_status=task_status)
+                        await running.drainer.run(begin=begin, task_status=task_status)
                     else:
                         # The cursor exists before any worker commits (a new sink starts at
                         # the head), whichever instance drains it later.
                         await self._store.sink_cursor(name)
                         task_status.started()
+                        if begin is not None:
+                            await begin.wait()
                         await self._drain_while_held(
                             running, loaded, membership.lease(sink_lease(name))
                         )
             finally:
                 running.done.set()
 
-        await self._tg.start(host)
-        self._running[name] = running
+        try:
+            await self._tg.start(host)
+        except BaseException:
+            self._board.unregister(f"sink:{name}")  # it never ran
+            raise
+        return running
+
+    def _build(self, settings: SinkSettings, loaded: LoadedSinkType, cursor: SinkCursor) -> Sink:
+        """The sink, built from its cursor as committed now; not open yet."""
+        context = SinkContext(
+            name=settings.sink_name, state_dir=self._state_dir, position=cursor.position
+        )
+        return loaded.factory(settings, context)
 
     async def _drainer(
         self, settings: SinkSettings, loaded: LoadedSinkType, lease: Lease | None
@@ -129,9 +173,8 @@ class SinkFleet:
         """A drainer from the sink's cursor as committed now (by whichever instance)."""
         name = settings.sink_name
         cursor = await self._store.sink_cursor(name)
-        context = SinkContext(name=name, state_dir=self._state_dir, position=cursor.position)
         drainer = Drainer(
-            sink=loaded.factory(settings, context),
+            sink=self._build(settings, loaded, cursor),
             settings=settings,
             store=self._store,
             dead_letters=self._store.dead_letters(name),
@@ -158,7 +201,7 @@ class SinkFleet:
     ) -> None:
         """Cluster mode: drain while this instance holds the sink's lease, wait while not."""
         name = running.settings.sink_name
-        while not self._draining.is_set():
+        while not (self._draining.is_set() or running.stopping):
             async with anyio.create_task_group() as waiting:
 
                 async def stop_waiting_at_drain() -> None:
@@ -168,7 +211,7 @@ class SinkFleet:
                 waiting.start_soon(stop_waiting_at_drain)
                 await lease.wait_held()
                 waiting.cancel_scope.cancel()
-            if self._draining.is_set():
+            if self._draining.is_set() or running.stopping:
                 return
             try:
                 running.drainer = await self._drainer(running.settings, loaded, lease)
@@ -180,8 +223,12 @@ class SinkFleet:
             finally:
                 running.drainer = None
 
-    async def _stop(self, name: str) -> None:
-        running = self._running.pop(name)
+    async def _stop(self, running: _Running) -> None:
+        """Stop one sink; its cursor stays, so it resumes from there if started again."""
+        name = running.settings.sink_name
+        running.stopping = True
+        if running.drainer is not None and not await running.drainer.stop(STOP_GRACE):
+            log.warning("sink.stop_timeout", sink=name, grace_s=STOP_GRACE)
         running.scope.cancel()
         await running.done.wait()
         self._board.unregister(f"sink:{name}")
@@ -190,19 +237,93 @@ class SinkFleet:
         log.info("sink.stopped", sink=name)
 
     async def reload(self, settings: Sequence[SinkSettings]) -> None:
-        """Make the running sinks match ``settings``; unchanged ones reopen their files."""
+        """Make the running sinks match ``settings``, all or nothing; unchanged ones reopen.
+
+        Everything that can fail is tried before a running sink is touched: every new or
+        changed sink's type is imported and the sink built, and the added ones are opened.
+        A changed sink can only be opened once its old self stopped (both would write the same
+        file); if that fails, the sinks opened so far are closed unused and the old ones
+        started again from their cursors, so nothing is lost or sent twice.
+
+        Raises:
+            SinkReloadError: nothing changed (``restored`` names the sinks restarted as they
+                were, ``unrestored`` any that could not be).
+        """
         wanted = {one.sink_name: one for one in settings}
-        for name in [n for n in self._running if n not in wanted]:
-            await self._stop(name)
-        for name, one in wanted.items():
-            running = self._running.get(name)
-            if running is not None and running.settings == one:
-                if running.drainer is not None:
-                    await running.drainer.reopen()
-                continue
-            if running is not None:
-                await self._stop(name)
-            await self._start(one)
+        removed = [name for name in self._running if name not in wanted]
+        added = [one for name, one in wanted.items() if name not in self._running]
+        changed = [
+            one
+            for name, one in wanted.items()
+            if name in self._running and self._running[name].settings != one
+        ]
+        unchanged = [
+            self._running[name]
+            for name, one in wanted.items()
+            if name in self._running and self._running[name].settings == one
+        ]
+        begin = anyio.Event()  # set once every new sink is open: then they deliver
+        opened: list[_Running] = []
+        created: list[str] = []  # cursors of sinks new to the state: gone again on failure
+        # 1. Import and build every new or changed sink, open the added ones: nothing stops.
+        try:
+            loaded = {one.sink_name: load_sink_type(one.type) for one in (*added, *changed)}
+            for one in changed:  # built again from the cursor once the old one stopped
+                cursor = await self._store.sink_cursor(one.sink_name)
+                self._build(one, loaded[one.sink_name], cursor)
+            for one in added:
+                if (await self._store.sink_cursor(one.sink_name)).created:
+                    created.append(one.sink_name)
+                opened.append(await self._start(one, loaded[one.sink_name], begin))
+        except Exception as error:
+            await self._close_unused(opened, created)
+            raise SinkReloadError(_describe(error)) from error
+        # 2. Replace each changed sink: stop the old one, open the new one from its cursor.
+        replaced: list[_Running] = []
+        try:
+            for one in changed:
+                old = self._running[one.sink_name]
+                replaced.append(old)
+                await self._stop(old)
+                opened.append(await self._start(one, loaded[one.sink_name], begin))
+        except Exception as error:
+            await self._close_unused(opened, created)
+            restored, unrestored = await self._restore(replaced)
+            raise SinkReloadError(
+                _describe(error), restored=restored, unrestored=unrestored
+            ) from error
+        # 3. Switch: the new sinks deliver, the removed ones stop, the unchanged ones reopen.
+        self._running.update((running.settings.sink_name, running) for running in opened)
+        begin.set()
+        for name in removed:
+            await self._stop(self._running.pop(name))
+        for running in unchanged:
+            if running.drainer is not None:
+                await running.drainer.reopen()
+
+    async def _close_unused(self, opened: Sequence[_Running], created: Sequence[str]) -> None:
+        """Close the sinks a failed reload opened (they sent nothing) and forget the cursors
+        it created, which would otherwise keep the outbox from being purged."""
+        for running in reversed(opened):
+            await self._stop(running)
+        for name in created:
+            await self._store.forget_sink(name)
+
+    async def _restore(self, replaced: Sequence[_Running]) -> tuple[list[str], list[str]]:
+        """Start the stopped sinks again as they were; the names restored and not restored."""
+        restored: list[str] = []
+        unrestored: list[str] = []
+        for old in replaced:
+            name = old.settings.sink_name
+            try:
+                self._running[name] = await self._start(old.settings)
+            except Exception as error:  # noqa: BLE001 - the others are still restored
+                log.error("sink.restore_failed", sink=name, error=_describe(error))
+                self._running.pop(name, None)
+                unrestored.append(name)
+            else:
+                restored.append(name)
+        return restored, unrestored
 
     async def drain(self, grace: float) -> bool:
         """Deliver what the sinks can take within ``grace`` seconds; True if all drained."""

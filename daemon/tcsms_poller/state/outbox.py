@@ -98,7 +98,7 @@ def sink_cursor(connection: sqlite3.Connection, name: str, *, now: float) -> Sin
             "VALUES (?, ?, NULL, ?)",
             (name, head, now),
         )
-        return SinkCursor(head, None)
+        return SinkCursor(head, None, created=True)
     return SinkCursor(int(row[0]), json.loads(row[1]) if row[1] else None)
 
 
@@ -164,6 +164,11 @@ def forget_removed_sinks(
     ]
     connection.executemany("DELETE FROM sink_cursors WHERE name = ?", [(n,) for n in forgotten])
     return forgotten
+
+
+def forget_sink(connection: sqlite3.Connection, name: str) -> None:
+    """Drop the sink's cursor."""
+    connection.execute("DELETE FROM sink_cursors WHERE name = ?", (name,))
 
 
 def purge_expired_ids(connection: sqlite3.Connection, *, now: float, limit: int) -> int:

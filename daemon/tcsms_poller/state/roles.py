@@ -170,6 +170,7 @@ class SinkCursor:
 
     acked_seq: int
     position: Mapping[str, Any] | None
+    created: bool = False  # this call created it: a sink new to the state, at the head
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,6 +269,10 @@ class SinkCursors(Protocol):
 
     async def forget_removed_sinks(self, sink_names: Sequence[str]) -> list[str]:
         """Drop the cursors of sinks not configured that have not acked for ``dedupe_ttl``."""
+        ...
+
+    async def forget_sink(self, name: str) -> None:
+        """Drop the sink's cursor at once (one created for a sink a reload then did not add)."""
         ...
 
 

@@ -303,6 +303,10 @@ class SqliteStore:
             )
         )
 
+    async def forget_sink(self, name: str) -> None:
+        """Drop the sink's cursor at once (one created for a sink a reload then did not add)."""
+        await self.write(partial(outbox.forget_sink, name=name))
+
     # -- tracked numbers and messages --------------------------------------------------------
 
     def message_tables(self) -> MessageTables:

@@ -298,8 +298,8 @@ class PostgresStore:
     async def sink_cursor(self, name: str) -> SinkCursor:
         """The sink's cursor (created at the current head for a new sink)."""
 
-        async def work(connection: Connection) -> tuple[Any, ...] | None:
-            await connection.execute(
+        async def work(connection: Connection) -> tuple[tuple[Any, ...] | None, bool]:
+            inserted = await connection.execute(
                 "INSERT INTO sink_cursors (name, acked_seq, position, updated_at) "  # noqa: S608
                 f"VALUES (%s, ({_HEAD}), NULL, %s) ON CONFLICT (name) DO NOTHING",
                 (name, self._clock()),
@@ -307,11 +307,12 @@ class PostgresStore:
             cursor = await connection.execute(
                 "SELECT acked_seq, position FROM sink_cursors WHERE name = %s", (name,)
             )
-            return await cursor.fetchone()
+            return await cursor.fetchone(), inserted.rowcount == 1
 
-        row = await self._write(work)
+        row, created = await self._write(work)
         assert row is not None
-        return SinkCursor(int(row[0]), orjson.loads(row[1]) if row[1] else None)
+        position = orjson.loads(row[1]) if row[1] else None
+        return SinkCursor(int(row[0]), position, created=created)
 
     async def read_outbox(self, *, after: int, limit: int) -> list[OutboxRecord]:
         """Up to ``limit`` records after ``after``, in seq order."""
@@ -461,6 +462,14 @@ class PostgresStore:
             return sorted(row[0] for row in await cursor.fetchall())
 
         return await self._write(work)
+
+    async def forget_sink(self, name: str) -> None:
+        """Drop the sink's cursor at once (one created for a sink a reload then did not add)."""
+
+        async def work(connection: Connection) -> None:
+            await connection.execute("DELETE FROM sink_cursors WHERE name = %s", (name,))
+
+        await self._write(work, one_statement=True)
 
     async def purge(self, sink_names: Sequence[str]) -> tuple[int, int, int]:
         """Delete a batch of expired ids, fully acknowledged rows and expired numbers."""
