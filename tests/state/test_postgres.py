@@ -526,3 +526,120 @@ async def test_the_same_receipts_and_give_ups_on_two_daemons_at_once_resolve_eac
             )
             is None
         )
+
+
+async def refused(url: str) -> str:
+    """The one-line reason ``PostgresStore.open`` refuses the database at ``url`` with."""
+    with pytest.raises(StateError) as caught:
+        await PostgresStore.open(url, dedupe_ttl=TTL)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert PASSWORD not in message
+    assert mask_url(url) in message
+    return message
+
+
+async def a_state_with_records(url: str) -> int:
+    """A state of three records and a sink ``file`` at the head; the head."""
+    async with opened(url) as store:
+        await store.commit([record(f"id-{n}") for n in range(3)])
+        await store.sink_cursor("file")
+        await store.ack("file", seq=store.head, position={"offset": 1})
+        return store.head
+
+
+async def run_sql(url: str, *statements: str, params: tuple[object, ...] = ()) -> None:
+    """Run ``statements`` (the last with ``params``) as the database's owner, and commit."""
+    async with await connect(url) as connection:
+        for n, statement in enumerate(statements, start=1):
+            await connection.execute(statement.encode(), params if n == len(statements) else ())
+        await connection.commit()
+
+
+async def test_a_sink_cursor_beyond_the_head_is_refused(postgres_url: str) -> None:
+    """As with SQLite: the sink would skip every new record while reporting nothing pending."""
+    head = await a_state_with_records(postgres_url)
+    await run_sql(postgres_url, "UPDATE sink_cursors SET acked_seq = %s", params=(head + 50,))
+    message = await refused(postgres_url)
+    assert f"sink 'file' acknowledged up to {head + 50}, beyond the newest record {head}" in message
+    assert "restore it from a backup" in message
+
+
+async def test_a_cursor_at_a_head_whose_rows_were_purged_opens(postgres_url: str) -> None:
+    """The head is the identity's last value, not the newest row: an outbox emptied by the
+    purge leaves its sinks' cursors valid."""
+    head = await a_state_with_records(postgres_url)
+    await run_sql(postgres_url, "DELETE FROM outbox")
+    async with opened(postgres_url) as store:
+        assert store.head == head
+        assert (await store.sink_cursor("file")).acked_seq == head
+
+
+@pytest.mark.parametrize("position", ["{not json", "[1, 2]", "42"])
+async def test_a_position_that_is_not_a_json_object_is_refused(
+    postgres_url: str, position: str
+) -> None:
+    await a_state_with_records(postgres_url)
+    await run_sql(postgres_url, "UPDATE sink_cursors SET position = %s", params=(position,))
+    assert "unreadable position for sink 'file'" in await refused(postgres_url)
+
+
+async def test_outbox_rows_beyond_their_identity_are_refused(postgres_url: str) -> None:
+    """A restore that left the sequence behind: every append would fail on a duplicate seq."""
+    await a_state_with_records(postgres_url)
+    await run_sql(postgres_url, "SELECT setval(pg_get_serial_sequence('outbox', 'seq'), 1)")
+    message = await refused(postgres_url)
+    assert "has record 3 in its outbox beyond the last seq its identity gave (1)" in message
+
+
+async def test_our_tables_without_a_schema_version_are_refused_untouched(postgres_url: str) -> None:
+    """An emptied ``tcsms_schema`` (or another program's ``outbox``): not migrated over."""
+    await a_state_with_records(postgres_url)
+    await run_sql(postgres_url, "DELETE FROM tcsms_schema")
+    message = await refused(postgres_url)
+    assert "it has tables seen, outbox, sink_cursors but tcsms_schema records no version" in message
+    async with await connect(postgres_url) as probe:
+        cursor = await probe.execute("SELECT count(*) FROM outbox")
+        assert await cursor.fetchone() == (3,)
+
+
+async def test_a_tcsms_schema_of_another_program_is_refused(postgres_url: str) -> None:
+    await run_sql(postgres_url, "CREATE TABLE tcsms_schema (name text)")
+    assert "tcsms_schema is not tcsms-poller's" in await refused(postgres_url)
+
+
+async def test_a_version_without_its_tables_is_refused(postgres_url: str) -> None:
+    await a_state_with_records(postgres_url)
+    await run_sql(postgres_url, "DROP TABLE sink_cursors")
+    message = await refused(postgres_url)
+    assert "has a tcsms_schema version but not its tables sink_cursors" in message
+
+
+async def test_a_database_with_other_tables_gains_ours(postgres_url: str) -> None:
+    """Tables of other programs are no concern: ours are created beside them."""
+    await run_sql(postgres_url, "CREATE TABLE notes (text text)", "CREATE TABLE seen_by (n int)")
+    async with opened(postgres_url) as store:
+        await store.commit([record("a")])
+        assert store.head == 1
+
+
+async def test_a_role_that_may_only_read_and_write_opens_a_current_schema(
+    postgres_server: PostgresServer, postgres_url: str
+) -> None:
+    """A role without CREATE: one line before the schema is made, and the daemon's role once
+    it is (made by an owner); without rights on the tables, one line again."""
+    postgres_server.execute("DROP ROLE IF EXISTS worker")
+    postgres_server.execute(f"CREATE ROLE worker LOGIN PASSWORD '{PASSWORD}'")
+    url = postgres_url.replace("tcsms:", "worker:", 1)
+    assert "permission denied for schema public" in await refused(url)
+    await a_state_with_records(postgres_url)
+    assert "permission denied for table" in await refused(url)
+    await run_sql(
+        postgres_url,
+        "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO worker",
+        "GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO worker",
+        "GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA public TO worker",
+    )
+    async with opened(url) as store:
+        await store.commit([record("by-worker")])
+        assert store.head == 4

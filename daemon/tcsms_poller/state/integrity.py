@@ -25,14 +25,23 @@ import os
 import sqlite3
 import stat
 import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import structlog
 
 from tcsms_poller.permissions import PRIVATE, PRIVATE_DIRECTORY, make_dirs, restrict
 from tcsms_poller.state.schema import migrate
 
-__all__ = ["QUICK_CHECK_BUDGET", "IntegrityError", "vet"]
+__all__ = [
+    "QUICK_CHECK_BUDGET",
+    "SINK_CURSORS",
+    "IntegrityError",
+    "cursor_problem",
+    "refusal",
+    "vet",
+]
 
 log = structlog.get_logger("tcsms_poller.state")
 
@@ -75,9 +84,15 @@ def vet(path: Path) -> None:
     finally:
         connection.close()
     if problem is not None:
-        raise IntegrityError(
-            f"state database {path} {problem}; restore it from a backup, or {fresh}"
-        )
+        raise refusal(str(path), problem, fresh=fresh)
+
+
+def refusal(database: str, problem: str, *, fresh: str) -> IntegrityError:
+    """The one line refusing ``database`` (as it may be shown) for ``problem``; ``fresh``
+    says how to start afresh deliberately."""
+    return IntegrityError(
+        f"state database {database} {problem}; restore it from a backup, or {fresh}"
+    )
 
 
 def _problem(connection: sqlite3.Connection) -> str | None:
@@ -89,11 +104,20 @@ def _problem(connection: sqlite3.Connection) -> str | None:
     damage = _quick_check(connection)
     if damage is not None:
         return f"is damaged (quick_check: {damage})"
+    cursors = connection.execute(SINK_CURSORS).fetchall()
     row = connection.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
-    head = int(row[0]) if row else 0
-    for name, acked, position in connection.execute(
-        "SELECT name, acked_seq, position FROM sink_cursors ORDER BY name"
-    ):
+    return cursor_problem(cursors, head=int(row[0]) if row else 0)
+
+
+# Both backends read the cursors so, then the outbox head, and vet them with ``cursor_problem``.
+SINK_CURSORS = "SELECT name, acked_seq, position FROM sink_cursors ORDER BY name"
+
+
+def cursor_problem(cursors: Iterable[Sequence[Any]], *, head: int) -> str | None:
+    """What is wrong with the rows of ``SINK_CURSORS`` given the outbox ``head`` (the highest
+    seq ever given), or None. Read the cursors before the head: a cursor another process moves
+    meanwhile then never passes the head read."""
+    for name, acked, position in cursors:
         if not isinstance(acked, int) or acked > head or acked < 0:
             return (
                 f"has sink {name!r} acknowledged up to {acked!r}, beyond the newest record {head}"

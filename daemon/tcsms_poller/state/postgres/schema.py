@@ -7,8 +7,10 @@ daemons starting at once migrate once: the second waits, then finds the schema c
 
 from __future__ import annotations
 
+import psycopg
 from psycopg import AsyncConnection
 
+from tcsms_poller.state.postgres.integrity import OWN_TABLES, missing_tables
 from tcsms_poller.state.schema import SchemaError
 
 __all__ = ["MIGRATE_LOCK", "MIGRATIONS", "REPLAY_LOCK", "SHARES_LOCK", "migrate"]
@@ -238,15 +240,32 @@ async def migrate(connection: AsyncConnection[tuple[object, ...]]) -> int:
     """Bring the schema to the latest version under the migration lock; return it.
 
     ``connection`` is in autocommit mode; the lock is a session lock, released at the end.
+    Once the schema is current, the role needs only to read and write the tables.
     """
     await connection.execute("SELECT pg_advisory_lock(%s, %s)", MIGRATE_LOCK)
     try:
-        await connection.execute(
-            "CREATE TABLE IF NOT EXISTS tcsms_schema (version integer NOT NULL)"
-        )
-        cursor = await connection.execute("SELECT max(version) FROM tcsms_schema")
+        exists = await connection.execute("SELECT to_regclass('tcsms_schema') IS NOT NULL")
+        if await exists.fetchone() != (True,):  # a role without CREATE may run a current one
+            await connection.execute(
+                "CREATE TABLE IF NOT EXISTS tcsms_schema (version integer NOT NULL)"
+            )
+        try:
+            cursor = await connection.execute("SELECT max(version) FROM tcsms_schema")
+        except (psycopg.errors.UndefinedColumn, psycopg.errors.UndefinedFunction):
+            raise SchemaError(
+                "its table tcsms_schema is not tcsms-poller's (no integer column version): "
+                "give tcsms-poller a database of its own"
+            ) from None
         row = await cursor.fetchone()
         version = int(row[0]) if row and row[0] is not None else 0  # type: ignore[call-overload]
+        missing = await missing_tables(connection) if version == 0 else OWN_TABLES
+        if len(missing) < len(OWN_TABLES):  # migration 1 creates them all, with its version
+            found = ", ".join(name for name in OWN_TABLES if name not in missing)
+            raise SchemaError(
+                f"it has tables {found} but tcsms_schema records no version: another program's "
+                "tables of those names (give tcsms-poller a database of its own), or an emptied "
+                "tcsms_schema (restore it from a backup)"
+            )
         if version > len(MIGRATIONS):
             raise SchemaError(
                 f"state database schema version {version} is newer than this tcsms-poller "

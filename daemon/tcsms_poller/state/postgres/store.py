@@ -44,11 +44,13 @@ from psycopg_pool import AsyncConnectionPool
 
 from tcsms_poller.records import OutboxRecord, Record
 from tcsms_poller.state.head import CommitHead
+from tcsms_poller.state.integrity import IntegrityError
 from tcsms_poller.state.messages import Resolved, final_receipts
 from tcsms_poller.state.postgres import cluster, leases, messages, numbers
 from tcsms_poller.state.postgres.connect import CONNECT_TIMEOUT, connection_settings, describe
 from tcsms_poller.state.postgres.deadletters import PostgresDeadLetters
 from tcsms_poller.state.postgres.group import GroupWriter, Work
+from tcsms_poller.state.postgres.integrity import vet
 from tcsms_poller.state.postgres.messages import PostgresMessages
 from tcsms_poller.state.postgres.outbox import append
 from tcsms_poller.state.postgres.schema import migrate
@@ -148,13 +150,15 @@ class PostgresStore:
         statement_timeout: float = 30.0,
         clock: Callable[[], float] = time.time,
     ) -> PostgresStore:
-        """Connect, create or migrate the schema (once, under a lock), and open the pool."""
+        """Connect, create or migrate the schema (once, under a lock), check the state
+        (``integrity.py``), and open the pool."""
         database = mask_url(url)
         settings = connection_settings(statement_timeout)
         try:
             connection = await AsyncConnection.connect(url, **settings)
             try:
                 await migrate(connection)
+                await vet(connection, database=database)  # refuses a state not to be trusted
                 cursor = await connection.execute(_HEAD)
                 row = await cursor.fetchone()
                 head = int(row[0]) if row else 0
@@ -171,6 +175,8 @@ class PostgresStore:
                 name="tcsms-poller-state",
             )
             await pool.open(wait=True, timeout=CONNECT_TIMEOUT * 2)
+        except IntegrityError as error:
+            raise StateError(str(error)) from None
         except (psycopg.Error, SchemaError) as error:
             message = describe(error, url)
             raise StateError(f"cannot open state database {database}: {message}") from None
