@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 
 from tcsms_poller.emulator import RunningEmulator, TrafficOptions
+from tcsms_poller.state.postgres import PostgresStore
 from tests.e2e.test_listener import server as server_settings
 from tests.support.daemon_process import daemon_config, running_daemon
 from tests.support.emulator import (
@@ -103,6 +105,29 @@ async def test_an_unreachable_database_is_one_line_without_the_password(
     assert status.returncode != 0
     assert "postgresql://tcsms:***@127.0.0.1:1/nowhere" in status.stdout
     assert PASSWORD not in status.stdout + status.stderr
+
+
+async def test_a_sink_cursor_beyond_the_head_stops_the_daemon_with_one_line(
+    tmp_path: Path, emulator: RunningEmulator, postgres_url: str
+) -> None:
+    """As with SQLite: exit 1, one ``daemon.failed`` line with the URL masked, nothing pulled."""
+    store = await PostgresStore.open(postgres_url, dedupe_ttl=60.0)
+    await store.sink_cursor("stdout")
+    await store.aclose()
+    async with await psycopg.AsyncConnection.connect(postgres_url) as connection:
+        await connection.execute("UPDATE sink_cursors SET acked_seq = 1000")
+        await connection.commit()
+    await inject(emulator, send_statuses=receipts(5))
+    config = postgres_config(emulator, tmp_path, postgres_url)
+    async with running_daemon(tmp_path, config, wait_ready=False) as daemon:
+        assert await daemon.wait() == 1
+    [failed] = daemon.events("daemon.failed")
+    assert "sink 'stdout' acknowledged up to 1000, beyond the newest record 0" in failed["error"]
+    assert "postgresql://tcsms:***@127.0.0.1" in failed["error"]
+    log = daemon.log_tail(10_000)
+    assert "Traceback" not in log
+    assert PASSWORD not in log
+    assert request_counts(emulator, "PullSmsSendStatus")[0] == 0
 
 
 LIVE = TrafficOptions(
