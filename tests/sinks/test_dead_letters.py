@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from tcsms_poller.cluster.leases import sink_lease
+from tcsms_poller.commands.status import render
 from tcsms_poller.health import HealthBoard
 from tcsms_poller.metrics import Metrics
 from tcsms_poller.records import OutboxRecord, Record, format_received_at
@@ -25,7 +26,9 @@ from tcsms_poller.sinks.base import RejectedBatchError, SinkSettings
 from tcsms_poller.sinks.drainer import Drainer
 from tcsms_poller.state import StateStore
 from tcsms_poller.state.postgres import PostgresStore
+from tcsms_poller.state.postgres.connect import read_snapshot as read_postgres
 from tcsms_poller.state.roles import DeadLetter, Fence, LeaseLostError
+from tcsms_poller.state.status import read_snapshot
 from tests.support.backends import Backend
 from tests.support.cli import run_cli
 from tests.support.daemon_process import daemon_config
@@ -145,6 +148,35 @@ async def test_replaying_twice_queues_nothing_twice(backend: Backend) -> None:
         assert await dead.replayed_ids() == {"a", "b"}
         assert await dead.enqueue(letters) == (1, 2)
         assert ids(await dead.queued()) == ["c"]
+
+
+async def test_status_shows_each_sinks_dead_letters_and_replays_queued(backend: Backend) -> None:
+    """Per sink with any, in the snapshot ``status`` prints (text and JSON); a sink whose
+    dead letters were all replayed still shows them, none queued."""
+    async with backend.open(FakeClock()) as store:
+        await store.sink_cursor(SINK)
+        dead = store.dead_letters(SINK)
+        await dead.write(outbox("a", "b", "c"), reason="rejected", now=0.0)
+        await dead.enqueue((await dead.letters())[:2])
+        await store.dead_letters("old").write(outbox("d"), reason="rejected", now=0.0)
+        snapshot = await store.snapshot()
+    assert snapshot["dead_letters"] == {
+        "old": {"count": 1, "replays_queued": 0},
+        SINK: {"count": 3, "replays_queued": 2},
+    }
+    text = render(snapshot, [SINK, "quiet"])
+    assert f"  {SINK}: 0 pending, acked up to 0; 3 dead letters, 2 queued for replay\n" in text
+    assert "  old: no cursor; 1 dead letter, 0 queued for replay\n" in text
+    assert "  quiet: not started yet\n" in text
+    if backend.kind == "sqlite":  # read by ``status`` as a process beside the daemon reads it
+        queue = backend.location.parent / "dead-letter" / f"{SINK}.replay.jsonl"
+        with queue.open("ab") as file:
+            file.write(b'{"id": "torn')  # a crash mid-append: not a record yet
+        assert read_snapshot(backend.location, now=0.0)["dead_letters"] == snapshot["dead_letters"]
+    else:
+        assert (await read_postgres(backend.location, now=0.0))["dead_letters"] == snapshot[
+            "dead_letters"
+        ]
 
 
 async def test_a_replay_is_delivered_once_before_the_outbox(backend: Backend) -> None:

@@ -36,18 +36,21 @@ def render(snapshot: dict[str, Any], configured_sinks: list[str]) -> str:
     """A human summary of ``read_snapshot``'s result."""
     lines = [f"state: {snapshot['database']}", f"outbox head: {snapshot['outbox_head']}", "sinks:"]
     cursors = {sink["name"]: sink for sink in snapshot["sinks"]}
-    for name in sorted(set(cursors) | set(configured_sinks)):
+    dead_letters = snapshot.get("dead_letters", {})
+    for name in sorted(set(cursors) | set(configured_sinks) | set(dead_letters)):
         sink = cursors.get(name)
         note = (
             ""
             if name in configured_sinks
             else "  (not configured: backlog kept for state.dedupe_ttl)"
         )
+        dead = _dead_letters(dead_letters.get(name))
         if sink is None:
-            lines.append(f"  {name}: not started yet")
+            started = "not started yet" if name in configured_sinks else "no cursor"
+            lines.append(f"  {name}: {started}{dead}")
         else:
             lines.append(
-                f"  {name}: {sink['depth']} pending, acked up to {sink['acked_seq']}{note}"
+                f"  {name}: {sink['depth']} pending, acked up to {sink['acked_seq']}{dead}{note}"
             )
     lines.append("tracked numbers:")
     for n in snapshot["numbers"]:
@@ -82,6 +85,17 @@ def render(snapshot: dict[str, Any], configured_sinks: list[str]) -> str:
     if "cluster" in snapshot:
         lines.extend(_render_cluster(snapshot["cluster"]))
     return "\n".join(lines)
+
+
+def _dead_letters(counts: dict[str, int] | None) -> str:
+    """``; 3 dead letters, 1 queued for replay`` for a sink with any, else nothing."""
+    if not counts:
+        return ""
+    letters = counts["count"]
+    return (
+        f"; {letters} dead letter{'' if letters == 1 else 's'}, "
+        f"{counts['replays_queued']} queued for replay"
+    )
 
 
 def _render_cluster(cluster: dict[str, Any]) -> list[str]:

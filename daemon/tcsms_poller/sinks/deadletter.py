@@ -40,14 +40,40 @@ __all__ = [
     "DeadLetter",
     "DeadLetterFile",
     "ReplayQueue",
+    "dead_letter_counts",
     "dead_letter_path",
     "read_dead_letters",
 ]
+
+_CHUNK = 1 << 20  # bytes read at a time when counting lines
 
 
 def dead_letter_path(state_dir: Path, sink: str) -> Path:
     """Where the dead letters of ``sink`` go beside a SQLite state in ``state_dir``."""
     return state_dir / "dead-letter" / f"{sink}.jsonl"
+
+
+def dead_letter_counts(state_dir: Path) -> dict[str, tuple[int, int]]:
+    """Per sink with any, its dead letters and the records queued for replay beside a SQLite
+    state in ``state_dir``: the complete lines of its files, read a chunk at a time."""
+    directory = dead_letter_path(state_dir, "sink").parent
+    counts: dict[str, tuple[int, int]] = {}
+    for path in sorted(directory.glob("*.jsonl")) if directory.is_dir() else ():
+        replays = path.name.endswith(".replay.jsonl")
+        sink = path.name.removesuffix(".replay.jsonl" if replays else ".jsonl")
+        letters, queued = counts.get(sink, (0, 0))
+        lines = _count_lines(path)
+        counts[sink] = (letters, queued + lines) if replays else (letters + lines, queued)
+    return {sink: both for sink, both in counts.items() if any(both)}
+
+
+def _count_lines(path: Path) -> int:
+    """The newline-terminated lines of ``path`` (a torn last one is not counted; 0 if gone)."""
+    try:
+        with path.open("rb") as file:
+            return sum(chunk.count(b"\n") for chunk in iter(partial(file.read, _CHUNK), b""))
+    except FileNotFoundError:  # a replay queue its drainer emptied meanwhile
+        return 0
 
 
 class DeadLetterFile:

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from tcsms_poller.sinks.deadletter import dead_letter_counts
 from tcsms_poller.state.conversions import pending_conversions
 from tcsms_poller.state.numbers import cursor_ranges, number_counts
 from tcsms_poller.state.outbox import outbox_head
@@ -58,6 +59,7 @@ def snapshot_of(connection: sqlite3.Connection, *, now: float, database: str) ->
         rejected=connection.execute("SELECT COUNT(*) FROM rejected").fetchone()[0],
         seen=seen,
         messages=pending_messages,
+        dead_letters=dead_letter_counts(Path(database).parent),  # files beside the database
     )
 
 
@@ -83,9 +85,11 @@ def assemble_snapshot(
     rejected: int,
     seen: int,
     messages: Iterable[Sequence[Any]],
+    dead_letters: Mapping[str, tuple[int, int]],
 ) -> dict[str, Any]:
     """The snapshot's shape, from what either backend read (rows of ``SINKS``, ``WORKERS`` and
-    ``PENDING_MESSAGES``, ``cursor_ranges`` and ``number_counts`` results)."""
+    ``PENDING_MESSAGES``, ``cursor_ranges`` and ``number_counts`` results, and per sink with
+    any its dead letters and the records queued for replay)."""
     return {
         "database": database,
         "outbox_head": head,
@@ -123,6 +127,10 @@ def assemble_snapshot(
             }
             for app, count, oldest in messages
         ],
+        "dead_letters": {
+            sink: {"count": count, "replays_queued": queued}
+            for sink, (count, queued) in sorted(dead_letters.items())
+        },
         "pending_conversions": pending,
         "rejected_items": rejected,
         "seen_ids": seen,

@@ -166,16 +166,27 @@ async def _all(connection: Connection, query: str, *params: object) -> list[tupl
     return await cursor.fetchall()
 
 
+# Per sink with any, its dead letters and the records queued for replay (``deadletters.py``).
+DEAD_LETTER_COUNTS = (
+    "SELECT sink, sum(letters), sum(queued) FROM ("
+    "SELECT sink, count(*) AS letters, 0 AS queued FROM dead_letters GROUP BY sink "
+    "UNION ALL SELECT sink, 0, count(*) FROM dead_letter_replays GROUP BY sink"
+    ") AS counted GROUP BY sink"
+)
+
+
 async def snapshot_of(connection: Connection, *, now: float, database: str) -> dict[str, Any]:
     """What ``status`` shows (``state/status.py``), read in the caller's transaction."""
-    ((outbox_max, acked_max, pending, rejected, seen, tracking),) = await _all(
+    ((outbox_max, acked_max, pending, rejected, seen, tracking, dead_letters),) = await _all(
         connection,
         "SELECT (SELECT max(seq) FROM outbox), (SELECT max(acked_seq) FROM sink_cursors), "
         "(SELECT COUNT(*) FROM conversions), (SELECT COUNT(*) FROM rejected), "
-        "(SELECT COUNT(*) FROM seen), to_regclass('messages') IS NOT NULL",
+        "(SELECT COUNT(*) FROM seen), to_regclass('messages') IS NOT NULL, "
+        "to_regclass('dead_letters') IS NOT NULL",
     )
-    # Beside a daemon of an older release, the schema may not have tracked messages yet.
+    # Beside a daemon of an older release, the schema may not have these tables yet.
     messages = await _all(connection, PENDING_MESSAGES) if tracking else []
+    dead = await _all(connection, DEAD_LETTER_COUNTS) if dead_letters else []
     return assemble_snapshot(
         now=now,
         database=database,
@@ -188,4 +199,5 @@ async def snapshot_of(connection: Connection, *, now: float, database: str) -> d
         rejected=rejected,
         seen=seen,
         messages=messages,
+        dead_letters={sink: (int(count), int(queued)) for sink, count, queued in dead},
     )
