@@ -643,3 +643,15 @@ async def test_a_role_that_may_only_read_and_write_opens_a_current_schema(
     async with opened(url) as store:
         await store.commit([record("by-worker")])
         assert store.head == 4
+
+
+async def test_a_database_that_accepts_no_writes_is_refused_at_open(
+    postgres_server: PostgresServer, postgres_url: str
+) -> None:
+    """As a standby would: refused at start rather than failing every write later."""
+    await a_state_with_records(postgres_url)
+    database = postgres_url.rsplit("/", 1)[1]
+    postgres_server.execute(f'ALTER DATABASE "{database}" SET default_transaction_read_only = on')
+    message = await refused(postgres_url)
+    assert "accepts no writes" in message
+    assert "state.url must name the primary" in message

@@ -242,6 +242,13 @@ async def migrate(connection: AsyncConnection[tuple[object, ...]]) -> int:
     ``connection`` is in autocommit mode; the lock is a session lock, released at the end.
     Once the schema is current, the role needs only to read and write the tables.
     """
+    # A standby (or default_transaction_read_only) would pass every read and fail every write.
+    read_only = await connection.execute("SELECT current_setting('transaction_read_only')")
+    if await read_only.fetchone() == ("on",):
+        raise SchemaError(
+            "it accepts no writes (transaction_read_only is on: a standby, or "
+            "default_transaction_read_only): state.url must name the primary"
+        )
     await connection.execute("SELECT pg_advisory_lock(%s, %s)", MIGRATE_LOCK)
     try:
         exists = await connection.execute("SELECT to_regclass('tcsms_schema') IS NOT NULL")
