@@ -45,7 +45,7 @@ from psycopg_pool import AsyncConnectionPool
 from tcsms_poller.records import OutboxRecord, Record
 from tcsms_poller.state.head import CommitHead
 from tcsms_poller.state.messages import Resolved, final_receipts
-from tcsms_poller.state.postgres import cluster, leases, messages, numbers
+from tcsms_poller.state.postgres import cluster, conversions, leases, messages, numbers
 from tcsms_poller.state.postgres.connect import CONNECT_TIMEOUT, connection_settings, describe
 from tcsms_poller.state.postgres.group import GroupWriter, Work
 from tcsms_poller.state.postgres.messages import PostgresMessages
@@ -545,35 +545,24 @@ class PostgresStore:
     # -- conversions ---------------------------------------------------------------------------
 
     async def enqueue_conversions(self, items: Sequence[tuple[str, str, int | None]]) -> None:
-        """Queue ``(app_id, serial_no, conversion_time)`` items durably."""
-        now = self._clock()
-
-        async def work(connection: Connection) -> None:
-            async with connection.cursor() as many:
-                await many.executemany(
-                    "INSERT INTO conversions "
-                    "(app_id, serial_no, conversion_time, enqueued_at, next_attempt_at) "
-                    "VALUES (%s, %s, %s, %s, %s)",
-                    [(app, serial, when, now, now) for app, serial, when in items],
-                )
-
-        await self._write(work)
+        """Queue ``(app_id, serial_no, conversion_time)`` items durably, due at once (the
+        database's clock, as every time of the queue: ``conversions.py``)."""
+        await self._write(lambda connection: conversions.enqueue_conversions(connection, items))
 
     async def lease_conversions(self, *, limit: int, lease: float) -> list[PendingConversion]:
         """Due conversions, leased for ``lease`` seconds."""
-        now = self._clock()
         return await self._write(
-            lambda connection: numbers.lease_conversions(
-                connection, now=now, limit=limit, lease=lease
-            )
+            lambda connection: conversions.lease_conversions(connection, limit=limit, lease=lease),
+            one_statement=True,
         )
 
     async def defer_conversion(self, conversion_id: int, *, delay: float, error: str) -> None:
         """Retry a conversion after ``delay`` seconds."""
-        await self._execute(
-            "UPDATE conversions SET attempts = attempts + 1, next_attempt_at = %s, "
-            "last_error = %s WHERE id = %s",
-            (self._clock() + delay, error, conversion_id),
+        await self._write(
+            lambda connection: conversions.defer_conversion(
+                connection, conversion_id, delay=delay, error=error
+            ),
+            one_statement=True,
         )
 
     async def pending_conversions(self) -> int:
