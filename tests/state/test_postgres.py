@@ -339,6 +339,31 @@ async def blocked_on(url: str, gate: psycopg.AsyncConnection[tuple[object, ...]]
     return int(found[0]) if found else 0
 
 
+async def test_a_page_of_receipts_resolves_a_message_another_daemon_just_tracked(
+    postgres_url: str,
+) -> None:
+    """A page of receipts commits in one statement while no message is pending; once another
+    daemon tracks one, the next page resolves it, its records appended once."""
+    clock = FakeClock()
+    sent = int(clock.now)
+    async with opened(postgres_url, clock) as one, opened(postgres_url, clock) as two:
+        first = await one.commit([receipt("m:0", NUMBER, at=sent + 1, source="callback")])
+        assert ([r.id for r in first.new], first.resolved) == (["m:0"], ())
+        other = tracked_messages(two, clock=clock)
+        await other.track(
+            [NewMessage(APP, "m:1", NUMBER, sent)], schedule=Schedule(first_poll=15, max_gap=60)
+        )
+        page = [receipt(s, NUMBER, at=sent + 2, source="PullSmsSendStatus") for s in ("m:1", "m:2")]
+        result = await one.commit(page)
+        assert [r.id for r in result.new] == ["m:1", "m:2"]
+        assert [r.state for r in result.resolved] == ["delivered"]
+        message = await other.get("m:1")
+        assert message is not None
+        assert message.state == "delivered"
+        rows = await two.read_outbox(after=0, limit=10)
+        assert [row.as_dict()["id"] for row in rows] == ["m:0", "m:1", "m:2"]
+
+
 async def test_grouped_writes_of_two_daemons_taking_rows_in_opposite_orders_both_commit(
     postgres_url: str,
 ) -> None:

@@ -49,7 +49,7 @@ from tcsms_poller.state.postgres import cluster, conversions, leases, messages, 
 from tcsms_poller.state.postgres.connect import CONNECT_TIMEOUT, connection_settings, describe
 from tcsms_poller.state.postgres.group import GroupWriter, Work
 from tcsms_poller.state.postgres.messages import PostgresMessages
-from tcsms_poller.state.postgres.outbox import append
+from tcsms_poller.state.postgres.outbox import append, append_unless_pending
 from tcsms_poller.state.postgres.schema import migrate
 from tcsms_poller.state.postgres.url import mask_url
 from tcsms_poller.state.roles import (
@@ -246,7 +246,19 @@ class PostgresStore:
             fresh, head = await append(connection, records, expires_at=expires_at, now=now)
             return fresh, head, resolved  # the append last: it holds the outbox lock to COMMIT
 
-        one_statement = not quarantined and also is None and not receipts
+        only_records = not quarantined and also is None  # one statement can commit them
+        if only_records and receipts:  # still one, while no tracked message is pending
+            appended = await self._write(
+                lambda connection: append_unless_pending(
+                    connection, records, expires_at=expires_at, now=now
+                ),
+                one_statement=True,
+            )
+            if appended is not None:
+                fresh, head = appended
+                self._head.advance(head)
+                return CommitResult(tuple(fresh), len(records) - len(fresh), ())
+        one_statement = only_records and not receipts
         fresh, head, resolved = await self._write(work, one_statement=one_statement)
         self._head.advance(head)
         return CommitResult(tuple(fresh), len(records) - len(fresh), tuple(resolved))
