@@ -85,6 +85,9 @@ POOL_WAIT = 5.0
 HANDOVER = 1.1
 DEADLOCK_ATTEMPTS = 5  # runs of a write that PostgreSQL keeps failing to break deadlocks
 HEAD_POLL = 0.5  # seconds between reads of the outbox head while waiting for other daemons
+# Once a page of receipts found a tracked message pending, pages resolve their receipts without
+# asking again for this long: where messages are tracked, one is pending nearly all the time.
+PENDING_RECHECK = 10.0
 _HEAD = (
     "SELECT GREATEST((SELECT max(seq) FROM outbox), (SELECT max(acked_seq) FROM sink_cursors), 0)"
 )
@@ -125,6 +128,7 @@ class PostgresStore:
         self._ttl = dedupe_ttl
         self._clock = clock
         self._writes: dict[int, float] = {}  # in progress: id -> monotonic start
+        self._pending_until = 0.0  # monotonic; see PENDING_RECHECK
         self._ids = count()
 
     @classmethod
@@ -247,8 +251,8 @@ class PostgresStore:
             return fresh, head, resolved  # the append last: it holds the outbox lock to COMMIT
 
         only_records = not quarantined and also is None  # one statement can commit them
-        if only_records and receipts:  # still one, while no tracked message is pending
-            appended = await self._write(
+        if only_records and receipts and time.monotonic() >= self._pending_until:
+            appended = await self._write(  # still one, while no tracked message is pending
                 lambda connection: append_unless_pending(
                     connection, records, expires_at=expires_at, now=now
                 ),
@@ -258,6 +262,7 @@ class PostgresStore:
                 fresh, head = appended
                 self._head.advance(head)
                 return CommitResult(tuple(fresh), len(records) - len(fresh), ())
+            self._pending_until = time.monotonic() + PENDING_RECHECK
         one_statement = only_records and not receipts
         fresh, head, resolved = await self._write(work, one_statement=one_statement)
         self._head.advance(head)
