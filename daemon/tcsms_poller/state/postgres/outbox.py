@@ -56,14 +56,14 @@ async def append_unless_pending(
     A page whose receipts find no message pending has nothing to resolve, and this spares it the
     transaction that resolving takes (``store.py`` commits the page that way when None comes
     back). Beside other writers, other daemons included, a receipt still never misses its
-    message. The check and the append are one statement, one transaction, and the check sees
-    every message whose tracking committed before the statement began: pending, it sends the
-    page the full way. A message it does not see was tracked by a transaction still running
-    then, concurrent with this commit, which the full way could miss too (its resolving
-    statement sees only what committed before it began): such a message is in the place of one
-    tracked after its receipt was committed, and that case is covered. Tracking it makes its
-    number due, the poll brings its receipt again, and the repeat resolves it (``messages.py``,
-    docs/tracking.md).
+    message. The check and the append are one statement, so one transaction, and the check sees
+    every message whose tracking committed before the statement began: if one is pending, the
+    page goes the full way and resolves it. A message the check cannot see was being tracked by
+    a transaction still running, concurrent with this commit, and the full way could miss it
+    too (its resolving statement sees only what committed before that statement began). It
+    stands where a message tracked just after its receipt was committed stands, and that case
+    is covered: tracking it makes its number due, the number's poll brings the receipt again,
+    and the repeat resolves it (docs/tracking.md).
     """
     return await _append(
         connection, _APPEND_UNLESS_PENDING, records, expires_at=expires_at, now=now
