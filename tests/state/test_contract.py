@@ -11,6 +11,7 @@ import random
 from typing import Any
 
 import anyio
+import psycopg
 import pytest
 
 from tcsms_poller.records import Record, format_received_at, send_status_record
@@ -359,12 +360,29 @@ async def test_listing_pages_through_every_number(backend: Backend) -> None:
 # -- conversions and workers ---------------------------------------------------------------------
 
 
+async def elapse(backend: Backend, clock: FakeClock, seconds: float) -> None:
+    """Let ``seconds`` pass for the conversion queue. SQLite's runs on the daemon's clock, which
+    moves. PostgreSQL's runs on the database's clock, which a test cannot move: the queue's
+    times move back by ``seconds`` instead, and the daemon's clock jumps a day, which must
+    change nothing."""
+    if backend.kind == "sqlite":
+        clock.now += seconds
+        return
+    clock.now += DAY
+    async with await psycopg.AsyncConnection.connect(backend.location, autocommit=True) as db:
+        await db.execute(
+            "UPDATE conversions SET next_attempt_at = next_attempt_at - %s, "
+            "enqueued_at = enqueued_at - %s",
+            (seconds, seconds),
+        )
+
+
 @pytest.mark.anyio
 async def test_conversions_are_leased_deferred_and_finished_with_their_record(
     backend: Backend,
 ) -> None:
-    """A leased conversion is not handed out again until its lease ends; a finish commits with
-    its record."""
+    """A leased conversion is not handed out again until its lease ends, a deferred one not
+    before its delay; a finish commits with its record."""
     clock = FakeClock()
     async with backend.open(clock) as store:
         await store.enqueue_conversions([(APP, "s1", None), (APP, "s2", 1700000000)])
@@ -372,12 +390,16 @@ async def test_conversions_are_leased_deferred_and_finished_with_their_record(
         assert [c.serial_no for c in leased] == ["s1", "s2"]
         assert await store.lease_conversions(limit=10, lease=60) == []
         await store.defer_conversion(leased[0].id, delay=5, error="busy")
-        clock.now += 6
+        await elapse(backend, clock, 4)
+        assert await store.lease_conversions(limit=10, lease=60) == []
+        await elapse(backend, clock, 2)
         (again,) = await store.lease_conversions(limit=10, lease=60)
         assert (again.serial_no, again.attempts) == ("s1", 1)
         await store.commit([record("s1")], also=ConversionReported(again.id))
         assert await store.pending_conversions() == 1
-        clock.now += 61
+        await elapse(backend, clock, 53)
+        assert await store.lease_conversions(limit=10, lease=60) == []
+        await elapse(backend, clock, 2)
         assert [c.serial_no for c in await store.lease_conversions(limit=10, lease=60)] == ["s2"]
 
 

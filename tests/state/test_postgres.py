@@ -1,8 +1,10 @@
 """What only the PostgreSQL backend has to prove: outbox order with several writers, migration
-by two daemons at once, a newer schema, lost connections, and masked URLs."""
+by two daemons at once, a newer schema, lost connections, masked URLs, and daemons whose clocks
+differ sharing the conversion queue."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from functools import partial
@@ -32,8 +34,8 @@ NUMBER = "+8613700000001"
 
 
 @asynccontextmanager
-async def opened(url: str) -> AsyncIterator[PostgresStore]:
-    store = await PostgresStore.open(url, dedupe_ttl=TTL, clock=FakeClock())
+async def opened(url: str, clock: FakeClock | None = None) -> AsyncIterator[PostgresStore]:
+    store = await PostgresStore.open(url, dedupe_ttl=TTL, clock=clock or FakeClock())
     try:
         yield store
     finally:
@@ -215,6 +217,40 @@ def test_a_url_is_shown_without_its_password(url: str, shown: str) -> None:
     assert mask_url(url) == shown
 
 
+async def test_daemons_whose_clocks_differ_share_the_conversion_queue_on_the_databases_clock(
+    postgres_url: str,
+) -> None:
+    """Two daemons, one's clock 10 minutes behind the other's (the database's in between): each
+    sees the other's conversions due, and neither takes one the other holds, leased or deferred,
+    also when both claim at once."""
+    now = time.time()
+    behind, ahead = FakeClock(now - 300), FakeClock(now + 300)
+    async with opened(postgres_url, behind) as slow, opened(postgres_url, ahead) as fast:
+        await slow.enqueue_conversions([(APP, "slow", None)])
+        await fast.enqueue_conversions([(APP, "fast", None)])
+        leased = await slow.lease_conversions(limit=10, lease=120)
+        assert [c.serial_no for c in leased] == ["slow", "fast"]
+        assert await fast.lease_conversions(limit=10, lease=120) == []
+        await slow.defer_conversion(leased[0].id, delay=60, error="busy")
+        assert await fast.lease_conversions(limit=10, lease=120) == []
+
+        await slow.enqueue_conversions([(APP, f"c{i}", None) for i in range(60)])
+        first = await fast.lease_conversions(limit=1, lease=120)
+        taken = {"slow": [], "fast": [c.serial_no for c in first]}
+        assert taken["fast"] == ["c0"]
+
+        async def drain(name: str, store: PostgresStore) -> None:
+            while batch := await store.lease_conversions(limit=7, lease=120):
+                taken[name] += [c.serial_no for c in batch]
+
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(drain, "slow", slow)
+                tg.start_soon(drain, "fast", fast)
+        both = taken["slow"] + taken["fast"]
+        assert sorted(both) == sorted(f"c{i}" for i in range(60))
+
+
 async def test_a_network_cut_fails_calls_until_it_heals_and_loses_nothing(
     postgres_server: PostgresServer,
 ) -> None:
@@ -336,6 +372,31 @@ async def blocked_on(url: str, gate: psycopg.AsyncConnection[tuple[object, ...]]
         )
         found = await cursor.fetchone()
     return int(found[0]) if found else 0
+
+
+async def test_a_page_of_receipts_resolves_a_message_another_daemon_just_tracked(
+    postgres_url: str,
+) -> None:
+    """A page of receipts commits in one statement while no message is pending; once another
+    daemon tracks one, the next page resolves it, its records appended once."""
+    clock = FakeClock()
+    sent = int(clock.now)
+    async with opened(postgres_url, clock) as one, opened(postgres_url, clock) as two:
+        first = await one.commit([receipt("m:0", NUMBER, at=sent + 1, source="callback")])
+        assert ([r.id for r in first.new], first.resolved) == (["m:0"], ())
+        other = tracked_messages(two, clock=clock)
+        await other.track(
+            [NewMessage(APP, "m:1", NUMBER, sent)], schedule=Schedule(first_poll=15, max_gap=60)
+        )
+        page = [receipt(s, NUMBER, at=sent + 2, source="PullSmsSendStatus") for s in ("m:1", "m:2")]
+        result = await one.commit(page)
+        assert [r.id for r in result.new] == ["m:1", "m:2"]
+        assert [r.state for r in result.resolved] == ["delivered"]
+        message = await other.get("m:1")
+        assert message is not None
+        assert message.state == "delivered"
+        rows = await two.read_outbox(after=0, limit=10)
+        assert [row.as_dict()["id"] for row in rows] == ["m:0", "m:1", "m:2"]
 
 
 async def test_grouped_writes_of_two_daemons_taking_rows_in_opposite_orders_both_commit(

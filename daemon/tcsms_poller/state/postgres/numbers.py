@@ -1,9 +1,9 @@
-"""Tracked numbers, conversions, worker health and the status snapshot, in PostgreSQL.
+"""Tracked numbers, worker health and the status snapshot, in PostgreSQL.
 
-The same statements as the SQLite helpers (``state/numbers.py``, ``state/conversions.py``), in
-PostgreSQL's dialect: ``GREATEST`` ignores NULLs where SQLite's ``MAX`` returns one, which is
-exactly the "a cursor never moves back, NULL until a record was seen" rule. Every function runs
-inside the transaction its caller opened.
+The same statements as the SQLite helpers (``state/numbers.py``), in PostgreSQL's dialect:
+``GREATEST`` ignores NULLs where SQLite's ``MAX`` returns one, which is exactly the "a cursor
+never moves back, NULL until a record was seen" rule. Every function runs inside the transaction
+its caller opened.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 from psycopg import AsyncConnection
 
 from tcsms_poller.state.numbers import CURSOR_RANGES, ranges_from_rows
-from tcsms_poller.state.roles import NumberOrigin, NumberPolled, PendingConversion, TrackedNumber
+from tcsms_poller.state.roles import NumberOrigin, NumberPolled, TrackedNumber
 from tcsms_poller.state.status import PENDING_MESSAGES, SINKS, WORKERS, assemble_snapshot
 
 __all__ = [
@@ -144,21 +144,6 @@ async def number_counts(connection: Connection, *, now: float) -> dict[str, tupl
         (now,),
     )
     return {app: (count, max(0.0, now - oldest)) for app, count, oldest in await cursor.fetchall()}
-
-
-async def lease_conversions(
-    connection: Connection, *, now: float, limit: int, lease: float
-) -> list[PendingConversion]:
-    """Up to ``limit`` due conversions, leased; rows another writer is leasing are skipped."""
-    cursor = await connection.execute(
-        "UPDATE conversions SET next_attempt_at = %s WHERE id IN ("
-        "  SELECT id FROM conversions WHERE next_attempt_at <= %s "
-        "  ORDER BY next_attempt_at, id LIMIT %s FOR UPDATE SKIP LOCKED"
-        ") RETURNING id, app_id, serial_no, conversion_time, attempts",
-        (now + lease, now, limit),
-    )
-    rows = await cursor.fetchall()
-    return sorted((PendingConversion(*row) for row in rows), key=lambda item: item.id)
 
 
 async def _all(connection: Connection, query: str, *params: object) -> list[tuple[Any, ...]]:

@@ -46,13 +46,13 @@ from tcsms_poller.records import OutboxRecord, Record
 from tcsms_poller.state.head import CommitHead
 from tcsms_poller.state.integrity import IntegrityError
 from tcsms_poller.state.messages import Resolved, final_receipts
-from tcsms_poller.state.postgres import cluster, leases, messages, numbers
+from tcsms_poller.state.postgres import cluster, conversions, leases, messages, numbers
 from tcsms_poller.state.postgres.connect import CONNECT_TIMEOUT, connection_settings, describe
 from tcsms_poller.state.postgres.deadletters import PostgresDeadLetters
 from tcsms_poller.state.postgres.group import GroupWriter, Work
 from tcsms_poller.state.postgres.integrity import vet
 from tcsms_poller.state.postgres.messages import PostgresMessages
-from tcsms_poller.state.postgres.outbox import append
+from tcsms_poller.state.postgres.outbox import append, append_unless_pending
 from tcsms_poller.state.postgres.schema import migrate
 from tcsms_poller.state.postgres.url import mask_url
 from tcsms_poller.state.roles import (
@@ -89,6 +89,9 @@ POOL_WAIT = 5.0
 HANDOVER = 1.1
 DEADLOCK_ATTEMPTS = 5  # runs of a write that PostgreSQL keeps failing to break deadlocks
 HEAD_POLL = 0.5  # seconds between reads of the outbox head while waiting for other daemons
+# Once a page of receipts found a tracked message pending, pages resolve their receipts without
+# asking again for this long: where messages are tracked, one is pending nearly all the time.
+PENDING_RECHECK = 10.0
 _HEAD = (
     "SELECT GREATEST((SELECT max(seq) FROM outbox), (SELECT max(acked_seq) FROM sink_cursors), 0)"
 )
@@ -138,6 +141,7 @@ class PostgresStore:
         self._ttl = dedupe_ttl
         self._clock = clock
         self._writes: dict[int, float] = {}  # in progress: id -> monotonic start
+        self._pending_until = 0.0  # monotonic; see PENDING_RECHECK
         self._ids = count()
 
     @classmethod
@@ -267,7 +271,21 @@ class PostgresStore:
             fresh, head = await append(connection, records, expires_at=expires_at, now=now)
             return fresh, head, resolved  # the append last: it holds the outbox lock to COMMIT
 
-        one_statement = not quarantined and also is None and not receipts and fence is None
+        # Records alone (no fence, no change beside them) can be committed in one statement.
+        only_records = not quarantined and also is None and fence is None
+        if only_records and receipts and time.monotonic() >= self._pending_until:
+            appended = await self._write(  # still one, while no tracked message is pending
+                lambda connection: append_unless_pending(
+                    connection, records, expires_at=expires_at, now=now
+                ),
+                one_statement=True,
+            )
+            if appended is not None:
+                fresh, head = appended
+                self._head.advance(head)
+                return CommitResult(tuple(fresh), len(records) - len(fresh), ())
+            self._pending_until = time.monotonic() + PENDING_RECHECK
+        one_statement = only_records and not receipts
         fresh, head, resolved = await self._write(work, one_statement=one_statement)
         self._head.advance(head)
         return CommitResult(tuple(fresh), len(records) - len(fresh), tuple(resolved))
@@ -588,35 +606,24 @@ class PostgresStore:
     # -- conversions ---------------------------------------------------------------------------
 
     async def enqueue_conversions(self, items: Sequence[tuple[str, str, int | None]]) -> None:
-        """Queue ``(app_id, serial_no, conversion_time)`` items durably."""
-        now = self._clock()
-
-        async def work(connection: Connection) -> None:
-            async with connection.cursor() as many:
-                await many.executemany(
-                    "INSERT INTO conversions "
-                    "(app_id, serial_no, conversion_time, enqueued_at, next_attempt_at) "
-                    "VALUES (%s, %s, %s, %s, %s)",
-                    [(app, serial, when, now, now) for app, serial, when in items],
-                )
-
-        await self._write(work)
+        """Queue ``(app_id, serial_no, conversion_time)`` items durably, due at once (the
+        database's clock, as every time of the queue: ``conversions.py``)."""
+        await self._write(lambda connection: conversions.enqueue_conversions(connection, items))
 
     async def lease_conversions(self, *, limit: int, lease: float) -> list[PendingConversion]:
         """Due conversions, leased for ``lease`` seconds."""
-        now = self._clock()
         return await self._write(
-            lambda connection: numbers.lease_conversions(
-                connection, now=now, limit=limit, lease=lease
-            )
+            lambda connection: conversions.lease_conversions(connection, limit=limit, lease=lease),
+            one_statement=True,
         )
 
     async def defer_conversion(self, conversion_id: int, *, delay: float, error: str) -> None:
         """Retry a conversion after ``delay`` seconds."""
-        await self._execute(
-            "UPDATE conversions SET attempts = attempts + 1, next_attempt_at = %s, "
-            "last_error = %s WHERE id = %s",
-            (self._clock() + delay, error, conversion_id),
+        await self._write(
+            lambda connection: conversions.defer_conversion(
+                connection, conversion_id, delay=delay, error=error
+            ),
+            one_statement=True,
         )
 
     async def pending_conversions(self) -> int:
