@@ -176,7 +176,8 @@ async def test_kills_pauses_and_a_database_restart_lose_nothing_and_repeat_only_
     print(  # noqa: T201 (what the run cost is its report, shown with -s)
         f"\n{len(kills)} kills, {PAUSES} pauses, 1 database restart; "
         f"{len(expected - delivered)} replies lost in flight; {len(segments)} sender changes at "
-        f"the webhook, {replays} replayed batches, {copies - len(delivered)} repeated records"
+        f"the webhook, {replays} replayed batches, {copies - len(delivered)} repeated records; "
+        f"refused for the limits: {refused}; overlapping polls: {overlaps}"
     )
 
 
