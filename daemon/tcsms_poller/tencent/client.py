@@ -312,11 +312,14 @@ class TencentClient:
 
         async def trace(event: str, info: Mapping[str, Any]) -> None:
             # httpcore writes the headers, then the body, each right after its ``.started``
-            # event with no await in between: the slot is checked (and counts from) the last
-            # moment before any byte leaves, and again before the body (the loop may have run
-            # other tasks once the headers were written). Raising here closes the connection.
+            # event with no await in between: the slot is checked the last moment before any
+            # byte leaves, and again before the body (the loop may have run other tasks once
+            # the headers were written). Raising here closes the connection. The request counts
+            # from no earlier than when the body was seen written.
             if event.endswith(("send_request_headers.started", "send_request_body.started")):
                 slot.leave()
+            elif event.endswith("send_request_body.complete"):
+                slot.sent()
 
         try:
             response = await self._http.post(

@@ -17,8 +17,9 @@ layers:
    a window apart. So the client calls ``Slot.leave`` right before it writes the request (with
    no await in between): the slot is checked again there, at the last moment (the share still
    holds, the action is not paused, fewer than N other requests left in the last window, the
-   gate is open), and the request counts from then. A slot that no longer allows the request
-   raises ``SlotLapsedError`` (nothing was written: the caller takes a fresh slot) or
+   gate is open), and the request counts from then, and from when its write was seen complete
+   (``Slot.sent``) once it was. A slot that no longer allows the request raises
+   ``SlotLapsedError`` (nothing was written: the caller takes a fresh slot) or
    ``LeaseLostError``. The margin absorbs what remains, the varying delay between leaving and
    arriving.
 
@@ -86,6 +87,11 @@ class Slot:
         write): it counts from now, if the slot still allows it; otherwise ``SlotLapsedError``
         or ``LeaseLostError``, and the slot is given back."""
         self.limiter.leave(self)
+
+    def sent(self) -> None:
+        """The request has been written: it counts from now (the write completed at the latest
+        now; counting later than it left only holds the next requests back)."""
+        self.at = max(self.at, anyio.current_time())
 
 
 class ActionLimiter:
