@@ -5,7 +5,8 @@ followed by ``SIGCONT``, and a restart of the PostgreSQL server.
 At the end, against the emulator's truth: every delivery status at the webhook; no reply lost but
 those handed out just before a kill (they died with the process, and are counted); every record
 the webhook got twice is the replay of the last batch some instance sent before another took the
-sink over (sent, not acknowledged); and the emulator refused no request for its limits.
+sink over (sent, not acknowledged); no number was polled by two instances at once; and the
+emulator refused at most ``JITTER_REFUSALS`` requests for its limits.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ IN_FLIGHT = 0.25  # a reply handed out this shortly before a kill may have died 
 # 1 s, 2 s, 4 s...): a kill before that commit succeeds takes the page with it too.
 COMMIT_RETRY = 8.0
 TTL = 3.0
+JITTER_REFUSALS = 2  # see the assertion
 
 
 def plan(rng: random.Random) -> list[str]:
@@ -177,12 +179,15 @@ async def test_kills_pauses_and_a_database_restart_lose_nothing_and_repeat_only_
     segments = [list(group) for _, group in groupby(requests, key=sender)]
     replays, problems = replayed_batches(segments)
     assert not problems, problems
-    # The one structural cause: a request granted by its limiter (with a share and a claim) right
-    # before SIGSTOP leaves after SIGCONT, when its share and its number may have passed to
-    # another instance. Nothing can fence a request at Tencent; the instance checks its share
-    # and claim once the slot is granted, so at most the request in hand leaves late.
-    assert sum(refused.values()) <= PAUSES, f"requests refused for the limits: {refused}"
-    assert len(overlaps) <= PAUSES, f"numbers polled by two instances at once: {overlaps[:5]}"
+    # A request a SIGSTOP caught between its grant and its write is checked again right before
+    # it is written, after SIGCONT: its share ran out and its number's claim passed on, so it is
+    # not sent. Only a pause in the microseconds between that check and the write system call
+    # lets one leave late (docs/cluster.md, "Measured": 1 in 60 pauses at 100 requests/s).
+    assert overlaps == [], f"numbers polled by two instances at once: {overlaps[:5]}"
+    # Beside busy processes the emulator, starved in this process, stamps some arrivals tens of
+    # milliseconds late (up to 120 ms measured), past the limiter's margin: at the full limit that
+    # was refused now and then (0 to 3 in a run with two busy processes, none on a quiet machine).
+    assert sum(refused.values()) <= JITTER_REFUSALS, f"requests refused for the limits: {refused}"
     copies = sum(len(batch_ids(request)) for request in requests)
     print(  # noqa: T201 (what the run cost is its report, shown with -s)
         f"\n{len(kills)} kills, {PAUSES} pauses, 1 database restart; "
