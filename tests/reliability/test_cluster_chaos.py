@@ -184,9 +184,10 @@ async def test_kills_pauses_and_a_database_restart_lose_nothing_and_repeat_only_
     # not sent. Only a pause in the microseconds between that check and the write system call
     # lets one leave late (docs/cluster.md, "Measured": 1 in 60 pauses at 100 requests/s).
     assert overlaps == [], f"numbers polled by two instances at once: {overlaps[:5]}"
-    # Beside busy processes the emulator, starved in this process, stamps some arrivals tens of
-    # milliseconds late (up to 120 ms measured), past the limiter's margin: at the full limit that
-    # was refused now and then (0 to 3 in a run with two busy processes, none on a quiet machine).
+    # On a loaded machine the emulator, starved in this process, stamps some arrivals tens of
+    # milliseconds late (up to 240 ms measured), past the limiter's 20 ms margin: at the full
+    # limit that was refused now and then, never just after a pause (0 to 3 in a run beside two
+    # busy processes, 0 or 1 on a shared machine; docs/cluster.md, "Measured").
     assert sum(refused.values()) <= JITTER_REFUSALS, f"requests refused for the limits: {refused}"
     copies = sum(len(batch_ids(request)) for request in requests)
     print(  # noqa: T201 (what the run cost is its report, shown with -s)
