@@ -155,3 +155,22 @@ async def test_a_client_too_fast_over_http_is_caught(api: Api) -> None:
     assert "RequestLimitExceeded" in codes
     stats = (await api.control("GET", "stats"))["actions"]["PullSmsReplyStatus"]
     assert stats["limit_hits"] == codes.count("RequestLimitExceeded")
+
+
+@pytest.mark.anyio
+async def test_a_request_cut_off_before_its_body_is_no_request(
+    api: Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client that wrote its headers and closed the connection before its body (it found its
+    slot lapsed) made no request: not counted, not limited, no error; the next one is answered."""
+    stream = await anyio.connect_tcp(api.emulator.host, api.emulator.port)
+    async with stream:
+        await stream.send(
+            b"POST / HTTP/1.1\r\nHost: emulator\r\nContent-Type: application/json\r\n"
+            b"X-TC-Action: PullSmsReplyStatus\r\nContent-Length: 40\r\n\r\n"
+        )
+    with anyio.fail_after(10):
+        assert await _code(api) == "ok"
+    stats = (await api.control("GET", "stats"))["actions"]["PullSmsReplyStatus"]
+    assert stats["requests"] == 1
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == []

@@ -5,7 +5,8 @@ followed by ``SIGCONT``, and a restart of the PostgreSQL server.
 At the end, against the emulator's truth: every delivery status at the webhook; no reply lost but
 those handed out just before a kill (they died with the process, and are counted); every record
 the webhook got twice is the replay of the last batch some instance sent before another took the
-sink over (sent, not acknowledged); and the emulator refused no request for its limits.
+sink over (sent, not acknowledged); no number was polled by two instances at once; and the
+emulator refused at most ``JITTER_REFUSALS`` requests for its limits.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from tests.e2e.test_cluster import (
     overlapping_polls,
 )
 from tests.support.daemon_process import DaemonProcess, running_daemon
-from tests.support.emulator import expected_ids, truth, truth_reply_id
+from tests.support.emulator import control, expected_ids, truth, truth_reply_id
 from tests.support.http_receiver import http_receiver
 from tests.support.postgres import running_server
 from tests.support.reliability import CHAOS_NUMBERS as NUMBERS
@@ -52,6 +53,7 @@ IN_FLIGHT = 0.25  # a reply handed out this shortly before a kill may have died 
 # 1 s, 2 s, 4 s...): a kill before that commit succeeds takes the page with it too.
 COMMIT_RETRY = 8.0
 TTL = 3.0
+JITTER_REFUSALS = 2  # see the assertion
 
 
 def plan(rng: random.Random) -> list[str]:
@@ -61,20 +63,24 @@ def plan(rng: random.Random) -> list[str]:
     return strikes
 
 
-def in_flight(at: float, kills: list[float], outage: tuple[float, float] | None) -> bool:
+Kill = tuple[float, float]  # when the kill was sent; when the emulator had read what it left
+
+
+def in_flight(at: float, kills: list[Kill], outage: tuple[float, float] | None) -> bool:
     """Whether a reply handed out at ``at`` may have died with a kill: within ``IN_FLIGHT``
-    before it, or during the database's outage and before its commit could succeed."""
-    if any(kill - IN_FLIGHT <= at <= kill for kill in kills):
+    before it (or after it, to a request the victim wrote before it died and the emulator read
+    later), or during the database's outage and before its commit could succeed."""
+    if any(kill - IN_FLIGHT <= at <= read for kill, read in kills):
         return True
     if outage is None or not outage[0] - IN_FLIGHT <= at <= outage[1]:
         return False
-    return any(at <= kill <= outage[1] + COMMIT_RETRY for kill in kills)
+    return any(at <= kill <= outage[1] + COMMIT_RETRY for kill, _ in kills)
 
 
 def lost_replies(
     snapshot: dict[str, Any],
     delivered: set[str],
-    kills: list[float],
+    kills: list[Kill],
     outage: tuple[float, float] | None,
 ) -> list[str]:
     """Replies not delivered that no kill explains (``in_flight``)."""
@@ -94,7 +100,7 @@ async def test_kills_pauses_and_a_database_restart_lose_nothing_and_repeat_only_
     tmp_path: Path,
 ) -> None:
     rng = random.Random(SEED)
-    kills: list[float] = []
+    kills: list[Kill] = []
     outage: tuple[float, float] | None = None
     generation = dict.fromkeys(INSTANCES, 0)
     running: dict[str, DaemonProcess] = {}
@@ -126,8 +132,12 @@ async def test_kills_pauses_and_a_database_restart_lose_nothing_and_repeat_only_
                 await anyio.sleep(rng.uniform(*GAP))
                 victim = await pick(rng, url)
                 if strike == "kill":
-                    kills.append(time.time())
+                    killed = time.time()
                     await running[victim].kill()
+                    # The emulator shares this event loop: a request the victim wrote just
+                    # before it died may be read only now. A round trip lets it catch up.
+                    await control(emulator, "stats")
+                    kills.append((killed, time.time()))
                     await start(victim)
                 elif strike == "pause":
                     running[victim].signal(signal.SIGSTOP)
@@ -156,6 +166,9 @@ async def test_kills_pauses_and_a_database_restart_lose_nothing_and_repeat_only_
         refused = limit_hits(emulator)
         overlaps = overlapping_polls(emulator.state.number_log)
 
+    print(  # noqa: T201 (shown with -s, whatever the assertions below say)
+        f"\nrefused for the limits: {refused}; numbers polled by two at once: {overlaps}"
+    )
     delivered = {record_id for request in requests for record_id in batch_ids(request)}
     expected = expected_ids(final)
     assert delivered <= expected, f"records no one sent: {sorted(delivered - expected)[:5]}"
@@ -166,12 +179,16 @@ async def test_kills_pauses_and_a_database_restart_lose_nothing_and_repeat_only_
     segments = [list(group) for _, group in groupby(requests, key=sender)]
     replays, problems = replayed_batches(segments)
     assert not problems, problems
-    # The one structural cause: a request granted by its limiter (with a share and a claim) right
-    # before SIGSTOP leaves after SIGCONT, when its share and its number may have passed to
-    # another instance. Nothing can fence a request at Tencent; the instance checks its share
-    # and claim once the slot is granted, so at most the request in hand leaves late.
-    assert sum(refused.values()) <= PAUSES, f"requests refused for the limits: {refused}"
-    assert len(overlaps) <= PAUSES, f"numbers polled by two instances at once: {overlaps[:5]}"
+    # A request a SIGSTOP caught between its grant and its write is checked again right before
+    # it is written, after SIGCONT: its share ran out and its number's claim passed on, so it is
+    # not sent. Only a pause in the microseconds between that check and the write system call
+    # lets one leave late (docs/cluster.md, "Measured": 1 in 60 pauses at 100 requests/s).
+    assert overlaps == [], f"numbers polled by two instances at once: {overlaps[:5]}"
+    # On a loaded machine the emulator, starved in this process, stamps some arrivals tens of
+    # milliseconds late (up to 240 ms measured), past the limiter's 20 ms margin: at the full
+    # limit that was refused now and then, never just after a pause (0 to 3 in a run beside two
+    # busy processes, 0 or 1 on a shared machine; docs/cluster.md, "Measured").
+    assert sum(refused.values()) <= JITTER_REFUSALS, f"requests refused for the limits: {refused}"
     copies = sum(len(batch_ids(request)) for request in requests)
     print(  # noqa: T201 (what the run cost is its report, shown with -s)
         f"\n{len(kills)} kills, {PAUSES} pauses, 1 database restart; "

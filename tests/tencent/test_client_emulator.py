@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
 
 import anyio
+import httpx
 import pytest
 
 from tcsms_poller.backoff import Backoff
@@ -20,13 +22,19 @@ from tcsms_poller.emulator import (
     run_emulator,
 )
 from tcsms_poller.metrics import Metrics
+from tcsms_poller.state.roles import LeaseLostError
 from tcsms_poller.tencent.api import Action
 from tcsms_poller.tencent.client import Credentials, RetryPolicy, TencentClient
 from tcsms_poller.tencent.errors import AuthError, RequestError, ServerError
-from tcsms_poller.tencent.ratelimit import RateLimiters
+from tcsms_poller.tencent.models import Page, SendStatus
+from tcsms_poller.tencent.ratelimit import REQUEST_GATE, ActionLimiter, RateLimiters
+from tests.support.emulator import inject, receipts, request_counts
 from tests.support.emulator_api import APP, NUMBER, Api
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.anyio
+
+T = TypeVar("T")
 
 FAST_RETRY = RetryPolicy(max_attempts=2, backoff=Backoff(initial=0.01, maximum=0.02))
 
@@ -81,15 +89,121 @@ async def test_every_action_works_with_our_client(client: TencentClient, api: Ap
     assert conversion.is_ok
 
 
-async def test_a_request_counts_against_the_limit_from_when_its_body_was_written(
+async def test_a_request_counts_against_the_limit_from_when_it_was_written(
     client: TencentClient,
 ) -> None:
-    """The client marks each slot when its request has been written (the limiter's window runs
-    from then), not when the slot was granted."""
+    """The client marks each slot as its request is written (the limiter's window runs from
+    then), not when the slot was granted."""
     limiter = client.limiters.for_action(Action.PULL_SMS_SEND_STATUS_BY_PHONE_NUMBER)
     await client.pull_sms_send_status_by_phone_number(APP, NUMBER, begin=int(time.time()) - 60)
     [slot] = limiter.recent()
+    assert slot.left
     assert slot.at > slot.granted
+
+
+def expire_before_sending(expire: Callable[[], None]) -> httpx.AsyncClient:
+    """An HTTP client that calls ``expire`` once, after the first request's slot was granted
+    and the request signed, before any byte of it is written (where a pause would strike)."""
+    calls: list[httpx.Request] = []
+
+    async def hook(request: httpx.Request) -> None:
+        if not calls:
+            expire()
+        calls.append(request)
+
+    return httpx.AsyncClient(event_hooks={"request": [hook]})
+
+
+def shared_client(
+    emulator: RunningEmulator, http: httpx.AsyncClient, metrics: Metrics
+) -> TencentClient:
+    """Our client in cluster mode (every action waits for its share) over ``http``."""
+    return TencentClient(
+        endpoint=emulator.url,
+        region="ap-guangzhou",
+        credentials=Credentials(DEFAULT_SECRET_ID, DEFAULT_SECRET_KEY),
+        limiters=RateLimiters(DEFAULT_RATE_LIMITS, shared=True),
+        metrics=metrics,
+        retry=FAST_RETRY,
+        http=http,
+    )
+
+
+def counted(metrics: Metrics, name: str, **labels: str) -> float:
+    return metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+async def test_a_request_whose_share_ran_out_before_it_left_waits_for_the_next_share(
+    emulator: RunningEmulator,
+) -> None:
+    """Cluster mode: the share's deadline passes between the slot's grant and the write (a
+    pause would do that): nothing is sent, and the request leaves under the next share, once,
+    with its records; not an error, not a retry, no answer lost."""
+    action = Action.PULL_SMS_SEND_STATUS
+    metrics = Metrics()
+    await inject(emulator, send_statuses=receipts(3))
+    limiter: ActionLimiter | None = None
+
+    def expire() -> None:
+        assert limiter is not None
+        limiter.share(limiter.limit, anyio.current_time())  # the deadline is now
+
+    async with expire_before_sending(expire) as http:
+        client = shared_client(emulator, http, metrics)
+        limiter = client.limiters.for_action(action)
+        limiter.share(limiter.limit, anyio.current_time() + 60)
+        pages: list[Page[SendStatus]] = []
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: collect(pages, client.pull_sms_send_status(APP)))
+            await wait_until(
+                lambda: bool(pages) or (limiter.waiting and limiter.rate == 0),
+                what="the answer or a wait for a share",
+                timeout=10,
+            )
+            assert request_counts(emulator, action) == (0, 0)  # nothing left without a share
+            assert pages == []
+            limiter.share(limiter.limit, anyio.current_time() + 60)
+    [page] = pages
+    assert len(page.items) == 3
+    assert request_counts(emulator, action) == (1, 1)
+    assert counted(metrics, "tcsms_poller_tencent_requests_total", action=action, code="ok") == 1
+    assert counted(metrics, "tcsms_poller_tencent_retries_total", action=action) == 0
+    lost = counted(metrics, "tcsms_poller_queue_answers_lost_total", action=action, app_id=APP)
+    assert lost == 0
+    assert [slot.left for slot in limiter.recent()] == [True]
+
+
+async def test_a_request_whose_claim_passed_on_before_it_left_is_not_sent(
+    emulator: RunningEmulator,
+) -> None:
+    """The request's gate closes between the slot's grant and the write (its number's claim
+    passed to another instance): ``LeaseLostError``, and nothing reaches Tencent."""
+    action = Action.PULL_SMS_SEND_STATUS_BY_PHONE_NUMBER
+    metrics = Metrics()
+    held = [True]
+
+    def expire() -> None:
+        held[0] = False
+
+    async with expire_before_sending(expire) as http:
+        client = shared_client(emulator, http, metrics)
+        limiter = client.limiters.for_action(action)
+        limiter.share(limiter.limit, anyio.current_time() + 60)
+        token = REQUEST_GATE.set(lambda: held[0])
+        try:
+            with pytest.raises(LeaseLostError):
+                await client.pull_sms_send_status_by_phone_number(
+                    APP, NUMBER, begin=int(time.time()) - 60
+                )
+        finally:
+            REQUEST_GATE.reset(token)
+    assert request_counts(emulator, action) == (0, 0)
+    assert limiter.recent() == ()
+    assert counted(metrics, "tcsms_poller_tencent_requests_total", action=action, code="ok") == 0
+
+
+async def collect(into: list[T], call: Awaitable[T]) -> None:
+    into.append(await call)
 
 
 async def test_errors_are_classified(emulator: RunningEmulator, client: TencentClient) -> None:

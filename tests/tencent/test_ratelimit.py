@@ -7,7 +7,13 @@ from bisect import bisect_left
 import anyio
 import pytest
 
-from tcsms_poller.tencent.ratelimit import ActionLimiter, RateLimiters
+from tcsms_poller.state.roles import LeaseLostError
+from tcsms_poller.tencent.ratelimit import (
+    REQUEST_GATE,
+    ActionLimiter,
+    RateLimiters,
+    SlotLapsedError,
+)
 
 
 def max_in_any_window(times: list[float], window: float = 1.0) -> int:
@@ -91,10 +97,63 @@ async def test_a_request_that_left_late_counts_from_when_it_left() -> None:
     limiter = ActionLimiter(1)
     first = await limiter.slot()
     await anyio.sleep(0.3)
-    first.sent()
+    first.leave()
     second = await limiter.slot()
     assert first.at >= first.granted + 0.3
     assert second.granted - first.at >= 1.0
+
+
+@pytest.mark.anyio
+async def test_a_slot_is_refused_at_the_last_moment_once_the_window_filled_since_granted() -> None:
+    """A request held past a window after its grant (a paused process) may not leave once
+    another left meanwhile: two in one window. Nothing was sent, so it does not count, and a
+    fresh slot waits a window from the one that left."""
+    limiter = ActionLimiter(1, window=0.2, margin=0.0)
+    late = await limiter.slot()
+    await anyio.sleep(0.25)  # the grant leaves the window; the request has not left yet
+    prompt = await limiter.slot()
+    prompt.leave()
+    with pytest.raises(SlotLapsedError, match="window filled"):
+        late.leave()
+    assert late.refused
+    assert not late.left
+    assert late not in limiter.recent()
+    fresh = await limiter.slot()
+    fresh.leave()
+    assert fresh.at - prompt.at >= 0.2
+
+
+@pytest.mark.anyio
+async def test_a_slot_is_refused_at_the_last_moment_once_its_share_ran_out() -> None:
+    """Cluster mode: a slot granted under a share whose deadline passed before the request
+    left, or while the action got paused, lets nothing leave; a gate closed meanwhile refuses
+    it with ``LeaseLostError``."""
+    limiter = ActionLimiter(10, shared=True)
+    limiter.share(10, anyio.current_time() + 60)
+    ran_out = await limiter.slot()
+    limiter.share(10, anyio.current_time())  # the deadline is now: the share ran out
+    with pytest.raises(SlotLapsedError, match="share ran out"):
+        ran_out.leave()
+    limiter.share(10, anyio.current_time() + 60)
+    paused = await limiter.slot()
+    limiter.pause(5.0, announce=False)
+    with pytest.raises(SlotLapsedError, match="paused"):
+        paused.leave()
+    limiter = ActionLimiter(10)
+    held = [True]
+    token = REQUEST_GATE.set(lambda: held[0])
+    try:
+        gated = await limiter.slot()
+    finally:
+        REQUEST_GATE.reset(token)
+    held[0] = False  # the lease or claim passed on after the grant
+    with pytest.raises(LeaseLostError):
+        gated.leave()
+    assert limiter.recent() == ()
+    allowed = await limiter.slot()
+    allowed.leave()  # a slot without a gate leaves
+    assert allowed.left
+    assert limiter.recent() == (allowed,)
 
 
 def test_zero_rate_is_rejected() -> None:

@@ -10,7 +10,9 @@
    body's parameters and the action itself (``actions.py``);
 6. the ``lost_*`` faults, which break the answer of an action that ran.
 
-Every request is counted in the stats; every answer carries a fresh ``RequestId``.
+Every request is counted in the stats; every answer carries a fresh ``RequestId``. A client that
+disconnects before its body arrived made no request (nothing can be signed or run): it is not
+counted and gets no answer.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 import anyio
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from tcsms_poller.emulator.actions import ACTION_HANDLERS, run_action
@@ -59,8 +61,7 @@ def _check_common_headers(headers: dict[str, str], regions: tuple[str, ...]) -> 
     return action
 
 
-async def _answer(request: Request, state: EmulatorState, request_id: str) -> Response:
-    body = await request.body()
+async def _answer(request: Request, body: bytes, state: EmulatorState, request_id: str) -> Response:
     # No await from here to the limiter: arrivals reach it in the order they are timed.
     arrival = state.monotonic()
     headers = dict(request.headers)
@@ -130,12 +131,16 @@ def _items_in(payload: dict[str, Any]) -> int:
 async def handle_api(request: Request) -> Response:
     """Answer one API request as Tencent would."""
     state: EmulatorState = request.app.state.emulator
+    try:
+        body = await request.body()
+    except ClientDisconnect:  # gone before its body: no request, and no one to answer
+        return Response(status_code=400)
     action = request.headers.get("x-tc-action")
     stats: ActionStats = state.stats.of(action if action in ACTION_HANDLERS else None)
     stats.requests += 1
     request_id = new_request_id()
     try:
-        return await _answer(request, state, request_id)
+        return await _answer(request, body, state, request_id)
     except ApiError as error:
         stats.errors[error.code] += 1
         return json_answer(error_body(error, request_id))

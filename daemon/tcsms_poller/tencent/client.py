@@ -46,7 +46,7 @@ from tcsms_poller.tencent.models import (
     parse_send_statuses,
     parse_statistics,
 )
-from tcsms_poller.tencent.ratelimit import RateLimiters, Slot
+from tcsms_poller.tencent.ratelimit import RateLimiters, Slot, SlotLapsedError
 from tcsms_poller.tencent.signing import TC3Auth
 
 __all__ = ["Credentials", "RetryPolicy", "TencentClient"]
@@ -232,6 +232,8 @@ class TencentClient:
         while True:
             try:
                 return await self._attempt(action, params, parse)
+            except SlotLapsedError as lapse:  # nothing was written: not an attempt, no backoff
+                log.info("tencent.request_held", action=action, reason=str(lapse))
             except TransientError as error:
                 attempt += 1
                 if attempt >= self._retry.max_attempts:
@@ -271,7 +273,8 @@ class TencentClient:
                 self._count_lost_answer(action, str(params.get("SmsSdkAppId", "")), error)
             raise
         finally:
-            self._metrics.request_seconds.labels(action).observe(anyio.current_time() - started)
+            if not slot.refused:  # held back at the last moment: not a request
+                self._metrics.request_seconds.labels(action).observe(anyio.current_time() - started)
         self._metrics.requests.labels(action, "ok").inc()
         if isinstance(result, Page) and result.pending:  # not receipts yet: see models.py
             self._metrics.receipts_pending.labels(action).inc(result.pending)
@@ -308,8 +311,14 @@ class TencentClient:
         timeout = self._queue_timeout if action in QUEUE_ACTIONS else httpx.USE_CLIENT_DEFAULT
 
         async def trace(event: str, info: Mapping[str, Any]) -> None:
-            # The request counts against the limit from the moment its body is written.
-            if event.endswith("send_request_body.complete"):
+            # httpcore writes the headers, then the body, each right after its ``.started``
+            # event with no await in between: the slot is checked the last moment before any
+            # byte leaves, and again before the body (the loop may have run other tasks once
+            # the headers were written). Raising here closes the connection. The request counts
+            # from no earlier than when the body was seen written.
+            if event.endswith(("send_request_headers.started", "send_request_body.started")):
+                slot.leave()
+            elif event.endswith("send_request_body.complete"):
                 slot.sent()
 
         try:

@@ -11,10 +11,17 @@ layers:
    sees a smooth stream instead of bursts whose arrival jitter could bunch them up; and
 2. a hard sliding-window log of the last N start times: request k+N may start only once request k
    is at least ``window + margin`` old. This is what guarantees the promise. A request's start
-   is when its bytes were written (the client calls ``Slot.sent``), not when its slot was granted:
-   on a loaded machine a request can leave tens of milliseconds after its grant, and a late
-   request k followed by a prompt request k+N would otherwise reach the server closer than a
-   window apart. The margin absorbs what remains, the varying delay between leaving and arriving.
+   is when its bytes are written, not when its slot was granted: on a loaded machine a request
+   can leave tens of milliseconds after its grant (or seconds, if the process was paused), and a
+   late request k followed by a prompt request k+N would otherwise reach the server closer than
+   a window apart. So the client calls ``Slot.leave`` right before it writes the request (with
+   no await in between): the slot is checked again there, at the last moment (the share still
+   holds, the action is not paused, fewer than N other requests left in the last window, the
+   gate is open), and the request counts from then, and from when its write was seen complete
+   (``Slot.sent``) once it was. A slot that no longer allows the request raises
+   ``SlotLapsedError`` (nothing was written: the caller takes a fresh slot) or
+   ``LeaseLostError``. The margin absorbs what remains, the varying delay between leaving and
+   arriving.
 
 Requests are granted in FIFO order (one ``anyio.Lock``), so no caller starves. A server-side
 ``RequestLimitExceeded`` (other clients share the account) pauses the whole action via ``pause``.
@@ -24,8 +31,8 @@ limit, until a local deadline: ``ActionLimiter.share`` sets it, and the limiter 
 share (none once the deadline passed: requests wait for the next grant). The shares in force never
 add up to more than the limit, so the account's promise holds for the cluster. A request made on
 behalf of a lease or a claim is refused with ``LeaseLostError`` (nothing sent) when its gate
-(``REQUEST_GATE``, set by the worker for its task) says the lease or claim is no longer held once
-the slot is granted.
+(``REQUEST_GATE``, set by the worker for its task) says the lease or claim is no longer held, when
+the slot is granted and again as the request leaves.
 """
 
 from __future__ import annotations
@@ -41,11 +48,17 @@ from aiolimiter import AsyncLimiter
 
 from tcsms_poller.state.roles import LeaseLostError
 
-__all__ = ["MARGIN", "REQUEST_GATE", "ActionLimiter", "RateLimiters", "Slot"]
+__all__ = ["MARGIN", "REQUEST_GATE", "ActionLimiter", "RateLimiters", "Slot", "SlotLapsedError"]
 
 # Whether the requests of the current task may still be sent (the lease or claim they depend on
-# is held): checked once the limiter granted a slot, right before the request leaves.
+# is held): checked once the limiter granted a slot, and again as the request leaves.
 REQUEST_GATE: ContextVar[Callable[[], bool] | None] = ContextVar("request_gate", default=None)
+
+
+class SlotLapsedError(Exception):
+    """The slot no longer allows its request (the share ran out, the action was paused or the
+    window filled since it was granted): nothing was written; take a fresh slot."""
+
 
 # How much longer than the server's window our window is. A request leaves some time after its
 # slot (the event loop may be busy parsing a page or committing), and that delay varies on a
@@ -53,19 +66,31 @@ REQUEST_GATE: ContextVar[Callable[[], bool] | None] = ContextVar("request_gate",
 MARGIN = 0.020
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class Slot:
     """One granted request start: when it counts from, and how long its caller waited for it."""
 
     granted: float
     waited: float
+    limiter: ActionLimiter
+    gate: Callable[[], bool] | None = None
     at: float = 0.0
+    left: bool = False  # ``leave`` let the request go (it counts from ``at``)
+    counted: bool = False  # among the requests that left in the last window
+    refused: bool = False  # ``leave`` refused the request
 
     def __post_init__(self) -> None:
         self.at = self.granted
 
+    def leave(self) -> None:
+        """The request is about to be written (no await may come between this call and the
+        write): it counts from now, if the slot still allows it; otherwise ``SlotLapsedError``
+        or ``LeaseLostError``, and the slot is given back."""
+        self.limiter.leave(self)
+
     def sent(self) -> None:
-        """The request has left: it counts from now (never earlier than its grant)."""
+        """The request has been written: it counts from now (the write completed at the latest
+        now; counting later than it left only holds the next requests back)."""
         self.at = max(self.at, anyio.current_time())
 
 
@@ -94,7 +119,8 @@ class ActionLimiter:
         self._unit = window
         self._rate = 0 if shared else rate
         self._until = -math.inf if shared else math.inf
-        self._starts: deque[Slot] = deque()
+        self._starts: deque[Slot] = deque()  # granted, in the order of their grants
+        self._sent: deque[Slot] = deque()  # left in the last window, in the order they left
         self._lock = anyio.Lock()
         self._bucket = self._pacer(self._rate)
         self._paused_until = 0.0
@@ -152,20 +178,44 @@ class ActionLimiter:
         return (await self.slot()).waited
 
     async def slot(self) -> Slot:
-        """Wait for a slot; call its ``sent`` once the request has been written."""
+        """Wait for a slot; call its ``leave`` right before the request is written."""
         started = self.wanted_at = anyio.current_time()
         self._waiting += 1
         try:
             async with self._lock:
                 now = await self._slot()
                 gate = REQUEST_GATE.get()
-                if gate is not None and not gate():
-                    raise LeaseLostError("the lease or claim passed to another instance: not sent")
-                slot = Slot(granted=now, waited=now - started)
+                _check_gate(gate)
+                slot = Slot(granted=now, waited=now - started, limiter=self, gate=gate)
                 self._starts.append(slot)
         finally:
             self._waiting -= 1
         return slot
+
+    def leave(self, slot: Slot) -> None:
+        """``Slot.leave``: the last check before the request is written (synchronous, so that
+        nothing runs between it and the write)."""
+        now = anyio.current_time()
+        sent = self._sent
+        try:
+            _check_gate(slot.gate)
+            if self.rate == 0:
+                raise SlotLapsedError("the share ran out before the request left")
+            if self._paused_until > now:
+                raise SlotLapsedError("the action was paused before the request left")
+            while sent and sent[0].at <= now - self.window:
+                sent.popleft().counted = False
+            if len(sent) - slot.counted >= self.rate:
+                raise SlotLapsedError("the window filled before the request left")
+        except (SlotLapsedError, LeaseLostError):
+            slot.refused = True
+            if not slot.left and slot in self._starts:  # nothing written: it does not count
+                self._starts.remove(slot)
+            raise
+        slot.at, slot.left = max(slot.at, now), True
+        if not slot.counted:
+            slot.counted = True
+            sent.append(slot)
 
     async def _slot(self) -> float:
         """Wait until a start is allowed; the time it is."""
@@ -190,6 +240,11 @@ class ActionLimiter:
                 return now
             with anyio.move_on_after(earliest - now):  # a new share is looked at again
                 await self._changed.wait()
+
+
+def _check_gate(gate: Callable[[], bool] | None) -> None:
+    if gate is not None and not gate():
+        raise LeaseLostError("the lease or claim passed to another instance: not sent")
 
 
 class RateLimiters:
