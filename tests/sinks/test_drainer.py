@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 import anyio
@@ -20,6 +21,7 @@ from tcsms_poller.sinks.base import (
 )
 from tcsms_poller.sinks.deadletter import DeadLetterFile, ReplayQueue, read_dead_letters
 from tcsms_poller.sinks.drainer import Drainer
+from tcsms_poller.state.roles import DeadLetter
 from tcsms_poller.state.store import SqliteStore
 from tests.support.records import FakeClock, record
 
@@ -324,3 +326,30 @@ async def test_stop_abandons_the_wait_before_a_retry(tmp_path: Path) -> None:
     assert rig.sink.received == []
     assert (await rig.store.sink_cursor("scripted")).acked_seq == 0
     assert rig.sink.closed
+
+
+@pytest.mark.anyio
+async def test_stop_during_a_replay_leaves_the_rest_of_the_queue(tmp_path: Path) -> None:
+    """A stop while a replayed batch is sent ends the replay after it: the rest stays queued."""
+    rig = await make_rig(tmp_path, HeldSink())
+    assert isinstance(rig.sink, HeldSink)
+    letters = [
+        DeadLetter(datetime(2026, 1, 1, tzinfo=UTC), "rejected", i, record(i).to_json())
+        for i in ("a", "b", "c")
+    ]
+    assert ReplayQueue(rig.dead).enqueue(letters) == (3, 0)
+    stopped: list[bool] = []
+
+    async def stop() -> None:
+        stopped.append(await rig.drainer.stop(30))
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(rig.drainer.run)
+            await rig.sink.entered.wait()
+            tg.start_soon(stop)
+            await anyio.wait_all_tasks_blocked()
+            rig.sink.release.set()
+    assert stopped == [True]
+    assert rig.sink.received == [["a", "b"]]  # not the next replayed batch
+    assert [r.as_dict()["id"] for r in ReplayQueue(rig.dead).queued()] == ["c"]

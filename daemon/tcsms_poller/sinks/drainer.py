@@ -220,10 +220,13 @@ class Drainer:
             raise LeaseLostError(f"the lease of sink {self.name} expired here: not sending")
 
     async def _deliver_replays(self) -> None:
-        """Deliver what ``dead-letter replay`` queued, batch by batch, before the outbox."""
+        """Deliver what ``dead-letter replay`` queued, batch by batch, before the outbox; a
+        stop() ends it between two batches, as it does the outbox."""
         limit = self._settings.batch_size
         try:
-            while batch := await self._dead_letters.queued(limit=limit):
+            while not self._stopping.is_set() and (
+                batch := await self._dead_letters.queued(limit=limit)
+            ):
                 self._check_lease()
                 ack = await self._deliver(batch)
                 acknowledged = ack is not DEAD_LETTERED
