@@ -9,13 +9,16 @@ from pathlib import Path
 import anyio
 import pytest
 
+from tcsms_poller.cluster.leases import Membership
 from tcsms_poller.health import HealthBoard
 from tcsms_poller.metrics import Metrics
 from tcsms_poller.sinks.base import SinkSettings
 from tcsms_poller.sinks.file import FileSettings
 from tcsms_poller.sinks.fleet import SinkFleet, SinkReloadError
 from tcsms_poller.sinks.registry import load_sink_type
+from tcsms_poller.state.postgres import PostgresStore
 from tcsms_poller.state.store import SqliteStore
+from tests.state.test_postgres import opened
 from tests.support.jsonl import ids_in
 from tests.support.log_capture import captured_logs, json_lines
 from tests.support.records import records
@@ -183,3 +186,41 @@ async def test_a_changed_sink_that_cannot_be_built_fails_the_reload_before_any_s
         await store.commit(records("r1"))
         await delivered(old, ["r1"], "r1 in the old file")
         assert not new.exists()
+
+
+@asynccontextmanager
+async def clustered_fleet(
+    postgres_url: str, tmp_path: Path, sinks: Sequence[SinkSettings]
+) -> AsyncIterator[tuple[SinkFleet, PostgresStore]]:
+    """A fleet of the one instance of a cluster on a real PostgreSQL, holding every lease."""
+    async with opened(postgres_url) as store:
+        membership = Membership(store, "a", ttl=30.0)
+        fleet = SinkFleet(
+            store=store,
+            metrics=Metrics(),
+            board=HealthBoard(),
+            state_dir=tmp_path,
+            membership=membership,
+        )
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+                await tg.start(membership.run)
+                await tg.start(fleet.run, sinks)
+                yield fleet, store
+                assert await fleet.drain(30)
+                tg.cancel_scope.cancel()
+
+
+async def test_in_a_cluster_an_added_sink_that_cannot_be_built_fails_the_reload(
+    postgres_url: str, tmp_path: Path, probe_sink: type[SinkSettings]
+) -> None:
+    """An added sink opens only with its lease, but is built at the reload: its error fails it."""
+    path = tmp_path / "a.jsonl"
+    async with clustered_fleet(postgres_url, tmp_path, [file_sink("a", path)]) as (fleet, store):
+        refusing = probe_sink.model_validate({"type": "probe", "name": "p", "refuse": True})
+        with pytest.raises(SinkReloadError) as failed:
+            await fleet.reload([file_sink("a", path), refusing])
+        assert str(failed.value) == "RuntimeError: probe refused to be built"
+        assert fleet.names == ["a"]
+        await store.commit(records("r1"))
+        await delivered(path, ["r1"], "r1 in the running sink's file")

@@ -266,15 +266,17 @@ class SinkFleet:
         opened: list[_Running] = []
         created: list[str] = []  # cursors of sinks new to the state: gone again on failure
         # 1. Import and build every new or changed sink, open the added ones: nothing stops.
+        #    (Built here once, then dropped: built again from the cursor when it starts. In
+        #    cluster mode a sink opens only with its lease, so a build is all that is tried.)
         try:
             loaded = {one.sink_name: load_sink_type(one.type) for one in (*added, *changed)}
-            for one in changed:  # built again from the cursor once the old one stopped
+            for one in (*added, *changed):
                 cursor = await self._store.sink_cursor(one.sink_name)
-                self._build(one, loaded[one.sink_name], cursor)
-            for one in added:
-                if (await self._store.sink_cursor(one.sink_name)).created:
+                if cursor.created:
                     created.append(one.sink_name)
-                opened.append(await self._start(one, loaded[one.sink_name], begin))
+                self._build(one, loaded[one.sink_name], cursor)
+            for one in added:  # each kept as it opens: a later failure closes it
+                opened.append(await self._start(one, loaded[one.sink_name], begin))  # noqa: PERF401
         except Exception as error:
             await self._close_unused(opened, created)
             raise SinkReloadError(_describe(error)) from error
