@@ -224,3 +224,16 @@ async def test_in_a_cluster_an_added_sink_that_cannot_be_built_fails_the_reload(
         assert fleet.names == ["a"]
         await store.commit(records("r1"))
         await delivered(path, ["r1"], "r1 in the running sink's file")
+
+
+async def test_in_a_cluster_a_failed_reload_keeps_the_cursors_it_created(
+    postgres_url: str, tmp_path: Path, probe_sink: type[SinkSettings]
+) -> None:
+    """Another instance reloaded with the same sink may drain from its new cursor already: a
+    failed reload here leaves it (and the acks it holds) in place."""
+    path = tmp_path / "a.jsonl"
+    async with clustered_fleet(postgres_url, tmp_path, [file_sink("a", path)]) as (fleet, store):
+        refusing = probe_sink.model_validate({"type": "probe", "name": "p", "refuse": True})
+        with pytest.raises(SinkReloadError):
+            await fleet.reload([file_sink("a", path), file_sink("x", tmp_path / "x"), refusing])
+        assert not (await store.sink_cursor("x")).created

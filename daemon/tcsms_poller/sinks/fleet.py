@@ -305,11 +305,16 @@ class SinkFleet:
 
     async def _close_unused(self, opened: Sequence[_Running], created: Sequence[str]) -> None:
         """Close the sinks a failed reload opened (they sent nothing) and forget the cursors
-        it created, which would otherwise keep the outbox from being purged."""
+        it created, which would otherwise keep the outbox from being purged.
+
+        In cluster mode the cursors stay: another instance, reloaded with the same sink, may
+        drain from one already, and would lose its acks (and the outbox rows they hold) with
+        it. One that no instance configures is dropped by the purge after ``dedupe_ttl``."""
         for running in reversed(opened):
             await self._stop(running)
-        for name in created:
-            await self._store.forget_sink(name)
+        if self._membership is None:
+            for name in created:
+                await self._store.forget_sink(name)
 
     async def _restore(self, replaced: Sequence[_Running]) -> tuple[list[str], list[str]]:
         """Start the stopped sinks again as they were; the names restored and not restored."""
