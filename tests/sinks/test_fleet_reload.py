@@ -237,3 +237,25 @@ async def test_in_a_cluster_a_failed_reload_keeps_the_cursors_it_created(
         with pytest.raises(SinkReloadError):
             await fleet.reload([file_sink("a", path), file_sink("x", tmp_path / "x"), refusing])
         assert not (await store.sink_cursor("x")).created
+
+
+async def test_an_unchanged_sink_that_cannot_reopen_fails_nothing_once_switched(
+    tmp_path: Path,
+) -> None:
+    """The switch is done when unchanged sinks reopen: one that cannot is logged, the reload
+    stands, and the sink opens its file again before its next write."""
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    async with running_fleet(tmp_path, [file_sink("a", a)]) as (fleet, store):
+        await store.commit(records("r1"))
+        await delivered(a, ["r1"], "r1 in a's file")
+        a.rename(tmp_path / "a.rotated")
+        a.mkdir()  # not a regular file: the reopen fails
+        with captured_logs() as out:
+            await fleet.reload([file_sink("a", a), file_sink("b", b)])
+        assert fleet.names == ["a", "b"]
+        [failed] = [e for e in json_lines(out) if e["event"] == "sink.reopen_failed"]
+        assert failed["sink"] == "a"
+        a.rmdir()
+        await store.commit(records("r2"))
+        await delivered(b, ["r2"], "r2 in the added sink")
+        await delivered(a, ["r2"], "r2 in a's file, opened again")

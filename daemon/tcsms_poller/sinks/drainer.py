@@ -128,10 +128,11 @@ class Drainer:
 
     async def reopen(self) -> None:
         """Reopen the sink's files or connections between two sends (SIGHUP)."""
-        async with self._lock:
-            await self._sink.reopen()
-        # ``dead-letter replay`` tells a running daemon about its queue this way (SIGHUP).
-        self._request_replays()
+        try:
+            async with self._lock:
+                await self._sink.reopen()
+        finally:  # ``dead-letter replay`` tells a running daemon about its queue (SIGHUP)
+            self._request_replays()
 
     def _request_replays(self) -> anyio.Event:
         """Look at the replay queue before the next batch; the event is set once that is over."""

@@ -301,7 +301,11 @@ class SinkFleet:
             await self._stop(self._running.pop(name))
         for running in unchanged:
             if running.drainer is not None:
-                await running.drainer.reopen()
+                try:
+                    await running.drainer.reopen()
+                except Exception as error:  # noqa: BLE001 - switched: the sink reopens to write
+                    name = running.settings.sink_name
+                    log.error("sink.reopen_failed", sink=name, error=_describe(error))
 
     async def _close_unused(self, opened: Sequence[_Running], created: Sequence[str]) -> None:
         """Close the sinks a failed reload opened (they sent nothing) and forget the cursors
