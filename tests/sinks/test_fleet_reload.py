@@ -16,6 +16,7 @@ from tcsms_poller.sinks.base import SinkSettings
 from tcsms_poller.sinks.file import FileSettings
 from tcsms_poller.sinks.fleet import SinkFleet, SinkReloadError
 from tcsms_poller.sinks.registry import load_sink_type
+from tcsms_poller.state import StateError
 from tcsms_poller.state.postgres import PostgresStore
 from tcsms_poller.state.store import SqliteStore
 from tests.state.test_postgres import opened
@@ -259,3 +260,27 @@ async def test_an_unchanged_sink_that_cannot_reopen_fails_nothing_once_switched(
         await store.commit(records("r2"))
         await delivered(b, ["r2"], "r2 in the added sink")
         await delivered(a, ["r2"], "r2 in a's file, opened again")
+
+
+async def test_a_cursor_that_cannot_be_forgotten_does_not_keep_the_stopped_sinks_down(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A state that fails as a failed reload forgets its new cursors (the failure that may
+    have failed the reload) is logged: the stopped sinks still start again."""
+    a = tmp_path / "a.jsonl"
+    async with running_fleet(tmp_path, [file_sink("a", a)]) as (fleet, store):
+
+        async def failing_forget(name: str) -> None:
+            raise StateError("disk I/O error")
+
+        monkeypatch.setattr(store, "forget_sink", failing_forget)
+        with captured_logs() as out, pytest.raises(SinkReloadError) as failed:
+            await fleet.reload(
+                [file_sink("a", unopenable(tmp_path)), file_sink("b", tmp_path / "b.jsonl")]
+            )
+        assert failed.value.restored == ["a"]
+        [kept] = [e for e in json_lines(out) if e["event"] == "sink.forget_failed"]
+        assert (kept["sink"], kept["error"]) == ("b", "disk I/O error")
+        assert fleet.names == ["a"]
+        await store.commit(records("r1"))
+        await delivered(a, ["r1"], "r1 in a's file")

@@ -31,7 +31,7 @@ from tcsms_poller.metrics import Metrics
 from tcsms_poller.sinks.base import Sink, SinkContext, SinkSettings
 from tcsms_poller.sinks.drainer import Drainer
 from tcsms_poller.sinks.registry import LoadedSinkType, load_sink_type
-from tcsms_poller.state import StateStore
+from tcsms_poller.state import StateError, StateStore
 from tcsms_poller.state.roles import LeaseLostError, SinkCursor
 
 __all__ = ["SinkFleet", "SinkReloadError"]
@@ -313,12 +313,16 @@ class SinkFleet:
 
         In cluster mode the cursors stay: another instance, reloaded with the same sink, may
         drain from one already, and would lose its acks (and the outbox rows they hold) with
-        it. One that no instance configures is dropped by the purge after ``dedupe_ttl``."""
+        it. One that no instance configures is dropped by the purge after ``dedupe_ttl``, as is
+        one the state failed to forget: that failure must not keep the stopped sinks down."""
         for running in reversed(opened):
             await self._stop(running)
         if self._membership is None:
             for name in created:
-                await self._store.forget_sink(name)
+                try:
+                    await self._store.forget_sink(name)
+                except StateError as error:  # the purge drops it after dedupe_ttl
+                    log.warning("sink.forget_failed", sink=name, error=str(error))
 
     async def _restore(self, replaced: Sequence[_Running]) -> tuple[list[str], list[str]]:
         """Start the stopped sinks again as they were; the names restored and not restored."""
