@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 import anyio
@@ -20,6 +21,7 @@ from tcsms_poller.sinks.base import (
 )
 from tcsms_poller.sinks.deadletter import DeadLetterFile, ReplayQueue, read_dead_letters
 from tcsms_poller.sinks.drainer import Drainer
+from tcsms_poller.state.roles import DeadLetter
 from tcsms_poller.state.store import SqliteStore
 from tests.support.records import FakeClock, record
 
@@ -284,12 +286,9 @@ class HeldSink(ScriptedSink):
         return await super().send(batch)
 
 
-@pytest.mark.anyio
-async def test_stop_lets_the_batch_in_hand_be_acknowledged_first(tmp_path: Path) -> None:
-    """A stop during a send waits for its ack to be committed: restarted, nothing comes twice."""
-    rig = await make_rig(tmp_path, HeldSink())
-    assert isinstance(rig.sink, HeldSink)
-    await rig.store.commit([record("a"), record("b"), record("c")])
+async def stop_during_a_send(rig: Rig, sink: HeldSink) -> bool:
+    """Run the drainer, stop it while ``sink`` holds its first send, then let the send end;
+    what stop() returned (it must not have returned before the send ended)."""
     stopped: list[bool] = []
 
     async def stop() -> None:
@@ -298,12 +297,22 @@ async def test_stop_lets_the_batch_in_hand_be_acknowledged_first(tmp_path: Path)
     with anyio.fail_after(10):
         async with anyio.create_task_group() as tg:
             tg.start_soon(rig.drainer.run)
-            await rig.sink.entered.wait()
+            await sink.entered.wait()
             tg.start_soon(stop)
             await anyio.wait_all_tasks_blocked()
             assert stopped == []  # the send is in hand
-            rig.sink.release.set()
-    assert stopped == [True]
+            sink.release.set()
+    [result] = stopped
+    return result
+
+
+@pytest.mark.anyio
+async def test_stop_lets_the_batch_in_hand_be_acknowledged_first(tmp_path: Path) -> None:
+    """A stop during a send waits for its ack to be committed: restarted, nothing comes twice."""
+    sink = HeldSink()
+    rig = await make_rig(tmp_path, sink)
+    await rig.store.commit([record("a"), record("b"), record("c")])
+    assert await stop_during_a_send(rig, sink)
     assert rig.sink.received == [["a", "b"]]  # not the next batch
     assert (await rig.store.sink_cursor("scripted")).acked_seq == 2
     assert rig.sink.closed
@@ -324,3 +333,18 @@ async def test_stop_abandons_the_wait_before_a_retry(tmp_path: Path) -> None:
     assert rig.sink.received == []
     assert (await rig.store.sink_cursor("scripted")).acked_seq == 0
     assert rig.sink.closed
+
+
+@pytest.mark.anyio
+async def test_stop_during_a_replay_leaves_the_rest_of_the_queue(tmp_path: Path) -> None:
+    """A stop while a replayed batch is sent ends the replay after it: the rest stays queued."""
+    sink = HeldSink()
+    rig = await make_rig(tmp_path, sink)
+    letters = [
+        DeadLetter(datetime(2026, 1, 1, tzinfo=UTC), "rejected", i, record(i).to_json())
+        for i in ("a", "b", "c")
+    ]
+    assert ReplayQueue(rig.dead).enqueue(letters) == (3, 0)
+    assert await stop_during_a_send(rig, sink)
+    assert rig.sink.received == [["a", "b"]]  # not the next replayed batch
+    assert [r.as_dict()["id"] for r in ReplayQueue(rig.dead).queued()] == ["c"]

@@ -44,10 +44,10 @@ async def test_an_existing_sink_file_loses_permissions_beyond_0640(
 
 async def test_dead_letters_are_not_world_readable(tmp_path: Path, no_umask: None) -> None:
     path = tmp_path / "dead" / "file.deadletter.jsonl"
-    await DeadLetterFile(path).write(outbox_records("a"), sink="file", reason="refused", now=0.0)
+    await DeadLetterFile(path).write(outbox_records("a"), reason="refused", now=0.0)
     assert mode(path) == 0o640
     assert mode(path.parent) == 0o750
     path.chmod(0o644)
-    await DeadLetterFile(path).write(outbox_records("b"), sink="file", reason="refused", now=0.0)
+    await DeadLetterFile(path).write(outbox_records("b"), reason="refused", now=0.0)
     assert mode(path) == 0o640
     assert len(path.read_bytes().splitlines()) == 2

@@ -9,13 +9,17 @@ from pathlib import Path
 import anyio
 import pytest
 
+from tcsms_poller.cluster.leases import Membership
 from tcsms_poller.health import HealthBoard
 from tcsms_poller.metrics import Metrics
 from tcsms_poller.sinks.base import SinkSettings
 from tcsms_poller.sinks.file import FileSettings
 from tcsms_poller.sinks.fleet import SinkFleet, SinkReloadError
 from tcsms_poller.sinks.registry import load_sink_type
+from tcsms_poller.state import StateError
+from tcsms_poller.state.postgres import PostgresStore
 from tcsms_poller.state.store import SqliteStore
+from tests.state.test_postgres import opened
 from tests.support.jsonl import ids_in
 from tests.support.log_capture import captured_logs, json_lines
 from tests.support.records import records
@@ -183,3 +187,100 @@ async def test_a_changed_sink_that_cannot_be_built_fails_the_reload_before_any_s
         await store.commit(records("r1"))
         await delivered(old, ["r1"], "r1 in the old file")
         assert not new.exists()
+
+
+@asynccontextmanager
+async def clustered_fleet(
+    postgres_url: str, tmp_path: Path, sinks: Sequence[SinkSettings]
+) -> AsyncIterator[tuple[SinkFleet, PostgresStore]]:
+    """A fleet of the one instance of a cluster on a real PostgreSQL, holding every lease."""
+    async with opened(postgres_url) as store:
+        membership = Membership(store, "a", ttl=30.0)
+        fleet = SinkFleet(
+            store=store,
+            metrics=Metrics(),
+            board=HealthBoard(),
+            state_dir=tmp_path,
+            membership=membership,
+        )
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+                await tg.start(membership.run)
+                await tg.start(fleet.run, sinks)
+                yield fleet, store
+                assert await fleet.drain(30)
+                tg.cancel_scope.cancel()
+
+
+async def test_in_a_cluster_an_added_sink_that_cannot_be_built_fails_the_reload(
+    postgres_url: str, tmp_path: Path, probe_sink: type[SinkSettings]
+) -> None:
+    """An added sink opens only with its lease, but is built at the reload: its error fails it."""
+    path = tmp_path / "a.jsonl"
+    async with clustered_fleet(postgres_url, tmp_path, [file_sink("a", path)]) as (fleet, store):
+        refusing = probe_sink.model_validate({"type": "probe", "name": "p", "refuse": True})
+        with pytest.raises(SinkReloadError) as failed:
+            await fleet.reload([file_sink("a", path), refusing])
+        assert str(failed.value) == "RuntimeError: probe refused to be built"
+        assert fleet.names == ["a"]
+        await store.commit(records("r1"))
+        await delivered(path, ["r1"], "r1 in the running sink's file")
+
+
+async def test_in_a_cluster_a_failed_reload_keeps_the_cursors_it_created(
+    postgres_url: str, tmp_path: Path, probe_sink: type[SinkSettings]
+) -> None:
+    """Another instance reloaded with the same sink may drain from its new cursor already: a
+    failed reload here leaves it (and the acks it holds) in place."""
+    path = tmp_path / "a.jsonl"
+    async with clustered_fleet(postgres_url, tmp_path, [file_sink("a", path)]) as (fleet, store):
+        refusing = probe_sink.model_validate({"type": "probe", "name": "p", "refuse": True})
+        with pytest.raises(SinkReloadError):
+            await fleet.reload([file_sink("a", path), file_sink("x", tmp_path / "x"), refusing])
+        assert not (await store.sink_cursor("x")).created
+
+
+async def test_an_unchanged_sink_that_cannot_reopen_fails_nothing_once_switched(
+    tmp_path: Path,
+) -> None:
+    """The switch is done when unchanged sinks reopen: one that cannot is logged, the reload
+    stands, and the sink opens its file again before its next write."""
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    async with running_fleet(tmp_path, [file_sink("a", a)]) as (fleet, store):
+        await store.commit(records("r1"))
+        await delivered(a, ["r1"], "r1 in a's file")
+        a.rename(tmp_path / "a.rotated")
+        a.mkdir()  # not a regular file: the reopen fails
+        with captured_logs() as out:
+            await fleet.reload([file_sink("a", a), file_sink("b", b)])
+        assert fleet.names == ["a", "b"]
+        [failed] = [e for e in json_lines(out) if e["event"] == "sink.reopen_failed"]
+        assert failed["sink"] == "a"
+        a.rmdir()
+        await store.commit(records("r2"))
+        await delivered(b, ["r2"], "r2 in the added sink")
+        await delivered(a, ["r2"], "r2 in a's file, opened again")
+
+
+async def test_a_cursor_that_cannot_be_forgotten_does_not_keep_the_stopped_sinks_down(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A state that fails as a failed reload forgets its new cursors (the failure that may
+    have failed the reload) is logged: the stopped sinks still start again."""
+    a = tmp_path / "a.jsonl"
+    async with running_fleet(tmp_path, [file_sink("a", a)]) as (fleet, store):
+
+        async def failing_forget(name: str) -> None:
+            raise StateError("disk I/O error")
+
+        monkeypatch.setattr(store, "forget_sink", failing_forget)
+        with captured_logs() as out, pytest.raises(SinkReloadError) as failed:
+            await fleet.reload(
+                [file_sink("a", unopenable(tmp_path)), file_sink("b", tmp_path / "b.jsonl")]
+            )
+        assert failed.value.restored == ["a"]
+        [kept] = [e for e in json_lines(out) if e["event"] == "sink.forget_failed"]
+        assert (kept["sink"], kept["error"]) == ("b", "disk I/O error")
+        assert fleet.names == ["a"]
+        await store.commit(records("r1"))
+        await delivered(a, ["r1"], "r1 in a's file")

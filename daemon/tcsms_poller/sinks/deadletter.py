@@ -97,16 +97,13 @@ class DeadLetterFile:
         reason: str,
         now: float,
         fence: Fence | None = None,  # one daemon per SQLite state: nothing to fence
-        sink: str | None = None,
     ) -> None:
-        """Append every record of ``batch`` with the reason, durably (``sink`` names another
-        sink than the file's)."""
-        sink = sink if sink is not None else self.sink
+        """Append every record of ``batch`` with the reason, durably."""
         prefix = (
             '{"dead_lettered_at":'
             + json.dumps(format_received_at(now))
             + ',"sink":'
-            + json.dumps(sink)
+            + json.dumps(self.sink)
             + ',"reason":'
             + json.dumps(reason, ensure_ascii=False)
             + ',"record":'

@@ -14,9 +14,8 @@ PostgreSQL state, which any instance of a cluster replays into).
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
-from typing import Any
 
 import anyio
 import structlog
@@ -48,30 +47,21 @@ class _StopRequestedError(Exception):
 
 
 async def _first_of(*waits: Callable[[], Awaitable[None]]) -> None:
-    """Return as soon as any of ``waits`` returns."""
+    """Return as soon as any of ``waits`` returns or fails, cancelling the others; the first
+    failure comes out as it is, not in an exception group (``SinkFleet`` catches
+    ``LeaseLostError``, ``run`` the stop)."""
+    failure: list[Exception] = []
     async with anyio.create_task_group() as tg:
 
         async def wait(one: Callable[[], Awaitable[None]]) -> None:
-            await one()
+            try:
+                await one()
+            except Exception as error:  # noqa: BLE001 (raised again below, unwrapped)
+                failure.append(error)
             tg.cancel_scope.cancel()
 
         for one in waits:
             tg.start_soon(wait, one)
-
-
-async def _beside(
-    main: Callable[[], Awaitable[None]], helper: Callable[[], Coroutine[Any, Any, None]]
-) -> None:
-    """Run ``main`` with ``helper`` in the background until ``main`` ends; ``main``'s exception
-    comes out as it is, not in an exception group (``SinkFleet`` catches ``LeaseLostError``)."""
-    failure: list[Exception] = []
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(helper)
-        try:
-            await main()
-        except Exception as error:  # noqa: BLE001 (raised again below, unwrapped)
-            failure.append(error)
-        tg.cancel_scope.cancel()
     if failure:
         raise failure[0]
 
@@ -138,10 +128,11 @@ class Drainer:
 
     async def reopen(self) -> None:
         """Reopen the sink's files or connections between two sends (SIGHUP)."""
-        async with self._lock:
-            await self._sink.reopen()
-        # ``dead-letter replay`` tells a running daemon about its queue this way (SIGHUP).
-        self._request_replays()
+        try:
+            async with self._lock:
+                await self._sink.reopen()
+        finally:  # ``dead-letter replay`` tells a running daemon about its queue (SIGHUP)
+            self._request_replays()
 
     def _request_replays(self) -> anyio.Event:
         """Look at the replay queue before the next batch; the event is set once that is over."""
@@ -171,7 +162,7 @@ class Drainer:
             try:
                 if begin is not None:
                     await _first_of(begin.wait, self._stopping.wait)
-                await _beside(self._deliver_forever, self._watch_replays)
+                await _first_of(self._deliver_forever, self._watch_replays)  # the watch never ends
             except _StopRequestedError:
                 pass
             finally:
@@ -220,10 +211,13 @@ class Drainer:
             raise LeaseLostError(f"the lease of sink {self.name} expired here: not sending")
 
     async def _deliver_replays(self) -> None:
-        """Deliver what ``dead-letter replay`` queued, batch by batch, before the outbox."""
+        """Deliver what ``dead-letter replay`` queued, batch by batch, before the outbox; a
+        stop() ends it between two batches, as it does the outbox."""
         limit = self._settings.batch_size
         try:
-            while batch := await self._dead_letters.queued(limit=limit):
+            while not self._stopping.is_set() and (
+                batch := await self._dead_letters.queued(limit=limit)
+            ):
                 self._check_lease()
                 ack = await self._deliver(batch)
                 acknowledged = ack is not DEAD_LETTERED

@@ -31,7 +31,7 @@ from tcsms_poller.metrics import Metrics
 from tcsms_poller.sinks.base import Sink, SinkContext, SinkSettings
 from tcsms_poller.sinks.drainer import Drainer
 from tcsms_poller.sinks.registry import LoadedSinkType, load_sink_type
-from tcsms_poller.state import StateStore
+from tcsms_poller.state import StateError, StateStore
 from tcsms_poller.state.roles import LeaseLostError, SinkCursor
 
 __all__ = ["SinkFleet", "SinkReloadError"]
@@ -266,15 +266,17 @@ class SinkFleet:
         opened: list[_Running] = []
         created: list[str] = []  # cursors of sinks new to the state: gone again on failure
         # 1. Import and build every new or changed sink, open the added ones: nothing stops.
+        #    (Built here once, then dropped: built again from the cursor when it starts. In
+        #    cluster mode a sink opens only with its lease, so a build is all that is tried.)
         try:
             loaded = {one.sink_name: load_sink_type(one.type) for one in (*added, *changed)}
-            for one in changed:  # built again from the cursor once the old one stopped
+            for one in (*added, *changed):
                 cursor = await self._store.sink_cursor(one.sink_name)
-                self._build(one, loaded[one.sink_name], cursor)
-            for one in added:
-                if (await self._store.sink_cursor(one.sink_name)).created:
+                if cursor.created:
                     created.append(one.sink_name)
-                opened.append(await self._start(one, loaded[one.sink_name], begin))
+                self._build(one, loaded[one.sink_name], cursor)
+            for one in added:  # each kept as it opens: a later failure closes it
+                opened.append(await self._start(one, loaded[one.sink_name], begin))  # noqa: PERF401
         except Exception as error:
             await self._close_unused(opened, created)
             raise SinkReloadError(_describe(error)) from error
@@ -299,15 +301,28 @@ class SinkFleet:
             await self._stop(self._running.pop(name))
         for running in unchanged:
             if running.drainer is not None:
-                await running.drainer.reopen()
+                try:
+                    await running.drainer.reopen()
+                except Exception as error:  # noqa: BLE001 - switched: the sink reopens to write
+                    name = running.settings.sink_name
+                    log.error("sink.reopen_failed", sink=name, error=_describe(error))
 
     async def _close_unused(self, opened: Sequence[_Running], created: Sequence[str]) -> None:
         """Close the sinks a failed reload opened (they sent nothing) and forget the cursors
-        it created, which would otherwise keep the outbox from being purged."""
+        it created, which would otherwise keep the outbox from being purged.
+
+        In cluster mode the cursors stay: another instance, reloaded with the same sink, may
+        drain from one already, and would lose its acks (and the outbox rows they hold) with
+        it. One that no instance configures is dropped by the purge after ``dedupe_ttl``, as is
+        one the state failed to forget: that failure must not keep the stopped sinks down."""
         for running in reversed(opened):
             await self._stop(running)
-        for name in created:
-            await self._store.forget_sink(name)
+        if self._membership is None:
+            for name in created:
+                try:
+                    await self._store.forget_sink(name)
+                except StateError as error:  # the purge drops it after dedupe_ttl
+                    log.warning("sink.forget_failed", sink=name, error=str(error))
 
     async def _restore(self, replaced: Sequence[_Running]) -> tuple[list[str], list[str]]:
         """Start the stopped sinks again as they were; the names restored and not restored."""
