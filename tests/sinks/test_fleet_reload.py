@@ -36,6 +36,7 @@ from tcsms_poller.sinks.base import Ack, SinkSettings
 class ProbeSettings(SinkSettings):
     type: str = "probe"
     refuse: bool = False
+    refuse_open: bool = False
 
 
 class ProbeSink:
@@ -44,9 +45,11 @@ class ProbeSink:
     def __init__(self, config, context):
         if config.refuse:
             raise RuntimeError("probe refused to be built")
+        self._refuse_open = config.refuse_open
 
     async def open(self):
-        pass
+        if self._refuse_open:
+            raise RuntimeError("probe refused to open")
 
     async def send(self, batch):
         return Ack()
@@ -61,7 +64,8 @@ class ProbeSink:
 
 @pytest.fixture
 def probe_sink(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> type[SinkSettings]:
-    """A plugin sink type ``probe`` whose construction fails with ``refuse: true``."""
+    """A plugin sink type ``probe`` whose construction fails with ``refuse: true``, its
+    ``open`` with ``refuse_open: true``."""
     site = tmp_path / "site"
     (site / "tcsms_reload_probe-1.0.dist-info").mkdir(parents=True)
     (site / "tcsms_reload_probe.py").write_text(PROBE)

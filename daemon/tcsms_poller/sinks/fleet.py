@@ -142,8 +142,10 @@ class SinkFleet:
                         await running.drainer.run(begin=begin, task_status=task_status)
                     else:
                         # The cursor exists before any worker commits (a new sink starts at
-                        # the head), whichever instance drains it later.
-                        await self._store.sink_cursor(name)
+                        # the head), whichever instance drains it later. The sink is built and
+                        # opened once, unused, so that one that cannot be fails here (the start,
+                        # a reload) rather than whenever this instance gets its lease.
+                        await self._try_open(settings, loaded)
                         task_status.started()
                         if begin is not None:
                             await begin.wait()
@@ -159,6 +161,14 @@ class SinkFleet:
             self._board.unregister(f"sink:{name}")  # it never ran
             raise
         return running
+
+    async def _try_open(self, settings: SinkSettings, loaded: LoadedSinkType) -> None:
+        """Cluster mode: build the sink from its cursor and open it, then close it unused
+        (its holder builds it again from the cursor as it is then)."""
+        sink = self._build(settings, loaded, await self._store.sink_cursor(settings.sink_name))
+        await sink.open()
+        with anyio.move_on_after(5, shield=True):
+            await sink.aclose()
 
     def _build(self, settings: SinkSettings, loaded: LoadedSinkType, cursor: SinkCursor) -> Sink:
         """The sink, built from its cursor as committed now; not open yet."""
@@ -223,8 +233,12 @@ class SinkFleet:
             finally:
                 running.drainer = None
 
-    async def _stop(self, running: _Running) -> None:
-        """Stop one sink; its cursor stays, so it resumes from there if started again."""
+    async def _stop(self, running: _Running, *, release: bool = True) -> None:
+        """Stop one sink; its cursor stays, so it resumes from there if started again.
+
+        In cluster mode its lease is given up, unless ``release`` is False: a sink replaced
+        by a reload keeps it for its new self (or its old self again, if the reload fails), so
+        another instance cannot take the sink over between the two."""
         name = running.settings.sink_name
         running.stopping = True
         if running.drainer is not None and not await running.drainer.stop(STOP_GRACE):
@@ -232,7 +246,7 @@ class SinkFleet:
         running.scope.cancel()
         await running.done.wait()
         self._board.unregister(f"sink:{name}")
-        if self._membership is not None:
+        if self._membership is not None and release:
             await self._membership.give_up(sink_lease(name))
         log.info("sink.stopped", sink=name)
 
@@ -284,10 +298,10 @@ class SinkFleet:
             for one in changed:
                 old = self._running[one.sink_name]
                 replaced.append(old)
-                await self._stop(old)
+                await self._stop(old, release=False)
                 opened.append(await self._start(one, loaded[one.sink_name], begin))
         except Exception as error:
-            await self._close_unused(opened, created)
+            await self._close_unused(opened, created, kept=[one.sink_name for one in changed])
             restored, unrestored = await self._restore(replaced)
             raise SinkReloadError(
                 _describe(error), restored=restored, unrestored=unrestored
@@ -301,11 +315,14 @@ class SinkFleet:
             if running.drainer is not None:
                 await running.drainer.reopen()
 
-    async def _close_unused(self, opened: Sequence[_Running], created: Sequence[str]) -> None:
+    async def _close_unused(
+        self, opened: Sequence[_Running], created: Sequence[str], kept: Sequence[str] = ()
+    ) -> None:
         """Close the sinks a failed reload opened (they sent nothing) and forget the cursors
-        it created, which would otherwise keep the outbox from being purged."""
+        it created, which would otherwise keep the outbox from being purged. The leases of
+        the ``kept`` sinks (changed ones, whose old selves start again) stay wanted."""
         for running in reversed(opened):
-            await self._stop(running)
+            await self._stop(running, release=running.settings.sink_name not in kept)
         for name in created:
             await self._store.forget_sink(name)
 
@@ -321,6 +338,8 @@ class SinkFleet:
                 log.error("sink.restore_failed", sink=name, error=_describe(error))
                 self._running.pop(name, None)
                 unrestored.append(name)
+                if self._membership is not None:  # not drained here: another instance may
+                    await self._membership.give_up(sink_lease(name))
             else:
                 restored.append(name)
         return restored, unrestored
