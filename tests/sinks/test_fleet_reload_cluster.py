@@ -53,6 +53,7 @@ class Instance:
     store: PostgresStore
     membership: Membership
     fleet: SinkFleet
+    board: HealthBoard
 
 
 @asynccontextmanager
@@ -63,10 +64,11 @@ async def instance(
     left (its leases handed over) and closed."""
     store = await PostgresStore.open(url, dedupe_ttl=8 * DAY)
     membership = Membership(store, name, ttl=TTL)
+    board = HealthBoard()
     fleet = SinkFleet(
         store=store,
         metrics=Metrics(),
-        board=HealthBoard(),
+        board=board,
         state_dir=tmp_path,
         membership=membership,
     )
@@ -74,7 +76,7 @@ async def instance(
         async with anyio.create_task_group() as tg:
             await tg.start(membership.run)
             await tg.start(fleet.run, sinks)
-            yield Instance(store, membership, fleet)
+            yield Instance(store, membership, fleet, board)
             await fleet.drain(10)
             await membership.leave()
             tg.cancel_scope.cancel()
@@ -206,3 +208,41 @@ async def test_an_added_sink_is_drained_by_one_instance(tmp_path: Path, postgres
                 ]
                 assert len(holders) == 1
                 assert (await leases(a.store))["sink:new"][0] == holders[0]
+
+
+async def test_a_sink_that_cannot_open_when_its_lease_comes_is_tried_again(
+    tmp_path: Path, postgres_url: str, probe_sink: type[SinkSettings]
+) -> None:
+    """Instance a's plugin sink opened when a reloaded to it, but not when a gets its lease
+    (b, its holder, stopped; the sink's downstream went down meanwhile): a reports the sink
+    unhealthy, keeps the lease and opens it again with backoff, then delivers from the cursor.
+    Nothing else in a's fleet stops."""
+    down = tmp_path / "down"
+    probe = probe_sink.model_validate(
+        {"type": "probe", "name": "p", "refuse_open_while": str(down)}
+    )
+    with anyio.fail_after(90), captured_logs() as out:
+        async with instance(postgres_url, "a", [], tmp_path / "a") as a:
+            async with instance(postgres_url, "b", [probe], tmp_path / "b") as b:
+                await holds(b, ["sink:p"])
+                await a.fleet.reload([probe])  # opened once, unused: a waits as a standby
+                down.write_text("")
+                await b.store.commit(records("r1", "r2"))
+            await holds(a, ["sink:p"])  # b left: a takes the lease over
+            await wait_until(
+                lambda: any(e["event"] == "sink.failed" for e in json_lines(out)),
+                what="a's failed start of the sink",
+                timeout=10,
+            )
+            assert [part.name for part in a.board.unhealthy()] == ["sink:p"]
+            assert a.fleet.names == ["p"]
+            assert a.membership.held() == ["sink:p"]
+            await a.store.commit(records("r3", "r4"))
+            assert (await a.store.sink_cursor("p")).acked_seq == 2  # b delivered r1 and r2
+            down.unlink()
+            while (await a.store.sink_cursor("p")).acked_seq < 4:  # noqa: ASYNC110
+                await anyio.sleep(0.05)  # a's next try opens the sink and delivers
+            assert a.board.unhealthy() == []
+    [failed, *_] = [e for e in json_lines(out) if e["event"] == "sink.failed"]
+    assert failed["sink"] == "p"
+    assert failed["error"] == "RuntimeError: probe refused to open"

@@ -25,6 +25,7 @@ import anyio
 import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
+from tcsms_poller.backoff import Backoff
 from tcsms_poller.cluster.leases import Lease, Membership, sink_lease
 from tcsms_poller.health import HealthBoard
 from tcsms_poller.metrics import Metrics
@@ -39,6 +40,8 @@ __all__ = ["SinkFleet", "SinkReloadError"]
 log = structlog.get_logger("tcsms_poller.sinks")
 
 STOP_GRACE = 10.0  # seconds a sink stopped by a reload gets to finish the batch in hand
+# Cluster mode: how long a sink that could not be started with its lease waits to try again.
+RESTART_BACKOFF = Backoff(initial=1.0, maximum=60.0)
 
 
 class SinkReloadError(Exception):
@@ -209,8 +212,13 @@ class SinkFleet:
     async def _drain_while_held(
         self, running: _Running, loaded: LoadedSinkType, lease: Lease
     ) -> None:
-        """Cluster mode: drain while this instance holds the sink's lease, wait while not."""
+        """Cluster mode: drain while this instance holds the sink's lease, wait while not.
+
+        A sink that cannot be built or opened when the lease is gained (it could at the start
+        or reload: its downstream is down now, say) is tried again with backoff, the lease
+        kept, as a single daemon retries a send; it never takes the fleet down with it."""
         name = running.settings.sink_name
+        failures = 0
         while not (self._draining.is_set() or running.stopping):
             async with anyio.create_task_group() as waiting:
 
@@ -230,6 +238,15 @@ class SinkFleet:
                 await running.drainer.run()
             except LeaseLostError as error:
                 log.warning("sink.lease_lost", sink=name, error=str(error))
+            except Exception as error:  # noqa: BLE001 - this sink's failure, not the fleet's
+                wait = RESTART_BACKOFF.ceiling(failures)
+                failures += 1
+                self._board.register(f"sink:{name}", "sink").failed(_describe(error))
+                log.error("sink.failed", sink=name, error=_describe(error), retry_in_s=wait)
+                with anyio.move_on_after(wait):
+                    await self._draining.wait()
+            else:
+                failures = 0
             finally:
                 running.drainer = None
 
