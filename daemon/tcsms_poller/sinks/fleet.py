@@ -11,7 +11,9 @@ cursor sends nothing twice.
 In cluster mode (a ``Membership``) each sink drains only while this instance holds its lease:
 the drainer starts from the shared cursor when the lease is gained, sends nothing once the
 lease's local deadline passed, and fences every ack on it (``cluster/leases.py``); a sink here
-waits as a standby meanwhile.
+waits as a standby meanwhile. It is opened once, unused, when it starts here (at the start or a
+reload), so that a sink that cannot open fails those as it does with one daemon; a reload keeps
+the lease of a sink it replaces, and releases that of a sink it removes (docs/cluster.md).
 """
 
 from __future__ import annotations
