@@ -19,7 +19,7 @@ the lease of a sink it replaces, and releases that of a sink it removes (docs/cl
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -297,7 +297,7 @@ class SinkFleet:
         ]
         begin = anyio.Event()  # set once every new sink is open: then they deliver
         opened: list[_Running] = []
-        created: list[str] = []  # cursors of sinks new to the state: gone again on failure
+        created: dict[str, int] = {}  # cursors new to the state (at seq): gone again on failure
         # 1. Import and build every new or changed sink, open the added ones: nothing stops.
         try:
             loaded = {one.sink_name: load_sink_type(one.type) for one in (*added, *changed)}
@@ -305,8 +305,9 @@ class SinkFleet:
                 cursor = await self._store.sink_cursor(one.sink_name)
                 self._build(one, loaded[one.sink_name], cursor)
             for one in added:
-                if (await self._store.sink_cursor(one.sink_name)).created:
-                    created.append(one.sink_name)
+                cursor = await self._store.sink_cursor(one.sink_name)
+                if cursor.created:
+                    created[one.sink_name] = cursor.acked_seq
                 opened.append(await self._start(one, loaded[one.sink_name], begin))
         except Exception as error:
             await self._close_unused(opened, created)
@@ -335,15 +336,15 @@ class SinkFleet:
                 await running.drainer.reopen()
 
     async def _close_unused(
-        self, opened: Sequence[_Running], created: Sequence[str], kept: Sequence[str] = ()
+        self, opened: Sequence[_Running], created: Mapping[str, int], kept: Sequence[str] = ()
     ) -> None:
         """Close the sinks a failed reload opened (they sent nothing) and forget the cursors
         it created, which would otherwise keep the outbox from being purged. The leases of
         the ``kept`` sinks (changed ones, whose old selves start again) stay wanted."""
         for running in reversed(opened):
             await self._stop(running, release=running.settings.sink_name not in kept)
-        for name in created:
-            await self._store.forget_sink(name)
+        for name, acked_seq in created.items():
+            await self._store.forget_sink(name, acked_seq=acked_seq)
 
     async def _restore(self, replaced: Sequence[_Running]) -> tuple[list[str], list[str]]:
         """Start the stopped sinks again as they were; the names restored and not restored."""
