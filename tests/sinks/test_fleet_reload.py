@@ -34,12 +34,16 @@ def file_sink(name: str, path: Path, *, batch_size: int = 500) -> FileSettings:
 
 
 PROBE = """
+import os
+
 from tcsms_poller.sinks.base import Ack, SinkSettings
 
 
 class ProbeSettings(SinkSettings):
     type: str = "probe"
     refuse: bool = False
+    refuse_open: bool = False
+    refuse_open_while: str | None = None  # a path: open fails while it exists
 
 
 class ProbeSink:
@@ -48,9 +52,12 @@ class ProbeSink:
     def __init__(self, config, context):
         if config.refuse:
             raise RuntimeError("probe refused to be built")
+        self._refuse_open = config.refuse_open
+        self._refuse_while = config.refuse_open_while
 
     async def open(self):
-        pass
+        if self._refuse_open or (self._refuse_while and os.path.exists(self._refuse_while)):
+            raise RuntimeError("probe refused to open")
 
     async def send(self, batch):
         return Ack()
@@ -65,7 +72,8 @@ class ProbeSink:
 
 @pytest.fixture
 def probe_sink(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> type[SinkSettings]:
-    """A plugin sink type ``probe`` whose construction fails with ``refuse: true``."""
+    """A plugin sink type ``probe`` whose construction fails with ``refuse: true``, its
+    ``open`` with ``refuse_open: true`` (or while the file ``refuse_open_while`` exists)."""
     site = tmp_path / "site"
     (site / "tcsms_reload_probe-1.0.dist-info").mkdir(parents=True)
     (site / "tcsms_reload_probe.py").write_text(PROBE)

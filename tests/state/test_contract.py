@@ -267,16 +267,22 @@ async def test_a_removed_sink_keeps_its_cursor_for_the_dedupe_window(backend: Ba
 async def test_a_cursor_says_whether_it_was_created_and_can_be_forgotten_at_once(
     backend: Backend,
 ) -> None:
-    """Only the first read creates a cursor; a forgotten one is created anew, at the new head."""
+    """Only the first read creates a cursor; a forgotten one is created anew, at the new head.
+    A cursor acked past where it was created (another instance drains the sink) is kept."""
     async with backend.open(FakeClock()) as store:
         await store.commit([record("a")])
-        assert (await store.sink_cursor("added")).created
+        created = await store.sink_cursor("added")
+        assert created.created
         assert not (await store.sink_cursor("added")).created
         await store.commit([record("b")])
-        await store.forget_sink("added")
+        await store.forget_sink("added", acked_seq=created.acked_seq)
         assert [s["name"] for s in (await store.snapshot())["sinks"]] == []
         again = await store.sink_cursor("added")
         assert (again.created, again.acked_seq) == (True, store.head)
+        await store.commit([record("c")])
+        await store.ack("added", seq=store.head, position=None)
+        await store.forget_sink("added", acked_seq=again.acked_seq)
+        assert (await store.sink_cursor("added")).acked_seq == store.head
 
 
 # -- tracked numbers -----------------------------------------------------------------------------

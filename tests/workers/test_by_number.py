@@ -1,7 +1,8 @@
 """The per-number worker when its pulls fail: when a number is tried again, and what health says.
 
 Real parts: the emulator over loopback (its fault rules fail the pulls), our client, the SQLite
-state in a temp dir. The state's clock is the test's, so "due again" is exact.
+state in a temp dir (PostgreSQL for the cluster's fenced reschedule). The state's clock is the
+test's, so "due again" is exact.
 """
 
 from __future__ import annotations
@@ -10,8 +11,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
+import psycopg
 import pytest
 
+from tcsms_poller.cluster.claims import NumberClaimer
 from tcsms_poller.emulator import (
     DEFAULT_APP_ID,
     DEFAULT_RATE_LIMITS,
@@ -21,10 +24,13 @@ from tcsms_poller.emulator import (
     RunningEmulator,
 )
 from tcsms_poller.state import StateStore
+from tcsms_poller.state.postgres import PostgresStore
 from tcsms_poller.workers import ByNumberWorker, WorkerContext, poll_cycle, run_worker
 from tcsms_poller.workers.by_number import STATUS_ACTION
+from tests.support.backends import Backend
 from tests.support.log_capture import captured_logs, json_lines
-from tests.workers.support import INTERVAL, Clock, by_number_worker, requests_of
+from tests.support.waiting import wait_until
+from tests.workers.support import INTERVAL, Clock, by_number_worker, requests_of, worker_context
 
 pytestmark = pytest.mark.anyio
 
@@ -165,3 +171,65 @@ async def test_a_number_overdue_by_more_than_its_interval_is_reported_as_lag(
     assert lag("tcsms_poller_by_number_lag_seconds", {"app_id": DEFAULT_APP_ID}) == 2 * INTERVAL
     [warning] = [event for event in json_lines(out) if event["event"] == "by_number.lagging"]
     assert (warning["lag_s"], warning["interval_s"]) == (2 * INTERVAL, INTERVAL)
+
+
+# -- cluster mode: the reschedule of a failed number is fenced by its claim ----------------------
+
+HUNG = 3.0  # seconds the failing pull hangs: the claim passes on meanwhile (wide margin)
+
+
+async def test_a_failed_number_whose_claim_passed_on_keeps_the_new_holders_schedule(
+    tmp_path: Path, emulator: RunningEmulator, postgres_url: str
+) -> None:
+    """Instance a's pull of a number hangs and fails (HTTP 503); meanwhile a's claim ran out (a
+    pause) and instance b claimed the number and scheduled it. a's reschedule is refused by the
+    claim's fence: b's due time stands, b's claim stays, a logs the lost claim and polls on."""
+    clock = Clock()
+    backend = Backend("postgresql", postgres_url)
+    async with worker_context(tmp_path, emulator, clock=clock, backend=backend) as ctx:
+        store = ctx.store
+        assert isinstance(store, PostgresStore)
+        ctx.claimer = NumberClaimer(store, "a", ttl=30.0)  # renewed by no one: the test decides
+        await store.sync_numbers(DEFAULT_APP_ID, "config", [NUMBER])
+        by_number = ByNumberWorker(
+            ctx, app_id=DEFAULT_APP_ID, interval=INTERVAL, lookback=3600.0, replies=False
+        )
+        emulator.state.faults.replace(
+            [
+                Fault(action=STATUS_ACTION, kind=FaultKind.LATENCY, seconds=HUNG),
+                Fault(action=STATUS_ACTION, kind=FaultKind.HTTP_ERROR),
+            ]
+        )
+        with captured_logs() as out, anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(poll_cycle, by_number, ctx)
+                await wait_until(lambda: requests_of(emulator) == 1, what="a's pull", timeout=10)
+                # a's claim runs out in the database (a paused past its TTL); b takes over.
+                async with await psycopg.AsyncConnection.connect(postgres_url) as db:
+                    await db.execute(
+                        "UPDATE number_claims SET expires_at = clock_timestamp() WHERE holder = 'a'"
+                    )
+                    await db.commit()
+                (b,) = await store.claim_numbers(DEFAULT_APP_ID, [NUMBER], holder="b", ttl=30.0)
+                await store.reschedule_number(DEFAULT_APP_ID, NUMBER, delay=600.0, claim=b)
+                assert requests_of(emulator) == 1  # a's pull still hangs: its error is to come
+        [number] = await store.list_numbers()
+        assert number.next_due == clock.now + 600.0  # b's schedule, not a's (now + INTERVAL)
+        events = json_lines(out)
+        assert [e["event"] for e in events if e["event"] == "by_number.number_failed"] == [
+            "by_number.number_failed"
+        ]
+        [lost] = [e for e in events if e["event"] == "by_number.claim_lost"]
+        assert "passed to b" in lost["error"]
+        assert await store.claim_numbers(DEFAULT_APP_ID, [NUMBER], holder="c", ttl=30.0) == []
+        assert ctx.claimer.held_count == 0
+
+        # b is done with the number; a polls it again when it is due, and is healthy then.
+        await store.release_numbers([b])
+        emulator.state.faults.replace([])
+        clock.now += 600.0
+        await poll_cycle(by_number, ctx)
+        assert by_number.health.is_healthy
+        assert requests_of(emulator) == 2
+        [number] = await store.list_numbers()
+        assert number.next_due == clock.now + INTERVAL

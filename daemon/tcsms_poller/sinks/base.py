@@ -8,8 +8,9 @@ Guarantees the daemon gives a sink (one drainer task per sink enforces them):
 - ``aclose()`` is awaited once, after the last ``send()`` returned; nothing is called after it.
 - A sink may be built and dropped without ``open()`` (a reload checks a changed sink this way
   before it stops the running one), or opened and closed without a ``send()`` (a reload that
-  failed): the constructor only checks and keeps its settings; files and connections wait for
-  ``open()``.
+  failed; in cluster mode, every sink as it starts on an instance, which builds and opens it
+  again from its cursor when it gets the sink's lease): the constructor only checks and keeps
+  its settings; files and connections wait for ``open()``.
 
 Guarantees a sink gives the daemon:
 

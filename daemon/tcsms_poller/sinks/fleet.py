@@ -11,13 +11,15 @@ cursor sends nothing twice.
 In cluster mode (a ``Membership``) each sink drains only while this instance holds its lease:
 the drainer starts from the shared cursor when the lease is gained, sends nothing once the
 lease's local deadline passed, and fences every ack on it (``cluster/leases.py``); a sink here
-waits as a standby meanwhile.
+waits as a standby meanwhile. It is opened once, unused, when it starts here (at the start or a
+reload), so that a sink that cannot open fails those as it does with one daemon; a reload keeps
+the lease of a sink it replaces, and releases that of a sink it removes (docs/cluster.md).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +27,7 @@ import anyio
 import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
+from tcsms_poller.backoff import Backoff
 from tcsms_poller.cluster.leases import Lease, Membership, sink_lease
 from tcsms_poller.health import HealthBoard
 from tcsms_poller.metrics import Metrics
@@ -39,6 +42,8 @@ __all__ = ["SinkFleet", "SinkReloadError"]
 log = structlog.get_logger("tcsms_poller.sinks")
 
 STOP_GRACE = 10.0  # seconds a sink stopped by a reload gets to finish the batch in hand
+# Cluster mode: how long a sink that could not be started with its lease waits to try again.
+RESTART_BACKOFF = Backoff(initial=1.0, maximum=60.0)
 
 
 class SinkReloadError(Exception):
@@ -142,8 +147,10 @@ class SinkFleet:
                         await running.drainer.run(begin=begin, task_status=task_status)
                     else:
                         # The cursor exists before any worker commits (a new sink starts at
-                        # the head), whichever instance drains it later.
-                        await self._store.sink_cursor(name)
+                        # the head), whichever instance drains it later. The sink is built and
+                        # opened once, unused, so that one that cannot be fails here (the start,
+                        # a reload) rather than whenever this instance gets its lease.
+                        await self._try_open(settings, loaded)
                         task_status.started()
                         if begin is not None:
                             await begin.wait()
@@ -159,6 +166,14 @@ class SinkFleet:
             self._board.unregister(f"sink:{name}")  # it never ran
             raise
         return running
+
+    async def _try_open(self, settings: SinkSettings, loaded: LoadedSinkType) -> None:
+        """Cluster mode: build the sink from its cursor and open it, then close it unused
+        (its holder builds it again from the cursor as it is then)."""
+        sink = self._build(settings, loaded, await self._store.sink_cursor(settings.sink_name))
+        await sink.open()
+        with anyio.move_on_after(5, shield=True):
+            await sink.aclose()
 
     def _build(self, settings: SinkSettings, loaded: LoadedSinkType, cursor: SinkCursor) -> Sink:
         """The sink, built from its cursor as committed now; not open yet."""
@@ -199,8 +214,13 @@ class SinkFleet:
     async def _drain_while_held(
         self, running: _Running, loaded: LoadedSinkType, lease: Lease
     ) -> None:
-        """Cluster mode: drain while this instance holds the sink's lease, wait while not."""
+        """Cluster mode: drain while this instance holds the sink's lease, wait while not.
+
+        A sink that cannot be built or opened when the lease is gained (it could at the start
+        or reload: its downstream is down now, say) is tried again with backoff, the lease
+        kept, as a single daemon retries a send; it never takes the fleet down with it."""
         name = running.settings.sink_name
+        failures = 0
         while not (self._draining.is_set() or running.stopping):
             async with anyio.create_task_group() as waiting:
 
@@ -220,11 +240,24 @@ class SinkFleet:
                 await running.drainer.run()
             except LeaseLostError as error:
                 log.warning("sink.lease_lost", sink=name, error=str(error))
+            except Exception as error:  # noqa: BLE001 - this sink's failure, not the fleet's
+                wait = RESTART_BACKOFF.ceiling(failures)
+                failures += 1
+                self._board.register(f"sink:{name}", "sink").failed(_describe(error))
+                log.error("sink.failed", sink=name, error=_describe(error), retry_in_s=wait)
+                with anyio.move_on_after(wait):
+                    await self._draining.wait()
+            else:
+                failures = 0
             finally:
                 running.drainer = None
 
-    async def _stop(self, running: _Running) -> None:
-        """Stop one sink; its cursor stays, so it resumes from there if started again."""
+    async def _stop(self, running: _Running, *, release: bool = True) -> None:
+        """Stop one sink; its cursor stays, so it resumes from there if started again.
+
+        In cluster mode its lease is given up, unless ``release`` is False: a sink replaced
+        by a reload keeps it for its new self (or its old self again, if the reload fails), so
+        another instance cannot take the sink over between the two."""
         name = running.settings.sink_name
         running.stopping = True
         if running.drainer is not None and not await running.drainer.stop(STOP_GRACE):
@@ -232,7 +265,7 @@ class SinkFleet:
         running.scope.cancel()
         await running.done.wait()
         self._board.unregister(f"sink:{name}")
-        if self._membership is not None:
+        if self._membership is not None and release:
             await self._membership.give_up(sink_lease(name))
         log.info("sink.stopped", sink=name)
 
@@ -264,19 +297,18 @@ class SinkFleet:
         ]
         begin = anyio.Event()  # set once every new sink is open: then they deliver
         opened: list[_Running] = []
-        created: list[str] = []  # cursors of sinks new to the state: gone again on failure
+        created: dict[str, int] = {}  # cursors new to the state (at seq): gone again on failure
         # 1. Import and build every new or changed sink, open the added ones: nothing stops.
-        #    (Built here once, then dropped: built again from the cursor when it starts. In
-        #    cluster mode a sink opens only with its lease, so a build is all that is tried.)
         try:
             loaded = {one.sink_name: load_sink_type(one.type) for one in (*added, *changed)}
             for one in (*added, *changed):
                 cursor = await self._store.sink_cursor(one.sink_name)
-                if cursor.created:
-                    created.append(one.sink_name)
                 self._build(one, loaded[one.sink_name], cursor)
-            for one in added:  # each kept as it opens: a later failure closes it
-                opened.append(await self._start(one, loaded[one.sink_name], begin))  # noqa: PERF401
+            for one in added:
+                cursor = await self._store.sink_cursor(one.sink_name)
+                if cursor.created:
+                    created[one.sink_name] = cursor.acked_seq
+                opened.append(await self._start(one, loaded[one.sink_name], begin))
         except Exception as error:
             await self._close_unused(opened, created)
             raise SinkReloadError(_describe(error)) from error
@@ -286,10 +318,10 @@ class SinkFleet:
             for one in changed:
                 old = self._running[one.sink_name]
                 replaced.append(old)
-                await self._stop(old)
+                await self._stop(old, release=False)
                 opened.append(await self._start(one, loaded[one.sink_name], begin))
         except Exception as error:
-            await self._close_unused(opened, created)
+            await self._close_unused(opened, created, kept=[one.sink_name for one in changed])
             restored, unrestored = await self._restore(replaced)
             raise SinkReloadError(
                 _describe(error), restored=restored, unrestored=unrestored
@@ -307,20 +339,23 @@ class SinkFleet:
                     name = running.settings.sink_name
                     log.error("sink.reopen_failed", sink=name, error=_describe(error))
 
-    async def _close_unused(self, opened: Sequence[_Running], created: Sequence[str]) -> None:
+    async def _close_unused(
+        self, opened: Sequence[_Running], created: Mapping[str, int], kept: Sequence[str] = ()
+    ) -> None:
         """Close the sinks a failed reload opened (they sent nothing) and forget the cursors
-        it created, which would otherwise keep the outbox from being purged.
+        it created, which would otherwise keep the outbox from being purged. The leases of
+        the ``kept`` sinks (changed ones, whose old selves start again) stay wanted.
 
         In cluster mode the cursors stay: another instance, reloaded with the same sink, may
         drain from one already, and would lose its acks (and the outbox rows they hold) with
         it. One that no instance configures is dropped by the purge after ``dedupe_ttl``, as is
         one the state failed to forget: that failure must not keep the stopped sinks down."""
         for running in reversed(opened):
-            await self._stop(running)
+            await self._stop(running, release=running.settings.sink_name not in kept)
         if self._membership is None:
-            for name in created:
+            for name, acked_seq in created.items():
                 try:
-                    await self._store.forget_sink(name)
+                    await self._store.forget_sink(name, acked_seq=acked_seq)
                 except StateError as error:  # the purge drops it after dedupe_ttl
                     log.warning("sink.forget_failed", sink=name, error=str(error))
 
@@ -336,6 +371,8 @@ class SinkFleet:
                 log.error("sink.restore_failed", sink=name, error=_describe(error))
                 self._running.pop(name, None)
                 unrestored.append(name)
+                if self._membership is not None:  # not drained here: another instance may
+                    await self._membership.give_up(sink_lease(name))
             else:
                 restored.append(name)
         return restored, unrestored

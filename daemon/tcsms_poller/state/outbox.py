@@ -166,9 +166,11 @@ def forget_removed_sinks(
     return forgotten
 
 
-def forget_sink(connection: sqlite3.Connection, name: str) -> None:
-    """Drop the sink's cursor."""
-    connection.execute("DELETE FROM sink_cursors WHERE name = ?", (name,))
+def forget_sink(connection: sqlite3.Connection, name: str, acked_seq: int) -> None:
+    """Drop the sink's cursor if it is still at ``acked_seq``."""
+    connection.execute(
+        "DELETE FROM sink_cursors WHERE name = ? AND acked_seq = ?", (name, acked_seq)
+    )
 
 
 def purge_expired_ids(connection: sqlite3.Connection, *, now: float, limit: int) -> int:

@@ -271,8 +271,10 @@ class SinkCursors(Protocol):
         """Drop the cursors of sinks not configured that have not acked for ``dedupe_ttl``."""
         ...
 
-    async def forget_sink(self, name: str) -> None:
-        """Drop the sink's cursor at once (one created for a sink a reload then did not add)."""
+    async def forget_sink(self, name: str, *, acked_seq: int) -> None:
+        """Drop the sink's cursor at once if it is still at ``acked_seq``: one created for a sink
+        a reload then did not add. Once an ack moved it (another instance of a cluster added the
+        same sink and drains it already), it stays."""
         ...
 
 

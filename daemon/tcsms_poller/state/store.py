@@ -303,9 +303,11 @@ class SqliteStore:
             )
         )
 
-    async def forget_sink(self, name: str) -> None:
-        """Drop the sink's cursor at once (one created for a sink a reload then did not add)."""
-        await self.write(partial(outbox.forget_sink, name=name))
+    async def forget_sink(self, name: str, *, acked_seq: int) -> None:
+        """Drop the sink's cursor at once if it is still at ``acked_seq``: one created for a sink
+        a reload then did not add. Once an ack moved it (another instance of a cluster added the
+        same sink and drains it already), it stays."""
+        await self.write(partial(outbox.forget_sink, name=name, acked_seq=acked_seq))
 
     # -- tracked numbers and messages --------------------------------------------------------
 

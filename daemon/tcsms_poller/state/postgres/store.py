@@ -487,11 +487,15 @@ class PostgresStore:
 
         return await self._write(work)
 
-    async def forget_sink(self, name: str) -> None:
-        """Drop the sink's cursor at once (one created for a sink a reload then did not add)."""
+    async def forget_sink(self, name: str, *, acked_seq: int) -> None:
+        """Drop the sink's cursor at once if it is still at ``acked_seq``: one created for a sink
+        a reload then did not add. Once an ack moved it (another instance of a cluster added the
+        same sink and drains it already), it stays."""
 
         async def work(connection: Connection) -> None:
-            await connection.execute("DELETE FROM sink_cursors WHERE name = %s", (name,))
+            await connection.execute(
+                "DELETE FROM sink_cursors WHERE name = %s AND acked_seq = %s", (name, acked_seq)
+            )
 
         await self._write(work, one_statement=True)
 
