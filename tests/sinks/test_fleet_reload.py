@@ -278,7 +278,7 @@ async def test_a_cursor_that_cannot_be_forgotten_does_not_keep_the_stopped_sinks
     a = tmp_path / "a.jsonl"
     async with running_fleet(tmp_path, [file_sink("a", a)]) as (fleet, store):
 
-        async def failing_forget(name: str) -> None:
+        async def failing_forget(name: str, *, acked_seq: int) -> None:
             raise StateError("disk I/O error")
 
         monkeypatch.setattr(store, "forget_sink", failing_forget)

@@ -303,12 +303,11 @@ class SinkFleet:
             loaded = {one.sink_name: load_sink_type(one.type) for one in (*added, *changed)}
             for one in (*added, *changed):
                 cursor = await self._store.sink_cursor(one.sink_name)
-                self._build(one, loaded[one.sink_name], cursor)
-            for one in added:
-                cursor = await self._store.sink_cursor(one.sink_name)
-                if cursor.created:
+                if cursor.created:  # an added sink's, new to the state
                     created[one.sink_name] = cursor.acked_seq
-                opened.append(await self._start(one, loaded[one.sink_name], begin))
+                self._build(one, loaded[one.sink_name], cursor)
+            for one in added:  # each kept as it opens: a later failure closes it
+                opened.append(await self._start(one, loaded[one.sink_name], begin))  # noqa: PERF401
         except Exception as error:
             await self._close_unused(opened, created)
             raise SinkReloadError(_describe(error)) from error
