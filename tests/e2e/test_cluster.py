@@ -7,7 +7,7 @@ from __future__ import annotations
 import signal
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from itertools import pairwise
 from pathlib import Path
@@ -22,7 +22,15 @@ from tcsms_poller.emulator import RunningEmulator
 from tcsms_poller.state.postgres import PostgresStore
 from tests.e2e.test_listener import server as server_settings
 from tests.support.daemon_process import APP, DaemonProcess, daemon_config, running_daemon
-from tests.support.emulator import NUMBER, expected_ids, inject, receipts, replies, truth
+from tests.support.emulator import (
+    NUMBER,
+    Reachable,
+    expected_ids,
+    inject,
+    receipts,
+    replies,
+    truth,
+)
 from tests.support.http_receiver import Receiver, http_receiver, posted_ids
 from tests.support.ports import free_port
 from tests.support.waiting import wait_until
@@ -41,7 +49,7 @@ INSTANCE_HEADER = "X-Instance"  # which instance posted a batch (a configured si
 
 
 def cluster_config(
-    emulator: RunningEmulator,
+    emulator: Reachable,
     directory: Path,
     url: str,
     hook: str,
@@ -201,7 +209,7 @@ async def test_three_instances_share_the_numbers_and_the_limit_and_fail_over_aft
             # The shares never add up to more than the limit, and each instance counts a request
             # from when it was written, so even a loaded machine's late request lets no later one
             # in early: not one refusal (two instances pulling at once are refused by the dozen).
-            assert limit_hits(emulator) == {}
+            assert limit_hits(emulator.state.stats_snapshot()) == {}
             stats = emulator.state.stats_snapshot()["actions"]
             assert stats[LIMITED]["max_in_window"] <= LIMIT
             assert overlapping_polls(emulator.state.number_log) == []
@@ -225,7 +233,7 @@ async def test_three_instances_share_the_numbers_and_the_limit_and_fail_over_aft
             await inject(emulator, replies=replies(40, saying="after the kill"))
             expected = expected_ids(await truth(emulator))
             await wait_until(lambda: set(delivered(receiver)) >= expected, what="after failover")
-            assert limit_hits(emulator) == {}
+            assert limit_hits(emulator.state.stats_snapshot()) == {}
             assert overlapping_polls(emulator.state.number_log) == []
             config_file = configs[new][0] / "config.yaml"
             status = await anyio.run_process(
@@ -291,10 +299,11 @@ def request_count(emulator: RunningEmulator) -> int:
     return int(emulator.state.stats_snapshot()["actions"].get(LIMITED, {}).get("requests", 0))
 
 
-def limit_hits(emulator: RunningEmulator) -> dict[str, int]:
-    """Requests the emulator refused with ``RequestLimitExceeded``, per action."""
-    stats = emulator.state.stats_snapshot()["actions"]
-    return {name: one["limit_hits"] for name, one in stats.items() if one["limit_hits"]}
+def limit_hits(stats: Mapping[str, Any]) -> dict[str, int]:
+    """Requests the emulator refused with ``RequestLimitExceeded``, per action, from its
+    counters (``GET /_emulator/stats``)."""
+    actions = stats["actions"]
+    return {name: one["limit_hits"] for name, one in actions.items() if one["limit_hits"]}
 
 
 async def test_records_committed_while_a_dead_holder_keeps_the_sink_are_delivered(

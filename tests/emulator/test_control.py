@@ -1,11 +1,14 @@
-"""Injected receipts carry their send time; one sent after its receipt is refused whole."""
+"""Injected receipts carry their send time; one sent after its receipt is refused whole; the
+log of per-number polls, started, read and dropped over HTTP."""
 
 from __future__ import annotations
+
+import time
 
 import httpx
 import pytest
 
-from tests.support.emulator_api import NUMBER, Api
+from tests.support.emulator_api import APP, NUMBER, Api
 
 pytestmark = pytest.mark.anyio
 
@@ -31,3 +34,24 @@ async def test_a_receipt_sent_after_it_was_received_is_refused(api: Api) -> None
     assert response.status_code == 422
     assert "send_time 1001 is after user_receive_time 1000" in response.json()["error"]
     assert (await api.control("GET", "truth"))["send_statuses"] == []
+
+
+async def test_the_poll_log_lists_per_number_requests_while_logging(api: Api) -> None:
+    """Off at first; once started it lists each per-number request answered (arrival before
+    answer) and nothing else; stopping drops it, and a bad body changes nothing."""
+    assert await api.control("GET", "polls") == {"logging": False, "polls": []}
+    window = {"SmsSdkAppId": APP, "BeginTime": int(time.time()) - 60, "Offset": 0, "Limit": 10}
+    await api.call("PullSmsSendStatusByPhoneNumber", {**window, "PhoneNumber": NUMBER})
+    assert await api.control("POST", "polls", {"logging": True}) == {"logging": True, "polls": []}
+    await api.call("PullSmsReplyStatusByPhoneNumber", {**window, "PhoneNumber": NUMBER})
+    await api.call("PullSmsSendStatus", {"SmsSdkAppId": APP, "Limit": 10})
+    [poll] = (await api.control("GET", "polls"))["polls"]
+    assert poll["phone_number"] == NUMBER
+    assert poll["arrived"] <= poll["answered"]
+    async with httpx.AsyncClient() as http:
+        url = f"{api.emulator.url}/_emulator/polls"
+        refused = await http.post(url, json={"logging": "maybe"})
+    assert refused.status_code == 422
+    assert refused.json()["error"].startswith("logging:")
+    assert len((await api.control("GET", "polls"))["polls"]) == 1
+    assert await api.control("POST", "polls", {"logging": False}) == {"logging": False, "polls": []}

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import pytest
@@ -32,6 +32,7 @@ from tests.support.emulator_api import Api
 
 __all__ = [
     "NUMBER",
+    "Reachable",
     "api",
     "control",
     "emulator",
@@ -48,6 +49,13 @@ __all__ = [
     "truth",
     "truth_reply_id",
 ]
+
+
+class Reachable(Protocol):
+    """An emulator reachable over HTTP, in this process (``RunningEmulator``) or another."""
+
+    @property
+    def url(self) -> str: ...
 
 
 @pytest.fixture
@@ -90,9 +98,7 @@ async def emulator_per_reading(request: pytest.FixtureRequest) -> AsyncIterator[
         yield running
 
 
-async def control(
-    emulator: RunningEmulator, path: str, body: Mapping[str, Any] | None = None
-) -> Any:
+async def control(emulator: Reachable, path: str, body: Mapping[str, Any] | None = None) -> Any:
     """POST (with ``body``) or GET a control endpoint of the emulator; its JSON answer."""
     async with httpx.AsyncClient() as http:
         url = f"{emulator.url}/_emulator/{path}"
@@ -107,7 +113,7 @@ async def set_faults(emulator: RunningEmulator, rules: Sequence[Mapping[str, Any
     assert len(answer["faults"]) == len(rules), answer
 
 
-async def truth(emulator: RunningEmulator) -> dict[str, Any]:
+async def truth(emulator: Reachable) -> dict[str, Any]:
     """``GET /_emulator/truth``: every record the emulator created, and when it handed it out."""
     return dict(await control(emulator, "truth"))
 

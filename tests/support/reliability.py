@@ -5,7 +5,8 @@ emulator over loopback. Two kinds of traffic serve them: ``live_traffic`` inject
 batches through the emulator's control endpoint, so its truth lists exactly what was sent; the
 chaos and outage runs need the emulator's own generator at high rates and must stop it to wait
 for quiescence, so ``generated_traffic`` drives that ``TrafficGenerator`` from a task group of
-their own.
+their own, and ``posted_traffic`` drives it into an emulator in another process
+(``tests.support.emulator_process``) through the control endpoint.
 """
 
 from __future__ import annotations
@@ -14,14 +15,19 @@ import random
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import anyio
 import httpx
+from anyio.abc import TaskStatus
 
-from tcsms_poller.emulator import RunningEmulator, TrafficOptions
+from tcsms_poller.emulator import EmulatorOptions, RunningEmulator, TrafficOptions
+from tcsms_poller.emulator.state import make_serial
+from tcsms_poller.emulator.store import ReplyRecord, SendStatusRecord
 from tcsms_poller.emulator.traffic import TrafficGenerator
+from tests.support.emulator import Reachable
 from tests.support.http_receiver import Received, Receiver, posted_ids
 
 # The live traffic both chaos tests (one daemon, a cluster) run under: three numbers, steady sends
@@ -42,12 +48,14 @@ __all__ = [
     "CHAOS_TRAFFIC",
     "HealthProbe",
     "LiveTraffic",
+    "PostedTraffic",
     "RunningTraffic",
     "Tally",
     "batch_ids",
     "generated_traffic",
     "listener",
     "live_traffic",
+    "posted_traffic",
     "reason_of",
     "replayed_batches",
     "rss_kib",
@@ -210,6 +218,110 @@ async def generated_traffic(
             yield traffic
         finally:
             traffic.stop()
+
+
+FLUSH_PERIOD = 0.1  # seconds between two posts of what the generator made meanwhile
+
+
+class _Outbox:
+    """A ``TrafficSink`` that keeps what the generator makes until it is posted to
+    ``/_emulator/records`` (the receiving emulator then counts each receipt as sent)."""
+
+    def __init__(self, seed: int) -> None:
+        self._serials = random.Random(f"posted-serials:{seed}")
+        self.send_statuses: list[dict[str, Any]] = []
+        self.replies: list[dict[str, Any]] = []
+
+    def make_serial(self) -> str:
+        return make_serial(self._serials)
+
+    def record_send(self, app_id: str, serial_no: str, sent_at: int) -> None:
+        """Nothing to post: the receipt will carry its send time."""
+
+    def add_send_status(self, record: SendStatusRecord, *, push: bool = True) -> None:
+        self.send_statuses.append(_posted(record))
+
+    def add_placeholder(
+        self, receipt: SendStatusRecord, *, sent_at: int, push: bool = True
+    ) -> object:
+        raise AssertionError("posted traffic has no pending receipts (pending_share = 0)")
+
+    def add_reply(self, record: ReplyRecord, *, push: bool = True) -> None:
+        self.replies.append(_posted(record))
+
+    def take(self) -> dict[str, Any] | None:
+        """The body of the next ``POST /_emulator/records``; None if nothing is waiting."""
+        if not self.send_statuses and not self.replies:
+            return None
+        body = {"send_statuses": self.send_statuses, "replies": self.replies, "push": False}
+        self.send_statuses, self.replies = [], []
+        return body
+
+
+def _posted(record: SendStatusRecord | ReplyRecord) -> dict[str, Any]:
+    """A record as ``POST /_emulator/records`` takes it (the emulator splits the number)."""
+    fields = asdict(record)
+    del fields["subscriber_number"]
+    return fields
+
+
+class PostedTraffic:
+    """Traffic posted to an emulator in another process until ``await stop()``."""
+
+    def __init__(self, generator: TrafficGenerator, outbox: _Outbox) -> None:
+        self.generator = generator
+        self._outbox = outbox
+        self._running = RunningTraffic(generator)
+        self._client = httpx.AsyncClient()
+        self._url = ""
+        self._stopped = anyio.Event()
+        self._posting = anyio.Lock()
+
+    async def post(self) -> None:
+        """Post what the generator made since the last post (in order: one post at a time)."""
+        async with self._posting:
+            body = self._outbox.take()
+            if body is not None:
+                response = await self._client.post(self._url, json=body)
+                response.raise_for_status()
+
+    async def run(self, url: str, *, task_status: TaskStatus[None]) -> None:
+        self._url = f"{url}/_emulator/records"
+        async with self._client, anyio.create_task_group() as tg:
+            await self.post()  # the history, before anything polls
+            task_status.started()
+            tg.start_soon(self._running.run)
+            while not self._stopped.is_set():
+                with anyio.move_on_after(FLUSH_PERIOD):
+                    await self._stopped.wait()
+                await self.post()
+            tg.cancel_scope.cancel()
+
+    async def stop(self) -> None:
+        """No record arrives after this returns: the generator stops, the rest is posted."""
+        self._running.stop()
+        self._stopped.set()
+        await self.post()
+
+
+@asynccontextmanager
+async def posted_traffic(
+    emulator: Reachable, options: TrafficOptions, *, seed: int
+) -> AsyncIterator[PostedTraffic]:
+    """``generated_traffic`` for an emulator in another process (with the default apps): the
+    same seeded records, posted to its ``/_emulator/records`` every ``FLUSH_PERIOD`` (its history
+    before the block starts)."""
+    outbox = _Outbox(seed)
+    app_ids = EmulatorOptions().app_ids
+    generator = TrafficGenerator(options, app_ids=app_ids, sink=outbox, seed=seed, clock=time.time)
+    generator.backfill()
+    traffic = PostedTraffic(generator, outbox)
+    async with anyio.create_task_group() as tg:
+        await tg.start(traffic.run, emulator.url)
+        try:
+            yield traffic
+        finally:
+            await traffic.stop()
 
 
 class Tally:

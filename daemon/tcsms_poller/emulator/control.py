@@ -13,6 +13,10 @@
 - ``GET``/``POST /_emulator/faults``: ``{"faults": [Fault, ...]}``; a POST replaces every rule
 - ``GET``/``POST /_emulator/activation``: ``{"inactive": {action: code}}``, the actions Tencent
   has not activated on the account and the code each is refused with; a POST replaces them all
+- ``GET``/``POST /_emulator/polls``: ``{"logging": bool, "polls": [{"phone_number", "arrived",
+  "answered"}, ...]}``, every per-number request answered since logging began (monotonic
+  seconds of the emulator's process), to check that no two polls of one number overlapped; a
+  POST ``{"logging": true}`` starts an empty log, ``{"logging": false}`` drops it
 
 A bad body answers 422 ``{"error": "..."}`` and changes nothing.
 """
@@ -91,6 +95,12 @@ class Activation(_Model):
     inactive: dict[str, str]
 
     _known = field_validator("inactive")(check_inactive)
+
+
+class PollLogging(_Model):
+    """The body of ``POST /_emulator/polls``."""
+
+    logging: bool
 
 
 M = TypeVar("M", bound=_Model)
@@ -242,6 +252,19 @@ def _set_inactive(state: EmulatorState, given: Activation) -> None:
     state.inactive = dict(given.inactive)
 
 
+def _polls(state: EmulatorState) -> Response:
+    log = state.number_log
+    polls = [
+        {"phone_number": phone, "arrived": arrived, "answered": answered}
+        for phone, arrived, answered in log or ()
+    ]
+    return JSONResponse({"logging": log is not None, "polls": polls})
+
+
+def _set_poll_logging(state: EmulatorState, given: PollLogging) -> None:
+    state.number_log = [] if given.logging else None
+
+
 async def get_faults(request: Request) -> Response:
     """The fault rules in force."""
     return _fault_rules(_state(request))
@@ -262,6 +285,16 @@ async def post_activation(request: Request) -> Response:
     return await _replace(request, Activation, _set_inactive, _activation)
 
 
+async def get_polls(request: Request) -> Response:
+    """The per-number requests answered since logging began."""
+    return _polls(_state(request))
+
+
+async def post_polls(request: Request) -> Response:
+    """Start an empty log of per-number requests, or stop logging them."""
+    return await _replace(request, PollLogging, _set_poll_logging, _polls)
+
+
 CONTROL_ROUTES = [
     Route("/_emulator/stats", get_stats, methods=["GET"]),
     Route("/_emulator/truth", get_truth, methods=["GET"]),
@@ -270,4 +303,6 @@ CONTROL_ROUTES = [
     Route("/_emulator/faults", post_faults, methods=["POST"]),
     Route("/_emulator/activation", get_activation, methods=["GET"]),
     Route("/_emulator/activation", post_activation, methods=["POST"]),
+    Route("/_emulator/polls", get_polls, methods=["GET"]),
+    Route("/_emulator/polls", post_polls, methods=["POST"]),
 ]

@@ -22,7 +22,12 @@ from tcsms_poller.emulator.sending import Outbound
 from tcsms_poller.emulator.stats import RequestStats
 from tcsms_poller.emulator.store import PlaceholderRecord, ReplyRecord, SendStatusRecord, Store
 
-__all__ = ["EmulatorState"]
+__all__ = ["EmulatorState", "make_serial"]
+
+
+def make_serial(rng: random.Random) -> str:
+    """A fresh SerialNo shaped like Tencent's (``5000:1045710669157053657849499619``)."""
+    return f"{rng.randrange(1000, 10_000)}:{rng.randrange(10**27, 10**28)}"
 
 
 class EmulatorState:
@@ -64,8 +69,7 @@ class EmulatorState:
 
     def make_serial(self) -> str:
         """A fresh SerialNo shaped like Tencent's (``5000:1045710669157053657849499619``)."""
-        rng = self._serials
-        return f"{rng.randrange(1000, 10_000)}:{rng.randrange(10**27, 10**28)}"
+        return make_serial(self._serials)
 
     def record_send(self, app_id: str, serial_no: str, sent_at: int) -> None:
         """A message was sent (its receipt comes later)."""
