@@ -184,7 +184,7 @@ async def test_kills_pauses_and_a_database_restart_lose_nothing_and_repeat_only_
     unexplained = lost_replies(final, delivered, kills, outage)
     assert not unexplained, f"replies lost outside any kill's last {IN_FLIGHT}s: {unexplained}"
     segments = [list(group) for _, group in groupby(requests, key=sender)]
-    replays, problems = replayed_batches(segments)
+    replays, problems = replayed_batches(segments, sender=sender)
     assert not problems, problems
     # A request a SIGSTOP caught between its grant and its write is checked again right before
     # it is written, after SIGCONT: its share ran out and its number's claim passed on, so it is

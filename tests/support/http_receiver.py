@@ -20,6 +20,7 @@ import json
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -32,12 +33,13 @@ __all__ = ["Received", "Receiver", "Reply", "http_receiver", "posted_ids"]
 
 @dataclass(frozen=True, slots=True)
 class Received:
-    """One request as it arrived."""
+    """One request as it arrived, and when (``time.time()`` once its body was read)."""
 
     method: str
     path: str
     headers: Message
     body: bytes
+    at: float = field(default_factory=time.time)
 
 
 @dataclass(frozen=True, slots=True)

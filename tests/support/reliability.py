@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -346,15 +346,23 @@ def batch_ids(request: Received) -> list[str]:
     return posted_ids([request.body])
 
 
-def replayed_batches(segments: Sequence[Sequence[Received]]) -> tuple[int, list[str]]:
+def replayed_batches(
+    segments: Sequence[Sequence[Received]],
+    *,
+    sender: Callable[[Received], str] = lambda request: "",
+) -> tuple[int, list[str]]:
     """How many batches a webhook got again as replays, and every repeat that is not one.
 
     A segment is what one daemon process posted, or what one life of the webhook accepted. The
     drainer sends one batch at a time and commits its cursor after the 2xx, so a kill (or a
     connection cut) can only cost the ack of the last batch before it; the first batch after it
     then starts with exactly those records, in the same order. Any other repeat is a bug.
+
+    Each problem names the batch's records, its ``sender`` and arrival time, and where (segment,
+    batch, sender, time) each repeated record was delivered before, so a failure can be traced
+    in the daemons' logs.
     """
-    seen: set[str] = set()
+    seen: dict[str, tuple[int, int, Received]] = {}  # record id -> where it was first delivered
     previous: list[str] = []
     replays = 0
     problems: list[str] = []
@@ -374,11 +382,34 @@ def replayed_batches(segments: Sequence[Sequence[Received]]) -> tuple[int, list[
                 else:
                     problems.append(
                         f"segment {number}, batch {position}: {len(again)} records again, "
-                        "not a replay of the last batch before"
+                        "not a replay of the last batch before; "
+                        + _repeat_detail(request, ids, again, seen, sender)
                     )
-            seen.update(ids)
+            for record_id in ids:
+                seen.setdefault(record_id, (number, position, request))
             previous = ids
     return replays, problems
+
+
+def _repeat_detail(
+    request: Received,
+    ids: Sequence[str],
+    again: Sequence[str],
+    seen: Mapping[str, tuple[int, int, Received]],
+    sender: Callable[[Received], str],
+) -> str:
+    """The batch (its sender, arrival time, records) and where its repeats were delivered."""
+    before = []
+    for record_id in again:
+        number, position, first = seen[record_id]
+        before.append(
+            f"{record_id} in segment {number}, batch {position} from {sender(first)!r} "
+            f"at {first.at:.3f}"
+        )
+    return (
+        f"the batch from {sender(request)!r} at {request.at:.3f} holds {list(ids)}; "
+        f"delivered before: {before}"
+    )
 
 
 def rss_kib(pid: int) -> int:
