@@ -5,7 +5,8 @@ followed by ``SIGCONT``, and a restart of the PostgreSQL server.
 At the end, against the emulator's truth: every delivery status at the webhook; no reply lost but
 those handed out just before a kill (they died with the process, and are counted); every record
 the webhook got twice is the replay of the last batch some instance sent before another took the
-sink over (sent, not acknowledged); no number was polled by two instances at once; and the
+sink over (sent, not acknowledged), or before the lease's fence refused its ack and the lease came
+back to it with no batch of another in between (its log says so: ``replayed_batches``); no number was polled by two instances at once; and the
 emulator refused no request for its limits.
 
 The emulator runs in a process of its own (``tests.support.emulator_process``), fed through its
@@ -15,10 +16,12 @@ wakes up, and its strict limits would count requests closer together than they w
 
 from __future__ import annotations
 
+import json
 import random
 import signal
 import time
 from contextlib import AsyncExitStack
+from datetime import datetime
 from itertools import groupby
 from pathlib import Path
 from typing import Any
@@ -184,7 +187,12 @@ async def test_kills_pauses_and_a_database_restart_lose_nothing_and_repeat_only_
     unexplained = lost_replies(final, delivered, kills, outage)
     assert not unexplained, f"replies lost outside any kill's last {IN_FLIGHT}s: {unexplained}"
     segments = [list(group) for _, group in groupby(requests, key=sender)]
-    replays, problems = replayed_batches(segments, sender=sender)
+    refused_acks_by_life = {
+        life: times
+        for name in INSTANCES
+        for life, times in refused_acks(tmp_path / name / "daemon.log", name).items()
+    }
+    replays, problems = replayed_batches(segments, sender=sender, refused=refused_acks_by_life)
     assert not problems, problems
     # A request a SIGSTOP caught between its grant and its write is checked again right before
     # it is written, after SIGCONT: its share ran out and its number's claim passed on, so it is
@@ -209,6 +217,25 @@ async def pick(rng: random.Random, url: str) -> str:
     held = await holders(url) if lease is not None else {}
     holder = held.get(lease or "")
     return rng.choice(INSTANCES) if holder is None else holder.partition(".")[0]
+
+
+def refused_acks(log: Path, name: str) -> dict[str, list[float]]:
+    """When each life of instance ``name`` had an ack refused by the sink lease's fence (the
+    lease had passed on; its drainer starts again from the shared cursor once it holds the lease
+    again), by sender (``name.LIFE``, as ``start`` numbers them)."""
+    refused: dict[str, list[float]] = {}
+    life = 0
+    for line in log.read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue  # not a log line (the daemon's own output)
+        if entry.get("event") == "daemon.starting":
+            life += 1
+        elif entry.get("event") == "sink.lease_lost" and "write refused" in entry.get("error", ""):
+            at = datetime.fromisoformat(entry["ts"]).timestamp()
+            refused.setdefault(f"{name}.{life}", []).append(at)
+    return refused
 
 
 def sender(request: Any) -> str:

@@ -350,6 +350,7 @@ def replayed_batches(
     segments: Sequence[Sequence[Received]],
     *,
     sender: Callable[[Received], str] = lambda request: "",
+    refused: Mapping[str, Sequence[float]] | None = None,
 ) -> tuple[int, list[str]]:
     """How many batches a webhook got again as replays, and every repeat that is not one.
 
@@ -357,6 +358,14 @@ def replayed_batches(
     drainer sends one batch at a time and commits its cursor after the 2xx, so a kill (or a
     connection cut) can only cost the ack of the last batch before it; the first batch after it
     then starts with exactly those records, in the same order. Any other repeat is a bug.
+
+    In a cluster the sink's lease can also pass on and come back with no batch of the other
+    holder in between (it was killed or paused before it sent one): the ack of the batch in hand
+    is then refused by the lease's fence, and the same sender, holding the lease again, drains
+    from the shared cursor, so its segment goes on with a replay. ``refused`` names, per sender,
+    when its log says an ack was refused that way (``sink.lease_lost``, "write refused"); a
+    replay inside a segment counts only with such a refusal between the batch it repeats and
+    itself.
 
     Each problem names the batch's records, its ``sender`` and arrival time, and where (segment,
     batch, sender, time) each repeated record was delivered before, so a failure can be traced
@@ -373,10 +382,10 @@ def replayed_batches(
             if len(set(ids)) != len(ids):
                 problems.append(f"segment {number}, batch {position} holds a record twice")
             if again:
-                if (
+                replay = ids[: len(previous)] == previous and set(again) == set(previous)
+                if replay and (
                     position == 0
-                    and ids[: len(previous)] == previous
-                    and set(again) == set(previous)
+                    or _refused_between(segment[position - 1], request, sender, refused or {})
                 ):
                     replays += 1
                 else:
@@ -389,6 +398,17 @@ def replayed_batches(
                 seen.setdefault(record_id, (number, position, request))
             previous = ids
     return replays, problems
+
+
+def _refused_between(
+    before: Received,
+    request: Received,
+    sender: Callable[[Received], str],
+    refused: Mapping[str, Sequence[float]],
+) -> bool:
+    """Whether the sender's ack was refused by the lease's fence between the two batches (it
+    follows the 2xx to ``before``; log times are to the millisecond)."""
+    return any(before.at - 0.001 <= at <= request.at for at in refused.get(sender(request), ()))
 
 
 def _repeat_detail(

@@ -121,6 +121,14 @@ class Lease:
         self._deadline = -math.inf
         self._notify()
 
+    def refused(self, token: int | None) -> None:
+        """A write fenced on ``token`` was refused: the database gave the lease to another
+        instance. Held here still (its local deadline not passed, no claim returned it since
+        under another token), it is dropped now, so nothing more is attempted under a token
+        known to be dead; the next claim that returns the lease grants it again."""
+        if self.held and token is not None and token == self.token:
+            self.dropped()
+
     def _notify(self) -> None:
         self._changed.set()
         self._changed = anyio.Event()

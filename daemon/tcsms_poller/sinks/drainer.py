@@ -106,6 +106,11 @@ class Drainer:
         self._lock = anyio.Lock()  # never two calls into the sink at once (send vs reopen)
 
     @property
+    def fence(self) -> Fence | None:
+        """The lease every ack is fenced on (cluster mode), as it was when this drainer started."""
+        return self._fence
+
+    @property
     def depth(self) -> int:
         """Committed records this sink has not acknowledged yet."""
         return max(0, self._store.head - self._acked)

@@ -240,6 +240,9 @@ class SinkFleet:
                 await running.drainer.run()
             except LeaseLostError as error:
                 log.warning("sink.lease_lost", sink=name, error=str(error))
+                if running.drainer is not None and running.drainer.fence is not None:
+                    # A refused ack: wait for a claim to return the lease, not send again now.
+                    lease.refused(running.drainer.fence.token)
             except Exception as error:  # noqa: BLE001 - this sink's failure, not the fleet's
                 wait = RESTART_BACKOFF.ceiling(failures)
                 failures += 1
