@@ -3,11 +3,11 @@
 followed by ``SIGCONT``, and a restart of the PostgreSQL server.
 
 At the end, against the emulator's truth: every delivery status at the webhook; no reply lost but
-those handed out just before a kill (they died with the process, and are counted); every record
-the webhook got twice is the replay of the last batch some instance sent before another took the
-sink over (sent, not acknowledged), or before the lease's fence refused its ack and the lease came
-back to it with no batch of another in between (its log says so: ``replayed_batches``); no number was polled by two instances at once; and the
-emulator refused no request for its limits.
+those handed out just before a kill (they died with the process, and are counted); every record the
+webhook got twice is the replay of the last batch some instance sent before another took the sink
+over (sent, not acknowledged), or before the lease's fence refused its ack and the lease came back
+to it with no batch of another in between (its log says so: ``replayed_batches``); no number was
+polled by two instances at once; and the emulator refused no request for its limits.
 
 The emulator runs in a process of its own (``tests.support.emulator_process``), fed through its
 control endpoint: in this busy test process it would stamp requests as late as this event loop

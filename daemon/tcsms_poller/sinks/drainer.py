@@ -35,11 +35,16 @@ from tcsms_poller.sinks.base import (
 from tcsms_poller.state import StateError, StateStore
 from tcsms_poller.state.roles import DeadLetters, Fence, LeaseLostError
 
-__all__ = ["Drainer"]
+__all__ = ["Drainer", "LeaseExpiredHereError"]
 
 DEAD_LETTERED = Ack()  # what _deliver returns for a batch it dead-lettered (compared by identity)
 
 log = structlog.get_logger("tcsms_poller.sinks")
+
+
+class LeaseExpiredHereError(LeaseLostError):
+    """The sink's lease is no longer held here (its local deadline passed): nothing was sent,
+    and no write was refused."""
 
 
 class _StopRequestedError(Exception):
@@ -213,7 +218,7 @@ class Drainer:
         instance. (An ack still pending is fenced instead: it commits if the lease stayed ours,
         so a batch delivered during a database outage is not sent again.)"""
         if not self._holds():
-            raise LeaseLostError(f"the lease of sink {self.name} expired here: not sending")
+            raise LeaseExpiredHereError(f"the lease of sink {self.name} expired here: not sending")
 
     async def _deliver_replays(self) -> None:
         """Deliver what ``dead-letter replay`` queued, batch by batch, before the outbox; a

@@ -32,7 +32,7 @@ from tcsms_poller.cluster.leases import Lease, Membership, sink_lease
 from tcsms_poller.health import HealthBoard
 from tcsms_poller.metrics import Metrics
 from tcsms_poller.sinks.base import Sink, SinkContext, SinkSettings
-from tcsms_poller.sinks.drainer import Drainer
+from tcsms_poller.sinks.drainer import Drainer, LeaseExpiredHereError
 from tcsms_poller.sinks.registry import LoadedSinkType, load_sink_type
 from tcsms_poller.state import StateError, StateStore
 from tcsms_poller.state.roles import LeaseLostError, SinkCursor
@@ -240,9 +240,10 @@ class SinkFleet:
                 await running.drainer.run()
             except LeaseLostError as error:
                 log.warning("sink.lease_lost", sink=name, error=str(error))
-                if running.drainer is not None and running.drainer.fence is not None:
-                    # A refused ack: wait for a claim to return the lease, not send again now.
-                    lease.refused(running.drainer.fence.token)
+                fence = None if running.drainer is None else running.drainer.fence
+                if fence is not None and not isinstance(error, LeaseExpiredHereError):
+                    # A write refused by the fence: wait for a claim to return the lease.
+                    lease.refused(fence.token)
             except Exception as error:  # noqa: BLE001 - this sink's failure, not the fleet's
                 wait = RESTART_BACKOFF.ceiling(failures)
                 failures += 1
