@@ -226,8 +226,10 @@ def refused_acks(log: Path, name: str) -> dict[str, list[float]]:
     refused: dict[str, list[float]] = {}
     life = 0
     for line in log.read_text().splitlines():
+        # A life killed in the middle of a line leaves it unfinished, the next life's first
+        # line right after it: read from the last line start.
         try:
-            entry = json.loads(line)
+            entry = json.loads(line[max(0, line.rfind('{"ts":')) :])
         except ValueError:
             continue  # not a log line (the daemon's own output)
         if entry.get("event") == "daemon.starting":
