@@ -20,7 +20,7 @@ from tcsms_poller.sinks.base import (
     SinkSettings,
 )
 from tcsms_poller.sinks.deadletter import DeadLetterFile, ReplayQueue, read_dead_letters
-from tcsms_poller.sinks.drainer import Drainer
+from tcsms_poller.sinks.drainer import Drainer, LeaseExpiredHereError
 from tcsms_poller.state.roles import DeadLetter
 from tcsms_poller.state.store import SqliteStore
 from tests.support.records import FakeClock, record
@@ -74,6 +74,7 @@ async def make_rig(
     sink: ScriptedSink,
     *,
     sleep: Callable[[float], Awaitable[None]] | None = None,
+    holds: Callable[[], bool] = lambda: True,
     **settings: object,
 ) -> Rig:
     """Build a drainer for ``sink`` with a fake clock and (unless given) sleep."""
@@ -93,6 +94,7 @@ async def make_rig(
         acked_seq=cursor.acked_seq,
         clock=clock,
         sleep=sleep or clock.sleep,
+        holds=holds,
     )
     return Rig(store, sink, drainer, board, dead, clock)
 
@@ -129,6 +131,24 @@ async def test_failures_retry_with_growing_capped_backoff(tmp_path: Path) -> Non
     assert rig.sink.received == [["a"]]
     assert len(rig.clock.sleeps) == 5
     assert all(0 <= s <= 2 for s in rig.clock.sleeps)
+
+
+@pytest.mark.anyio
+async def test_a_retry_is_not_sent_once_the_lease_expired_here(tmp_path: Path) -> None:
+    """Cluster mode: the wait before a retry may outlast the sink's lease (held here until the
+    first wait, in this test). The retry is not sent then: another instance may drain the sink
+    already, from the cursor, and both would post the batch."""
+    rig: Rig = await make_rig(
+        tmp_path,
+        ScriptedSink([RetryableSinkError("down")]),
+        holds=lambda: not rig.clock.sleeps,
+    )
+    await rig.store.commit([record("a")])
+    with anyio.fail_after(10), pytest.raises(LeaseExpiredHereError):
+        await rig.drainer.run()
+    assert len(rig.clock.sleeps) == 1  # one failed send, one wait
+    assert rig.sink.received == []
+    assert (await rig.store.sink_cursor("scripted")).acked_seq == 0
 
 
 @pytest.mark.anyio

@@ -266,6 +266,8 @@ class Drainer:
         attempt = 0
         first_failure: float | None = None
         while True:
+            if attempt:  # the wait may have outlasted the lease: the next holder sends it
+                self._check_lease()
             try:
                 async with self._lock:
                     ack = await self._sink.send(batch)
