@@ -120,3 +120,22 @@ async def test_a_leaving_instance_hands_its_share_over_within_a_second(postgres_
                 await anyio.sleep(0.05)
         assert 0.5 < anyio.current_time() - left < 5.0
         assert (await store.cluster_snapshot())["number_claims"] == {}
+
+
+async def test_a_new_life_of_an_instance_waits_a_window_before_its_first_share(
+    postgres_url: str,
+) -> None:
+    """A daemon restarted under its instance id (a container restarted in its pod keeps its
+    hostname and pid) finds its previous life's share row counted as its own: it sends nothing
+    for one window, so the previous life's last requests have left Tencent's window first."""
+    async with opened(postgres_url) as store:
+        assert await share(store, "a") == LIMIT  # the previous life held the whole limit
+        limiters = RateLimiters({ACTION: LIMIT}, shared=True)
+        limiter = limiters.for_action(ACTION)
+        started = anyio.current_time()
+        async with anyio.create_task_group() as tg:
+            await tg.start(SharedLimits(store, "a", limiters, ttl=TTL, safety=1.0).run)
+            with anyio.fail_after(4 * TTL):
+                await limiter.acquire()
+            assert anyio.current_time() - started >= limiter.window
+            tg.cancel_scope.cancel()

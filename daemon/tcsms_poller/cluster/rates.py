@@ -27,7 +27,7 @@ from anyio.abc import TaskStatus
 from prometheus_client import Gauge
 
 from tcsms_poller.state.roles import StateError
-from tcsms_poller.tencent.ratelimit import ActionLimiter, RateLimiters
+from tcsms_poller.tencent.ratelimit import MARGIN, ActionLimiter, RateLimiters
 
 __all__ = ["PAUSE_POLL", "RateCoordinator", "SharedLimits"]
 
@@ -90,8 +90,15 @@ class SharedLimits:
         self._wake.set()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Share and pause until cancelled."""
+        """Share and pause until cancelled.
+
+        The first share is asked for one window after the start. A previous life under the same
+        instance id (a container restarted in its pod keeps its hostname and pid 1; a fixed
+        ``instance_id``) may have sent its whole share until it died, and the database counts
+        that row as this instance's own: granted at once, both lives' requests could meet in
+        one of Tencent's windows."""
         task_status.started()
+        await anyio.sleep(1.0 + MARGIN)
         shared_at = -self._ttl
         while True:
             await self._spread_pauses()
