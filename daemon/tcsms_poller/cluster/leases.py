@@ -9,11 +9,12 @@ grants leases (``state/postgres/leases.py``) with an expiry on its own clock.
 ``Membership.run`` claims every wanted lease at once every ``ttl / 3``: renewing those it holds,
 taking those that are free or expired. A lease counts as held here until a local monotonic
 deadline, ``ttl - safety`` after the claim was *sent*: the database computed its expiry later
-than that, so this instance stops acting on a lease (its drainer is cancelled, its pulls refused
-before they are sent) before another instance can take it over, whatever the clocks say. A
-paused or cut-off instance thus stops on its own; a write it still attempts is fenced by the
-token (``Fence``) in the write's transaction. After ``kill -9`` the lease expires ``ttl`` after
-the last renewal and another instance takes it at its next claim: within ``ttl * 4 / 3``.
+than that, so this instance stops acting on a lease (its drainer sends no further batch, its
+pulls are refused before they are sent) before another instance can take it over, whatever
+the clocks say. A paused or cut-off instance thus stops on its own; a write it still attempts is
+fenced by the token (``Fence``) in the write's transaction. After ``kill -9`` the lease expires
+``ttl`` after the last renewal and another instance takes it at its next claim: within
+``ttl * 4 / 3``.
 
 With SQLite (one daemon per file) every lease is ``Lease.solo``: held forever, no fence.
 """
