@@ -79,8 +79,7 @@ class PostgresDeadLetters:
         params = (self.sink, now, reason, _record_ids(batch), [record.data for record in batch])
 
         async def work(connection: Connection) -> None:
-            if fence is not None:
-                await leases.check_fence(connection, fence)
+            await leases.check_fence(connection, fence)
             await connection.execute(
                 "INSERT INTO dead_letters (sink, dead_lettered_at, reason, record_id, data) "
                 "SELECT %s, %s, %s, r.id, r.data "
@@ -154,8 +153,7 @@ class PostgresDeadLetters:
         ids = _record_ids(batch)
 
         async def work(connection: Connection) -> None:
-            if fence is not None:
-                await leases.check_fence(connection, fence)
+            await leases.check_fence(connection, fence)
             await connection.execute("SELECT pg_advisory_xact_lock(%s, %s)", REPLAY_LOCK)
             if acknowledged:
                 await connection.execute(

@@ -113,8 +113,11 @@ async def release(connection: Connection, instance: str, names: Sequence[str]) -
     )
 
 
-async def check_fence(connection: Connection, fence: Fence) -> None:
-    """In the caller's transaction: ``LeaseLostError`` unless the lease is still the fence's."""
+async def check_fence(connection: Connection, fence: Fence | None) -> None:
+    """In the caller's transaction: ``LeaseLostError`` unless the lease is still the fence's
+    (no fence: a write no lease guards, which passes)."""
+    if fence is None:
+        return
     cursor = await connection.execute(
         "SELECT holder, token FROM leases WHERE name = %s FOR SHARE", (fence.lease,)
     )

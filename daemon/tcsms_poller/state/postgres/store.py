@@ -260,8 +260,7 @@ class PostgresStore:
                         "INSERT INTO rejected (at, source, reason, raw) VALUES (%s, %s, %s, %s)",
                         quarantined,
                     )
-            if fence is not None:
-                await leases.check_fence(connection, fence)  # fencing: see Outbox.commit
+            await leases.check_fence(connection, fence)  # fencing: see Outbox.commit
             await cluster.check_claims(connection, _claims_of(also))  # fencing: NumberClaims
             resolved = await messages.resolve_messages(connection, receipts, now=now)
             if also is not None:
@@ -365,8 +364,7 @@ class PostgresStore:
         params = (seq, encoded, self._clock(), name, seq)
 
         async def work(connection: Connection) -> None:
-            if fence is not None:
-                await leases.check_fence(connection, fence)
+            await leases.check_fence(connection, fence)
             await connection.execute(
                 "UPDATE sink_cursors SET acked_seq = %s, "
                 "position = COALESCE(%s::text, position), updated_at = %s "
