@@ -12,12 +12,21 @@ header a byte at a time, would stay open for ever. So every connection here runs
 request's headers within ``header_timeout`` or it is closed; and beyond ``max_connections`` open
 at once, the oldest connection with no request in progress is closed to make room (the newcomer
 itself when every one is busy). Requests in progress are the application's to limit.
+
+With ``stamp_arrivals`` (the emulator, whose rate limits count arrivals), each request's scope
+carries ``extensions[RECEIVED] = {"at": t}``: when the kernel received the request's latest
+bytes, in ``time.monotonic`` seconds. The application only sees a request once its event loop
+gets to it, which on a busy machine can be tens of milliseconds after it arrived; Linux keeps
+the time of a TCP connection's last received data (``TCP_INFO``), to about a millisecond. Where
+the platform does not tell, there is no extension and the application times the request itself.
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
+import struct
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, ClassVar
@@ -28,7 +37,14 @@ import uvicorn
 from starlette.types import ASGIApp
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-__all__ = ["serve_asgi"]
+__all__ = ["RECEIVED", "serve_asgi"]
+
+RECEIVED = "tcsms.received"  # the scope extension of ``stamp_arrivals``
+
+# Linux's ``struct tcp_info``: ``tcpi_last_data_recv`` (u32, milliseconds since the connection
+# last received data) and the size of the struct up to it.
+_LAST_DATA_RECV = struct.Struct("=I")
+_LAST_DATA_RECV_OFFSET = 52
 
 log = structlog.get_logger("tcsms_poller.asgi")
 
@@ -50,6 +66,7 @@ class _GuardedH11(H11Protocol):
 
     header_timeout: ClassVar[float]
     max_connections: ClassVar[int | None]
+    stamp_arrivals: ClassVar[bool]
     open_connections: ClassVar[dict[_GuardedH11, None]]  # oldest first
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -57,11 +74,14 @@ class _GuardedH11(H11Protocol):
         self._deadline: asyncio.TimerHandle | None = None
 
     @classmethod
-    def configured(cls, header_timeout: float, max_connections: int | None) -> type[_GuardedH11]:
+    def configured(
+        cls, header_timeout: float, max_connections: int | None, stamp_arrivals: bool
+    ) -> type[_GuardedH11]:
         """A subclass for one server: its settings and its own set of open connections."""
         attributes: dict[str, object] = {
             "header_timeout": header_timeout,
             "max_connections": max_connections,
+            "stamp_arrivals": stamp_arrivals,
             "open_connections": {},
         }
         return type("GuardedH11", (cls,), attributes)
@@ -82,6 +102,15 @@ class _GuardedH11(H11Protocol):
         self.open_connections.pop(self, None)
         self._disarm_deadline()
         super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        received = _kernel_received(self.transport) if self.stamp_arrivals else None
+        completing = self.cycle
+        super().data_received(data)
+        if received is not None:
+            for cycle in (completing, self.cycle):  # the request these bytes continued, or began
+                if cycle is not None and not cycle.response_complete:
+                    cycle.scope.setdefault("extensions", {})[RECEIVED] = {"at": received}
 
     def handle_events(self) -> None:
         super().handle_events()
@@ -114,6 +143,23 @@ class _GuardedH11(H11Protocol):
             self._deadline = None
 
 
+def _kernel_received(transport: asyncio.Transport) -> float | None:
+    """When the kernel last received data on ``transport``'s TCP connection (monotonic), or
+    None where the platform does not tell."""
+    sock = transport.get_extra_info("socket")
+    option = getattr(socket, "TCP_INFO", None)
+    if sock is None or option is None:
+        return None
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, option, 104)
+    except OSError:
+        return None
+    if len(info) < _LAST_DATA_RECV_OFFSET + _LAST_DATA_RECV.size:
+        return None
+    ago_ms: int = _LAST_DATA_RECV.unpack_from(info, _LAST_DATA_RECV_OFFSET)[0]
+    return time.monotonic() - ago_ms / 1000
+
+
 @asynccontextmanager
 async def serve_asgi(
     app: ASGIApp,
@@ -124,11 +170,13 @@ async def serve_asgi(
     header_timeout: float = 10.0,
     timeout_keep_alive: float = 5.0,
     graceful_timeout: float = 10.0,
+    stamp_arrivals: bool = False,
 ) -> AsyncIterator[tuple[str, int]]:
     """Serve ``app`` on ``host:port`` while the block runs; yields the bound (host, port).
 
     A connection must complete each request's headers within ``header_timeout`` seconds; at most
     ``max_connections`` stay open (the oldest idle one makes room for a newcomer).
+    ``stamp_arrivals``: see the module's docstring.
 
     Raises:
         OSError: the address cannot be bound (in use, not local, no permission).
@@ -137,7 +185,7 @@ async def serve_asgi(
     bound_host, bound_port = sock.getsockname()[:2]
     config = uvicorn.Config(
         app,
-        http=_GuardedH11.configured(header_timeout, max_connections),
+        http=_GuardedH11.configured(header_timeout, max_connections, stamp_arrivals),
         lifespan="off",
         # No log_config and no log_level: uvicorn then leaves the process's logging alone (its
         # loggers propagate into ours, masked like everything else); access_log=False would

@@ -38,20 +38,30 @@ async def test_a_receipt_sent_after_it_was_received_is_refused(api: Api) -> None
 
 async def test_the_poll_log_lists_per_number_requests_while_logging(api: Api) -> None:
     """Off at first; once started it lists each per-number request answered (arrival before
-    answer) and nothing else; stopping drops it, and a bad body changes nothing."""
-    assert await api.control("GET", "polls") == {"logging": False, "polls": []}
+    answer) and nothing else, and every request that reached a limiter with its RequestId;
+    stopping drops both, and a bad body changes nothing."""
+    off = {"logging": False, "polls": [], "requests": []}
+    assert await api.control("GET", "polls") == off
     window = {"SmsSdkAppId": APP, "BeginTime": int(time.time()) - 60, "Offset": 0, "Limit": 10}
     await api.call("PullSmsSendStatusByPhoneNumber", {**window, "PhoneNumber": NUMBER})
-    assert await api.control("POST", "polls", {"logging": True}) == {"logging": True, "polls": []}
+    on = {"logging": True, "polls": [], "requests": []}
+    assert await api.control("POST", "polls", {"logging": True}) == on
     await api.call("PullSmsReplyStatusByPhoneNumber", {**window, "PhoneNumber": NUMBER})
-    await api.call("PullSmsSendStatus", {"SmsSdkAppId": APP, "Limit": 10})
-    [poll] = (await api.control("GET", "polls"))["polls"]
+    queue = await api.post("PullSmsSendStatus", {"SmsSdkAppId": APP, "Limit": 10})
+    logs = await api.control("GET", "polls")
+    [poll] = logs["polls"]
     assert poll["phone_number"] == NUMBER
     assert poll["arrived"] <= poll["answered"]
+    assert [(r["action"], r["admitted"]) for r in logs["requests"]] == [
+        ("PullSmsReplyStatusByPhoneNumber", True),
+        ("PullSmsSendStatus", True),
+    ]
+    assert logs["requests"][-1]["request_id"] == queue.json()["Response"]["RequestId"]
+    assert logs["requests"][0]["arrived"] == poll["arrived"]
     async with httpx.AsyncClient() as http:
         url = f"{api.emulator.url}/_emulator/polls"
         refused = await http.post(url, json={"logging": "maybe"})
     assert refused.status_code == 422
     assert refused.json()["error"].startswith("logging:")
     assert len((await api.control("GET", "polls"))["polls"]) == 1
-    assert await api.control("POST", "polls", {"logging": False}) == {"logging": False, "polls": []}
+    assert await api.control("POST", "polls", {"logging": False}) == off

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import threading
+import time
+
 import anyio
+import anyio.to_thread
+import httpx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tcsms_poller.emulator import EmulatorOptions
+from tcsms_poller.emulator import DEFAULT_SECRET_ID, DEFAULT_SECRET_KEY, EmulatorOptions
 from tcsms_poller.emulator.ratelimit import SlidingWindowLimiter
+from tcsms_poller.tencent import API_VERSION, SERVICE
+from tcsms_poller.tencent.signing import TC3Auth
 from tests.support.emulator_api import APP, Api
 
 RATES = [1, 10, 20, 100, 1000]
@@ -174,3 +182,40 @@ async def test_a_request_cut_off_before_its_body_is_no_request(
     stats = (await api.control("GET", "stats"))["actions"]["PullSmsReplyStatus"]
     assert stats["requests"] == 1
     assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == []
+
+
+@pytest.mark.anyio
+async def test_a_request_is_timed_when_it_arrived_not_when_a_busy_emulator_got_to_it(
+    api: Api,
+) -> None:
+    """The emulator's event loop is stuck for half a second (a busy process) while a request
+    arrives: it is timed when the kernel received it, as Tencent's servers would time it, so a
+    client that kept the limit is not refused because the server read it late."""
+    await api.control("POST", "polls", {"logging": True})
+    sending = threading.Event()
+    sent_at: list[float] = []
+
+    def call() -> int:  # a client of its own thread, so it writes while the loop is stuck
+        auth = TC3Auth(secret_id=DEFAULT_SECRET_ID, secret_key=DEFAULT_SECRET_KEY, service=SERVICE)
+        headers = {
+            "Content-Type": "application/json",
+            "X-TC-Action": "PullSmsReplyStatus",
+            "X-TC-Version": API_VERSION,
+            "X-TC-Region": "ap-guangzhou",
+        }
+        with httpx.Client(auth=auth, timeout=30) as http:
+            sending.set()
+            sent_at.append(time.monotonic())
+            response = http.post(api.emulator.url + "/", content=json.dumps(QUEUE), headers=headers)
+            return response.status_code
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(anyio.to_thread.run_sync, call)
+            await anyio.to_thread.run_sync(sending.wait)
+            time.sleep(0.5)  # noqa: ASYNC251 (the point: the emulator's loop cannot read)
+    [request] = (await api.control("GET", "polls"))["requests"]
+    assert request["admitted"]
+    # Written within a moment of ``sent_at`` (the thread had the processor to itself), and
+    # read by the loop at least 0.5 s later.
+    assert 0 <= request["arrived"] - sent_at[0] < 0.25, request["arrived"] - sent_at[0]

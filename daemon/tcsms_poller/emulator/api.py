@@ -63,7 +63,7 @@ def _check_common_headers(headers: dict[str, str], regions: tuple[str, ...]) -> 
 
 async def _answer(request: Request, body: bytes, state: EmulatorState, request_id: str) -> Response:
     # No await from here to the limiter: arrivals reach it in the order they are timed.
-    arrival = state.monotonic()
+    arrival = state.arrival(request.scope)
     headers = dict(request.headers)
     action = _check_common_headers(headers, state.options.regions)
     verify_request(
@@ -78,7 +78,10 @@ async def _answer(request: Request, body: bytes, state: EmulatorState, request_i
     )
     stats = state.stats.of(action)
     stats.reached_limiter(arrival)
-    if not state.limiters[action].admit(arrival):
+    admitted = state.limiters[action].admit(arrival)
+    if state.limit_log is not None:
+        state.limit_log.append((action, request_id, arrival, admitted))
+    if not admitted:
         stats.limit_hits += 1
         raise ApiError(
             "RequestLimitExceeded",

@@ -14,9 +14,11 @@
 - ``GET``/``POST /_emulator/activation``: ``{"inactive": {action: code}}``, the actions Tencent
   has not activated on the account and the code each is refused with; a POST replaces them all
 - ``GET``/``POST /_emulator/polls``: ``{"logging": bool, "polls": [{"phone_number", "arrived",
-  "answered"}, ...]}``, every per-number request answered since logging began (monotonic
-  seconds of the emulator's process), to check that no two polls of one number overlapped; a
-  POST ``{"logging": true}`` starts an empty log, ``{"logging": false}`` drops it
+  "answered"}, ...], "requests": [{"action", "request_id", "arrived", "admitted"}, ...]}``:
+  every per-number request answered since logging began, to check that no two polls of one
+  number overlapped, and every request that reached a rate limiter, to set a refusal beside
+  when its client sent it (times in monotonic seconds, the machine's ``CLOCK_MONOTONIC``); a
+  POST ``{"logging": true}`` starts empty logs, ``{"logging": false}`` drops them
 
 A bad body answers 422 ``{"error": "..."}`` and changes nothing.
 """
@@ -258,11 +260,16 @@ def _polls(state: EmulatorState) -> Response:
         {"phone_number": phone, "arrived": arrived, "answered": answered}
         for phone, arrived, answered in log or ()
     ]
-    return JSONResponse({"logging": log is not None, "polls": polls})
+    requests = [
+        {"action": action, "request_id": request_id, "arrived": arrived, "admitted": admitted}
+        for action, request_id, arrived, admitted in state.limit_log or ()
+    ]
+    return JSONResponse({"logging": log is not None, "polls": polls, "requests": requests})
 
 
 def _set_poll_logging(state: EmulatorState, given: PollLogging) -> None:
     state.number_log = [] if given.logging else None
+    state.limit_log = [] if given.logging else None
 
 
 async def get_faults(request: Request) -> Response:

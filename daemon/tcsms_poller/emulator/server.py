@@ -54,10 +54,8 @@ async def run_emulator(
         )
         traffic.backfill()
     # The server is the outer block so that a bind failure surfaces as a plain OSError.
-    async with (
-        serve_asgi(build_app(state), options.host, options.port) as (host, port),
-        anyio.create_task_group() as tg,
-    ):
+    serving = serve_asgi(build_app(state), options.host, options.port, stamp_arrivals=True)
+    async with serving as (host, port), anyio.create_task_group() as tg:
         if state.pusher is not None:
             tg.start_soon(state.pusher.run)
         tg.start_soon(state.outbound.run)

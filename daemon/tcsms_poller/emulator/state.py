@@ -2,18 +2,21 @@
 traffic generator and the pusher.
 
 Two clocks: ``clock`` is wall time (signatures, record times, the 7-day window) and is injectable
-so tests can skew it; ``monotonic`` times the rate limits and bursts.
+so tests can skew it; ``monotonic`` times the rate limits and bursts. A request's arrival on
+``monotonic`` is when the kernel received it, where the server can tell (``arrival``).
 """
 
 from __future__ import annotations
 
+import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import anyio
 
+from tcsms_poller.asgi import RECEIVED
 from tcsms_poller.emulator.faults import FaultInjector
 from tcsms_poller.emulator.options import EmulatorOptions
 from tcsms_poller.emulator.pusher import Pusher
@@ -58,6 +61,10 @@ class EmulatorState:
         # When a test sets a list here: (phone, arrival, answered) of every per-number request
         # answered, monotonic, to check that no two polls of one number overlapped.
         self.number_log: list[tuple[str, float, float]] | None = None
+        # Set with it: (action, RequestId, arrival, admitted) of every request that reached a
+        # limiter, so that a test can set each refusal beside when its client says it sent.
+        self.limit_log: list[tuple[str, str, float, bool]] | None = None
+        self._last_arrival = -math.inf
         self.faults = FaultInjector(options.faults, random.Random(f"faults:{self.seed}"))
         self.inactive = dict(options.inactive)  # action -> refusal code; changed at runtime
         self.pusher = Pusher(options.push) if options.push.enabled else None
@@ -66,6 +73,21 @@ class EmulatorState:
         self.outbound = Outbound(
             options.receipts, self, clock, random.Random(f"receipts:{self.seed}")
         )
+
+    def arrival(self, scope: Mapping[str, Any]) -> float:
+        """When the request of ``scope`` arrived, on ``monotonic``.
+
+        Tencent's limits count requests as they reach its servers, not as a busy process gets
+        to them: so the kernel's receive time where the server knows it (``asgi.RECEIVED``),
+        else now. Never before the previous arrival, as the limiter and the stats count in
+        order: two requests read out of their order are counted a moment apart at most.
+        """
+        now = self.monotonic()
+        received = scope.get("extensions", {}).get(RECEIVED)
+        if received is not None:
+            now -= max(0.0, time.monotonic() - received["at"])
+        self._last_arrival = max(self._last_arrival, now)
+        return self._last_arrival
 
     def make_serial(self) -> str:
         """A fresh SerialNo shaped like Tencent's (``5000:1045710669157053657849499619``)."""
