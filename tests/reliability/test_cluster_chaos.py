@@ -40,7 +40,7 @@ from tests.e2e.test_cluster import (
     overlapping_polls,
 )
 from tests.support.daemon_process import DaemonProcess, running_daemon
-from tests.support.emulator import control, expected_ids, truth, truth_reply_id
+from tests.support.emulator import control, expected_ids, poll_log, truth, truth_reply_id
 from tests.support.emulator_process import emulator_process
 from tests.support.http_receiver import http_receiver
 from tests.support.postgres import running_server
@@ -173,10 +173,7 @@ async def test_kills_pauses_and_a_database_restart_lose_nothing_and_repeat_only_
         requests = list(receiver.accepted)
         final = await truth(emulator)
         refused = limit_hits(await control(emulator, "stats"))
-        polls = (await control(emulator, "polls"))["polls"]
-        overlaps = overlapping_polls(
-            [(p["phone_number"], p["arrived"], p["answered"]) for p in polls]
-        )
+        overlaps = overlapping_polls(await poll_log(emulator))
 
     print(  # noqa: T201 (shown with -s, whatever the assertions below say)
         f"\nrefused for the limits: {refused}; numbers polled by two at once: {overlaps}"
