@@ -1,6 +1,11 @@
 """Several daemons on one PostgreSQL state (cluster mode), as real processes against the emulator:
 a paused holder that resumes after its leases passed on, three instances under the account's
-limits, and a ``kill -9`` of the holder of every lease."""
+limits, and a ``kill -9`` of the holder of every lease.
+
+The three instances' test judges the limits to the request, so its emulator runs in a process of
+its own (``tests.support.emulator_process``), read only through its control endpoints: in this
+busy test process it would stamp requests as late as this event loop wakes up, and its strict
+limits would count requests closer together than the daemons sent them."""
 
 from __future__ import annotations
 
@@ -25,12 +30,15 @@ from tests.support.daemon_process import APP, DaemonProcess, daemon_config, runn
 from tests.support.emulator import (
     NUMBER,
     Reachable,
+    control,
     expected_ids,
     inject,
+    poll_log,
     receipts,
     replies,
     truth,
 )
+from tests.support.emulator_process import emulator_process
 from tests.support.http_receiver import Receiver, http_receiver, posted_ids
 from tests.support.ports import free_port
 from tests.support.waiting import wait_until
@@ -176,7 +184,7 @@ def numbers_file(path: Path, count: int) -> Path:
 
 
 async def test_three_instances_share_the_numbers_and_the_limit_and_fail_over_after_kill_9(
-    tmp_path: Path, emulator: RunningEmulator, postgres_url: str
+    tmp_path: Path, postgres_url: str
 ) -> None:
     """Three instances, 2,000 tracked numbers, live records: the emulator refuses no request
     for the limits while the per-number action runs at 95 % of its limit or more, the three
@@ -185,9 +193,13 @@ async def test_three_instances_share_the_numbers_and_the_limit_and_fail_over_aft
     instance within 2 x TTL, which delivers what follows."""
     numbers = numbers_file(tmp_path / "numbers.txt", 2000)
     app = {"by_number": {"numbers_file": str(numbers), "interval": "1s", "replies": False}}
-    emulator.state.number_log = []
-    await inject(emulator, send_statuses=receipts(150), replies=replies(30))
-    with http_receiver() as receiver:
+    async with (
+        emulator_process(tmp_path / "emulator.log", seed=7) as emulator,
+        AsyncExitStack() as stack,
+    ):
+        await control(emulator, "polls", {"logging": True})
+        await inject(emulator, send_statuses=receipts(150), replies=replies(30))
+        receiver = stack.enter_context(http_receiver())
         configs = {
             name: (
                 tmp_path / name,
@@ -197,22 +209,22 @@ async def test_three_instances_share_the_numbers_and_the_limit_and_fail_over_aft
             )
             for name in ("a", "b", "c")
         }
-        async with AsyncExitStack() as stack, instances(stack, configs) as running:
+        async with instances(stack, configs) as running:
             expected = expected_ids(await truth(emulator))
             await wait_until(lambda: set(delivered(receiver)) >= expected, what="the records")
             await wait_for_shares(postgres_url, LIMITED, ["a", "b", "c"], timeout=6 * TTL)
             # Utilization, measured over 8 s of the sweep (2,000 numbers at 20/s take 100 s).
-            before, started = request_count(emulator), anyio.current_time()
+            before, started = await request_count(emulator), anyio.current_time()
             await anyio.sleep(8.0)
-            rate = (request_count(emulator) - before) / (anyio.current_time() - started)
+            rate = (await request_count(emulator) - before) / (anyio.current_time() - started)
             assert rate >= 0.95 * LIMIT, f"{rate:.2f} requests/s of {LIMIT}"
             # The shares never add up to more than the limit, and each instance counts a request
             # from when it was written, so even a loaded machine's late request lets no later one
             # in early: not one refusal (two instances pulling at once are refused by the dozen).
-            assert limit_hits(emulator.state.stats_snapshot()) == {}
-            stats = emulator.state.stats_snapshot()["actions"]
-            assert stats[LIMITED]["max_in_window"] <= LIMIT
-            assert overlapping_polls(emulator.state.number_log) == []
+            stats = await control(emulator, "stats")
+            assert limit_hits(stats) == {}
+            assert stats["actions"][LIMITED]["max_in_window"] <= LIMIT
+            assert overlapping_polls(await poll_log(emulator)) == []
             shares = {name: by_number_requests(running[name]) for name in running}
             total = sum(shares.values())
             assert all(count >= total / 6 for count in shares.values()), shares
@@ -233,8 +245,8 @@ async def test_three_instances_share_the_numbers_and_the_limit_and_fail_over_aft
             await inject(emulator, replies=replies(40, saying="after the kill"))
             expected = expected_ids(await truth(emulator))
             await wait_until(lambda: set(delivered(receiver)) >= expected, what="after failover")
-            assert limit_hits(emulator.state.stats_snapshot()) == {}
-            assert overlapping_polls(emulator.state.number_log) == []
+            assert limit_hits(await control(emulator, "stats")) == {}
+            assert overlapping_polls(await poll_log(emulator)) == []
             config_file = configs[new][0] / "config.yaml"
             status = await anyio.run_process(
                 [sys.executable, "-m", "tcsms_poller", "status", "-c", str(config_file)],
@@ -295,8 +307,10 @@ def by_number_requests(daemon: DaemonProcess) -> int:
     )
 
 
-def request_count(emulator: RunningEmulator) -> int:
-    return int(emulator.state.stats_snapshot()["actions"].get(LIMITED, {}).get("requests", 0))
+async def request_count(emulator: Reachable) -> int:
+    """Requests of ``LIMITED`` the emulator has seen so far (``GET /_emulator/stats``)."""
+    stats = await control(emulator, "stats")
+    return int(stats["actions"].get(LIMITED, {}).get("requests", 0))
 
 
 def limit_hits(stats: Mapping[str, Any]) -> dict[str, int]:

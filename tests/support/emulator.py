@@ -42,6 +42,7 @@ __all__ = [
     "emulator_truth",
     "expected_ids",
     "inject",
+    "poll_log",
     "receipts",
     "replies",
     "request_counts",
@@ -118,6 +119,14 @@ async def truth(emulator: Reachable) -> dict[str, Any]:
     return dict(await control(emulator, "truth"))
 
 
+async def poll_log(emulator: Reachable) -> list[tuple[str, float, float]]:
+    """``GET /_emulator/polls``: ``(number, arrived, answered)`` of every per-number request
+    answered since logging began (``POST /_emulator/polls {"logging": true}``)."""
+    answer = await control(emulator, "polls")
+    assert answer["logging"], "the emulator is not logging its per-number requests"
+    return [(p["phone_number"], p["arrived"], p["answered"]) for p in answer["polls"]]
+
+
 async def emulator_truth(emulator: RunningEmulator) -> set[str]:
     """The id of every record the emulator has created so far (what a sink must end up with)."""
     return expected_ids(await truth(emulator))
@@ -147,7 +156,7 @@ def truth_reply_id(reply: dict[str, Any]) -> str:
 NUMBER = "+8613711112222"
 
 
-async def inject(emulator: RunningEmulator, **records: Any) -> dict[str, Any]:
+async def inject(emulator: Reachable, **records: Any) -> dict[str, Any]:
     """Add exact records to the emulator (not pushed unless ``push=True``); returns them."""
     return dict(await control(emulator, "records", {"push": False, **records}))
 
