@@ -42,7 +42,7 @@ __all__ = ["RECEIVED", "serve_asgi"]
 RECEIVED = "tcsms.received"  # the scope extension of ``stamp_arrivals``
 
 # Linux's ``struct tcp_info``: ``tcpi_last_data_recv`` (u32, milliseconds since the connection
-# last received data) and the size of the struct up to it.
+# last received data) and its offset in the struct.
 _LAST_DATA_RECV = struct.Struct("=I")
 _LAST_DATA_RECV_OFFSET = 52
 

@@ -1,12 +1,12 @@
 """The rate limits audited twice: at the emulator, by when requests arrived, and at the daemons, by
 when each says it sent them.
 
-The emulator (``GET /_emulator/polls``'s ``requests``) counts arrivals as its event loop stamps
-them; the daemons log each request's ``sent_at`` (``tencent.request_completed`` and
+The emulator (``GET /_emulator/polls``'s ``requests``) counts arrivals as the kernel received
+them; the daemons log each request's ``sent_monotonic`` (``tencent.request_completed`` and
 ``tencent.request_failed``, by ``request_id``). Both are ``CLOCK_MONOTONIC`` seconds of the same
 machine. So a refusal can be set beside the daemons' own account: too many requests sent in one
-second is the daemons' fault; a request stamped later than it was sent, which squeezes the
-window it opens, is the stamping's.
+second is the daemons' fault; a request timed later than it was sent, which squeezes the
+window it opens, is the timing's.
 """
 
 from __future__ import annotations
@@ -53,10 +53,9 @@ def sent_requests(logs: Mapping[str, Path]) -> dict[str, Sent]:
     sent: dict[str, Sent] = {}
     for name, log in logs.items():
         for life, entry in log_entries(log):
-            if entry.get("event") in REQUEST_EVENTS and entry.get("sent_at") is not None:
-                request_id = entry.get("request_id")
-                if request_id:
-                    sent[request_id] = Sent(f"{name}.{life}", entry["action"], entry["sent_at"])
+            at, request_id = entry.get("sent_monotonic"), entry.get("request_id")
+            if entry.get("event") in REQUEST_EVENTS and at is not None and request_id:
+                sent[request_id] = Sent(f"{name}.{life}", entry["action"], at)
     return sent
 
 

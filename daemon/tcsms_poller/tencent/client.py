@@ -268,7 +268,7 @@ class TencentClient:
                 "tencent.request_failed",
                 action=action,
                 **error.log_fields,
-                sent_at=_sent_at(slot),
+                sent_monotonic=_sent_monotonic(slot),
             )
             if error.answer_lost and action in QUEUE_ACTIONS:
                 self._count_lost_answer(action, str(params.get("SmsSdkAppId", "")), error)
@@ -284,7 +284,7 @@ class TencentClient:
             action=action,
             request_id=answer.get("RequestId"),
             duration_s=round(anyio.current_time() - started, 4),
-            sent_at=_sent_at(slot),
+            sent_monotonic=_sent_monotonic(slot),
         )
         return result
 
@@ -353,7 +353,7 @@ class TencentClient:
 _AFTER_SENDING = (httpx.ReadError, httpx.RemoteProtocolError)
 
 
-def _sent_at(slot: Slot) -> float | None:
+def _sent_monotonic(slot: Slot) -> float | None:
     """When the request counts from (monotonic, ``CLOCK_MONOTONIC``, comparable with the
     server's arrival times on the same machine), or None when it never left."""
     return round(slot.at, 4) if slot.left else None
