@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
+import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -147,11 +148,10 @@ def _kernel_received(transport: asyncio.Transport) -> float | None:
     """When the kernel last received data on ``transport``'s TCP connection (monotonic), or
     None where the platform does not tell."""
     sock = transport.get_extra_info("socket")
-    option = getattr(socket, "TCP_INFO", None)
-    if sock is None or option is None:
+    if sock is None or not sys.platform.startswith("linux"):  # the layout below is Linux's
         return None
     try:
-        info = sock.getsockopt(socket.IPPROTO_TCP, option, 104)
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
     except OSError:
         return None
     if len(info) < _LAST_DATA_RECV_OFFSET + _LAST_DATA_RECV.size:
