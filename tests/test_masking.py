@@ -15,7 +15,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from tcsms_poller.logs import get_logger
+from tcsms_poller.logs import get_logger, learn_secrets
 from tcsms_poller.masking import Masker
 from tcsms_poller.settings_types import SecretValue
 from tests.support.log_capture import captured_logs, json_lines
@@ -151,6 +151,34 @@ def test_secret_values_from_the_config_are_accepted() -> None:
     with captured_logs(secrets=[SecretValue(SECRET)]) as out:
         log.info("config.loaded", key=SECRET)
     assert SECRET not in output(out)
+
+
+def test_a_masker_learns_secrets_and_keeps_the_ones_it_knew() -> None:
+    """After ``learn`` a new secret is masked in text and in a dict key cached before it, the
+    old one still is; learning a known secret again changes nothing."""
+    rotated = "Zr8wPq3nVx6tYb1M"
+    masker = Masker([SECRET])
+    key = f"token_{rotated}"
+    assert masker.value({key: rotated}) == {key: rotated}  # the key is cached unmasked now
+    masker.learn([SecretValue(rotated)])
+    masker.learn([rotated, SECRET])
+    assert masker.value({key: rotated}) == {"token_***": "***"}
+    assert masker.text(f"{SECRET} {rotated} {PHONE}") == f"*** *** {MASKED_PHONE}"
+
+
+def test_learnt_secrets_are_masked_in_loggers_and_library_records_made_before() -> None:
+    """``learn_secrets`` (a reload) reaches loggers bound earlier and stdlib records alike."""
+    rotated = "Zr8wPq3nVx6tYb1M"
+    bound = log.bind(worker="replies")
+    with captured_logs(secrets=[SECRET]) as out:
+        learn_secrets([SecretValue(rotated)])
+        bound.info("sink.failed", error=f"https://u:{rotated}@hook/x", key=SECRET)
+        logging.getLogger("httpx").warning("POST https://u:%s@hook/x", rotated)
+    text = output(out)
+    assert len(json_lines(out)) == 2
+    assert rotated not in text
+    assert SECRET not in text
+    assert text.count("https://u:***@hook/x") == 2
 
 
 def test_a_short_secret_is_masked_as_a_whole_token_only() -> None:

@@ -39,7 +39,7 @@ from tcsms_poller.health import HealthBoard
 from tcsms_poller.healthfile import write_health_url
 from tcsms_poller.housekeeping import Housekeeper
 from tcsms_poller.intake import Intake
-from tcsms_poller.logs import report_held_lines
+from tcsms_poller.logs import learn_secrets, report_held_lines
 from tcsms_poller.masking import Masker
 from tcsms_poller.metrics import Metrics
 from tcsms_poller.sdnotify import Notifier, run_watchdog
@@ -105,7 +105,9 @@ class Daemon:
         self.config = config
         self.sink_grace = sink_grace
         self.metrics = Metrics()
-        self.board = HealthBoard(clock, masker=Masker(config.secrets()))  # /healthz is public
+        self._masker = Masker()  # the health board's: /healthz is public
+        self._learn_secrets(config)
+        self.board = HealthBoard(clock, masker=self._masker)
         self._config_path = config_path
         self._notifier = notifier or Notifier(None)
         self._clock = clock
@@ -411,6 +413,7 @@ class Daemon:
         if self._config_path is None:
             return self.config
         new = load_config(self._config_path)
+        self._learn_secrets(new)  # before its sinks are built: they may log, and fail, with them
         self._warn_restart_needed(new)
         return self.config.model_copy(update={"sinks": new.sinks, "apps": new.apps})
 
@@ -434,6 +437,13 @@ class Daemon:
                     log.error("sink.restore_failed", sinks=names, error=str(undo))
             raise
         self.config = config
+
+    def _learn_secrets(self, config: Config) -> None:
+        """Mask every secret of ``config`` in the logs and on /healthz from now on; those
+        learnt before stay masked, so a reload that fails, or a secret rotated, loses none."""
+        secrets = config.secrets()
+        learn_secrets(secrets)
+        self._masker.learn(secrets)
 
     def _warn_restart_needed(self, new: Config) -> None:
         for section in ("tencent", "state", "server", "log"):

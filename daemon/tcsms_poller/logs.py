@@ -36,6 +36,7 @@ __all__ = [
     "THIRD_PARTY_LOGGERS",
     "configure_logging",
     "get_logger",
+    "learn_secrets",
     "lost_lines",
     "report_held_lines",
 ]
@@ -272,6 +273,18 @@ def configure_logging(
     for name in THIRD_PARTY_LOGGERS:
         logging.getLogger(name).setLevel(libraries)
     logging.getLogger("httpcore").setLevel(max(libraries, logging.INFO))
+
+
+def learn_secrets(secrets: Iterable[str | SecretValue]) -> None:
+    """Mask ``secrets`` too in every line from now on, besides those known (``Masker.learn``).
+
+    A reload's new sinks may carry new secrets and log before the reload completes: it calls
+    this first. The structlog path and the stdlib handler share the one masker in the chain.
+    """
+    secrets = tuple(secrets)
+    for processor in _PROCESSORS:
+        if isinstance(processor, Masker):
+            processor.learn(secrets)
 
 
 async def report_held_lines() -> None:

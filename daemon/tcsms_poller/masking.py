@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import quote
@@ -88,6 +89,15 @@ def _token(form: str) -> str:
     return before + re.escape(form) + after
 
 
+def _mask_text(text: str, secrets: re.Pattern[str] | None) -> str:
+    """``text`` with what ``secrets`` matches and every phone number masked (``Masker.text``)."""
+    if secrets is not None:
+        text = secrets.sub(REDACTED, text)
+    if "+" in text:
+        text = _PLUS_NUMBER.sub(lambda match: _mask_e164(match[1]), text)
+    return _BARE_MOBILE.sub(lambda match: f"{match[1]}{match[2]}{_STARS}{match[3]}", text)
+
+
 def _safe_repr(value: object) -> str:
     try:
         return repr(value)
@@ -103,21 +113,42 @@ class Masker:
     the renderer would otherwise produce later, unmasked). Containers are copied, never mutated.
     """
 
-    __slots__ = ("_keys", "_secrets")
+    __slots__ = ("_forms", "_lock", "_state")
 
     def __init__(self, secrets: Iterable[str | SecretValue] = ()) -> None:
-        forms: dict[str, bool] = {}  # form -> whether it is masked anywhere, not as a token only
-        for secret in secrets:
-            raw = secret.reveal() if isinstance(secret, SecretValue) else secret
-            # Also the forms a secret takes once escaped in a repr, a JSON body or a URL.
-            for form in (raw, repr(raw)[1:-1], json.dumps(raw)[1:-1], quote(raw, safe="")):
-                if form:
-                    forms[form] = forms.get(form, False) or len(raw) >= _MIN_ANYWHERE
-        # Longest first, so a secret that contains another is masked whole.
-        ordered = sorted(forms, key=len, reverse=True)
-        patterns = [re.escape(form) if forms[form] else _token(form) for form in ordered]
-        self._secrets = re.compile("|".join(patterns)) if patterns else None
-        self._keys: dict[str, tuple[str, bool]] = {}
+        self._lock = threading.Lock()  # one learn() at a time; reading needs no lock
+        self._forms: dict[str, bool] = {}  # form -> masked anywhere, not as a whole token only
+        # The secrets' pattern and the masked keys cached under it, swapped as one reference.
+        self._state: tuple[re.Pattern[str] | None, dict[str, tuple[str, bool]]] = (None, {})
+        self.learn(secrets)
+
+    def learn(self, secrets: Iterable[str | SecretValue]) -> None:
+        """Mask ``secrets`` too from now on, besides every one known already.
+
+        A reload learns the secrets of its new configuration before it builds anything, and
+        nothing is ever forgotten: a secret kept after a failed reload or a rotation is a word
+        too many masked, one forgotten too early would be a secret in the clear.
+
+        Lines are masked in whichever thread logs them (work handed to a thread, a library's
+        own threads), so the new pattern and a fresh key cache replace the old pair as one
+        reference: a reader uses the old pair or the new one, never a key masked by the old
+        pattern cached beside the new one. Only ``learn`` takes the lock; logging never waits.
+        """
+        with self._lock:
+            forms = dict(self._forms)
+            for secret in secrets:
+                raw = secret.reveal() if isinstance(secret, SecretValue) else secret
+                # Also the forms a secret takes once escaped in a repr, a JSON body or a URL.
+                for form in (raw, repr(raw)[1:-1], json.dumps(raw)[1:-1], quote(raw, safe="")):
+                    if form:
+                        forms[form] = forms.get(form, False) or len(raw) >= _MIN_ANYWHERE
+            if forms == self._forms:
+                return  # nothing new: the cached keys stay good
+            # Longest first, so a secret that contains another is masked whole.
+            ordered = sorted(forms, key=len, reverse=True)
+            patterns = [re.escape(form) if forms[form] else _token(form) for form in ordered]
+            self._forms = forms
+            self._state = (re.compile("|".join(patterns)), {})
 
     def __call__(self, logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
         return self._mapping(event_dict, 0)
@@ -125,11 +156,7 @@ class Masker:
     def text(self, text: str) -> str:
         """``text`` with every configured secret, every ``+`` number and every bare mainland
         mobile number (``13711112222`` -> ``137****2222``) masked."""
-        if self._secrets is not None:
-            text = self._secrets.sub(REDACTED, text)
-        if "+" in text:
-            text = _PLUS_NUMBER.sub(lambda match: _mask_e164(match[1]), text)
-        return _BARE_MOBILE.sub(lambda match: f"{match[1]}{match[2]}{_STARS}{match[3]}", text)
+        return _mask_text(text, self._state[0])
 
     def value(self, value: object) -> object:
         """A masked copy of ``value``, made only of JSON-friendly types."""
@@ -161,10 +188,11 @@ class Masker:
         """The masked key and whether it holds phone numbers; cached, as keys repeat endlessly."""
         if type(key) is not str:  # 1, 1.0 and True are one dict key: never cache them
             return self._value(key, False, _MAX_DEPTH), False  # at _MAX_DEPTH, never a container
-        cached = self._keys.get(key)
+        secrets, keys = self._state  # one read: the key is cached for the pattern it met
+        cached = keys.get(key)
         if cached is None:
-            if len(self._keys) >= _KEY_CACHE_SIZE:
-                self._keys.clear()
+            if len(keys) >= _KEY_CACHE_SIZE:
+                keys.clear()
             is_phone = key.replace("_", "").lower() in _PHONE_KEYS
-            cached = self._keys[key] = (self.text(key), is_phone)
+            cached = keys[key] = (_mask_text(key, secrets), is_phone)
         return cached
