@@ -119,7 +119,9 @@ def test_rendering_redacts_every_secret(tmp_path: Path) -> None:
     assert data["server"]["token"] == "***"
     assert data["sinks"][0]["headers"] == {"Authorization": "***"}
     assert data["sinks"][0]["url"] == "http://127.0.0.1:9/"
-    assert len(config.secrets()) == 6
+    # The header's value, and its token alone (quoted without its scheme, it is still masked).
+    assert "header-secret-value" in {secret.reveal() for secret in config.secrets()}
+    assert len(config.secrets()) == 7
 
 
 def test_numbers_file_skips_comments_blanks_and_repeats(tmp_path: Path) -> None:

@@ -101,7 +101,11 @@ class HttpSettings(SinkSettings):
         return redact_url(str(url), path=self.secret_path)
 
     def hidden_secrets(self) -> list[SecretValue]:
-        return [SecretValue(part) for part in url_secrets(str(self.url), path=self.secret_path)]
+        """The URL's secret parts, and each header's credentials without their scheme: a
+        downstream error or a library may quote a ``Bearer`` token alone."""
+        parts = url_secrets(str(self.url), path=self.secret_path)
+        credentials = [value.reveal().partition(" ")[2].strip() for value in self.headers.values()]
+        return [SecretValue(part) for part in (*parts, *credentials) if part]
 
 
 def redact_url(url: str, *, path: bool = False) -> str:
