@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import time
 from collections.abc import Sequence
 from datetime import datetime
 from functools import partial
@@ -343,6 +344,56 @@ async def test_a_purge_beside_a_daemon_appending_dead_letters_loses_none_of_them
     assert ids(await dead.letters(since=moment(3600.0))) == kept
     assert purged + len(await dead.letters()) == 500 + 2 * len(kept)
     assert not list(dead.path.parent.glob("*.tmp"))
+
+
+async def test_purge_from_the_command_line(backend: Backend, tmp_path: Path) -> None:
+    """``dead-letter purge``: one line of what it removed and kept, exit 0; a mistake is one
+    line, exit 2, and nothing changed."""
+    sinks = [{"type": "http", "name": SINK, "url": "http://127.0.0.1:9/"}]
+    config = daemon_config("http://127.0.0.1:9", tmp_path, sinks=sinks)
+    if backend.kind == "postgresql":
+        config["state"]["url"] = backend.location
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    clock = FakeClock(time.time())
+    async with backend.open(clock) as store:
+        dead = store.dead_letters(SINK)
+        await dead.write(outbox("a", "b", "c"), reason="rejected", now=clock.now - 7200)
+        await dead.write(outbox("d"), reason="rejected", now=clock.now)
+        await dead.enqueue((await dead.letters())[2:3])
+
+    async def purge(*args: str) -> tuple[int, str, str]:
+        done = await anyio.to_thread.run_sync(
+            partial(run_cli, "dead-letter", "purge", "-c", str(tmp_path / "config.yaml"), *args)
+        )
+        return done.returncode, done.stdout, done.stderr
+
+    if backend.kind == "sqlite":  # the same checks, made before the state is opened
+        for args, problem in (
+            (["--sink", SINK], "say which dead letters to remove"),
+            (["--sink", SINK, "--all", "--replayed"], "--all removes every dead letter"),
+            (["--sink", "nope", "--all"], "--sink 'nope' is not configured (sinks: webhook)"),
+            (["--sink", SINK, "--older-than", "2 weeks"], "invalid duration '2 weeks'"),
+        ):
+            code, out, err = await purge(*args)
+            assert (code, out) == (2, ""), err
+            *usage, line = err.strip().splitlines()  # argparse's own errors show the usage
+            assert problem in line
+            assert all(text.startswith(("usage:", " ")) for text in usage), err
+    code, out, err = await purge("--sink", SINK, "--older-than", "1h", "--dry-run")
+    assert (code, out) == (
+        0,
+        f"would remove 2 dead letters of sink {SINK}, would keep 2"
+        " (1 of them selected but queued for replay)\n",
+    ), err
+    code, out, err = await purge("--sink", SINK, "--older-than", "1h")
+    assert (code, out) == (
+        0,
+        f"removed 2 dead letters of sink {SINK}, kept 2"
+        " (1 of them selected but queued for replay)\n",
+    ), err
+    async with backend.open(clock) as store:
+        assert ids(await store.dead_letters(SINK).letters()) == ["c", "d"]
+        assert (await store.snapshot())["dead_letters"][SINK] == {"count": 2, "replays_queued": 1}
 
 
 # -- PostgreSQL: fenced by the sink's lease, shared by the cluster -------------------------------
