@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import time
 from collections.abc import Sequence
 from datetime import datetime
 from functools import partial
@@ -23,11 +24,12 @@ from tcsms_poller.health import HealthBoard
 from tcsms_poller.metrics import Metrics
 from tcsms_poller.records import OutboxRecord, Record, format_received_at
 from tcsms_poller.sinks.base import RejectedBatchError, SinkSettings
+from tcsms_poller.sinks.deadletter import DeadLetterFile
 from tcsms_poller.sinks.drainer import Drainer
 from tcsms_poller.state import StateStore
 from tcsms_poller.state.postgres import PostgresStore
 from tcsms_poller.state.postgres.connect import read_snapshot as read_postgres
-from tcsms_poller.state.roles import DeadLetter, Fence, LeaseLostError
+from tcsms_poller.state.roles import DeadLetter, Fence, LeaseLostError, Purged
 from tcsms_poller.state.status import read_snapshot
 from tests.support.backends import Backend
 from tests.support.cli import run_cli
@@ -221,6 +223,177 @@ async def test_a_replay_refused_again_goes_back_to_the_dead_letters(backend: Bac
     assert events.count("sink.dead_lettered") == 2
     assert "sink.replayed" in events
     assert PHONE[-8:] not in logs.getvalue()
+
+
+# -- purge, on both kinds ----------------------------------------------------------------------
+
+
+def moment(seconds: float) -> datetime:
+    return datetime.fromisoformat(format_received_at(seconds))
+
+
+async def test_purge_by_age_removes_the_older_dead_letters_and_status_counts_the_rest(
+    backend: Backend,
+) -> None:
+    """A dry run counts and changes nothing; the purge leaves the newer ones, on any sink but
+    the one named untouched, and ``status`` counts what is left."""
+    clock = FakeClock()
+    async with backend.open(clock) as store:
+        await store.sink_cursor(SINK)
+        dead = store.dead_letters(SINK)
+        await dead.write(outbox("a", "b"), reason="rejected", now=clock.now - 7200)
+        await dead.write(outbox("c"), reason="rejected", now=clock.now)
+        await store.dead_letters("other").write(outbox("d"), reason="rejected", now=0.0)
+        cutoff = moment(clock.now - 3600)
+
+        assert await dead.purge(before=cutoff, dry_run=True) == Purged(2, 1, 0)
+        assert ids(await dead.letters()) == ["a", "b", "c"]
+        assert await dead.purge(before=cutoff) == Purged(2, 1, 0)
+        assert ids(await dead.letters()) == ["c"]
+        assert await dead.purge(before=cutoff) == Purged(0, 1, 0)
+        snapshot = await store.snapshot()
+        assert snapshot["dead_letters"] == {
+            "other": {"count": 1, "replays_queued": 0},
+            SINK: {"count": 1, "replays_queued": 0},
+        }
+        assert await dead.purge() == Purged(1, 0, 0)
+        assert "  webhook: 0 pending, acked up to 0\n" in render(await store.snapshot(), [SINK])
+    async with backend.open(clock) as store:  # a restart finds it so
+        assert await store.dead_letters(SINK).letters() == []
+        assert ids(await store.dead_letters("other").letters()) == ["d"]
+
+
+async def test_purge_of_replayed_dead_letters_never_takes_one_queued_for_replay(
+    backend: Backend,
+) -> None:
+    """``--replayed`` takes only what the sink acknowledged; one queued but not delivered
+    stays whatever selects it, and goes once its replay is delivered."""
+    async with backend.open(FakeClock()) as store:
+        dead = store.dead_letters(SINK)
+        await dead.write(outbox("a", "b", "c", "d"), reason="rejected", now=0.0)
+        await dead.write(outbox("e"), reason="rejected", now=0.0)
+        assert await dead.enqueue((await dead.letters())[:4]) == (4, 0)
+        await dead.finish(await dead.queued(limit=2), acknowledged=True)
+
+        assert await dead.purge(replayed=True) == Purged(2, 3, 0)
+        assert ids(await dead.letters()) == ["c", "d", "e"]
+        assert await dead.purge() == Purged(1, 2, 2)  # --all: "e"; "c" and "d" are queued
+        assert ids(await dead.letters()) == ["c", "d"]
+        assert ids(await dead.queued()) == ["c", "d"]
+        assert await dead.replayed_ids() == set()  # "a" and "b" are gone: nothing to skip
+
+        await dead.finish(await dead.queued(), acknowledged=True)
+        assert await dead.purge(replayed=True, before=moment(0.0)) == Purged(0, 2, 0)
+        assert await dead.purge(replayed=True) == Purged(2, 0, 0)
+        assert await dead.letters() == []
+        assert await dead.replayed_ids() == set()
+
+
+async def test_replay_after_a_purge_queues_what_it_would_have(backend: Backend) -> None:
+    """A record dead-lettered twice, then delivered: purging its older dead letter keeps it
+    acknowledged (its newer one is left), so ``replay`` skips it; a record whose dead letters
+    are all gone is forgotten, so one dead-lettered again is queued."""
+    async with backend.open(FakeClock()) as store:
+        dead = store.dead_letters(SINK)
+        await dead.write(outbox("a", "b"), reason="rejected", now=0.0)
+        await dead.write(outbox("a", "c"), reason="refused again", now=7200.0)
+        await dead.enqueue(await dead.letters())
+        await dead.finish(await dead.queued(limit=2), acknowledged=True)  # a and b
+        await dead.finish(await dead.queued(), acknowledged=False)  # c refused again
+        await dead.write(outbox("c"), reason="refused again", now=7200.0)
+
+        assert await dead.purge(before=moment(3600.0)) == Purged(2, 3, 0)
+        assert [(one.record_id, one.reason) for one in await dead.letters()] == [
+            ("a", "refused again"),
+            ("c", "refused again"),
+            ("c", "refused again"),
+        ]
+        assert await dead.replayed_ids() == {"a"}
+        assert await dead.enqueue(await dead.letters()) == (1, 2)
+        assert ids(await dead.queued()) == ["c"]
+
+        await dead.write(outbox("b"), reason="rejected", now=9000.0)
+        assert await dead.enqueue(await dead.letters()) == (1, 3)
+        assert ids(await dead.queued()) == ["c", "b"]
+
+
+async def test_a_purge_beside_a_daemon_appending_dead_letters_loses_none_of_them(
+    tmp_path: Path,
+) -> None:
+    """The daemon's appends and the command's rewrites of the file take turns: every dead
+    letter appended while purges rewrite the file is still there (SQLite state)."""
+    dead = DeadLetterFile(tmp_path / "dead-letter" / f"{SINK}.jsonl")
+    await dead.write(outbox(*(f"old{n}" for n in range(500))), reason="rejected", now=0.0)
+    kept = [f"new{n}" for n in range(60)]
+    purged = 0
+
+    async def append() -> None:
+        for n, record_id in enumerate(kept):
+            await dead.write(outbox(record_id), reason="rejected", now=7200.0)
+            await dead.write(outbox(f"again{n}"), reason="rejected", now=0.0)
+
+    async def purge() -> None:
+        nonlocal purged
+        for _ in range(30):
+            purged += (await dead.purge(before=moment(3600.0))).removed
+
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(append)
+            tg.start_soon(purge)
+    assert ids(await dead.letters(since=moment(3600.0))) == kept
+    assert purged + len(await dead.letters()) == 500 + 2 * len(kept)
+    assert not list(dead.path.parent.glob("*.tmp"))
+
+
+async def test_purge_from_the_command_line(backend: Backend, tmp_path: Path) -> None:
+    """``dead-letter purge``: one line of what it removed and kept, exit 0; a mistake is one
+    line, exit 2, and nothing changed."""
+    sinks = [{"type": "http", "name": SINK, "url": "http://127.0.0.1:9/"}]
+    config = daemon_config("http://127.0.0.1:9", tmp_path, sinks=sinks)
+    if backend.kind == "postgresql":
+        config["state"]["url"] = backend.location
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    clock = FakeClock(time.time())
+    async with backend.open(clock) as store:
+        dead = store.dead_letters(SINK)
+        await dead.write(outbox("a", "b", "c"), reason="rejected", now=clock.now - 7200)
+        await dead.write(outbox("d"), reason="rejected", now=clock.now)
+        await dead.enqueue((await dead.letters())[2:3])
+
+    async def purge(*args: str) -> tuple[int, str, str]:
+        done = await anyio.to_thread.run_sync(
+            partial(run_cli, "dead-letter", "purge", "-c", str(tmp_path / "config.yaml"), *args)
+        )
+        return done.returncode, done.stdout, done.stderr
+
+    if backend.kind == "sqlite":  # the same checks, made before the state is opened
+        for args, problem in (
+            (["--sink", SINK], "say which dead letters to remove"),
+            (["--sink", SINK, "--all", "--replayed"], "--all removes every dead letter"),
+            (["--sink", "nope", "--all"], "--sink 'nope' is not configured (sinks: webhook)"),
+            (["--sink", SINK, "--older-than", "2 weeks"], "invalid duration '2 weeks'"),
+        ):
+            code, out, err = await purge(*args)
+            assert (code, out) == (2, ""), err
+            *usage, line = err.strip().splitlines()  # argparse's own errors show the usage
+            assert problem in line
+            assert all(text.startswith(("usage:", " ")) for text in usage), err
+    code, out, err = await purge("--sink", SINK, "--older-than", "1h", "--dry-run")
+    assert (code, out) == (
+        0,
+        f"would remove 2 dead letters of sink {SINK}, would keep 2"
+        " (1 of them selected but queued for replay)\n",
+    ), err
+    code, out, err = await purge("--sink", SINK, "--older-than", "1h")
+    assert (code, out) == (
+        0,
+        f"removed 2 dead letters of sink {SINK}, kept 2"
+        " (1 of them selected but queued for replay)\n",
+    ), err
+    async with backend.open(clock) as store:
+        assert ids(await store.dead_letters(SINK).letters()) == ["c", "d"]
+        assert (await store.snapshot())["dead_letters"][SINK] == {"count": 2, "replays_queued": 1}
 
 
 # -- PostgreSQL: fenced by the sink's lease, shared by the cluster -------------------------------

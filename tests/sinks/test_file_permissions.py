@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -51,3 +52,26 @@ async def test_dead_letters_are_not_world_readable(tmp_path: Path, no_umask: Non
     await DeadLetterFile(path).write(outbox_records("b"), reason="refused", now=0.0)
     assert mode(path) == 0o640
     assert len(path.read_bytes().splitlines()) == 2
+
+
+async def test_a_purged_dead_letter_file_stays_0640(tmp_path: Path, no_umask: None) -> None:
+    """``dead-letter purge`` rewrites the file and the ledger with the mode the daemon gives
+    them, leaving no temporary file behind."""
+    path = tmp_path / "dead" / "file.jsonl"
+    dead = DeadLetterFile(path)
+    await dead.write(outbox_records("a", "b"), reason="refused", now=0.0)
+    await dead.write(outbox_records("c"), reason="refused", now=7200.0)
+    await dead.enqueue(await dead.letters())
+    await dead.finish(await dead.queued(), acknowledged=True)
+    ledger = path.with_name("file.replayed")
+    path.chmod(0o644)
+    ledger.chmod(0o644)
+    purged = await dead.purge(before=datetime.fromtimestamp(3600.0, UTC), replayed=True)
+    assert (purged.removed, purged.kept) == (2, 1)
+    assert ledger.read_text().split() == ["c"]
+    assert (mode(path), mode(ledger)) == (0o640, 0o640)
+    assert sorted(child.name for child in path.parent.iterdir()) == [
+        "file.jsonl",
+        "file.replay.lock",
+        "file.replayed",
+    ]

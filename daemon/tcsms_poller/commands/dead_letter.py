@@ -1,10 +1,14 @@
-"""``tcsms-poller dead-letter list|replay -c FILE [--sink NAME] [--since WHEN]``.
+"""``tcsms-poller dead-letter list|replay -c FILE [--sink NAME] [--since WHEN]``, and
+``tcsms-poller dead-letter purge -c FILE --sink NAME --older-than DURATION|--replayed|--all``.
 
 ``list`` shows the batches each sink dead-lettered: when, why, how many records, and how many of
 them a replay has since delivered or still queues. ``replay`` queues a sink's dead-lettered
 records again, in front of its outbox, leaving out those a replay already delivered or queued;
 the daemon delivers them when it starts (``run`` or ``once``), or at once when a running daemon
-gets SIGHUP. The dead letters themselves are never changed.
+gets SIGHUP. ``replay`` never changes the dead letters; ``purge`` is the one thing that removes
+them: those older than a duration, those a replay delivered, or both, or all, but never one
+whose record is queued for replay. It names what it selects, so nothing goes by accident, and
+works beside a running daemon (and from any instance of a cluster).
 
 Where they are (``DeadLetters``): files beside a SQLite state (``sinks/deadletter.py``), read
 without opening the database; the tables of a PostgreSQL state, which any instance reads and
@@ -21,7 +25,12 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from tcsms_poller.commands._common import add_config_argument, load_and_configure, run_reporting
+from tcsms_poller.commands._common import (
+    add_config_argument,
+    duration_argument,
+    load_and_configure,
+    run_reporting,
+)
 from tcsms_poller.config import Config
 from tcsms_poller.exits import EX_OK, UsageError
 from tcsms_poller.records import format_received_at
@@ -52,12 +61,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for name, help_text in (
         ("list", "the dead-lettered batches of every sink (or one), with their reasons"),
         ("replay", "queue a sink's dead-lettered records again, in front of its outbox"),
+        ("purge", "remove a sink's old or replayed dead letters (never those queued for replay)"),
     ):
         action = actions.add_parser(name, help=help_text, description=help_text)
         add_config_argument(action)
         action.add_argument(
-            "--sink", required=name == "replay", metavar="NAME", help="the sink's name"
+            "--sink", required=name != "list", metavar="NAME", help="the sink's name"
         )
+        if name == "purge":
+            _add_purge_arguments(action)
+            continue
         action.add_argument(
             "--since",
             type=since_argument,
@@ -66,6 +79,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         )
         if name == "list":
             action.add_argument("--json", action="store_true", help="one JSON object a line")
+
+
+def _add_purge_arguments(action: argparse.ArgumentParser) -> None:
+    """What ``purge`` removes: at least one selector, so nothing goes by accident."""
+    action.add_argument(
+        "--older-than",
+        type=duration_argument,
+        metavar="DURATION",
+        help="only dead letters written more than DURATION ago (30d, 12h)",
+    )
+    action.add_argument(
+        "--replayed",
+        action="store_true",
+        help="only dead letters whose record a replay delivered (the sink acknowledged it)",
+    )
+    action.add_argument(
+        "--all", action="store_true", help="every dead letter (none of the above given)"
+    )
+    action.add_argument(
+        "--dry-run", action="store_true", help="count what would be removed, remove nothing"
+    )
+
+
+def _check_purge_selectors(args: argparse.Namespace) -> None:
+    """``UsageError`` unless ``purge`` names what it removes: ``--all`` or the others."""
+    narrowed = args.older_than is not None or args.replayed
+    if args.all and narrowed:
+        raise UsageError("dead-letter purge: --all removes every dead letter, so give it alone")
+    if not (args.all or narrowed):
+        raise UsageError(
+            "dead-letter purge: say which dead letters to remove: "
+            "--older-than DURATION, --replayed (or both), or --all"
+        )
 
 
 @asynccontextmanager
@@ -166,8 +212,30 @@ async def _replay(config: Config, sinks: Sequence[str], args: argparse.Namespace
     return EX_OK
 
 
+async def _purge(config: Config, sinks: Sequence[str], args: argparse.Namespace) -> int:
+    [sink] = sinks
+    before = None
+    if args.older_than is not None:
+        before = datetime.now(UTC) - timedelta(seconds=args.older_than)
+    async with _dead_letters(config) as dead_letters_of:
+        purged = await dead_letters_of(sink).purge(
+            before=before, replayed=args.replayed, dry_run=args.dry_run
+        )
+    verb, keep = ("would remove", "would keep") if args.dry_run else ("removed", "kept")
+    print(
+        f"{verb} {purged.removed} dead letters of sink {sink}, {keep} {purged.kept}"
+        f" ({purged.queued} of them selected but queued for replay)"
+    )
+    return EX_OK
+
+
+_ACTIONS = {"list": _list, "replay": _replay, "purge": _purge}
+
+
 def execute(args: argparse.Namespace) -> int:
+    if args.action == "purge":
+        _check_purge_selectors(args)  # before the configuration: nothing to look up
     config = load_and_configure(args, prints_result=True)
     sinks = _sink_names(config, args.sink)  # a wrong --sink is a usage error, before any I/O
-    action = _list if args.action == "list" else _replay
+    action = _ACTIONS[args.action]
     return run_reporting(lambda: action(config, sinks, args), event="dead_letter.failed")

@@ -14,10 +14,15 @@ Per sink, under ``<state dir>/dead-letter/``:
   running daemon is sent SIGHUP; a batch refused again goes back to the dead-letter file.
 - ``<sink>.replayed``: the ids of replayed records the sink acknowledged, one a line, so
   replaying the same dead letters again queues nothing twice.
+- ``<sink>.replay.lock``: ``flock``ed by whoever changes any of them (the daemon appending dead
+  letters, ``finish``; the commands ``replay`` and ``purge``), so a command works beside a
+  running daemon. ``purge`` rewrites the dead-letter file and the ledger whole: a temporary
+  file beside each, fsynced, renamed over it, the directory fsynced.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -34,7 +39,7 @@ import orjson
 from tcsms_poller.permissions import SHARED, SHARED_DIRECTORY, make_dirs, restrict
 from tcsms_poller.records import format_received_at
 from tcsms_poller.sinks.base import OutboxRecord
-from tcsms_poller.state.roles import DeadLetter, Fence
+from tcsms_poller.state.roles import DeadLetter, Fence, Purged
 
 __all__ = [
     "DeadLetter",
@@ -109,7 +114,7 @@ class DeadLetterFile:
             + ',"record":'
         ).encode("utf-8")
         payload = b"".join(prefix + record.data + b"}\n" for record in batch)
-        await anyio.to_thread.run_sync(_append, self.path, payload)
+        await anyio.to_thread.run_sync(self._replays.append_dead_letters, payload)
 
     async def letters(self, *, since: datetime | None = None) -> list[DeadLetter]:
         """The lines of the file, oldest first; with ``since``, those written since then."""
@@ -143,6 +148,14 @@ class DeadLetterFile:
             partial(self._replays.finish, batch, acknowledged=acknowledged)
         )
 
+    async def purge(
+        self, *, before: datetime | None = None, replayed: bool = False, dry_run: bool = False
+    ) -> Purged:
+        """Remove the selected dead letters, keeping those queued for replay (``DeadLetters``)."""
+        return await anyio.to_thread.run_sync(
+            partial(self._replays.purge, before=before, replayed=replayed, dry_run=dry_run)
+        )
+
     async def wait_for_replay(self) -> None:
         """Never returns: a running daemon hears of a replay by SIGHUP (``Drainer.reopen``)."""
         await anyio.sleep_forever()
@@ -158,38 +171,65 @@ def _append(path: Path, payload: bytes) -> None:
         os.fsync(fd)
 
 
+def _replace(path: Path, payload: bytes) -> None:
+    """Make ``payload`` the content of ``path`` at once, durably (removed when empty)."""
+    if payload:
+        temporary = path.with_name(path.name + ".tmp")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, SHARED)
+        with open(fd, "wb") as file:
+            restrict(fd, SHARED)
+            file.write(payload)
+            file.flush()
+            os.fsync(fd)
+        temporary.replace(path)
+    else:
+        path.unlink(missing_ok=True)
+    fd = os.open(path.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)  # the rename (or the removal) survives a crash too
+    finally:
+        os.close(fd)
+
+
 def read_dead_letters(path: Path) -> Iterator[DeadLetter]:
     """The lines of a dead-letter file, oldest first; a torn last line (a crash) is skipped."""
     if not path.exists():
         return
     with path.open("rb") as file:
         for line in file:
-            try:
-                entry = orjson.loads(line)
-                record = entry["record"]
-                yield DeadLetter(
-                    dead_lettered_at=datetime.fromisoformat(entry["dead_lettered_at"]),
-                    reason=str(entry["reason"]),
-                    record_id=str(record["id"]),
-                    data=orjson.dumps(record),
-                )
-            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-                continue
+            if (letter := _dead_letter(line)) is not None:
+                yield letter
+
+
+def _dead_letter(line: bytes) -> DeadLetter | None:
+    """The dead letter a line of the file holds; None for a torn or foreign line."""
+    try:
+        entry = orjson.loads(line)
+        record = entry["record"]
+        return DeadLetter(
+            dead_lettered_at=datetime.fromisoformat(entry["dead_lettered_at"]),
+            reason=str(entry["reason"]),
+            record_id=str(record["id"]),
+            data=orjson.dumps(record),
+        )
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None
 
 
 class ReplayQueue:
     """The replay queue and the ledger of acknowledged replays of the sink whose dead-letter
-    file is ``dead_letter_path``; see the module docstring."""
+    file is ``dead_letter_path``, and every change to that file; see the module docstring."""
 
     def __init__(self, dead_letter_path: Path) -> None:
         stem = dead_letter_path.name.removesuffix(".jsonl")
+        self.dead_letters = dead_letter_path
         self.path = dead_letter_path.with_name(f"{stem}.replay.jsonl")
         self.ledger = dead_letter_path.with_name(f"{stem}.replayed")
         self._lock_path = dead_letter_path.with_name(f"{stem}.replay.lock")
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
-        """The command appends while a running daemon's drainer trims: one at a time."""
+        """A command changes the files while a running daemon does: one at a time."""
         make_dirs(self._lock_path.parent, SHARED_DIRECTORY)
         fd = os.open(self._lock_path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, SHARED)
         with open(fd, "ab") as lock:
@@ -221,6 +261,38 @@ class ReplayQueue:
                 _append(self.path, b"".join(data + b"\n" for data in fresh.values()))
         return len(fresh), len(letters) - len(fresh)
 
+    def append_dead_letters(self, payload: bytes) -> None:
+        """Append lines to the dead-letter file, durably."""
+        with self._locked():
+            _append(self.dead_letters, payload)
+
+    def purge(self, *, before: datetime | None, replayed: bool, dry_run: bool) -> Purged:
+        """``DeadLetters.purge``: lines other than dead letters (a torn last one) are kept."""
+        with self._locked():
+            acknowledged = self.acknowledged_ids()
+            queued = {record.as_dict()["id"] for record in self.queued()}
+            kept: list[bytes] = []
+            kept_ids: set[str] = set()
+            removed = held = letters = 0
+            with contextlib.suppress(FileNotFoundError), self.dead_letters.open("rb") as file:
+                for line in file:
+                    letter = _dead_letter(line)
+                    if letter is not None and _selected(letter, before, replayed, acknowledged):
+                        if letter.record_id not in queued:
+                            removed += 1
+                            continue
+                        held += 1
+                    kept.append(line)
+                    if letter is not None:
+                        kept_ids.add(letter.record_id)
+                        letters += 1
+            if removed and not dry_run:
+                _replace(self.dead_letters, b"".join(kept))
+                if acknowledged - kept_ids:
+                    ids = "".join(f"{one}\n" for one in sorted(acknowledged & kept_ids))
+                    _replace(self.ledger, ids.encode("utf-8"))
+        return Purged(removed=removed, kept=letters, queued=held)
+
     def finish(self, batch: Sequence[OutboxRecord], *, acknowledged: bool) -> None:
         """Drop the first ``len(batch)`` queued records; remember their ids if ``acknowledged``
         (a batch refused again is in the dead-letter file once more instead)."""
@@ -229,14 +301,13 @@ class ReplayQueue:
                 ids = "".join(f"{record.as_dict()['id']}\n" for record in batch)
                 _append(self.ledger, ids.encode("utf-8"))
             rest = self.queued()[len(batch) :]
-            if not rest:
-                self.path.unlink(missing_ok=True)
-                return
-            temporary = self.path.with_name(self.path.name + ".tmp")
-            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, SHARED)
-            with open(fd, "wb") as file:
-                restrict(fd, SHARED)
-                file.write(b"".join(record.data + b"\n" for record in rest))
-                file.flush()
-                os.fsync(file.fileno())
-            temporary.replace(self.path)
+            _replace(self.path, b"".join(record.data + b"\n" for record in rest))
+
+
+def _selected(
+    letter: DeadLetter, before: datetime | None, replayed: bool, acknowledged: set[str]
+) -> bool:
+    """Whether ``purge`` selects ``letter``: old enough, and delivered if ``replayed``."""
+    if before is not None and letter.dead_lettered_at >= before:
+        return False
+    return not replayed or letter.record_id in acknowledged

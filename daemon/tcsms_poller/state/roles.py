@@ -48,6 +48,7 @@ __all__ = [
     "NumberPolled",
     "Outbox",
     "PendingConversion",
+    "Purged",
     "Rejected",
     "SinkCursor",
     "SinkCursors",
@@ -206,6 +207,17 @@ class DeadLetter:
     reason: str
     record_id: str
     data: bytes  # the record, compact JSON as the outbox held it
+
+
+@dataclass(frozen=True, slots=True)
+class Purged:
+    """What ``DeadLetters.purge`` removed (or, in a dry run, would remove) of a sink's dead
+    letters, how many are left, and how many of those it selected but kept as queued for
+    replay."""
+
+    removed: int
+    kept: int
+    queued: int
 
 
 # -- roles -------------------------------------------------------------------------------------
@@ -484,6 +496,8 @@ class DeadLetters(Protocol):
     - ``enqueue`` queues only records neither queued nor acknowledged as replayed, so replaying
       twice queues nothing twice; ``finish`` takes a delivered (or refused again) batch out of
       the queue, remembering its ids if acknowledged.
+    - ``purge`` is the only way dead letters go: it leaves alone those queued for replay, and
+      the ids it forgets belong to no dead letter, so a later ``enqueue`` queues the same.
     - Failures raise ``OSError`` (files) or ``StateError`` (database), nothing half-written.
     """
 
@@ -524,6 +538,16 @@ class DeadLetters(Protocol):
     ) -> None:
         """Take ``batch`` (the head of the queue) out of the queue; remember its ids if
         ``acknowledged`` (a batch refused again was written as dead letters once more)."""
+        ...
+
+    async def purge(
+        self, *, before: datetime | None = None, replayed: bool = False, dry_run: bool = False
+    ) -> Purged:
+        """Remove the dead letters written before ``before`` (all without it), with
+        ``replayed`` only those whose record a replay delivered, never one whose record is
+        queued for replay (it stays until its replay is finished); then forget acknowledged
+        ids no dead letter has any more. Safe beside a running daemon. ``dry_run``: count
+        only, change nothing."""
         ...
 
     async def wait_for_replay(self) -> None:

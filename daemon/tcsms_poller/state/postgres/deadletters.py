@@ -14,6 +14,9 @@ holder notices a replay queued elsewhere by looking at the queue every ``REPLAY_
   queued again between a delivery's ``finish`` reading and taking it out; the queue is unique
   per (sink, record id), and ``finish`` takes records out by id, so a batch finished twice
   (a holder that lost its lease meanwhile) takes out nothing else.
+- ``purge`` deletes in one transaction under ``REPLAY_LOCK`` too, so a record queued for replay
+  keeps its dead letters until ``finish``; it needs no lease, the drainer's fenced inserts are
+  new rows it does not select.
 """
 
 from __future__ import annotations
@@ -29,11 +32,38 @@ from tcsms_poller.records import OutboxRecord, format_received_at
 from tcsms_poller.state.postgres import leases
 from tcsms_poller.state.postgres.messages import Connection, Writer
 from tcsms_poller.state.postgres.schema import REPLAY_LOCK
-from tcsms_poller.state.roles import DeadLetter, Fence, StateError
+from tcsms_poller.state.roles import DeadLetter, Fence, Purged, StateError
 
 __all__ = ["REPLAY_POLL", "PostgresDeadLetters"]
 
 REPLAY_POLL = 2.0  # seconds between looks at the replay queue, by the sink's lease holder
+
+# One statement, one snapshot: the counts are of the rows as they were before the DELETE.
+_PURGE = """
+WITH selected AS (
+    SELECT d.id, EXISTS (
+        SELECT 1 FROM dead_letter_replays AS q
+        WHERE q.sink = d.sink AND q.record_id = d.record_id
+    ) AS queued
+    FROM dead_letters AS d
+    WHERE d.sink = %(sink)s AND d.dead_lettered_at < %(before)s AND (NOT %(replayed)s OR EXISTS (
+        SELECT 1 FROM dead_letters_replayed AS r
+        WHERE r.sink = d.sink AND r.record_id = d.record_id
+    ))
+), doomed AS (
+    DELETE FROM dead_letters
+    WHERE NOT %(dry_run)s AND id IN (SELECT id FROM selected WHERE NOT queued)
+    RETURNING 1
+)
+SELECT count(*) FILTER (WHERE NOT queued), count(*) FILTER (WHERE queued),
+    (SELECT count(*) FROM dead_letters WHERE sink = %(sink)s),
+    (SELECT count(*) FROM doomed)
+FROM selected
+"""
+_FORGET_REPLAYED = (
+    "DELETE FROM dead_letters_replayed AS r WHERE r.sink = %s AND NOT EXISTS "
+    "(SELECT 1 FROM dead_letters AS d WHERE d.sink = r.sink AND d.record_id = r.record_id)"
+)
 
 
 def _record_ids(batch: Sequence[OutboxRecord]) -> list[str]:
@@ -167,6 +197,29 @@ class PostgresDeadLetters:
             )
 
         await self._write(work)
+
+    async def purge(
+        self, *, before: datetime | None = None, replayed: bool = False, dry_run: bool = False
+    ) -> Purged:
+        """Delete the selected dead letters but those queued for replay, and the acknowledged
+        ids no dead letter has any more, in one transaction (``DeadLetters.purge``)."""
+        params = {
+            "sink": self.sink,
+            "before": float("inf") if before is None else before.timestamp(),
+            "replayed": replayed,
+            "dry_run": dry_run,
+        }
+
+        async def work(connection: Connection) -> Purged:
+            await connection.execute("SELECT pg_advisory_xact_lock(%s, %s)", REPLAY_LOCK)
+            cursor = await connection.execute(_PURGE, params)
+            row: Any = await cursor.fetchone()
+            removed, held, total, deleted = (int(count) for count in row)
+            if deleted:
+                await connection.execute(_FORGET_REPLAYED, (self.sink,))
+            return Purged(removed=removed, kept=total - removed, queued=held)
+
+        return await self._write(work)
 
     async def wait_for_replay(self) -> None:
         """Return once records are queued, looking every ``REPLAY_POLL`` seconds (a database

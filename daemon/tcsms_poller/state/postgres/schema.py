@@ -206,7 +206,8 @@ MIGRATIONS: tuple[str, ...] = (
     # 5: the dead letters of each sink, in the database so that any instance of a cluster lists
     # and replays them, whichever instance dead-lettered them (state/postgres/deadletters.py;
     # a SQLite state keeps the files of sinks/deadletter.py). ``dead_letters``: the records a
-    # sink refused for good, never changed; ``dead_letter_replays``: records queued again, in
+    # sink refused for good, never changed (``dead-letter purge`` deletes them);
+    # ``dead_letter_replays``: records queued again, in
     # ``id`` order; ``dead_letters_replayed``: the ids of replays the sink acknowledged.
     """
     CREATE TABLE dead_letters (
