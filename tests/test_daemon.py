@@ -16,8 +16,7 @@ from tcsms_poller.daemon import Daemon
 from tcsms_poller.emulator import EmulatorOptions, run_emulator
 from tcsms_poller.logs import get_logger
 from tests.support.daemon_process import APP, daemon_config
-from tests.support.log_capture import captured_logs, json_lines
-from tests.test_logs import output
+from tests.support.log_capture import captured_logs, json_lines, output
 
 pytestmark = pytest.mark.anyio
 
@@ -118,13 +117,18 @@ async def test_a_reload_that_fails_changes_neither_the_configuration_nor_the_num
     assert not [e for e in failed if e["event"] == "sink.stopped"]  # "file" ran on throughout
 
 
-async def test_a_reload_masks_the_secrets_of_the_sinks_it_adds(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fails", [False, True], ids=["applied", "failed"])
+async def test_a_reload_masks_the_secrets_of_the_sinks_it_adds(tmp_path: Path, fails: bool) -> None:
     """A webhook added by a reload: its URL's password and Authorization header are masked in the
-    lines logged afterwards, ours and a library's, and on /healthz."""
+    lines logged afterwards, ours and a library's, and on /healthz; also when the reload then
+    fails (another new sink cannot open), as the file that holds them was read."""
     config_path = tmp_path / "config.yaml"
     password, token = "hook-pass-4711", "tok-8f3Kq9Zx2Lm"
     url = f"http://hooks:{password}@127.0.0.1:9/sms"  # nothing listens: only its text matters
     hook = {"type": "http", "url": url, "headers": {"Authorization": f"Bearer {token}"}}
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")  # a sink under a regular file cannot open, not even as root
+    broken = {"type": "file", "name": "broken", "path": str(blocker / "out.jsonl")}
     async with run_emulator(EmulatorOptions(seed=7)) as emulator:
         config = daemon_config(emulator.url, tmp_path)
         config_path.write_text(yaml.safe_dump(config))
@@ -133,7 +137,8 @@ async def test_a_reload_masks_the_secrets_of_the_sinks_it_adds(tmp_path: Path) -
         with captured_logs() as out, anyio.fail_after(60):
             async with anyio.create_task_group() as tg:
                 await tg.start(partial(daemon.serve, stop.wait))
-                config_path.write_text(yaml.safe_dump({**config, "sinks": [hook]}))
+                sinks = [hook, broken] if fails else [hook]
+                config_path.write_text(yaml.safe_dump({**config, "sinks": sinks}))
                 await daemon.reload()
                 get_logger("tcsms_poller.tests").error(
                     "probe.quoted", url=url, auth=f"Bearer {token}"
@@ -143,7 +148,8 @@ async def test_a_reload_masks_the_secrets_of_the_sinks_it_adds(tmp_path: Path) -
                 probe.failed(f"POST {url} with Authorization: Bearer {token} refused")
                 stop.set()
     text = output(out)
-    assert [e["sinks"] for e in json_lines(out) if e["event"] == "daemon.reloaded"] == [["http"]]
+    reloaded = [e["sinks"] for e in json_lines(out) if e["event"] == "daemon.reloaded"]
+    assert reloaded == ([] if fails else [["http"]])
     [quoted] = [e for e in json_lines(out) if e["event"] == "probe.quoted"]
     assert (quoted["url"], quoted["auth"]) == ("http://***@127.0.0.1:9/sms", "***")
     assert "POST http://***@127.0.0.1:9/sms (Authorization: ***)" in text

@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tcsms_poller.logs import configure_logging, get_logger, lost_lines
 from tcsms_poller.metrics import Metrics
-from tests.support.log_capture import captured_logs, json_lines
+from tests.support.log_capture import captured_logs, json_lines, output
 
 SECRET = "Kx9vQ2mZt7LwR4pN"  # shaped like a Tencent SecretKey
 PHONE = "+8613711112222"
@@ -42,11 +42,6 @@ class BrokenStream(io.StringIO):
 
     def write(self, text: str) -> int:
         raise BrokenPipeError
-
-
-def output(out: TextIO) -> str:
-    assert isinstance(out, io.StringIO)
-    return out.getvalue()
 
 
 def log_chained_failure(log_exception: Callable[[str], object]) -> None:

@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from tcsms_poller.logs import get_logger, learn_secrets
 from tcsms_poller.masking import Masker
 from tcsms_poller.settings_types import SecretValue
-from tests.support.log_capture import captured_logs, json_lines
-from tests.test_logs import PHONE, SECRET, log_chained_failure, output
+from tests.support.log_capture import captured_logs, json_lines, output
+from tests.test_logs import PHONE, SECRET, log_chained_failure
 
 MASKED_PHONE = "+86137****2222"
 Format = Literal["auto", "json", "console"]

@@ -17,7 +17,8 @@ With ``stamp_arrivals`` (the emulator, whose rate limits count arrivals), each r
 carries ``extensions[RECEIVED] = {"at": t}``: when the kernel received the request's latest
 bytes, in ``time.monotonic`` seconds. The application only sees a request once its event loop
 gets to it, which on a busy machine can be tens of milliseconds after it arrived; Linux keeps
-the time of a TCP connection's last received data (``TCP_INFO``), to about a millisecond. Where
+the time of a TCP connection's last received data (``TCP_INFO``), to one kernel tick (1 to 10
+ms, 4 ms at the common 250 Hz) either side. Where
 the platform does not tell, there is no extension and the application times the request itself.
 """
 

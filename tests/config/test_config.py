@@ -107,7 +107,7 @@ def test_rendering_redacts_every_secret(tmp_path: Path) -> None:
     text = MINIMAL + (
         "server:\n  token: bearer-token-0123456789\n  callback_secret: callback-0123456789\n"
         "sinks:\n  - type: http\n    url: http://127.0.0.1:9/\n    hmac_secret: hmac-secret-value\n"
-        "    headers: {Authorization: Bearer header-secret-value}\n"
+        "    headers: {Authorization: Bearer header-secret-value, X-Note: plain words}\n"
     )
     config = load_config(write(tmp_path, text), environ={"SECRET_ID": "AKIDsecretid"})
     rendered = render_config(config)
@@ -117,11 +117,14 @@ def test_rendering_redacts_every_secret(tmp_path: Path) -> None:
     assert data["tencent"]["secret_id"] == "***"
     assert data["tencent"]["token"] == ""  # empty stays visibly empty
     assert data["server"]["token"] == "***"
-    assert data["sinks"][0]["headers"] == {"Authorization": "***"}
+    assert data["sinks"][0]["headers"] == {"Authorization": "***", "X-Note": "***"}
     assert data["sinks"][0]["url"] == "http://127.0.0.1:9/"
-    # The header's value, and its token alone (quoted without its scheme, it is still masked).
-    assert "header-secret-value" in {secret.reveal() for secret in config.secrets()}
-    assert len(config.secrets()) == 7
+    # Each header's value; an Authorization header's token alone too (quoted without its
+    # scheme, it is still masked), but not the words of another header.
+    secrets = {secret.reveal() for secret in config.secrets()}
+    assert {"header-secret-value", "plain words"} <= secrets
+    assert "words" not in secrets
+    assert len(config.secrets()) == 8
 
 
 def test_numbers_file_skips_comments_blanks_and_repeats(tmp_path: Path) -> None:

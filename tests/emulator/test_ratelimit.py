@@ -217,5 +217,6 @@ async def test_a_request_is_timed_when_it_arrived_not_when_a_busy_emulator_got_t
     [request] = (await api.control("GET", "polls"))["requests"]
     assert request["admitted"]
     # Written within a moment of ``sent_at`` (the thread had the processor to itself), and
-    # read by the loop at least 0.5 s later.
-    assert 0 <= request["arrived"] - sent_at[0] < 0.25, request["arrived"] - sent_at[0]
+    # read by the loop at least 0.5 s later. The kernel's time is to one tick (up to 10 ms)
+    # either side.
+    assert -0.011 <= request["arrived"] - sent_at[0] < 0.25, request["arrived"] - sent_at[0]

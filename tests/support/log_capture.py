@@ -64,3 +64,9 @@ def json_lines(out: TextIO) -> list[dict[str, Any]]:
     """Every line written to a ``StringIO`` from ``captured_logs``, parsed."""
     assert isinstance(out, io.StringIO)
     return [json.loads(line) for line in out.getvalue().splitlines()]
+
+
+def output(out: TextIO) -> str:
+    """Everything ``captured_logs`` wrote so far."""
+    assert isinstance(out, io.StringIO)
+    return out.getvalue()

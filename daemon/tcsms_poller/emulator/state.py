@@ -80,7 +80,8 @@ class EmulatorState:
         Tencent's limits count requests as they reach its servers, not as a busy process gets
         to them: so the kernel's receive time where the server knows it (``asgi.RECEIVED``),
         else now. Never before the previous arrival, as the limiter and the stats count in
-        order: two requests read out of their order are counted a moment apart at most.
+        order: a request read after one that arrived later (rare: the loop reads connections
+        in turn) counts from that one's arrival, a little late.
         """
         now = self.monotonic()
         received = scope.get("extensions", {}).get(RECEIVED)

@@ -65,6 +65,8 @@ from tcsms_poller.sinks.retry_after import parse_retry_after
 
 __all__ = ["HttpSettings", "HttpSink", "redact_url", "sign", "url_secrets", "verify_signature"]
 
+_CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization"})
+
 SIGNATURE_HEADER = "X-Signature"
 TIMESTAMP_HEADER = "X-Signature-Timestamp"
 MAX_RETRY_AFTER = 600.0  # a downstream may slow us down, not park the sink for hours
@@ -101,10 +103,16 @@ class HttpSettings(SinkSettings):
         return redact_url(str(url), path=self.secret_path)
 
     def hidden_secrets(self) -> list[SecretValue]:
-        """The URL's secret parts, and each header's credentials without their scheme: a
-        downstream error or a library may quote a ``Bearer`` token alone."""
+        """The URL's secret parts, and the credentials of an ``Authorization`` header without
+        their scheme: a downstream error or a library may quote a ``Bearer`` token alone. (Only
+        those headers: the rest of another header's value, ``charset=utf-8``, is no secret, and
+        masking it would garble every line that says it.)"""
         parts = url_secrets(str(self.url), path=self.secret_path)
-        credentials = [value.reveal().partition(" ")[2].strip() for value in self.headers.values()]
+        credentials = [
+            value.reveal().partition(" ")[2].strip()
+            for name, value in self.headers.items()
+            if name.lower() in _CREDENTIAL_HEADERS
+        ]
         return [SecretValue(part) for part in (*parts, *credentials) if part]
 
 
