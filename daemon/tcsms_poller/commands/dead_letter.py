@@ -33,7 +33,7 @@ from tcsms_poller.commands._common import (
 )
 from tcsms_poller.config import Config
 from tcsms_poller.exits import EX_OK, UsageError
-from tcsms_poller.records import format_received_at
+from tcsms_poller.records import format_received_at, record_ids
 from tcsms_poller.sinks.deadletter import DeadLetterFile, dead_letter_path
 from tcsms_poller.state.roles import DeadLetter, DeadLetters
 from tcsms_poller.units import parse_duration
@@ -177,7 +177,7 @@ async def _rows(
     """The dead-lettered batches of one sink, as ``list`` shows them."""
     letters = await dead_letters.letters(since=since)
     delivered = await dead_letters.replayed_ids()
-    queued = {record.as_dict()["id"] for record in await dead_letters.queued()}
+    queued = set(record_ids(await dead_letters.queued()))
     return [batch.describe(delivered, queued) for batch in _batches(letters, sink)]
 
 
@@ -224,7 +224,7 @@ async def _purge(config: Config, sinks: Sequence[str], args: argparse.Namespace)
     verb, keep = ("would remove", "would keep") if args.dry_run else ("removed", "kept")
     print(
         f"{verb} {purged.removed} dead letters of sink {sink}, {keep} {purged.kept}"
-        f" ({purged.queued} of them selected but queued for replay)"
+        f" ({purged.held} of them selected but queued for replay)"
     )
     return EX_OK
 

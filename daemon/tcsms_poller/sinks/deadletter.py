@@ -37,14 +37,14 @@ import anyio.to_thread
 import orjson
 
 from tcsms_poller.permissions import SHARED, SHARED_DIRECTORY, make_dirs, restrict
-from tcsms_poller.records import format_received_at
+from tcsms_poller.records import format_received_at, record_ids
 from tcsms_poller.sinks.base import OutboxRecord
 from tcsms_poller.state.roles import DeadLetter, Fence, Purged
 
 __all__ = [
     "DeadLetter",
     "DeadLetterFile",
-    "ReplayQueue",
+    "DeadLetterFiles",
     "dead_letter_counts",
     "dead_letter_path",
     "read_dead_letters",
@@ -88,7 +88,7 @@ class DeadLetterFile:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.sink = path.name.removesuffix(".jsonl")
-        self._replays = ReplayQueue(path)
+        self._files = DeadLetterFiles(path)
 
     @property
     def log_fields(self) -> Mapping[str, str]:
@@ -114,7 +114,7 @@ class DeadLetterFile:
             + ',"record":'
         ).encode("utf-8")
         payload = b"".join(prefix + record.data + b"}\n" for record in batch)
-        await anyio.to_thread.run_sync(self._replays.append_dead_letters, payload)
+        await anyio.to_thread.run_sync(self._files.append_dead_letters, payload)
 
     async def letters(self, *, since: datetime | None = None) -> list[DeadLetter]:
         """The lines of the file, oldest first; with ``since``, those written since then."""
@@ -130,22 +130,22 @@ class DeadLetterFile:
 
     async def replayed_ids(self) -> set[str]:
         """Ids of replayed records the sink acknowledged."""
-        return await anyio.to_thread.run_sync(self._replays.acknowledged_ids)
+        return await anyio.to_thread.run_sync(self._files.acknowledged_ids)
 
     async def queued(self, *, limit: int | None = None) -> list[OutboxRecord]:
         """The records queued for replay, in order."""
-        return (await anyio.to_thread.run_sync(self._replays.queued))[:limit]
+        return (await anyio.to_thread.run_sync(self._files.queued))[:limit]
 
     async def enqueue(self, letters: Sequence[DeadLetter]) -> tuple[int, int]:
         """Queue ``letters`` not acknowledged or queued already; (queued, skipped)."""
-        return await anyio.to_thread.run_sync(self._replays.enqueue, letters)
+        return await anyio.to_thread.run_sync(self._files.enqueue, letters)
 
     async def finish(
         self, batch: Sequence[OutboxRecord], *, acknowledged: bool, fence: Fence | None = None
     ) -> None:
         """Drop ``batch`` from the head of the queue; remember its ids if ``acknowledged``."""
         await anyio.to_thread.run_sync(
-            partial(self._replays.finish, batch, acknowledged=acknowledged)
+            partial(self._files.finish, batch, acknowledged=acknowledged)
         )
 
     async def purge(
@@ -153,7 +153,7 @@ class DeadLetterFile:
     ) -> Purged:
         """Remove the selected dead letters, keeping those queued for replay (``DeadLetters``)."""
         return await anyio.to_thread.run_sync(
-            partial(self._replays.purge, before=before, replayed=replayed, dry_run=dry_run)
+            partial(self._files.purge, before=before, replayed=replayed, dry_run=dry_run)
         )
 
     async def wait_for_replay(self) -> None:
@@ -216,65 +216,70 @@ def _dead_letter(line: bytes) -> DeadLetter | None:
         return None
 
 
-class ReplayQueue:
-    """The replay queue and the ledger of acknowledged replays of the sink whose dead-letter
-    file is ``dead_letter_path``, and every change to that file; see the module docstring."""
+class DeadLetterFiles:
+    """The files of one sink's dead letters, each changed only here and under the lock: the
+    dead-letter file ``letters_path``, the replay queue ``queue_path``, the ledger of
+    acknowledged replays ``ledger_path``; see the module docstring."""
 
     def __init__(self, dead_letter_path: Path) -> None:
         stem = dead_letter_path.name.removesuffix(".jsonl")
-        self.dead_letters = dead_letter_path
-        self.path = dead_letter_path.with_name(f"{stem}.replay.jsonl")
-        self.ledger = dead_letter_path.with_name(f"{stem}.replayed")
-        self._lock_path = dead_letter_path.with_name(f"{stem}.replay.lock")
+        self.letters_path = dead_letter_path
+        self.queue_path = dead_letter_path.with_name(f"{stem}.replay.jsonl")
+        self.ledger_path = dead_letter_path.with_name(f"{stem}.replayed")
+        self.lock_path = dead_letter_path.with_name(f"{stem}.replay.lock")
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
         """A command changes the files while a running daemon does: one at a time."""
-        make_dirs(self._lock_path.parent, SHARED_DIRECTORY)
-        fd = os.open(self._lock_path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, SHARED)
+        make_dirs(self.lock_path.parent, SHARED_DIRECTORY)
+        fd = os.open(self.lock_path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, SHARED)
         with open(fd, "ab") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             yield
 
     def acknowledged_ids(self) -> set[str]:
         """Ids of replayed records the sink acknowledged."""
-        if not self.ledger.exists():
+        if not self.ledger_path.exists():
             return set()
-        return set(self.ledger.read_text("utf-8").split())
+        return set(self.ledger_path.read_text("utf-8").split())
 
     def queued(self) -> list[OutboxRecord]:
         """The records waiting, in order (``seq`` 0: they are not in the outbox)."""
-        if not self.path.exists():
+        if not self.queue_path.exists():
             return []
-        with self.path.open("rb") as file:
+        with self.queue_path.open("rb") as file:
             return [OutboxRecord(0, line.rstrip(b"\n")) for line in file if line.endswith(b"\n")]
+
+    def queued_ids(self) -> set[str]:
+        """Ids of the records waiting."""
+        return set(record_ids(self.queued()))
 
     def enqueue(self, letters: Sequence[DeadLetter]) -> tuple[int, int]:
         """Queue ``letters`` not acknowledged or queued already; (queued, skipped)."""
         with self._locked():
-            skip = self.acknowledged_ids() | {record.as_dict()["id"] for record in self.queued()}
+            skip = self.acknowledged_ids() | self.queued_ids()
             fresh: dict[str, bytes] = {}
             for letter in letters:
                 if letter.record_id not in skip:
                     fresh.setdefault(letter.record_id, letter.data)
             if fresh:
-                _append(self.path, b"".join(data + b"\n" for data in fresh.values()))
+                _append(self.queue_path, b"".join(data + b"\n" for data in fresh.values()))
         return len(fresh), len(letters) - len(fresh)
 
     def append_dead_letters(self, payload: bytes) -> None:
         """Append lines to the dead-letter file, durably."""
         with self._locked():
-            _append(self.dead_letters, payload)
+            _append(self.letters_path, payload)
 
     def purge(self, *, before: datetime | None, replayed: bool, dry_run: bool) -> Purged:
         """``DeadLetters.purge``: lines other than dead letters (a torn last one) are kept."""
         with self._locked():
             acknowledged = self.acknowledged_ids()
-            queued = {record.as_dict()["id"] for record in self.queued()}
+            queued = self.queued_ids()
             kept: list[bytes] = []
             kept_ids: set[str] = set()
             removed = held = letters = 0
-            with contextlib.suppress(FileNotFoundError), self.dead_letters.open("rb") as file:
+            with contextlib.suppress(FileNotFoundError), self.letters_path.open("rb") as file:
                 for line in file:
                     letter = _dead_letter(line)
                     if letter is not None and _selected(letter, before, replayed, acknowledged):
@@ -287,21 +292,21 @@ class ReplayQueue:
                         kept_ids.add(letter.record_id)
                         letters += 1
             if removed and not dry_run:
-                _replace(self.dead_letters, b"".join(kept))
+                _replace(self.letters_path, b"".join(kept))
                 if acknowledged - kept_ids:
                     ids = "".join(f"{one}\n" for one in sorted(acknowledged & kept_ids))
-                    _replace(self.ledger, ids.encode("utf-8"))
-        return Purged(removed=removed, kept=letters, queued=held)
+                    _replace(self.ledger_path, ids.encode("utf-8"))
+        return Purged(removed=removed, kept=letters, held=held)
 
     def finish(self, batch: Sequence[OutboxRecord], *, acknowledged: bool) -> None:
         """Drop the first ``len(batch)`` queued records; remember their ids if ``acknowledged``
         (a batch refused again is in the dead-letter file once more instead)."""
         with self._locked():
             if acknowledged:
-                ids = "".join(f"{record.as_dict()['id']}\n" for record in batch)
-                _append(self.ledger, ids.encode("utf-8"))
+                ids = "".join(f"{one}\n" for one in record_ids(batch))
+                _append(self.ledger_path, ids.encode("utf-8"))
             rest = self.queued()[len(batch) :]
-            _replace(self.path, b"".join(record.data + b"\n" for record in rest))
+            _replace(self.queue_path, b"".join(record.data + b"\n" for record in rest))
 
 
 def _selected(

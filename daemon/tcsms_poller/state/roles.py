@@ -217,7 +217,7 @@ class Purged:
 
     removed: int
     kept: int
-    queued: int
+    held: int  # selected but held back: queued for replay
 
 
 # -- roles -------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from typing import Any
 
 import anyio
 
-from tcsms_poller.records import OutboxRecord, format_received_at
+from tcsms_poller.records import OutboxRecord, format_received_at, record_ids
 from tcsms_poller.state.postgres import leases
 from tcsms_poller.state.postgres.messages import Connection, Writer
 from tcsms_poller.state.postgres.schema import REPLAY_LOCK
@@ -64,10 +64,6 @@ _FORGET_REPLAYED = (
     "DELETE FROM dead_letters_replayed AS r WHERE r.sink = %s AND NOT EXISTS "
     "(SELECT 1 FROM dead_letters AS d WHERE d.sink = r.sink AND d.record_id = r.record_id)"
 )
-
-
-def _record_ids(batch: Sequence[OutboxRecord]) -> list[str]:
-    return [str(record.as_dict()["id"]) for record in batch]
 
 
 def _moment(seconds: float) -> datetime:
@@ -106,7 +102,7 @@ class PostgresDeadLetters:
         fence: Fence | None = None,
     ) -> None:
         """Insert every record of ``batch`` with ``reason``, committed when this returns."""
-        params = (self.sink, now, reason, _record_ids(batch), [record.data for record in batch])
+        params = (self.sink, now, reason, record_ids(batch), [record.data for record in batch])
 
         async def work(connection: Connection) -> None:
             await leases.check_fence(connection, fence)
@@ -180,7 +176,7 @@ class PostgresDeadLetters:
         self, batch: Sequence[OutboxRecord], *, acknowledged: bool, fence: Fence | None = None
     ) -> None:
         """Take ``batch`` out of the queue, by id; remember the ids if ``acknowledged``."""
-        ids = _record_ids(batch)
+        ids = record_ids(batch)
 
         async def work(connection: Connection) -> None:
             await leases.check_fence(connection, fence)
@@ -217,7 +213,7 @@ class PostgresDeadLetters:
             removed, held, total, deleted = (int(count) for count in row)
             if deleted:
                 await connection.execute(_FORGET_REPLAYED, (self.sink,))
-            return Purged(removed=removed, kept=total - removed, queued=held)
+            return Purged(removed=removed, kept=total - removed, held=held)
 
         return await self._write(work)
 
