@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 
 import anyio
@@ -21,7 +20,6 @@ from tcsms_poller.sinks.base import (
 )
 from tcsms_poller.sinks.deadletter import DeadLetterFile, DeadLetterFiles, read_dead_letters
 from tcsms_poller.sinks.drainer import Drainer, LeaseExpiredHereError
-from tcsms_poller.state.roles import DeadLetter
 from tcsms_poller.state.store import SqliteStore
 from tests.support.records import FakeClock, record
 
@@ -360,10 +358,9 @@ async def test_stop_during_a_replay_leaves_the_rest_of_the_queue(tmp_path: Path)
     """A stop while a replayed batch is sent ends the replay after it: the rest stays queued."""
     sink = HeldSink()
     rig = await make_rig(tmp_path, sink)
-    letters = [
-        DeadLetter(datetime(2026, 1, 1, tzinfo=UTC), "rejected", i, record(i).to_json())
-        for i in ("a", "b", "c")
-    ]
+    batch = [OutboxRecord(0, record(i).to_json()) for i in ("a", "b", "c")]
+    await DeadLetterFile(rig.dead).write(batch, reason="rejected", now=0.0)
+    letters = list(read_dead_letters(rig.dead))
     assert DeadLetterFiles(rig.dead).enqueue(letters) == (3, 0)
     assert await stop_during_a_send(rig, sink)
     assert rig.sink.received == [["a", "b"]]  # not the next replayed batch

@@ -567,6 +567,10 @@ class StateStore(Outbox, SinkCursors, TrackedNumbers, ConversionQueue, WorkerSta
         """The dead letters of ``sink``: files beside a SQLite state, tables of a shared one."""
         ...
 
+    async def dead_letter_sinks(self) -> set[str]:
+        """The sinks with dead letters or replays queued, configured or not (any more)."""
+        ...
+
     async def purge(self, sink_names: Sequence[str]) -> tuple[int, int, int]:
         """Delete a batch of expired ids, fully acknowledged rows and expired numbers."""
         ...

@@ -11,7 +11,8 @@ holder notices a replay queued elsewhere by looking at the queue every ``REPLAY_
   lease: an instance whose lease passed on writes nothing, and the new holder, starting from
   the cursor, meets the batch itself.
 - ``enqueue`` and ``finish`` take ``REPLAY_LOCK`` for their transaction, so a record cannot be
-  queued again between a delivery's ``finish`` reading and taking it out; the queue is unique
+  queued again between a delivery's ``finish`` reading and taking it out, nor once a purge
+  took its dead letters (and forgot it was delivered); the queue is unique
   per (sink, record id), and ``finish`` takes records out by id, so a batch finished twice
   (a holder that lost its lease meanwhile) takes out nothing else.
 - ``purge`` deletes in one transaction under ``REPLAY_LOCK`` too, so a record queued for replay
@@ -151,10 +152,11 @@ class PostgresDeadLetters:
             return [OutboxRecord(0, bytes(row[0])) for row in await cursor.fetchall()]
 
     async def enqueue(self, letters: Sequence[DeadLetter]) -> tuple[int, int]:
-        """Queue ``letters`` not acknowledged or queued already (the first of an id listed
-        twice); (queued, skipped)."""
+        """Queue ``letters`` still dead letters, not acknowledged or queued already (the first
+        of an id listed twice), checked in the transaction, so a purge since they were read
+        cannot make a delivered record queued again; (queued, skipped)."""
         ids = [letter.record_id for letter in letters]
-        params = (self.sink, ids, [letter.data for letter in letters], self.sink)
+        params = (self.sink, ids, [letter.data for letter in letters], self.sink, self.sink)
 
         async def work(connection: Connection) -> int:
             await connection.execute("SELECT pg_advisory_xact_lock(%s, %s)", REPLAY_LOCK)
@@ -163,6 +165,8 @@ class PostgresDeadLetters:
                 "SELECT %s, r.id, r.data "
                 "FROM unnest(%s::text[], %s::bytea[]) WITH ORDINALITY AS r (id, data, n) "
                 "WHERE NOT EXISTS (SELECT 1 FROM dead_letters_replayed AS d "
+                "WHERE d.sink = %s AND d.record_id = r.id) "
+                "AND EXISTS (SELECT 1 FROM dead_letters AS d "
                 "WHERE d.sink = %s AND d.record_id = r.id) "
                 "ORDER BY r.n ON CONFLICT (sink, record_id) DO NOTHING",
                 params,
