@@ -1,14 +1,17 @@
 """``tcsms-poller dead-letter list|replay -c FILE [--sink NAME] [--since WHEN]``, and
-``tcsms-poller dead-letter purge -c FILE --sink NAME --older-than DURATION|--replayed|--all``.
+``tcsms-poller dead-letter purge -c FILE --sink NAME (--older-than DURATION and/or --replayed |
+--all) [--dry-run]``.
 
 ``list`` shows the batches each sink dead-lettered: when, why, how many records, and how many of
 them a replay has since delivered or still queues. ``replay`` queues a sink's dead-lettered
 records again, in front of its outbox, leaving out those a replay already delivered or queued;
 the daemon delivers them when it starts (``run`` or ``once``), or at once when a running daemon
 gets SIGHUP. ``replay`` never changes the dead letters; ``purge`` is the one thing that removes
-them: those older than a duration, those a replay delivered, or both, or all, but never one
-whose record is queued for replay. It names what it selects, so nothing goes by accident, and
-works beside a running daemon (and from any instance of a cluster).
+them: those older than a duration and/or those a replay delivered (both given: both must
+hold), or all, but never one whose record is queued for replay. It names what it selects, so
+nothing goes by accident, and works beside a running daemon (and from any instance of a
+cluster). ``--sink`` names a configured sink, or one no longer configured whose dead letters
+the state still holds.
 
 Where they are (``DeadLetters``): files beside a SQLite state (``sinks/deadletter.py``), read
 without opening the database; the tables of a PostgreSQL state, which any instance reads and
