@@ -279,7 +279,8 @@ class DeadLetterFiles:
     def _locked(self, *, create: bool = True) -> Iterator[Owner | None]:
         """A command changes the files while a running daemon does: one at a time. Yields
         whom the files written meanwhile must belong to (``permissions.owner_of``). Without
-        ``create``, nothing is made: no lock file yet, no lock (nobody ever changed them)."""
+        ``create`` (a dry run), nothing is made: without a lock file it reads unlocked, a torn
+        last line being skipped as any reader skips it."""
         owner = owner_of(self.lock_path.parent)
         flags = os.O_CLOEXEC | (os.O_WRONLY | os.O_CREAT if create else os.O_RDONLY)
         if create:
