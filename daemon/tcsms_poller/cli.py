@@ -104,8 +104,9 @@ COMMANDS: dict[str, Command] = {
         "list dead-lettered batches, replay them into their sink, or purge them",
         "replay queues a sink's dead-lettered records again in front of its outbox, leaving out "
         "what a replay already delivered; a running daemon takes them on SIGHUP. purge removes "
-        "a sink's dead letters older than --older-than, or --replayed ones, or --all; never "
-        "those queued for replay.",
+        "a sink's dead letters (also a sink no longer configured) selected by --older-than "
+        "and/or --replayed (both given: both must hold), or --all; never those queued for "
+        "replay.",
         f"tcsms-poller dead-letter replay -c {CONFIG} --sink webhook --since 2h",
     ),
     "emulator": Command(

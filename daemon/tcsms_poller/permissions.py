@@ -11,6 +11,10 @@ which gives its WAL and SHM files the database file's mode, follows the database
     file sink, dead letters           0640 (a log shipper in the group may read them)
 
 Directories that already exist are the operator's: their mode is left as it is.
+
+A command run from a root shell beside a daemon running as another user (systemd
+``DynamicUser``) gives what it creates or replaces in the state directory that directory's
+owner (``owner_of``), so the daemon can still write it.
 """
 
 from __future__ import annotations
@@ -21,7 +25,17 @@ from pathlib import Path
 
 import structlog
 
-__all__ = ["PRIVATE", "PRIVATE_DIRECTORY", "SHARED", "SHARED_DIRECTORY", "make_dirs", "restrict"]
+__all__ = [
+    "PRIVATE",
+    "PRIVATE_DIRECTORY",
+    "SHARED",
+    "SHARED_DIRECTORY",
+    "Owner",
+    "give",
+    "make_dirs",
+    "owner_of",
+    "restrict",
+]
 
 log = structlog.get_logger("tcsms_poller.permissions")
 
@@ -31,8 +45,36 @@ SHARED = 0o640
 SHARED_DIRECTORY = 0o750
 
 
-def make_dirs(path: Path, mode: int) -> None:
-    """Create ``path`` and any missing parents with exactly ``mode``."""
+Owner = tuple[int, int]  # uid, gid
+
+
+def owner_of(directory: Path) -> Owner | None:
+    """Whom what we create in ``directory`` must belong to: the owner of ``directory`` (or of
+    its nearest existing parent) when we run as root and it is another user; None when what
+    we create is rightly ours."""
+    if os.geteuid() != 0:
+        return None
+    for existing in (directory, *directory.parents):
+        try:
+            status = os.stat(existing)
+        except FileNotFoundError:
+            continue
+        return None if status.st_uid == 0 else (status.st_uid, status.st_gid)
+    return None
+
+
+def give(target: int | Path, owner: Owner | None) -> None:
+    """Make ``target`` (a descriptor or a path) ``owner``'s; nothing when ``owner`` is None."""
+    if owner is None:
+        return
+    if isinstance(target, int):
+        os.fchown(target, *owner)
+    else:
+        os.chown(target, *owner)
+
+
+def make_dirs(path: Path, mode: int, owner: Owner | None = None) -> None:
+    """Create ``path`` and any missing parents with exactly ``mode`` (and ``owner``)."""
     missing: list[Path] = []
     while not path.exists() and path != path.parent:
         missing.append(path)
@@ -43,6 +85,7 @@ def make_dirs(path: Path, mode: int) -> None:
         except FileExistsError:
             continue  # made by someone else in between: theirs
         os.chmod(directory, mode)
+        give(directory, owner)
 
 
 def restrict(target: int | Path, mode: int) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from functools import cache, partial
 from importlib import resources
@@ -27,6 +27,7 @@ __all__ = [
     "conversion_record",
     "format_received_at",
     "receipt_missing_record",
+    "record_ids",
     "record_schema",
     "reply_id",
     "reply_record",
@@ -81,6 +82,11 @@ class OutboxRecord(NamedTuple):
         """The record parsed back into a dict (SPEC §5 shape)."""
         parsed: dict[str, Any] = orjson.loads(self.data)
         return parsed
+
+
+def record_ids(records: Iterable[OutboxRecord]) -> list[str]:
+    """The ``id`` of each record, in order."""
+    return [str(record.as_dict()["id"]) for record in records]
 
 
 # The one way the package builds a Record: its six values in field order, built in C. Keywords

@@ -46,6 +46,7 @@ SINK = "webhook"
 LEASE = sink_lease(SINK)
 PHONE = "+8613711112222"
 REFUSED = RejectedBatchError("HTTP 400: bad")
+NOT_CONFIGURED = "--sink 'nope' is not configured and has no dead letters (sinks: webhook)"
 
 
 def outbox(*ids: str) -> list[OutboxRecord]:
@@ -317,6 +318,53 @@ async def test_replay_after_a_purge_queues_what_it_would_have(backend: Backend) 
         assert ids(await dead.queued()) == ["c", "b"]
 
 
+async def test_a_replay_read_before_a_purge_queues_no_delivered_record_again(
+    backend: Backend,
+) -> None:
+    """``replay`` reads the dead letters, ``purge --replayed`` takes the delivered ones (and
+    forgets they were delivered), then ``replay`` queues what it read: nothing, as the
+    records have no dead letter any more."""
+    async with backend.open(FakeClock()) as store:
+        dead = store.dead_letters(SINK)
+        await dead.write(outbox("a", "b"), reason="rejected", now=0.0)
+        await dead.enqueue(await dead.letters())
+        await dead.finish(await dead.queued(), acknowledged=True)
+        await dead.write(outbox("c"), reason="rejected", now=0.0)
+        read = await dead.letters()
+        assert await dead.purge(replayed=True) == Purged(2, 1, 0)
+        assert await dead.replayed_ids() == set()
+        assert await dead.enqueue(read) == (1, 2)
+        assert ids(await dead.queued()) == ["c"]
+
+
+async def test_a_torn_last_line_hides_no_dead_letter_and_a_purge_drops_it(
+    tmp_path: Path,
+) -> None:
+    """A crash mid-append leaves a torn line: the next append starts on a line of its own,
+    and a purge rewriting the file drops a torn last line (its batch was written again in
+    full: the drainer retries the write, and after a crash the cursor had not moved past
+    it). A torn line of the replay queue is not a record either."""
+    dead = DeadLetterFile(tmp_path / "dead-letter" / f"{SINK}.jsonl")
+    torn = b'{"dead_lettered_at":"1970-01-01T00:00:00.000Z","sink":"webhook","rea'
+    await dead.write(outbox("a"), reason="rejected", now=0.0)
+    with dead.path.open("ab") as file:
+        file.write(torn)
+    await dead.write(outbox("b"), reason="rejected", now=7200.0)
+    assert ids(await dead.letters()) == ["a", "b"]
+
+    with dead.path.open("ab") as file:
+        file.write(torn)
+    assert await dead.purge(before=moment(3600.0)) == Purged(1, 1, 0)
+    assert dead.path.read_bytes().endswith(b"}\n")
+    await dead.write(outbox("c"), reason="rejected", now=7200.0)
+    assert ids(await dead.letters()) == ["b", "c"]
+
+    queue = dead.path.with_name(f"{SINK}.replay.jsonl")
+    queue.write_bytes(b'{"id": "to')
+    assert await dead.enqueue(await dead.letters()) == (2, 0)
+    assert ids(await dead.queued()) == ["b", "c"]
+
+
 async def test_a_purge_beside_a_daemon_appending_dead_letters_loses_none_of_them(
     tmp_path: Path,
 ) -> None:
@@ -360,6 +408,7 @@ async def test_purge_from_the_command_line(backend: Backend, tmp_path: Path) -> 
         await dead.write(outbox("a", "b", "c"), reason="rejected", now=clock.now - 7200)
         await dead.write(outbox("d"), reason="rejected", now=clock.now)
         await dead.enqueue((await dead.letters())[2:3])
+        await store.dead_letters("gone").write(outbox("e"), reason="rejected", now=0.0)
 
     async def purge(*args: str) -> tuple[int, str, str]:
         done = await anyio.to_thread.run_sync(
@@ -371,14 +420,26 @@ async def test_purge_from_the_command_line(backend: Backend, tmp_path: Path) -> 
         for args, problem in (
             (["--sink", SINK], "say which dead letters to remove"),
             (["--sink", SINK, "--all", "--replayed"], "--all removes every dead letter"),
-            (["--sink", "nope", "--all"], "--sink 'nope' is not configured (sinks: webhook)"),
+            (["--sink", "nope", "--all"], NOT_CONFIGURED),
             (["--sink", SINK, "--older-than", "2 weeks"], "invalid duration '2 weeks'"),
+            (["--sink", SINK, "--older-than", "800000d"], "--older-than is too long"),
+            (["--sink", SINK, "--older-than", "9" * 400], "--older-than is too long"),
         ):
             code, out, err = await purge(*args)
             assert (code, out) == (2, ""), err
             *usage, line = err.strip().splitlines()  # argparse's own errors show the usage
             assert problem in line
             assert all(text.startswith(("usage:", " ")) for text in usage), err
+    else:  # known only once the state is read
+        code, out, err = await purge("--sink", "nope", "--all")
+        assert (code, out) == (2, ""), err
+        assert err.splitlines()[-1] == f"tcsms-poller: {NOT_CONFIGURED}", err
+        assert "Traceback" not in err
+    code, out, err = await purge("--sink", "gone", "--all")  # no longer configured
+    assert (code, out) == (
+        0,
+        "removed 1 dead letters of sink gone, kept 0 (0 of them selected but queued for replay)\n",
+    ), err
     code, out, err = await purge("--sink", SINK, "--older-than", "1h", "--dry-run")
     assert (code, out) == (
         0,
@@ -393,7 +454,7 @@ async def test_purge_from_the_command_line(backend: Backend, tmp_path: Path) -> 
     ), err
     async with backend.open(clock) as store:
         assert ids(await store.dead_letters(SINK).letters()) == ["c", "d"]
-        assert (await store.snapshot())["dead_letters"][SINK] == {"count": 2, "replays_queued": 1}
+        assert (await store.snapshot())["dead_letters"] == {SINK: {"count": 2, "replays_queued": 1}}
 
 
 # -- PostgreSQL: fenced by the sink's lease, shared by the cluster -------------------------------

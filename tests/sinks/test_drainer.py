@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 
 import anyio
@@ -19,9 +18,8 @@ from tcsms_poller.sinks.base import (
     RetryableSinkError,
     SinkSettings,
 )
-from tcsms_poller.sinks.deadletter import DeadLetterFile, ReplayQueue, read_dead_letters
+from tcsms_poller.sinks.deadletter import DeadLetterFile, DeadLetterFiles, read_dead_letters
 from tcsms_poller.sinks.drainer import Drainer, LeaseExpiredHereError
-from tcsms_poller.state.roles import DeadLetter
 from tcsms_poller.state.store import SqliteStore
 from tests.support.records import FakeClock, record
 
@@ -235,7 +233,7 @@ async def dead_letter_then_replay(
     first = await make_rig(tmp_path, ScriptedSink([RejectedBatchError("HTTP 400: bad")]))
     await drain(first, ["a", "b", "c"])
     await first.store.aclose()
-    queued, skipped = ReplayQueue(first.dead).enqueue(list(read_dead_letters(first.dead)))
+    queued, skipped = DeadLetterFiles(first.dead).enqueue(list(read_dead_letters(first.dead)))
     assert (queued, skipped) == (2, 0)
     rig = await make_rig(tmp_path, second)
     await drain(rig, then)
@@ -247,9 +245,9 @@ async def test_replayed_dead_letters_go_first_and_are_not_queued_twice(tmp_path:
     """The replay queue is delivered before the outbox, remembered, and its position kept."""
     rig, dead_lines = await dead_letter_then_replay(tmp_path, ScriptedSink())
     assert rig.sink.received == [["a", "b"], ["d"]]
-    replays = ReplayQueue(rig.dead)
+    replays = DeadLetterFiles(rig.dead)
     assert replays.acknowledged_ids() == {"a", "b"}
-    assert not replays.path.exists()
+    assert not replays.queue_path.exists()
     assert len(dead_lines) == 2  # the dead-letter file is left as it was
     assert replays.enqueue(list(read_dead_letters(rig.dead))) == (0, 2)
 
@@ -271,7 +269,7 @@ async def test_a_replay_refused_again_is_dead_lettered_again(tmp_path: Path) -> 
         tmp_path, ScriptedSink([RejectedBatchError("HTTP 400: still bad")])
     )
     assert rig.sink.received == [["d"]]
-    assert ReplayQueue(rig.dead).acknowledged_ids() == set()
+    assert DeadLetterFiles(rig.dead).acknowledged_ids() == set()
     assert [json.loads(line)["reason"] for line in dead_lines[2:]] == [
         "rejected: HTTP 400: still bad"
     ] * 2
@@ -360,11 +358,10 @@ async def test_stop_during_a_replay_leaves_the_rest_of_the_queue(tmp_path: Path)
     """A stop while a replayed batch is sent ends the replay after it: the rest stays queued."""
     sink = HeldSink()
     rig = await make_rig(tmp_path, sink)
-    letters = [
-        DeadLetter(datetime(2026, 1, 1, tzinfo=UTC), "rejected", i, record(i).to_json())
-        for i in ("a", "b", "c")
-    ]
-    assert ReplayQueue(rig.dead).enqueue(letters) == (3, 0)
+    batch = [OutboxRecord(0, record(i).to_json()) for i in ("a", "b", "c")]
+    await DeadLetterFile(rig.dead).write(batch, reason="rejected", now=0.0)
+    letters = list(read_dead_letters(rig.dead))
+    assert DeadLetterFiles(rig.dead).enqueue(letters) == (3, 0)
     assert await stop_during_a_send(rig, sink)
     assert rig.sink.received == [["a", "b"]]  # not the next replayed batch
-    assert [r.as_dict()["id"] for r in ReplayQueue(rig.dead).queued()] == ["c"]
+    assert [r.as_dict()["id"] for r in DeadLetterFiles(rig.dead).queued()] == ["c"]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from tcsms_poller.sinks.deadletter import DeadLetterFile
+from tcsms_poller.sinks.deadletter import DeadLetterFile, read_dead_letters
+from tcsms_poller.state.roles import Purged
 from tests.sinks.test_file_sink import make_sink
 from tests.support.permissions import mode, no_umask
 from tests.support.sink_rig import outbox_records
@@ -75,3 +77,59 @@ async def test_a_purged_dead_letter_file_stays_0640(tmp_path: Path, no_umask: No
         "file.replay.lock",
         "file.replayed",
     ]
+
+
+OWNER = 54321  # the daemon's user (systemd DynamicUser), not the root running the commands
+
+
+async def test_what_a_root_command_writes_belongs_to_the_state_directorys_owner(
+    tmp_path: Path, no_umask: None
+) -> None:
+    """``replay`` and ``purge`` run from a root shell create and replace the files (and the
+    directory) as the state directory's owner, with the daemon's modes, so the daemon can
+    still append to them and take the lock."""
+    state = tmp_path / "state"
+    state.mkdir(0o700)
+    os.chown(state, OWNER, OWNER)
+    path = state / "dead-letter" / "file.jsonl"
+    dead = DeadLetterFile(path)
+    await dead.write(outbox_records("a", "b"), reason="refused", now=0.0)
+    await dead.write(outbox_records("c", "d"), reason="refused", now=7200.0)
+    assert await dead.enqueue(await dead.letters()) == (4, 0)  # dead-letter replay
+    await dead.finish(await dead.queued(limit=3), acknowledged=True)
+    purged = await dead.purge(before=datetime.fromtimestamp(3600.0, UTC))  # dead-letter purge
+    assert (purged.removed, purged.kept) == (2, 2)
+    children = sorted(path.parent.iterdir())
+    assert [child.name for child in children] == [
+        "file.jsonl",
+        "file.replay.jsonl",
+        "file.replay.lock",
+        "file.replayed",
+    ]
+    for one in [path.parent, *children]:
+        assert (one.stat().st_uid, one.stat().st_gid) == (OWNER, OWNER), one
+    assert mode(path.parent) == 0o750
+    assert {mode(child) for child in children} == {0o640}
+
+
+async def test_a_dry_run_or_a_purge_with_nothing_to_purge_creates_nothing(tmp_path: Path) -> None:
+    """No directory, lock or temporary file appears for nothing."""
+    path = tmp_path / "dead-letter" / "file.jsonl"
+    dead = DeadLetterFile(path)
+    assert await dead.purge() == Purged(removed=0, kept=0, held=0)
+    assert await dead.purge(dry_run=True) == Purged(removed=0, kept=0, held=0)
+    assert not path.parent.exists()
+    path.parent.mkdir()
+    path.write_bytes(outbox_letter_lines(2))
+    assert await dead.purge(dry_run=True) == Purged(removed=2, kept=0, held=0)
+    assert [child.name for child in path.parent.iterdir()] == ["file.jsonl"]
+    assert len(list(read_dead_letters(path))) == 2
+
+
+def outbox_letter_lines(count: int) -> bytes:
+    """``count`` dead-letter lines as the daemon writes them."""
+    return b"".join(
+        b'{"dead_lettered_at":"1970-01-01T00:00:00.000Z","sink":"file","reason":"refused",'
+        b'"record":' + record.data + b"}\n"
+        for record in outbox_records(*(f"r{n}" for n in range(count)))
+    )

@@ -13,7 +13,7 @@ import anyio
 import structlog
 
 from tcsms_poller.config import Config, load_config
-from tcsms_poller.exits import ConfigError, ReportedError
+from tcsms_poller.exits import ConfigError, ReportedError, UsageError
 from tcsms_poller.logs import configure_logging
 from tcsms_poller.units import parse_duration
 
@@ -104,7 +104,8 @@ def run_reporting(func: Callable[[], Awaitable[T]], *, event: str) -> T:
 
     anyio hands a task's exception out of its task group wrapped in an ``ExceptionGroup``, so
     the reason is found among the group's leaves. A ``ConfigError`` found while starting (a
-    numbers file gone bad) is re-raised, to exit 78; anything else is logged and becomes
+    numbers file gone bad) is re-raised, to exit 78, and so is a ``UsageError`` (exit 2: a
+    mistake found only once the state was read); anything else is logged and becomes
     ``ReportedError`` (exit 1). An unexpected exception keeps its traceback, inside the one
     JSON line, so ``jq`` still reads the log.
     """
@@ -115,7 +116,7 @@ def run_reporting(func: Callable[[], Awaitable[T]], *, event: str) -> T:
     except Exception as error:  # every failure must end as one line
         causes = _leaves(error)
         for cause in causes:
-            if isinstance(cause, ConfigError):
+            if isinstance(cause, ConfigError | UsageError):
                 raise cause from None
         reason = "; ".join(_reason(cause) for cause in causes)
         unexpected = [c for c in causes if not isinstance(c, StateError | OSError)]

@@ -1,14 +1,17 @@
 """``tcsms-poller dead-letter list|replay -c FILE [--sink NAME] [--since WHEN]``, and
-``tcsms-poller dead-letter purge -c FILE --sink NAME --older-than DURATION|--replayed|--all``.
+``tcsms-poller dead-letter purge -c FILE --sink NAME (--older-than DURATION and/or --replayed |
+--all) [--dry-run]``.
 
 ``list`` shows the batches each sink dead-lettered: when, why, how many records, and how many of
 them a replay has since delivered or still queues. ``replay`` queues a sink's dead-lettered
 records again, in front of its outbox, leaving out those a replay already delivered or queued;
 the daemon delivers them when it starts (``run`` or ``once``), or at once when a running daemon
 gets SIGHUP. ``replay`` never changes the dead letters; ``purge`` is the one thing that removes
-them: those older than a duration, those a replay delivered, or both, or all, but never one
-whose record is queued for replay. It names what it selects, so nothing goes by accident, and
-works beside a running daemon (and from any instance of a cluster).
+them: those older than a duration and/or those a replay delivered (both given: both must
+hold), or all, but never one whose record is queued for replay. It names what it selects, so
+nothing goes by accident, and works beside a running daemon (and from any instance of a
+cluster). ``--sink`` names a configured sink, or one no longer configured whose dead letters
+the state still holds.
 
 Where they are (``DeadLetters``): files beside a SQLite state (``sinks/deadletter.py``), read
 without opening the database; the tables of a PostgreSQL state, which any instance reads and
@@ -33,8 +36,8 @@ from tcsms_poller.commands._common import (
 )
 from tcsms_poller.config import Config
 from tcsms_poller.exits import EX_OK, UsageError
-from tcsms_poller.records import format_received_at
-from tcsms_poller.sinks.deadletter import DeadLetterFile, dead_letter_path
+from tcsms_poller.records import format_received_at, record_ids
+from tcsms_poller.sinks.deadletter import DeadLetterFile, dead_letter_counts, dead_letter_path
 from tcsms_poller.state.roles import DeadLetter, DeadLetters
 from tcsms_poller.units import parse_duration
 
@@ -103,38 +106,69 @@ def _add_purge_arguments(action: argparse.ArgumentParser) -> None:
 
 
 def _check_purge_selectors(args: argparse.Namespace) -> None:
-    """``UsageError`` unless ``purge`` names what it removes: ``--all`` or the others."""
+    """``UsageError`` unless ``purge`` names what it removes: ``--all`` or the others; sets
+    ``args.before``, the time ``--older-than`` means (a duration too long for the calendar
+    is a ``UsageError`` too)."""
     narrowed = args.older_than is not None or args.replayed
     if args.all and narrowed:
         raise UsageError("dead-letter purge: --all removes every dead letter, so give it alone")
     if not (args.all or narrowed):
         raise UsageError(
             "dead-letter purge: say which dead letters to remove: "
-            "--older-than DURATION, --replayed (or both), or --all"
+            "--older-than DURATION and/or --replayed (both given: both must hold), or --all"
         )
+    args.before = None
+    if args.older_than is not None:
+        try:
+            args.before = datetime.now(UTC) - timedelta(seconds=args.older_than)
+        except (OverflowError, ValueError):
+            raise UsageError(
+                "dead-letter purge: --older-than is too long (it reaches back before year 1)"
+            ) from None
 
 
 @asynccontextmanager
-async def _dead_letters(config: Config) -> AsyncIterator[Callable[[str], DeadLetters]]:
-    """Sink name -> its dead letters, where the daemon keeps them."""
+async def _dead_letters(
+    config: Config, requested: str | None
+) -> AsyncIterator[Callable[[str], DeadLetters]]:
+    """Sink name -> its dead letters, where the daemon keeps them; a ``requested`` sink not
+    configured is checked in the database (``_sink_names``)."""
     if config.state.url is None:  # the files beside the database, which stays closed
-        yield lambda sink: DeadLetterFile(dead_letter_path(config.state.path.parent, sink))
+        state_dir = config.state.path.parent
+        yield lambda sink: DeadLetterFile(dead_letter_path(state_dir, sink))
         return
     from tcsms_poller.state import open_state  # psycopg only when the state is PostgreSQL
 
     store = await open_state(config.state)
     try:
+        if requested is not None and requested not in _configured(config):
+            _check_held(config, requested, await store.dead_letter_sinks())
         yield store.dead_letters
     finally:
         await store.aclose()
 
 
+def _configured(config: Config) -> list[str]:
+    return [sink.sink_name for sink in config.sinks]
+
+
+def _check_held(config: Config, requested: str, held: set[str]) -> None:
+    """``UsageError`` unless the state holds dead letters of ``requested`` (not configured)."""
+    if requested not in held:
+        raise UsageError(
+            f"--sink {requested[:60]!r} is not configured and has no dead letters"
+            f" (sinks: {', '.join(_configured(config))})"
+        )
+
+
 def _sink_names(config: Config, requested: str | None) -> list[str]:
-    names = [sink.sink_name for sink in config.sinks]
+    """The configured sinks, or the one ``requested``: configured, or one the state holds
+    dead letters of (a sink since removed). The files are looked at here, before anything
+    runs; the database once opened (``_dead_letters``)."""
     if requested is None:
-        return names
-    if requested not in names:
-        raise UsageError(f"--sink {requested[:60]!r} is not configured (sinks: {', '.join(names)})")
+        return _configured(config)
+    if requested not in _configured(config) and config.state.url is None:
+        _check_held(config, requested, set(dead_letter_counts(config.state.path.parent)))
     return [requested]
 
 
@@ -177,12 +211,12 @@ async def _rows(
     """The dead-lettered batches of one sink, as ``list`` shows them."""
     letters = await dead_letters.letters(since=since)
     delivered = await dead_letters.replayed_ids()
-    queued = {record.as_dict()["id"] for record in await dead_letters.queued()}
+    queued = set(record_ids(await dead_letters.queued()))
     return [batch.describe(delivered, queued) for batch in _batches(letters, sink)]
 
 
 async def _list(config: Config, sinks: Sequence[str], args: argparse.Namespace) -> int:
-    async with _dead_letters(config) as dead_letters_of:
+    async with _dead_letters(config, args.sink) as dead_letters_of:
         rows = [
             row for sink in sinks for row in await _rows(dead_letters_of(sink), sink, args.since)
         ]
@@ -201,7 +235,7 @@ async def _list(config: Config, sinks: Sequence[str], args: argparse.Namespace) 
 
 async def _replay(config: Config, sinks: Sequence[str], args: argparse.Namespace) -> int:
     [sink] = sinks
-    async with _dead_letters(config) as dead_letters_of:
+    async with _dead_letters(config, args.sink) as dead_letters_of:
         dead_letters = dead_letters_of(sink)
         queued, skipped = await dead_letters.enqueue(await dead_letters.letters(since=args.since))
     print(
@@ -214,17 +248,14 @@ async def _replay(config: Config, sinks: Sequence[str], args: argparse.Namespace
 
 async def _purge(config: Config, sinks: Sequence[str], args: argparse.Namespace) -> int:
     [sink] = sinks
-    before = None
-    if args.older_than is not None:
-        before = datetime.now(UTC) - timedelta(seconds=args.older_than)
-    async with _dead_letters(config) as dead_letters_of:
+    async with _dead_letters(config, args.sink) as dead_letters_of:
         purged = await dead_letters_of(sink).purge(
-            before=before, replayed=args.replayed, dry_run=args.dry_run
+            before=args.before, replayed=args.replayed, dry_run=args.dry_run
         )
     verb, keep = ("would remove", "would keep") if args.dry_run else ("removed", "kept")
     print(
         f"{verb} {purged.removed} dead letters of sink {sink}, {keep} {purged.kept}"
-        f" ({purged.queued} of them selected but queued for replay)"
+        f" ({purged.held} of them selected but queued for replay)"
     )
     return EX_OK
 
@@ -236,6 +267,6 @@ def execute(args: argparse.Namespace) -> int:
     if args.action == "purge":
         _check_purge_selectors(args)  # before the configuration: nothing to look up
     config = load_and_configure(args, prints_result=True)
-    sinks = _sink_names(config, args.sink)  # a wrong --sink is a usage error, before any I/O
+    sinks = _sink_names(config, args.sink)
     action = _ACTIONS[args.action]
     return run_reporting(lambda: action(config, sinks, args), event="dead_letter.failed")

@@ -18,6 +18,11 @@ Per sink, under ``<state dir>/dead-letter/``:
   letters, ``finish``; the commands ``replay`` and ``purge``), so a command works beside a
   running daemon. ``purge`` rewrites the dead-letter file and the ledger whole: a temporary
   file beside each, fsynced, renamed over it, the directory fsynced.
+
+An append after a line torn by a crash starts on a line of its own, so the torn one hides
+nothing. A command run as root beside a daemon running as another user gives every file and
+directory it creates or replaces the owner of the state directory (``permissions.owner_of``),
+so the daemon can still take the lock and append.
 """
 
 from __future__ import annotations
@@ -36,15 +41,23 @@ import anyio
 import anyio.to_thread
 import orjson
 
-from tcsms_poller.permissions import SHARED, SHARED_DIRECTORY, make_dirs, restrict
-from tcsms_poller.records import format_received_at
+from tcsms_poller.permissions import (
+    SHARED,
+    SHARED_DIRECTORY,
+    Owner,
+    give,
+    make_dirs,
+    owner_of,
+    restrict,
+)
+from tcsms_poller.records import format_received_at, record_ids
 from tcsms_poller.sinks.base import OutboxRecord
 from tcsms_poller.state.roles import DeadLetter, Fence, Purged
 
 __all__ = [
     "DeadLetter",
     "DeadLetterFile",
-    "ReplayQueue",
+    "DeadLetterFiles",
     "dead_letter_counts",
     "dead_letter_path",
     "read_dead_letters",
@@ -88,7 +101,7 @@ class DeadLetterFile:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.sink = path.name.removesuffix(".jsonl")
-        self._replays = ReplayQueue(path)
+        self._files = DeadLetterFiles(path)
 
     @property
     def log_fields(self) -> Mapping[str, str]:
@@ -114,7 +127,7 @@ class DeadLetterFile:
             + ',"record":'
         ).encode("utf-8")
         payload = b"".join(prefix + record.data + b"}\n" for record in batch)
-        await anyio.to_thread.run_sync(self._replays.append_dead_letters, payload)
+        await anyio.to_thread.run_sync(self._files.append_dead_letters, payload)
 
     async def letters(self, *, since: datetime | None = None) -> list[DeadLetter]:
         """The lines of the file, oldest first; with ``since``, those written since then."""
@@ -130,22 +143,22 @@ class DeadLetterFile:
 
     async def replayed_ids(self) -> set[str]:
         """Ids of replayed records the sink acknowledged."""
-        return await anyio.to_thread.run_sync(self._replays.acknowledged_ids)
+        return await anyio.to_thread.run_sync(self._files.acknowledged_ids)
 
     async def queued(self, *, limit: int | None = None) -> list[OutboxRecord]:
         """The records queued for replay, in order."""
-        return (await anyio.to_thread.run_sync(self._replays.queued))[:limit]
+        return (await anyio.to_thread.run_sync(self._files.queued))[:limit]
 
     async def enqueue(self, letters: Sequence[DeadLetter]) -> tuple[int, int]:
         """Queue ``letters`` not acknowledged or queued already; (queued, skipped)."""
-        return await anyio.to_thread.run_sync(self._replays.enqueue, letters)
+        return await anyio.to_thread.run_sync(self._files.enqueue, letters)
 
     async def finish(
         self, batch: Sequence[OutboxRecord], *, acknowledged: bool, fence: Fence | None = None
     ) -> None:
         """Drop ``batch`` from the head of the queue; remember its ids if ``acknowledged``."""
         await anyio.to_thread.run_sync(
-            partial(self._replays.finish, batch, acknowledged=acknowledged)
+            partial(self._files.finish, batch, acknowledged=acknowledged)
         )
 
     async def purge(
@@ -153,7 +166,7 @@ class DeadLetterFile:
     ) -> Purged:
         """Remove the selected dead letters, keeping those queued for replay (``DeadLetters``)."""
         return await anyio.to_thread.run_sync(
-            partial(self._replays.purge, before=before, replayed=replayed, dry_run=dry_run)
+            partial(self._files.purge, before=before, replayed=replayed, dry_run=dry_run)
         )
 
     async def wait_for_replay(self) -> None:
@@ -161,34 +174,68 @@ class DeadLetterFile:
         await anyio.sleep_forever()
 
 
-def _append(path: Path, payload: bytes) -> None:
-    make_dirs(path.parent, SHARED_DIRECTORY)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, SHARED)
+def _append(path: Path, payload: bytes, owner: Owner | None) -> None:
+    """Append ``payload`` to ``path``, durably; after a torn last line (a crash mid-write),
+    on a line of its own, so the torn one cannot make it unreadable."""
+    make_dirs(path.parent, SHARED_DIRECTORY, owner)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, SHARED)
     with open(fd, "ab") as file:
         restrict(fd, SHARED)  # records carry phone numbers: never world-readable
+        give(fd, owner)
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            payload = b"\n" + payload
         file.write(payload)
         file.flush()
         os.fsync(fd)
 
 
-def _replace(path: Path, payload: bytes) -> None:
+class _Rewrite:
+    """The new content of ``path``, written into a temporary file beside it; ``commit`` makes
+    it the content of ``path`` at once, durably (removes ``path`` when nothing was written);
+    leaving the block without ``commit`` throws it away."""
+
+    def __init__(self, path: Path, owner: Owner | None) -> None:
+        self._path = path
+        self._temporary = path.with_name(path.name + ".tmp")
+        fd = os.open(self._temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, SHARED)
+        self._file = open(fd, "wb")  # noqa: SIM115 -- closed by commit or __exit__
+        restrict(fd, SHARED)
+        give(fd, owner)
+        self._written = 0
+
+    def __enter__(self) -> _Rewrite:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self._file.closed:
+            self._file.close()
+            self._temporary.unlink(missing_ok=True)
+
+    def write(self, data: bytes) -> None:
+        self._written += self._file.write(data)
+
+    def commit(self) -> None:
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        if self._written:
+            self._temporary.replace(self._path)
+        else:
+            self._temporary.unlink()
+            self._path.unlink(missing_ok=True)
+        fd = os.open(self._path.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        try:
+            os.fsync(fd)  # the rename (or the removal) survives a crash too
+        finally:
+            os.close(fd)
+
+
+def _replace(path: Path, payload: bytes, owner: Owner | None) -> None:
     """Make ``payload`` the content of ``path`` at once, durably (removed when empty)."""
-    if payload:
-        temporary = path.with_name(path.name + ".tmp")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, SHARED)
-        with open(fd, "wb") as file:
-            restrict(fd, SHARED)
-            file.write(payload)
-            file.flush()
-            os.fsync(fd)
-        temporary.replace(path)
-    else:
-        path.unlink(missing_ok=True)
-    fd = os.open(path.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)  # the rename (or the removal) survives a crash too
-    finally:
-        os.close(fd)
+    with _Rewrite(path, owner) as new:
+        new.write(payload)
+        new.commit()
 
 
 def read_dead_letters(path: Path) -> Iterator[DeadLetter]:
@@ -216,92 +263,144 @@ def _dead_letter(line: bytes) -> DeadLetter | None:
         return None
 
 
-class ReplayQueue:
-    """The replay queue and the ledger of acknowledged replays of the sink whose dead-letter
-    file is ``dead_letter_path``, and every change to that file; see the module docstring."""
+class DeadLetterFiles:
+    """The files of one sink's dead letters, each changed only here and under the lock: the
+    dead-letter file ``letters_path``, the replay queue ``queue_path``, the ledger of
+    acknowledged replays ``ledger_path``; see the module docstring."""
 
     def __init__(self, dead_letter_path: Path) -> None:
         stem = dead_letter_path.name.removesuffix(".jsonl")
-        self.dead_letters = dead_letter_path
-        self.path = dead_letter_path.with_name(f"{stem}.replay.jsonl")
-        self.ledger = dead_letter_path.with_name(f"{stem}.replayed")
-        self._lock_path = dead_letter_path.with_name(f"{stem}.replay.lock")
+        self.letters_path = dead_letter_path
+        self.queue_path = dead_letter_path.with_name(f"{stem}.replay.jsonl")
+        self.ledger_path = dead_letter_path.with_name(f"{stem}.replayed")
+        self.lock_path = dead_letter_path.with_name(f"{stem}.replay.lock")
 
     @contextmanager
-    def _locked(self) -> Iterator[None]:
-        """A command changes the files while a running daemon does: one at a time."""
-        make_dirs(self._lock_path.parent, SHARED_DIRECTORY)
-        fd = os.open(self._lock_path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, SHARED)
-        with open(fd, "ab") as lock:
+    def _locked(self, *, create: bool = True) -> Iterator[Owner | None]:
+        """A command changes the files while a running daemon does: one at a time. Yields
+        whom the files written meanwhile must belong to (``permissions.owner_of``). Without
+        ``create`` (a dry run), nothing is made: without a lock file it reads unlocked, a torn
+        last line being skipped as any reader skips it."""
+        owner = owner_of(self.lock_path.parent)
+        flags = os.O_CLOEXEC | (os.O_WRONLY | os.O_CREAT if create else os.O_RDONLY)
+        if create:
+            make_dirs(self.lock_path.parent, SHARED_DIRECTORY, owner)
+        try:
+            fd = os.open(self.lock_path, flags, SHARED)
+        except FileNotFoundError:
+            if create:
+                raise
+            yield owner
+            return
+        with open(fd, "ab" if create else "rb") as lock:
+            if create:
+                give(fd, owner)
             fcntl.flock(lock, fcntl.LOCK_EX)
-            yield
+            yield owner
 
     def acknowledged_ids(self) -> set[str]:
         """Ids of replayed records the sink acknowledged."""
-        if not self.ledger.exists():
+        if not self.ledger_path.exists():
             return set()
-        return set(self.ledger.read_text("utf-8").split())
+        return set(self.ledger_path.read_text("utf-8").split())
 
     def queued(self) -> list[OutboxRecord]:
-        """The records waiting, in order (``seq`` 0: they are not in the outbox)."""
-        if not self.path.exists():
+        """The records waiting, in order (``seq`` 0: they are not in the outbox); a line
+        torn by a crash is none."""
+        if not self.queue_path.exists():
             return []
-        with self.path.open("rb") as file:
-            return [OutboxRecord(0, line.rstrip(b"\n")) for line in file if line.endswith(b"\n")]
+        with self.queue_path.open("rb") as file:
+            return [
+                OutboxRecord(0, line.rstrip(b"\n"))
+                for line in file
+                if line.endswith(b"\n") and _is_object(line)
+            ]
+
+    def queued_ids(self) -> set[str]:
+        """Ids of the records waiting."""
+        return set(record_ids(self.queued()))
 
     def enqueue(self, letters: Sequence[DeadLetter]) -> tuple[int, int]:
-        """Queue ``letters`` not acknowledged or queued already; (queued, skipped)."""
-        with self._locked():
-            skip = self.acknowledged_ids() | {record.as_dict()["id"] for record in self.queued()}
+        """Queue ``letters`` still dead letters, not acknowledged or queued already (read
+        under the lock, so a purge meanwhile cannot make a delivered record queued again);
+        (queued, skipped)."""
+        if not letters:
+            return 0, 0
+        with self._locked() as owner:
+            present = {letter.record_id for letter in read_dead_letters(self.letters_path)}
+            skip = self.acknowledged_ids() | self.queued_ids()
             fresh: dict[str, bytes] = {}
             for letter in letters:
-                if letter.record_id not in skip:
+                if letter.record_id in present and letter.record_id not in skip:
                     fresh.setdefault(letter.record_id, letter.data)
             if fresh:
-                _append(self.path, b"".join(data + b"\n" for data in fresh.values()))
+                _append(self.queue_path, b"".join(data + b"\n" for data in fresh.values()), owner)
         return len(fresh), len(letters) - len(fresh)
 
     def append_dead_letters(self, payload: bytes) -> None:
         """Append lines to the dead-letter file, durably."""
-        with self._locked():
-            _append(self.dead_letters, payload)
+        with self._locked() as owner:
+            _append(self.letters_path, payload, owner)
 
     def purge(self, *, before: datetime | None, replayed: bool, dry_run: bool) -> Purged:
-        """``DeadLetters.purge``: lines other than dead letters (a torn last one) are kept."""
-        with self._locked():
+        """``DeadLetters.purge``, the kept lines streamed into the new file as they are read.
+
+        Lines other than dead letters are kept, but for a torn last one: a write a crash or a
+        failure cut short, whose whole batch was written again (the drainer retries a failed
+        dead-letter write, and after a crash the cursor has not moved past the batch), so
+        dropping it loses nothing, while keeping it would glue the next append onto it. A dry
+        run, or a purge with no dead-letter file, creates nothing.
+        """
+        if not self.letters_path.exists():
+            return Purged(removed=0, kept=0, held=0)
+        with self._locked(create=not dry_run) as owner, contextlib.ExitStack() as stack:
+            try:
+                file = stack.enter_context(self.letters_path.open("rb"))
+            except FileNotFoundError:  # only a command removes it, under the lock
+                return Purged(removed=0, kept=0, held=0)
+            new = None if dry_run else stack.enter_context(_Rewrite(self.letters_path, owner))
             acknowledged = self.acknowledged_ids()
-            queued = {record.as_dict()["id"] for record in self.queued()}
-            kept: list[bytes] = []
+            queued = self.queued_ids()
             kept_ids: set[str] = set()
-            removed = held = letters = 0
-            with contextlib.suppress(FileNotFoundError), self.dead_letters.open("rb") as file:
-                for line in file:
-                    letter = _dead_letter(line)
-                    if letter is not None and _selected(letter, before, replayed, acknowledged):
-                        if letter.record_id not in queued:
-                            removed += 1
-                            continue
-                        held += 1
-                    kept.append(line)
-                    if letter is not None:
-                        kept_ids.add(letter.record_id)
-                        letters += 1
-            if removed and not dry_run:
-                _replace(self.dead_letters, b"".join(kept))
+            removed = held = kept = 0
+            for line in file:
+                letter = _dead_letter(line)
+                if letter is None and not line.endswith(b"\n"):
+                    continue  # torn last line
+                if letter is not None and _selected(letter, before, replayed, acknowledged):
+                    if letter.record_id not in queued:
+                        removed += 1
+                        continue
+                    held += 1
+                if new is not None:
+                    new.write(line if line.endswith(b"\n") else line + b"\n")
+                if letter is not None:
+                    kept_ids.add(letter.record_id)
+                    kept += 1
+            if new is not None and removed:
+                new.commit()
                 if acknowledged - kept_ids:
                     ids = "".join(f"{one}\n" for one in sorted(acknowledged & kept_ids))
-                    _replace(self.ledger, ids.encode("utf-8"))
-        return Purged(removed=removed, kept=letters, queued=held)
+                    _replace(self.ledger_path, ids.encode("utf-8"), owner)
+        return Purged(removed=removed, kept=kept, held=held)
 
     def finish(self, batch: Sequence[OutboxRecord], *, acknowledged: bool) -> None:
         """Drop the first ``len(batch)`` queued records; remember their ids if ``acknowledged``
         (a batch refused again is in the dead-letter file once more instead)."""
-        with self._locked():
+        with self._locked() as owner:
             if acknowledged:
-                ids = "".join(f"{record.as_dict()['id']}\n" for record in batch)
-                _append(self.ledger, ids.encode("utf-8"))
+                ids = "".join(f"{one}\n" for one in record_ids(batch))
+                _append(self.ledger_path, ids.encode("utf-8"), owner)
             rest = self.queued()[len(batch) :]
-            _replace(self.path, b"".join(record.data + b"\n" for record in rest))
+            _replace(self.queue_path, b"".join(record.data + b"\n" for record in rest), owner)
+
+
+def _is_object(line: bytes) -> bool:
+    """Whether ``line`` is a JSON object (a record), not one torn by a crash."""
+    try:
+        return isinstance(orjson.loads(line), dict)
+    except orjson.JSONDecodeError:
+        return False
 
 
 def _selected(

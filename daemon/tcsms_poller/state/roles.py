@@ -217,7 +217,7 @@ class Purged:
 
     removed: int
     kept: int
-    queued: int
+    held: int  # selected but held back: queued for replay
 
 
 # -- roles -------------------------------------------------------------------------------------
@@ -565,6 +565,10 @@ class StateStore(Outbox, SinkCursors, TrackedNumbers, ConversionQueue, WorkerSta
 
     def dead_letters(self, sink: str) -> DeadLetters:
         """The dead letters of ``sink``: files beside a SQLite state, tables of a shared one."""
+        ...
+
+    async def dead_letter_sinks(self) -> set[str]:
+        """The sinks with dead letters or replays queued, configured or not (any more)."""
         ...
 
     async def purge(self, sink_names: Sequence[str]) -> tuple[int, int, int]:

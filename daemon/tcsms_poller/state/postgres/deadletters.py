@@ -11,7 +11,8 @@ holder notices a replay queued elsewhere by looking at the queue every ``REPLAY_
   lease: an instance whose lease passed on writes nothing, and the new holder, starting from
   the cursor, meets the batch itself.
 - ``enqueue`` and ``finish`` take ``REPLAY_LOCK`` for their transaction, so a record cannot be
-  queued again between a delivery's ``finish`` reading and taking it out; the queue is unique
+  queued again between a delivery's ``finish`` reading and taking it out, nor once a purge
+  took its dead letters (and forgot it was delivered); the queue is unique
   per (sink, record id), and ``finish`` takes records out by id, so a batch finished twice
   (a holder that lost its lease meanwhile) takes out nothing else.
 - ``purge`` deletes in one transaction under ``REPLAY_LOCK`` too, so a record queued for replay
@@ -28,7 +29,7 @@ from typing import Any
 
 import anyio
 
-from tcsms_poller.records import OutboxRecord, format_received_at
+from tcsms_poller.records import OutboxRecord, format_received_at, record_ids
 from tcsms_poller.state.postgres import leases
 from tcsms_poller.state.postgres.messages import Connection, Writer
 from tcsms_poller.state.postgres.schema import REPLAY_LOCK
@@ -64,10 +65,6 @@ _FORGET_REPLAYED = (
     "DELETE FROM dead_letters_replayed AS r WHERE r.sink = %s AND NOT EXISTS "
     "(SELECT 1 FROM dead_letters AS d WHERE d.sink = r.sink AND d.record_id = r.record_id)"
 )
-
-
-def _record_ids(batch: Sequence[OutboxRecord]) -> list[str]:
-    return [str(record.as_dict()["id"]) for record in batch]
 
 
 def _moment(seconds: float) -> datetime:
@@ -106,7 +103,7 @@ class PostgresDeadLetters:
         fence: Fence | None = None,
     ) -> None:
         """Insert every record of ``batch`` with ``reason``, committed when this returns."""
-        params = (self.sink, now, reason, _record_ids(batch), [record.data for record in batch])
+        params = (self.sink, now, reason, record_ids(batch), [record.data for record in batch])
 
         async def work(connection: Connection) -> None:
             await leases.check_fence(connection, fence)
@@ -155,10 +152,11 @@ class PostgresDeadLetters:
             return [OutboxRecord(0, bytes(row[0])) for row in await cursor.fetchall()]
 
     async def enqueue(self, letters: Sequence[DeadLetter]) -> tuple[int, int]:
-        """Queue ``letters`` not acknowledged or queued already (the first of an id listed
-        twice); (queued, skipped)."""
+        """Queue ``letters`` still dead letters, not acknowledged or queued already (the first
+        of an id listed twice), checked in the transaction, so a purge since they were read
+        cannot make a delivered record queued again; (queued, skipped)."""
         ids = [letter.record_id for letter in letters]
-        params = (self.sink, ids, [letter.data for letter in letters], self.sink)
+        params = (self.sink, ids, [letter.data for letter in letters], self.sink, self.sink)
 
         async def work(connection: Connection) -> int:
             await connection.execute("SELECT pg_advisory_xact_lock(%s, %s)", REPLAY_LOCK)
@@ -167,6 +165,8 @@ class PostgresDeadLetters:
                 "SELECT %s, r.id, r.data "
                 "FROM unnest(%s::text[], %s::bytea[]) WITH ORDINALITY AS r (id, data, n) "
                 "WHERE NOT EXISTS (SELECT 1 FROM dead_letters_replayed AS d "
+                "WHERE d.sink = %s AND d.record_id = r.id) "
+                "AND EXISTS (SELECT 1 FROM dead_letters AS d "
                 "WHERE d.sink = %s AND d.record_id = r.id) "
                 "ORDER BY r.n ON CONFLICT (sink, record_id) DO NOTHING",
                 params,
@@ -180,7 +180,7 @@ class PostgresDeadLetters:
         self, batch: Sequence[OutboxRecord], *, acknowledged: bool, fence: Fence | None = None
     ) -> None:
         """Take ``batch`` out of the queue, by id; remember the ids if ``acknowledged``."""
-        ids = _record_ids(batch)
+        ids = record_ids(batch)
 
         async def work(connection: Connection) -> None:
             await leases.check_fence(connection, fence)
@@ -217,7 +217,7 @@ class PostgresDeadLetters:
             removed, held, total, deleted = (int(count) for count in row)
             if deleted:
                 await connection.execute(_FORGET_REPLAYED, (self.sink,))
-            return Purged(removed=removed, kept=total - removed, queued=held)
+            return Purged(removed=removed, kept=total - removed, held=held)
 
         return await self._write(work)
 

@@ -546,6 +546,14 @@ class PostgresStore:
         (``deadletters.py``)."""
         return PostgresDeadLetters(sink, self._write, self._read)
 
+    async def dead_letter_sinks(self) -> set[str]:
+        """The sinks with dead letters (or replays queued) in this database."""
+        async with self._read() as connection:
+            cursor = await connection.execute(
+                "SELECT sink FROM dead_letters UNION SELECT sink FROM dead_letter_replays"
+            )
+            return {row[0] for row in await cursor.fetchall()}
+
     async def sync_numbers(
         self, app_id: str, origin: NumberOrigin, phones: Sequence[str]
     ) -> tuple[int, int]:
