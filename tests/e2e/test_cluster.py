@@ -3,9 +3,9 @@ a paused holder that resumes after its leases passed on, three instances under t
 limits, and a ``kill -9`` of the holder of every lease.
 
 The three instances' test judges the limits to the request, so its emulator runs in a process of
-its own (``tests.support.emulator_process``), read only through its control endpoints: in this
-busy test process it would stamp requests as late as this event loop wakes up, and its strict
-limits would count requests closer together than the daemons sent them."""
+its own (``tests.support.emulator_process``), read only through its control endpoints: it times
+each arrival when the kernel received it, wherever it runs, and there it also answers as a
+server would, not as late as this busy test process gets to it."""
 
 from __future__ import annotations
 
