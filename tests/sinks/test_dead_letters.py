@@ -24,7 +24,7 @@ from tcsms_poller.health import HealthBoard
 from tcsms_poller.metrics import Metrics
 from tcsms_poller.records import OutboxRecord, Record, format_received_at
 from tcsms_poller.sinks.base import RejectedBatchError, SinkSettings
-from tcsms_poller.sinks.deadletter import DeadLetterFile
+from tcsms_poller.sinks.deadletter import DeadLetterFile, dead_letter_counts
 from tcsms_poller.sinks.drainer import Drainer
 from tcsms_poller.state import StateStore
 from tcsms_poller.state.postgres import PostgresStore
@@ -337,13 +337,14 @@ async def test_a_replay_read_before_a_purge_queues_no_delivered_record_again(
         assert ids(await dead.queued()) == ["c"]
 
 
-async def test_a_torn_last_line_hides_no_dead_letter_and_a_purge_drops_it(
+async def test_a_torn_last_line_is_cut_off_by_the_next_append_and_a_purge_drops_it(
     tmp_path: Path,
 ) -> None:
-    """A crash mid-append leaves a torn line: the next append starts on a line of its own,
-    and a purge rewriting the file drops a torn last line (its batch was written again in
-    full: the drainer retries the write, and after a crash the cursor had not moved past
-    it). A torn line of the replay queue is not a record either."""
+    """A crash mid-append leaves a torn line: the next append cuts it off first (its batch is
+    written again in full: the drainer retries the write, and after a crash the cursor had
+    not moved past it), so ``status`` counts what ``list`` shows; a purge rewriting the file
+    drops a torn last line. A torn line of the replay queue is not a record either, and one
+    of the ledger is no id."""
     dead = DeadLetterFile(tmp_path / "dead-letter" / f"{SINK}.jsonl")
     torn = b'{"dead_lettered_at":"1970-01-01T00:00:00.000Z","sink":"webhook","rea'
     await dead.write(outbox("a"), reason="rejected", now=0.0)
@@ -351,6 +352,8 @@ async def test_a_torn_last_line_hides_no_dead_letter_and_a_purge_drops_it(
         file.write(torn)
     await dead.write(outbox("b"), reason="rejected", now=7200.0)
     assert ids(await dead.letters()) == ["a", "b"]
+    assert dead_letter_counts(tmp_path) == {SINK: (2, 0)}  # what ``status`` shows
+    assert len(dead.path.read_bytes().splitlines()) == 2  # no line of its own
 
     with dead.path.open("ab") as file:
         file.write(torn)
@@ -363,6 +366,16 @@ async def test_a_torn_last_line_hides_no_dead_letter_and_a_purge_drops_it(
     queue.write_bytes(b'{"id": "to')
     assert await dead.enqueue(await dead.letters()) == (2, 0)
     assert ids(await dead.queued()) == ["b", "c"]
+    assert dead_letter_counts(tmp_path) == {SINK: (2, 2)}
+
+    await dead.finish(await dead.queued(limit=1), acknowledged=True)
+    ledger = dead.path.with_name(f"{SINK}.replayed")
+    with ledger.open("ab") as file:
+        file.write(b"c")  # the id of a record never delivered, torn
+    assert await dead.replayed_ids() == {"b"}
+    assert await dead.purge(replayed=True, dry_run=True) == Purged(1, 1, 0)
+    await dead.finish(await dead.queued(), acknowledged=True)  # now "c" is delivered
+    assert ledger.read_bytes() == b"b\nc\n"
 
 
 async def test_a_purge_beside_a_daemon_appending_dead_letters_loses_none_of_them(
