@@ -421,13 +421,17 @@ async def test_purge_from_the_command_line(backend: Backend, tmp_path: Path) -> 
         await dead.write(outbox("a", "b", "c"), reason="rejected", now=clock.now - 7200)
         await dead.write(outbox("d"), reason="rejected", now=clock.now)
         await dead.enqueue((await dead.letters())[2:3])
-        await store.dead_letters("gone").write(outbox("e"), reason="rejected", now=0.0)
+        gone = store.dead_letters("gone")  # a sink since removed, with a replay queued
+        await gone.write(outbox("e"), reason="rejected", now=0.0)
+        assert await gone.enqueue(await gone.letters()) == (1, 0)
 
-    async def purge(*args: str) -> tuple[int, str, str]:
+    async def command(action: str, *args: str) -> tuple[int, str, str]:
         done = await anyio.to_thread.run_sync(
-            partial(run_cli, "dead-letter", "purge", "-c", str(tmp_path / "config.yaml"), *args)
+            partial(run_cli, "dead-letter", action, "-c", str(tmp_path / "config.yaml"), *args)
         )
         return done.returncode, done.stdout, done.stderr
+
+    purge = partial(command, "purge")
 
     if backend.kind == "sqlite":  # the same checks, made before the state is opened
         for args, problem in (
@@ -448,7 +452,20 @@ async def test_purge_from_the_command_line(backend: Backend, tmp_path: Path) -> 
         assert (code, out) == (2, ""), err
         assert err.splitlines()[-1] == f"tcsms-poller: {NOT_CONFIGURED}", err
         assert "Traceback" not in err
-    code, out, err = await purge("--sink", "gone", "--all")  # no longer configured
+    # No drainer delivers a removed sink's replay queue: replay refuses it, purge removes the
+    # queue with the dead letters, and holds none back for it.
+    code, out, err = await command("replay", "--sink", "gone")
+    assert (code, out) == (2, ""), err
+    assert err.splitlines()[-1] == "tcsms-poller: --sink 'gone' is not configured (sinks: webhook)"
+    code, out, err = await purge("--sink", "gone", "--all", "--dry-run")
+    assert (code, out) == (
+        0,
+        "would remove 1 dead letters of sink gone, would keep 0"
+        " (0 of them selected but queued for replay)\n",
+    ), err
+    async with backend.open(clock) as store:
+        assert ids(await store.dead_letters("gone").queued()) == ["e"]  # a dry run
+    code, out, err = await purge("--sink", "gone", "--all")
     assert (code, out) == (
         0,
         "removed 1 dead letters of sink gone, kept 0 (0 of them selected but queued for replay)\n",
