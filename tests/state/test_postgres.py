@@ -149,7 +149,7 @@ async def test_a_database_of_schema_4_gains_the_dead_letter_tables_and_keeps_its
             "SELECT indexdef FROM pg_indexes WHERE indexname = 'dead_letters_by_record'"
         )
         [(definition,)] = await cursor.fetchall()
-        assert definition.endswith("ON public.dead_letters USING btree (sink, record_id)")
+        assert str(definition).endswith("ON public.dead_letters USING btree (sink, record_id)")
 
 
 async def test_a_newer_schema_is_refused(postgres_url: str) -> None:
