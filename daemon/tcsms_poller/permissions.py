@@ -12,9 +12,10 @@ which gives its WAL and SHM files the database file's mode, follows the database
 
 Directories that already exist are the operator's: their mode is left as it is.
 
-A command run from a root shell beside a daemon running as another user (systemd
-``DynamicUser``) gives what it creates or replaces in the state directory that directory's
-owner (``owner_of``), so the daemon can still write it.
+A command run as root beside a daemon running as another user (systemd ``DynamicUser``) acts
+as the state directory's owner (``act_as_owner_of``) before it opens a state file: what it
+creates is the daemon's, and what it opens is checked against the daemon's user, so a link that
+user planted cannot make root write a file of its own.
 """
 
 from __future__ import annotations
@@ -30,10 +31,8 @@ __all__ = [
     "PRIVATE_DIRECTORY",
     "SHARED",
     "SHARED_DIRECTORY",
-    "Owner",
-    "give",
+    "act_as_owner_of",
     "make_dirs",
-    "owner_of",
     "restrict",
 ]
 
@@ -45,36 +44,30 @@ SHARED = 0o640
 SHARED_DIRECTORY = 0o750
 
 
-Owner = tuple[int, int]  # uid, gid
+def act_as_owner_of(directory: Path) -> tuple[int, int] | None:
+    """Run as root, act as the owner of ``directory`` when it exists and is another user's:
+    no supplementary groups, then its group, then its user, as the effective ids of the whole
+    process (every thread). Returns that (uid, gid), or None when nothing changed.
 
-
-def owner_of(directory: Path) -> Owner | None:
-    """Whom what we create in ``directory`` must belong to: the owner of ``directory`` (or of
-    its nearest existing parent) when we run as root and it is another user; None when what
-    we create is rightly ours."""
+    From then on every file is created by that user and opened with its rights, never root's,
+    so a symlink it planted leads nowhere it could not write itself.
+    """
     if os.geteuid() != 0:
         return None
-    for existing in (directory, *directory.parents):
-        try:
-            status = os.stat(existing)
-        except FileNotFoundError:
-            continue
-        return None if status.st_uid == 0 else (status.st_uid, status.st_gid)
-    return None
+    try:
+        status = os.stat(directory)
+    except FileNotFoundError:
+        return None
+    if status.st_uid == 0:
+        return None
+    os.setgroups([])  # groups and group first: once the user is not root, they cannot change
+    os.setegid(status.st_gid)
+    os.seteuid(status.st_uid)
+    return status.st_uid, status.st_gid
 
 
-def give(target: int | Path, owner: Owner | None) -> None:
-    """Make ``target`` (a descriptor or a path) ``owner``'s; nothing when ``owner`` is None."""
-    if owner is None:
-        return
-    if isinstance(target, int):
-        os.fchown(target, *owner)
-    else:
-        os.chown(target, *owner)
-
-
-def make_dirs(path: Path, mode: int, owner: Owner | None = None) -> None:
-    """Create ``path`` and any missing parents with exactly ``mode`` (and ``owner``)."""
+def make_dirs(path: Path, mode: int) -> None:
+    """Create ``path`` and any missing parents with exactly ``mode``."""
     missing: list[Path] = []
     while not path.exists() and path != path.parent:
         missing.append(path)
@@ -85,7 +78,6 @@ def make_dirs(path: Path, mode: int, owner: Owner | None = None) -> None:
         except FileExistsError:
             continue  # made by someone else in between: theirs
         os.chmod(directory, mode)
-        give(directory, owner)
 
 
 def restrict(target: int | Path, mode: int) -> None:

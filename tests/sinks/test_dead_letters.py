@@ -24,7 +24,7 @@ from tcsms_poller.health import HealthBoard
 from tcsms_poller.metrics import Metrics
 from tcsms_poller.records import OutboxRecord, Record, format_received_at
 from tcsms_poller.sinks.base import RejectedBatchError, SinkSettings
-from tcsms_poller.sinks.deadletter import DeadLetterFile
+from tcsms_poller.sinks.deadletter import DeadLetterFile, dead_letter_counts
 from tcsms_poller.sinks.drainer import Drainer
 from tcsms_poller.state import StateStore
 from tcsms_poller.state.postgres import PostgresStore
@@ -337,13 +337,14 @@ async def test_a_replay_read_before_a_purge_queues_no_delivered_record_again(
         assert ids(await dead.queued()) == ["c"]
 
 
-async def test_a_torn_last_line_hides_no_dead_letter_and_a_purge_drops_it(
+async def test_a_torn_last_line_is_cut_off_by_the_next_append_and_a_purge_drops_it(
     tmp_path: Path,
 ) -> None:
-    """A crash mid-append leaves a torn line: the next append starts on a line of its own,
-    and a purge rewriting the file drops a torn last line (its batch was written again in
-    full: the drainer retries the write, and after a crash the cursor had not moved past
-    it). A torn line of the replay queue is not a record either."""
+    """A crash mid-append leaves a torn line: the next append cuts it off first (its batch is
+    written again in full: the drainer retries the write, and after a crash the cursor had
+    not moved past it), so ``status`` counts what ``list`` shows; a purge rewriting the file
+    drops a torn last line. A torn line of the replay queue is not a record either, and one
+    of the ledger is no id."""
     dead = DeadLetterFile(tmp_path / "dead-letter" / f"{SINK}.jsonl")
     torn = b'{"dead_lettered_at":"1970-01-01T00:00:00.000Z","sink":"webhook","rea'
     await dead.write(outbox("a"), reason="rejected", now=0.0)
@@ -351,6 +352,8 @@ async def test_a_torn_last_line_hides_no_dead_letter_and_a_purge_drops_it(
         file.write(torn)
     await dead.write(outbox("b"), reason="rejected", now=7200.0)
     assert ids(await dead.letters()) == ["a", "b"]
+    assert dead_letter_counts(tmp_path) == {SINK: (2, 0)}  # what ``status`` shows
+    assert len(dead.path.read_bytes().splitlines()) == 2  # no line of its own
 
     with dead.path.open("ab") as file:
         file.write(torn)
@@ -363,6 +366,16 @@ async def test_a_torn_last_line_hides_no_dead_letter_and_a_purge_drops_it(
     queue.write_bytes(b'{"id": "to')
     assert await dead.enqueue(await dead.letters()) == (2, 0)
     assert ids(await dead.queued()) == ["b", "c"]
+    assert dead_letter_counts(tmp_path) == {SINK: (2, 2)}
+
+    await dead.finish(await dead.queued(limit=1), acknowledged=True)
+    ledger = dead.path.with_name(f"{SINK}.replayed")
+    with ledger.open("ab") as file:
+        file.write(b"c")  # the id of a record never delivered, torn
+    assert await dead.replayed_ids() == {"b"}
+    assert await dead.purge(replayed=True, dry_run=True) == Purged(1, 1, 0)
+    await dead.finish(await dead.queued(), acknowledged=True)  # now "c" is delivered
+    assert ledger.read_bytes() == b"b\nc\n"
 
 
 async def test_a_purge_beside_a_daemon_appending_dead_letters_loses_none_of_them(
@@ -408,13 +421,17 @@ async def test_purge_from_the_command_line(backend: Backend, tmp_path: Path) -> 
         await dead.write(outbox("a", "b", "c"), reason="rejected", now=clock.now - 7200)
         await dead.write(outbox("d"), reason="rejected", now=clock.now)
         await dead.enqueue((await dead.letters())[2:3])
-        await store.dead_letters("gone").write(outbox("e"), reason="rejected", now=0.0)
+        gone = store.dead_letters("gone")  # a sink since removed, with a replay queued
+        await gone.write(outbox("e"), reason="rejected", now=0.0)
+        assert await gone.enqueue(await gone.letters()) == (1, 0)
 
-    async def purge(*args: str) -> tuple[int, str, str]:
+    async def command(action: str, *args: str) -> tuple[int, str, str]:
         done = await anyio.to_thread.run_sync(
-            partial(run_cli, "dead-letter", "purge", "-c", str(tmp_path / "config.yaml"), *args)
+            partial(run_cli, "dead-letter", action, "-c", str(tmp_path / "config.yaml"), *args)
         )
         return done.returncode, done.stdout, done.stderr
+
+    purge = partial(command, "purge")
 
     if backend.kind == "sqlite":  # the same checks, made before the state is opened
         for args, problem in (
@@ -435,7 +452,20 @@ async def test_purge_from_the_command_line(backend: Backend, tmp_path: Path) -> 
         assert (code, out) == (2, ""), err
         assert err.splitlines()[-1] == f"tcsms-poller: {NOT_CONFIGURED}", err
         assert "Traceback" not in err
-    code, out, err = await purge("--sink", "gone", "--all")  # no longer configured
+    # No drainer delivers a removed sink's replay queue: replay refuses it, purge removes the
+    # queue with the dead letters, and holds none back for it.
+    code, out, err = await command("replay", "--sink", "gone")
+    assert (code, out) == (2, ""), err
+    assert err.splitlines()[-1] == "tcsms-poller: --sink 'gone' is not configured (sinks: webhook)"
+    code, out, err = await purge("--sink", "gone", "--all", "--dry-run")
+    assert (code, out) == (
+        0,
+        "would remove 1 dead letters of sink gone, would keep 0"
+        " (0 of them selected but queued for replay)\n",
+    ), err
+    async with backend.open(clock) as store:
+        assert ids(await store.dead_letters("gone").queued()) == ["e"]  # a dry run
+    code, out, err = await purge("--sink", "gone", "--all")
     assert (code, out) == (
         0,
         "removed 1 dead letters of sink gone, kept 0 (0 of them selected but queued for replay)\n",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -77,39 +76,6 @@ async def test_a_purged_dead_letter_file_stays_0640(tmp_path: Path, no_umask: No
         "file.replay.lock",
         "file.replayed",
     ]
-
-
-OWNER = 54321  # the daemon's user (systemd DynamicUser), not the root running the commands
-
-
-async def test_what_a_root_command_writes_belongs_to_the_state_directorys_owner(
-    tmp_path: Path, no_umask: None
-) -> None:
-    """``replay`` and ``purge`` run from a root shell create and replace the files (and the
-    directory) as the state directory's owner, with the daemon's modes, so the daemon can
-    still append to them and take the lock."""
-    state = tmp_path / "state"
-    state.mkdir(0o700)
-    os.chown(state, OWNER, OWNER)
-    path = state / "dead-letter" / "file.jsonl"
-    dead = DeadLetterFile(path)
-    await dead.write(outbox_records("a", "b"), reason="refused", now=0.0)
-    await dead.write(outbox_records("c", "d"), reason="refused", now=7200.0)
-    assert await dead.enqueue(await dead.letters()) == (4, 0)  # dead-letter replay
-    await dead.finish(await dead.queued(limit=3), acknowledged=True)
-    purged = await dead.purge(before=datetime.fromtimestamp(3600.0, UTC))  # dead-letter purge
-    assert (purged.removed, purged.kept) == (2, 2)
-    children = sorted(path.parent.iterdir())
-    assert [child.name for child in children] == [
-        "file.jsonl",
-        "file.replay.jsonl",
-        "file.replay.lock",
-        "file.replayed",
-    ]
-    for one in [path.parent, *children]:
-        assert (one.stat().st_uid, one.stat().st_gid) == (OWNER, OWNER), one
-    assert mode(path.parent) == 0o750
-    assert {mode(child) for child in children} == {0o640}
 
 
 async def test_a_dry_run_or_a_purge_with_nothing_to_purge_creates_nothing(tmp_path: Path) -> None:

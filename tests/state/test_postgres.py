@@ -124,8 +124,8 @@ async def test_three_daemons_starting_at_once_all_open_and_the_schema_is_made_on
 async def test_a_database_of_schema_4_gains_the_dead_letter_tables_and_keeps_its_rows(
     postgres_url: str,
 ) -> None:
-    """Migration 5 on a database an earlier release wrote: its outbox and cursors stay, and
-    the sinks' dead letters are kept in it from then on."""
+    """Migrations 5 and 6 on a database an earlier release wrote: its outbox and cursors stay,
+    and the sinks' dead letters are kept in it from then on, indexed by record id too."""
     async with await connect(postgres_url) as connection:
         await connection.execute("CREATE TABLE tcsms_schema (version integer NOT NULL)")
         for number, script in enumerate(MIGRATIONS[:4], start=1):
@@ -145,6 +145,11 @@ async def test_a_database_of_schema_4_gains_the_dead_letter_tables_and_keeps_its
     async with await connect(postgres_url) as probe:
         cursor = await probe.execute("SELECT max(version) FROM tcsms_schema")
         assert await cursor.fetchone() == (len(MIGRATIONS),)
+        cursor = await probe.execute(  # migration 6: dead letters looked up by record id
+            "SELECT indexdef FROM pg_indexes WHERE indexname = 'dead_letters_by_record'"
+        )
+        [(definition,)] = await cursor.fetchall()
+        assert str(definition).endswith("ON public.dead_letters USING btree (sink, record_id)")
 
 
 async def test_a_newer_schema_is_refused(postgres_url: str) -> None:

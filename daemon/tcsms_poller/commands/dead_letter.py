@@ -10,8 +10,15 @@ gets SIGHUP. ``replay`` never changes the dead letters; ``purge`` is the one thi
 them: those older than a duration and/or those a replay delivered (both given: both must
 hold), or all, but never one whose record is queued for replay. It names what it selects, so
 nothing goes by accident, and works beside a running daemon (and from any instance of a
-cluster). ``--sink`` names a configured sink, or one no longer configured whose dead letters
-the state still holds.
+cluster). ``--sink`` names a configured sink; ``list`` and ``purge`` also take one no longer
+configured whose dead letters the state still holds (``purge`` then removes its replay queue
+too: no drainer would deliver it). ``replay`` does not: nothing would deliver what it queued.
+
+Run as root beside a daemon running as another user, ``replay`` and ``purge`` on the files of
+a SQLite state act as the state directory's owner before they open any file
+(``permissions.act_as_owner_of``), so what they write stays the daemon's and no link that user
+planted leads root anywhere; a file that user may not write (one an earlier root run left
+root's) is named, with the fix, in one line (exit 1), before anything changes.
 
 Where they are (``DeadLetters``): files beside a SQLite state (``sinks/deadletter.py``), read
 without opening the database; the tables of a PostgreSQL state, which any instance reads and
@@ -23,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -36,9 +44,15 @@ from tcsms_poller.commands._common import (
 )
 from tcsms_poller.config import Config
 from tcsms_poller.exits import EX_OK, UsageError
+from tcsms_poller.permissions import act_as_owner_of
 from tcsms_poller.records import format_received_at, record_ids
-from tcsms_poller.sinks.deadletter import DeadLetterFile, dead_letter_counts, dead_letter_path
-from tcsms_poller.state.roles import DeadLetter, DeadLetters
+from tcsms_poller.sinks.deadletter import (
+    DeadLetterFile,
+    DeadLetterFiles,
+    dead_letter_path,
+    dead_letter_sinks,
+)
+from tcsms_poller.state.roles import DeadLetter, DeadLetters, StateError
 from tcsms_poller.units import parse_duration
 
 __all__ = ["add_arguments", "execute"]
@@ -105,10 +119,10 @@ def _add_purge_arguments(action: argparse.ArgumentParser) -> None:
     )
 
 
-def _check_purge_selectors(args: argparse.Namespace) -> None:
-    """``UsageError`` unless ``purge`` names what it removes: ``--all`` or the others; sets
-    ``args.before``, the time ``--older-than`` means (a duration too long for the calendar
-    is a ``UsageError`` too)."""
+def _check_purge_selectors(args: argparse.Namespace) -> datetime | None:
+    """``UsageError`` unless ``purge`` names what it removes: ``--all`` or the others; returns
+    the time ``--older-than`` means, if given (a duration too long for the calendar is a
+    ``UsageError`` too)."""
     narrowed = args.older_than is not None or args.replayed
     if args.all and narrowed:
         raise UsageError("dead-letter purge: --all removes every dead letter, so give it alone")
@@ -117,14 +131,14 @@ def _check_purge_selectors(args: argparse.Namespace) -> None:
             "dead-letter purge: say which dead letters to remove: "
             "--older-than DURATION and/or --replayed (both given: both must hold), or --all"
         )
-    args.before = None
-    if args.older_than is not None:
-        try:
-            args.before = datetime.now(UTC) - timedelta(seconds=args.older_than)
-        except (OverflowError, ValueError):
-            raise UsageError(
-                "dead-letter purge: --older-than is too long (it reaches back before year 1)"
-            ) from None
+    if args.older_than is None:
+        return None
+    try:
+        return datetime.now(UTC) - timedelta(seconds=args.older_than)
+    except (OverflowError, ValueError):
+        raise UsageError(
+            "dead-letter purge: --older-than is too long (it reaches back before year 1)"
+        ) from None
 
 
 @asynccontextmanager
@@ -138,9 +152,11 @@ async def _dead_letters(
         yield lambda sink: DeadLetterFile(dead_letter_path(state_dir, sink))
         return
     from tcsms_poller.state import open_state  # psycopg only when the state is PostgreSQL
+    from tcsms_poller.state.postgres import PostgresStore
 
     store = await open_state(config.state)
     try:
+        assert isinstance(store, PostgresStore)  # a state with a url
         if requested is not None and requested not in _configured(config):
             _check_held(config, requested, await store.dead_letter_sinks())
         yield store.dead_letters
@@ -161,15 +177,40 @@ def _check_held(config: Config, requested: str, held: set[str]) -> None:
         )
 
 
-def _sink_names(config: Config, requested: str | None) -> list[str]:
-    """The configured sinks, or the one ``requested``: configured, or one the state holds
-    dead letters of (a sink since removed). The files are looked at here, before anything
-    runs; the database once opened (``_dead_letters``)."""
+def _sink_names(config: Config, requested: str | None, action: str) -> list[str]:
+    """The configured sinks, or the one ``requested``: configured, or for ``list`` and
+    ``purge`` one the state holds dead letters of (a sink since removed). The files are looked
+    at here, before anything runs; the database once opened (``_dead_letters``)."""
     if requested is None:
         return _configured(config)
-    if requested not in _configured(config) and config.state.url is None:
-        _check_held(config, requested, set(dead_letter_counts(config.state.path.parent)))
+    if requested not in _configured(config):
+        if action == "replay":  # no drainer would deliver what it queued
+            raise UsageError(
+                f"--sink {requested[:60]!r} is not configured"
+                f" (sinks: {', '.join(_configured(config))})"
+            )
+        if config.state.url is None:
+            _check_held(config, requested, dead_letter_sinks(config.state.path.parent))
     return [requested]
+
+
+def _act_as_owner(config: Config, sink: str) -> None:
+    """Before ``replay`` or ``purge`` opens a dead-letter file: run as root, act as the state
+    directory's owner (``permissions.act_as_owner_of``); then ``StateError`` (one line, exit
+    1) if a file the command may change is not writable, before anything changed. Called
+    once the event loop runs: its modules are loaded, by root, wherever Python lives."""
+    state_dir = config.state.path.parent
+    owner = act_as_owner_of(state_dir)
+    files = DeadLetterFiles(dead_letter_path(state_dir, sink))
+    if (path := files.unwritable()) is None:
+        return
+    status = os.stat(state_dir)
+    uid, gid = owner or (status.st_uid, status.st_gid)
+    reason = (
+        f"{path} is not writable by uid {os.geteuid()}; give the dead letters to the state"
+        f" directory's owner: chown -R {uid}:{gid} {files.letters_path.parent}"
+    )
+    raise StateError(reason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,7 +291,10 @@ async def _purge(config: Config, sinks: Sequence[str], args: argparse.Namespace)
     [sink] = sinks
     async with _dead_letters(config, args.sink) as dead_letters_of:
         purged = await dead_letters_of(sink).purge(
-            before=args.before, replayed=args.replayed, dry_run=args.dry_run
+            before=args.before,
+            replayed=args.replayed,
+            dry_run=args.dry_run,
+            delivered=sink in _configured(config),
         )
     verb, keep = ("would remove", "would keep") if args.dry_run else ("removed", "kept")
     print(
@@ -264,9 +308,15 @@ _ACTIONS = {"list": _list, "replay": _replay, "purge": _purge}
 
 
 def execute(args: argparse.Namespace) -> int:
-    if args.action == "purge":
-        _check_purge_selectors(args)  # before the configuration: nothing to look up
+    if args.action == "purge":  # before the configuration: nothing to look up
+        args.before = _check_purge_selectors(args)
     config = load_and_configure(args, prints_result=True)
-    sinks = _sink_names(config, args.sink)
+    sinks = _sink_names(config, args.sink, args.action)
     action = _ACTIONS[args.action]
-    return run_reporting(lambda: action(config, sinks, args), event="dead_letter.failed")
+
+    async def run() -> int:
+        if args.action != "list" and config.state.url is None:  # only the files: written here
+            _act_as_owner(config, args.sink)
+        return await action(config, sinks, args)
+
+    return run_reporting(run, event="dead_letter.failed")

@@ -19,10 +19,11 @@ Per sink, under ``<state dir>/dead-letter/``:
   running daemon. ``purge`` rewrites the dead-letter file and the ledger whole: a temporary
   file beside each, fsynced, renamed over it, the directory fsynced.
 
-An append after a line torn by a crash starts on a line of its own, so the torn one hides
-nothing. A command run as root beside a daemon running as another user gives every file and
-directory it creates or replaces the owner of the state directory (``permissions.owner_of``),
-so the daemon can still take the lock and append.
+An append after a line torn by a crash first cuts the torn line off (``_append``): it hides
+nothing, and nothing reads it as a line. A command run as root beside a daemon running as
+another user acts as the state directory's owner (``permissions.act_as_owner_of``) before it
+opens any of these files, so what it writes stays the daemon's; ``unwritable`` names a file it
+still could not write (one an earlier root run left root's).
 """
 
 from __future__ import annotations
@@ -41,15 +42,7 @@ import anyio
 import anyio.to_thread
 import orjson
 
-from tcsms_poller.permissions import (
-    SHARED,
-    SHARED_DIRECTORY,
-    Owner,
-    give,
-    make_dirs,
-    owner_of,
-    restrict,
-)
+from tcsms_poller.permissions import SHARED, SHARED_DIRECTORY, make_dirs, restrict
 from tcsms_poller.records import format_received_at, record_ids
 from tcsms_poller.sinks.base import OutboxRecord
 from tcsms_poller.state.roles import DeadLetter, Fence, Purged
@@ -60,6 +53,7 @@ __all__ = [
     "DeadLetterFiles",
     "dead_letter_counts",
     "dead_letter_path",
+    "dead_letter_sinks",
     "read_dead_letters",
 ]
 
@@ -69,6 +63,16 @@ _CHUNK = 1 << 20  # bytes read at a time when counting lines
 def dead_letter_path(state_dir: Path, sink: str) -> Path:
     """Where the dead letters of ``sink`` go beside a SQLite state in ``state_dir``."""
     return state_dir / "dead-letter" / f"{sink}.jsonl"
+
+
+def dead_letter_sinks(state_dir: Path) -> set[str]:
+    """The sinks with a dead-letter file or a replay queue beside a SQLite state in
+    ``state_dir``, by the files' names alone."""
+    directory = dead_letter_path(state_dir, "sink").parent
+    return {
+        path.name.removesuffix(".replay.jsonl").removesuffix(".jsonl")
+        for path in (directory.glob("*.jsonl") if directory.is_dir() else ())
+    }
 
 
 def dead_letter_counts(state_dir: Path) -> dict[str, tuple[int, int]]:
@@ -150,7 +154,8 @@ class DeadLetterFile:
         return (await anyio.to_thread.run_sync(self._files.queued))[:limit]
 
     async def enqueue(self, letters: Sequence[DeadLetter]) -> tuple[int, int]:
-        """Queue ``letters`` not acknowledged or queued already; (queued, skipped)."""
+        """Queue the records of ``letters`` still dead-lettered, not acknowledged or queued
+        already; (queued, skipped)."""
         return await anyio.to_thread.run_sync(self._files.enqueue, letters)
 
     async def finish(
@@ -162,11 +167,22 @@ class DeadLetterFile:
         )
 
     async def purge(
-        self, *, before: datetime | None = None, replayed: bool = False, dry_run: bool = False
+        self,
+        *,
+        before: datetime | None = None,
+        replayed: bool = False,
+        dry_run: bool = False,
+        delivered: bool = True,
     ) -> Purged:
         """Remove the selected dead letters, keeping those queued for replay (``DeadLetters``)."""
         return await anyio.to_thread.run_sync(
-            partial(self._files.purge, before=before, replayed=replayed, dry_run=dry_run)
+            partial(
+                self._files.purge,
+                before=before,
+                replayed=replayed,
+                dry_run=dry_run,
+                delivered=delivered,
+            )
         )
 
     async def wait_for_replay(self) -> None:
@@ -174,20 +190,44 @@ class DeadLetterFile:
         await anyio.sleep_forever()
 
 
-def _append(path: Path, payload: bytes, owner: Owner | None) -> None:
-    """Append ``payload`` to ``path``, durably; after a torn last line (a crash mid-write),
-    on a line of its own, so the torn one cannot make it unreadable."""
-    make_dirs(path.parent, SHARED_DIRECTORY, owner)
+def _append(path: Path, payload: bytes) -> None:
+    """Append ``payload`` (whole lines) to ``path``, durably, under the sink's lock.
+
+    A file that does not end with a newline ends with a write a crash (or a full disk) cut
+    short: it is cut back to just after its last newline first. What it held is written again
+    in full, so nothing is lost, and it never becomes a whole line of its own (a bogus dead
+    letter ``status`` would count, a bogus id in the ledger):
+
+    - the dead-letter file: the drainer retries a failed write with the whole batch, and after
+      a crash its cursor has not moved past the batch, which is sent (and refused) again;
+    - the ledger: ``finish`` appends before it takes the batch out of the replay queue, so
+      after a crash the batch is delivered, and its ids appended, again;
+    - the replay queue: ``replay`` failed, so it reported nothing queued; run again, it queues
+      what is missing (the complete lines before the torn one are queued already).
+    """
+    make_dirs(path.parent, SHARED_DIRECTORY)
     fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, SHARED)
     with open(fd, "ab") as file:
         restrict(fd, SHARED)  # records carry phone numbers: never world-readable
-        give(fd, owner)
         size = os.fstat(fd).st_size
         if size and os.pread(fd, 1, size - 1) != b"\n":
-            payload = b"\n" + payload
+            os.ftruncate(fd, _after_last_newline(fd, size))
         file.write(payload)
         file.flush()
         os.fsync(fd)
+
+
+def _after_last_newline(fd: int, size: int) -> int:
+    """The offset just after the last newline of the first ``size`` bytes of ``fd`` (0 if
+    none), read backwards a chunk at a time."""
+    end = size
+    while end > 0:
+        start = max(0, end - _CHUNK)
+        newline = os.pread(fd, end - start, start).rfind(b"\n")
+        if newline >= 0:
+            return start + newline + 1
+        end = start
+    return 0
 
 
 class _Rewrite:
@@ -195,13 +235,12 @@ class _Rewrite:
     it the content of ``path`` at once, durably (removes ``path`` when nothing was written);
     leaving the block without ``commit`` throws it away."""
 
-    def __init__(self, path: Path, owner: Owner | None) -> None:
+    def __init__(self, path: Path) -> None:
         self._path = path
         self._temporary = path.with_name(path.name + ".tmp")
         fd = os.open(self._temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, SHARED)
         self._file = open(fd, "wb")  # noqa: SIM115 -- closed by commit or __exit__
         restrict(fd, SHARED)
-        give(fd, owner)
         self._written = 0
 
     def __enter__(self) -> _Rewrite:
@@ -231,9 +270,9 @@ class _Rewrite:
             os.close(fd)
 
 
-def _replace(path: Path, payload: bytes, owner: Owner | None) -> None:
+def _replace(path: Path, payload: bytes) -> None:
     """Make ``payload`` the content of ``path`` at once, durably (removed when empty)."""
-    with _Rewrite(path, owner) as new:
+    with _Rewrite(path) as new:
         new.write(payload)
         new.commit()
 
@@ -275,34 +314,51 @@ class DeadLetterFiles:
         self.ledger_path = dead_letter_path.with_name(f"{stem}.replayed")
         self.lock_path = dead_letter_path.with_name(f"{stem}.replay.lock")
 
+    def unwritable(self) -> Path | None:
+        """The first of ``dead-letter/`` and the sink's files (and their temporary files)
+        that exists and this process may not write, or None: a command checks them before
+        it changes anything."""
+        directory = self.letters_path.parent
+        if not directory.exists():
+            return None
+        rewritten = (self.letters_path, self.queue_path, self.ledger_path)
+        for path in (
+            directory,
+            *rewritten,
+            self.lock_path,
+            *(one.with_name(one.name + ".tmp") for one in rewritten),
+        ):
+            if os.path.lexists(path) and not os.access(path, os.W_OK, effective_ids=True):
+                return path
+        return None
+
     @contextmanager
-    def _locked(self, *, create: bool = True) -> Iterator[Owner | None]:
-        """A command changes the files while a running daemon does: one at a time. Yields
-        whom the files written meanwhile must belong to (``permissions.owner_of``). Without
+    def _locked(self, *, create: bool = True) -> Iterator[None]:
+        """A command changes the files while a running daemon does: one at a time. Without
         ``create`` (a dry run), nothing is made: without a lock file it reads unlocked, a torn
         last line being skipped as any reader skips it."""
-        owner = owner_of(self.lock_path.parent)
         flags = os.O_CLOEXEC | (os.O_WRONLY | os.O_CREAT if create else os.O_RDONLY)
         if create:
-            make_dirs(self.lock_path.parent, SHARED_DIRECTORY, owner)
+            make_dirs(self.lock_path.parent, SHARED_DIRECTORY)
         try:
             fd = os.open(self.lock_path, flags, SHARED)
         except FileNotFoundError:
             if create:
                 raise
-            yield owner
+            yield
             return
         with open(fd, "ab" if create else "rb") as lock:
-            if create:
-                give(fd, owner)
             fcntl.flock(lock, fcntl.LOCK_EX)
-            yield owner
+            yield
 
     def acknowledged_ids(self) -> set[str]:
-        """Ids of replayed records the sink acknowledged."""
+        """Ids of replayed records the sink acknowledged: the complete lines of the ledger (a
+        torn last one, cut short by a crash, is no id)."""
         if not self.ledger_path.exists():
             return set()
-        return set(self.ledger_path.read_text("utf-8").split())
+        data = self.ledger_path.read_bytes()
+        complete = data[: data.rfind(b"\n") + 1].decode("utf-8")
+        return {line for line in complete.split("\n") if line}
 
     def queued(self) -> list[OutboxRecord]:
         """The records waiting, in order (``seq`` 0: they are not in the outbox); a line
@@ -321,12 +377,13 @@ class DeadLetterFiles:
         return set(record_ids(self.queued()))
 
     def enqueue(self, letters: Sequence[DeadLetter]) -> tuple[int, int]:
-        """Queue ``letters`` still dead letters, not acknowledged or queued already (read
-        under the lock, so a purge meanwhile cannot make a delivered record queued again);
-        (queued, skipped)."""
+        """Queue the records of ``letters`` that are still in the dead-letter file (a purge
+        may have taken them since they were read), not acknowledged and not queued already,
+        all read under the lock, so a purge meanwhile cannot make a delivered record queued
+        again; (queued, skipped)."""
         if not letters:
             return 0, 0
-        with self._locked() as owner:
+        with self._locked():
             present = {letter.record_id for letter in read_dead_letters(self.letters_path)}
             skip = self.acknowledged_ids() | self.queued_ids()
             fresh: dict[str, bytes] = {}
@@ -334,16 +391,20 @@ class DeadLetterFiles:
                 if letter.record_id in present and letter.record_id not in skip:
                     fresh.setdefault(letter.record_id, letter.data)
             if fresh:
-                _append(self.queue_path, b"".join(data + b"\n" for data in fresh.values()), owner)
+                _append(self.queue_path, b"".join(data + b"\n" for data in fresh.values()))
         return len(fresh), len(letters) - len(fresh)
 
     def append_dead_letters(self, payload: bytes) -> None:
         """Append lines to the dead-letter file, durably."""
-        with self._locked() as owner:
-            _append(self.letters_path, payload, owner)
+        with self._locked():
+            _append(self.letters_path, payload)
 
-    def purge(self, *, before: datetime | None, replayed: bool, dry_run: bool) -> Purged:
+    def purge(
+        self, *, before: datetime | None, replayed: bool, dry_run: bool, delivered: bool = True
+    ) -> Purged:
         """``DeadLetters.purge``, the kept lines streamed into the new file as they are read.
+        Without ``delivered`` (a sink no longer configured) the replay queue is removed first
+        and holds nothing back.
 
         Lines other than dead letters are kept, but for a torn last one: a write a crash or a
         failure cut short, whose whole batch was written again (the drainer retries a failed
@@ -351,16 +412,18 @@ class DeadLetterFiles:
         dropping it loses nothing, while keeping it would glue the next append onto it. A dry
         run, or a purge with no dead-letter file, creates nothing.
         """
-        if not self.letters_path.exists():
+        if not (self.letters_path.exists() or (not delivered and self.queue_path.exists())):
             return Purged(removed=0, kept=0, held=0)
-        with self._locked(create=not dry_run) as owner, contextlib.ExitStack() as stack:
+        with self._locked(create=not dry_run), contextlib.ExitStack() as stack:
+            if not (delivered or dry_run):
+                _replace(self.queue_path, b"")  # removed, durably: nothing would deliver it
             try:
                 file = stack.enter_context(self.letters_path.open("rb"))
             except FileNotFoundError:  # only a command removes it, under the lock
                 return Purged(removed=0, kept=0, held=0)
-            new = None if dry_run else stack.enter_context(_Rewrite(self.letters_path, owner))
+            new = None if dry_run else stack.enter_context(_Rewrite(self.letters_path))
             acknowledged = self.acknowledged_ids()
-            queued = self.queued_ids()
+            queued = self.queued_ids() if delivered else set()
             kept_ids: set[str] = set()
             removed = held = kept = 0
             for line in file:
@@ -381,18 +444,18 @@ class DeadLetterFiles:
                 new.commit()
                 if acknowledged - kept_ids:
                     ids = "".join(f"{one}\n" for one in sorted(acknowledged & kept_ids))
-                    _replace(self.ledger_path, ids.encode("utf-8"), owner)
+                    _replace(self.ledger_path, ids.encode("utf-8"))
         return Purged(removed=removed, kept=kept, held=held)
 
     def finish(self, batch: Sequence[OutboxRecord], *, acknowledged: bool) -> None:
         """Drop the first ``len(batch)`` queued records; remember their ids if ``acknowledged``
         (a batch refused again is in the dead-letter file once more instead)."""
-        with self._locked() as owner:
+        with self._locked():
             if acknowledged:
                 ids = "".join(f"{one}\n" for one in record_ids(batch))
-                _append(self.ledger_path, ids.encode("utf-8"), owner)
+                _append(self.ledger_path, ids.encode("utf-8"))
             rest = self.queued()[len(batch) :]
-            _replace(self.queue_path, b"".join(record.data + b"\n" for record in rest), owner)
+            _replace(self.queue_path, b"".join(record.data + b"\n" for record in rest))
 
 
 def _is_object(line: bytes) -> bool:

@@ -530,7 +530,9 @@ class DeadLetters(Protocol):
         ...
 
     async def enqueue(self, letters: Sequence[DeadLetter]) -> tuple[int, int]:
-        """Queue ``letters`` not acknowledged or queued already; (queued, skipped)."""
+        """Queue the records of ``letters`` still dead-lettered (a purge since they were read
+        may have removed them: those are skipped), not acknowledged and not queued already;
+        (queued, skipped)."""
         ...
 
     async def finish(
@@ -541,13 +543,19 @@ class DeadLetters(Protocol):
         ...
 
     async def purge(
-        self, *, before: datetime | None = None, replayed: bool = False, dry_run: bool = False
+        self,
+        *,
+        before: datetime | None = None,
+        replayed: bool = False,
+        dry_run: bool = False,
+        delivered: bool = True,
     ) -> Purged:
         """Remove the dead letters written before ``before`` (all without it), with
         ``replayed`` only those whose record a replay delivered, never one whose record is
         queued for replay (it stays until its replay is finished); then forget acknowledged
         ids no dead letter has any more. Safe beside a running daemon. ``dry_run``: count
-        only, change nothing."""
+        only, change nothing. Without ``delivered`` (a sink no longer configured: no drainer
+        delivers its replay queue) the queue is removed too and holds nothing back."""
         ...
 
     async def wait_for_replay(self) -> None:
@@ -565,10 +573,6 @@ class StateStore(Outbox, SinkCursors, TrackedNumbers, ConversionQueue, WorkerSta
 
     def dead_letters(self, sink: str) -> DeadLetters:
         """The dead letters of ``sink``: files beside a SQLite state, tables of a shared one."""
-        ...
-
-    async def dead_letter_sinks(self) -> set[str]:
-        """The sinks with dead letters or replays queued, configured or not (any more)."""
         ...
 
     async def purge(self, sink_names: Sequence[str]) -> tuple[int, int, int]:

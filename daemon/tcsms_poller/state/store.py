@@ -22,7 +22,7 @@ import anyio.lowlevel
 import anyio.to_thread
 
 from tcsms_poller.records import OutboxRecord, Record
-from tcsms_poller.sinks.deadletter import DeadLetterFile, dead_letter_counts, dead_letter_path
+from tcsms_poller.sinks.deadletter import DeadLetterFile, dead_letter_path
 from tcsms_poller.state import conversions, integrity, messages, numbers, outbox
 from tcsms_poller.state.head import CommitHead
 from tcsms_poller.state.message_store import SqliteMessages
@@ -318,11 +318,6 @@ class SqliteStore:
     def dead_letters(self, sink: str) -> DeadLetters:
         """The dead-letter files of ``sink``, beside this database (one daemon's)."""
         return DeadLetterFile(dead_letter_path(Path(self._database).parent, sink))
-
-    async def dead_letter_sinks(self) -> set[str]:
-        """The sinks with dead-letter files (or replays queued) beside this database."""
-        counts = await anyio.to_thread.run_sync(dead_letter_counts, Path(self._database).parent)
-        return set(counts)
 
     async def sync_numbers(
         self, app_id: str, origin: str, phones: Sequence[str]

@@ -17,7 +17,10 @@ holder notices a replay queued elsewhere by looking at the queue every ``REPLAY_
   (a holder that lost its lease meanwhile) takes out nothing else.
 - ``purge`` deletes in one transaction under ``REPLAY_LOCK`` too, so a record queued for replay
   keeps its dead letters until ``finish``; it needs no lease, the drainer's fenced inserts are
-  new rows it does not select.
+  new rows it does not select. For a sink no longer configured it deletes the sink's replay
+  queue too (no drainer would deliver it), which then holds nothing back.
+- ``enqueue``, ``purge`` and the forgetting of delivered ids look dead letters up by (sink,
+  record id): ``dead_letters_by_record``, migration 6.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ REPLAY_POLL = 2.0  # seconds between looks at the replay queue, by the sink's le
 # One statement, one snapshot: the counts are of the rows as they were before the DELETE.
 _PURGE = """
 WITH selected AS (
-    SELECT d.id, EXISTS (
+    SELECT d.id, %(delivered)s AND EXISTS (
         SELECT 1 FROM dead_letter_replays AS q
         WHERE q.sink = d.sink AND q.record_id = d.record_id
     ) AS queued
@@ -152,9 +155,10 @@ class PostgresDeadLetters:
             return [OutboxRecord(0, bytes(row[0])) for row in await cursor.fetchall()]
 
     async def enqueue(self, letters: Sequence[DeadLetter]) -> tuple[int, int]:
-        """Queue ``letters`` still dead letters, not acknowledged or queued already (the first
-        of an id listed twice), checked in the transaction, so a purge since they were read
-        cannot make a delivered record queued again; (queued, skipped)."""
+        """Queue the records of ``letters`` still dead-lettered (a purge since they were read
+        may have deleted them: those are skipped), not acknowledged and not queued already
+        (the first of an id listed twice), all checked in the transaction, so a purge
+        meanwhile cannot make a delivered record queued again; (queued, skipped)."""
         ids = [letter.record_id for letter in letters]
         params = (self.sink, ids, [letter.data for letter in letters], self.sink, self.sink)
 
@@ -199,19 +203,30 @@ class PostgresDeadLetters:
         await self._write(work)
 
     async def purge(
-        self, *, before: datetime | None = None, replayed: bool = False, dry_run: bool = False
+        self,
+        *,
+        before: datetime | None = None,
+        replayed: bool = False,
+        dry_run: bool = False,
+        delivered: bool = True,
     ) -> Purged:
         """Delete the selected dead letters but those queued for replay, and the acknowledged
-        ids no dead letter has any more, in one transaction (``DeadLetters.purge``)."""
+        ids no dead letter has any more, in one transaction (``DeadLetters.purge``); without
+        ``delivered``, the sink's replay queue first."""
         params = {
             "sink": self.sink,
             "before": float("inf") if before is None else before.timestamp(),
             "replayed": replayed,
             "dry_run": dry_run,
+            "delivered": delivered,
         }
 
         async def work(connection: Connection) -> Purged:
             await connection.execute("SELECT pg_advisory_xact_lock(%s, %s)", REPLAY_LOCK)
+            if not (delivered or dry_run):
+                await connection.execute(
+                    "DELETE FROM dead_letter_replays WHERE sink = %s", (self.sink,)
+                )
             cursor = await connection.execute(_PURGE, params)
             row: Any = await cursor.fetchone()
             removed, held, total, deleted = (int(count) for count in row)

@@ -234,6 +234,11 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (sink, record_id)
     );
     """,
+    # 6: dead letters by record id, for the lookups of enqueue, purge and the forgetting of
+    # delivered ids (state/postgres/deadletters.py), which would otherwise read all of a sink's.
+    """
+    CREATE INDEX dead_letters_by_record ON dead_letters (sink, record_id);
+    """,
 )
 
 
