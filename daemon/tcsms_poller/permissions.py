@@ -44,22 +44,31 @@ SHARED = 0o640
 SHARED_DIRECTORY = 0o750
 
 
-def act_as_owner_of(directory: Path) -> tuple[int, int] | None:
-    """Run as root, act as the owner of ``directory`` when it exists and is another user's:
-    no supplementary groups, then its group, then its user, as the effective ids of the whole
+def act_as_owner_of(directory: Path, owned: Path) -> tuple[int, int] | None:
+    """Run as root, act in ``directory`` as the owner of ``owned`` (``directory`` itself or a
+    directory in it) when that exists and is another user's: move into ``directory``, then
+    drop supplementary groups, take its group, then its user, as the effective ids of the whole
     process (every thread). Returns that (uid, gid), or None when nothing changed.
 
     From then on every file is created by that user and opened with its rights, never root's,
-    so a symlink it planted leads nowhere it could not write itself.
+    so a symlink it planted leads nowhere it could not write itself. The caller then reaches
+    ``directory`` as ``.``: a user may own a directory it cannot reach by its path (systemd's
+    ``DynamicUser`` keeps it under the root-only ``/var/lib/private``), and a path relative to
+    the working directory needs no search permission above it.
+
+    Raises:
+        OSError: the ids could not be changed (no ``CAP_SETUID``, an unmapped id); the
+            process is then part changed and must not touch a file.
     """
     if os.geteuid() != 0:
         return None
     try:
-        status = os.stat(directory)
+        status = os.stat(owned)
     except FileNotFoundError:
         return None
     if status.st_uid == 0:
         return None
+    os.chdir(os.path.realpath(directory))
     os.setgroups([])  # groups and group first: once the user is not root, they cannot change
     os.setegid(status.st_gid)
     os.seteuid(status.st_uid)

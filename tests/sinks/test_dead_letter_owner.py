@@ -18,7 +18,10 @@ import anyio
 import pytest
 import yaml
 
+from tcsms_poller.commands.dead_letter import _act_as_owner
+from tcsms_poller.config import load_config
 from tcsms_poller.sinks.deadletter import DeadLetterFile, dead_letter_path
+from tcsms_poller.state.roles import StateError
 from tests.support.cli import run_cli
 from tests.support.daemon_process import daemon_config
 from tests.support.sink_rig import outbox_records
@@ -33,18 +36,22 @@ SINK = "webhook"
 
 @pytest.fixture
 def state_dir() -> Iterator[Path]:
-    """A state directory of ``OWNER``'s, under a directory any user may enter (pytest's own
-    temporary directories are root's alone), with its configuration beside it."""
-    base = Path(tempfile.mkdtemp(prefix="tcsms-owner-"))
+    """A state directory of ``OWNER``'s laid out as systemd's ``DynamicUser`` lays it out:
+    ``public/state`` links to ``private/state`` and ``private`` is root's alone, so ``OWNER``
+    cannot reach its own directory by its path. The configuration is beside the link."""
+    base = Path(tempfile.mkdtemp(prefix="tcsms-owner-"))  # root's alone, as pytest's are
     try:
-        base.chmod(0o755)
-        state = base / "state"
+        (base / "private").mkdir(0o700)
+        (base / "public").mkdir(0o755)
+        state = base / "private" / "state"
         state.mkdir(0o700)
         os.chown(state, OWNER, OWNER)
+        state = base / "public" / "state"
+        state.symlink_to(base / "private" / "state")
         sinks = [{"type": "http", "name": SINK, "url": "http://127.0.0.1:9/"}]
         config = daemon_config("http://127.0.0.1:9", state, sinks=sinks)
         config["log"]["level"] = "info"  # the one line of a failure, alone
-        (base / "config.yaml").write_text(yaml.safe_dump(config))
+        (state.parent / "config.yaml").write_text(yaml.safe_dump(config))
         yield state
     finally:
         shutil.rmtree(base)
@@ -158,3 +165,27 @@ async def test_a_dead_letter_directory_left_root_s_is_named_with_its_fix(state_d
         [line] = err.splitlines()
         assert f"chown -R {OWNER}:{OWNER} {directory}" in line, line
         assert snapshot(directory) == before
+
+
+def test_ids_that_cannot_be_changed_are_one_line_and_touch_nothing(
+    state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Root without ``CAP_SETGID`` (a container that dropped every capability): the command
+    says so in one line and writes nothing, its ids part changed or not. In this process,
+    with every id change faked: the test's own ids stay."""
+    moved: list[str] = []
+    monkeypatch.setattr(os, "chdir", moved.append)
+    monkeypatch.setattr(os, "setgroups", lambda groups: None)
+
+    def refuse(gid: int) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "setegid", refuse)
+    config = load_config(state_dir.parent / "config.yaml")
+    with pytest.raises(StateError) as refused:
+        _act_as_owner(config, SINK)
+    assert str(refused.value) == (
+        f"cannot act as the owner of {state_dir}: Operation not permitted"
+    )
+    assert moved == [os.path.realpath(state_dir)]
+    assert list(state_dir.iterdir()) == []

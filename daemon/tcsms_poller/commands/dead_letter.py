@@ -35,6 +35,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from tcsms_poller.commands._common import (
     add_config_argument,
@@ -143,12 +144,12 @@ def _check_purge_selectors(args: argparse.Namespace) -> datetime | None:
 
 @asynccontextmanager
 async def _dead_letters(
-    config: Config, requested: str | None
+    config: Config, requested: str | None, state_dir: Path
 ) -> AsyncIterator[Callable[[str], DeadLetters]]:
-    """Sink name -> its dead letters, where the daemon keeps them; a ``requested`` sink not
-    configured is checked in the database (``_sink_names``)."""
+    """Sink name -> its dead letters, where the daemon keeps them (with a SQLite state, the
+    files under ``state_dir``: see ``_act_as_owner``); a ``requested`` sink not configured is
+    checked in the database (``_sink_names``)."""
     if config.state.url is None:  # the files beside the database, which stays closed
-        state_dir = config.state.path.parent
         yield lambda sink: DeadLetterFile(dead_letter_path(state_dir, sink))
         return
     from tcsms_poller.state import open_state  # psycopg only when the state is PostgreSQL
@@ -194,21 +195,28 @@ def _sink_names(config: Config, requested: str | None, action: str) -> list[str]
     return [requested]
 
 
-def _act_as_owner(config: Config, sink: str) -> None:
-    """Before ``replay`` or ``purge`` opens a dead-letter file: run as root, act as the state
-    directory's owner (``permissions.act_as_owner_of``); then ``StateError`` (one line, exit
-    1) if a file the command may change is not writable, before anything changed. Called
+def _act_as_owner(config: Config, sink: str) -> Path:
+    """Before ``replay`` or ``purge`` opens a dead-letter file: run as root, act as the owner
+    of ``dead-letter/`` (of the state directory while it is root's or missing) in the state
+    directory (``permissions.act_as_owner_of``); then ``StateError`` (one line, exit 1) if a
+    file the command may change is not writable, before anything changed. Returns the state
+    directory as the files are to be reached from now on (``.`` once moved into it). Called
     once the event loop runs: its modules are loaded, by root, wherever Python lives."""
     state_dir = config.state.path.parent
-    owner = act_as_owner_of(state_dir)
-    files = DeadLetterFiles(dead_letter_path(state_dir, sink))
+    letters_dir = dead_letter_path(state_dir, sink).parent
+    try:
+        held_by_user = letters_dir.is_dir() and letters_dir.stat().st_uid != 0
+        owner = act_as_owner_of(state_dir, letters_dir if held_by_user else state_dir)
+    except OSError as error:
+        raise StateError(f"cannot act as the owner of {state_dir}: {error.strerror}") from None
+    here = Path(".") if owner is not None else state_dir
+    files = DeadLetterFiles(dead_letter_path(here, sink))
     if (path := files.unwritable()) is None:
-        return
-    status = os.stat(state_dir)
-    uid, gid = owner or (status.st_uid, status.st_gid)
+        return here
+    uid, gid = owner or (os.geteuid(), os.getegid())
     reason = (
-        f"{path} is not writable by uid {os.geteuid()}; give the dead letters to the state"
-        f" directory's owner: chown -R {uid}:{gid} {files.letters_path.parent}"
+        f"{state_dir / path if owner else path} is not writable by uid {os.geteuid()}; give"
+        f" the dead letters to the state directory's owner: chown -R {uid}:{gid} {letters_dir}"
     )
     raise StateError(reason)
 
@@ -256,8 +264,10 @@ async def _rows(
     return [batch.describe(delivered, queued) for batch in _batches(letters, sink)]
 
 
-async def _list(config: Config, sinks: Sequence[str], args: argparse.Namespace) -> int:
-    async with _dead_letters(config, args.sink) as dead_letters_of:
+async def _list(
+    config: Config, sinks: Sequence[str], args: argparse.Namespace, state_dir: Path
+) -> int:
+    async with _dead_letters(config, args.sink, state_dir) as dead_letters_of:
         rows = [
             row for sink in sinks for row in await _rows(dead_letters_of(sink), sink, args.since)
         ]
@@ -274,9 +284,11 @@ async def _list(config: Config, sinks: Sequence[str], args: argparse.Namespace) 
     return EX_OK
 
 
-async def _replay(config: Config, sinks: Sequence[str], args: argparse.Namespace) -> int:
+async def _replay(
+    config: Config, sinks: Sequence[str], args: argparse.Namespace, state_dir: Path
+) -> int:
     [sink] = sinks
-    async with _dead_letters(config, args.sink) as dead_letters_of:
+    async with _dead_letters(config, args.sink, state_dir) as dead_letters_of:
         dead_letters = dead_letters_of(sink)
         queued, skipped = await dead_letters.enqueue(await dead_letters.letters(since=args.since))
     print(
@@ -287,9 +299,11 @@ async def _replay(config: Config, sinks: Sequence[str], args: argparse.Namespace
     return EX_OK
 
 
-async def _purge(config: Config, sinks: Sequence[str], args: argparse.Namespace) -> int:
+async def _purge(
+    config: Config, sinks: Sequence[str], args: argparse.Namespace, state_dir: Path
+) -> int:
     [sink] = sinks
-    async with _dead_letters(config, args.sink) as dead_letters_of:
+    async with _dead_letters(config, args.sink, state_dir) as dead_letters_of:
         purged = await dead_letters_of(sink).purge(
             before=args.before,
             replayed=args.replayed,
@@ -315,8 +329,9 @@ def execute(args: argparse.Namespace) -> int:
     action = _ACTIONS[args.action]
 
     async def run() -> int:
+        state_dir = config.state.path.parent
         if args.action != "list" and config.state.url is None:  # only the files: written here
-            _act_as_owner(config, args.sink)
-        return await action(config, sinks, args)
+            state_dir = _act_as_owner(config, args.sink)
+        return await action(config, sinks, args, state_dir)
 
     return run_reporting(run, event="dead_letter.failed")
