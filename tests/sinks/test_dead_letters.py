@@ -23,6 +23,7 @@ from tcsms_poller.commands.status import render
 from tcsms_poller.health import HealthBoard
 from tcsms_poller.metrics import Metrics
 from tcsms_poller.records import OutboxRecord, Record, format_received_at
+from tcsms_poller.sinks import deadletter
 from tcsms_poller.sinks.base import RejectedBatchError, SinkSettings
 from tcsms_poller.sinks.deadletter import DeadLetterFile, dead_letter_counts
 from tcsms_poller.sinks.drainer import Drainer
@@ -376,6 +377,24 @@ async def test_a_torn_last_line_is_cut_off_by_the_next_append_and_a_purge_drops_
     assert await dead.purge(replayed=True, dry_run=True) == Purged(1, 1, 0)
     await dead.finish(await dead.queued(), acknowledged=True)  # now "c" is delivered
     assert ledger.read_bytes() == b"b\nc\n"
+
+
+@pytest.mark.parametrize("chunk", [3, 4, 1 << 20], ids=["across-chunks", "at-an-edge", "one"])
+async def test_a_torn_tail_is_cut_back_to_the_last_newline_whatever_the_chunks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int
+) -> None:
+    """The last newline is looked for backwards a chunk at a time: a torn tail longer than a
+    chunk, and a newline right at a chunk's edge, are cut exactly after that newline."""
+    monkeypatch.setattr(deadletter, "_CHUNK", chunk)
+    dead = DeadLetterFile(tmp_path / "dead-letter" / f"{SINK}.jsonl")
+    await dead.write(outbox("a"), reason="rejected", now=0.0)
+    kept = dead.path.read_bytes()
+    with dead.path.open("ab") as file:
+        file.write(b'{"dead_lettered_at":"1970')  # 25 bytes: 8 chunks of 3, 6 of 4 and 1
+    await dead.write(outbox("b"), reason="rejected", now=1.0)
+    assert dead.path.read_bytes().startswith(kept)
+    assert ids(await dead.letters()) == ["a", "b"]
+    assert len(dead.path.read_bytes().splitlines()) == 2
 
 
 async def test_a_purge_beside_a_daemon_appending_dead_letters_loses_none_of_them(
