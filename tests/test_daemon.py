@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -21,23 +23,33 @@ from tests.support.log_capture import captured_logs, json_lines, output
 pytestmark = pytest.mark.anyio
 
 
+@asynccontextmanager
+async def serving(config_path: Path, config: dict[str, Any]) -> AsyncIterator[Daemon]:
+    """A daemon of ``config`` (written to ``config_path``, which its reloads read again)
+    serving in this process while the block runs, stopped at its end."""
+    await anyio.Path(config_path).write_text(yaml.safe_dump(config))
+    daemon = Daemon(load_config(config_path), config_path=config_path)
+    stop = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        await tg.start(partial(daemon.serve, stop.wait))
+        try:
+            yield daemon
+        finally:
+            stop.set()
+
+
 async def test_overlapping_reloads_start_an_added_sink_once(tmp_path: Path) -> None:
     """Two reloads at once run one after the other: the sink they add is started once."""
     config_path = tmp_path / "config.yaml"
     async with run_emulator(EmulatorOptions(seed=7)) as emulator:
         config = daemon_config(emulator.url, tmp_path)
-        config_path.write_text(yaml.safe_dump(config))
-        daemon = Daemon(load_config(config_path), config_path=config_path)
-        stop = anyio.Event()
         with captured_logs() as out, anyio.fail_after(60):
-            async with anyio.create_task_group() as tg:
-                await tg.start(partial(daemon.serve, stop.wait))
+            async with serving(config_path, config) as daemon:
                 second = {"type": "file", "name": "second", "path": str(tmp_path / "2.jsonl")}
                 config_path.write_text(yaml.safe_dump({**config, "sinks": [second]}))
                 async with anyio.create_task_group() as reloads:
                     reloads.start_soon(daemon.reload)
                     reloads.start_soon(daemon.reload)
-                stop.set()
     events = json_lines(out)
     started = [e["sink"] for e in events if e["event"] == "sink.started"]
     assert started == ["file", "second"]
@@ -51,15 +63,10 @@ async def test_a_burst_of_identical_errors_is_counted_by_the_stop_at_the_latest(
     the 99 held back before it says it stopped, with no further line to carry it."""
     config_path = tmp_path / "config.yaml"
     async with run_emulator(EmulatorOptions(seed=7)) as emulator:
-        config_path.write_text(yaml.safe_dump(daemon_config(emulator.url, tmp_path)))
-        daemon = Daemon(load_config(config_path), config_path=config_path)
-        stop = anyio.Event()
         with captured_logs() as out, anyio.fail_after(60):
-            async with anyio.create_task_group() as tg:
-                await tg.start(partial(daemon.serve, stop.wait))
+            async with serving(config_path, daemon_config(emulator.url, tmp_path)):
                 for _ in range(100):
                     logging.getLogger("asyncio").error("socket.accept() out of system resource")
-                stop.set()
             events = [(e["event"], e.get("repeated")) for e in json_lines(out)]
     accept_failed = [event for event in events if event[0].startswith("socket.accept()")]
     assert [count for _, count in accept_failed] == [None, 99]
@@ -77,10 +84,6 @@ async def test_a_reload_that_fails_changes_neither_the_configuration_nor_the_num
     blocker.write_text("")  # a sink under a regular file cannot open, not even as root
     async with run_emulator(EmulatorOptions(seed=7)) as emulator:
         config = daemon_config(emulator.url, tmp_path)
-        config_path.write_text(yaml.safe_dump(config))
-        daemon = Daemon(load_config(config_path), config_path=config_path)
-        before = daemon.config
-        stop = anyio.Event()
 
         def with_second_sink(directory: Path) -> dict[str, Any]:
             second = {"type": "file", "name": "second", "path": str(directory / "2.jsonl")}
@@ -96,8 +99,8 @@ async def test_a_reload_that_fails_changes_neither_the_configuration_nor_the_num
             return [n.phone for n in await daemon.context.store.list_numbers(app_id=APP)]
 
         with captured_logs() as out, anyio.fail_after(60):
-            async with anyio.create_task_group() as tg:
-                await tg.start(partial(daemon.serve, stop.wait))
+            async with serving(config_path, config) as daemon:
+                before = daemon.config
                 config_path.write_text(yaml.safe_dump(with_second_sink(blocker)))
                 await daemon.reload()
                 assert daemon.config is before
@@ -109,7 +112,6 @@ async def test_a_reload_that_fails_changes_neither_the_configuration_nor_the_num
                 assert [s.sink_name for s in daemon.config.sinks] == ["file", "second"]
                 assert await tracked() == [number]
                 assert reload_successful() == 1
-                stop.set()
     [line] = [e for e in failed if e["event"] in ("daemon.reloaded", "daemon.reload_failed")]
     assert (line["event"], line["level"]) == ("daemon.reload_failed", "error")
     assert "cannot open" in line["error"]
@@ -131,12 +133,8 @@ async def test_a_reload_masks_the_secrets_of_the_sinks_it_adds(tmp_path: Path, f
     broken = {"type": "file", "name": "broken", "path": str(blocker / "out.jsonl")}
     async with run_emulator(EmulatorOptions(seed=7)) as emulator:
         config = daemon_config(emulator.url, tmp_path)
-        config_path.write_text(yaml.safe_dump(config))
-        daemon = Daemon(load_config(config_path), config_path=config_path)
-        stop = anyio.Event()
         with captured_logs() as out, anyio.fail_after(60):
-            async with anyio.create_task_group() as tg:
-                await tg.start(partial(daemon.serve, stop.wait))
+            async with serving(config_path, config) as daemon:
                 sinks = [hook, broken] if fails else [hook]
                 config_path.write_text(yaml.safe_dump({**config, "sinks": sinks}))
                 await daemon.reload()
@@ -146,7 +144,6 @@ async def test_a_reload_masks_the_secrets_of_the_sinks_it_adds(tmp_path: Path, f
                 logging.getLogger("httpx").warning("POST %s (Authorization: Bearer %s)", url, token)
                 probe = daemon.board.register("probe", "sink")
                 probe.failed(f"POST {url} with Authorization: Bearer {token} refused")
-                stop.set()
     text = output(out)
     reloaded = [e["sinks"] for e in json_lines(out) if e["event"] == "daemon.reloaded"]
     assert reloaded == ([] if fails else [["http"]])
